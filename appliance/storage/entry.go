@@ -1,0 +1,218 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+)
+
+// Record is one record as stored in a partition log.
+type Record struct {
+	// Offset is the record's position in its partition; set by Append.
+	Offset int64
+	// Timestamp is kept with millisecond precision, as Kafka does.
+	Timestamp time.Time
+	// Key and Value may be nil (null), which is distinct from empty.
+	Key, Value []byte
+	// Headers are carried as is.
+	Headers []Header
+}
+
+// Header is one record header; a nil Value is a null header value.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Entry kinds: a normal record, or a placeholder for an offset whose record was
+// destroyed on disk and replaced at recovery so that later offsets keep their place.
+const (
+	kindRecord byte = 1
+	kindLost   byte = 2
+)
+
+// Entry layout (one tidwall/wal entry per record, big endian):
+//
+//	0  u32 CRC-32C of bytes [4:]
+//	4  u8  kind
+//	5  i64 offset
+//	13 i64 timestamp, Unix milliseconds
+//	21 varint key length (-1 = null), key
+//	   varint value length (-1 = null), value
+//	   uvarint header count; per header: uvarint key length, key, varint value length, value
+//	-4 u32 length of the whole entry, so the last entry of a segment can be found from its end
+const (
+	entryHeaderLen = 21
+	entryMinLen    = entryHeaderLen + 3 + 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is wrapped by every error that reports damaged data on disk.
+var ErrCorrupt = errors.New("corrupt data")
+
+// CorruptError reports that the record at Offset cannot be served because its
+// bytes on disk are damaged or were lost; it wraps ErrCorrupt.
+type CorruptError struct {
+	Offset int64
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("record at offset %d is corrupt: %s", e.Offset, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+// encodedLen returns the exact size of the entry for r.
+func encodedLen(r *Record) int {
+	n := entryHeaderLen + varintLen(bytesLen(r.Key)) + len(r.Key) + varintLen(bytesLen(r.Value)) + len(r.Value)
+	n += uvarintLen(uint64(len(r.Headers)))
+	for _, h := range r.Headers {
+		n += uvarintLen(uint64(len(h.Key))) + len(h.Key) + varintLen(bytesLen(h.Value)) + len(h.Value)
+	}
+	return n + 4
+}
+
+// appendEntry encodes r at offset off onto dst.
+func appendEntry(dst []byte, kind byte, off int64, r *Record) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, kind)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	var ts int64
+	if !r.Timestamp.IsZero() {
+		ts = r.Timestamp.UnixMilli()
+	}
+	dst = binary.BigEndian.AppendUint64(dst, uint64(ts))
+	dst = appendBytes(dst, r.Key)
+	dst = appendBytes(dst, r.Value)
+	dst = binary.AppendUvarint(dst, uint64(len(r.Headers)))
+	for _, h := range r.Headers {
+		dst = binary.AppendUvarint(dst, uint64(len(h.Key)))
+		dst = append(dst, h.Key...)
+		dst = appendBytes(dst, h.Value)
+	}
+	total := len(dst) - start + 4
+	dst = binary.BigEndian.AppendUint32(dst, uint32(total))
+	binary.BigEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
+	return dst
+}
+
+// lostEntry encodes the placeholder for an offset whose record was destroyed.
+func lostEntry(off int64) []byte {
+	return appendEntry(nil, kindLost, off, &Record{})
+}
+
+func appendBytes(dst, b []byte) []byte {
+	if b == nil {
+		return binary.AppendVarint(dst, -1)
+	}
+	dst = binary.AppendVarint(dst, int64(len(b)))
+	return append(dst, b...)
+}
+
+func bytesLen(b []byte) int64 {
+	if b == nil {
+		return -1
+	}
+	return int64(len(b))
+}
+
+func varintLen(x int64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutVarint(b[:], x)
+}
+
+func uvarintLen(x uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], x)
+}
+
+// checkEntry verifies an entry's frame and checksum and returns its kind and offset.
+func checkEntry(data []byte) (kind byte, off int64, err error) {
+	if len(data) < entryMinLen {
+		return 0, 0, fmt.Errorf("entry of %d bytes is shorter than the minimum %d", len(data), entryMinLen)
+	}
+	if n := binary.BigEndian.Uint32(data[len(data)-4:]); int(n) != len(data) {
+		return 0, 0, fmt.Errorf("entry length trailer %d does not match frame length %d", n, len(data))
+	}
+	if want, got := binary.BigEndian.Uint32(data), crc32.Checksum(data[4:], castagnoli); want != got {
+		return 0, 0, fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", want, got)
+	}
+	kind = data[4]
+	if kind != kindRecord && kind != kindLost {
+		return 0, 0, fmt.Errorf("unknown entry kind %d", kind)
+	}
+	return kind, int64(binary.BigEndian.Uint64(data[5:])), nil
+}
+
+// entryTimestamp returns the timestamp field of a checked entry.
+func entryTimestamp(data []byte) time.Time {
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(data[13:])))
+}
+
+// decodeEntry verifies data as the entry for offset want and decodes it into a
+// record that owns its memory (one allocation for key, value and headers).
+func decodeEntry(data []byte, want int64) (Record, error) {
+	kind, off, err := checkEntry(data)
+	if err != nil {
+		return Record{}, &CorruptError{Offset: want, Reason: err.Error()}
+	}
+	if off != want {
+		return Record{}, &CorruptError{Offset: want, Reason: fmt.Sprintf("entry holds offset %d", off)}
+	}
+	if kind == kindLost {
+		return Record{}, &CorruptError{Offset: want, Reason: "record was destroyed on disk and replaced by a placeholder at recovery"}
+	}
+	buf := make([]byte, len(data)-entryHeaderLen-4)
+	copy(buf, data[entryHeaderLen:])
+	r := Record{Offset: off, Timestamp: entryTimestamp(data)}
+	bad := func(what string) (Record, error) {
+		return Record{}, &CorruptError{Offset: want, Reason: "malformed " + what}
+	}
+	var ok bool
+	if r.Key, buf, ok = readBytes(buf); !ok {
+		return bad("key")
+	}
+	if r.Value, buf, ok = readBytes(buf); !ok {
+		return bad("value")
+	}
+	nh, n := binary.Uvarint(buf)
+	if n <= 0 || nh > uint64(len(buf)) {
+		return bad("header count")
+	}
+	buf = buf[n:]
+	if nh > 0 {
+		r.Headers = make([]Header, nh)
+		for i := range r.Headers {
+			kl, n := binary.Uvarint(buf)
+			if n <= 0 || kl > uint64(len(buf)-n) {
+				return bad("header key")
+			}
+			r.Headers[i].Key = string(buf[n : n+int(kl)])
+			buf = buf[n+int(kl):]
+			if r.Headers[i].Value, buf, ok = readBytes(buf); !ok {
+				return bad("header value")
+			}
+		}
+	}
+	if len(buf) != 0 {
+		return bad("record (trailing bytes)")
+	}
+	return r, nil
+}
+
+func readBytes(buf []byte) (b, rest []byte, ok bool) {
+	l, n := binary.Varint(buf)
+	if n <= 0 || l < -1 || l > int64(len(buf)-n) {
+		return nil, nil, false
+	}
+	if l == -1 {
+		return nil, buf[n:], true
+	}
+	end := n + int(l)
+	return buf[n:end:end], buf[end:], true
+}

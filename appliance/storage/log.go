@@ -1,0 +1,488 @@
+// Package storage is one partition log on github.com/tidwall/wal, hardened: every
+// entry carries a CRC-32C and its own offset, torn tails are repaired at open,
+// segment continuity is checked, access is serialized, the directory is fsynced
+// when segments come and go, and durability is a group commit shared by writers.
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tidwall/wal"
+)
+
+// Options tune one partition log.
+type Options struct {
+	// SegmentBytes is the size at which the log rolls to a new segment file. The
+	// tail segment is held in memory whole, so this bounds memory per partition.
+	SegmentBytes int
+	// CacheSegments is how many sealed segments are kept in memory for reads.
+	CacheSegments int
+	// Logger receives recovery reports; nil means slog.Default().
+	Logger *slog.Logger
+	// OnFsync, if set, is called with the duration of every data fsync.
+	OnFsync func(time.Duration)
+	// OnRecovery, if set, is called for every repair made at open.
+	OnRecovery func(RecoveryAction)
+}
+
+// DefaultSegmentBytes is the default segment size: small, because the tail segment
+// lives in memory, yet large enough that rolling costs little.
+const DefaultSegmentBytes = 4 << 20
+
+// ErrClosed is returned by operations on a closed log.
+var ErrClosed = errors.New("log closed")
+
+// Log is one partition's log. All methods are safe for concurrent use.
+type Log struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+
+	mu        sync.Mutex // serializes every call into w: concurrent wal.Read panics
+	w         *wal.Log
+	closed    bool
+	failed    error // a failed fsync poisons the log: the page cache state is unknown
+	start     int64 // first offset present
+	end       int64 // next offset to be written
+	segs      []*segmentFile
+	tailBytes int   // bytes in the tail segment, mirroring tidwall/wal's roll rule
+	size      int64 // bytes in all segment files
+	dirDirty  bool  // a segment was created since the directory was last fsynced
+	batch     wal.Batch
+	buf       []byte
+
+	smu      sync.Mutex // group commit state
+	scond    *sync.Cond
+	syncing  bool
+	synced   int64    // every offset below is durable
+	sclosed  bool
+	syncFile *os.File // our own handle on the tail segment, for fdatasync outside mu
+	syncPath string
+	syncGen  int
+	tailGen  int // bumped when the tail file is replaced under the same name
+}
+
+// Open opens (creating if needed) the log in dir, repairing damage first.
+// The repairs made are returned and also logged.
+func Open(dir string, opts Options) (l *Log, actions []RecoveryAction, err error) {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultSegmentBytes
+	}
+	if opts.CacheSegments <= 0 {
+		opts.CacheSegments = 1
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("create log dir %s: %w", dir, err)
+	}
+	segs, actions, err := recoverDir(dir)
+	for _, a := range actions {
+		lg.Warn("log recovery", "dir", dir, "action", a.Kind, "segment", a.Segment, "bytes_dropped", a.BytesDropped, "lost", a.Lost, "detail", a.Detail)
+		if opts.OnRecovery != nil {
+			opts.OnRecovery(a)
+		}
+	}
+	if err != nil {
+		return nil, actions, fmt.Errorf("recover log %s: %w", dir, err)
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("open log %s: tidwall/wal panicked: %v: %w", dir, v, ErrCorrupt)
+		}
+	}()
+	w, err := wal.Open(dir, &wal.Options{
+		NoSync:           true, // we fsync ourselves, once per group of writers
+		SegmentSize:      opts.SegmentBytes,
+		SegmentCacheSize: opts.CacheSegments,
+		NoCopy:           true, // decodeEntry copies under our lock
+		AllowEmpty:       true,
+		DirPerms:         0o750,
+		FilePerms:        0o640,
+	})
+	if err != nil {
+		return nil, actions, fmt.Errorf("open log %s: %w", dir, err)
+	}
+	first, _ := w.FirstIndex()
+	last, _ := w.LastIndex()
+	l = &Log{dir: dir, opts: opts, log: lg, w: w, start: int64(first) - 1, end: int64(last)}
+	l.scond = sync.NewCond(&l.smu)
+	if len(segs) == 0 { // a new log: tidwall created segment 1
+		segs = []*segmentFile{{index: 1, path: dir + "/" + segmentName(1)}}
+		l.dirDirty = true
+	}
+	l.segs = segs
+	tail := segs[len(segs)-1]
+	l.tailBytes = int(tail.size)
+	for _, s := range segs {
+		l.size += s.size
+	}
+	if l.start < int64(segs[0].index)-1 || l.end < int64(tail.index)-1 {
+		w.Close()
+		return nil, actions, fmt.Errorf("open log %s: wal reports offsets %d..%d, segments say first %d tail %d: %w",
+			dir, l.start, l.end, segs[0].index-1, tail.index-1, ErrCorrupt)
+	}
+	// Whatever a killed process left in the page cache is made durable now, before
+	// anything is served from it.
+	l.synced = -1
+	if err := l.SyncTo(l.end); err != nil {
+		w.Close()
+		return nil, actions, err
+	}
+	return l, actions, nil
+}
+
+// Dir returns the directory of the log.
+func (l *Log) Dir() string { return l.dir }
+
+// StartOffset returns the first offset in the log (the log start offset).
+func (l *Log) StartOffset() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.start
+}
+
+// EndOffset returns the offset the next appended record will get.
+func (l *Log) EndOffset() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.end
+}
+
+// DurableOffset returns the offset below which every record is fsynced.
+func (l *Log) DurableOffset() int64 {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	return l.synced
+}
+
+// Size returns the bytes the log's segment files occupy.
+func (l *Log) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+// Append writes recs at the end of the log and returns the offset of the first.
+// The records are not durable until SyncTo covers them.
+func (l *Log) Append(recs []Record) (base int64, err error) {
+	if len(recs) == 0 {
+		return l.EndOffset(), nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, ErrClosed
+	}
+	if l.failed != nil {
+		return 0, l.failed
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("append to %s: tidwall/wal panicked: %v", l.dir, v)
+			l.failed = err
+		}
+	}()
+	base = l.end
+	l.batch.Clear()
+	for i := range recs {
+		off := base + int64(i)
+		l.buf = appendEntry(l.buf[:0], kindRecord, off, &recs[i])
+		l.batch.Write(uint64(off)+1, l.buf)
+	}
+	if err := l.w.WriteBatch(&l.batch); err != nil {
+		// The library may have written part of the batch; its state and ours can
+		// no longer be trusted, so writes stop until the log is reopened.
+		l.failed = fmt.Errorf("append to %s: %w", l.dir, err)
+		return 0, l.failed
+	}
+	l.mirrorRoll(recs, base)
+	l.end = base + int64(len(recs))
+	for i := range recs {
+		recs[i].Offset = base + int64(i)
+	}
+	return base, nil
+}
+
+// mirrorRoll repeats tidwall/wal v1.2.1's segment roll rule (roll before a batch
+// when the tail is over SegmentBytes, and after any entry that makes it reach
+// SegmentBytes) so we know the tail file without reaching into the library.
+func (l *Log) mirrorRoll(recs []Record, base int64) {
+	seg := l.opts.SegmentBytes
+	roll := func(next int64) {
+		t := l.segs[len(l.segs)-1]
+		t.size = int64(l.tailBytes)
+		l.segs = append(l.segs, &segmentFile{index: uint64(next) + 1, path: l.dir + "/" + segmentName(uint64(next)+1)})
+		l.tailBytes = 0
+		l.dirDirty = true
+	}
+	if l.tailBytes > seg {
+		roll(base)
+	}
+	for i := range recs {
+		n := encodedLen(&recs[i])
+		n += uvarintLen(uint64(n))
+		l.tailBytes += n
+		l.size += int64(n)
+		if l.tailBytes >= seg {
+			roll(base + int64(i) + 1)
+		}
+	}
+	l.segs[len(l.segs)-1].size = int64(l.tailBytes)
+}
+
+// SyncTo returns once every offset below end is durable. Concurrent callers share
+// fsyncs: whoever finds no fsync running syncs everything written so far, and
+// the others wait for it (group commit).
+func (l *Log) SyncTo(end int64) error {
+	l.smu.Lock()
+	for l.syncing || l.synced < end {
+		if !l.syncing {
+			break
+		}
+		l.scond.Wait()
+	}
+	if l.synced >= end {
+		l.smu.Unlock()
+		return nil
+	}
+	if l.sclosed {
+		l.smu.Unlock()
+		return ErrClosed
+	}
+	l.syncing = true
+	l.smu.Unlock()
+
+	target, err := l.syncOnce()
+
+	l.smu.Lock()
+	l.syncing = false
+	if err == nil && target > l.synced {
+		l.synced = target
+	}
+	l.scond.Broadcast()
+	l.smu.Unlock()
+	return err
+}
+
+// syncOnce fsyncs the tail segment (and the directory when a segment was
+// created) and returns the offset it made durable. Segments sealed before the
+// tail were fsynced by tidwall/wal when it rolled.
+func (l *Log) syncOnce() (int64, error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if l.failed != nil {
+		l.mu.Unlock()
+		return 0, l.failed
+	}
+	target := l.end
+	path := l.segs[len(l.segs)-1].path
+	gen := l.tailGen
+	dirty := l.dirDirty
+	l.dirDirty = false
+	l.mu.Unlock()
+
+	if path != l.syncPath || gen != l.syncGen {
+		if l.syncFile != nil {
+			l.syncFile.Close()
+			l.syncFile = nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return 0, l.fail(fmt.Errorf("open tail segment %s for fsync: %w", path, err))
+		}
+		l.syncFile, l.syncPath, l.syncGen = f, path, gen
+	}
+	t0 := time.Now()
+	if err := fdatasync(l.syncFile); err != nil {
+		return 0, l.fail(fmt.Errorf("fsync %s: %w", path, err))
+	}
+	if dirty {
+		if err := syncDir(l.dir); err != nil {
+			return 0, l.fail(err)
+		}
+	}
+	if l.opts.OnFsync != nil {
+		l.opts.OnFsync(time.Since(t0))
+	}
+	return target, nil
+}
+
+// fail poisons the log after a failed fsync: Linux may have dropped the dirty
+// pages, so nothing written since the last good fsync can be trusted.
+func (l *Log) fail(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
+		l.failed = err
+	}
+	return err
+}
+
+// Read returns records from offset up to (not including) limit, stopping after
+// maxBytes of encoded data but always returning at least one record if any.
+// A damaged record is never returned as data: if it is the first one, Read
+// returns a *CorruptError; otherwise the records before it are returned.
+func (l *Log) Read(offset, limit int64, maxBytes int) (recs []Record, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	if limit > l.end {
+		limit = l.end
+	}
+	if offset < l.start || offset > l.end {
+		return nil, fmt.Errorf("read %s at offset %d: %w (log holds %d..%d)", l.dir, offset, ErrOutOfRange, l.start, l.end)
+	}
+	bytes := 0
+	for off := offset; off < limit; off++ {
+		data, rerr := l.readEntry(off)
+		var r Record
+		if rerr == nil {
+			r, rerr = decodeEntry(data, off)
+		}
+		if rerr != nil {
+			if len(recs) > 0 {
+				return recs, nil
+			}
+			return nil, rerr
+		}
+		recs = append(recs, r)
+		bytes += len(data)
+		if bytes >= maxBytes {
+			break
+		}
+	}
+	return recs, nil
+}
+
+// ErrOutOfRange is returned when a read starts outside the log.
+var ErrOutOfRange = errors.New("offset out of range")
+
+// readEntry reads the raw entry of one offset; a library panic or error on a
+// damaged segment becomes a CorruptError.
+func (l *Log) readEntry(off int64) (data []byte, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			data, err = nil, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", v)}
+		}
+	}()
+	data, err = l.w.Read(uint64(off) + 1)
+	if err != nil {
+		return nil, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", err)}
+	}
+	return data, nil
+}
+
+// SegmentInfo describes one segment for retention decisions.
+type SegmentInfo struct {
+	// BaseOffset is the first offset in the segment.
+	BaseOffset int64
+	// Bytes is the segment file's size.
+	Bytes int64
+	// LastTimestamp is the timestamp of the segment's last record (zero for the tail).
+	LastTimestamp time.Time
+	// Sealed is false for the tail segment, which is still being written.
+	Sealed bool
+}
+
+// Segments lists the segments, oldest first, reading each sealed segment's last
+// timestamp once.
+func (l *Log) Segments() []SegmentInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]SegmentInfo, len(l.segs))
+	for i, s := range l.segs {
+		sealed := i < len(l.segs)-1
+		out[i] = SegmentInfo{BaseOffset: int64(s.index) - 1, Bytes: s.size, Sealed: sealed}
+		if sealed && !s.hasTS {
+			if f, err := os.Open(s.path); err == nil {
+				if _, ts, err := lastEntry(f, s.size); err == nil {
+					s.lastTS, s.hasTS = ts, true
+				}
+				f.Close()
+			}
+		}
+		if s.hasTS {
+			out[i].LastTimestamp = time.UnixMilli(s.lastTS)
+		}
+	}
+	return out
+}
+
+// TruncateFront removes every sealed segment wholly before offset; offset must be
+// the base offset of a segment. The log start offset becomes offset.
+func (l *Log) TruncateFront(offset int64) (err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	k := -1
+	for i, s := range l.segs {
+		if int64(s.index)-1 == offset {
+			k = i
+		}
+	}
+	if k <= 0 {
+		if k == 0 {
+			return nil
+		}
+		return fmt.Errorf("truncate %s at %d: not a segment boundary", l.dir, offset)
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("truncate %s: tidwall/wal panicked: %v", l.dir, v)
+		}
+	}()
+	if err := l.w.TruncateFront(uint64(offset) + 1); err != nil {
+		return fmt.Errorf("truncate %s at %d: %w", l.dir, offset, err)
+	}
+	for _, s := range l.segs[:k] {
+		l.size -= s.size
+	}
+	if k == len(l.segs)-1 {
+		l.tailGen++ // tidwall/wal rewrote the tail file under the same name
+	}
+	l.segs = append([]*segmentFile(nil), l.segs[k:]...)
+	l.start = offset
+	return syncDir(l.dir)
+}
+
+// Close flushes and closes the log.
+func (l *Log) Close() error {
+	serr := l.SyncTo(l.EndOffset())
+	l.smu.Lock()
+	for l.syncing {
+		l.scond.Wait()
+	}
+	l.sclosed = true
+	l.smu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	if l.syncFile != nil {
+		l.syncFile.Close()
+	}
+	if err := l.w.Close(); err != nil && !errors.Is(err, wal.ErrClosed) {
+		return fmt.Errorf("close log %s: %w", l.dir, err)
+	}
+	if errors.Is(serr, ErrClosed) {
+		serr = nil
+	}
+	return serr
+}
