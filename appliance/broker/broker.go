@@ -1,0 +1,781 @@
+// Package broker holds topics and partitions and exposes the in-process Produce
+// and Fetch API that the Kafka protocol layer, sensors, sync and plugins all use.
+// Nothing else reaches into storage.
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/katka-io/katka/appliance/storage"
+)
+
+// Record is one record; Offset is set on records returned by Fetch.
+type Record = storage.Record
+
+// Header is one record header.
+type Header = storage.Header
+
+// Acks says how durable a produce must be before it returns, as in Kafka.
+type Acks int8
+
+// Acknowledgement levels. On one node AcksLeader and AcksAll are the same: the
+// produce returns once the records are fsynced (or written, with fsync: interval).
+const (
+	AcksNone   Acks = 0
+	AcksLeader Acks = 1
+	AcksAll    Acks = -1
+)
+
+// FsyncMode chooses when data reaches the disk.
+type FsyncMode string
+
+// Fsync modes: always acknowledges only fsynced data (group commit); interval
+// acknowledges written data and fsyncs every FsyncInterval, so a power cut can lose
+// up to that much acknowledged data.
+const (
+	FsyncAlways   FsyncMode = "always"
+	FsyncInterval FsyncMode = "interval"
+)
+
+// Errors returned by the broker; the Kafka layer maps them to error codes.
+var (
+	ErrUnknownTopic      = errors.New("unknown topic")
+	ErrUnknownPartition  = errors.New("unknown partition")
+	ErrTopicExists       = errors.New("topic already exists")
+	ErrInvalidTopic      = errors.New("invalid topic name")
+	ErrInvalidPartitions = errors.New("invalid partition count")
+	ErrOffsetOutOfRange  = errors.New("offset out of range")
+	ErrCorrupt           = storage.ErrCorrupt
+	ErrClosed            = errors.New("broker closed")
+)
+
+// TopicConfig holds the per-topic settings; zero values mean "use the default".
+type TopicConfig struct {
+	// RetentionMs is retention.ms; -1 keeps data forever.
+	RetentionMs int64 `json:"retention_ms"`
+	// RetentionBytes is retention.bytes per partition; -1 is unlimited.
+	RetentionBytes int64 `json:"retention_bytes"`
+	// MaxMessageBytes is max.message.bytes (the largest record batch accepted).
+	MaxMessageBytes int64 `json:"max_message_bytes,omitempty"`
+	// TimestampType is message.timestamp.type: CreateTime or LogAppendTime.
+	TimestampType string `json:"timestamp_type,omitempty"`
+	// CleanupPolicy is cleanup.policy: delete (compact comes later).
+	CleanupPolicy string `json:"cleanup_policy,omitempty"`
+}
+
+// TopicInfo describes a topic.
+type TopicInfo struct {
+	Name       string      `json:"name"`
+	ID         [16]byte    `json:"-"`
+	Partitions int32       `json:"partitions"`
+	Config     TopicConfig `json:"config"`
+	Created    time.Time   `json:"created"`
+}
+
+// IDString returns the topic ID in hex.
+func (t TopicInfo) IDString() string { return hex.EncodeToString(t.ID[:]) }
+
+// PartitionInfo reports one partition's offsets and size.
+type PartitionInfo struct {
+	Partition      int32 `json:"partition"`
+	LogStartOffset int64 `json:"log_start_offset"`
+	HighWatermark  int64 `json:"high_watermark"`
+	Bytes          int64 `json:"bytes"`
+}
+
+// FetchResult is what Fetch returns.
+type FetchResult struct {
+	// Records start at the requested offset (never a record below it).
+	Records []Record
+	// HighWatermark is the offset after the last record a consumer may read.
+	HighWatermark int64
+	// LogStartOffset is the first offset still in the log.
+	LogStartOffset int64
+}
+
+// Options configures a broker.
+type Options struct {
+	DataDir                string
+	Fsync                  FsyncMode
+	FsyncInterval          time.Duration
+	SegmentBytes           int
+	CacheSegments          int
+	RetentionCheckInterval time.Duration
+	// Defaults apply to topics whose config leaves a field zero.
+	Defaults TopicConfig
+	// AutoCreate lets EnsureTopic-style callers create topics on first use.
+	AutoCreate bool
+	// DefaultPartitions is the partition count of auto-created topics.
+	DefaultPartitions int32
+	Logger            *slog.Logger
+	// Metrics, if set, receives the broker's counters.
+	Metrics *Metrics
+}
+
+// Broker owns every topic in one data directory.
+type Broker struct {
+	opts Options
+	log  *slog.Logger
+	lock *storage.DirLock
+	m    *Metrics
+
+	mu     sync.RWMutex
+	topics map[string]*topic
+	closed bool
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type topic struct {
+	info  TopicInfo
+	dir   string
+	parts []*partition
+}
+
+const topicMetaFile = "topic.json"
+
+// Open locks the data directory, opens every topic in it (repairing damage) and
+// starts the background fsync and retention loops.
+func Open(opts Options) (*Broker, error) {
+	if opts.Fsync == "" {
+		opts.Fsync = FsyncAlways
+	}
+	if opts.FsyncInterval <= 0 {
+		opts.FsyncInterval = time.Second
+	}
+	if opts.RetentionCheckInterval <= 0 {
+		opts.RetentionCheckInterval = 30 * time.Second
+	}
+	if opts.DefaultPartitions <= 0 {
+		opts.DefaultPartitions = 1
+	}
+	if opts.Defaults.RetentionMs == 0 {
+		opts.Defaults.RetentionMs = -1
+	}
+	if opts.Defaults.RetentionBytes == 0 {
+		opts.Defaults.RetentionBytes = -1
+	}
+	if opts.Defaults.MaxMessageBytes == 0 {
+		opts.Defaults.MaxMessageBytes = 1048588
+	}
+	if opts.Defaults.TimestampType == "" {
+		opts.Defaults.TimestampType = "CreateTime"
+	}
+	if opts.Defaults.CleanupPolicy == "" {
+		opts.Defaults.CleanupPolicy = "delete"
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lock, err := storage.LockDir(opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{opts: opts, log: lg, lock: lock, m: opts.Metrics, topics: map[string]*topic{}, stop: make(chan struct{})}
+	if b.m == nil {
+		b.m = NewMetrics(nil)
+	}
+	b.m.broker = b
+	if err := b.load(); err != nil {
+		b.closeTopics()
+		lock.Unlock()
+		return nil, err
+	}
+	if opts.Fsync == FsyncInterval {
+		b.wg.Add(1)
+		go b.syncLoop()
+	}
+	b.wg.Add(1)
+	go b.retentionLoop()
+	return b, nil
+}
+
+// load opens every topic found in the data directory and removes topics whose
+// deletion was interrupted.
+func (b *Broker) load() error {
+	ents, err := os.ReadDir(b.opts.DataDir)
+	if err != nil {
+		return fmt.Errorf("read data dir %s: %w", b.opts.DataDir, err)
+	}
+	t0 := time.Now()
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(b.opts.DataDir, e.Name())
+		if strings.HasPrefix(e.Name(), ".deleted-") {
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("remove deleted topic %s: %w", dir, err)
+			}
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, topicMetaFile))
+		if errors.Is(err, os.ErrNotExist) {
+			b.log.Warn("ignoring directory without topic metadata", "dir", dir)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read topic metadata %s: %w", dir, err)
+		}
+		var meta topicMeta
+		if err := json.Unmarshal(raw, &meta); err != nil {
+			return fmt.Errorf("parse topic metadata %s: %w", filepath.Join(dir, topicMetaFile), err)
+		}
+		info, err := meta.info()
+		if err != nil {
+			return fmt.Errorf("topic metadata %s: %w", dir, err)
+		}
+		t := &topic{info: info, dir: dir}
+		for p := int32(0); p < info.Partitions; p++ {
+			part, err := b.openPartition(t, p)
+			if err != nil {
+				return err
+			}
+			t.parts = append(t.parts, part)
+		}
+		b.topics[info.Name] = t
+	}
+	b.log.Info("broker opened", "data_dir", b.opts.DataDir, "topics", len(b.topics), "took", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+type topicMeta struct {
+	Name       string      `json:"name"`
+	ID         string      `json:"id"`
+	Partitions int32       `json:"partitions"`
+	Config     TopicConfig `json:"config"`
+	Created    time.Time   `json:"created"`
+}
+
+func (m topicMeta) info() (TopicInfo, error) {
+	info := TopicInfo{Name: m.Name, Partitions: m.Partitions, Config: m.Config, Created: m.Created}
+	id, err := hex.DecodeString(m.ID)
+	if err != nil || len(id) != 16 {
+		return info, fmt.Errorf("bad topic id %q", m.ID)
+	}
+	copy(info.ID[:], id)
+	if err := ValidTopicName(m.Name); err != nil {
+		return info, err
+	}
+	if m.Partitions < 1 {
+		return info, fmt.Errorf("%w: %d", ErrInvalidPartitions, m.Partitions)
+	}
+	return info, nil
+}
+
+func (b *Broker) openPartition(t *topic, p int32) (*partition, error) {
+	dir := filepath.Join(t.dir, strconv.Itoa(int(p)))
+	l, _, err := storage.Open(dir, storage.Options{
+		SegmentBytes:  b.opts.SegmentBytes,
+		CacheSegments: b.opts.CacheSegments,
+		Logger:        b.log.With("topic", t.info.Name, "partition", p),
+		OnFsync:       b.m.observeFsync,
+		OnRecovery:    b.m.observeRecovery,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open partition %s-%d: %w", t.info.Name, p, err)
+	}
+	part := &partition{topic: t.info.Name, id: p, log: l, notify: make(chan struct{}), interval: b.opts.Fsync == FsyncInterval}
+	part.hw.Store(l.EndOffset())
+	return part, nil
+}
+
+// writeMeta persists a topic's metadata atomically.
+func writeMeta(dir string, info TopicInfo) error {
+	raw, err := json.MarshalIndent(topicMeta{Name: info.Name, ID: info.IDString(), Partitions: info.Partitions, Config: info.Config, Created: info.Created}, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, topicMetaFile)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("write topic metadata: %w", err)
+	}
+	_, err = f.Write(append(raw, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write topic metadata %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write topic metadata: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// ValidTopicName checks a name the way Kafka does: 1 to 249 characters from
+// [a-zA-Z0-9._-], and not "." or "..".
+func ValidTopicName(name string) error {
+	if name == "" || name == "." || name == ".." || len(name) > 249 {
+		return fmt.Errorf("%w %q: must be 1 to 249 characters and not . or ..", ErrInvalidTopic, name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w %q: only a-z, A-Z, 0-9, '.', '_' and '-' are allowed", ErrInvalidTopic, name)
+		}
+	}
+	return nil
+}
+
+// resolve fills the zero fields of c from the broker defaults.
+func (b *Broker) resolve(c TopicConfig) TopicConfig {
+	d := b.opts.Defaults
+	if c.RetentionMs == 0 {
+		c.RetentionMs = d.RetentionMs
+	}
+	if c.RetentionBytes == 0 {
+		c.RetentionBytes = d.RetentionBytes
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.TimestampType == "" {
+		c.TimestampType = d.TimestampType
+	}
+	if c.CleanupPolicy == "" {
+		c.CleanupPolicy = d.CleanupPolicy
+	}
+	return c
+}
+
+// CreateTopic creates a topic with n partitions; zero fields of cfg take the
+// broker defaults. The metadata is durable before it returns.
+func (b *Broker) CreateTopic(name string, n int32, cfg TopicConfig) (TopicInfo, error) {
+	if err := ValidTopicName(name); err != nil {
+		return TopicInfo{}, err
+	}
+	if n < 1 || n > 100000 {
+		return TopicInfo{}, fmt.Errorf("create topic %s: %w: %d", name, ErrInvalidPartitions, n)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return TopicInfo{}, ErrClosed
+	}
+	if _, ok := b.topics[name]; ok {
+		return TopicInfo{}, fmt.Errorf("create topic %s: %w", name, ErrTopicExists)
+	}
+	info := TopicInfo{Name: name, Partitions: n, Config: b.resolve(cfg), Created: time.Now().UTC()}
+	if _, err := rand.Read(info.ID[:]); err != nil {
+		return TopicInfo{}, fmt.Errorf("create topic %s: topic id: %w", name, err)
+	}
+	dir := filepath.Join(b.opts.DataDir, name)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return TopicInfo{}, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	t := &topic{info: info, dir: dir}
+	for p := int32(0); p < n; p++ {
+		part, err := b.openPartition(t, p)
+		if err != nil {
+			for _, q := range t.parts {
+				q.log.Close()
+			}
+			os.RemoveAll(dir)
+			return TopicInfo{}, err
+		}
+		t.parts = append(t.parts, part)
+	}
+	// The metadata file is written last: a topic directory without it is ignored.
+	if err := writeMeta(dir, info); err != nil {
+		for _, q := range t.parts {
+			q.log.Close()
+		}
+		os.RemoveAll(dir)
+		return TopicInfo{}, fmt.Errorf("create topic %s: %w", name, err)
+	}
+	if err := syncDir(b.opts.DataDir); err != nil {
+		return TopicInfo{}, err
+	}
+	b.topics[name] = t
+	b.log.Info("topic created", "topic", name, "partitions", n)
+	return info, nil
+}
+
+// EnsureTopic returns the topic, creating it with n partitions (or the default
+// count when n is 0) if it does not exist.
+func (b *Broker) EnsureTopic(name string, n int32) (TopicInfo, error) {
+	if info, err := b.Topic(name); err == nil {
+		return info, nil
+	}
+	if n <= 0 {
+		n = b.opts.DefaultPartitions
+	}
+	info, err := b.CreateTopic(name, n, TopicConfig{})
+	if errors.Is(err, ErrTopicExists) {
+		return b.Topic(name)
+	}
+	return info, err
+}
+
+// AutoCreate reports whether topics may be created on first use.
+func (b *Broker) AutoCreate() bool { return b.opts.AutoCreate }
+
+// DefaultPartitions is the partition count for auto-created topics.
+func (b *Broker) DefaultPartitions() int32 { return b.opts.DefaultPartitions }
+
+// DeleteTopic removes a topic and its data. The directory is first renamed
+// aside, so a crash midway never leaves half a topic.
+func (b *Broker) DeleteTopic(name string) error {
+	b.mu.Lock()
+	t, ok := b.topics[name]
+	if !ok {
+		b.mu.Unlock()
+		return fmt.Errorf("delete topic %s: %w", name, ErrUnknownTopic)
+	}
+	delete(b.topics, name)
+	b.mu.Unlock()
+	for _, p := range t.parts {
+		p.close()
+	}
+	aside := filepath.Join(b.opts.DataDir, fmt.Sprintf(".deleted-%s-%d", name, time.Now().UnixNano()))
+	if err := os.Rename(t.dir, aside); err != nil {
+		return fmt.Errorf("delete topic %s: %w", name, err)
+	}
+	if err := syncDir(b.opts.DataDir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(aside); err != nil {
+		b.log.Warn("removing deleted topic data", "dir", aside, "err", err)
+	}
+	b.m.forgetTopic(name)
+	b.log.Info("topic deleted", "topic", name)
+	return nil
+}
+
+// CreatePartitions grows a topic to total partitions.
+func (b *Broker) CreatePartitions(name string, total int32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.topics[name]
+	if !ok {
+		return fmt.Errorf("create partitions %s: %w", name, ErrUnknownTopic)
+	}
+	if total <= t.info.Partitions || total > 100000 {
+		return fmt.Errorf("create partitions %s: %w: %d (topic has %d)", name, ErrInvalidPartitions, total, t.info.Partitions)
+	}
+	var added []*partition
+	for p := t.info.Partitions; p < total; p++ {
+		part, err := b.openPartition(t, p)
+		if err != nil {
+			for _, q := range added {
+				q.close()
+			}
+			return err
+		}
+		added = append(added, part)
+	}
+	info := t.info
+	info.Partitions = total
+	if err := writeMeta(t.dir, info); err != nil {
+		for _, q := range added {
+			q.close()
+		}
+		return fmt.Errorf("create partitions %s: %w", name, err)
+	}
+	nt := &topic{info: info, dir: t.dir, parts: append(append([]*partition(nil), t.parts...), added...)}
+	b.topics[name] = nt
+	return nil
+}
+
+// SetTopicConfig replaces a topic's config (zero fields take the defaults).
+func (b *Broker) SetTopicConfig(name string, cfg TopicConfig) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.topics[name]
+	if !ok {
+		return fmt.Errorf("alter topic %s: %w", name, ErrUnknownTopic)
+	}
+	info := t.info
+	info.Config = b.resolve(cfg)
+	if err := writeMeta(t.dir, info); err != nil {
+		return fmt.Errorf("alter topic %s: %w", name, err)
+	}
+	b.topics[name] = &topic{info: info, dir: t.dir, parts: t.parts}
+	return nil
+}
+
+// Topic returns one topic's description.
+func (b *Broker) Topic(name string) (TopicInfo, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	t, ok := b.topics[name]
+	if !ok {
+		return TopicInfo{}, fmt.Errorf("topic %s: %w", name, ErrUnknownTopic)
+	}
+	return t.info, nil
+}
+
+// Topics lists all topics sorted by name.
+func (b *Broker) Topics() []TopicInfo {
+	b.mu.RLock()
+	out := make([]TopicInfo, 0, len(b.topics))
+	for _, t := range b.topics {
+		out = append(out, t.info)
+	}
+	b.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Partitions reports the offsets and size of every partition of a topic.
+func (b *Broker) Partitions(name string) ([]PartitionInfo, error) {
+	b.mu.RLock()
+	t, ok := b.topics[name]
+	b.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("topic %s: %w", name, ErrUnknownTopic)
+	}
+	out := make([]PartitionInfo, len(t.parts))
+	for i, p := range t.parts {
+		out[i] = p.info()
+	}
+	return out, nil
+}
+
+func (b *Broker) partition(name string, p int32) (*topic, *partition, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return nil, nil, ErrClosed
+	}
+	t, ok := b.topics[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("topic %s: %w", name, ErrUnknownTopic)
+	}
+	if p < 0 || int(p) >= len(t.parts) {
+		return nil, nil, fmt.Errorf("partition %s-%d: %w", name, p, ErrUnknownPartition)
+	}
+	return t, t.parts[p], nil
+}
+
+// Produce appends recs to one partition and returns the offset of the first once
+// they are as durable as acks asks: with fsync always, acks 1 and all wait for the
+// fsync (shared with concurrent producers); acks 0 returns after the write.
+// Records with a zero Timestamp get the append time; LogAppendTime topics
+// overwrite every timestamp.
+func (b *Broker) Produce(ctx context.Context, topicName string, partition int32, recs []Record, acks Acks) (int64, error) {
+	t, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	logAppend := t.info.Config.TimestampType == "LogAppendTime"
+	size := 0
+	for i := range recs {
+		if logAppend || recs[i].Timestamp.IsZero() {
+			recs[i].Timestamp = now
+		}
+		size += len(recs[i].Key) + len(recs[i].Value)
+	}
+	base, end, err := p.append(recs)
+	if err != nil {
+		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
+	}
+	b.m.recordsIn(topicName, len(recs), size)
+	if p.interval {
+		return base, nil
+	}
+	if acks == AcksNone {
+		go p.syncTo(end) // make them visible soon; nobody waits
+		return base, nil
+	}
+	if err := p.syncTo(end); err != nil {
+		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
+	}
+	return base, nil
+}
+
+// Fetch returns records from offset, waiting up to maxWait for at least one if
+// none is available yet. maxBytes bounds the encoded size, but one record is
+// returned whatever its size. An offset outside the log gives ErrOffsetOutOfRange;
+// a damaged record gives an error wrapping ErrCorrupt, never its bytes.
+func (b *Broker) Fetch(ctx context.Context, topicName string, partition int32, offset int64, maxBytes int, maxWait time.Duration) (FetchResult, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return FetchResult{}, err
+	}
+	var timer *time.Timer
+	for {
+		ch := p.waitCh()
+		hw := p.hw.Load()
+		start := p.log.StartOffset()
+		res := FetchResult{HighWatermark: hw, LogStartOffset: start}
+		if offset < start || offset > hw {
+			return res, fmt.Errorf("fetch %s-%d at %d: %w (log start %d, high watermark %d)", topicName, partition, offset, ErrOffsetOutOfRange, start, hw)
+		}
+		if offset < hw {
+			recs, err := p.log.Read(offset, hw, maxBytes)
+			if err != nil {
+				if errors.Is(err, storage.ErrOutOfRange) { // retention moved the start meanwhile
+					continue
+				}
+				if errors.Is(err, ErrCorrupt) {
+					b.m.corruptRead(topicName)
+				}
+				return res, fmt.Errorf("fetch %s-%d: %w", topicName, partition, err)
+			}
+			res.Records = recs
+			b.m.recordsOut(topicName, recs)
+			return res, nil
+		}
+		if maxWait <= 0 {
+			return res, nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(maxWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return res, nil
+		case <-ctx.Done():
+			return res, nil
+		case <-b.stop:
+			return res, ErrClosed
+		}
+	}
+}
+
+// Notify returns a channel that is closed when the partition's high watermark
+// next moves, so callers can wait on many partitions at once (Kafka MinBytes).
+func (b *Broker) Notify(topicName string, partition int32) (<-chan struct{}, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return nil, err
+	}
+	return p.waitCh(), nil
+}
+
+// OffsetForTime returns the first offset whose record timestamp is at or after
+// ts, or the high watermark if there is none (Kafka ListOffsets by timestamp).
+func (b *Broker) OffsetForTime(ctx context.Context, topicName string, partition int32, ts time.Time) (int64, time.Time, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	hw := p.hw.Load()
+	off := p.log.StartOffset()
+	// Skip sealed segments whose last record is older than ts.
+	for _, s := range p.log.Segments() {
+		if s.Sealed && !s.LastTimestamp.IsZero() && s.LastTimestamp.Before(ts) {
+			continue
+		}
+		if s.BaseOffset > off {
+			off = s.BaseOffset
+		}
+		break
+	}
+	for off < hw {
+		if err := ctx.Err(); err != nil {
+			return 0, time.Time{}, err
+		}
+		recs, err := p.log.Read(off, hw, 1<<20)
+		if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				off++
+				continue
+			}
+			return 0, time.Time{}, err
+		}
+		for _, r := range recs {
+			if !r.Timestamp.Before(ts) {
+				return r.Offset, r.Timestamp, nil
+			}
+		}
+		off = recs[len(recs)-1].Offset + 1
+	}
+	return hw, time.Time{}, nil
+}
+
+// Close stops the background loops, flushes every partition and releases the
+// data directory.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.stop)
+	b.mu.Unlock()
+	b.wg.Wait()
+	err := b.closeTopics()
+	if uerr := b.lock.Unlock(); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+func (b *Broker) closeTopics() error {
+	var errs []error
+	for _, t := range b.topics {
+		for _, p := range t.parts {
+			if err := p.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// syncLoop flushes every partition each FsyncInterval (fsync: interval).
+func (b *Broker) syncLoop() {
+	defer b.wg.Done()
+	tk := time.NewTicker(b.opts.FsyncInterval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-tk.C:
+		}
+		for _, p := range b.allPartitions() {
+			if err := p.log.SyncTo(p.log.EndOffset()); err != nil && !errors.Is(err, storage.ErrClosed) {
+				b.log.Error("interval fsync failed", "topic", p.topic, "partition", p.id, "err", err)
+			}
+		}
+	}
+}
+
+func (b *Broker) allPartitions() []*partition {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var out []*partition
+	for _, t := range b.topics {
+		out = append(out, t.parts...)
+	}
+	return out
+}

@@ -1,0 +1,71 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/katka-io/katka/appliance/storage"
+)
+
+// partition is one partition's log plus the high watermark consumers see and
+// the channel that wakes long-polling fetches.
+type partition struct {
+	topic    string
+	id       int32
+	log      *storage.Log
+	interval bool // fsync: interval makes records visible once written
+
+	hw     atomic.Int64
+	nmu    sync.Mutex
+	notify chan struct{}
+}
+
+func (p *partition) append(recs []Record) (base, end int64, err error) {
+	base, err = p.log.Append(recs)
+	if err != nil {
+		return 0, 0, err
+	}
+	end = base + int64(len(recs))
+	if p.interval {
+		p.advance(end)
+	}
+	return base, end, nil
+}
+
+// syncTo makes every offset below end durable and visible.
+func (p *partition) syncTo(end int64) error {
+	if err := p.log.SyncTo(end); err != nil {
+		return err
+	}
+	p.advance(p.log.DurableOffset())
+	return nil
+}
+
+// advance raises the high watermark and wakes waiting fetches.
+func (p *partition) advance(hw int64) {
+	for {
+		cur := p.hw.Load()
+		if hw <= cur {
+			return
+		}
+		if p.hw.CompareAndSwap(cur, hw) {
+			break
+		}
+	}
+	p.nmu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.nmu.Unlock()
+}
+
+func (p *partition) waitCh() <-chan struct{} {
+	p.nmu.Lock()
+	defer p.nmu.Unlock()
+	return p.notify
+}
+
+func (p *partition) info() PartitionInfo {
+	return PartitionInfo{Partition: p.id, LogStartOffset: p.log.StartOffset(), HighWatermark: p.hw.Load(), Bytes: p.log.Size()}
+}
+
+func (p *partition) close() error { return p.log.Close() }

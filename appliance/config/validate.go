@@ -1,0 +1,212 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits enforced by Validate.
+const (
+	MinSegmentBytes = 64 * KiB // MinSegmentBytes is the smallest storage.segment_bytes.
+	MaxSegmentBytes = 1 * GiB  // MaxSegmentBytes is the largest storage.segment_bytes.
+	MaxSegmentCache = 64       // MaxSegmentCache is the largest storage.segment_cache.
+	MaxPartitions   = 10000    // MaxPartitions is the largest partition count of one topic.
+	MaxTopicNameLen = 249      // MaxTopicNameLen is Kafka's limit on a topic name's length.
+)
+
+// Allowed values of the enumerated settings, in the order messages list them.
+var (
+	logLevels   = []string{"debug", "info", "warn", "error"}
+	logFormats  = []string{"text", "json"}
+	fsyncModes  = []string{"always", "interval"}
+	sensorKinds = []string{"sine", "random_walk", "step", "counter"}
+)
+
+// Validate checks every value of c. It returns nil, or one line per problem (joined with
+// errors.Join), each naming the field path and what is allowed, e.g.
+//
+//	storage.fsync: "sometimes" is not allowed (allowed: always, interval)
+func (c *Config) Validate() error {
+	var v validator
+
+	if strings.TrimSpace(c.DataDir) == "" {
+		v.add("data_dir", "must not be empty (e.g. ./data)")
+	}
+
+	v.oneOf("log.level", c.Log.Level, logLevels)
+	v.oneOf("log.format", c.Log.Format, logFormats)
+
+	v.listenAddr("kafka.addr", c.Kafka.Addr)
+	v.advertisedAddr("kafka.advertised_addr", c.Kafka.AdvertisedAddr)
+	v.listenAddr("http.addr", c.HTTP.Addr)
+
+	s := c.Storage
+	v.oneOf("storage.fsync", s.Fsync, fsyncModes)
+	if s.Fsync == "interval" && s.FsyncInterval <= 0 {
+		v.add("storage.fsync_interval", "%s must be positive when storage.fsync is interval (e.g. 1s)", s.FsyncInterval)
+	}
+	if s.SegmentBytes < MinSegmentBytes || s.SegmentBytes > MaxSegmentBytes {
+		v.add("storage.segment_bytes", "%s is out of range (allowed: %s..%s)", s.SegmentBytes, MinSegmentBytes, MaxSegmentBytes)
+	}
+	if s.SegmentCache < 1 || s.SegmentCache > MaxSegmentCache {
+		v.add("storage.segment_cache", "%d is out of range (allowed: 1..%d)", s.SegmentCache, MaxSegmentCache)
+	}
+	v.positive("storage.retention_check_interval", s.RetentionCheckInterval)
+
+	t := c.Topics
+	v.partitions("topics.default_partitions", t.DefaultPartitions)
+	if t.RetentionBytes != -1 && t.RetentionBytes < 1 {
+		v.add("topics.retention_bytes", "%s is not allowed (allowed: -1 for unlimited, or a positive size)", t.RetentionBytes)
+	}
+	firstUse := make(map[string]string)
+	for i, spec := range t.Create {
+		p := fmt.Sprintf("topics.create[%d]", i)
+		if err := ValidTopicName(spec.Name); err != nil {
+			v.add(p+".name", "%v", err)
+		} else if first, dup := firstUse[spec.Name]; dup {
+			v.add(p+".name", "%q is already listed at %s (topic names must be unique)", spec.Name, first)
+		} else {
+			firstUse[spec.Name] = p
+		}
+		v.partitions(p+".partitions", spec.Partitions)
+		if spec.RetentionBytes < -1 {
+			v.add(p+".retention_bytes", "%s is not allowed (allowed: 0 to use topics.retention_bytes, -1 for unlimited, or a positive size)", spec.RetentionBytes)
+		}
+	}
+
+	v.simulated("sensors.simulated", c.Sensors.Simulated)
+
+	return errors.Join(v.errs...)
+}
+
+// ValidTopicName reports whether name is a topic name Kafka accepts: 1 to 249
+// characters from [a-zA-Z0-9._-], and neither "." nor "..".
+func ValidTopicName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("topic name is empty (allowed: 1..249 characters from a-z, A-Z, 0-9, '.', '_', '-')")
+	case name == "." || name == "..":
+		return fmt.Errorf("topic name %q is not allowed", name)
+	case len(name) > MaxTopicNameLen:
+		return fmt.Errorf("topic name is %d characters long (allowed: 1..%d)", len(name), MaxTopicNameLen)
+	}
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-'
+		if !ok {
+			return fmt.Errorf("topic name %q contains %q (allowed: a-z, A-Z, 0-9, '.', '_', '-')", name, r)
+		}
+	}
+	return nil
+}
+
+// validator collects one-line problems.
+type validator struct {
+	errs []error
+}
+
+// add records a problem with the value at path.
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+// oneOf checks that val is one of allowed.
+func (v *validator) oneOf(path, val string, allowed []string) {
+	if !slices.Contains(allowed, val) {
+		v.add(path, "%q is not allowed (allowed: %s)", val, strings.Join(allowed, ", "))
+	}
+}
+
+// positive checks that a duration is above zero.
+func (v *validator) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.add(path, "%s must be positive (e.g. 1s)", d)
+	}
+}
+
+// partitions checks a partition count.
+func (v *validator) partitions(path string, n int32) {
+	if n < 1 || n > MaxPartitions {
+		v.add(path, "%d is out of range (allowed: 1..%d)", n, MaxPartitions)
+	}
+}
+
+// listenAddr checks a listen address: empty (disabled) or host:port, the host may be
+// empty for all interfaces and port 0 picks a free port.
+func (v *validator) listenAddr(path, addr string) {
+	if addr == "" {
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(path, "%q is not a host:port address (e.g. 127.0.0.1:9092, or empty to disable)", addr)
+		return
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		v.add(path, "%q has port %q (allowed: 0..65535)", addr, port)
+	}
+}
+
+// advertisedAddr checks the address clients are told to use: empty (use the listen
+// address) or host:port with a host and a non-zero port.
+func (v *validator) advertisedAddr(path, addr string) {
+	if addr == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		v.add(path, "%q is not a host:port address clients can dial (e.g. broker1.local:9092, or empty to use kafka.addr)", addr)
+		return
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		v.add(path, "%q has port %q (allowed: 1..65535)", addr, port)
+	}
+}
+
+// simulated checks the simulated sensor source.
+func (v *validator) simulated(path string, s Simulated) {
+	if err := ValidTopicName(s.Topic); err != nil {
+		v.add(path+".topic", "%v", err)
+	}
+	v.partitions(path+".partitions", s.Partitions)
+	v.positive(path+".interval", s.Interval)
+	if s.Enabled && len(s.Sensors) == 0 {
+		v.add(path+".sensors", "is empty but the source is enabled (add a sensor or set enabled: false)")
+	}
+	firstUse := make(map[string]string)
+	for i, sn := range s.Sensors {
+		p := fmt.Sprintf("%s.sensors[%d]", path, i)
+		if sn.ID == "" {
+			v.add(p+".id", "must not be empty (it is the record key)")
+		} else if first, dup := firstUse[sn.ID]; dup {
+			v.add(p+".id", "%q is already used at %s (sensor ids must be unique)", sn.ID, first)
+		} else {
+			firstUse[sn.ID] = p
+		}
+		v.oneOf(p+".kind", sn.Kind, sensorKinds)
+		finite := true
+		for _, f := range []struct {
+			name string
+			val  float64
+		}{{"min", sn.Min}, {"max", sn.Max}} {
+			if math.IsNaN(f.val) || math.IsInf(f.val, 0) {
+				v.add(p+"."+f.name, "%v is not allowed (allowed: a finite number)", f.val)
+				finite = false
+			}
+		}
+		if finite && sn.Min > sn.Max {
+			v.add(p+".max", "%v is below min %v (allowed: max >= min)", sn.Max, sn.Min)
+		}
+		if (sn.Kind == "sine" || sn.Kind == "step") && sn.Period <= 0 {
+			v.add(p+".period", "%s must be positive for kind %s (e.g. 60s)", sn.Period, sn.Kind)
+		}
+		if !(sn.Noise >= 0) || math.IsInf(sn.Noise, 0) { // also catches NaN
+			v.add(p+".noise", "%v is not allowed (allowed: a standard deviation >= 0)", sn.Noise)
+		}
+	}
+}
