@@ -779,3 +779,12 @@ func (b *Broker) allPartitions() []*partition {
 	}
 	return out
 }
+
+// CorruptOffset returns the offset of the damaged record an error reports.
+func CorruptOffset(err error) (int64, bool) {
+	var ce *storage.CorruptError
+	if errors.As(err, &ce) {
+		return ce.Offset, true
+	}
+	return 0, false
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/httpapi"
+	"github.com/katka-io/katka/sensors/simulated"
+)
+
+func newServeCmd() *cobra.Command {
+	var cfgPath, dataDir, kafkaAddr, httpAddr string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker (Kafka listener, HTTP health/metrics/admin, sensors)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			fl := cmd.Flags()
+			if fl.Changed("data-dir") {
+				cfg.DataDir = dataDir
+			}
+			if fl.Changed("kafka-addr") {
+				cfg.Kafka.Addr = kafkaAddr
+			}
+			if fl.Changed("http-addr") {
+				cfg.HTTP.Addr = httpAddr
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid config: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+			}
+			return serve(cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "", "YAML config file (default: built-in defaults, the same as configs/katka.yaml)")
+	f.StringVar(&dataDir, "data-dir", "", "data directory (overrides data_dir)")
+	f.StringVar(&kafkaAddr, "kafka-addr", "", "Kafka listener host:port, empty to disable (overrides kafka.addr)")
+	f.StringVar(&httpAddr, "http-addr", "", "HTTP listener host:port, empty to disable (overrides http.addr)")
+	return cmd
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// serve runs katka until SIGINT or SIGTERM, then shuts down cleanly: sensors
+// stop, listeners close, every partition is flushed and the data dir unlocked.
+func serve(cfg config.Config) error {
+	log := newLogger(cfg.Log)
+	slog.SetDefault(log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := broker.NewMetrics(reg)
+
+	t0 := time.Now()
+	b, err := broker.Open(broker.Options{
+		DataDir:                cfg.DataDir,
+		Fsync:                  broker.FsyncMode(cfg.Storage.Fsync),
+		FsyncInterval:          cfg.Storage.FsyncInterval,
+		SegmentBytes:           int(cfg.Storage.SegmentBytes),
+		CacheSegments:          cfg.Storage.SegmentCache,
+		RetentionCheckInterval: cfg.Storage.RetentionCheckInterval,
+		Defaults:               broker.TopicConfig{RetentionMs: retentionMs(cfg.Topics.Retention), RetentionBytes: int64(cfg.Topics.RetentionBytes)},
+		AutoCreate:             cfg.Topics.AutoCreate,
+		DefaultPartitions:      cfg.Topics.DefaultPartitions,
+		Logger:                 log,
+		Metrics:                metrics,
+	})
+	if err != nil {
+		return err
+	}
+	var closers []func()
+	shutdown := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		if err := b.Close(); err != nil {
+			log.Error("closing broker", "err", err)
+		}
+	}
+	for _, t := range cfg.Topics.Create {
+		if _, err := b.Topic(t.Name); err == nil {
+			continue
+		}
+		tc := broker.TopicConfig{RetentionMs: retentionMs(t.Retention), RetentionBytes: int64(t.RetentionBytes)}
+		if _, err := b.CreateTopic(t.Name, t.Partitions, tc); err != nil {
+			shutdown()
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	if cfg.HTTP.Addr != "" {
+		hs, err := httpapi.Start(cfg.HTTP.Addr, b, reg, log)
+		if err != nil {
+			shutdown()
+			return err
+		}
+		closers = append(closers, func() {
+			sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+			defer c()
+			hs.Shutdown(sctx)
+		})
+		log.Info("http listening", "addr", hs.Addr().String())
+	}
+	if cfg.Kafka.Addr != "" {
+		if startKafka == nil {
+			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
+		} else {
+			kc, err := startKafka(ctx, b, cfg.Kafka, log)
+			if err != nil {
+				shutdown()
+				return err
+			}
+			closers = append(closers, func() { kc.Close() })
+		}
+	}
+	var wg sync.WaitGroup
+	if sim := cfg.Sensors.Simulated; sim.Enabled {
+		if err := startSimulated(ctx, &wg, b, sim, log); err != nil {
+			shutdown()
+			return err
+		}
+	}
+	closers = append(closers, func() { cancel(); wg.Wait() })
+	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	shutdown()
+	log.Info("stopped")
+	return nil
+}
+
+func retentionMs(d time.Duration) int64 {
+	if d <= 0 {
+		return -1
+	}
+	return d.Milliseconds()
+}
+
+// brokerProducer adapts the broker to what sensors write to: the partition is
+// the key's hash, as a Kafka Java client would choose.
+type brokerProducer struct{ b *broker.Broker }
+
+func (p brokerProducer) Produce(ctx context.Context, topic string, key, value []byte, ts time.Time) error {
+	info, err := p.b.Topic(topic)
+	if err != nil {
+		return err
+	}
+	_, err = p.b.Produce(ctx, topic, broker.HashPartition(key, info.Partitions), []broker.Record{{Key: key, Value: value, Timestamp: ts}}, broker.AcksAll)
+	return err
+}
+
+// startSimulated runs the simulated sensor source until ctx ends.
+func startSimulated(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Simulated, log *slog.Logger) error {
+	if _, err := b.EnsureTopic(cfg.Topic, cfg.Partitions); err != nil {
+		return fmt.Errorf("simulated sensors: %w", err)
+	}
+	src, err := simulated.New(cfg, brokerProducer{b}, log.With("sensor", "simulated"))
+	if err != nil {
+		return fmt.Errorf("simulated sensors: %w", err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := src.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("simulated sensors stopped", "err", err)
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,325 @@
+// Package httpapi serves katka's HTTP endpoints: /healthz, Prometheus /metrics
+// and the /v1 admin and record API used by scripts, tests and the later web console.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// Server is the HTTP listener.
+type Server struct {
+	b    *broker.Broker
+	log  *slog.Logger
+	srv  *http.Server
+	ln   net.Listener
+	done chan error
+}
+
+// Start listens on addr and serves until Shutdown.
+func Start(addr string, b *broker.Broker, gather prometheus.Gatherer, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http listen on %s: %w", addr, err)
+	}
+	s := &Server{b: b, log: log, ln: ln, done: make(chan error, 1)}
+	s.srv = &http.Server{Handler: s.Handler(gather), ReadHeaderTimeout: 10 * time.Second}
+	go func() { s.done <- s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Shutdown stops accepting requests and waits for running ones until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	return err
+}
+
+// Handler returns the routes; exported so tests can use httptest.
+func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/topics", s.listTopics)
+	mux.HandleFunc("POST /v1/topics", s.createTopic)
+	mux.HandleFunc("GET /v1/topics/{topic}", s.getTopic)
+	mux.HandleFunc("DELETE /v1/topics/{topic}", s.deleteTopic)
+	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
+	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
+	return mux
+}
+
+// apiError is the JSON body of every error response.
+type apiError struct {
+	Error  string `json:"error"`
+	Code   string `json:"code"`
+	Offset *int64 `json:"offset,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// fail maps broker errors to HTTP statuses and stable error codes.
+func fail(w http.ResponseWriter, err error) {
+	status, code := http.StatusInternalServerError, "internal"
+	var off *int64
+	switch {
+	case errors.Is(err, broker.ErrUnknownTopic):
+		status, code = http.StatusNotFound, "unknown_topic"
+	case errors.Is(err, broker.ErrUnknownPartition):
+		status, code = http.StatusNotFound, "unknown_partition"
+	case errors.Is(err, broker.ErrTopicExists):
+		status, code = http.StatusConflict, "topic_exists"
+	case errors.Is(err, broker.ErrInvalidTopic):
+		status, code = http.StatusBadRequest, "invalid_topic"
+	case errors.Is(err, broker.ErrInvalidPartitions):
+		status, code = http.StatusBadRequest, "invalid_partitions"
+	case errors.Is(err, broker.ErrOffsetOutOfRange):
+		status, code = http.StatusRequestedRangeNotSatisfiable, "offset_out_of_range"
+	case errors.Is(err, broker.ErrCorrupt):
+		code = "corrupt_record"
+		if o, ok := broker.CorruptOffset(err); ok {
+			off = &o
+		}
+	case errors.Is(err, errBadRequest):
+		status, code = http.StatusBadRequest, "bad_request"
+	}
+	writeJSON(w, status, apiError{Error: err.Error(), Code: code, Offset: off})
+}
+
+var errBadRequest = errors.New("bad request")
+
+type topicJSON struct {
+	Name       string                 `json:"name"`
+	ID         string                 `json:"id"`
+	Partitions []broker.PartitionInfo `json:"partitions"`
+	Config     broker.TopicConfig     `json:"config"`
+}
+
+func (s *Server) topicJSON(name string) (topicJSON, error) {
+	info, err := s.b.Topic(name)
+	if err != nil {
+		return topicJSON{}, err
+	}
+	parts, err := s.b.Partitions(name)
+	if err != nil {
+		return topicJSON{}, err
+	}
+	return topicJSON{Name: info.Name, ID: info.IDString(), Partitions: parts, Config: info.Config}, nil
+}
+
+func (s *Server) listTopics(w http.ResponseWriter, r *http.Request) {
+	out := []topicJSON{}
+	for _, t := range s.b.Topics() {
+		if tj, err := s.topicJSON(t.Name); err == nil {
+			out = append(out, tj)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getTopic(w http.ResponseWriter, r *http.Request) {
+	tj, err := s.topicJSON(r.PathValue("topic"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, tj)
+}
+
+type createTopicReq struct {
+	Name           string `json:"name"`
+	Partitions     int32  `json:"partitions"`
+	RetentionMs    int64  `json:"retention_ms"`
+	RetentionBytes int64  `json:"retention_bytes"`
+}
+
+func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
+	var req createTopicReq
+	if err := decode(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	if req.Partitions == 0 {
+		req.Partitions = s.b.DefaultPartitions()
+	}
+	if _, err := s.b.CreateTopic(req.Name, req.Partitions, broker.TopicConfig{RetentionMs: req.RetentionMs, RetentionBytes: req.RetentionBytes}); err != nil {
+		fail(w, err)
+		return
+	}
+	tj, err := s.topicJSON(req.Name)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, tj)
+}
+
+func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) {
+	if err := s.b.DeleteTopic(r.PathValue("topic")); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// recordJSON is a record on the wire; []byte fields are base64, null stays null.
+type recordJSON struct {
+	Offset      *int64       `json:"offset,omitempty"`
+	TimestampMs int64        `json:"timestamp_ms,omitempty"`
+	Key         []byte       `json:"key"`
+	Value       []byte       `json:"value"`
+	Headers     []headerJSON `json:"headers,omitempty"`
+}
+
+type headerJSON struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"`
+}
+
+type produceReq struct {
+	Records []recordJSON `json:"records"`
+}
+
+type produceResp struct {
+	BaseOffset int64 `json:"base_offset"`
+	Count      int   `json:"count"`
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return nil
+}
+
+func partitionParam(r *http.Request) (string, int32, error) {
+	p, err := strconv.ParseInt(r.PathValue("partition"), 10, 32)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: partition %q is not a number", errBadRequest, r.PathValue("partition"))
+	}
+	return r.PathValue("topic"), int32(p), nil
+}
+
+func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
+	topic, part, err := partitionParam(r)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	acks := broker.AcksAll
+	switch a := r.URL.Query().Get("acks"); a {
+	case "", "all", "-1":
+	case "1":
+		acks = broker.AcksLeader
+	case "0":
+		acks = broker.AcksNone
+	default:
+		fail(w, fmt.Errorf("%w: acks %q (allowed: all, 1, 0)", errBadRequest, a))
+		return
+	}
+	var req produceReq
+	if err := decode(r, &req); err != nil {
+		fail(w, err)
+		return
+	}
+	if len(req.Records) == 0 {
+		fail(w, fmt.Errorf("%w: no records", errBadRequest))
+		return
+	}
+	recs := make([]broker.Record, len(req.Records))
+	for i, rj := range req.Records {
+		recs[i] = broker.Record{Key: rj.Key, Value: rj.Value}
+		if rj.TimestampMs != 0 {
+			recs[i].Timestamp = time.UnixMilli(rj.TimestampMs)
+		}
+		for _, h := range rj.Headers {
+			recs[i].Headers = append(recs[i].Headers, broker.Header{Key: h.Key, Value: h.Value})
+		}
+	}
+	base, err := s.b.Produce(r.Context(), topic, part, recs, acks)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, produceResp{BaseOffset: base, Count: len(recs)})
+}
+
+type fetchResp struct {
+	Records        []recordJSON `json:"records"`
+	HighWatermark  int64        `json:"high_watermark"`
+	LogStartOffset int64        `json:"log_start_offset"`
+}
+
+func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
+	topic, part, err := partitionParam(r)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	q := r.URL.Query()
+	num := func(name string, def int64) (int64, error) {
+		v := q.Get(name)
+		if v == "" {
+			return def, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s %q is not a number", errBadRequest, name, v)
+		}
+		return n, nil
+	}
+	offset, err := num("offset", 0)
+	var maxBytes, maxWait int64
+	if err == nil {
+		maxBytes, err = num("max_bytes", 1<<20)
+	}
+	if err == nil {
+		maxWait, err = num("max_wait_ms", 0)
+	}
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	if maxWait > 30000 {
+		maxWait = 30000
+	}
+	res, err := s.b.Fetch(r.Context(), topic, part, offset, int(maxBytes), time.Duration(maxWait)*time.Millisecond)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	out := fetchResp{Records: make([]recordJSON, len(res.Records)), HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}
+	for i, rec := range res.Records {
+		off := rec.Offset
+		rj := recordJSON{Offset: &off, TimestampMs: rec.Timestamp.UnixMilli(), Key: rec.Key, Value: rec.Value}
+		for _, h := range rec.Headers {
+			rj.Headers = append(rj.Headers, headerJSON{Key: h.Key, Value: h.Value})
+		}
+		out.Records[i] = rj
+	}
+	writeJSON(w, http.StatusOK, out)
+}
