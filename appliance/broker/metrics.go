@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/katka-io/katka/appliance/storage"
 )
@@ -119,4 +120,13 @@ func (m *Metrics) forgetTopic(topic string) {
 	for _, v := range []*prometheus.CounterVec{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.corruptC, m.retSegmentsC, m.retBytesC} {
 		v.DeleteLabelValues(topic)
 	}
+}
+
+// histCount returns how many observations a histogram holds.
+func histCount(h prometheus.Histogram) uint64 {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetHistogram().GetSampleCount()
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -243,10 +244,7 @@ func (l *Log) mirrorRoll(recs []Record, base int64) {
 // the others wait for it (group commit).
 func (l *Log) SyncTo(end int64) error {
 	l.smu.Lock()
-	for l.syncing || l.synced < end {
-		if !l.syncing {
-			break
-		}
+	for l.syncing && l.synced < end {
 		l.scond.Wait()
 	}
 	if l.synced >= end {
@@ -276,6 +274,9 @@ func (l *Log) SyncTo(end int64) error {
 // created) and returns the offset it made durable. Segments sealed before the
 // tail were fsynced by tidwall/wal when it rolled.
 func (l *Log) syncOnce() (int64, error) {
+	// Let producers that were just woken append first, so this fsync covers them
+	// too (PostgreSQL's commit_delay idea, at the cost of one scheduler yield).
+	runtime.Gosched()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()

@@ -1,0 +1,148 @@
+package storage
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tidwall/wal"
+)
+
+// The raw limits: what the disk and tidwall/wal can do with no katka on top, so
+// every katka figure can be read as a ratio to its limit (see README.md).
+
+// BenchmarkRawFileAppendFdatasync appends batch records of size bytes to a
+// plain file and fdatasyncs after each batch.
+func BenchmarkRawFileAppendFdatasync(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{1, 100} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
+				f, err := os.Create(filepath.Join(b.TempDir(), "raw"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				buf := make([]byte, size*batch)
+				b.SetBytes(int64(size))
+				b.ResetTimer()
+				for i := 0; i < b.N; i += batch {
+					if _, err := f.Write(buf); err != nil {
+						b.Fatal(err)
+					}
+					if err := fdatasync(f); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+			})
+		}
+	}
+}
+
+// BenchmarkRawWALBatch writes batch entries to tidwall/wal with WriteBatch and
+// one Sync per batch, with no checksums or framing of ours.
+func BenchmarkRawWALBatch(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{1, 100} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
+				w, err := wal.Open(b.TempDir(), &wal.Options{NoSync: true, SegmentSize: DefaultSegmentBytes, NoCopy: true, AllowEmpty: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer w.Close()
+				data := make([]byte, size)
+				var wb wal.Batch
+				idx := uint64(1)
+				b.SetBytes(int64(size))
+				b.ResetTimer()
+				for i := 0; i < b.N; i += batch {
+					wb.Clear()
+					for j := 0; j < batch; j++ {
+						wb.Write(idx, data)
+						idx++
+					}
+					if err := w.WriteBatch(&wb); err != nil {
+						b.Fatal(err)
+					}
+					if err := w.Sync(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+			})
+		}
+	}
+}
+
+// BenchmarkLogAppendSync is katka's log doing the same work: CRC-32C, offsets,
+// framing, roll tracking, and a group-commit fsync per batch.
+func BenchmarkLogAppendSync(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		for _, batch := range []int{1, 100} {
+			b.Run(fmt.Sprintf("size=%d/batch=%d", size, batch), func(b *testing.B) {
+				l, _, err := Open(b.TempDir(), Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer l.Close()
+				recs := make([]Record, batch)
+				for i := range recs {
+					recs[i].Value = make([]byte, size)
+				}
+				b.SetBytes(int64(size))
+				b.ResetTimer()
+				for i := 0; i < b.N; i += batch {
+					base, err := l.Append(recs)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := l.SyncTo(base + int64(batch)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+			})
+		}
+	}
+}
+
+// BenchmarkLogRead reads a log of 1 KiB records sequentially in 1 MiB reads.
+func BenchmarkLogRead(b *testing.B) {
+	for _, size := range []int{100, 1024} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			l, _, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			recs := make([]Record, 1000)
+			for i := range recs {
+				recs[i].Value = make([]byte, size)
+			}
+			n := (64 << 20) / size
+			for l.EndOffset() < int64(n) {
+				if _, err := l.Append(recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			l.SyncTo(l.EndOffset())
+			end := l.EndOffset()
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			off := int64(0)
+			for i := 0; i < b.N; {
+				if off >= end {
+					off = 0
+				}
+				got, err := l.Read(off, end, 1<<20)
+				if err != nil {
+					b.Fatal(err)
+				}
+				off += int64(len(got))
+				i += len(got)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
