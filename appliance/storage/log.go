@@ -60,7 +60,7 @@ type Log struct {
 	smu      sync.Mutex // group commit state
 	scond    *sync.Cond
 	syncing  bool
-	synced   int64    // every offset below is durable
+	synced   int64 // every offset below is durable
 	sclosed  bool
 	syncFile *os.File // our own handle on the tail segment, for fdatasync outside mu
 	syncPath string
