@@ -197,11 +197,9 @@ func Open(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	if opts.Fsync == FsyncInterval {
-		b.wg.Add(1)
-		go b.syncLoop()
+		b.every(opts.FsyncInterval, b.syncPartitions)
 	}
-	b.wg.Add(1)
-	go b.retentionLoop()
+	b.every(opts.RetentionCheckInterval, func() { b.ApplyRetention(time.Now()) })
 	return b, nil
 }
 
@@ -323,17 +321,7 @@ func writeMeta(dir string, info TopicInfo) error {
 	return syncDir(dir)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	return nil
-}
+func syncDir(dir string) error { return storage.SyncDir(dir) }
 
 // ValidTopicName checks a name the way Kafka does: 1 to 249 characters from
 // [a-zA-Z0-9._-], and not "." or "..".
@@ -751,23 +739,31 @@ func (b *Broker) closeTopics() error {
 	return errors.Join(errs...)
 }
 
-// syncLoop flushes every partition each FsyncInterval (fsync: interval).
-func (b *Broker) syncLoop() {
-	defer b.wg.Done()
-	tk := time.NewTicker(b.opts.FsyncInterval)
-	defer tk.Stop()
-	for {
-		select {
-		case <-b.stop:
-			return
-		case <-tk.C:
-		}
-		for _, p := range b.allPartitions() {
-			if err := p.log.SyncTo(p.log.EndOffset()); err != nil && !errors.Is(err, storage.ErrClosed) {
-				b.log.Error("interval fsync failed", "topic", p.topic, "partition", p.id, "err", err)
-			}
+// syncPartitions flushes every partition (run each FsyncInterval with fsync: interval).
+func (b *Broker) syncPartitions() {
+	for _, p := range b.allPartitions() {
+		if err := p.syncTo(p.log.EndOffset()); err != nil && !errors.Is(err, storage.ErrClosed) {
+			b.log.Error("interval fsync failed", "topic", p.topic, "partition", p.id, "err", err)
 		}
 	}
+}
+
+// every runs f each interval until the broker closes.
+func (b *Broker) every(interval time.Duration, f func()) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		tk := time.NewTicker(interval)
+		defer tk.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-tk.C:
+			}
+			f()
+		}
+	}()
 }
 
 func (b *Broker) allPartitions() []*partition {

@@ -6,21 +6,6 @@ import (
 	"github.com/katka-io/katka/appliance/storage"
 )
 
-// retentionLoop applies retention.ms and retention.bytes in the background.
-func (b *Broker) retentionLoop() {
-	defer b.wg.Done()
-	tk := time.NewTicker(b.opts.RetentionCheckInterval)
-	defer tk.Stop()
-	for {
-		select {
-		case <-b.stop:
-			return
-		case <-tk.C:
-		}
-		b.ApplyRetention(time.Now())
-	}
-}
-
 // ApplyRetention deletes, in every partition, the oldest sealed segments that
 // are older than retention.ms or beyond retention.bytes, as Kafka does: whole
 // segments only, and never the segment being written.

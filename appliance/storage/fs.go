@@ -11,9 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syncDir fsyncs a directory so that files created, renamed or removed in it
+// syncDir is SyncDir, for this package's own use.
+func syncDir(dir string) error { return SyncDir(dir) }
+
+// SyncDir fsyncs a directory so that files created, renamed or removed in it
 // survive a power cut; tidwall/wal never does this itself.
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open dir %s for fsync: %w", dir, err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/httpapi"
-	"github.com/katka-io/katka/sensors/simulated"
 )
 
 func newServeCmd() *cobra.Command {
@@ -141,11 +139,11 @@ func serve(cfg config.Config) error {
 		}
 	}
 	var wg sync.WaitGroup
-	if sim := cfg.Sensors.Simulated; sim.Enabled {
-		if err := startSimulated(ctx, &wg, b, sim, log); err != nil {
-			shutdown()
-			return err
-		}
+	if err := startSensors(ctx, &wg, b, cfg.Sensors, log); err != nil {
+		cancel()
+		wg.Wait()
+		shutdown()
+		return err
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))
@@ -166,34 +164,3 @@ func retentionMs(d time.Duration) int64 {
 	return d.Milliseconds()
 }
 
-// brokerProducer adapts the broker to what sensors write to: the partition is
-// the key's hash, as a Kafka Java client would choose.
-type brokerProducer struct{ b *broker.Broker }
-
-func (p brokerProducer) Produce(ctx context.Context, topic string, key, value []byte, ts time.Time) error {
-	info, err := p.b.Topic(topic)
-	if err != nil {
-		return err
-	}
-	_, err = p.b.Produce(ctx, topic, broker.HashPartition(key, info.Partitions), []broker.Record{{Key: key, Value: value, Timestamp: ts}}, broker.AcksAll)
-	return err
-}
-
-// startSimulated runs the simulated sensor source until ctx ends.
-func startSimulated(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Simulated, log *slog.Logger) error {
-	if _, err := b.EnsureTopic(cfg.Topic, cfg.Partitions); err != nil {
-		return fmt.Errorf("simulated sensors: %w", err)
-	}
-	src, err := simulated.New(cfg, brokerProducer{b}, log.With("sensor", "simulated"))
-	if err != nil {
-		return fmt.Errorf("simulated sensors: %w", err)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := src.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error("simulated sensors stopped", "err", err)
-		}
-	}()
-	return nil
-}
