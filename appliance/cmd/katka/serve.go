@@ -163,4 +163,3 @@ func retentionMs(d time.Duration) int64 {
 	}
 	return d.Milliseconds()
 }
-
