@@ -1,6 +1,7 @@
 # katka: two commands do everything. `make run` builds and starts katka on its
 # default config; `make test` installs what the tests need (as root) and runs them.
 
+SHELL    := /bin/bash
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
@@ -32,14 +33,17 @@ test-deps:
 		fi; \
 	done
 
+# The e2e package runs with -v so the torture summary (rounds, acknowledged
+# records, lost, phantoms, damage kinds) is printed; the rest stays quiet.
 test: test-deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 12m ./...
+	$(GO) test -count=1 -timeout 12m $$($(GO) list ./... | grep -v /appliance/e2e)
+	set -o pipefail; $(GO) test -count=1 -timeout 10m -v ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 	$(GO) test -count=1 -race -timeout 5m ./appliance/storage/ ./appliance/broker/
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
 test-long: test-deps
-	KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/
+	set -o pipefail; KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s -timeout 30m ./appliance/storage/ ./appliance/broker/
