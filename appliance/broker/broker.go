@@ -589,6 +589,7 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 	}
 	base, end, err := p.append(recs)
 	if err != nil {
+		b.m.produceError(topicName)
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
 	}
 	b.m.recordsIn(topicName, len(recs), size)
@@ -600,6 +601,7 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 		return base, nil
 	}
 	if err := p.syncTo(end); err != nil {
+		b.m.produceError(topicName)
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
 	}
 	return base, nil

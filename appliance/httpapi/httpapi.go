@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,6 +103,8 @@ func fail(w http.ResponseWriter, err error) {
 		if o, ok := broker.CorruptOffset(err); ok {
 			off = &o
 		}
+	case errors.Is(err, syscall.ENOSPC):
+		status, code = http.StatusInsufficientStorage, "disk_full"
 	case errors.Is(err, errBadRequest):
 		status, code = http.StatusBadRequest, "bad_request"
 	}

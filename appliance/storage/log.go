@@ -44,18 +44,22 @@ type Log struct {
 	opts Options
 	log  *slog.Logger
 
-	mu        sync.Mutex // serializes every call into w: concurrent wal.Read panics
-	w         *wal.Log
-	closed    bool
-	failed    error // a failed fsync poisons the log: the page cache state is unknown
-	start     int64 // first offset present
-	end       int64 // next offset to be written
-	segs      []*segmentFile
-	tailBytes int   // bytes in the tail segment, mirroring tidwall/wal's roll rule
-	size      int64 // bytes in all segment files
-	dirDirty  bool  // a segment was created since the directory was last fsynced
-	batch     wal.Batch
-	buf       []byte
+	mu     sync.Mutex // serializes every call into w: concurrent wal.Read panics
+	w      *wal.Log
+	closed bool
+	failed error // set by a failed write or fsync; writes stop until heal succeeds
+	// failedSync marks a failed fsync: Linux may have dropped the dirty pages, so
+	// the page cache can no longer be trusted and only a restart recovers.
+	failedSync bool
+	lastHeal   time.Time
+	start      int64 // first offset present
+	end        int64 // next offset to be written
+	segs       []*segmentFile
+	tailBytes  int   // bytes in the tail segment, mirroring tidwall/wal's roll rule
+	size       int64 // bytes in all segment files
+	dirDirty   bool  // a segment was created since the directory was last fsynced
+	batch      wal.Batch
+	buf        []byte
 
 	smu      sync.Mutex // group commit state
 	scond    *sync.Cond
@@ -70,7 +74,7 @@ type Log struct {
 
 // Open opens (creating if needed) the log in dir, repairing damage first.
 // The repairs made are returned and also logged.
-func Open(dir string, opts Options) (l *Log, actions []RecoveryAction, err error) {
+func Open(dir string, opts Options) (*Log, []RecoveryAction, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
 	}
@@ -84,60 +88,96 @@ func Open(dir string, opts Options) (l *Log, actions []RecoveryAction, err error
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, nil, fmt.Errorf("create log dir %s: %w", dir, err)
 	}
-	segs, actions, err := recoverDir(dir)
+	l := &Log{dir: dir, opts: opts, log: lg}
+	l.scond = sync.NewCond(&l.smu)
+	actions, err := l.load()
+	if err != nil {
+		return nil, actions, err
+	}
+	// Whatever a killed process left in the page cache is made durable now, before
+	// anything is served from it.
+	l.synced = -1
+	if err := l.SyncTo(l.end); err != nil {
+		l.w.Close()
+		return nil, actions, err
+	}
+	return l, actions, nil
+}
+
+// load repairs the directory and opens the library on it, setting every field
+// that describes the log's contents. The caller holds mu or has not shared l yet.
+func (l *Log) load() (actions []RecoveryAction, err error) {
+	segs, actions, err := recoverDir(l.dir)
 	for _, a := range actions {
-		lg.Warn("log recovery", "dir", dir, "action", a.Kind, "segment", a.Segment, "bytes_dropped", a.BytesDropped, "lost", a.Lost, "detail", a.Detail)
-		if opts.OnRecovery != nil {
-			opts.OnRecovery(a)
+		l.log.Warn("log recovery", "dir", l.dir, "action", a.Kind, "segment", a.Segment, "bytes_dropped", a.BytesDropped, "lost", a.Lost, "detail", a.Detail)
+		if l.opts.OnRecovery != nil {
+			l.opts.OnRecovery(a)
 		}
 	}
 	if err != nil {
-		return nil, actions, fmt.Errorf("recover log %s: %w", dir, err)
+		return actions, fmt.Errorf("recover log %s: %w", l.dir, err)
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			err = fmt.Errorf("open log %s: tidwall/wal panicked: %v: %w", dir, v, ErrCorrupt)
+			err = fmt.Errorf("open log %s: tidwall/wal panicked: %v: %w", l.dir, v, ErrCorrupt)
 		}
 	}()
-	w, err := wal.Open(dir, &wal.Options{
+	w, err := wal.Open(l.dir, &wal.Options{
 		NoSync:           true, // we fsync ourselves, once per group of writers
-		SegmentSize:      opts.SegmentBytes,
-		SegmentCacheSize: opts.CacheSegments,
+		SegmentSize:      l.opts.SegmentBytes,
+		SegmentCacheSize: l.opts.CacheSegments,
 		NoCopy:           true, // decodeEntry copies under our lock
 		AllowEmpty:       true,
 		DirPerms:         0o750,
 		FilePerms:        0o640,
 	})
 	if err != nil {
-		return nil, actions, fmt.Errorf("open log %s: %w", dir, err)
+		return actions, fmt.Errorf("open log %s: %w", l.dir, err)
 	}
 	first, _ := w.FirstIndex()
 	last, _ := w.LastIndex()
-	l = &Log{dir: dir, opts: opts, log: lg, w: w, start: int64(first) - 1, end: int64(last)}
-	l.scond = sync.NewCond(&l.smu)
 	if len(segs) == 0 { // a new log: tidwall created segment 1
-		segs = []*segmentFile{{index: 1, path: dir + "/" + segmentName(1)}}
+		segs = []*segmentFile{{index: 1, path: l.dir + "/" + segmentName(1)}}
 		l.dirDirty = true
 	}
-	l.segs = segs
 	tail := segs[len(segs)-1]
+	start, end := int64(first)-1, int64(last)
+	if start < int64(segs[0].index)-1 || end < int64(tail.index)-1 {
+		w.Close()
+		return actions, fmt.Errorf("open log %s: wal reports offsets %d..%d, segments say first %d tail %d: %w",
+			l.dir, start, end, segs[0].index-1, tail.index-1, ErrCorrupt)
+	}
+	l.w, l.start, l.end, l.segs = w, start, end, segs
 	l.tailBytes = int(tail.size)
+	l.size = 0
 	for _, s := range segs {
 		l.size += s.size
 	}
-	if l.start < int64(segs[0].index)-1 || l.end < int64(tail.index)-1 {
-		w.Close()
-		return nil, actions, fmt.Errorf("open log %s: wal reports offsets %d..%d, segments say first %d tail %d: %w",
-			dir, l.start, l.end, segs[0].index-1, tail.index-1, ErrCorrupt)
+	return actions, nil
+}
+
+// heal reopens a log whose write failed (a full disk, say): the library's
+// memory no longer matches the file, so it is closed, the tail repaired as after
+// a crash, and reopened. At most once a second; mu is held.
+func (l *Log) heal() error {
+	if l.failedSync || time.Since(l.lastHeal) < time.Second {
+		return l.failed
 	}
-	// Whatever a killed process left in the page cache is made durable now, before
-	// anything is served from it.
-	l.synced = -1
-	if err := l.SyncTo(l.end); err != nil {
-		w.Close()
-		return nil, actions, err
+	l.lastHeal = time.Now()
+	cause := l.failed
+	func() {
+		defer func() { recover() }()
+		l.w.Close()
+	}()
+	l.tailGen++ // repair may replace the tail file: the syncer reopens its handle
+	l.dirDirty = true
+	if _, err := l.load(); err != nil {
+		l.failed = fmt.Errorf("reopen %s after %v: %w", l.dir, cause, err)
+		return l.failed
 	}
-	return l, actions, nil
+	l.failed = nil
+	l.log.Warn("log reopened after a write failure", "dir", l.dir, "cause", cause, "end_offset", l.end)
+	return nil
 }
 
 // Dir returns the directory of the log.
@@ -183,7 +223,9 @@ func (l *Log) Append(recs []Record) (base int64, err error) {
 		return 0, ErrClosed
 	}
 	if l.failed != nil {
-		return 0, l.failed
+		if err := l.heal(); err != nil {
+			return 0, err
+		}
 	}
 	defer func() {
 		if v := recover(); v != nil {
@@ -327,6 +369,7 @@ func (l *Log) fail(err error) error {
 	if l.failed == nil {
 		l.failed = err
 	}
+	l.failedSync = true
 	return err
 }
 
