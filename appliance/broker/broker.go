@@ -786,3 +786,24 @@ func CorruptOffset(err error) (int64, bool) {
 	}
 	return 0, false
 }
+
+// DeleteRecords moves a partition's log start offset to before (Kafka
+// DeleteRecords; -1 means the high watermark) and returns the new log start
+// offset. Offsets past the high watermark give ErrOffsetOutOfRange.
+func (b *Broker) DeleteRecords(topicName string, partition int32, before int64) (int64, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return 0, err
+	}
+	hw := p.hw.Load()
+	if before == -1 {
+		before = hw
+	}
+	if before < 0 || before > hw {
+		return 0, fmt.Errorf("delete records %s-%d before %d: %w (high watermark %d)", topicName, partition, before, ErrOffsetOutOfRange, hw)
+	}
+	if err := p.log.AdvanceStart(before); err != nil {
+		return 0, fmt.Errorf("delete records %s-%d: %w", topicName, partition, err)
+	}
+	return p.log.StartOffset(), nil
+}

@@ -230,3 +230,37 @@ func TestOffsetForTime(t *testing.T) {
 		t.Fatalf("future: %d", off)
 	}
 }
+
+func TestDeleteRecordsMovesStartDurably(t *testing.T) {
+	dir := t.TempDir()
+	b := openB(t, dir, func(o *Options) { o.SegmentBytes = 64 << 10 })
+	b.CreateTopic("t", 1, TopicConfig{})
+	for i := 0; i < 2000; i++ {
+		b.Produce(context.Background(), "t", 0, []Record{{Value: make([]byte, 100)}}, AcksLeader)
+	}
+	before, _ := b.Partitions("t")
+	low, err := b.DeleteRecords("t", 0, 1234)
+	if err != nil || low != 1234 {
+		t.Fatalf("delete records: %d %v", low, err)
+	}
+	if _, err := b.DeleteRecords("t", 0, 5000); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("past hw: %v", err)
+	}
+	after, _ := b.Partitions("t")
+	if after[0].Bytes >= before[0].Bytes || after[0].LogStartOffset != 1234 {
+		t.Fatalf("before %+v after %+v", before[0], after[0])
+	}
+	if _, err := b.Fetch(context.Background(), "t", 0, 1233, 100, 0); !errors.Is(err, ErrOffsetOutOfRange) {
+		t.Fatalf("fetch below new start: %v", err)
+	}
+	b.Close()
+	b = openB(t, dir, nil)
+	defer b.Close()
+	res, err := b.Fetch(context.Background(), "t", 0, 1234, 100, 0)
+	if err != nil || res.LogStartOffset != 1234 || res.Records[0].Offset != 1234 {
+		t.Fatalf("after reopen: %+v %v", res.LogStartOffset, err)
+	}
+	if low, _ := b.DeleteRecords("t", 0, -1); low != 2000 {
+		t.Fatalf("delete all: %d", low)
+	}
+}

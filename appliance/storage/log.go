@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -146,6 +149,12 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 		w.Close()
 		return actions, fmt.Errorf("open log %s: wal reports offsets %d..%d, segments say first %d tail %d: %w",
 			l.dir, start, end, segs[0].index-1, tail.index-1, ErrCorrupt)
+	}
+	// A start moved by AdvanceStart inside a segment is kept in a small file.
+	if raw, err := os.ReadFile(filepath.Join(l.dir, startFile)); err == nil {
+		if v, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64); err == nil && v > start {
+			start = min(v, end)
+		}
 	}
 	l.w, l.start, l.end, l.segs = w, start, end, segs
 	l.tailBytes = int(tail.size)
@@ -500,7 +509,7 @@ func (l *Log) TruncateFront(offset int64) (err error) {
 		l.tailGen++ // tidwall/wal rewrote the tail file under the same name
 	}
 	l.segs = append([]*segmentFile(nil), l.segs[k:]...)
-	l.start = offset
+	l.start = max(l.start, offset)
 	return syncDir(l.dir)
 }
 
@@ -529,4 +538,43 @@ func (l *Log) Close() error {
 		serr = nil
 	}
 	return serr
+}
+
+// startFile records a log start offset that AdvanceStart moved past the first
+// record of a segment (segments can only be removed whole).
+const startFile = "start-offset"
+
+// AdvanceStart moves the log start offset up to off (Kafka DeleteRecords):
+// records below it are no longer readable, and segments wholly below it are
+// removed. The new start is durable before it returns.
+func (l *Log) AdvanceStart(off int64) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	if off > l.end {
+		l.mu.Unlock()
+		return fmt.Errorf("advance start of %s to %d: %w (end %d)", l.dir, off, ErrOutOfRange, l.end)
+	}
+	if off <= l.start {
+		l.mu.Unlock()
+		return nil
+	}
+	if err := atomicWrite(filepath.Join(l.dir, startFile), []byte(strconv.FormatInt(off, 10)+"\n")); err != nil {
+		l.mu.Unlock()
+		return fmt.Errorf("advance start of %s: %w", l.dir, err)
+	}
+	l.start = off
+	cut := int64(-1)
+	for i, s := range l.segs {
+		if base := int64(s.index) - 1; i > 0 && base <= off {
+			cut = base
+		}
+	}
+	l.mu.Unlock()
+	if cut > 0 {
+		return l.TruncateFront(cut)
+	}
+	return nil
 }
