@@ -1,0 +1,17 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/kafka"
+)
+
+func init() {
+	startKafka = func(ctx context.Context, b *broker.Broker, cfg config.Kafka, log *slog.Logger) (io.Closer, error) {
+		return kafka.Listen(b, kafka.Config{Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Logger: log})
+	}
+}

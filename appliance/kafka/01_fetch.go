@@ -1,0 +1,141 @@
+package kafka
+
+import (
+	"context"
+	"math"
+	"reflect"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// fetchPart is one requested partition and its place in the response.
+type fetchPart struct {
+	info broker.TopicInfo
+	terr error
+	rp   *kmsg.FetchRequestTopicPartition
+	sp   *kmsg.FetchResponseTopicPartition
+}
+
+// handleFetch reads records from many partitions, long-polling up to
+// MaxWaitMillis until MinBytes are available. Fetch sessions are declined
+// (session id 0), so every fetch is a full fetch. Without transactions the
+// last stable offset is the high watermark.
+func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
+	req := kreq.(*kmsg.FetchRequest)
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	resp.SessionID = 0
+	if req.Version >= 7 && req.SessionID != 0 && req.SessionEpoch != -1 {
+		// We never hand out sessions, so an incremental fetch names an unknown one.
+		resp.ErrorCode = errFetchSessionIDNotFound
+		return resp, nil
+	}
+	byID := req.Version >= 13
+	ids := s.topicIDs(byID)
+	var parts []fetchPart
+	resp.Topics = make([]kmsg.FetchResponseTopic, len(req.Topics))
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		st := &resp.Topics[i]
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		info, terr := s.lookupTopic(rt.Topic, rt.TopicID, byID, ids)
+		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
+		for j := range rt.Partitions {
+			parts = append(parts, fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]})
+		}
+	}
+	respMax := int64(math.MaxInt32)
+	if req.Version >= 3 && req.MaxBytes > 0 {
+		respMax = int64(req.MaxBytes)
+	}
+	committed := req.IsolationLevel == 1
+	maxWait := time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond
+	var timer *time.Timer
+	for {
+		// Take the wake-up channels before reading, so no append is missed.
+		var chans []<-chan struct{}
+		if maxWait > 0 {
+			for _, p := range parts {
+				if p.terr == nil {
+					if ch, err := s.b.Notify(p.info.Name, p.rp.Partition); err == nil {
+						chans = append(chans, ch)
+					}
+				}
+			}
+		}
+		total, failed := s.fillFetch(ctx, parts, respMax, committed)
+		if total >= int64(req.MinBytes) || failed || maxWait <= 0 || len(chans) == 0 {
+			return resp, nil
+		}
+		if timer == nil {
+			timer = time.NewTimer(maxWait)
+			defer timer.Stop()
+		}
+		cases := make([]reflect.SelectCase, 0, len(chans)+2)
+		cases = append(cases,
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+			reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(timer.C)})
+		for _, ch := range chans {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+		}
+		if chosen, _, _ := reflect.Select(cases); chosen < 2 {
+			// Deadline or shutdown: answer with what is there now.
+			s.fillFetch(ctx, parts, respMax, committed)
+			return resp, nil
+		}
+	}
+}
+
+// fillFetch (re)reads every partition into the response. It returns the bytes
+// of record data gathered and whether any partition carries an error (Kafka
+// then answers at once).
+func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64, committed bool) (total int64, failed bool) {
+	for _, p := range parts {
+		sp := p.sp
+		*sp = kmsg.NewFetchResponseTopicPartition()
+		sp.Partition = p.rp.Partition
+		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+		sp.PreferredReadReplica = -1
+		sp.RecordBatches = []byte{} // empty, not null: librdkafka rejects a null record set
+		if committed {
+			sp.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{}
+		}
+		if p.terr != nil {
+			sp.ErrorCode = errorCode(p.terr)
+			failed = true
+			continue
+		}
+		budget := int64(p.rp.PartitionMaxBytes)
+		if rest := respMax - total; rest < budget {
+			budget = rest
+		}
+		if budget <= 0 && total > 0 || p.rp.PartitionMaxBytes <= 0 {
+			// No room left: report offsets only.
+			if infos, err := s.b.Partitions(p.info.Name); err == nil && int(p.rp.Partition) < len(infos) && p.rp.Partition >= 0 {
+				pi := infos[p.rp.Partition]
+				sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = pi.HighWatermark, pi.HighWatermark, pi.LogStartOffset
+			}
+			continue
+		}
+		budget = max(budget, 1)
+		res, err := s.b.Fetch(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, int(min(budget, math.MaxInt32)), 0)
+		if err != nil {
+			sp.ErrorCode = errorCode(err)
+			if sp.ErrorCode == errOffsetOutOfRange {
+				sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStartOffset
+			} else if sp.ErrorCode == errKafkaStorageError {
+				s.log.Error("kafka fetch failed", "topic", p.info.Name, "partition", p.rp.Partition, "offset", p.rp.FetchOffset, "err", err)
+			}
+			failed = true
+			continue
+		}
+		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStartOffset
+		if len(res.Records) > 0 {
+			sp.RecordBatches = appendBatches(nil, res.Records, p.info.Config.TimestampType == "LogAppendTime")
+			total += int64(len(sp.RecordBatches))
+		}
+	}
+	return total, failed
+}

@@ -1,0 +1,102 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// handleMetadata describes this one-node cluster: broker 0 leads every
+// partition. A null topic list means all topics (an empty one in v0), an
+// empty list none; requested topics that do not exist are created when both
+// the request and the broker allow auto-creation.
+func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
+	req := kreq.(*kmsg.MetadataRequest)
+	resp := req.ResponseKind().(*kmsg.MetadataResponse)
+	host := s.advHostFor(c)
+	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: nodeID, Host: host, Port: s.advPort}}
+	resp.ClusterID = &s.clusterID
+	resp.ControllerID = nodeID
+
+	all := req.Topics == nil || req.Version == 0 && len(req.Topics) == 0
+	if all {
+		for _, t := range s.b.Topics() {
+			resp.Topics = append(resp.Topics, metadataTopic(t, nil))
+		}
+		return resp, nil
+	}
+	autoCreate := s.b.AutoCreate() && (req.Version < 4 || req.AllowAutoTopicCreation)
+	var ids map[[16]byte]string
+	seen := map[string]bool{}
+	for _, rt := range req.Topics {
+		if rt.Topic == nil {
+			// Lookup by topic id (v10+).
+			if ids == nil {
+				ids = s.topicIDs(true)
+			}
+			name, ok := ids[rt.TopicID]
+			var info broker.TopicInfo
+			var err error
+			if ok {
+				info, err = s.b.Topic(name)
+			}
+			if !ok || err != nil {
+				mt := kmsg.NewMetadataResponseTopic()
+				mt.ErrorCode, mt.TopicID = errUnknownTopicID, rt.TopicID
+				resp.Topics = append(resp.Topics, mt)
+				continue
+			}
+			resp.Topics = append(resp.Topics, metadataTopic(info, nil))
+			continue
+		}
+		name := *rt.Topic
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		info, err := s.b.Topic(name)
+		if errors.Is(err, broker.ErrUnknownTopic) {
+			if verr := broker.ValidTopicName(name); verr != nil {
+				err = verr
+			} else if autoCreate {
+				info, err = s.b.EnsureTopic(name, 0)
+				if err != nil {
+					s.log.Warn("kafka auto-create failed", "topic", name, "err", err)
+				}
+			}
+		}
+		if err != nil {
+			resp.Topics = append(resp.Topics, metadataTopic(broker.TopicInfo{Name: name}, err))
+			continue
+		}
+		resp.Topics = append(resp.Topics, metadataTopic(info, nil))
+	}
+	return resp, nil
+}
+
+// metadataTopic describes one topic, or an error for it.
+func metadataTopic(t broker.TopicInfo, err error) kmsg.MetadataResponseTopic {
+	mt := kmsg.NewMetadataResponseTopic()
+	name := t.Name
+	mt.Topic = &name
+	if err != nil {
+		mt.ErrorCode = errorCode(err)
+		return mt
+	}
+	mt.TopicID = t.ID
+	mt.Partitions = make([]kmsg.MetadataResponseTopicPartition, t.Partitions)
+	for p := range mt.Partitions {
+		mp := kmsg.NewMetadataResponseTopicPartition()
+		mp.Partition = int32(p)
+		mp.Leader = nodeID
+		mp.LeaderEpoch = 0
+		mp.Replicas = []int32{nodeID}
+		mp.ISR = []int32{nodeID}
+		mp.OfflineReplicas = []int32{}
+		mt.Partitions[p] = mp
+	}
+	return mt
+}

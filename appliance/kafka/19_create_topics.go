@@ -1,0 +1,129 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// handleCreateTopics creates topics with their partition count and configs.
+// One node means a replication factor of 1 (or -1, the default); validate_only
+// checks everything and creates nothing.
+func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
+	req := kreq.(*kmsg.CreateTopicsRequest)
+	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+	count := map[string]int{}
+	for _, t := range req.Topics {
+		count[t.Topic]++
+	}
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		st := kmsg.NewCreateTopicsResponseTopic()
+		st.Topic = rt.Topic
+		st.NumPartitions, st.ReplicationFactor = -1, -1
+		var info broker.TopicInfo
+		var err error
+		if count[rt.Topic] > 1 {
+			err = codeErrorf(errInvalidRequest, "topic %s is listed more than once in the request", rt.Topic)
+		} else {
+			info, err = s.createTopic(rt, req.ValidateOnly)
+		}
+		if err != nil {
+			st.ErrorCode = errorCode(err)
+			if req.Version >= 1 {
+				st.ErrorMessage = errorMessage(err)
+			}
+		} else {
+			st.TopicID = info.ID
+			st.NumPartitions, st.ReplicationFactor = info.Partitions, 1
+			st.Configs = describeTopicConfigs(info.Config)
+			if !req.ValidateOnly {
+				s.log.Info("kafka topic created", "topic", info.Name, "partitions", info.Partitions)
+			}
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp, nil
+}
+
+// createTopic validates one topic request and, unless validateOnly, creates it.
+func (s *Server) createTopic(rt *kmsg.CreateTopicsRequestTopic, validateOnly bool) (broker.TopicInfo, error) {
+	if err := broker.ValidTopicName(rt.Topic); err != nil {
+		return broker.TopicInfo{}, err
+	}
+	n := rt.NumPartitions
+	if len(rt.ReplicaAssignment) > 0 {
+		if n != -1 || rt.ReplicationFactor != -1 {
+			return broker.TopicInfo{}, codeErrorf(errInvalidRequest, "both a replica assignment and a partition count or replication factor were given")
+		}
+		n = int32(len(rt.ReplicaAssignment))
+		for i, a := range rt.ReplicaAssignment {
+			if a.Partition != int32(i) && !hasPartition(rt.ReplicaAssignment, int32(i)) {
+				return broker.TopicInfo{}, codeErrorf(errInvalidReplicaAssignment, "replica assignment partitions must be 0..%d", n-1)
+			}
+			if len(a.Replicas) != 1 || a.Replicas[0] != nodeID {
+				return broker.TopicInfo{}, codeErrorf(errInvalidReplicaAssignment, "partition %d: the only broker is node %d", a.Partition, nodeID)
+			}
+		}
+	} else {
+		if n == -1 {
+			n = s.b.DefaultPartitions()
+		}
+		if n < 1 {
+			return broker.TopicInfo{}, codeErrorf(errInvalidPartitions, "number of partitions must be at least 1, got %d", rt.NumPartitions)
+		}
+		if rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1 {
+			if rt.ReplicationFactor < 1 {
+				return broker.TopicInfo{}, codeErrorf(errInvalidReplicationFactor, "replication factor must be at least 1, got %d", rt.ReplicationFactor)
+			}
+			return broker.TopicInfo{}, codeErrorf(errInvalidReplicationFactor, "replication factor %d is larger than the 1 available broker", rt.ReplicationFactor)
+		}
+	}
+	if n > 100000 {
+		return broker.TopicInfo{}, codeErrorf(errInvalidPartitions, "number of partitions %d is more than 100000", n)
+	}
+	var cfg broker.TopicConfig
+	for _, kv := range rt.Configs {
+		if err := setTopicConfig(&cfg, kv.Name, kv.Value); err != nil {
+			return broker.TopicInfo{}, err
+		}
+	}
+	if _, err := s.b.Topic(rt.Topic); err == nil {
+		return broker.TopicInfo{}, codeErrorf(errTopicAlreadyExists, "topic %s already exists", rt.Topic)
+	}
+	if validateOnly {
+		return broker.TopicInfo{Name: rt.Topic, Partitions: n, Config: cfg}, nil
+	}
+	return s.b.CreateTopic(rt.Topic, n, cfg)
+}
+
+func hasPartition(as []kmsg.CreateTopicsRequestTopicReplicaAssignment, p int32) bool {
+	for _, a := range as {
+		if a.Partition == p {
+			return true
+		}
+	}
+	return false
+}
+
+// describeTopicConfigs lists a topic's configs as CreateTopics v5+ returns them.
+func describeTopicConfigs(cfg broker.TopicConfig) []kmsg.CreateTopicsResponseTopicConfig {
+	var out []kmsg.CreateTopicsResponseTopicConfig
+	for _, d := range topicConfigs {
+		v := d.get(cfg)
+		if v == "" || v == "0" {
+			continue // validate_only: not set, the broker default applies
+		}
+		c := kmsg.NewCreateTopicsResponseTopicConfig()
+		c.Name, c.Value = d.name, &v
+		c.ReadOnly = d.set == nil
+		c.Source = int8(kmsg.ConfigSourceDynamicTopicConfig)
+		if d.set == nil {
+			c.Source = int8(kmsg.ConfigSourceDefaultConfig)
+		}
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,59 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleDeleteTopics deletes topics by name, or by id from v6.
+func (s *Server) handleDeleteTopics(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
+	req := kreq.(*kmsg.DeleteTopicsRequest)
+	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
+	topics := req.Topics
+	if req.Version < 6 {
+		topics = make([]kmsg.DeleteTopicsRequestTopic, len(req.TopicNames))
+		for i := range req.TopicNames {
+			topics[i].Topic = &req.TopicNames[i]
+		}
+	}
+	var ids map[[16]byte]string
+	for _, rt := range topics {
+		st := kmsg.NewDeleteTopicsResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		var err error
+		name := ""
+		if rt.Topic != nil {
+			name = *rt.Topic
+		} else {
+			if ids == nil {
+				ids = s.topicIDs(true)
+			}
+			var ok bool
+			if name, ok = ids[rt.TopicID]; ok {
+				st.Topic = &name
+			} else {
+				err = codeErrorf(errUnknownTopicID, "unknown topic id")
+			}
+		}
+		if err == nil {
+			info, terr := s.b.Topic(name)
+			if terr == nil {
+				st.TopicID = info.ID
+				err = s.b.DeleteTopic(name)
+			} else {
+				err = terr
+			}
+		}
+		if err != nil {
+			st.ErrorCode = errorCode(err)
+			if req.Version >= 5 {
+				st.ErrorMessage = errorMessage(err)
+			}
+		} else {
+			s.log.Info("kafka topic deleted", "topic", name)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp, nil
+}

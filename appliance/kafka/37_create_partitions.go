@@ -1,0 +1,63 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleCreatePartitions grows topics to a new partition count.
+func (s *Server) handleCreatePartitions(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
+	req := kreq.(*kmsg.CreatePartitionsRequest)
+	resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
+	count := map[string]int{}
+	for _, t := range req.Topics {
+		count[t.Topic]++
+	}
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		st := kmsg.NewCreatePartitionsResponseTopic()
+		st.Topic = rt.Topic
+		err := s.createPartitions(rt, req.ValidateOnly, count[rt.Topic] > 1)
+		if err != nil {
+			st.ErrorCode = errorCode(err)
+			st.ErrorMessage = errorMessage(err)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp, nil
+}
+
+func (s *Server) createPartitions(rt *kmsg.CreatePartitionsRequestTopic, validateOnly, dup bool) error {
+	if dup {
+		return codeErrorf(errInvalidRequest, "topic %s is listed more than once in the request", rt.Topic)
+	}
+	info, err := s.b.Topic(rt.Topic)
+	if err != nil {
+		return err
+	}
+	if rt.Count <= info.Partitions {
+		return codeErrorf(errInvalidPartitions, "topic %s has %d partitions; the new count %d must be larger", rt.Topic, info.Partitions, rt.Count)
+	}
+	if rt.Count > 100000 {
+		return codeErrorf(errInvalidPartitions, "partition count %d is more than 100000", rt.Count)
+	}
+	if rt.Assignment != nil {
+		if len(rt.Assignment) != int(rt.Count-info.Partitions) {
+			return codeErrorf(errInvalidReplicaAssignment, "%d assignments given for %d new partitions", len(rt.Assignment), rt.Count-info.Partitions)
+		}
+		for _, a := range rt.Assignment {
+			if len(a.Replicas) != 1 || a.Replicas[0] != nodeID {
+				return codeErrorf(errInvalidReplicaAssignment, "the only broker is node %d", nodeID)
+			}
+		}
+	}
+	if validateOnly {
+		return nil
+	}
+	if err := s.b.CreatePartitions(rt.Topic, rt.Count); err != nil {
+		return err
+	}
+	s.log.Info("kafka partitions created", "topic", rt.Topic, "partitions", rt.Count)
+	return nil
+}

@@ -1,0 +1,512 @@
+// Package kafka serves the Apache Kafka wire protocol on top of the in-process
+// broker, so that every Kafka client and tool can produce to and consume from
+// katka unmodified. Requests are encoded and decoded with franz-go's kmsg; each
+// API key has its own file, named by key number.
+package kafka
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// DefaultMaxRequestBytes is Kafka's socket.request.max.bytes default: a frame
+// announcing more than this closes the connection.
+const DefaultMaxRequestBytes = 100 << 20
+
+// maxNonProduceBytes bounds every request but Produce.
+const maxNonProduceBytes = 8 << 20
+
+// nodeID is the id of this (single) broker in every response.
+const nodeID = 0
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the host:port to listen on, e.g. 127.0.0.1:9092.
+	Addr string
+	// AdvertisedAddr is the host:port clients are told to connect to; empty
+	// means the listen address (or, when that host is unspecified, the local
+	// address each connection arrived on).
+	AdvertisedAddr string
+	// MaxRequestBytes bounds one request frame; 0 means DefaultMaxRequestBytes.
+	MaxRequestBytes int
+	// IdleTimeout closes connections that send nothing for this long
+	// (connections.max.idle.ms); 0 means 10 minutes.
+	IdleTimeout time.Duration
+	// Logger receives connection and protocol errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a Kafka protocol listener in front of one broker.
+type Server struct {
+	b   *broker.Broker
+	cfg Config
+	log *slog.Logger
+	ln  net.Listener
+
+	advHost   string // empty: use each connection's local address
+	advPort   int32
+	clusterID string
+	producers *producerTable
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// handler answers one API key within a version range. A nil response with a
+// nil error sends nothing (a produce with acks=0); an error closes the
+// connection.
+type handler struct {
+	min, max int16
+	fn       func(s *Server, ctx context.Context, c *conn, req kmsg.Request) (kmsg.Response, error)
+}
+
+// handlers lists every API key served, with the versions advertised by
+// ApiVersions. Only versions implemented completely are listed.
+var handlers map[int16]handler
+
+func init() {
+	handlers = map[int16]handler{
+		0:  {3, 13, (*Server).handleProduce},
+		1:  {4, 16, (*Server).handleFetch},
+		2:  {1, 6, (*Server).handleListOffsets},
+		3:  {0, 12, (*Server).handleMetadata},
+		18: {0, 4, (*Server).handleApiVersions},
+		19: {0, 7, (*Server).handleCreateTopics},
+		20: {0, 6, (*Server).handleDeleteTopics},
+		22: {0, 4, (*Server).handleInitProducerID},
+		32: {0, 4, (*Server).handleDescribeConfigs},
+		37: {0, 3, (*Server).handleCreatePartitions},
+		44: {0, 1, (*Server).handleIncrementalAlterConfigs},
+	}
+}
+
+// Listen binds cfg.Addr and serves the Kafka protocol for b until Close.
+func Listen(b *broker.Broker, cfg Config) (*Server, error) {
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lg = lg.With("component", "kafka")
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("kafka listener: %w", err)
+	}
+	s := &Server{b: b, cfg: cfg, log: lg, ln: ln, conns: map[net.Conn]struct{}{}, producers: newProducerTable()}
+	if err := s.setAdvertised(); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte("katka:" + s.advertised(nil)))
+	s.clusterID = base64.RawURLEncoding.EncodeToString(sum[:16])
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Add(2)
+	go s.acceptLoop()
+	go s.sweepLoop()
+	lg.Info("kafka listening", "addr", ln.Addr().String(), "advertised", s.advertised(nil))
+	return s, nil
+}
+
+// setAdvertised works out the host and port put into Metadata responses.
+func (s *Server) setAdvertised() error {
+	addr := s.cfg.AdvertisedAddr
+	if addr == "" {
+		addr = s.ln.Addr().String()
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("kafka advertised address %q: %w", addr, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return fmt.Errorf("kafka advertised address %q: bad port %q", addr, port)
+	}
+	if ip := net.ParseIP(host); s.cfg.AdvertisedAddr == "" && (host == "" || ip != nil && ip.IsUnspecified()) {
+		host = ""
+	}
+	s.advHost, s.advPort = host, int32(p)
+	return nil
+}
+
+// advertised returns the host:port clients should use; c may be nil.
+func (s *Server) advertised(c *conn) string {
+	return net.JoinHostPort(s.advHostFor(c), strconv.Itoa(int(s.advPort)))
+}
+
+func (s *Server) advHostFor(c *conn) string {
+	if s.advHost != "" {
+		return s.advHost
+	}
+	if c != nil {
+		if a, ok := c.nc.LocalAddr().(*net.TCPAddr); ok {
+			return a.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Close stops accepting, aborts long polls, closes every connection and waits
+// for in-flight requests to finish, so the broker can be closed after it.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	err := s.ln.Close()
+	s.cancel()
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.log.Info("kafka listener closed")
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("kafka accept failed", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.conns[nc] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(nc)
+	}
+}
+
+// sweepLoop forgets idle idempotent-producer state.
+func (s *Server) sweepLoop() {
+	defer s.wg.Done()
+	tk := time.NewTicker(time.Minute)
+	defer tk.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-tk.C:
+			s.producers.sweep(now)
+		}
+	}
+}
+
+// conn is one client connection.
+type conn struct {
+	nc     net.Conn
+	r      *bufio.Reader
+	remote string
+	wbuf   []byte
+}
+
+// request is one parsed request frame.
+type request struct {
+	key, version int16
+	corr         int32
+	clientID     string
+	body         []byte
+}
+
+// protocolError is a frame the connection cannot survive; it is logged and
+// closes that connection only.
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return e.msg }
+
+func protoErrf(format string, args ...any) error {
+	return &protocolError{msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), remote: nc.RemoteAddr().String()}
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("kafka connection handler panicked; closing connection", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
+		}
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	for {
+		nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		req, err := s.readRequest(c)
+		if err != nil {
+			var pe *protocolError
+			switch {
+			case errors.As(err, &pe):
+				s.log.Warn("kafka closing connection on malformed request", "remote", c.remote, "reason", pe.msg)
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+			case isTimeout(err):
+				s.log.Debug("kafka closing idle connection", "remote", c.remote)
+			default:
+				s.log.Debug("kafka connection read failed", "remote", c.remote, "err", err)
+			}
+			return
+		}
+		if err := s.handle(c, req); err != nil {
+			var pe *protocolError
+			var a0 errAcks0Failed
+			if errors.As(err, &pe) {
+				s.log.Warn("kafka closing connection on malformed request", "remote", c.remote, "api_key", req.key, "version", req.version, "client_id", req.clientID, "reason", pe.msg)
+			} else if errors.As(err, &a0) {
+				s.log.Info("kafka closing connection after a failed acks=0 produce", "remote", c.remote, "client_id", req.clientID, "err", err)
+			} else if !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("kafka connection write failed", "remote", c.remote, "err", err)
+			}
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// readRequest reads one size-prefixed frame and its request header.
+func (s *Server) readRequest(c *conn) (*request, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int32(binary.BigEndian.Uint32(hdr[:]))
+	if n < 0 || int64(n) > int64(s.cfg.MaxRequestBytes) {
+		return nil, protoErrf("frame length %d outside 0..%d (socket.request.max.bytes)", n, s.cfg.MaxRequestBytes)
+	}
+	if n > maxNonProduceBytes && n >= 2 {
+		// Only Produce carries bulk data. Decoding allocates a struct per array
+		// element, so a huge frame of any other kind would cost many times its
+		// size in memory: refuse it before reading it.
+		if key, err := c.r.Peek(2); err == nil && binary.BigEndian.Uint16(key) != 0 {
+			return nil, protoErrf("frame of %d bytes for api key %d exceeds %d bytes (only Produce may be larger)", n, int16(binary.BigEndian.Uint16(key)), maxNonProduceBytes)
+		}
+	}
+	frame, err := readFull(c.r, int(n))
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, protoErrf("truncated frame: %d of %d bytes before the connection ended", len(frame), n)
+		}
+		return nil, err
+	}
+	return parseHeader(frame)
+}
+
+// readFull reads exactly n bytes, growing the buffer as data arrives so that
+// a lying length prefix cannot make us allocate memory the peer never sends.
+func readFull(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, 64<<10))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(n, 2*cap(buf)))
+			copy(nb, buf)
+			buf = nb
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if err == io.EOF && len(buf) < n {
+				return buf, io.ErrUnexpectedEOF
+			}
+			if len(buf) < n {
+				return buf, err
+			}
+		}
+	}
+	return buf, nil
+}
+
+// parseHeader splits a frame into the request header fields and the rest.
+// The tagged fields of flexible headers are skipped later, once the version
+// is known to be flexible.
+func parseHeader(frame []byte) (*request, error) {
+	if len(frame) < 10 {
+		return nil, protoErrf("frame of %d bytes is shorter than a request header", len(frame))
+	}
+	req := &request{
+		key:     int16(binary.BigEndian.Uint16(frame[0:])),
+		version: int16(binary.BigEndian.Uint16(frame[2:])),
+		corr:    int32(binary.BigEndian.Uint32(frame[4:])),
+	}
+	l := int16(binary.BigEndian.Uint16(frame[8:]))
+	rest := frame[10:]
+	if l > 0 {
+		if int(l) > len(rest) {
+			return nil, protoErrf("client id length %d exceeds the frame", l)
+		}
+		req.clientID = string(rest[:l])
+		rest = rest[l:]
+	} else if l < -1 {
+		return nil, protoErrf("bad client id length %d", l)
+	}
+	req.body = rest
+	return req, nil
+}
+
+// skipTags skips a tagged-field section, returning the remaining bytes.
+func skipTags(b []byte) ([]byte, error) {
+	n, m := binary.Uvarint(b)
+	if m <= 0 || n > uint64(len(b)) {
+		return nil, errors.New("bad tagged field count")
+	}
+	b = b[m:]
+	for i := uint64(0); i < n; i++ {
+		_, m := binary.Uvarint(b)
+		if m <= 0 {
+			return nil, errors.New("bad tag")
+		}
+		b = b[m:]
+		size, m := binary.Uvarint(b)
+		if m <= 0 || size > uint64(len(b)-m) {
+			return nil, errors.New("bad tag size")
+		}
+		b = b[m+int(size):]
+	}
+	return b, nil
+}
+
+// handle decodes, answers and writes one request.
+func (s *Server) handle(c *conn, r *request) error {
+	h, ok := handlers[r.key]
+	if !ok {
+		return protoErrf("unsupported api key %d", r.key)
+	}
+	if r.key == 18 && r.version > h.max {
+		// Too new to parse: answer in v0 format with our own range (KIP-511).
+		resp := kmsg.NewPtrApiVersionsResponse()
+		resp.Version = 0
+		resp.ErrorCode = errUnsupportedVersion
+		resp.ApiKeys = apiKeys()
+		return c.write(r, resp, false)
+	}
+	if r.version < h.min || r.version > h.max {
+		return protoErrf("api key %d version %d outside supported %d..%d", r.key, r.version, h.min, h.max)
+	}
+	kreq := kmsg.RequestForKey(r.key)
+	kreq.SetVersion(r.version)
+	body := r.body
+	flexible := kreq.IsFlexible()
+	if flexible {
+		var err error
+		if body, err = skipTags(body); err != nil {
+			return protoErrf("request header tags: %v", err)
+		}
+	}
+	if err := decodeRequest(kreq, body, flexible); err != nil {
+		return protoErrf("decode %s v%d: %v", kmsg.NameForKey(r.key), r.version, err)
+	}
+	if s.log.Enabled(s.ctx, slog.LevelDebug) {
+		s.log.Debug("kafka request", "remote", c.remote, "api", kmsg.NameForKey(r.key), "version", r.version, "client_id", r.clientID)
+	}
+	resp, err := h.fn(s, s.ctx, c, kreq)
+	if err != nil || resp == nil {
+		return err
+	}
+	// ApiVersions always answers with response header v0.
+	return c.write(r, resp, flexible && r.key != 18)
+}
+
+// decodeTimeout bounds the decoding of one request body. Real requests decode
+// in microseconds; see decodeRequest.
+const decodeTimeout = time.Second
+
+// decodeRequest decodes body into kreq. kmsg v1.15 keeps looping over a
+// tagged-field count after the input ran out (internalReadTags does not stop
+// when the reader goes bad), so a few crafted bytes in a flexible request can
+// make decoding spin for seconds. Flexible requests are therefore decoded in
+// their own goroutine under a watchdog: past decodeTimeout the request is
+// treated as malformed and its connection closed, while the stray decode
+// finishes on its own.
+func decodeRequest(kreq kmsg.Request, body []byte, flexible bool) error {
+	if !flexible {
+		return kreq.ReadFrom(body)
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				done <- fmt.Errorf("decoder panicked: %v", v)
+			}
+		}()
+		done <- kreq.ReadFrom(body)
+	}()
+	t := time.NewTimer(decodeTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("decoding took longer than %v (malformed tagged fields)", decodeTimeout)
+	}
+}
+
+// write frames one response: size, correlation id, header tags, body.
+func (c *conn) write(r *request, resp kmsg.Response, flexibleHeader bool) error {
+	buf := append(c.wbuf[:0], 0, 0, 0, 0)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(r.corr))
+	if flexibleHeader {
+		buf = append(buf, 0)
+	}
+	buf = resp.AppendTo(buf)
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
+	if cap(buf) <= 1<<20 {
+		c.wbuf = buf // keep small buffers for the next response
+	}
+	c.nc.SetWriteDeadline(time.Now().Add(time.Minute))
+	_, err := c.nc.Write(buf)
+	return err
+}
