@@ -43,6 +43,8 @@ test: test-deps
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
 test-long: test-deps
+	$(GO) test -run '^$$' -fuzz '^FuzzRecordBatch$$' -fuzztime 60s ./appliance/kafka/
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestFrame$$' -fuzztime 60s ./appliance/kafka/
 	set -o pipefail; KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 
 bench:
