@@ -6,6 +6,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -136,8 +137,9 @@ type Broker struct {
 	topics map[string]*topic
 	closed bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	clusterID string
 }
 
 type topic struct {
@@ -191,6 +193,10 @@ func Open(opts Options) (*Broker, error) {
 		b.m = NewMetrics(nil)
 	}
 	b.m.broker = b
+	if err := b.loadClusterID(); err != nil {
+		lock.Unlock()
+		return nil, err
+	}
 	if err := b.load(); err != nil {
 		b.closeTopics()
 		lock.Unlock()
@@ -806,4 +812,48 @@ func (b *Broker) DeleteRecords(topicName string, partition int32, before int64) 
 		return 0, fmt.Errorf("delete records %s-%d: %w", topicName, partition, err)
 	}
 	return p.log.StartOffset(), nil
+}
+
+// PartitionInfo reports one partition's offsets and size without listing the topic.
+func (b *Broker) PartitionInfo(topicName string, partition int32) (PartitionInfo, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return PartitionInfo{}, err
+	}
+	return p.info(), nil
+}
+
+// ClusterID returns this data directory's cluster id: random, created on first
+// start and kept in <data>/cluster-id, so Kafka clients see a stable id.
+func (b *Broker) ClusterID() string { return b.clusterID }
+
+// loadClusterID reads or creates the cluster id file.
+func (b *Broker) loadClusterID() error {
+	path := filepath.Join(b.opts.DataDir, "cluster-id")
+	raw, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(raw))) > 0 {
+		b.clusterID = strings.TrimSpace(string(raw))
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read cluster id: %w", err)
+	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return fmt.Errorf("cluster id: %w", err)
+	}
+	// Kafka cluster ids are 22 characters of URL-safe base64 of 16 random bytes.
+	b.clusterID = base64.RawURLEncoding.EncodeToString(id[:])
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.clusterID+"\n"), 0o640); err != nil {
+		return fmt.Errorf("write cluster id: %w", err)
+	}
+	if f, err := os.Open(tmp); err == nil {
+		f.Sync()
+		f.Close()
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write cluster id: %w", err)
+	}
+	return syncDir(b.opts.DataDir)
 }

@@ -264,3 +264,15 @@ func TestDeleteRecordsMovesStartDurably(t *testing.T) {
 		t.Fatalf("delete all: %d", low)
 	}
 }
+
+func TestClusterIDStable(t *testing.T) {
+	dir := t.TempDir()
+	b := openB(t, dir, nil)
+	id := b.ClusterID()
+	b.Close()
+	b = openB(t, dir, nil)
+	defer b.Close()
+	if len(id) != 22 || b.ClusterID() != id {
+		t.Fatalf("cluster id %q then %q", id, b.ClusterID())
+	}
+}
