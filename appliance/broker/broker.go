@@ -73,9 +73,18 @@ type TopicConfig struct {
 	MaxMessageBytes int64 `json:"max_message_bytes,omitempty"`
 	// TimestampType is message.timestamp.type: CreateTime or LogAppendTime.
 	TimestampType string `json:"timestamp_type,omitempty"`
-	// CleanupPolicy is cleanup.policy: delete (compact comes later).
+	// CleanupPolicy is cleanup.policy: delete, compact, or "compact,delete".
 	CleanupPolicy string `json:"cleanup_policy,omitempty"`
+	// DeleteRetentionMs is delete.retention.ms: how long a compacted topic keeps
+	// a tombstone (null value) so consumers see the delete.
+	DeleteRetentionMs int64 `json:"delete_retention_ms,omitempty"`
 }
+
+// Compacted reports whether the topic is compacted (keeps the latest record per key).
+func (c TopicConfig) Compacted() bool { return strings.Contains(c.CleanupPolicy, "compact") }
+
+// Deletes reports whether retention.ms and retention.bytes delete old segments.
+func (c TopicConfig) Deletes() bool { return strings.Contains(c.CleanupPolicy, "delete") }
 
 // TopicInfo describes a topic.
 type TopicInfo struct {
@@ -180,6 +189,9 @@ func Open(opts Options) (*Broker, error) {
 	if opts.Defaults.CleanupPolicy == "" {
 		opts.Defaults.CleanupPolicy = "delete"
 	}
+	if opts.Defaults.DeleteRetentionMs == 0 {
+		opts.Defaults.DeleteRetentionMs = 86400000
+	}
 	lg := opts.Logger
 	if lg == nil {
 		lg = slog.Default()
@@ -205,7 +217,10 @@ func Open(opts Options) (*Broker, error) {
 	if opts.Fsync == FsyncInterval {
 		b.every(opts.FsyncInterval, b.syncPartitions)
 	}
-	b.every(opts.RetentionCheckInterval, func() { b.ApplyRetention(time.Now()) })
+	b.every(opts.RetentionCheckInterval, func() {
+		b.ApplyRetention(time.Now())
+		b.CompactTopics(time.Now())
+	})
 	return b, nil
 }
 
@@ -360,6 +375,9 @@ func (b *Broker) resolve(c TopicConfig) TopicConfig {
 	}
 	if c.CleanupPolicy == "" {
 		c.CleanupPolicy = d.CleanupPolicy
+	}
+	if c.DeleteRetentionMs == 0 {
+		c.DeleteRetentionMs = d.DeleteRetentionMs
 	}
 	return c
 }

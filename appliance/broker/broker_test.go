@@ -276,3 +276,107 @@ func TestClusterIDStable(t *testing.T) {
 		t.Fatalf("cluster id %q then %q", id, b.ClusterID())
 	}
 }
+
+// TestCompactedTopicKeepsLatestPerKey: 1,000 keys written 100 times each; after
+// compaction every key's latest value is there at its original offset, and
+// almost everything else is gone.
+func TestCompactedTopicKeepsLatestPerKey(t *testing.T) {
+	dir := t.TempDir()
+	b := openB(t, dir, func(o *Options) { o.SegmentBytes = 256 << 10 })
+	ctx := context.Background()
+	b.CreateTopic("state", 1, TopicConfig{CleanupPolicy: "compact"})
+	latest := map[string]int64{}
+	value := func(k, round int) []byte { return []byte(fmt.Sprintf("device-%d round-%d %s", k, round, bytes.Repeat([]byte("x"), 40))) }
+	for round := 0; round < 100; round++ {
+		recs := make([]Record, 1000)
+		for k := range recs {
+			recs[k] = Record{Key: []byte(fmt.Sprintf("device-%d", k)), Value: value(k, round)}
+		}
+		base, err := b.Produce(ctx, "state", 0, recs, AcksLeader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range recs {
+			latest[fmt.Sprintf("device-%d", k)] = base + int64(k)
+		}
+	}
+	// One key deleted with a tombstone.
+	tomb, _ := b.Produce(ctx, "state", 0, []Record{{Key: []byte("device-7")}}, AcksLeader)
+	latest["device-7"] = tomb
+	before, _ := b.PartitionInfo("state", 0)
+	b.CompactTopics(time.Now())
+	after, _ := b.PartitionInfo("state", 0)
+	if after.Bytes > before.Bytes/4 {
+		t.Fatalf("compaction kept %d of %d bytes", after.Bytes, before.Bytes)
+	}
+	b.Close()
+	b = openB(t, dir, nil)
+	defer b.Close()
+	seen := map[string]Record{}
+	total := 0
+	for off := int64(0); off < after.HighWatermark; {
+		res, err := b.Fetch(ctx, "state", 0, off, 1<<20, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Records) == 0 {
+			break
+		}
+		for _, r := range res.Records {
+			seen[string(r.Key)] = r
+			total++
+		}
+		off = res.Records[len(res.Records)-1].Offset + 1
+	}
+	for k, off := range latest {
+		r, ok := seen[k]
+		if !ok || r.Offset != off {
+			t.Fatalf("key %s: latest offset %d, read %+v", k, off, r.Offset)
+		}
+		if k == "device-7" {
+			if r.Value != nil {
+				t.Fatal("tombstone lost its null value")
+			}
+			continue
+		}
+		var kn int
+		fmt.Sscanf(k, "device-%d", &kn)
+		if !bytes.Equal(r.Value, value(kn, 99)) {
+			t.Fatalf("key %s: value %q", k, r.Value)
+		}
+	}
+	// Kept: the latest per key, plus the last entry of each sealed segment and
+	// the segment still being written.
+	if total > 1000+200+2000 {
+		t.Fatalf("%d records left after compaction", total)
+	}
+	t.Logf("100,000 records + 1 tombstone: %d bytes before, %d after, %d records left", before.Bytes, after.Bytes, total)
+}
+
+// TestRetentionBytesWhileWriting100MiB: retention.bytes 10 MiB holds while
+// 100 MiB is written (retention run after every MiB, as the background loop does).
+func TestRetentionBytesWhileWriting100MiB(t *testing.T) {
+	const seg = 1 << 20
+	b := openB(t, t.TempDir(), func(o *Options) { o.SegmentBytes = seg })
+	defer b.Close()
+	ctx := context.Background()
+	b.CreateTopic("telemetry", 1, TopicConfig{RetentionBytes: 10 << 20})
+	recs := make([]Record, 1024)
+	for i := range recs {
+		recs[i].Value = make([]byte, 1000)
+	}
+	maxSeen := int64(0)
+	for written := 0; written < 100<<20; written += 1024 * 1024 {
+		if _, err := b.Produce(ctx, "telemetry", 0, recs, AcksLeader); err != nil {
+			t.Fatal(err)
+		}
+		b.ApplyRetention(time.Now())
+		info, _ := b.PartitionInfo("telemetry", 0)
+		maxSeen = max(maxSeen, info.Bytes)
+	}
+	info, _ := b.PartitionInfo("telemetry", 0)
+	if maxSeen > 10<<20+seg+64<<10 || info.Bytes < 9<<20 || info.LogStartOffset == 0 {
+		t.Fatalf("max size %d, final %+v", maxSeen, info)
+	}
+	t.Logf("100 MiB written: partition at most %d bytes (limit 10 MiB + one 1 MiB segment), log start offset %d", maxSeen, info.LogStartOffset)
+}

@@ -25,6 +25,8 @@ type Metrics struct {
 	lostC        prometheus.Counter
 	corruptC     *prometheus.CounterVec
 	produceErrC  *prometheus.CounterVec
+	compactRecC  *prometheus.CounterVec
+	compactByteC *prometheus.CounterVec
 	retSegmentsC *prometheus.CounterVec
 	retBytesC    *prometheus.CounterVec
 
@@ -46,6 +48,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		lostC:        prometheus.NewCounter(prometheus.CounterOpts{Name: "katka_recovery_lost_records_total", Help: "Offsets whose records were destroyed on disk and replaced by placeholders."}),
 		corruptC:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_corrupt_reads_total", Help: "Fetches that hit a damaged record, per topic."}, []string{"topic"}),
 		produceErrC:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_produce_errors_total", Help: "Produces that failed to write or fsync (a full disk, say), per topic."}, []string{"topic"}),
+		compactRecC:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_compaction_removed_records_total", Help: "Records removed by compaction, per topic."}, []string{"topic"}),
+		compactByteC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_compaction_reclaimed_bytes_total", Help: "Bytes reclaimed by compaction, per topic."}, []string{"topic"}),
 		retSegmentsC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_retention_deleted_segments_total", Help: "Segments deleted by retention, per topic."}, []string{"topic"}),
 		retBytesC:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_retention_deleted_bytes_total", Help: "Bytes deleted by retention, per topic."}, []string{"topic"}),
 		partBytes:    prometheus.NewDesc("katka_partition_bytes", "Bytes on disk of a partition's log.", []string{"topic", "partition"}, nil),
@@ -59,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.retSegmentsC, m.retBytesC}
+	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC}
 }
 
 // Describe implements prometheus.Collector.
@@ -113,6 +117,11 @@ func (m *Metrics) recordsOut(topic string, recs []Record) {
 
 func (m *Metrics) corruptRead(topic string) { m.corruptC.WithLabelValues(topic).Inc() }
 
+func (m *Metrics) compacted(topic string, n int, bytes int64) {
+	m.compactRecC.WithLabelValues(topic).Add(float64(n))
+	m.compactByteC.WithLabelValues(topic).Add(float64(bytes))
+}
+
 func (m *Metrics) produceError(topic string) { m.produceErrC.WithLabelValues(topic).Inc() }
 
 func (m *Metrics) retention(topic string, n int, bytes int64) {
@@ -121,7 +130,7 @@ func (m *Metrics) retention(topic string, n int, bytes int64) {
 }
 
 func (m *Metrics) forgetTopic(topic string) {
-	for _, v := range []*prometheus.CounterVec{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.corruptC, m.produceErrC, m.retSegmentsC, m.retBytesC} {
+	for _, v := range []*prometheus.CounterVec{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.corruptC, m.produceErrC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC} {
 		v.DeleteLabelValues(topic)
 	}
 }

@@ -15,9 +15,10 @@ type partition struct {
 	log      *storage.Log
 	interval bool // fsync: interval makes records visible once written
 
-	hw     atomic.Int64
-	nmu    sync.Mutex
-	notify chan struct{}
+	hw          atomic.Int64
+	compactedTo atomic.Int64 // sealed offset up to which compaction last ran
+	nmu         sync.Mutex
+	notify      chan struct{}
 }
 
 func (p *partition) append(recs []Record) (base, end int64, err error) {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"time"
 
 	"github.com/katka-io/katka/appliance/storage"
@@ -27,6 +28,9 @@ func (b *Broker) ApplyRetention(now time.Time) {
 		case <-b.stop:
 			return
 		default:
+		}
+		if !j.cfg.Deletes() {
+			continue
 		}
 		cut, n, bytes := retentionCut(j.p.log.Segments(), j.cfg, now)
 		if n == 0 {
@@ -64,4 +68,87 @@ func retentionCut(segs []storage.SegmentInfo, cfg TopicConfig, now time.Time) (c
 		cut = segs[i+1].BaseOffset
 	}
 	return cut, n, bytes
+}
+
+// CompactTopics compacts every partition of compacted topics whose log has
+// sealed a segment since it was last compacted: only the latest record of each
+// key stays (and tombstones until delete.retention.ms has passed); kept records
+// keep their offsets, as in Kafka.
+func (b *Broker) CompactTopics(now time.Time) {
+	b.mu.RLock()
+	type job struct {
+		cfg TopicConfig
+		p   *partition
+	}
+	var jobs []job
+	for _, t := range b.topics {
+		if t.info.Config.Compacted() {
+			for _, p := range t.parts {
+				jobs = append(jobs, job{t.info.Config, p})
+			}
+		}
+	}
+	b.mu.RUnlock()
+	for _, j := range jobs {
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
+		if err := b.compactPartition(j.p, j.cfg, now); err != nil {
+			b.log.Error("compaction", "topic", j.p.topic, "partition", j.p.id, "err", err)
+		}
+	}
+}
+
+func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) error {
+	segs := p.log.Segments()
+	if len(segs) < 2 {
+		return nil
+	}
+	sealedEnd := segs[len(segs)-1].BaseOffset
+	if sealedEnd <= p.compactedTo.Load() {
+		return nil // nothing new was sealed
+	}
+	// The latest offset of every key, over the whole log.
+	latest := map[string]int64{}
+	end := p.log.EndOffset()
+	for off := p.log.StartOffset(); off < end; {
+		recs, err := p.log.Read(off, end, 4<<20)
+		if err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				off++
+				continue
+			}
+			return err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for i := range recs {
+			if recs[i].Key != nil {
+				latest[string(recs[i].Key)] = recs[i].Offset
+			}
+		}
+		off = recs[len(recs)-1].Offset + 1
+	}
+	tombstoneAge := time.Duration(cfg.DeleteRetentionMs) * time.Millisecond
+	removed, saved, err := p.log.Compact(func(r *Record) bool {
+		if r.Key == nil {
+			return true
+		}
+		if latest[string(r.Key)] != r.Offset {
+			return false
+		}
+		return r.Value != nil || now.Sub(r.Timestamp) < tombstoneAge
+	})
+	if err != nil {
+		return err
+	}
+	p.compactedTo.Store(sealedEnd)
+	if removed > 0 {
+		b.m.compacted(p.topic, removed, saved)
+		b.log.Info("compacted", "topic", p.topic, "partition", p.id, "records_removed", removed, "bytes_reclaimed", saved)
+	}
+	return nil
 }

@@ -31,7 +31,16 @@ type Header struct {
 const (
 	kindRecord byte = 1
 	kindLost   byte = 2
+	// kindCompacted is a whole entry of one byte: a record removed by compaction.
+	// It keeps the offsets of later records in place at 2 bytes on disk.
+	kindCompacted byte = 3
 )
+
+// errCompacted marks an offset whose record compaction removed; reads skip it.
+var errCompacted = errors.New("record removed by compaction")
+
+// compactedEntry is the whole entry that stands for a compacted record.
+var compactedEntry = []byte{kindCompacted}
 
 // Entry layout (one tidwall/wal entry per record, big endian):
 //
@@ -157,6 +166,9 @@ func entryTimestamp(data []byte) time.Time {
 // decodeEntry verifies data as the entry for offset want and decodes it into a
 // record that owns its memory (one allocation for key, value and headers).
 func decodeEntry(data []byte, want int64) (Record, error) {
+	if len(data) == 1 && data[0] == kindCompacted {
+		return Record{}, errCompacted
+	}
 	kind, off, err := checkEntry(data)
 	if err != nil {
 		return Record{}, &CorruptError{Offset: want, Reason: err.Error()}

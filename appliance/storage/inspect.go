@@ -9,6 +9,8 @@ type Frame struct {
 	Pos, End int
 	// Lost is true for a placeholder left by recovery for a destroyed record.
 	Lost bool
+	// Compacted is true for the placeholder of a record removed by compaction.
+	Compacted bool
 }
 
 // Frames parses a segment file's bytes and returns its valid frames from the
@@ -21,7 +23,13 @@ func Frames(buf []byte) (frames []Frame, rest int) {
 		if !ok {
 			break
 		}
-		frames = append(frames, Frame{Offset: off, Pos: p, End: end, Lost: kind == kindLost})
+		if kind == kindCompacted { // holds no offset: it is the one after the previous
+			off = -1
+			if len(frames) > 0 {
+				off = frames[len(frames)-1].Offset + 1
+			}
+		}
+		frames = append(frames, Frame{Offset: off, Pos: p, End: end, Lost: kind == kindLost, Compacted: kind == kindCompacted})
 		p = end
 	}
 	return frames, p

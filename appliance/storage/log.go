@@ -5,6 +5,7 @@
 package storage
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -405,6 +406,9 @@ func (l *Log) Read(offset, limit int64, maxBytes int) (recs []Record, err error)
 		if rerr == nil {
 			r, rerr = decodeEntry(data, off)
 		}
+		if rerr == errCompacted {
+			continue
+		}
 		if rerr != nil {
 			if len(recs) > 0 {
 				return recs, nil
@@ -577,4 +581,105 @@ func (l *Log) AdvanceStart(off int64) error {
 		return l.TruncateFront(cut)
 	}
 	return nil
+}
+
+// Compact rewrites the sealed segments so that only records keep accepts stay;
+// the others become 2-byte placeholders, so every kept record keeps its offset
+// and reads skip the removed ones. The last entry of each segment always stays
+// (it proves segment continuity at open). The segment being written is never
+// touched. It returns the records removed and the bytes reclaimed.
+func (l *Log) Compact(keep func(r *Record) bool) (removed int, reclaimed int64, err error) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, 0, ErrClosed
+	}
+	sealed := append([]*segmentFile(nil), l.segs[:len(l.segs)-1]...)
+	l.mu.Unlock()
+	for _, s := range sealed {
+		n, saved, err := l.compactSegment(s, keep)
+		if err != nil {
+			return removed, reclaimed, err
+		}
+		removed += n
+		reclaimed += saved
+	}
+	return removed, reclaimed, nil
+}
+
+func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, int64, error) {
+	buf, err := os.ReadFile(s.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, nil // retention removed it meanwhile
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
+	}
+	base := int64(s.index) - 1
+	type frame struct {
+		pos, end int
+		kind     byte
+	}
+	var frames []frame
+	for p := 0; p < len(buf); {
+		end, kind, _, ok := frameAt(buf, p)
+		if !ok {
+			return 0, 0, nil // damaged: left for reads to report, never rewritten
+		}
+		frames = append(frames, frame{p, end, kind})
+		p = end
+	}
+	out := make([]byte, 0, len(buf))
+	removed := 0
+	for i, f := range frames {
+		if f.kind == kindRecord && i < len(frames)-1 {
+			size, n := binary.Uvarint(buf[f.pos:])
+			r, err := decodeEntry(buf[f.pos+n:f.pos+n+int(size)], base+int64(i))
+			if err == nil && !keep(&r) {
+				out = appendFrame(out, compactedEntry)
+				removed++
+				continue
+			}
+		}
+		out = append(out, buf[f.pos:f.end]...)
+	}
+	if removed == 0 {
+		return 0, 0, nil
+	}
+	tmp := s.path + ".REPAIR"
+	if err := os.WriteFile(tmp, out, 0o640); err != nil {
+		os.Remove(tmp)
+		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
+	}
+	if f, err := os.Open(tmp); err == nil {
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			os.Remove(tmp)
+			return 0, 0, fmt.Errorf("compact %s: fsync: %w", s.path, err)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	still := false
+	for _, t := range l.segs[:len(l.segs)-1] {
+		if t == s {
+			still = true
+		}
+	}
+	if !still || l.closed {
+		os.Remove(tmp)
+		return 0, 0, nil
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		os.Remove(tmp)
+		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
+	}
+	if err := l.w.ClearCache(); err != nil {
+		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
+	}
+	saved := s.size - int64(len(out))
+	s.size = int64(len(out))
+	l.size -= saved
+	return removed, saved, syncDir(l.dir)
 }

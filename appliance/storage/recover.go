@@ -41,6 +41,9 @@ type RecoveryAction struct {
 // and checks our entry inside it. It returns the end of the frame.
 func frameAt(buf []byte, p int) (end int, kind byte, off int64, ok bool) {
 	size, n := binary.Uvarint(buf[p:])
+	if n == 1 && size == 1 && p+2 <= len(buf) && buf[p+1] == kindCompacted {
+		return p + 2, kindCompacted, -1, true // offset is its position
+	}
 	if n <= 0 || size < entryMinLen || size > uint64(len(buf)-p-n) {
 		return 0, 0, 0, false
 	}
@@ -84,7 +87,11 @@ func scanSegment(buf []byte, base int64, expect int64) segmentRepair {
 	changed := false
 	p := 0
 	for p < len(buf) {
-		if end, _, off, ok := frameAt(buf, p); ok && off >= next && (limit < 0 || off < limit) {
+		end, kind, off, ok := frameAt(buf, p)
+		if ok && kind == kindCompacted {
+			off = next
+		}
+		if ok && off >= next && (limit < 0 || off < limit) {
 			if off > next { // whole frames are missing: keep offsets in place
 				if !changed {
 					out, changed = append([]byte(nil), buf[:p]...), true
@@ -110,7 +117,8 @@ func scanSegment(buf []byte, base int64, expect int64) segmentRepair {
 		}
 		q := -1
 		for s := p + 1; s < len(buf); s++ {
-			if _, _, off, ok := frameAt(buf, s); ok && off >= next && (limit < 0 || off < limit) {
+			// A compacted entry is two bytes: too weak to resynchronize on.
+			if _, kind, off, ok := frameAt(buf, s); ok && kind != kindCompacted && off >= next && (limit < 0 || off < limit) {
 				q = s
 				break
 			}
