@@ -11,26 +11,11 @@ import (
 // are older than retention.ms or beyond retention.bytes, as Kafka does: whole
 // segments only, and never the segment being written.
 func (b *Broker) ApplyRetention(now time.Time) {
-	b.mu.RLock()
-	type job struct {
-		cfg TopicConfig
-		p   *partition
-	}
-	var jobs []job
-	for _, t := range b.topics {
-		for _, p := range t.parts {
-			jobs = append(jobs, job{t.info.Config, p})
-		}
-	}
-	b.mu.RUnlock()
-	for _, j := range jobs {
+	for _, j := range b.partitionJobs(TopicConfig.Deletes) {
 		select {
 		case <-b.stop:
 			return
 		default:
-		}
-		if !j.cfg.Deletes() {
-			continue
 		}
 		cut, n, bytes := retentionCut(j.p.log.Segments(), j.cfg, now)
 		if n == 0 {
@@ -75,21 +60,7 @@ func retentionCut(segs []storage.SegmentInfo, cfg TopicConfig, now time.Time) (c
 // key stays (and tombstones until delete.retention.ms has passed); kept records
 // keep their offsets, as in Kafka.
 func (b *Broker) CompactTopics(now time.Time) {
-	b.mu.RLock()
-	type job struct {
-		cfg TopicConfig
-		p   *partition
-	}
-	var jobs []job
-	for _, t := range b.topics {
-		if t.info.Config.Compacted() {
-			for _, p := range t.parts {
-				jobs = append(jobs, job{t.info.Config, p})
-			}
-		}
-	}
-	b.mu.RUnlock()
-	for _, j := range jobs {
+	for _, j := range b.partitionJobs(TopicConfig.Compacted) {
 		select {
 		case <-b.stop:
 			return
@@ -151,4 +122,25 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 		b.log.Info("compacted", "topic", p.topic, "partition", p.id, "records_removed", removed, "bytes_reclaimed", saved)
 	}
 	return nil
+}
+
+// partitionJob is one partition with its topic's config, for background work.
+type partitionJob struct {
+	cfg TopicConfig
+	p   *partition
+}
+
+// partitionJobs lists the partitions of the topics whose config want accepts.
+func (b *Broker) partitionJobs(want func(TopicConfig) bool) []partitionJob {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var jobs []partitionJob
+	for _, t := range b.topics {
+		if want(t.info.Config) {
+			for _, p := range t.parts {
+				jobs = append(jobs, partitionJob{t.info.Config, p})
+			}
+		}
+	}
+	return jobs
 }
