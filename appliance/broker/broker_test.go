@@ -286,7 +286,9 @@ func TestCompactedTopicKeepsLatestPerKey(t *testing.T) {
 	ctx := context.Background()
 	b.CreateTopic("state", 1, TopicConfig{CleanupPolicy: "compact"})
 	latest := map[string]int64{}
-	value := func(k, round int) []byte { return []byte(fmt.Sprintf("device-%d round-%d %s", k, round, bytes.Repeat([]byte("x"), 40))) }
+	value := func(k, round int) []byte {
+		return []byte(fmt.Sprintf("device-%d round-%d %s", k, round, bytes.Repeat([]byte("x"), 40)))
+	}
 	for round := 0; round < 100; round++ {
 		recs := make([]Record, 1000)
 		for k := range recs {
