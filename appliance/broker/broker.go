@@ -75,6 +75,8 @@ type TopicConfig struct {
 	TimestampType string `json:"timestamp_type,omitempty"`
 	// CleanupPolicy is cleanup.policy: delete, compact, or "compact,delete".
 	CleanupPolicy string `json:"cleanup_policy,omitempty"`
+	// OnFull is what a produce does when the disk is full: reject or drop_oldest.
+	OnFull string `json:"on_full,omitempty"`
 	// DeleteRetentionMs is delete.retention.ms: how long a compacted topic keeps
 	// a tombstone (null value) so consumers see the delete.
 	DeleteRetentionMs int64 `json:"delete_retention_ms,omitempty"`
@@ -130,7 +132,12 @@ type Options struct {
 	AutoCreate bool
 	// DefaultPartitions is the partition count of auto-created topics.
 	DefaultPartitions int32
-	Logger            *slog.Logger
+	// QuotaBytes caps the bytes of all partition logs; 0 is no quota.
+	QuotaBytes int64
+	// MinFreeBytes is the free-space watermark of the data directory's disk;
+	// below it the disk counts as full. 0 is no watermark.
+	MinFreeBytes int64
+	Logger       *slog.Logger
 	// Metrics, if set, receives the broker's counters.
 	Metrics *Metrics
 }
@@ -149,6 +156,8 @@ type Broker struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	clusterID string
+	disk      diskGuard
+	dropMu    sync.Mutex // one drop_oldest at a time
 }
 
 type topic struct {
@@ -192,6 +201,9 @@ func Open(opts Options) (*Broker, error) {
 	if opts.Defaults.DeleteRetentionMs == 0 {
 		opts.Defaults.DeleteRetentionMs = 86400000
 	}
+	if opts.Defaults.OnFull == "" {
+		opts.Defaults.OnFull = OnFullReject
+	}
 	lg := opts.Logger
 	if lg == nil {
 		lg = slog.Default()
@@ -205,6 +217,7 @@ func Open(opts Options) (*Broker, error) {
 		b.m = NewMetrics(nil)
 	}
 	b.m.broker = b
+	b.disk.quota, b.disk.minFree = opts.QuotaBytes, opts.MinFreeBytes
 	if err := b.loadClusterID(); err != nil {
 		lock.Unlock()
 		return nil, err
@@ -378,6 +391,9 @@ func (b *Broker) resolve(c TopicConfig) TopicConfig {
 	}
 	if c.DeleteRetentionMs == 0 {
 		c.DeleteRetentionMs = d.DeleteRetentionMs
+	}
+	if c.OnFull == "" {
+		c.OnFull = d.OnFull
 	}
 	return c
 }
@@ -611,7 +627,15 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 		}
 		size += len(recs[i].Key) + len(recs[i].Value)
 	}
+	// Entries carry about 30 bytes of framing each.
+	need := int64(size + 32*len(recs))
+	if err := b.makeRoom(t, need); err != nil {
+		return 0, err
+	}
 	base, end, err := p.append(recs)
+	if err == nil {
+		b.disk.used.Add(need)
+	}
 	if err != nil {
 		b.m.produceError(topicName)
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)

@@ -25,6 +25,9 @@ type Metrics struct {
 	lostC        prometheus.Counter
 	corruptC     *prometheus.CounterVec
 	produceErrC  *prometheus.CounterVec
+	fullRejectC  *prometheus.CounterVec
+	droppedSegC  *prometheus.CounterVec
+	droppedByteC *prometheus.CounterVec
 	compactRecC  *prometheus.CounterVec
 	compactByteC *prometheus.CounterVec
 	retSegmentsC *prometheus.CounterVec
@@ -50,6 +53,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		produceErrC:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_produce_errors_total", Help: "Produces that failed to write or fsync (a full disk, say), per topic."}, []string{"topic"}),
 		compactRecC:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_compaction_removed_records_total", Help: "Records removed by compaction, per topic."}, []string{"topic"}),
 		compactByteC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_compaction_reclaimed_bytes_total", Help: "Bytes reclaimed by compaction, per topic."}, []string{"topic"}),
+		fullRejectC:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_disk_full_rejected_total", Help: "Produces refused because the disk was full (quota or free-space watermark), per topic."}, []string{"topic"}),
+		droppedSegC:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_disk_full_dropped_segments_total", Help: "Oldest segments deleted to make room (on_full: drop_oldest), per topic."}, []string{"topic"}),
+		droppedByteC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_disk_full_dropped_bytes_total", Help: "Bytes deleted to make room (on_full: drop_oldest), per topic."}, []string{"topic"}),
 		retSegmentsC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_retention_deleted_segments_total", Help: "Segments deleted by retention, per topic."}, []string{"topic"}),
 		retBytesC:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_retention_deleted_bytes_total", Help: "Bytes deleted by retention, per topic."}, []string{"topic"}),
 		partBytes:    prometheus.NewDesc("katka_partition_bytes", "Bytes on disk of a partition's log.", []string{"topic", "partition"}, nil),
@@ -63,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC}
+	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC}
 }
 
 // Describe implements prometheus.Collector.
@@ -122,6 +128,13 @@ func (m *Metrics) compacted(topic string, n int, bytes int64) {
 	m.compactByteC.WithLabelValues(topic).Add(float64(bytes))
 }
 
+func (m *Metrics) diskFullRejected(topic string) { m.fullRejectC.WithLabelValues(topic).Inc() }
+
+func (m *Metrics) droppedOldest(topic string, bytes int64) {
+	m.droppedSegC.WithLabelValues(topic).Inc()
+	m.droppedByteC.WithLabelValues(topic).Add(float64(bytes))
+}
+
 func (m *Metrics) produceError(topic string) { m.produceErrC.WithLabelValues(topic).Inc() }
 
 func (m *Metrics) retention(topic string, n int, bytes int64) {
@@ -130,7 +143,7 @@ func (m *Metrics) retention(topic string, n int, bytes int64) {
 }
 
 func (m *Metrics) forgetTopic(topic string) {
-	for _, v := range []*prometheus.CounterVec{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.corruptC, m.produceErrC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC} {
+	for _, v := range []*prometheus.CounterVec{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC} {
 		v.DeleteLabelValues(topic)
 	}
 }
@@ -142,4 +155,13 @@ func histCount(h prometheus.Histogram) uint64 {
 		return 0
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+// counterValue reads a counter's current value.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }

@@ -103,7 +103,7 @@ func fail(w http.ResponseWriter, err error) {
 		if o, ok := broker.CorruptOffset(err); ok {
 			off = &o
 		}
-	case errors.Is(err, syscall.ENOSPC):
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, broker.ErrDiskFull):
 		status, code = http.StatusInsufficientStorage, "disk_full"
 	case errors.Is(err, errBadRequest):
 		status, code = http.StatusBadRequest, "bad_request"
