@@ -94,10 +94,14 @@ func init() {
 		18: {0, 4, (*Server).handleApiVersions},
 		19: {0, 7, (*Server).handleCreateTopics},
 		20: {0, 6, (*Server).handleDeleteTopics},
+		21: {0, 2, (*Server).handleDeleteRecords},
 		22: {0, 4, (*Server).handleInitProducerID},
 		32: {0, 4, (*Server).handleDescribeConfigs},
 		37: {0, 3, (*Server).handleCreatePartitions},
 		44: {0, 1, (*Server).handleIncrementalAlterConfigs},
+	}
+	for k, h := range groupHandlers() {
+		handlers[k] = h
 	}
 }
 
