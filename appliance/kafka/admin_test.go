@@ -50,12 +50,22 @@ func TestAdminTopicLifecycle(t *testing.T) {
 		{"replication 3", "rf3", 1, 3, nil, kerr.InvalidReplicationFactor},
 		{"unknown config", "cfg", 1, 1, map[string]*string{"foo.bar": kadm.StringPtr("1")}, kerr.InvalidConfig},
 		{"bad value", "cfg", 1, 1, map[string]*string{"retention.ms": kadm.StringPtr("soon")}, kerr.InvalidConfig},
-		{"compact", "cfg", 1, 1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, kerr.InvalidConfig},
+		{"bad policy", "cfg", 1, 1, map[string]*string{"cleanup.policy": kadm.StringPtr("shred")}, kerr.InvalidConfig},
 	} {
 		r, err := adm.CreateTopic(ctx, c.parts, c.rf, c.cfg, c.topic)
 		if !errors.Is(err, c.expect) {
 			t.Errorf("%s: %v (%s), want %v", c.name, err, r.ErrMessage, c.expect)
 		}
+	}
+	// A compacted topic.
+	if r, err := adm.CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact"), "delete.retention.ms": kadm.StringPtr("60000")}, "state"); err != nil {
+		t.Fatalf("compacted topic: %v %s", err, r.ErrMessage)
+	}
+	if info, _ := e.b.Topic("state"); !info.Config.Compacted() || info.Config.Deletes() || info.Config.DeleteRetentionMs != 60000 {
+		t.Fatalf("compacted topic config %+v", info.Config)
+	}
+	if _, err := adm.DeleteTopics(ctx, "state"); err != nil {
+		t.Fatal(err)
 	}
 	// Default partitions and replication factor (-1).
 	if r, err := adm.CreateTopic(ctx, -1, -1, nil, "defaults"); err != nil || r.NumPartitions != 1 {

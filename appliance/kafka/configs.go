@@ -28,16 +28,45 @@ type topicConfigDef struct {
 var topicConfigs = []topicConfigDef{
 	{
 		name: "cleanup.policy", typ: kmsg.ConfigTypeList,
-		doc: "What to do with old segments: delete (compact is not supported).",
+		doc: "What to do with old segments: delete (retention), compact (keep the latest record per key), or both.",
 		get: func(c broker.TopicConfig) string { return c.CleanupPolicy },
 		set: func(c *broker.TopicConfig, v string) error {
-			if strings.TrimSpace(v) != "delete" {
-				return fmt.Errorf("cleanup.policy %q is not supported (allowed: delete)", v)
+			var del, compact bool
+			for _, p := range strings.Split(v, ",") {
+				switch strings.TrimSpace(p) {
+				case "delete":
+					del = true
+				case "compact":
+					compact = true
+				default:
+					return fmt.Errorf("cleanup.policy %q is not allowed (allowed: delete, compact, or compact,delete)", v)
+				}
 			}
-			c.CleanupPolicy = "delete"
+			switch {
+			case del && compact:
+				c.CleanupPolicy = "compact,delete"
+			case compact:
+				c.CleanupPolicy = "compact"
+			default:
+				c.CleanupPolicy = "delete"
+			}
 			return nil
 		},
 		clear: func(c *broker.TopicConfig) { c.CleanupPolicy = "" },
+	},
+	{
+		name: "delete.retention.ms", typ: kmsg.ConfigTypeLong,
+		doc: "How long a compacted topic keeps tombstones (null values), in milliseconds.",
+		get: func(c broker.TopicConfig) string { return strconv.FormatInt(c.DeleteRetentionMs, 10) },
+		set: func(c *broker.TopicConfig, v string) error {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil || n < 1 {
+				return fmt.Errorf("delete.retention.ms %q must be a positive integer", v)
+			}
+			c.DeleteRetentionMs = n
+			return nil
+		},
+		clear: func(c *broker.TopicConfig) { c.DeleteRetentionMs = 0 },
 	},
 	{
 		name: "max.message.bytes", typ: kmsg.ConfigTypeInt,
