@@ -7,8 +7,8 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKG      := ./appliance/cmd/katka
 # Debian packages the test suite drives for real (kcat = librdkafka).
-TEST_PKGS := kcat
-TEST_TOOLS := kcat
+TEST_PKGS := kcat mosquitto
+TEST_TOOLS := kcat mosquitto
 
 .PHONY: build run test test-deps test-long bench cross clean
 
@@ -43,12 +43,14 @@ test: test-deps
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
 test-long: test-deps
+	KATKA_LONG=1 $(GO) test -count=1 -timeout 20m -run CrashNoLoss ./sensors/mqtt/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordBatch$$' -fuzztime 60s ./appliance/kafka/
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestFrame$$' -fuzztime 60s ./appliance/kafka/
 	set -o pipefail; KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s -timeout 30m ./appliance/storage/ ./appliance/broker/
+	$(GO) test -run '^$$' -bench . -timeout 10m ./sensors/mqtt/
 
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka-linux-arm64 $(PKG)

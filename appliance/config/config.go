@@ -86,8 +86,154 @@ type TopicSpec struct {
 
 // Sensors configures the built-in inputs.
 type Sensors struct {
+	// Partitioner picks the partition of each record the inputs write: hash (murmur2
+	// of the key, as a Kafka Java client; records without a key go round robin) or
+	// round_robin.
+	Partitioner string `yaml:"partitioner"`
 	// Simulated generates synthetic readings, so a fresh install shows data at once.
 	Simulated Simulated `yaml:"simulated"`
+	// MQTT subscribes to MQTT brokers and writes each message durably before acking it.
+	MQTT MQTT `yaml:"mqtt"`
+	// System reports the host's CPU, memory, disk, network and temperatures.
+	System System `yaml:"system"`
+	// Modbus polls Modbus TCP devices.
+	Modbus Modbus `yaml:"modbus"`
+}
+
+// MQTT configures the MQTT input.
+type MQTT struct {
+	// Enabled turns the input on.
+	Enabled bool `yaml:"enabled"`
+	// QoS is the subscription QoS: 0, 1 or 2 (1 and 2 lose nothing).
+	QoS int `yaml:"qos"`
+	// DeadLetterTopic receives payloads that cannot be mapped, with the reason in a header.
+	DeadLetterTopic string `yaml:"dead_letter_topic"`
+	// MaxMessageBytes is the largest payload written to its topic; larger ones are dead-lettered.
+	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
+	// BatchMaxMessages bounds the messages written (and then acknowledged) together.
+	BatchMaxMessages int `yaml:"batch_max_messages"`
+	// BatchWait is how long a batch may wait for more messages once the queue is empty.
+	BatchWait time.Duration `yaml:"batch_wait"`
+	// ReconnectMin and ReconnectMax bound the exponential backoff between connection attempts.
+	ReconnectMin time.Duration `yaml:"reconnect_min"`
+	ReconnectMax time.Duration `yaml:"reconnect_max"`
+	// Brokers lists the MQTT brokers; each subscribes to every rule's filter.
+	Brokers []MQTTBroker `yaml:"brokers"`
+	// Rules map MQTT topic filters to katka topics.
+	Rules []MQTTRule `yaml:"rules"`
+}
+
+// MQTTBroker is one MQTT broker connection.
+type MQTTBroker struct {
+	// Name labels the connection in logs and metrics; empty means the URL.
+	Name string `yaml:"name"`
+	// URL is tcp://host:port, or ssl://, tls://, mqtts:// for TLS.
+	URL string `yaml:"url"`
+	// ClientID is the fixed MQTT client id that keeps the session across restarts.
+	ClientID string `yaml:"client_id"`
+	// Username and Password authenticate the connection when set.
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// KeepAlive is the MQTT keep-alive; 0 means 30s.
+	KeepAlive time.Duration `yaml:"keep_alive"`
+	// CAFile is a PEM file of CAs trusted for the broker's certificate (TLS).
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and key (TLS).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked in the broker's certificate.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify turns off certificate checks (tests only).
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+// MQTTRule maps the MQTT topics matching Filter to a katka topic.
+type MQTTRule struct {
+	// Filter is an MQTT topic filter with + and # wildcards.
+	Filter string `yaml:"filter"`
+	// Topic is the katka topic receiving the messages (created if missing).
+	Topic string `yaml:"topic"`
+	// Partitions is the partition count used when the topic is created; 0 means
+	// topics.default_partitions.
+	Partitions int32 `yaml:"partitions"`
+	// KeyLevel takes the record key from this MQTT topic level (1 is the first);
+	// 0 means no key and -1 the whole MQTT topic.
+	KeyLevel int `yaml:"key_level"`
+	// Format is raw (default) or json (invalid JSON is dead-lettered).
+	Format string `yaml:"format"`
+	// TimestampField names the JSON field holding the record timestamp (json only).
+	TimestampField string `yaml:"timestamp_field"`
+	// TimestampFormat is how TimestampField is written: rfc3339, unix, unix_ms,
+	// unix_us or unix_ns; empty means rfc3339 for strings and unix_ms for numbers.
+	TimestampFormat string `yaml:"timestamp_format"`
+}
+
+// System configures the host metrics input.
+type System struct {
+	// Enabled turns the input on.
+	Enabled bool `yaml:"enabled"`
+	// Topic receives one JSON record per interval, keyed by host name.
+	Topic string `yaml:"topic"`
+	// Partitions is the partition count used when the topic is created.
+	Partitions int32 `yaml:"partitions"`
+	// Interval is the time between two readings.
+	Interval time.Duration `yaml:"interval"`
+	// Collect lists the groups read: cpu, memory, disk, network, temperature.
+	Collect []string `yaml:"collect"`
+	// DiskPaths lists the mount points reported; empty means every physical disk.
+	DiskPaths []string `yaml:"disk_paths"`
+}
+
+// Modbus configures the Modbus TCP polling input.
+type Modbus struct {
+	// Enabled turns the input on.
+	Enabled bool `yaml:"enabled"`
+	// Topic receives one JSON record per register reading.
+	Topic string `yaml:"topic"`
+	// Partitions is the partition count used when the topic is created.
+	Partitions int32 `yaml:"partitions"`
+	// Interval is the default time between two polls of a device.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one request to a device.
+	Timeout time.Duration `yaml:"timeout"`
+	// Devices lists the polled devices.
+	Devices []ModbusDevice `yaml:"devices"`
+}
+
+// ModbusDevice is one Modbus TCP device.
+type ModbusDevice struct {
+	// Name identifies the device; it starts every record key.
+	Name string `yaml:"name"`
+	// URL is tcp://host:port.
+	URL string `yaml:"url"`
+	// UnitID is the Modbus unit (slave) id, 0..255.
+	UnitID int `yaml:"unit_id"`
+	// Interval overrides modbus.interval when not 0.
+	Interval time.Duration `yaml:"interval"`
+	// Registers lists the readings taken each poll.
+	Registers []ModbusRegister `yaml:"registers"`
+}
+
+// ModbusRegister is one reading: a typed value at a register address.
+type ModbusRegister struct {
+	// Name identifies the reading within its device.
+	Name string `yaml:"name"`
+	// Table is holding or input.
+	Table string `yaml:"table"`
+	// Address is the first register's 0-based address.
+	Address int `yaml:"address"`
+	// Type is int16, uint16, int32, uint32 or float32.
+	Type string `yaml:"type"`
+	// ByteOrder is big (default) or little: the byte order within each register.
+	ByteOrder string `yaml:"byte_order"`
+	// WordOrder is high_first (default) or low_first: the register order of 32-bit values.
+	WordOrder string `yaml:"word_order"`
+	// Scale multiplies the raw value; 0 means 1.
+	Scale float64 `yaml:"scale"`
+	// Offset is added after scaling.
+	Offset float64 `yaml:"offset"`
+	// Unit is carried in each reading.
+	Unit string `yaml:"unit"`
 }
 
 // Simulated configures the simulated sensor source.

@@ -33,6 +33,7 @@ func Default() Config {
 			RetentionBytes:    -1,
 		},
 		Sensors: Sensors{
+			Partitioner: "hash",
 			Simulated: Simulated{
 				Enabled:    true,
 				Topic:      "sensors.simulated",
@@ -43,6 +44,30 @@ func Default() Config {
 					{ID: "pressure-1", Kind: "random_walk", Min: 0.9, Max: 1.1, Noise: 0.005, Unit: "bar"},
 					{ID: "counter-1", Kind: "counter", Min: 0, Max: 1000000, Unit: "count"},
 				},
+			},
+			MQTT: MQTT{
+				Enabled:          false,
+				QoS:              1,
+				DeadLetterTopic:  "mqtt.dead-letter",
+				MaxMessageBytes:  1 * MiB,
+				BatchMaxMessages: 1000,
+				BatchWait:        0,
+				ReconnectMin:     100 * time.Millisecond,
+				ReconnectMax:     30 * time.Second,
+			},
+			System: System{
+				Enabled:    false,
+				Topic:      "sensors.system",
+				Partitions: 1,
+				Interval:   10 * time.Second,
+				Collect:    []string{"cpu", "memory", "disk", "network", "temperature"},
+			},
+			Modbus: Modbus{
+				Enabled:    false,
+				Topic:      "sensors.modbus",
+				Partitions: 3,
+				Interval:   time.Second,
+				Timeout:    2 * time.Second,
 			},
 		},
 	}

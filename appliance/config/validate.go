@@ -80,7 +80,11 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	v.oneOf("sensors.partitioner", c.Sensors.Partitioner, partitioners)
 	v.simulated("sensors.simulated", c.Sensors.Simulated)
+	v.mqtt("sensors.mqtt", c.Sensors.MQTT)
+	v.system("sensors.system", c.Sensors.System)
+	v.modbus("sensors.modbus", c.Sensors.Modbus)
 
 	return errors.Join(v.errs...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/httpapi"
+	"github.com/katka-io/katka/sensors"
 )
 
 func newServeCmd() *cobra.Command {
@@ -72,6 +73,7 @@ func serve(cfg config.Config) error {
 	slog.SetDefault(log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(sensors.Collectors()...)
 	metrics := broker.NewMetrics(reg)
 
 	t0 := time.Now()

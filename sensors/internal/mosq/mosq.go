@@ -1,0 +1,134 @@
+// Package mosq starts a real Mosquitto broker for tests, on a free loopback port.
+//
+// If the mosquitto binary is missing the test is skipped, unless CI=true, where it
+// fails: `make test` installs the Debian package mosquitto when run as root.
+package mosq
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Broker is a running Mosquitto.
+type Broker struct {
+	// Addr is host:port of its listener; URL is tcp://Addr.
+	Addr, URL string
+
+	cmd *exec.Cmd
+	out *syncBuffer
+}
+
+// Binary returns the path of mosquitto, skipping (or with CI=true failing) t if it
+// is not installed.
+func Binary(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("mosquitto is not installed and CI=true (apt-get install -y mosquitto)")
+	}
+	t.Skip("mosquitto is not installed (apt-get install -y mosquitto); skipping")
+	return ""
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs Mosquitto with persistence off, unlimited queues for offline persistent
+// sessions and extra appended to its config; it is stopped when the test ends.
+func Start(t testing.TB, extra string) *Broker {
+	t.Helper()
+	bin := Binary(t)
+	port := FreePort(t)
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`listener %d 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 0
+max_queued_bytes 0
+log_dest stderr
+log_type error
+log_type warning
+`, port)
+	if os.Geteuid() == 0 {
+		conf += "user root\n" // else mosquitto drops to the mosquitto user
+	}
+	conf += extra + "\n"
+	path := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{Addr: fmt.Sprintf("127.0.0.1:%d", port), out: &syncBuffer{}}
+	b.URL = "tcp://" + b.Addr
+	b.cmd = exec.Command(bin, "-c", path)
+	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
+	if err := b.cmd.Start(); err != nil {
+		t.Fatalf("start mosquitto: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { b.cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		b.cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("mosquitto output:\n%s", b.out.String())
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			return b
+		}
+		select {
+		case <-exited:
+			t.Fatalf("mosquitto exited at start:\n%s", b.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto did not listen on %s within 10s:\n%s", b.Addr, b.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Output returns what Mosquitto has logged so far.
+func (b *Broker) Output() string { return strings.TrimSpace(b.out.String()) }
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
