@@ -109,4 +109,3 @@ sensors:
 	}
 	t.Logf("read %d simulated and %d system records back over the Kafka protocol", len(sim), len(sys))
 }
-
