@@ -56,6 +56,11 @@ type Storage struct {
 	SegmentCache int `yaml:"segment_cache"`
 	// RetentionCheckInterval is how often retention runs in the background.
 	RetentionCheckInterval time.Duration `yaml:"retention_check_interval"`
+	// Quota caps the bytes of all partition logs in the data directory; 0 is none.
+	Quota ByteSize `yaml:"quota"`
+	// MinFree is the free-space watermark of the data directory's disk: below it
+	// the disk counts as full. 0 is none.
+	MinFree ByteSize `yaml:"min_free"`
 }
 
 // Topics holds the defaults for new topics and the topics created at start.
@@ -68,6 +73,8 @@ type Topics struct {
 	Retention time.Duration `yaml:"retention"`
 	// RetentionBytes is the default retention.bytes per partition; -1 is unlimited.
 	RetentionBytes ByteSize `yaml:"retention_bytes"`
+	// OnFull is what producing to a topic does when the disk is full: reject or drop_oldest.
+	OnFull string `yaml:"on_full"`
 	// Create lists topics ensured to exist at start.
 	Create []TopicSpec `yaml:"create"`
 }
@@ -82,6 +89,10 @@ type TopicSpec struct {
 	Retention time.Duration `yaml:"retention"`
 	// RetentionBytes overrides topics.retention_bytes for this topic when non-zero.
 	RetentionBytes ByteSize `yaml:"retention_bytes"`
+	// OnFull overrides topics.on_full for this topic when set.
+	OnFull string `yaml:"on_full"`
+	// CleanupPolicy is delete (default), compact, or "compact,delete".
+	CleanupPolicy string `yaml:"cleanup_policy"`
 }
 
 // Sensors configures the built-in inputs.

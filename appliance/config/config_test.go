@@ -193,12 +193,12 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown nested key",
 			"log:\n  level: info\nstorage:\n  fsync: always\n  fsyncc: interval\n",
-			"line 5: storage.fsyncc: unknown key (allowed: fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval)",
+			"line 5: storage.fsyncc: unknown key (allowed: fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval, quota, min_free)",
 		},
 		{
 			"unknown key in a list element",
 			"topics:\n  create:\n    - name: a\n      partitions: 1\n    - name: b\n      partition: 2\n",
-			"line 6: topics.create[1].partition: unknown key (allowed: name, partitions, retention, retention_bytes)",
+			"line 6: topics.create[1].partition: unknown key (allowed: name, partitions, retention, retention_bytes, on_full, cleanup_policy)",
 		},
 		{
 			"unknown key deep in a list",
@@ -208,7 +208,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown key in merged mapping",
 			"storage:\n  <<: {fsink: always}\n",
-			"line 2: storage.fsink: unknown key (allowed: fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval)",
+			"line 2: storage.fsink: unknown key (allowed: fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval, quota, min_free)",
 		},
 		{
 			"bad size",
@@ -243,7 +243,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"list where mapping expected",
 			"storage:\n  - fsync\n",
-			"line 2: storage: expected a mapping with keys (fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval), got a list",
+			"line 2: storage: expected a mapping with keys (fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval, quota, min_free), got a list",
 		},
 		{
 			"mapping where list expected",

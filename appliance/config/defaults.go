@@ -25,12 +25,15 @@ func Default() Config {
 			SegmentBytes:           4 * MiB,
 			SegmentCache:           1,
 			RetentionCheckInterval: 30 * time.Second,
+			Quota:                  0,
+			MinFree:                32 * MiB,
 		},
 		Topics: Topics{
 			AutoCreate:        true,
 			DefaultPartitions: 1,
 			Retention:         168 * time.Hour,
 			RetentionBytes:    -1,
+			OnFull:            "reject",
 		},
 		Sensors: Sensors{
 			Partitioner: "hash",

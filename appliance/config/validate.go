@@ -58,12 +58,19 @@ func (c *Config) Validate() error {
 		v.add("storage.segment_cache", "%d is out of range (allowed: 1..%d)", s.SegmentCache, MaxSegmentCache)
 	}
 	v.positive("storage.retention_check_interval", s.RetentionCheckInterval)
+	if s.Quota < 0 {
+		v.add("storage.quota", "%s is not allowed (allowed: 0 for no quota, or a positive size)", s.Quota)
+	}
+	if s.MinFree < 0 {
+		v.add("storage.min_free", "%s is not allowed (allowed: 0 for no watermark, or a positive size)", s.MinFree)
+	}
 
 	t := c.Topics
 	v.partitions("topics.default_partitions", t.DefaultPartitions)
 	if t.RetentionBytes != -1 && t.RetentionBytes < 1 {
 		v.add("topics.retention_bytes", "%s is not allowed (allowed: -1 for unlimited, or a positive size)", t.RetentionBytes)
 	}
+	v.oneOf("topics.on_full", t.OnFull, onFullPolicies)
 	firstUse := make(map[string]string)
 	for i, spec := range t.Create {
 		p := fmt.Sprintf("topics.create[%d]", i)
@@ -78,6 +85,12 @@ func (c *Config) Validate() error {
 		if spec.RetentionBytes < -1 {
 			v.add(p+".retention_bytes", "%s is not allowed (allowed: 0 to use topics.retention_bytes, -1 for unlimited, or a positive size)", spec.RetentionBytes)
 		}
+		if spec.OnFull != "" {
+			v.oneOf(p+".on_full", spec.OnFull, onFullPolicies)
+		}
+		if spec.CleanupPolicy != "" {
+			v.oneOf(p+".cleanup_policy", spec.CleanupPolicy, cleanupPolicies)
+		}
 	}
 
 	v.oneOf("sensors.partitioner", c.Sensors.Partitioner, partitioners)
@@ -88,6 +101,11 @@ func (c *Config) Validate() error {
 
 	return errors.Join(v.errs...)
 }
+
+var (
+	onFullPolicies  = []string{"reject", "drop_oldest"}
+	cleanupPolicies = []string{"delete", "compact", "compact,delete"}
+)
 
 // ValidTopicName reports whether name is a topic name Kafka accepts: 1 to 249
 // characters from [a-zA-Z0-9._-], and neither "." nor "..".

@@ -84,7 +84,9 @@ func serve(cfg config.Config) error {
 		SegmentBytes:           int(cfg.Storage.SegmentBytes),
 		CacheSegments:          cfg.Storage.SegmentCache,
 		RetentionCheckInterval: cfg.Storage.RetentionCheckInterval,
-		Defaults:               broker.TopicConfig{RetentionMs: retentionMs(cfg.Topics.Retention), RetentionBytes: int64(cfg.Topics.RetentionBytes)},
+		Defaults:               broker.TopicConfig{RetentionMs: retentionMs(cfg.Topics.Retention), RetentionBytes: int64(cfg.Topics.RetentionBytes), OnFull: cfg.Topics.OnFull},
+		QuotaBytes:             int64(cfg.Storage.Quota),
+		MinFreeBytes:           int64(cfg.Storage.MinFree),
 		AutoCreate:             cfg.Topics.AutoCreate,
 		DefaultPartitions:      cfg.Topics.DefaultPartitions,
 		Logger:                 log,
@@ -106,7 +108,10 @@ func serve(cfg config.Config) error {
 		if _, err := b.Topic(t.Name); err == nil {
 			continue
 		}
-		tc := broker.TopicConfig{RetentionMs: retentionMs(t.Retention), RetentionBytes: int64(t.RetentionBytes)}
+		tc := broker.TopicConfig{RetentionBytes: int64(t.RetentionBytes), OnFull: t.OnFull, CleanupPolicy: t.CleanupPolicy}
+		if t.Retention != 0 {
+			tc.RetentionMs = retentionMs(t.Retention)
+		}
 		if _, err := b.CreateTopic(t.Name, t.Partitions, tc); err != nil {
 			shutdown()
 			return err
