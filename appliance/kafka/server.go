@@ -7,8 +7,6 @@ package kafka
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -127,8 +125,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte("katka:" + s.advertised(nil)))
-	s.clusterID = base64.RawURLEncoding.EncodeToString(sum[:16])
+	s.clusterID = b.ClusterID() // random, kept in the data directory
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(2)
 	go s.acceptLoop()
