@@ -60,6 +60,7 @@ var (
 	ErrInvalidPartitions = errors.New("invalid partition count")
 	ErrOffsetOutOfRange  = errors.New("offset out of range")
 	ErrCorrupt           = storage.ErrCorrupt
+	ErrRecordTooLarge    = errors.New("record larger than the topic's max.message.bytes")
 	ErrClosed            = errors.New("broker closed")
 )
 
@@ -625,7 +626,14 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 		if logAppend || recs[i].Timestamp.IsZero() {
 			recs[i].Timestamp = now
 		}
-		size += len(recs[i].Key) + len(recs[i].Value)
+		n := len(recs[i].Key) + len(recs[i].Value)
+		for _, h := range recs[i].Headers {
+			n += len(h.Key) + len(h.Value)
+		}
+		if max := t.info.Config.MaxMessageBytes; max > 0 && int64(n) > max {
+			return 0, fmt.Errorf("produce to %s-%d: %w: %d bytes, limit %d", topicName, partition, ErrRecordTooLarge, n, max)
+		}
+		size += n
 	}
 	// Entries carry about 30 bytes of framing each.
 	need := int64(size + 32*len(recs))

@@ -382,3 +382,15 @@ func TestRetentionBytesWhileWriting100MiB(t *testing.T) {
 	}
 	t.Logf("100 MiB written: partition at most %d bytes (limit 10 MiB + one 1 MiB segment), log start offset %d", maxSeen, info.LogStartOffset)
 }
+
+func TestRecordTooLarge(t *testing.T) {
+	b := openB(t, t.TempDir(), nil)
+	defer b.Close()
+	b.CreateTopic("t", 1, TopicConfig{MaxMessageBytes: 1000})
+	if _, err := b.Produce(context.Background(), "t", 0, []Record{{Value: make([]byte, 1001)}}, AcksAll); !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("want ErrRecordTooLarge, got %v", err)
+	}
+	if _, err := b.Produce(context.Background(), "t", 0, []Record{{Value: make([]byte, 1000)}}, AcksAll); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -105,6 +105,8 @@ func fail(w http.ResponseWriter, err error) {
 		}
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, broker.ErrDiskFull):
 		status, code = http.StatusInsufficientStorage, "disk_full"
+	case errors.Is(err, broker.ErrRecordTooLarge):
+		status, code = http.StatusRequestEntityTooLarge, "record_too_large"
 	case errors.Is(err, errBadRequest):
 		status, code = http.StatusBadRequest, "bad_request"
 	}
