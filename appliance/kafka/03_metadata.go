@@ -87,6 +87,7 @@ func metadataTopic(t broker.TopicInfo, err error) kmsg.MetadataResponseTopic {
 		return mt
 	}
 	mt.TopicID = t.ID
+	mt.IsInternal = name == "__consumer_offsets" // as Kafka marks it
 	mt.Partitions = make([]kmsg.MetadataResponseTopicPartition, t.Partitions)
 	for p := range mt.Partitions {
 		mp := kmsg.NewMetadataResponseTopicPartition()

@@ -127,6 +127,9 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	}
 	s.clusterID = b.ClusterID() // random, kept in the data directory
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := StartGroups(s); err != nil { // replays __consumer_offsets
+		lg.Warn("consumer groups not ready; retried at first use", "err", err)
+	}
 	s.wg.Add(2)
 	go s.acceptLoop()
 	go s.sweepLoop()
@@ -191,6 +194,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	CloseGroups(s.b)
 	s.log.Info("kafka listener closed")
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
@@ -244,10 +248,11 @@ func (s *Server) sweepLoop() {
 
 // conn is one client connection.
 type conn struct {
-	nc     net.Conn
-	r      *bufio.Reader
-	remote string
-	wbuf   []byte
+	nc       net.Conn
+	r        *bufio.Reader
+	remote   string
+	wbuf     []byte
+	clientID string // of the request being handled; member ids start with it
 }
 
 // request is one parsed request frame.
@@ -453,6 +458,7 @@ func (s *Server) handle(c *conn, r *request) error {
 	if s.log.Enabled(s.ctx, slog.LevelDebug) {
 		s.log.Debug("kafka request", "remote", c.remote, "api", kmsg.NameForKey(r.key), "version", r.version, "client_id", r.clientID)
 	}
+	c.clientID = r.clientID
 	resp, err := h.fn(s, s.ctx, c, kreq)
 	if err != nil || resp == nil {
 		return err

@@ -1,0 +1,448 @@
+package group
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// Topic is the internal topic that holds committed offsets and group metadata.
+const Topic = "__consumer_offsets"
+
+// ErrClosed is returned once the coordinator (or its broker) is closed.
+var ErrClosed = errors.New("group coordinator closed")
+
+// Options configures a Coordinator.
+type Options struct {
+	Config
+	// Logger gets replay, compaction and persistence messages; nil is slog.Default().
+	Logger *slog.Logger
+	// CompactMinRecords is how many records may be appended to Topic before
+	// it is compacted (the live state rewritten and the log start moved past
+	// the old records); compaction also waits for twice the live keys.
+	// 0 means 50,000.
+	CompactMinRecords int
+	// TickInterval is how often sessions and rebalance timeouts are checked;
+	// 0 means 100 ms.
+	TickInterval time.Duration
+}
+
+// Coordinator runs the group Machine for one broker: it serializes requests,
+// persists the machine's records to Topic before answering, replays Topic at
+// start and delivers parked JoinGroup/SyncGroup answers.
+type Coordinator struct {
+	b    *broker.Broker
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	m        *Machine
+	appended int // records appended since the last compaction
+	closed   bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Open creates Topic if needed (one partition), replays it and starts the
+// session clock.
+func Open(b *broker.Broker, opts Options) (*Coordinator, error) {
+	if opts.CompactMinRecords <= 0 {
+		opts.CompactMinRecords = 50000
+	}
+	if opts.TickInterval <= 0 {
+		opts.TickInterval = 100 * time.Millisecond
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	c := &Coordinator{b: b, opts: opts, log: lg.With("component", "groups"), m: NewMachine(opts.Config, newMemberID),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	// No retention: an offset committed long ago must survive; the coordinator's
+	// own compaction keeps the topic small.
+	if _, err := b.Topic(Topic); err != nil {
+		_, err = b.CreateTopic(Topic, 1, broker.TopicConfig{RetentionMs: -1, RetentionBytes: -1})
+		if err != nil && !errors.Is(err, broker.ErrTopicExists) {
+			return nil, fmt.Errorf("group coordinator: %w", err)
+		}
+	}
+	if err := c.replay(); err != nil {
+		return nil, err
+	}
+	go c.clock()
+	return c, nil
+}
+
+// newMemberID makes a member id as Kafka does: client id, "-", a random UUID.
+func newMemberID(clientID string) string {
+	var u [16]byte
+	_, _ = rand.Read(u[:])
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	h := hex.EncodeToString(u[:])
+	if clientID == "" {
+		clientID = "member"
+	}
+	return clientID + "-" + h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// ReplayStats describes the last replay of Topic.
+type ReplayStats struct {
+	Records int
+	Groups  int
+	Took    time.Duration
+}
+
+// replay rebuilds the state from Topic.
+func (c *Coordinator) replay() error {
+	st, err := Replay(context.Background(), c.b, c.m, time.Now())
+	if err != nil {
+		return err
+	}
+	c.appended = st.Records
+	c.log.Info("consumer groups loaded", "topic", Topic, "records", st.Records, "groups", st.Groups, "took", st.Took.Round(time.Microsecond))
+	return nil
+}
+
+// Replay applies every record of Topic (from its log start) to m. Records that
+// do not decode are skipped with a count in the error-free result, as are
+// damaged entries (the storage layer detects them by CRC).
+func Replay(ctx context.Context, b *broker.Broker, m *Machine, now time.Time) (ReplayStats, error) {
+	t0 := time.Now()
+	pi, err := b.PartitionInfo(Topic, 0)
+	if err != nil {
+		return ReplayStats{}, fmt.Errorf("replay %s: %w", Topic, err)
+	}
+	var st ReplayStats
+	off := pi.LogStartOffset
+	for off < pi.HighWatermark {
+		res, err := b.Fetch(ctx, Topic, 0, off, 8<<20, 0)
+		if err != nil {
+			if bad, ok := broker.CorruptOffset(err); ok && bad >= off {
+				slog.Warn("skipping damaged __consumer_offsets record", "offset", bad)
+				off = bad + 1
+				continue
+			}
+			if errors.Is(err, broker.ErrOffsetOutOfRange) && res.LogStartOffset > off {
+				off = res.LogStartOffset
+				continue
+			}
+			return st, fmt.Errorf("replay %s at %d: %w", Topic, off, err)
+		}
+		if len(res.Records) == 0 {
+			break
+		}
+		for i := range res.Records {
+			r := &res.Records[i]
+			if err := m.Apply(now, r.Key, r.Value); err != nil {
+				slog.Warn("skipping __consumer_offsets record", "offset", r.Offset, "err", err)
+			}
+			st.Records++
+			off = r.Offset + 1
+		}
+	}
+	st.Groups = len(m.groups)
+	st.Took = time.Since(t0)
+	return st, nil
+}
+
+// Close stops the session clock. Parked requests are left to their contexts.
+func (c *Coordinator) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.stop)
+	c.mu.Unlock()
+	<-c.done
+	return nil
+}
+
+// Done is closed when the coordinator has stopped (Close, or its broker closed).
+func (c *Coordinator) Done() <-chan struct{} { return c.done }
+
+func (c *Coordinator) clock() {
+	defer close(c.done)
+	tk := time.NewTicker(c.opts.TickInterval)
+	defer tk.Stop()
+	var lastFull time.Time
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-tk.C:
+		}
+		if _, err := c.b.PartitionInfo(Topic, 0); errors.Is(err, broker.ErrClosed) {
+			c.mu.Lock()
+			c.closed = true
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Lock()
+		now := time.Now()
+		// Tick when a deadline is due, and every few seconds anyway to forget
+		// groups that never got past MEMBER_ID_REQUIRED.
+		if next := c.m.NextDeadline(); !next.IsZero() && !now.Before(next) || now.Sub(lastFull) > 5*time.Second {
+			c.m.Tick(now)
+			c.flush()
+			lastFull = now
+		}
+		c.mu.Unlock()
+	}
+}
+
+// flush persists the machine's records, then delivers its replies. Called
+// with c.mu held, so records reach Topic in the order the machine made them.
+func (c *Coordinator) flush() error {
+	out := c.m.TakeOutput()
+	err := c.append(out.Records)
+	for _, r := range out.Replies {
+		if ch, ok := r.Waiter.(chan kmsg.Response); ok {
+			select {
+			case ch <- r.Resp:
+			default:
+			}
+		}
+	}
+	return err
+}
+
+// append writes records to Topic (fsynced) and compacts it when due.
+func (c *Coordinator) append(recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	brs := make([]broker.Record, len(recs))
+	for i, r := range recs {
+		brs[i] = broker.Record{Key: r.Key, Value: r.Value}
+	}
+	if _, err := c.b.Produce(context.Background(), Topic, 0, brs, broker.AcksAll); err != nil {
+		c.log.Error("persisting consumer group state failed", "records", len(recs), "err", err)
+		return err
+	}
+	c.appended += len(recs)
+	if c.appended >= c.opts.CompactMinRecords && c.appended >= 2*c.m.LiveKeys() {
+		c.compact()
+	}
+	return nil
+}
+
+// compact rewrites the live state at the end of Topic and moves the log start
+// to it, so replay reads one record per live key plus what came after. A
+// crash midway is harmless: replaying old records and then the rewrite gives
+// the same state.
+func (c *Coordinator) compact() {
+	t0 := time.Now()
+	snap := c.m.Snapshot(t0)
+	pi, err := c.b.PartitionInfo(Topic, 0)
+	if err != nil {
+		c.log.Warn("compacting __consumer_offsets", "err", err)
+		return
+	}
+	start := pi.HighWatermark
+	for len(snap) > 0 {
+		n := min(len(snap), 5000)
+		brs := make([]broker.Record, n)
+		for i, r := range snap[:n] {
+			brs[i] = broker.Record{Key: r.Key, Value: r.Value}
+		}
+		base, err := c.b.Produce(context.Background(), Topic, 0, brs, broker.AcksAll)
+		if err != nil {
+			c.log.Warn("compacting __consumer_offsets", "err", err)
+			return
+		}
+		if start == pi.HighWatermark {
+			start = base
+		}
+		snap = snap[n:]
+	}
+	if _, err := c.b.DeleteRecords(Topic, 0, start); err != nil {
+		c.log.Warn("compacting __consumer_offsets", "err", err)
+		return
+	}
+	c.log.Info("compacted __consumer_offsets", "dropped_before", start, "live", c.m.LiveKeys(), "appended_since_last", c.appended, "took", time.Since(t0).Round(time.Microsecond))
+	c.appended = c.m.LiveKeys()
+}
+
+// Join handles a JoinGroup, waiting (up to ctx) while the rebalance completes.
+func (c *Coordinator) Join(ctx context.Context, req *kmsg.JoinGroupRequest, clientID, clientHost string) (*kmsg.JoinGroupResponse, error) {
+	ch := make(chan kmsg.Response, 1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	resp := c.m.Join(time.Now(), req, clientID, clientHost, ch)
+	c.flush()
+	c.mu.Unlock()
+	if resp != nil {
+		return resp, nil
+	}
+	r, err := wait(ctx, ch, c.done)
+	if err != nil {
+		return nil, err
+	}
+	return r.(*kmsg.JoinGroupResponse), nil
+}
+
+// Sync handles a SyncGroup, waiting (up to ctx) for the leader's assignment.
+func (c *Coordinator) Sync(ctx context.Context, req *kmsg.SyncGroupRequest) (*kmsg.SyncGroupResponse, error) {
+	ch := make(chan kmsg.Response, 1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	resp := c.m.Sync(time.Now(), req, ch)
+	err := c.flush()
+	c.mu.Unlock()
+	if resp != nil {
+		return resp, nil
+	}
+	r, werr := wait(ctx, ch, c.done)
+	if werr != nil {
+		return nil, werr
+	}
+	sr := r.(*kmsg.SyncGroupResponse)
+	if err != nil && sr.ErrorCode == errNone {
+		// The assignment could not be made durable; the group goes on (it
+		// lives in memory), the metadata is rewritten at the next rebalance.
+		c.log.Warn("group metadata not persisted", "group", req.Group, "err", err)
+	}
+	return sr, nil
+}
+
+func wait(ctx context.Context, ch chan kmsg.Response, done <-chan struct{}) (kmsg.Response, error) {
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-done:
+		return nil, ErrClosed
+	}
+}
+
+// do runs one step of the machine under the lock and flushes its output.
+func (c *Coordinator) do(f func(now time.Time)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	f(time.Now())
+	return c.flush()
+}
+
+// Heartbeat handles a Heartbeat.
+func (c *Coordinator) Heartbeat(req *kmsg.HeartbeatRequest) (resp *kmsg.HeartbeatResponse, err error) {
+	err = c.do(func(now time.Time) { resp = c.m.Heartbeat(now, req) })
+	return resp, ignoreAppend(resp, err)
+}
+
+// Leave handles a LeaveGroup.
+func (c *Coordinator) Leave(req *kmsg.LeaveGroupRequest) (resp *kmsg.LeaveGroupResponse, err error) {
+	err = c.do(func(now time.Time) { resp = c.m.Leave(now, req) })
+	return resp, ignoreAppend(resp, err)
+}
+
+// ignoreAppend keeps a response whose step could not persist group metadata:
+// the state in memory is right, the metadata is rewritten later.
+func ignoreAppend(resp any, err error) error {
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Commit handles an OffsetCommit: the offsets are stored once their records
+// are durable in Topic; if that fails every partition gets
+// COORDINATOR_NOT_AVAILABLE and nothing is stored.
+func (c *Coordinator) Commit(req *kmsg.OffsetCommitRequest, known func(topic string, partition int32) bool) (*kmsg.OffsetCommitResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	now := time.Now()
+	resp, commits := c.m.PrepareCommit(now, req, known)
+	if err := c.append(CommitRecords(commits)); err != nil {
+		for i := range resp.Topics {
+			for j := range resp.Topics[i].Partitions {
+				if resp.Topics[i].Partitions[j].ErrorCode == errNone {
+					resp.Topics[i].Partitions[j].ErrorCode = errCoordinatorNotAvailable
+				}
+			}
+		}
+		return resp, nil
+	}
+	c.m.ApplyCommit(now, commits)
+	return resp, nil
+}
+
+// FetchOffsets handles an OffsetFetch.
+func (c *Coordinator) FetchOffsets(req *kmsg.OffsetFetchRequest) (*kmsg.OffsetFetchResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	return c.m.FetchOffsets(req), nil
+}
+
+// DescribeGroups handles a DescribeGroups.
+func (c *Coordinator) DescribeGroups(req *kmsg.DescribeGroupsRequest) (*kmsg.DescribeGroupsResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	return c.m.DescribeGroups(req), nil
+}
+
+// ListGroups handles a ListGroups.
+func (c *Coordinator) ListGroups(req *kmsg.ListGroupsRequest) (*kmsg.ListGroupsResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	return c.m.ListGroups(req), nil
+}
+
+// DeleteGroups handles a DeleteGroups; tombstones are written before it
+// answers.
+func (c *Coordinator) DeleteGroups(req *kmsg.DeleteGroupsRequest) (resp *kmsg.DeleteGroupsResponse, err error) {
+	err = c.do(func(now time.Time) { resp = c.m.DeleteGroups(now, req) })
+	if err != nil && !errors.Is(err, ErrClosed) {
+		for i := range resp.Groups {
+			if resp.Groups[i].ErrorCode == errNone {
+				resp.Groups[i].ErrorCode = errCoordinatorNotAvailable
+			}
+		}
+		err = nil
+	}
+	return resp, err
+}
+
+// OffsetDelete handles an OffsetDelete; tombstones are written before it
+// answers.
+func (c *Coordinator) OffsetDelete(req *kmsg.OffsetDeleteRequest) (resp *kmsg.OffsetDeleteResponse, err error) {
+	err = c.do(func(now time.Time) { resp = c.m.OffsetDelete(req) })
+	if err != nil && !errors.Is(err, ErrClosed) {
+		resp.ErrorCode, err = errCoordinatorNotAvailable, nil
+	}
+	return resp, err
+}

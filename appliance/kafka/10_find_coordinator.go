@@ -1,0 +1,37 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleFindCoordinator answers FindCoordinator: this node coordinates every
+// group. Transaction coordinators are not served (no transactions).
+func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.FindCoordinatorRequest)
+	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
+	code := errNone
+	var msg *string
+	if req.CoordinatorType != 0 {
+		code = errCoordinatorNotAvailable
+		m := "katka has no transaction coordinator"
+		msg = &m
+	} else if _, ok := s.groupsFor(ctx); !ok {
+		code = errCoordinatorNotAvailable
+	}
+	host, port := s.advHostFor(c), s.advPort
+	if req.Version >= 4 {
+		for _, k := range req.CoordinatorKeys {
+			resp.Coordinators = append(resp.Coordinators, kmsg.FindCoordinatorResponseCoordinator{
+				Key: k, NodeID: nodeID, Host: host, Port: port, ErrorCode: code, ErrorMessage: msg})
+		}
+		return resp, nil
+	}
+	resp.ErrorCode, resp.ErrorMessage = code, msg
+	resp.NodeID, resp.Host, resp.Port = nodeID, host, port
+	if code != errNone {
+		resp.NodeID, resp.Host, resp.Port = -1, "", -1
+	}
+	return resp, nil
+}

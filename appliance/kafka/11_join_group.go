@@ -1,0 +1,20 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleJoinGroup answers JoinGroup. The answer waits until the rebalance
+// completes (every member rejoined or the rebalance timeout passed).
+func (s *Server) handleJoinGroup(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.JoinGroupRequest)
+	gc, ok := s.groupsFor(ctx)
+	if !ok {
+		resp := req.ResponseKind().(*kmsg.JoinGroupResponse)
+		resp.ErrorCode, resp.Generation, resp.MemberID = errCoordinatorNotAvailable, -1, req.MemberID
+		return resp, nil
+	}
+	return gc.Join(ctx, req, clientID(c), clientHost(c))
+}

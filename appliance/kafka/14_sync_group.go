@@ -1,0 +1,20 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleSyncGroup answers SyncGroup; followers wait for the leader's
+// assignment.
+func (s *Server) handleSyncGroup(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.SyncGroupRequest)
+	gc, ok := s.groupsFor(ctx)
+	if !ok {
+		resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
+		resp.ErrorCode = errCoordinatorNotAvailable
+		return resp, nil
+	}
+	return gc.Sync(ctx, req)
+}

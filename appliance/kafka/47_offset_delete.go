@@ -1,0 +1,20 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleOffsetDelete answers OffsetDelete: offsets of topics the group is not
+// subscribed to are deleted (GROUP_SUBSCRIBED_TO_TOPIC otherwise).
+func (s *Server) handleOffsetDelete(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.OffsetDeleteRequest)
+	gc, ok := s.groupsFor(ctx)
+	if !ok {
+		resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
+		resp.ErrorCode = errCoordinatorNotAvailable
+		return resp, nil
+	}
+	return gc.OffsetDelete(req)
+}
