@@ -146,11 +146,17 @@ func serve(cfg config.Config) error {
 		}
 	}
 	var wg sync.WaitGroup
-	if err := startSensors(ctx, &wg, b, cfg.Sensors, log); err != nil {
-		cancel()
-		wg.Wait()
-		shutdown()
-		return err
+	for _, start := range []func() error{
+		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, log) },
+		func() error { return startSync(ctx, &wg, b, cfg, reg, log) },
+		func() error { return startPlugins(ctx, &wg, b, cfg, reg, log) },
+	} {
+		if err := start(); err != nil {
+			cancel()
+			wg.Wait()
+			shutdown()
+			return err
+		}
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))
