@@ -22,7 +22,7 @@ func Default() Config {
 		Storage: Storage{
 			Fsync:                  "always",
 			FsyncInterval:          time.Second,
-			SegmentBytes:           4 * MiB,
+			SegmentBytes:           1 * MiB,
 			SegmentCache:           1,
 			RetentionCheckInterval: 30 * time.Second,
 			Quota:                  0,

@@ -37,7 +37,7 @@ type Options struct {
 
 // DefaultSegmentBytes is the default segment size: small, because the tail segment
 // lives in memory, yet large enough that rolling costs little.
-const DefaultSegmentBytes = 4 << 20
+const DefaultSegmentBytes = 1 << 20
 
 // ErrClosed is returned by operations on a closed log.
 var ErrClosed = errors.New("log closed")
