@@ -40,7 +40,7 @@ func TestShippedConfigsStart(t *testing.T) {
 
 func TestRegistry(t *testing.T) {
 	names := sensors.Names()
-	for _, want := range []string{"mqtt", "simulated", "system"} {
+	for _, want := range []string{"modbus", "mqtt", "simulated", "system"} {
 		found := false
 		for _, n := range names {
 			found = found || n == want
