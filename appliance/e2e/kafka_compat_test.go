@@ -58,21 +58,7 @@ type kafkaKatka struct {
 // ends; if the test failed, the tail of its log is printed.
 func startKafkaKatka(t testing.TB) *kafkaKatka {
 	t.Helper()
-	k := &kafkaKatka{t: t, bin: requireBinary(t), dataDir: t.TempDir(), logDir: t.TempDir()}
-	k.config = filepath.Join(k.logDir, "katka.yaml")
-	if err := os.WriteFile(k.config, []byte(testConfig), 0o644); err != nil {
-		t.Fatalf("write katka config: %v", err)
-	}
-	t.Cleanup(func() {
-		k.kill()
-		if t.Failed() {
-			t.Logf("katka log (last lines):\n%s", k.logTail(40))
-		}
-	})
-	if err := k.start(); err != nil {
-		t.Fatal(err)
-	}
-	return k
+	return startKafkaKatkaWith(t, testConfig)
 }
 
 // start starts the process, retrying with other ports if one was taken.

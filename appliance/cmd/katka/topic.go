@@ -77,12 +77,14 @@ func newTopicCmd() *cobra.Command {
 		Short: "Create, list, describe, alter and delete topics over the Kafka protocol",
 	}
 	kf.add(cmd)
-	admin := func() (*kadm.Client, func(), error) {
+	// admin connects and bounds the command by --timeout; done releases both.
+	admin := func(cmd *cobra.Command) (*kadm.Client, context.Context, func(), error) {
 		cl, err := kf.client()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return kadm.NewClient(cl), cl.Close, nil
+		ctx, cancel := context.WithTimeout(cmd.Context(), kf.timeout)
+		return kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
 	}
 
 	var partitions int32
@@ -100,13 +102,11 @@ func newTopicCmd() *cobra.Command {
 			for k, v := range cfg {
 				cm[k] = kadm.StringPtr(v)
 			}
-			adm, done, err := admin()
+			adm, ctx, done, err := admin(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := context.WithTimeout(cmd.Context(), kf.timeout)
-			defer cancel()
 			res, err := adm.CreateTopics(ctx, partitions, -1, cm, args...)
 			if err != nil {
 				return fmt.Errorf("create topics: %w", err)
@@ -130,13 +130,11 @@ func newTopicCmd() *cobra.Command {
 		Short: "List topics with their partition counts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			adm, done, err := admin()
+			adm, ctx, done, err := admin(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := context.WithTimeout(cmd.Context(), kf.timeout)
-			defer cancel()
 			td, err := adm.ListTopics(ctx)
 			if err != nil {
 				return fmt.Errorf("list topics: %w", err)
@@ -155,13 +153,11 @@ func newTopicCmd() *cobra.Command {
 		Short: "Show partitions, offsets and configs of topics",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			adm, done, err := admin()
+			adm, ctx, done, err := admin(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := context.WithTimeout(cmd.Context(), kf.timeout)
-			defer cancel()
 			td, err := adm.ListTopics(ctx, args...)
 			if err != nil {
 				return fmt.Errorf("describe topics: %w", err)
@@ -233,13 +229,11 @@ func newTopicCmd() *cobra.Command {
 			if len(set) == 0 && len(deletes) == 0 && newPartitions == 0 {
 				return errors.New("nothing to change: give --set key=value, --delete key or --partitions N")
 			}
-			adm, done, err := admin()
+			adm, ctx, done, err := admin(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := context.WithTimeout(cmd.Context(), kf.timeout)
-			defer cancel()
 			if len(set) > 0 || len(deletes) > 0 {
 				var alters []kadm.AlterConfig
 				for _, k := range order {
@@ -281,13 +275,11 @@ func newTopicCmd() *cobra.Command {
 		Short: "Delete topics and their data",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			adm, done, err := admin()
+			adm, ctx, done, err := admin(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := context.WithTimeout(cmd.Context(), kf.timeout)
-			defer cancel()
 			res, err := adm.DeleteTopics(ctx, args...)
 			if err != nil {
 				return fmt.Errorf("delete topics: %w", err)
