@@ -20,6 +20,10 @@ type Config struct {
 	Topics Topics `yaml:"topics"`
 	// Sensors configures the built-in inputs.
 	Sensors Sensors `yaml:"sensors"`
+	// Plugins configures out-of-process plugins (plugins.go).
+	Plugins Plugins `yaml:"plugins"`
+	// Sync mirrors topics to and from a central Kafka cluster (sync.go).
+	Sync Sync `yaml:"sync"`
 }
 
 // Log selects katka's log level and format.

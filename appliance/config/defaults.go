@@ -73,5 +73,7 @@ func Default() Config {
 				Timeout:    2 * time.Second,
 			},
 		},
+		Plugins: defaultPlugins(),
+		Sync:    defaultSync(),
 	}
 }

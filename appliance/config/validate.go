@@ -98,6 +98,8 @@ func (c *Config) Validate() error {
 	v.mqtt("sensors.mqtt", c.Sensors.MQTT)
 	v.system("sensors.system", c.Sensors.System)
 	v.modbus("sensors.modbus", c.Sensors.Modbus)
+	v.sync("sync", c.Sync)
+	v.plugins("plugins", c.Plugins)
 
 	return errors.Join(v.errs...)
 }

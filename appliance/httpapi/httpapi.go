@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,11 +23,12 @@ import (
 
 // Server is the HTTP listener.
 type Server struct {
-	b    *broker.Broker
-	log  *slog.Logger
-	srv  *http.Server
-	ln   net.Listener
-	done chan error
+	b        *broker.Broker
+	statuses sync.Map // name -> func() any, served at GET /v1/status/{name}
+	log      *slog.Logger
+	srv      *http.Server
+	ln       net.Listener
+	done     chan error
 }
 
 // Start listens on addr and serves until Shutdown.
@@ -59,6 +61,7 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /v1/status/{name}", s.status)
 	mux.HandleFunc("GET /v1/topics", s.listTopics)
 	mux.HandleFunc("POST /v1/topics", s.createTopic)
 	mux.HandleFunc("GET /v1/topics/{topic}", s.getTopic)
@@ -327,4 +330,17 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		out.Records[i] = rj
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// AddStatus serves f's result as JSON at GET /v1/status/{name}, for subsystems
+// that start after the listener (sync, plugins).
+func (s *Server) AddStatus(name string, f func() any) { s.statuses.Store(name, f) }
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	f, ok := s.statuses.Load(r.PathValue("name"))
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{Error: r.PathValue("name") + " is not running", Code: "not_running"})
+		return
+	}
+	writeJSON(w, http.StatusOK, f.(func() any)())
 }

@@ -96,3 +96,22 @@ func TestTopicsProduceFetch(t *testing.T) {
 		t.Fatalf("delete: %d", code)
 	}
 }
+
+func TestStatusProviders(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := broker.Open(broker.Options{DataDir: t.TempDir(), Metrics: broker.NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s := &Server{b: b}
+	ts := httptest.NewServer(s.Handler(reg))
+	defer ts.Close()
+	if code, m := do(t, "GET", ts.URL+"/v1/status/sync", ""); code != 404 || m["code"] != "not_running" {
+		t.Fatalf("before: %d %v", code, m)
+	}
+	s.AddStatus("sync", func() any { return map[string]any{"mode": "exactly_once"} })
+	if code, m := do(t, "GET", ts.URL+"/v1/status/sync", ""); code != 200 || m["mode"] != "exactly_once" {
+		t.Fatalf("after: %d %v", code, m)
+	}
+}

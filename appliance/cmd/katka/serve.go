@@ -120,8 +120,9 @@ func serve(cfg config.Config) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
+	var hs *httpapi.Server
 	if cfg.HTTP.Addr != "" {
-		hs, err := httpapi.Start(cfg.HTTP.Addr, b, reg, log)
+		hs, err = httpapi.Start(cfg.HTTP.Addr, b, reg, log)
 		if err != nil {
 			shutdown()
 			return err
@@ -157,6 +158,9 @@ func serve(cfg config.Config) error {
 			shutdown()
 			return err
 		}
+	}
+	if hs != nil && syncStatus != nil {
+		hs.AddStatus("sync", func() any { return syncStatus() })
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))

@@ -1,0 +1,208 @@
+package mirror
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/katka-io/katka/appliance/config"
+)
+
+// Header keys added to every mirrored record. The uplink adds the katka.origin.*
+// headers (where the record came from, for audits and at-least-once
+// deduplication); the downlink adds the katka.central.* headers, which are also its
+// resume position.
+const (
+	HeaderOriginSite      = "katka.origin.site"
+	HeaderOriginTopic     = "katka.origin.topic"
+	HeaderOriginPartition = "katka.origin.partition"
+	HeaderOriginOffset    = "katka.origin.offset"
+
+	HeaderCentralTopic     = "katka.central.topic"
+	HeaderCentralPartition = "katka.central.partition"
+	HeaderCentralOffset    = "katka.central.offset"
+)
+
+// clientOpts turns the sync config into kgo options shared by every client of
+// the link: seeds, TLS, SASL, timeouts and a logger.
+func clientOpts(cfg config.Sync, log *slog.Logger) ([]kgo.Opt, error) {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID("katka-sync-" + cfg.Site),
+		kgo.DialTimeout(5 * time.Second),
+		kgo.RequestTimeoutOverhead(10 * time.Second),
+		kgo.RetryTimeout(20 * time.Second),
+		kgo.MetadataMinAge(time.Second),
+		kgo.WithLogger(kgoLogger{log}),
+	}
+	if cfg.TLS.Enabled {
+		tc := &tls.Config{ServerName: cfg.TLS.ServerName, InsecureSkipVerify: cfg.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+		if cfg.TLS.CAFile != "" {
+			pem, err := os.ReadFile(cfg.TLS.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("sync.tls.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("sync.tls.ca_file %s: no PEM certificate found", cfg.TLS.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		if cfg.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("sync.tls.cert_file/key_file: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	switch cfg.SASL.Mechanism {
+	case "plain":
+		opts = append(opts, kgo.SASL(plain.Auth{User: cfg.SASL.Username, Pass: cfg.SASL.Password}.AsMechanism()))
+	case "scram-sha-256":
+		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.SASL.Username, Pass: cfg.SASL.Password}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.SASL.Username, Pass: cfg.SASL.Password}.AsSha512Mechanism()))
+	}
+	return opts, nil
+}
+
+// producerOpts are the options of the uplink's producing client.
+func producerOpts(cfg config.Sync) []kgo.Opt {
+	var codec kgo.CompressionCodec
+	switch cfg.Compression {
+	case "lz4":
+		codec = kgo.Lz4Compression()
+	case "snappy":
+		codec = kgo.SnappyCompression()
+	case "gzip":
+		codec = kgo.GzipCompression()
+	case "none":
+		codec = kgo.NoCompression()
+	default:
+		codec = kgo.ZstdCompression()
+	}
+	return []kgo.Opt{
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerBatchCompression(codec),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.MaxBufferedBytes(int(cfg.BatchBytes) * 2),
+		kgo.MaxBufferedRecords(1 << 20),
+		kgo.ProducerLinger(0),
+		// No kgo.RecordDeliveryTimeout: kgo measures it from the record
+		// timestamp, and mirrored records keep their (possibly hours old)
+		// local timestamps. The batch's context bounds delivery instead.
+	}
+}
+
+// kgoLogger forwards franz-go's log lines to slog at debug level (warnings and
+// errors at their own level), so a flapping link does not flood the log.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel {
+	if l.log.Enabled(nil, slog.LevelDebug) {
+		return kgo.LogLevelDebug
+	}
+	return kgo.LogLevelWarn
+}
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
+	lvl := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		lvl = slog.LevelWarn // the link retries; errors reach the status
+	case kgo.LogLevelWarn:
+		lvl = slog.LevelDebug
+	}
+	l.log.Log(nil, lvl, "kafka client: "+msg, kv...)
+}
+
+// originHeaders returns the katka.origin.* headers of one local record.
+func originHeaders(site, topic string, partition int32, offset int64) []kgo.RecordHeader {
+	return []kgo.RecordHeader{
+		{Key: HeaderOriginSite, Value: []byte(site)},
+		{Key: HeaderOriginTopic, Value: []byte(topic)},
+		{Key: HeaderOriginPartition, Value: strconv.AppendInt(nil, int64(partition), 10)},
+		{Key: HeaderOriginOffset, Value: strconv.AppendInt(nil, offset, 10)},
+	}
+}
+
+// backoff is a capped exponential backoff with a little jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+// next returns the next wait and doubles it up to max.
+func (b *backoff) next() time.Duration {
+	if b.cur < b.min {
+		b.cur = b.min
+	}
+	d := b.cur
+	b.cur *= 2
+	if b.cur > b.max {
+		b.cur = b.max
+	}
+	// up to 20% jitter so many sites do not reconnect in step
+	j := time.Duration(time.Now().UnixNano() % int64(d/5+1))
+	return d - d/10 + j
+}
+
+// reset starts over at min after a success.
+func (b *backoff) reset() { b.cur = 0 }
+
+// connHook tells a link whether its client can reach the central cluster right
+// now: a failed dial marks it disconnected (with the error), any successful
+// read marks it connected. kgo retries inside a session, so without this the
+// status would lag an outage by the request timeouts.
+type connHook struct {
+	link string
+	m    *metrics
+	st   *linkState
+	live *atomic.Bool // set while the link's session is established
+}
+
+func (h connHook) set(c bool, err error) {
+	if !h.live.Load() {
+		return
+	}
+	h.m.connected.WithLabelValues(h.link).Set(map[bool]float64{true: 1, false: 0}[c])
+	h.st.update(func(s *LinkStatus) {
+		s.Connected = c
+		if err != nil {
+			s.LastError, s.LastErrorAt = err.Error(), time.Now()
+		}
+	})
+}
+
+// OnBrokerConnect implements kgo.HookBrokerConnect.
+func (h connHook) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		h.set(false, fmt.Errorf("connect to %s:%d: %w", meta.Host, meta.Port, err))
+	}
+}
+
+// OnBrokerRead implements kgo.HookBrokerRead: a response marks the link
+// connected, a failed read (a timed-out request to a hanging broker, a reset)
+// marks it disconnected until the next response.
+func (h connHook) OnBrokerRead(meta kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	switch {
+	case err == nil:
+		h.set(true, nil)
+	case !errors.Is(err, context.Canceled) && !errors.Is(err, kgo.ErrClientClosed):
+		h.set(false, fmt.Errorf("read from %s:%d: %w", meta.Host, meta.Port, err))
+	}
+}

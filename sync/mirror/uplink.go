@@ -1,0 +1,609 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/time/rate"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+)
+
+// tp names one local partition.
+type tp struct {
+	topic string
+	part  int32
+}
+
+// rule is one compiled sync.uplink entry.
+type rule struct {
+	name     string
+	re       *regexp.Regexp
+	priority int
+}
+
+// source is one local partition the uplink mirrors.
+type source struct {
+	tp
+	priority int
+	parts    int32 // local partition count of the topic
+	central  string
+}
+
+// Uplink mirrors local partitions to the central cluster. In exactly-once mode
+// every batch is one Kafka transaction holding the records and the checkpoint of
+// each partition it touches; the checkpoints are read back at every (re)start.
+type Uplink struct {
+	b       *broker.Broker
+	cfg     config.Sync
+	log     *slog.Logger
+	m       *metrics
+	state   *linkState
+	rules   []rule
+	skip    map[string]bool // downlink targets: never mirrored back up
+	limiter *rate.Limiter
+	opts    []kgo.Opt
+
+	mu  sync.Mutex
+	pos map[tp]int64 // next local offset to mirror, as committed centrally
+
+	records, bytes atomic.Int64
+	live           atomic.Bool // session established (for connHook)
+}
+
+// newUplink prepares the uplink; it does not connect.
+func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, log *slog.Logger) (*Uplink, error) {
+	u := &Uplink{b: b, cfg: cfg, log: log.With("link", "uplink"), m: m, opts: opts,
+		state: &linkState{st: LinkStatus{Link: "uplink", Brokers: cfg.Brokers, Delivery: cfg.Delivery}}, // "auto" until connected
+		pos:   map[tp]int64{}, skip: map[string]bool{cfg.CheckpointTopic: true}}
+	for _, d := range cfg.Downlink {
+		u.skip[localName(d)] = true
+	}
+	for i, e := range cfg.Uplink {
+		r := rule{name: e.Topic, priority: e.Priority}
+		if e.Regex != "" {
+			re, err := regexp.Compile("^(?:" + e.Regex + ")$")
+			if err != nil {
+				return nil, fmt.Errorf("sync.uplink[%d].regex: %w", i, err)
+			}
+			r.re = re
+		}
+		u.rules = append(u.rules, r)
+	}
+	if cfg.MaxBytesPerSec > 0 {
+		// A burst of a quarter second keeps the measured rate close to the cap.
+		burst := int(cfg.MaxBytesPerSec / 4)
+		if burst < 64<<10 {
+			burst = 64 << 10
+		}
+		u.limiter = rate.NewLimiter(rate.Limit(cfg.MaxBytesPerSec), burst)
+		u.limiter.AllowN(time.Now(), burst) // start empty: no initial burst
+	}
+	return u, nil
+}
+
+// centralName is the central topic of a local topic.
+func (u *Uplink) centralName(topic string) string {
+	if u.cfg.Naming == "same" {
+		return topic
+	}
+	return u.cfg.Site + "." + topic
+}
+
+// sources lists the local partitions selected by the rules, highest priority
+// first; a topic matched by several rules takes the first rule's priority.
+func (u *Uplink) sources() []source {
+	var out []source
+	for _, t := range u.b.Topics() {
+		if u.skip[t.Name] {
+			continue
+		}
+		for _, r := range u.rules {
+			if (r.re == nil && r.name == t.Name) || (r.re != nil && r.re.MatchString(t.Name)) {
+				for p := int32(0); p < t.Partitions; p++ {
+					out = append(out, source{tp: tp{t.Name, p}, priority: r.priority, parts: t.Partitions, central: u.centralName(t.Name)})
+				}
+				break
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].priority > out[j].priority })
+	return out
+}
+
+// Run mirrors until ctx ends, reconnecting with capped exponential backoff.
+func (u *Uplink) Run(ctx context.Context) {
+	bo := backoff{min: u.cfg.BackoffMin, max: u.cfg.BackoffMax}
+	for ctx.Err() == nil {
+		err := u.session(ctx, &bo)
+		u.setConnected(false)
+		if ctx.Err() != nil {
+			return
+		}
+		u.m.errors.WithLabelValues("uplink").Inc()
+		u.state.update(func(s *LinkStatus) { s.LastError, s.LastErrorAt = err.Error(), time.Now() })
+		d := bo.next()
+		u.log.Warn("uplink session ended; reconnecting", "err", err, "in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+func (u *Uplink) setConnected(c bool) {
+	v := 0.0
+	if c {
+		v = 1
+	}
+	u.m.connected.WithLabelValues("uplink").Set(v)
+	u.state.update(func(s *LinkStatus) { s.Connected = c })
+}
+
+// session is one connection to the central cluster: fence, read checkpoints,
+// then mirror batches until an error.
+func (u *Uplink) session(ctx context.Context, bo *backoff) error {
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	txn, err := u.transactional(setupCtx)
+	if err != nil {
+		return err
+	}
+	opts := append(append([]kgo.Opt(nil), u.opts...), producerOpts(u.cfg)...)
+	opts = append(opts, kgo.WithHooks(connHook{link: "uplink", m: u.m, st: u.state, live: &u.live}))
+	if txn {
+		opts = append(opts, kgo.TransactionalID(u.txnID()), kgo.TransactionTimeout(60*time.Second))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("central client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	// Fence: a new epoch for our transactional id aborts whatever a previous
+	// incarnation (SIGKILLed mid-transaction) left open, and stops it for good.
+	if _, _, err := cl.ProducerID(setupCtx); err != nil {
+		return fmt.Errorf("init producer id (fencing) on %v: %w", u.cfg.Brokers, err)
+	}
+	cpParts, err := ensureTopic(setupCtx, adm, u.cfg.CheckpointTopic, 1, int16(u.cfg.ReplicationFactor),
+		map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, u.cfg.CreateTopics)
+	if err != nil {
+		return err
+	}
+	pos, err := readCheckpoints(setupCtx, u.opts, adm, u.cfg.CheckpointTopic, u.cfg.Site, txn)
+	if err != nil {
+		return err
+	}
+	u.mu.Lock()
+	u.pos = pos
+	u.mu.Unlock()
+	mode := "at_least_once"
+	if txn {
+		mode = "exactly_once"
+	}
+	u.log.Info("uplink connected", "brokers", u.cfg.Brokers, "delivery", mode, "checkpoints", len(pos))
+	u.state.update(func(s *LinkStatus) { s.Delivery = mode })
+	u.m.exactlyOnce.WithLabelValues("uplink").Set(map[bool]float64{true: 1, false: 0}[txn])
+	u.setConnected(true)
+	u.live.Store(true)
+	defer u.live.Store(false)
+	bo.reset()
+
+	central := map[string]int32{} // central topic -> partition count
+	for {
+		b, err := u.collect(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range b.sources {
+			if _, ok := central[s.central]; !ok {
+				n, err := ensureTopic(ctx, adm, s.central, s.parts, int16(u.cfg.ReplicationFactor), nil, u.cfg.CreateTopics)
+				if err != nil {
+					return err
+				}
+				central[s.central] = n
+			}
+		}
+		if u.limiter != nil {
+			if err := u.wait(ctx, b.bytes); err != nil {
+				return err
+			}
+		}
+		if err := u.send(ctx, cl, txn, cpParts, central, b); err != nil {
+			return err
+		}
+	}
+}
+
+// txnID is the transactional id of this site's uplink.
+func (u *Uplink) txnID() string {
+	if u.cfg.TransactionalID != "" {
+		return u.cfg.TransactionalID
+	}
+	return "katka-sync-" + u.cfg.Site
+}
+
+// transactional decides the delivery mode: configured, or (auto) whether the
+// central cluster offers the transaction APIs.
+func (u *Uplink) transactional(ctx context.Context) (bool, error) {
+	switch u.cfg.Delivery {
+	case "exactly_once":
+		return true, nil
+	case "at_least_once":
+		return false, nil
+	}
+	cl, err := kgo.NewClient(u.opts...)
+	if err != nil {
+		return false, fmt.Errorf("central client: %w", err)
+	}
+	defer cl.Close()
+	resp, err := cl.Request(ctx, kmsg.NewPtrApiVersionsRequest())
+	if err != nil {
+		return false, fmt.Errorf("api versions of %v: %w", u.cfg.Brokers, err)
+	}
+	keys := map[int16]bool{}
+	for _, k := range resp.(*kmsg.ApiVersionsResponse).ApiKeys {
+		keys[k.ApiKey] = true
+	}
+	// InitProducerID, AddPartitionsToTxn, EndTxn
+	txn := keys[22] && keys[24] && keys[26]
+	if !txn {
+		u.log.Warn("central cluster has no transactions: uplink falls back to at-least-once (deduplicate by katka.origin.* headers)")
+	}
+	return txn, nil
+}
+
+// wait blocks until the bandwidth cap allows n more bytes.
+func (u *Uplink) wait(ctx context.Context, n int) error {
+	for n > 0 {
+		c := min(n, u.limiter.Burst())
+		if err := u.limiter.WaitN(ctx, c); err != nil {
+			return fmt.Errorf("bandwidth cap: %w", err)
+		}
+		n -= c
+	}
+	return nil
+}
+
+// batch is what one transaction carries.
+type batch struct {
+	sources []source
+	recs    map[tp][]broker.Record
+	end     map[tp]int64 // next offset after the batch, per partition
+	bytes   int
+}
+
+// recordSize is the bytes a record counts for the batch size and the cap.
+func recordSize(r *broker.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// collect gathers the next batch from the local partitions, highest priority
+// first, waiting for new records if there are none. It only reads local logs.
+func (u *Uplink) collect(ctx context.Context) (*batch, error) {
+	limit := int(u.cfg.BatchBytes)
+	if u.limiter != nil && u.limiter.Burst() < limit {
+		limit = u.limiter.Burst()
+	}
+	for {
+		srcs := u.sources()
+		// Take the notification channels before reading, so a record appended
+		// after the read wakes us up.
+		var chans []<-chan struct{}
+		for _, s := range srcs {
+			if ch, err := u.b.Notify(s.topic, s.part); err == nil {
+				chans = append(chans, ch)
+			}
+		}
+		b := &batch{recs: map[tp][]broker.Record{}, end: map[tp]int64{}}
+		for _, s := range srcs {
+			if b.bytes >= limit {
+				break
+			}
+			if err := u.read(ctx, s, b, limit); err != nil {
+				return nil, err
+			}
+		}
+		if len(b.end) > 0 {
+			return b, nil
+		}
+		if err := waitAny(ctx, chans, time.Second); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// read adds records of one partition to the batch.
+func (u *Uplink) read(ctx context.Context, s source, b *batch, limit int) error {
+	u.mu.Lock()
+	off, ok := u.pos[s.tp]
+	u.mu.Unlock()
+	info, err := u.b.PartitionInfo(s.topic, s.part)
+	if err != nil {
+		return nil // deleted meanwhile
+	}
+	if !ok {
+		off = info.LogStartOffset
+		if u.cfg.StartFrom == "latest" {
+			off = info.HighWatermark
+		}
+		u.setPos(s.tp, off)
+	}
+	start := off
+	for b.bytes < limit && off < info.HighWatermark {
+		res, err := u.b.Fetch(ctx, s.topic, s.part, off, min(limit-b.bytes, 1<<20), 0)
+		switch {
+		case errors.Is(err, broker.ErrOffsetOutOfRange):
+			if off < res.LogStartOffset {
+				lost := res.LogStartOffset - off
+				u.log.Warn("local records deleted before they were mirrored (retention or quota)", "topic", s.topic, "partition", s.part, "from", off, "records", lost)
+				u.m.upSkipped.WithLabelValues(s.topic).Add(float64(lost))
+				off = res.LogStartOffset
+			} else {
+				u.log.Error("mirror position beyond the local log end (topic recreated?); restarting at the log start", "topic", s.topic, "partition", s.part, "position", off, "high_watermark", res.HighWatermark)
+				off = res.LogStartOffset
+			}
+			u.mu.Lock()
+			u.pos[s.tp] = off
+			u.mu.Unlock()
+			start = off
+			continue
+		case err != nil:
+			at, corrupt := broker.CorruptOffset(err)
+			switch {
+			case corrupt && at == off:
+				u.log.Error("skipping a corrupt local record", "topic", s.topic, "partition", s.part, "offset", at)
+				u.m.upSkipped.WithLabelValues(s.topic).Inc()
+				off = at + 1
+				b.end[s.tp] = off
+				continue
+			case corrupt && at > off:
+				// Take the good records before the damaged one, one at a time.
+				res, err = u.b.Fetch(ctx, s.topic, s.part, off, 1, 0)
+				if err != nil {
+					return nil
+				}
+			case errors.Is(err, broker.ErrClosed) || ctx.Err() != nil:
+				return fmt.Errorf("uplink stopping: %w", err)
+			default:
+				u.log.Warn("local fetch failed", "topic", s.topic, "partition", s.part, "offset", off, "err", err)
+				return nil
+			}
+		}
+		if len(res.Records) == 0 {
+			break
+		}
+		for i := range res.Records {
+			r := &res.Records[i]
+			if r.Offset < off {
+				continue
+			}
+			b.recs[s.tp] = append(b.recs[s.tp], *r)
+			b.bytes += recordSize(r)
+			off = r.Offset + 1
+		}
+		b.end[s.tp] = off
+	}
+	if _, ok := b.end[s.tp]; ok || off != start {
+		b.end[s.tp] = off
+		b.sources = append(b.sources, s)
+	}
+	return nil
+}
+
+// setPos records a starting position chosen locally (not yet committed).
+func (u *Uplink) setPos(t tp, off int64) {
+	u.mu.Lock()
+	u.pos[t] = off
+	u.mu.Unlock()
+}
+
+// waitAny waits until one channel is closed, d passes or ctx ends.
+func waitAny(ctx context.Context, chans []<-chan struct{}, d time.Duration) error {
+	done := make(chan struct{})
+	wake := make(chan struct{}, 1)
+	defer close(done)
+	for _, ch := range chans {
+		go func(ch <-chan struct{}) {
+			select {
+			case <-ch:
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			case <-done:
+			}
+		}(ch)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-wake:
+	case <-t.C:
+	}
+	return nil
+}
+
+// centralPartition keeps per-partition order: the same partition number when the
+// central topic has as many partitions, else the key's hash (records without a
+// key stay together: local partition modulo the central count).
+func centralPartition(r *broker.Record, local, localParts, centralParts int32) int32 {
+	if centralParts == localParts {
+		return local
+	}
+	if r.Key == nil {
+		return local % centralParts
+	}
+	return broker.HashPartition(r.Key, centralParts)
+}
+
+// send writes one batch and its checkpoints: one transaction in exactly-once
+// mode; records then checkpoints in at-least-once mode. Positions move only
+// after the central cluster confirmed.
+func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int32, central map[string]int32, b *batch) error {
+	t0 := time.Now()
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if txn {
+		if err := cl.BeginTransaction(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+	}
+	var failed atomic.Value
+	promise := func(r *kgo.Record, err error) {
+		if err != nil {
+			failed.CompareAndSwap(nil, fmt.Errorf("produce to %s-%d: %w", r.Topic, r.Partition, err))
+		}
+	}
+	abort := func(err error) error {
+		// On shutdown skip the abort: the next start fences (aborts) anyway.
+		if txn && parent.Err() == nil {
+			actx, c := context.WithTimeout(context.Background(), 3*time.Second)
+			defer c()
+			cl.AbortBufferedRecords(actx)
+			cl.EndTransaction(actx, kgo.TryAbort)
+		}
+		return err
+	}
+	for _, s := range b.sources {
+		n := central[s.central]
+		for i := range b.recs[s.tp] {
+			r := &b.recs[s.tp][i]
+			hs := make([]kgo.RecordHeader, 0, len(r.Headers)+4)
+			for _, h := range r.Headers {
+				hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+			}
+			hs = append(hs, originHeaders(u.cfg.Site, s.topic, s.part, r.Offset)...)
+			cl.Produce(ctx, &kgo.Record{Topic: s.central, Partition: centralPartition(r, s.part, s.parts, n),
+				Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}, promise)
+		}
+	}
+	if !txn {
+		if err := cl.Flush(ctx); err != nil {
+			return fmt.Errorf("flush records: %w", err)
+		}
+		if err, _ := failed.Load().(error); err != nil {
+			return err
+		}
+	}
+	now := time.Now().UTC()
+	for _, s := range b.sources {
+		cl.Produce(ctx, checkpointRecord(u.cfg.CheckpointTopic, cpParts, checkpoint{
+			Site: u.cfg.Site, Topic: s.topic, Partition: s.part, NextOffset: b.end[s.tp], CentralTopic: s.central, Time: now,
+		}), promise)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return abort(fmt.Errorf("flush batch: %w", err))
+	}
+	if err, _ := failed.Load().(error); err != nil {
+		return abort(err)
+	}
+	if txn {
+		if err := cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+			// The outcome may be unknown: the next session reads the truth
+			// back from the checkpoint topic.
+			return abort(fmt.Errorf("commit transaction: %w", err))
+		}
+	}
+	u.m.upBatchSecond.Observe(time.Since(t0).Seconds())
+	u.m.upTxns.Inc()
+	u.mu.Lock()
+	for t, end := range b.end {
+		u.pos[t] = end
+	}
+	u.mu.Unlock()
+	var recs, bytes int64
+	for _, s := range b.sources {
+		n, sz := len(b.recs[s.tp]), 0
+		for i := range b.recs[s.tp] {
+			sz += recordSize(&b.recs[s.tp][i])
+		}
+		u.m.upRecords.WithLabelValues(s.topic).Add(float64(n))
+		u.m.upBytes.WithLabelValues(s.topic).Add(float64(sz))
+		recs += int64(n)
+		bytes += int64(sz)
+	}
+	u.records.Add(recs)
+	u.bytes.Add(bytes)
+	u.state.update(func(s *LinkStatus) { s.LastCommit = time.Now() })
+	return nil
+}
+
+// refreshStatus recomputes the backlog of every mirrored partition (records,
+// estimated bytes, age of the oldest unsent record) for status and metrics.
+func (u *Uplink) refreshStatus(ctx context.Context) {
+	srcs := u.sources()
+	type agg struct {
+		recs, bytes int64
+		age         float64
+	}
+	byTopic := map[string]*agg{}
+	var parts []PartitionStatus
+	var total agg
+	now := time.Now()
+	for _, s := range srcs {
+		info, err := u.b.PartitionInfo(s.topic, s.part)
+		if err != nil {
+			continue
+		}
+		u.mu.Lock()
+		next, ok := u.pos[s.tp]
+		u.mu.Unlock()
+		ps := PartitionStatus{Topic: s.topic, Partition: s.part, CentralTopic: s.central, Next: -1, End: info.HighWatermark}
+		if ok {
+			ps.Next = next
+			if next < info.LogStartOffset {
+				next = info.LogStartOffset
+			}
+			ps.Lag = max(0, info.HighWatermark-next)
+			if span := info.HighWatermark - info.LogStartOffset; span > 0 {
+				ps.BacklogBytes = int64(float64(info.Bytes) * float64(ps.Lag) / float64(span))
+			}
+			if ps.Lag > 0 {
+				if res, err := u.b.Fetch(ctx, s.topic, s.part, next, 1, 0); err == nil && len(res.Records) > 0 {
+					ps.OldestUnsentAge = now.Sub(res.Records[0].Timestamp).Seconds()
+				}
+			}
+		}
+		a := byTopic[s.topic]
+		if a == nil {
+			a = &agg{}
+			byTopic[s.topic] = a
+		}
+		a.recs += ps.Lag
+		a.bytes += ps.BacklogBytes
+		a.age = max(a.age, ps.OldestUnsentAge)
+		total.recs += ps.Lag
+		total.bytes += ps.BacklogBytes
+		total.age = max(total.age, ps.OldestUnsentAge)
+		parts = append(parts, ps)
+	}
+	for t, a := range byTopic {
+		u.m.backlogRecs.WithLabelValues(t).Set(float64(a.recs))
+		u.m.backlogBytes.WithLabelValues(t).Set(float64(a.bytes))
+		u.m.backlogAge.WithLabelValues(t).Set(a.age)
+	}
+	u.state.update(func(s *LinkStatus) {
+		s.Partitions, s.Lag, s.BacklogBytes, s.OldestUnsentAge = parts, total.recs, total.bytes, total.age
+		s.Records, s.Bytes = u.records.Load(), u.bytes.Load()
+	})
+}
