@@ -6,11 +6,13 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKG      := ./appliance/cmd/katka
-# Debian packages the test suite drives for real (kcat = librdkafka).
-TEST_PKGS := kcat mosquitto
+# Debian packages the test suite drives for real (kcat = librdkafka; the
+# Python plugin example runs on Debian's python3 with python3-grpcio).
+TEST_PKGS := kcat mosquitto python3-grpcio
 TEST_TOOLS := kcat mosquitto
+PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 
-.PHONY: build run test test-deps test-long bench cross clean
+.PHONY: build run test test-deps test-long bench cross clean plugins
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka $(PKG)
@@ -22,6 +24,7 @@ run: build
 # missing fails the run instead of letting tests skip.
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	$(PY_GRPC) >/dev/null 2>&1 || missing="$$missing python3-grpcio"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		echo "installing:$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PKGS)) >/dev/null || exit 1; \
@@ -31,7 +34,11 @@ test-deps:
 			if [ "$$CI" = "true" ]; then echo "FAIL: $$t is missing and CI=true"; exit 1; fi; \
 			echo "warning: $$t missing; tests that need it will skip (run as root to install)"; \
 		fi; \
-	done
+	done; \
+	if ! $(PY_GRPC) >/dev/null 2>&1; then \
+		if [ "$$CI" = "true" ]; then echo "FAIL: python3-grpcio is missing and CI=true"; exit 1; fi; \
+		echo "warning: python3-grpcio missing; the Python plugin test will skip"; \
+	fi
 
 # The e2e package runs with -v so the torture summary (rounds, acknowledged
 # records, lost, phantoms, damage kinds) is printed; the rest stays quiet.
@@ -49,8 +56,23 @@ test-long: test-deps
 	set -o pipefail; KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s -timeout 30m ./appliance/storage/ ./appliance/broker/
-	$(GO) test -run '^$$' -bench . -timeout 10m ./sensors/mqtt/
+	@# katka vs NATS JetStream (nats-server installed into bin/ on first use), MQTT
+	@# drain, raw limits, footprint and CPU profiles; writes appliance/bench/README.md.
+	@# The full go benchmark matrices: go test -run '^$$' -bench . ./appliance/storage/ ./appliance/broker/ ./sensors/mqtt/
+	$(MAKE) --no-print-directory build
+	@start=$$(date +%s); $(GO) run ./appliance/bench/cmd/katkabench && echo "make bench took $$(( $$(date +%s) - start )) s"
+
+# plugins builds the example plugins into bin/plugins/<name>/, each with its
+# manifest.yaml (sha256 of the binary), for configs/plugins-example.yaml.
+EXAMPLE_PLUGINS := json-route:partitioner:jsonroute file-tail:source:filetail window-avg:processor:windowavg file-sink:sink:filesink
+plugins:
+	@set -e; for p in $(EXAMPLE_PLUGINS); do \
+		IFS=: read -r name kind pkg <<< "$$p"; mkdir -p bin/plugins/$$name; \
+		CGO_ENABLED=0 $(GO) build -trimpath -o bin/plugins/$$name/$$name ./plugins/examples/$$pkg; \
+		printf 'name: %s\nkind: %s\nversion: %s\ncommand: %s\nsha256: %s\n' $$name $$kind $(VERSION) $$name \
+			$$(sha256sum bin/plugins/$$name/$$name | cut -d' ' -f1) > bin/plugins/$$name/manifest.yaml; \
+		echo "bin/plugins/$$name ($$kind)"; \
+	done
 
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka-linux-arm64 $(PKG)
@@ -58,3 +80,23 @@ cross:
 
 clean:
 	rm -rf bin
+
+# proto regenerates plugins/proto/*.pb.go with pinned tools: protoc from Debian's
+# protobuf-compiler (3.21), protoc-gen-go v1.36.12 and protoc-gen-go-grpc v1.6.0;
+# and the Python example's stubs (messages by the same protoc, services by
+# Debian's python3-grpc-tools 1.14). As root it installs the Debian packages.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+.PHONY: proto
+proto:
+	@if ! command -v protoc >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import grpc_tools' 2>/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler python3-grpc-tools) >/dev/null || exit 1; \
+		else echo "FAIL: protoc or grpc_tools missing: apt-get install protobuf-compiler python3-grpc-tools"; exit 1; fi; \
+	fi
+	GOFLAGS= $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOFLAGS= $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I plugins/proto --go_out=plugins/proto --go_opt=paths=source_relative \
+		--go-grpc_out=plugins/proto --go-grpc_opt=paths=source_relative plugins/proto/katka_plugin.proto
+	protoc -I plugins/proto --python_out=plugins/examples/pyupper plugins/proto/katka_plugin.proto
+	/usr/bin/python3 -m grpc_tools.protoc -I plugins/proto --grpc_python_out=plugins/examples/pyupper plugins/proto/katka_plugin.proto

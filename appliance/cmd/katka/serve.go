@@ -162,6 +162,9 @@ func serve(cfg config.Config) error {
 	if hs != nil && syncStatus != nil {
 		hs.AddStatus("sync", func() any { return syncStatus() })
 	}
+	if hs != nil && pluginsStatus != nil {
+		hs.AddStatus("plugins", func() any { return pluginsStatus() })
+	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))
 

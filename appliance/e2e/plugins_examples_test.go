@@ -1,0 +1,189 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPluginsExamplesUnderServe runs all four example plugins under the real
+// katka from one config (as configs/plugins-example.yaml wires them): the
+// file-tail source feeds "lines" through the json-route partitioner, the
+// window-avg processor averages it into lines.avg and the file sink archives
+// both; katka plugin list and status report them.
+func TestPluginsExamplesUnderServe(t *testing.T) {
+	dir := examplePlugins(t)
+	work := t.TempDir()
+	input := filepath.Join(work, "line.log")
+	archive := filepath.Join(work, "archive")
+	os.WriteFile(input, nil, 0o644)
+	cfg := fmt.Sprintf(`
+sensors:
+  simulated:
+    enabled: false
+topics:
+  create:
+    - name: lines
+      partitions: 4
+plugins:
+  dir: %s
+  restart_min: 50ms
+  restart_max: 1s
+  instances:
+    - name: by-line
+      plugin: json-route
+      settings: ["field=line"]
+    - name: line-log
+      plugin: file-tail
+      output: lines
+      partitioner: by-line
+      settings: ["path=%s", "poll_interval=50ms", "key=line-log"]
+    - name: temp-avg
+      plugin: window-avg
+      inputs: [lines]
+      output: lines.avg
+      settings: ["window=1s", "grace=0s", "field=temp"]
+    - name: archive
+      plugin: file-sink
+      inputs: [lines, lines.avg]
+      settings: ["dir=%s"]
+`, dir, input, archive)
+	k := startKafkaKatkaWith(t, cfg)
+
+	appendLines := func(from, to int) {
+		f, err := os.OpenFile(input, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i < to; i++ {
+			fmt.Fprintf(f, `{"line":%d,"temp":%d}`+"\n", i%4, 20+i%3)
+		}
+		f.Close()
+	}
+	appendLines(0, 300)
+	time.Sleep(1200 * time.Millisecond) // the next lines fall into a later window
+	appendLines(300, 400)
+
+	recs := consumeN(t, k, "lines", 400)
+	for _, r := range recs {
+		var v struct{ Line int32 }
+		if err := json.Unmarshal(r.Value, &v); err != nil || v.Line != r.Partition {
+			t.Fatalf("record %s in partition %d: json-route sends line %d to partition %d", r.Value, r.Partition, v.Line, v.Line)
+		}
+	}
+	avg := consumeN(t, k, "lines.avg", 1)
+	var o struct {
+		Key   string
+		Count int
+		Avg   float64
+	}
+	if err := json.Unmarshal(avg[0].Value, &o); err != nil || o.Key != "line-log" || o.Count < 1 || o.Avg < 20 || o.Avg > 22 {
+		t.Fatalf("window output %s", avg[0].Value)
+	}
+	waitUntil(t, 20*time.Second, "the archive to hold lines and lines.avg", func() bool {
+		return countLines(filepath.Join(archive, "lines.jsonl")) >= 400 && countLines(filepath.Join(archive, "lines.avg.jsonl")) >= 1
+	})
+
+	// katka plugin list verifies the checksums; status reads /metrics.
+	list, err := exec.Command(k.bin, "plugin", "list", "--config", k.config).CombinedOutput()
+	if err != nil {
+		t.Fatalf("katka plugin list: %v\n%s", err, list)
+	}
+	for _, want := range []string{"file-sink", "window-avg", "json-route", "file-tail"} {
+		if !strings.Contains(string(list), want) {
+			t.Fatalf("plugin list lacks %s:\n%s", want, list)
+		}
+	}
+	if strings.Contains(string(list), "MISMATCH") {
+		t.Fatalf("plugin list:\n%s", list)
+	}
+	status, err := exec.Command(k.bin, "plugin", "status", "--http-addr", k.HTTPAddr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("katka plugin status: %v\n%s", err, status)
+	}
+	for _, inst := range []string{"by-line", "line-log", "temp-avg", "archive"} {
+		found := false
+		for _, l := range strings.Split(string(status), "\n") {
+			f := strings.Fields(l)
+			if len(f) > 3 && f[0] == inst && f[3] == "yes" {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("instance %s not up in plugin status:\n%s", inst, status)
+		}
+	}
+	t.Logf("katka plugin list:\n%s\nkatka plugin status:\n%s", list, status)
+	resp, err := http.Get("http://" + k.HTTPAddr + "/v1/status/plugins")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var sts []struct {
+		Instance string
+		Up       bool
+		PID      int
+	}
+	if err := json.Unmarshal(body, &sts); err != nil || resp.StatusCode != 200 || len(sts) != 4 {
+		t.Fatalf("GET /v1/status/plugins: %d %s (%v)", resp.StatusCode, body, err)
+	}
+	for _, s := range sts {
+		if !s.Up || s.PID <= 0 {
+			t.Fatalf("GET /v1/status/plugins: %s not up: %s", s.Instance, body)
+		}
+	}
+
+	// Pdeathsig: the plugins die with katka, even when katka is SIGKILLed.
+	var pids []int
+	for _, comm := range []string{"file-sink", "window-avg", "json-route", "file-tail"} {
+		pid := childPID(k.cmd.Process.Pid, comm)
+		if pid == 0 {
+			t.Fatalf("no %s process under katka", comm)
+		}
+		pids = append(pids, pid)
+	}
+	k.kill()
+	waitUntil(t, 5*time.Second, "the plugins to die with katka", func() bool {
+		for _, pid := range pids {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestPluginsConfigErrorStopsServe: an instance naming no installed plugin
+// stops katka at start, naming the field.
+func TestPluginsConfigErrorStopsServe(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "katka.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("sensors:\n  simulated:\n    enabled: false\nplugins:\n  dir: %s\n  instances:\n    - name: x\n      plugin: nope\n      inputs: [a]\n", dir)), 0o644)
+	out, err := exec.Command(requireBinary(t), "serve", "--config", cfg, "--data-dir", t.TempDir(), "--http-addr", "", "--kafka-addr", "").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `plugins.instances[0].plugin: no plugin "nope"`) {
+		t.Fatalf("katka serve: %v\n%s", err, out)
+	}
+}
+
+func countLines(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		n++
+	}
+	return n
+}

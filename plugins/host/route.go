@@ -1,0 +1,237 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/katka-io/katka/appliance/broker"
+	pb "github.com/katka-io/katka/plugins/proto"
+	"github.com/katka-io/katka/plugins/sdk"
+)
+
+// produce writes a processor's or source's output records: each to its own
+// topic (or the instance's output), to the partition the instance's
+// partitioner picks. Records a plugin addressed badly (no topic, a partition
+// out of range, an invalid topic name) are dropped, logged and counted.
+// katka-side failures are retried until ctx ends, so no output is lost.
+func (in *instance) produce(ctx context.Context, out []*pb.Record) error {
+	byTopic := map[string][]*pb.Record{}
+	var order []string
+	bad := 0
+	for _, r := range out {
+		t := r.GetTopic()
+		if t == "" {
+			t = in.cfg.Output
+		}
+		if err := broker.ValidTopicName(t); err != nil {
+			bad++
+			continue
+		}
+		if _, ok := byTopic[t]; !ok {
+			order = append(order, t)
+		}
+		byTopic[t] = append(byTopic[t], r)
+	}
+	if bad > 0 {
+		in.log.Warn("plugin output records without a valid topic dropped", "count", bad, "output", in.cfg.Output)
+		in.h.m.errors.With(withReason(in.labels, "bad_output")).Add(float64(bad))
+	}
+	for _, t := range order {
+		if err := in.produceTopic(ctx, t, byTopic[t]); err != nil {
+			return err
+		}
+	}
+	in.h.m.recordsOut.With(in.labels).Add(float64(len(out) - bad))
+	return nil
+}
+
+func (in *instance) produceTopic(ctx context.Context, topic string, recs []*pb.Record) error {
+	wait := in.h.cfg.RestartMin
+	for {
+		err := in.tryProduceTopic(ctx, topic, recs)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		in.log.Warn("writing plugin output failed; retrying", "topic", topic, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, in.h.cfg.RestartMax)
+	}
+}
+
+func (in *instance) tryProduceTopic(ctx context.Context, topic string, recs []*pb.Record) error {
+	parts := in.cfg.Partitions
+	if parts <= 0 {
+		parts = in.h.defP
+	}
+	info, err := in.h.b.Topic(topic)
+	if errors.Is(err, broker.ErrUnknownTopic) {
+		info, err = in.h.b.EnsureTopic(topic, parts)
+	}
+	if err != nil {
+		return err
+	}
+	n := info.Partitions
+	choice, err := in.partitions(ctx, topic, n, recs)
+	if err != nil {
+		return err
+	}
+	groups := map[int32][]broker.Record{}
+	var porder []int32
+	now := time.Now()
+	for i, r := range recs {
+		p := choice[i]
+		br := broker.Record{Value: r.GetValue()}
+		if !r.GetKeyNull() {
+			br.Key = r.GetKey()
+			if br.Key == nil {
+				br.Key = []byte{}
+			}
+		}
+		if ts := r.GetTimestampMs(); ts != 0 {
+			br.Timestamp = time.UnixMilli(ts)
+		} else {
+			br.Timestamp = now
+		}
+		for _, h := range r.GetHeaders() {
+			br.Headers = append(br.Headers, broker.Header{Key: h.GetKey(), Value: h.GetValue()})
+		}
+		if _, ok := groups[p]; !ok {
+			porder = append(porder, p)
+		}
+		groups[p] = append(groups[p], br)
+	}
+	for _, p := range porder {
+		_, err := in.h.b.Produce(ctx, topic, p, groups[p], broker.AcksAll)
+		if errors.Is(err, broker.ErrRecordTooLarge) {
+			err = in.produceEach(ctx, topic, p, groups[p])
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// produceEach writes records one by one, dropping (logged, counted) those
+// over the topic's max.message.bytes: retrying them would block the instance forever.
+func (in *instance) produceEach(ctx context.Context, topic string, p int32, recs []broker.Record) error {
+	for i := range recs {
+		_, err := in.h.b.Produce(ctx, topic, p, recs[i:i+1], broker.AcksAll)
+		if errors.Is(err, broker.ErrRecordTooLarge) {
+			in.log.Warn("plugin output record dropped", "topic", topic, "err", err)
+			in.h.m.errors.With(withReason(in.labels, "bad_output")).Inc()
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// partitions picks a partition in [0, n) for each record.
+func (in *instance) partitions(ctx context.Context, topic string, n int32, recs []*pb.Record) ([]int32, error) {
+	out := make([]int32, len(recs))
+	var rest []int // records the partitioner decides
+	for i, r := range recs {
+		if r.GetPartitionSet() {
+			if r.GetPartition() >= 0 && r.GetPartition() < n {
+				out[i] = r.GetPartition()
+				continue
+			}
+			in.log.Warn("plugin chose a partition out of range; using the partitioner", "topic", topic, "partition", r.GetPartition(), "partitions", n)
+		}
+		rest = append(rest, i)
+	}
+	if len(rest) == 0 {
+		return out, nil
+	}
+	switch name := in.cfg.Partitioner; name {
+	case "", "hash", "round_robin":
+		for _, i := range rest {
+			if name != "round_robin" && !recs[i].GetKeyNull() {
+				out[i] = broker.HashPartition(recs[i].GetKey(), n)
+			} else {
+				out[i] = in.rr % n
+				in.rr = (in.rr + 1) % n
+			}
+		}
+		return out, nil
+	default:
+		pi := in.h.byName[name]
+		if pi == nil {
+			return nil, fmt.Errorf("partitioner instance %q is not configured", name)
+		}
+		sub := make([]*pb.Record, len(rest))
+		for j, i := range rest {
+			sub[j] = recs[i]
+		}
+		got, err := pi.partition(ctx, topic, n, sub)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range rest {
+			out[i] = got[j]
+		}
+		return out, nil
+	}
+}
+
+// partition asks this partitioner instance's running process for partitions.
+func (in *instance) partition(ctx context.Context, topic string, n int32, recs []*pb.Record) ([]int32, error) {
+	in.mu.Lock()
+	p := in.cur
+	in.mu.Unlock()
+	if p == nil {
+		return nil, fmt.Errorf("partitioner %s is not running", in.cfg.Name)
+	}
+	in.h.m.recordsIn.With(in.labels).Add(float64(len(recs)))
+	var resp *pb.PartitionResponse
+	err := in.call(ctx, p, "partition", func(cctx context.Context) error {
+		var err error
+		resp, err = p.partitioner.Partition(cctx, &pb.PartitionRequest{Topic: topic, Partitions: n, Records: recs})
+		return err
+	})
+	if err != nil {
+		select {
+		case in.kick <- struct{}{}: // let its supervisor restart it
+		default:
+		}
+		return nil, err
+	}
+	got := resp.GetPartitions()
+	if len(got) != len(recs) {
+		in.h.m.errors.With(withReason(in.labels, "bad_output")).Inc()
+		return nil, fmt.Errorf("partitioner %s returned %d partitions for %d records", in.cfg.Name, len(got), len(recs))
+	}
+	for i, p := range got {
+		if p < 0 || p >= n {
+			in.h.m.errors.With(withReason(in.labels, "bad_output")).Inc()
+			return nil, fmt.Errorf("partitioner %s returned partition %d for record %d of topic %s (allowed: 0..%d)", in.cfg.Name, p, i, topic, n-1)
+		}
+	}
+	in.h.m.recordsOut.With(in.labels).Add(float64(len(recs)))
+	return got, nil
+}
+
+// Partition asks the partitioner plugin instance named instance to place recs
+// in a topic of n partitions, for internal producers outside the plugin host
+// (sensors, sync). It fails when the instance is not a running partitioner;
+// the caller then falls back to its own partitioner.
+func (h *Host) Partition(ctx context.Context, instance, topic string, n int32, recs []broker.Record) ([]int32, error) {
+	in := h.byName[instance]
+	if in == nil || in.man.Kind != sdk.KindPartitioner {
+		return nil, fmt.Errorf("no partitioner instance %q", instance)
+	}
+	pr := make([]*pb.Record, len(recs))
+	for i, r := range recs {
+		pr[i] = toProto(r, tp{topic, -1})
+	}
+	return in.partition(ctx, topic, n, pr)
+}
