@@ -228,6 +228,9 @@ func decodeRecord(raw []byte, firstTimestamp int64, want int32) (broker.Record, 
 // time changes, since a client applies a batch's max timestamp to all of its
 // records.
 func appendBatches(dst []byte, recs []broker.Record, logAppendTime bool) []byte {
+	if need := batchesSizeBound(recs, logAppendTime); cap(dst)-len(dst) < need {
+		dst = append(make([]byte, 0, len(dst)+need), dst...)
+	}
 	for len(recs) > 0 {
 		n := len(recs)
 		if logAppendTime {
@@ -242,6 +245,36 @@ func appendBatches(dst []byte, recs []broker.Record, logAppendTime bool) []byte 
 		recs = recs[n:]
 	}
 	return dst
+}
+
+// batchesSizeBound is an upper bound of appendBatches' output for recs, so the
+// response buffer is allocated once instead of growing by copying (the profile
+// of fetch showed that growth as its largest CPU cost). It counts the key,
+// value and header bytes exactly and bounds each varint by the spread of
+// offsets and timestamps in recs.
+func batchesSizeBound(recs []broker.Record, logAppendTime bool) int {
+	if len(recs) == 0 {
+		return 0
+	}
+	const perBatch = 61
+	lo, hi := recs[0].Timestamp.UnixMilli(), recs[0].Timestamp.UnixMilli()
+	batches := 1
+	for i := 1; i < len(recs); i++ {
+		ts := recs[i].Timestamp.UnixMilli()
+		lo, hi = min(lo, ts), max(hi, ts)
+		if logAppendTime && !recs[i].Timestamp.Equal(recs[i-1].Timestamp) {
+			batches++ // a new batch starts here
+		}
+	}
+	fixed := 5 + 1 + max(varintLen(hi-lo), varintLen(lo-hi)) + varintLen(recs[len(recs)-1].Offset-recs[0].Offset)
+	n := batches * perBatch
+	for i := range recs {
+		n += fixed + bytesLen(recs[i].Key) + bytesLen(recs[i].Value) + varintLen(int64(len(recs[i].Headers)))
+		for _, h := range recs[i].Headers {
+			n += varintLen(int64(len(h.Key))) + len(h.Key) + bytesLen(h.Value)
+		}
+	}
+	return n
 }
 
 // appendBatch encodes recs as one uncompressed v2 record batch.
