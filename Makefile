@@ -45,6 +45,7 @@ test-deps:
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 12m $$($(GO) list ./... | grep -v /appliance/e2e)
+	cd third_party/tidwall-wal && $(GO) test -count=1 .
 	set -o pipefail; $(GO) test -count=1 -timeout 10m -v ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 	$(GO) test -count=1 -race -timeout 5m ./appliance/storage/ ./appliance/broker/
 
