@@ -1,0 +1,146 @@
+// Command katkabench is `make bench`: in one run on one machine it measures
+// katka beside NATS JetStream (same record sizes, same durability), katka's
+// MQTT ingest beside a plain paho subscriber, the raw limits of the disk,
+// tidwall/wal and loopback TCP, and katka's footprint (binary size, idle and
+// peak RSS, start-up time on a 2 GiB log); it profiles produce and fetch and
+// writes everything to appliance/bench/README.md.
+//
+// Every figure is the median of -runs runs with its min and max; every
+// comparison is a ratio of two figures from the same run, computed run by
+// run, so that load from other work on the machine cancels out as far as it
+// can. Only 127.0.0.1 is ever contacted.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// env is the configuration of one bench run.
+type env struct {
+	root   string // repository root
+	bin    string // build output and caches (bin/)
+	katka  string // bin/katka
+	nats   string // nats-server binary
+	work   string // scratch directory, removed at the end
+	runs   int
+	n100   int64         // records per run at 100 B
+	n1k    int64         // records per run at 1 KiB
+	limit  time.Duration // cap on one produce run (JetStream with sync always is slow)
+	out    string        // README to write
+	only   map[string]bool
+	errors []string // failures that did not stop the run
+}
+
+// sections are the parts of the bench, selectable with -only.
+var sections = []string{"compare", "mqtt", "raw", "footprint", "profile"}
+
+func main() {
+	var e env
+	var only string
+	flag.StringVar(&e.root, "root", ".", "repository root")
+	flag.IntVar(&e.runs, "runs", 5, "runs per figure (median, min, max)")
+	flag.Int64Var(&e.n100, "records-100", 300_000, "records per produce/consume run at 100 B")
+	flag.Int64Var(&e.n1k, "records-1k", 100_000, "records per produce/consume run at 1 KiB")
+	flag.DurationVar(&e.limit, "limit", 8*time.Second, "longest produce run; slower systems send fewer records")
+	flag.StringVar(&e.out, "out", "appliance/bench/README.md", "results file (relative to -root)")
+	flag.StringVar(&only, "only", strings.Join(sections, ","), "sections to run: "+strings.Join(sections, ","))
+	flag.Parse()
+	e.only = map[string]bool{}
+	for _, s := range strings.Split(only, ",") {
+		if !slices.Contains(sections, s) {
+			fmt.Fprintf(os.Stderr, "katkabench: -only %q: unknown section (allowed: %s)\n", s, strings.Join(sections, ", "))
+			os.Exit(2)
+		}
+		e.only[s] = true
+	}
+	if err := run(&e); err != nil {
+		fmt.Fprintln(os.Stderr, "katkabench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(e *env) error {
+	start := time.Now()
+	root, err := filepath.Abs(e.root)
+	if err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
+	e.root, e.bin = root, filepath.Join(root, "bin")
+	e.katka = filepath.Join(e.bin, "katka")
+	if !filepath.IsAbs(e.out) {
+		e.out = filepath.Join(root, e.out)
+	}
+	if _, err := os.Stat(e.katka); err != nil {
+		return fmt.Errorf("bin/katka missing (run make build first): %w", err)
+	}
+	if e.nats, err = ensureNATS(e); err != nil {
+		return err
+	}
+	e.work, err = os.MkdirTemp("", "katkabench-")
+	if err != nil {
+		return fmt.Errorf("scratch dir: %w", err)
+	}
+	defer os.RemoveAll(e.work)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	rep := &report{started: start.UTC(), machine: machineFacts(e), loadBefore: loadavg()}
+	if e.only["compare"] {
+		if rep.cmp, err = compare(ctx, e); err != nil {
+			return err
+		}
+	}
+	if e.only["mqtt"] && ctx.Err() == nil {
+		if rep.mqtt, err = mqttBench(e); err != nil {
+			e.errors = append(e.errors, err.Error())
+		}
+	}
+	if e.only["raw"] && ctx.Err() == nil {
+		if rep.raw, err = rawBench(e); err != nil {
+			e.errors = append(e.errors, err.Error())
+		}
+		rep.loopback = loopbackBench(e)
+	}
+	if e.only["footprint"] && ctx.Err() == nil {
+		if rep.foot, err = footprint(ctx, e); err != nil {
+			e.errors = append(e.errors, err.Error())
+		}
+	}
+	if e.only["profile"] && ctx.Err() == nil {
+		wp, err := wireProfiles(e)
+		if err != nil {
+			e.errors = append(e.errors, err.Error())
+		}
+		bp, err := profiles(e)
+		if err != nil {
+			e.errors = append(e.errors, err.Error())
+		}
+		rep.prof = append(wp, bp...)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted: %w", ctx.Err())
+	}
+	rep.loadAfter = loadavg()
+	rep.took = time.Since(start)
+	rep.errors = e.errors
+	if err := os.WriteFile(e.out, []byte(rep.markdown(e)), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", e.out, err)
+	}
+	fmt.Print(rep.summary(e))
+	fmt.Printf("\nwrote %s in %s\n", e.out, rep.took.Round(time.Second))
+	return nil
+}
+
+// logf prints a progress line.
+func logf(format string, args ...any) {
+	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
