@@ -56,8 +56,9 @@ test-long: test-deps
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestFrame$$' -fuzztime 60s ./appliance/kafka/
 	set -o pipefail; KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 
-bench:
-	@# katka vs NATS JetStream (nats-server installed into bin/ on first use), MQTT
+bench: test-deps
+	@# katka vs NATS JetStream (nats-server installed into bin/ on first use; kcat and
+	@# mosquitto by test-deps), MQTT
 	@# drain, raw limits, footprint and CPU profiles; writes appliance/bench/README.md.
 	@# The full go benchmark matrices: go test -run '^$$' -bench . ./appliance/storage/ ./appliance/broker/ ./sensors/mqtt/
 	$(MAKE) --no-print-directory build
