@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -48,6 +49,8 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Logger receives connection and protocol errors; nil means slog.Default().
 	Logger *slog.Logger
+	// Registerer gets the consumer-group metrics (katka_group_*); nil: none.
+	Registerer prometheus.Registerer
 }
 
 // Server is a Kafka protocol listener in front of one broker.
@@ -129,6 +132,11 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := StartGroups(s); err != nil { // replays __consumer_offsets
 		lg.Warn("consumer groups not ready; retried at first use", "err", err)
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(newGroupCollector(s)); err != nil {
+			lg.Warn("consumer group metrics not registered", "err", err)
+		}
 	}
 	s.wg.Add(2)
 	go s.acceptLoop()

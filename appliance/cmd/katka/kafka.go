@@ -5,13 +5,15 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/kafka"
 )
 
 func init() {
-	startKafka = func(ctx context.Context, b *broker.Broker, cfg config.Kafka, log *slog.Logger) (io.Closer, error) {
-		return kafka.Listen(b, kafka.Config{Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Logger: log})
+	startKafka = func(ctx context.Context, b *broker.Broker, cfg config.Kafka, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error) {
+		return kafka.Listen(b, kafka.Config{Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Registerer: reg, Logger: log})
 	}
 }

@@ -138,7 +138,7 @@ func serve(cfg config.Config) error {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
 		} else {
-			kc, err := startKafka(ctx, b, cfg.Kafka, log)
+			kc, err := startKafka(ctx, b, cfg.Kafka, reg, log)
 			if err != nil {
 				shutdown()
 				return err
