@@ -337,6 +337,11 @@ func TestValidateRejects(t *testing.T) {
 		{"retention bytes 0", func(c *Config) { c.Topics.RetentionBytes = 0 }, "topics.retention_bytes: 0 is not allowed (allowed: -1 for unlimited, or a positive size)"},
 		{"topic name chars", func(c *Config) { c.Topics.Create = []TopicSpec{{Name: "a b", Partitions: 1}} }, `topics.create[0].name: topic name "a b" contains ' ' (allowed: a-z, A-Z, 0-9, '.', '_', '-')`},
 		{"topic name dot", func(c *Config) { c.Topics.Create = []TopicSpec{{Name: "..", Partitions: 1}} }, `topics.create[0].name: topic name ".." is not allowed`},
+		{"mqtt tls keys on a plain url", func(c *Config) {
+			c.Sensors.MQTT.Enabled = true
+			c.Sensors.MQTT.Brokers = []MQTTBroker{{URL: "tcp://127.0.0.1:1883", ClientID: "k", CAFile: "ca.pem"}}
+			c.Sensors.MQTT.Rules = []MQTTRule{{Filter: "a/#", Topic: "a"}}
+		}, `sensors.mqtt.brokers[0].url: "tcp://127.0.0.1:1883" is not TLS but TLS settings are given, which would be ignored (use ssl, tls, mqtts, wss)`},
 		{"topic name empty", func(c *Config) { c.Topics.Create = []TopicSpec{{Partitions: 1}} }, "topics.create[0].name: topic name is empty (allowed: 1..249 characters from a-z, A-Z, 0-9, '.', '_', '-')"},
 		{"topic name long", func(c *Config) { c.Topics.Create = []TopicSpec{{Name: strings.Repeat("a", 250), Partitions: 1}} }, "topics.create[0].name: topic name is 250 characters long (allowed: 1..249)"},
 		{"topic partitions", func(c *Config) {

@@ -13,6 +13,7 @@ import (
 var (
 	partitioners     = []string{"hash", "round_robin"}
 	mqttSchemes      = []string{"tcp", "mqtt", "ssl", "tls", "mqtts", "ws", "wss"}
+	mqttTLSSchemes   = []string{"ssl", "tls", "mqtts", "wss"}
 	mqttFormats      = []string{"raw", "json"}
 	timestampFormats = []string{"rfc3339", "unix", "unix_ms", "unix_us", "unix_ns"}
 	systemGroups     = []string{"cpu", "memory", "disk", "network", "temperature"}
@@ -110,6 +111,8 @@ func (v *validator) mqtt(path string, m MQTT) {
 			v.add(p+".url", "%q is not a URL with a host (e.g. tcp://127.0.0.1:1883)", b.URL)
 		case !slices.Contains(mqttSchemes, u.Scheme):
 			v.add(p+".url", "scheme %q is not allowed (allowed: %s)", u.Scheme, strings.Join(mqttSchemes, ", "))
+		case !slices.Contains(mqttTLSSchemes, u.Scheme) && (b.CAFile != "" || b.CertFile != "" || b.KeyFile != "" || b.ServerName != "" || b.InsecureSkipVerify):
+			v.add(p+".url", "%q is not TLS but TLS settings are given, which would be ignored (use %s)", b.URL, strings.Join(mqttTLSSchemes, ", "))
 		}
 		if b.ClientID == "" {
 			v.add(p+".client_id", "must not be empty: a fixed client id keeps the session and its queued messages across restarts")

@@ -19,13 +19,18 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
@@ -129,6 +134,11 @@ func New(cfg config.MQTT, i int, w *sensors.Writer, log *slog.Logger) (*Input, e
 		if in.tls, err = tlsConfig(b); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+	default:
+		// paho would ignore them and connect in plain text, password included.
+		if set := tlsKeys(b); len(set) > 0 {
+			return nil, fmt.Errorf("%s: %s set but url %s is not TLS, where TLS settings are ignored (use ssl://, tls://, mqtts:// or wss://)", path, strings.Join(set, ", "), b.URL)
+		}
 	}
 	// The queue holds what arrived while a batch is written: more than the MQTT
 	// broker's in-flight window, so the client's reader never waits on us.
@@ -136,9 +146,35 @@ func New(cfg config.MQTT, i int, w *sensors.Writer, log *slog.Logger) (*Input, e
 	return in, nil
 }
 
+// tlsKeys lists the TLS settings of b that are set.
+func tlsKeys(b config.MQTTBroker) []string {
+	var set []string
+	for _, k := range []struct {
+		name string
+		on   bool
+	}{
+		{"ca_file", b.CAFile != ""},
+		{"cert_file", b.CertFile != ""},
+		{"key_file", b.KeyFile != ""},
+		{"server_name", b.ServerName != ""},
+		{"insecure_skip_verify", b.InsecureSkipVerify},
+	} {
+		if k.on {
+			set = append(set, k.name)
+		}
+	}
+	return set
+}
+
 // tlsConfig loads the CA and client certificate files of b.
 func tlsConfig(b config.MQTTBroker) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: b.ServerName, InsecureSkipVerify: b.InsecureSkipVerify}
+	if tc.ServerName == "" {
+		// paho's proxy path (all_proxy set) dials without filling it in.
+		if u, err := url.Parse(b.URL); err == nil {
+			tc.ServerName = u.Hostname()
+		}
+	}
 	if b.CAFile != "" {
 		pem, err := os.ReadFile(b.CAFile)
 		if err != nil {
@@ -153,7 +189,7 @@ func tlsConfig(b config.MQTTBroker) (*tls.Config, error) {
 	if b.CertFile != "" || b.KeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("cert_file/key_file: %w", err)
+			return nil, fmt.Errorf("cert_file %s, key_file %s: %w", b.CertFile, b.KeyFile, err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
@@ -295,7 +331,7 @@ func (in *Input) Run(ctx context.Context) error {
 // connect opens the connection and subscribes to every filter.
 func (in *Input) connect(ctx context.Context, client paho.Client, filters map[string]byte) error {
 	if err := wait(ctx, client.Connect()); err != nil {
-		return fmt.Errorf("connect to %s: %w", in.bcfg.URL, err)
+		return fmt.Errorf("connect to %s: %w%s", in.bcfg.URL, err, in.connectHint(err))
 	}
 	tok := client.SubscribeMultiple(filters, nil)
 	if err := wait(ctx, tok); err != nil {
@@ -307,6 +343,48 @@ func (in *Input) connect(ctx context.Context, client paho.Client, filters map[st
 		}
 	}
 	return nil
+}
+
+// connectHint returns what to check after a failed connection attempt, as
+// "; <advice>", or "" when the error says it all.
+func (in *Input) connectHint(err error) string {
+	b := in.bcfg
+	var (
+		op       *net.OpError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+	)
+	switch {
+	case errors.Is(err, packets.ErrorRefusedNotAuthorised), errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
+		if b.Username == "" {
+			return "; the broker refused the connection without credentials: set username and password"
+		}
+		return fmt.Sprintf("; the broker refused the credentials: check username %q and password", b.Username)
+	case errors.As(err, &unknown):
+		if b.CAFile == "" {
+			return "; the broker's certificate is not signed by a CA of the system roots: set ca_file"
+		}
+		return fmt.Sprintf("; the broker's certificate is not signed by a CA in ca_file %s", b.CAFile)
+	case errors.As(err, &hostname):
+		return "; set server_name to a name in the broker's certificate"
+	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the broker
+		return "; the broker ended the TLS session: " + in.clientCertQuestion()
+	case in.tls != nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		// With TLS 1.3 the broker checks the client certificate after the client's
+		// handshake is done: its alert can be lost when it resets the connection
+		// while the CONNECT is written.
+		return "; the broker closed the TLS connection: " + in.clientCertQuestion()
+	}
+	return ""
+}
+
+// clientCertQuestion asks about the client certificate, the usual reason a TLS
+// broker ends a session.
+func (in *Input) clientCertQuestion() string {
+	if in.bcfg.CertFile == "" {
+		return "does it require a client certificate? (cert_file and key_file are not set)"
+	}
+	return fmt.Sprintf("does it trust the CA that signed cert_file %s?", in.bcfg.CertFile)
 }
 
 // wait waits for a paho token, at most 30s or until ctx is done.
