@@ -36,6 +36,29 @@ type Env struct {
 	Broker Broker
 	// Log is the logger; inputs add their own attributes.
 	Log *slog.Logger
+	// Partitioner, when set, returns the partitioner plugin instance of that
+	// name (ok false: no such instance), for sensors.partitioner values other
+	// than hash and round_robin.
+	Partitioner func(name string) (fn PartitionFunc, ok bool, err error)
+}
+
+// PartitionFunc picks the partition of each of recs among n partitions of
+// topic, one answer per record: a partitioner plugin behind the plugin host.
+type PartitionFunc func(ctx context.Context, topic string, n int32, recs []broker.Record) ([]int32, error)
+
+// Writer returns a Writer with the named partitioner: hash, round_robin or a
+// partitioner plugin instance known to e.Partitioner.
+func (e Env) Writer(partitioner string) (*Writer, error) {
+	if partitioner != "" && partitioner != "hash" && partitioner != "round_robin" && e.Partitioner != nil {
+		fn, ok, err := e.Partitioner(partitioner)
+		if err != nil {
+			return nil, fmt.Errorf("partitioner %q: %w", partitioner, err)
+		}
+		if ok {
+			return &Writer{b: e.Broker, custom: fn}, nil
+		}
+	}
+	return NewWriter(e.Broker, partitioner)
 }
 
 // Input is one running source of records.
@@ -152,6 +175,7 @@ func Start(ctx context.Context, wg *sync.WaitGroup, cfg config.Sensors, env Env)
 type Writer struct {
 	b          Broker
 	roundRobin bool
+	custom     PartitionFunc // a partitioner plugin, or nil
 	next       atomic.Uint32
 }
 
@@ -164,7 +188,7 @@ func NewWriter(b Broker, partitioner string) (*Writer, error) {
 	case "round_robin":
 		return &Writer{b: b, roundRobin: true}, nil
 	}
-	return nil, fmt.Errorf("partitioner %q is not known (allowed: hash, round_robin)", partitioner)
+	return nil, fmt.Errorf("partitioner %q is not known (allowed: hash, round_robin, or a partitioner plugin instance)", partitioner)
 }
 
 // Partition returns the partition of a record with key among n partitions.
@@ -201,9 +225,25 @@ func (w *Writer) Write(ctx context.Context, topic string, createPartitions int32
 		return nil
 	}
 	byPart := make(map[int32][]broker.Record)
-	for _, r := range recs {
-		p := w.Partition(r.Key, n)
-		byPart[p] = append(byPart[p], r)
+	if w.custom != nil {
+		parts, err := w.custom(ctx, topic, n, recs)
+		if err == nil && len(parts) != len(recs) {
+			err = fmt.Errorf("partitioner answered %d partitions for %d records", len(parts), len(recs))
+		}
+		if err != nil {
+			return fmt.Errorf("write to %s: %w", topic, err)
+		}
+		for i, p := range parts {
+			if p < 0 || p >= n {
+				return fmt.Errorf("write to %s: partitioner chose partition %d of %d", topic, p, n)
+			}
+			byPart[p] = append(byPart[p], recs[i])
+		}
+	} else {
+		for _, r := range recs {
+			p := w.Partition(r.Key, n)
+			byPart[p] = append(byPart[p], r)
+		}
 	}
 	if len(byPart) == 1 {
 		for p, rs := range byPart {

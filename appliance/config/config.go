@@ -102,8 +102,8 @@ type TopicSpec struct {
 // Sensors configures the built-in inputs.
 type Sensors struct {
 	// Partitioner picks the partition of each record the inputs write: hash (murmur2
-	// of the key, as a Kafka Java client; records without a key go round robin) or
-	// round_robin.
+	// of the key, as a Kafka Java client; records without a key go round robin),
+	// round_robin, or the name of a partitioner plugin instance.
 	Partitioner string `yaml:"partitioner"`
 	// Simulated generates synthetic readings, so a fresh install shows data at once.
 	Simulated Simulated `yaml:"simulated"`

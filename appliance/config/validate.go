@@ -93,7 +93,9 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	v.oneOf("sensors.partitioner", c.Sensors.Partitioner, partitioners)
+	if p := c.Sensors.Partitioner; !slices.Contains(partitioners, p) && !slices.ContainsFunc(c.Plugins.Instances, func(in PluginInstance) bool { return in.Name == p }) {
+		v.add("sensors.partitioner", "%q is not allowed (allowed: %s, or the name of a partitioner instance in plugins.instances)", p, strings.Join(partitioners, ", "))
+	}
 	v.simulated("sensors.simulated", c.Sensors.Simulated)
 	v.mqtt("sensors.mqtt", c.Sensors.MQTT)
 	v.system("sensors.system", c.Sensors.System)

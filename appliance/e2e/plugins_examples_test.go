@@ -187,3 +187,47 @@ func countLines(path string) int {
 	}
 	return n
 }
+
+// TestSensorsThroughPartitionerPlugin runs the simulated input under the real
+// katka with sensors.partitioner naming a json-route instance: every counter
+// reading lands on partition value mod 4, as the plugin decides, not where
+// the key's hash would put it.
+func TestSensorsThroughPartitionerPlugin(t *testing.T) {
+	dir := examplePlugins(t)
+	k := startKafkaKatkaWith(t, fmt.Sprintf(`
+sensors:
+  partitioner: by-value
+  simulated:
+    enabled: true
+    topic: counts
+    partitions: 4
+    interval: 20ms
+    sensors:
+      - id: c
+        kind: counter
+        min: 0
+        max: 1000
+plugins:
+  dir: %s
+  instances:
+    - name: by-value
+      plugin: json-route
+      settings: ["field=value"]
+`, dir))
+	recs := consumeN(t, k, "counts", 40)
+	parts := map[int32]int{}
+	for _, r := range recs {
+		var v struct{ Value float64 }
+		if err := json.Unmarshal(r.Value, &v); err != nil {
+			t.Fatalf("record %s: %v", r.Value, err)
+		}
+		if want := int32(v.Value) % 4; r.Partition != want {
+			t.Fatalf("reading %s in partition %d, json-route on value gives %d", r.Value, r.Partition, want)
+		}
+		parts[r.Partition]++
+	}
+	if len(parts) != 4 {
+		t.Fatalf("readings spread over partitions %v, want all 4", parts)
+	}
+	t.Logf("%d counter readings placed by the json-route plugin: %v per partition", len(recs), parts)
+}

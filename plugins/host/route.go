@@ -221,9 +221,9 @@ func (in *instance) partition(ctx context.Context, topic string, n int32, recs [
 }
 
 // Partition asks the partitioner plugin instance named instance to place recs
-// in a topic of n partitions, for internal producers outside the plugin host
-// (sensors, sync). It fails when the instance is not a running partitioner;
-// the caller then falls back to its own partitioner.
+// in a topic of n partitions, for internal producers outside the plugin host.
+// It fails when the instance is not a running partitioner; the caller retries
+// or fails its write, never guesses a partition.
 func (h *Host) Partition(ctx context.Context, instance, topic string, n int32, recs []broker.Record) ([]int32, error) {
 	in := h.byName[instance]
 	if in == nil || in.man.Kind != sdk.KindPartitioner {
@@ -234,4 +234,35 @@ func (h *Host) Partition(ctx context.Context, instance, topic string, n int32, r
 		pr[i] = toProto(r, tp{topic, -1})
 	}
 	return in.partition(ctx, topic, n, pr)
+}
+
+// Partitioner returns a function that places records with the partitioner
+// instance named instance, for the sensors (sensors.partitioner). ok is false
+// when no instance has that name; an instance of another kind is an error.
+// While the instance is (re)starting, a call waits for it up to the call
+// timeout rather than failing at once.
+func (h *Host) Partitioner(instance string) (fn func(ctx context.Context, topic string, n int32, recs []broker.Record) ([]int32, error), ok bool, err error) {
+	in := h.byName[instance]
+	if in == nil {
+		return nil, false, nil
+	}
+	if in.man.Kind != sdk.KindPartitioner {
+		return nil, true, fmt.Errorf("instance %q runs plugin %s, a %s, not a partitioner", instance, in.man.Name, in.man.Kind)
+	}
+	return func(ctx context.Context, topic string, n int32, recs []broker.Record) ([]int32, error) {
+		deadline := time.Now().Add(h.cfg.CallTimeout)
+		for {
+			in.mu.Lock()
+			up := in.cur != nil
+			in.mu.Unlock()
+			if up || time.Now().After(deadline) {
+				return h.Partition(ctx, instance, topic, n, recs)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}, true, nil
 }

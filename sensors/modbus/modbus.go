@@ -55,7 +55,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 	if _, err := env.Broker.EnsureTopic(c.Topic, c.Partitions); err != nil {
 		return nil, fmt.Errorf("topic %s: %w", c.Topic, err)
 	}
-	w, err := sensors.NewWriter(env.Broker, cfg.Partitioner)
+	w, err := env.Writer(cfg.Partitioner)
 	if err != nil {
 		return nil, err
 	}

@@ -48,7 +48,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 	if !c.Enabled {
 		return nil, nil
 	}
-	w, err := sensors.NewWriter(env.Broker, cfg.Partitioner)
+	w, err := env.Writer(cfg.Partitioner)
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func factory(cfg config.Sensors, env katkasensors.Env) ([]katkasensors.Input, er
 	if _, err := env.Broker.EnsureTopic(c.Topic, c.Partitions); err != nil {
 		return nil, fmt.Errorf("topic %s: %w", c.Topic, err)
 	}
-	w, err := katkasensors.NewWriter(env.Broker, cfg.Partitioner)
+	w, err := env.Writer(cfg.Partitioner)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,10 @@ import (
 // with instances configured (nil otherwise); served at GET /v1/status/plugins.
 var pluginsStatus func() []host.Status
 
+// pluginHost is the running plugin host once startPlugins ran; the sensors
+// use its partitioner instances.
+var pluginHost *host.Host
+
 // startPlugins discovers, verifies and supervises the configured plugins; they
 // stop when ctx ends and wg tracks them. A plugin that is misconfigured (no
 // such plugin, wrong kind for its inputs) stops katka at start with the field
@@ -34,6 +38,7 @@ func startPlugins(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg
 	if err := h.Start(ctx, wg); err != nil {
 		return fmt.Errorf("plugins: %w", err)
 	}
+	pluginHost = h
 	if len(cfg.Plugins.Instances) > 0 {
 		pluginsStatus = h.Status
 	}

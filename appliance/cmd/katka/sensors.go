@@ -13,7 +13,15 @@ import (
 
 // startSensors starts every enabled input; they stop when ctx ends and wg
 // tracks them so shutdown waits for their last writes. The inputs' Prometheus
-// collectors are sensors.Collectors().
+// collectors are sensors.Collectors(). A sensors.partitioner naming a
+// partitioner plugin instance uses the plugin host started before.
 func startSensors(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Sensors, log *slog.Logger) error {
-	return sensors.Start(ctx, wg, cfg, sensors.Env{Broker: b, Log: log})
+	env := sensors.Env{Broker: b, Log: log}
+	if h := pluginHost; h != nil {
+		env.Partitioner = func(name string) (sensors.PartitionFunc, bool, error) {
+			fn, ok, err := h.Partitioner(name)
+			return fn, ok, err
+		}
+	}
+	return sensors.Start(ctx, wg, cfg, env)
 }

@@ -148,9 +148,9 @@ func serve(cfg config.Config) error {
 	}
 	var wg sync.WaitGroup
 	for _, start := range []func() error{
-		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, log) },
 		func() error { return startSync(ctx, &wg, b, cfg, reg, log) },
 		func() error { return startPlugins(ctx, &wg, b, cfg, reg, log) },
+		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, log) }, // may use partitioner plugins
 	} {
 		if err := start(); err != nil {
 			cancel()
