@@ -5,6 +5,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -57,7 +58,7 @@ type Sync struct {
 
 // SyncTLS configures TLS to the central cluster.
 type SyncTLS struct {
-	// Enabled turns TLS on.
+	// Enabled turns TLS on; the other TLS settings are an error without it.
 	Enabled bool `yaml:"enabled"`
 	// CAFile is a PEM file of CAs trusted for the brokers' certificates.
 	CAFile string `yaml:"ca_file"`
@@ -74,7 +75,8 @@ type SyncTLS struct {
 type SyncSASL struct {
 	// Mechanism is none, plain, scram-sha-256 or scram-sha-512.
 	Mechanism string `yaml:"mechanism"`
-	// Username and Password are the credentials.
+	// Username and Password are the credentials, both required unless
+	// Mechanism is none (and an error with none).
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
 }
@@ -169,11 +171,37 @@ func (v *validator) sync(path string, s Sync) {
 			v.add(fmt.Sprintf("%s.brokers[%d]", path, i), "%q has port %q (allowed: 1..65535)", b, port)
 		}
 	}
-	if s.SASL.Mechanism != "none" && s.SASL.Mechanism != "" && s.SASL.Username == "" {
-		v.add(path+".sasl.username", "must not be empty with mechanism %s", s.SASL.Mechanism)
+	if s.SASL.Mechanism != "none" && s.SASL.Mechanism != "" {
+		if s.SASL.Username == "" {
+			v.add(path+".sasl.username", "must not be empty with mechanism %s", s.SASL.Mechanism)
+		}
+		if s.SASL.Password == "" {
+			v.add(path+".sasl.password", "must not be empty with mechanism %s", s.SASL.Mechanism)
+		}
+	} else if s.SASL.Username != "" || s.SASL.Password != "" {
+		v.add(path+".sasl.mechanism", "is %q but username/password are set: they would not be sent (allowed: plain, scram-sha-256, scram-sha-512; or remove the credentials)", s.SASL.Mechanism)
 	}
 	if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
 		v.add(path+".tls.key_file", "cert_file and key_file must be given together")
+	}
+	if !s.TLS.Enabled {
+		var set []string
+		for _, o := range []struct {
+			key string
+			on  bool
+		}{{"ca_file", s.TLS.CAFile != ""}, {"cert_file", s.TLS.CertFile != ""}, {"key_file", s.TLS.KeyFile != ""},
+			{"server_name", s.TLS.ServerName != ""}, {"insecure_skip_verify", s.TLS.InsecureSkipVerify}} {
+			if o.on {
+				set = append(set, o.key)
+			}
+		}
+		switch len(set) {
+		case 0:
+		case 1:
+			v.add(path+".tls.enabled", "is false but %s is set: the link would ignore it and connect in plain text (set tls.enabled: true, or remove it)", set[0])
+		default:
+			v.add(path+".tls.enabled", "is false but %s are set: the link would ignore them and connect in plain text (set tls.enabled: true, or remove them)", strings.Join(set, ", "))
+		}
 	}
 	if s.Enabled && len(s.Uplink) == 0 && len(s.Downlink) == 0 {
 		v.add(path+".uplink", "uplink and downlink are both empty but sync is enabled (list a topic to mirror)")

@@ -6,14 +6,18 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
@@ -78,6 +82,93 @@ func clientOpts(cfg config.Sync, log *slog.Logger) ([]kgo.Opt, error) {
 		opts = append(opts, kgo.SASL(scram.Auth{User: cfg.SASL.Username, Pass: cfg.SASL.Password}.AsSha512Mechanism()))
 	}
 	return opts, nil
+}
+
+// ErrAuthFailed is wrapped by the error of a session (and of Ping) that ended
+// because the central cluster rejected the SASL login; the status shows the
+// whole message as the link's last error.
+var ErrAuthFailed = errors.New("SASL authentication failed")
+
+// Kafka API keys of the SASL exchange.
+const (
+	keySASLHandshake    = 17
+	keySASLAuthenticate = 36
+)
+
+// authError explains a failed SASL exchange with the broker at addr.
+func authError(s config.SyncSASL, addr string, err error) error {
+	return fmt.Errorf("%w at %s (mechanism %s, user %q): the central cluster rejected the login; check sync.sasl.username and sync.sasl.password, and that the user has %s credentials there: %w",
+		ErrAuthFailed, addr, s.Mechanism, s.Username, s.Mechanism, err)
+}
+
+// isSASLError reports whether err is a SASL error code of a broker.
+func isSASLError(err error) bool {
+	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
+		errors.Is(err, kerr.IllegalSaslState)
+}
+
+// isConnClosed reports whether err means the peer closed the connection (as
+// opposed to a timeout of a hanging broker, or our own shutdown).
+func isConnClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// saslWatch is the kgo hook of probe: a SASL exchange that fails cancels the
+// probe at once, with an error that says so. Without it a broker that closes
+// the connection on bad credentials (instead of answering
+// SASL_AUTHENTICATION_FAILED) would be retried by kgo until its retry timeout
+// and reported as a bare "EOF".
+type saslWatch struct {
+	sasl   config.SyncSASL
+	cancel context.CancelCauseFunc
+}
+
+// OnBrokerRead implements kgo.HookBrokerRead.
+func (w saslWatch) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if (key == keySASLHandshake || key == keySASLAuthenticate) && err != nil && isConnClosed(err) {
+		w.cancel(authError(w.sasl, net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), fmt.Errorf("connection closed by the broker during authentication: %w", err)))
+	}
+}
+
+// OnBrokerConnect implements kgo.HookBrokerConnect: the broker answered the
+// SASL exchange with an error code.
+func (w saslWatch) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil && isSASLError(err) {
+		w.cancel(authError(w.sasl, net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+	}
+}
+
+// probe connects to the central cluster with the link's options (TLS, SASL)
+// and returns its ApiVersions. Every session starts with it, so a rejected
+// login or certificate ends the session at once with an error that names the
+// cause, instead of surfacing later as a retried "EOF". It asks for metadata
+// first: brokers answer ApiVersions before a login, so that alone would not
+// notice a missing SASL setting.
+func probe(ctx context.Context, cfg config.Sync, opts []kgo.Opt) (*kmsg.ApiVersionsResponse, error) {
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), opts...), kgo.WithHooks(saslWatch{sasl: cfg.SASL, cancel: cancel}))...)
+	if err != nil {
+		return nil, fmt.Errorf("central client: %w", err)
+	}
+	defer cl.Close()
+	meta := kmsg.NewPtrMetadataRequest()
+	meta.Topics = []kmsg.MetadataRequestTopic{} // brokers only, no topics
+	var resp kmsg.Response
+	if _, err = cl.Request(pctx, meta); err == nil {
+		resp, err = cl.Request(pctx, kmsg.NewPtrApiVersionsRequest())
+	}
+	if err != nil {
+		if cause := context.Cause(pctx); errors.Is(cause, ErrAuthFailed) {
+			return nil, cause
+		}
+		if isSASLError(err) {
+			return nil, authError(cfg.SASL, fmt.Sprint(cfg.Brokers), err)
+		}
+		return nil, fmt.Errorf("connect to central cluster %v: %w", cfg.Brokers, err)
+	}
+	return resp.(*kmsg.ApiVersionsResponse), nil
 }
 
 // producerOpts are the options of the uplink's producing client.

@@ -86,6 +86,9 @@ func (d *Downlink) setConnected(c bool) {
 func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if _, err := probe(setupCtx, d.cfg, d.opts); err != nil {
+		return err
+	}
 	meta, err := kgo.NewClient(d.opts...)
 	if err != nil {
 		return fmt.Errorf("central client: %w", err)

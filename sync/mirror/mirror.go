@@ -9,14 +9,12 @@ package mirror
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
@@ -42,6 +40,9 @@ func New(b *broker.Broker, cfg config.Sync, statusPath string, reg prometheus.Re
 	opts, err := clientOpts(cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.SASL.Mechanism == "plain" && !cfg.TLS.Enabled {
+		log.Warn("sync.sasl.mechanism plain without sync.tls: the password crosses the network in clear text")
 	}
 	s := &Service{cfg: cfg, log: log, statusPath: statusPath}
 	m := newMetrics(reg)
@@ -116,19 +117,13 @@ func sortParts(ps []PartitionStatus) {
 }
 
 // Ping checks that the central cluster answers with the link's settings (for
-// `katka sync status --check`).
+// `katka sync status --check`): TLS handshake, SASL login (a rejected one
+// wraps ErrAuthFailed) and one request.
 func Ping(ctx context.Context, cfg config.Sync) error {
 	opts, err := clientOpts(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("central client: %w", err)
-	}
-	defer cl.Close()
-	if err := cl.Ping(ctx); err != nil {
-		return fmt.Errorf("central cluster %v: %w", cfg.Brokers, err)
-	}
-	return nil
+	_, err = probe(ctx, cfg, opts)
+	return err
 }

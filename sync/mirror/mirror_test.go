@@ -93,12 +93,14 @@ func ends(t testing.TB, b *broker.Broker, topic string) map[int32]int64 {
 	return out
 }
 
-func waitMirrored(t testing.TB, brokers []string, topic string, total int, d time.Duration) []*kgo.Record {
+// waitMirrored reads the central topic until it holds total records (or d
+// passes); opts are the reader's extra client options (TLS, SASL).
+func waitMirrored(t testing.TB, brokers []string, topic string, total int, d time.Duration, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		recs, err := mirrortest.ReadAll(ctx, brokers, topic)
+		recs, err := mirrortest.ReadAll(ctx, brokers, topic, opts...)
 		cancel()
 		if err == nil && len(recs) >= total {
 			return recs

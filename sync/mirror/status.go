@@ -56,6 +56,9 @@ type PartitionStatus struct {
 	Next int64 `json:"next_offset"`
 	// End is the source partition's end (high watermark) when last seen.
 	End int64 `json:"end_offset"`
+	// Lag is End minus Next. While Next is -1 (the uplink has not read the
+	// central checkpoints since katka started) it counts the whole local log,
+	// an upper bound.
 	Lag int64 `json:"lag_records"`
 	// BacklogBytes and OldestUnsentAge describe the uplink backlog.
 	BacklogBytes    int64   `json:"backlog_bytes,omitempty"`

@@ -157,10 +157,11 @@ func (u *Uplink) setConnected(c bool) {
 func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	txn, err := u.transactional(setupCtx)
+	versions, err := probe(setupCtx, u.cfg, u.opts)
 	if err != nil {
 		return err
 	}
+	txn := u.transactional(versions)
 	opts := append(append([]kgo.Opt(nil), u.opts...), producerOpts(u.cfg)...)
 	opts = append(opts, kgo.WithHooks(connHook{link: "uplink", m: u.m, st: u.state, live: &u.live}))
 	if txn {
@@ -236,25 +237,16 @@ func (u *Uplink) txnID() string {
 }
 
 // transactional decides the delivery mode: configured, or (auto) whether the
-// central cluster offers the transaction APIs.
-func (u *Uplink) transactional(ctx context.Context) (bool, error) {
+// central cluster offers the transaction APIs in its ApiVersions.
+func (u *Uplink) transactional(resp *kmsg.ApiVersionsResponse) bool {
 	switch u.cfg.Delivery {
 	case "exactly_once":
-		return true, nil
+		return true
 	case "at_least_once":
-		return false, nil
-	}
-	cl, err := kgo.NewClient(u.opts...)
-	if err != nil {
-		return false, fmt.Errorf("central client: %w", err)
-	}
-	defer cl.Close()
-	resp, err := cl.Request(ctx, kmsg.NewPtrApiVersionsRequest())
-	if err != nil {
-		return false, fmt.Errorf("api versions of %v: %w", u.cfg.Brokers, err)
+		return false
 	}
 	keys := map[int16]bool{}
-	for _, k := range resp.(*kmsg.ApiVersionsResponse).ApiKeys {
+	for _, k := range resp.ApiKeys {
 		keys[k.ApiKey] = true
 	}
 	// InitProducerID, AddPartitionsToTxn, EndTxn
@@ -262,7 +254,7 @@ func (u *Uplink) transactional(ctx context.Context) (bool, error) {
 	if !txn {
 		u.log.Warn("central cluster has no transactions: uplink falls back to at-least-once (deduplicate by katka.origin.* headers)")
 	}
-	return txn, nil
+	return txn
 }
 
 // wait blocks until the bandwidth cap allows n more bytes.
@@ -571,17 +563,23 @@ func (u *Uplink) refreshStatus(ctx context.Context) {
 		ps := PartitionStatus{Topic: s.topic, Partition: s.part, CentralTopic: s.central, Next: -1, End: info.HighWatermark}
 		if ok {
 			ps.Next = next
-			if next < info.LogStartOffset {
-				next = info.LogStartOffset
-			}
-			ps.Lag = max(0, info.HighWatermark-next)
-			if span := info.HighWatermark - info.LogStartOffset; span > 0 {
-				ps.BacklogBytes = int64(float64(info.Bytes) * float64(ps.Lag) / float64(span))
-			}
-			if ps.Lag > 0 {
-				if res, err := u.b.Fetch(ctx, s.topic, s.part, next, 1, 0); err == nil && len(res.Records) > 0 {
-					ps.OldestUnsentAge = now.Sub(res.Records[0].Timestamp).Seconds()
-				}
+		} else {
+			// No session has read the central checkpoints yet (the central
+			// cluster has been unreachable or rejected us since start): the
+			// whole local log counts as unsent, an upper bound, so that a
+			// link that never came up still shows a growing backlog.
+			next = info.LogStartOffset
+		}
+		if next < info.LogStartOffset {
+			next = info.LogStartOffset
+		}
+		ps.Lag = max(0, info.HighWatermark-next)
+		if span := info.HighWatermark - info.LogStartOffset; span > 0 {
+			ps.BacklogBytes = int64(float64(info.Bytes) * float64(ps.Lag) / float64(span))
+		}
+		if ps.Lag > 0 {
+			if res, err := u.b.Fetch(ctx, s.topic, s.part, next, 1, 0); err == nil && len(res.Records) > 0 {
+				ps.OldestUnsentAge = now.Sub(res.Records[0].Timestamp).Seconds()
 			}
 		}
 		a := byTopic[s.topic]

@@ -11,11 +11,12 @@ import (
 )
 
 // ReadAll reads every committed record of topic (read_committed) up to the
-// partitions' last stable offsets.
-func ReadAll(ctx context.Context, brokers []string, topic string) ([]*kgo.Record, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+// partitions' last stable offsets. opts are added to both clients it uses
+// (TLS, SASL for a secured cluster).
+func ReadAll(ctx context.Context, brokers []string, topic string, opts ...kgo.Opt) ([]*kgo.Record, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("client for %s: %w", topic, err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
@@ -35,11 +36,11 @@ func ReadAll(ctx context.Context, brokers []string, topic string) ([]*kgo.Record
 	if len(want) == 0 {
 		return nil, nil
 	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+	rd, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), kgo.FetchMaxWait(200*time.Millisecond))
+		kgo.KeepControlRecords(), kgo.FetchMaxWait(200 * time.Millisecond)}, opts...)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("consumer of %s: %w", topic, err)
 	}
 	defer rd.Close()
 	var out []*kgo.Record
