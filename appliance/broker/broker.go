@@ -26,6 +26,10 @@ import (
 // Record is one record; Offset is set on records returned by Fetch.
 type Record = storage.Record
 
+// ProducerBatch is the idempotent-producer identity kept on the last record of
+// a producer's batch (see storage.ProducerBatch).
+type ProducerBatch = storage.ProducerBatch
+
 // Header is one record header.
 type Header = storage.Header
 

@@ -83,6 +83,15 @@ func (k *kafkaKatka) startOnce() error {
 	}
 	k.HTTPAddr = "127.0.0.1:" + strconv.Itoa(hp)
 	k.KafkaAddr = "127.0.0.1:" + strconv.Itoa(kp)
+	return k.launch()
+}
+
+// restart starts katka again on the same addresses, so clients that knew
+// the old process reconnect to the new one.
+func (k *kafkaKatka) restart() error { return k.launch() }
+
+// launch starts the process on k's addresses and waits until it serves.
+func (k *kafkaKatka) launch() error {
 	logPath := filepath.Join(k.logDir, fmt.Sprintf("katka-%03d.log", len(k.logs)+1))
 	logFile, err := os.Create(logPath)
 	if err != nil {

@@ -140,6 +140,9 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	st := s.producers.get(producerKey{id: b.producerID, topic: info.ID, partition: rp.Partition})
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.epoch < 0 && !st.scanned && b.producerID <= s.producers.bootID {
+		s.rebuildProducer(ctx, info.Name, rp.Partition, b.producerID, logAppend, st)
+	}
 	verdict, dup, err := st.check(b.producerEpoch, b.baseSequence, b.lastSequence())
 	if err != nil {
 		fail(err)
@@ -151,6 +154,9 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 			sp.LogAppendTime = dup.appendTime
 		}
 		return
+	}
+	if len(recs) > 0 {
+		recs[len(recs)-1].Producer = &broker.ProducerBatch{ID: b.producerID, Epoch: b.producerEpoch, FirstSeq: b.baseSequence, LastSeq: b.lastSequence()}
 	}
 	base, err := s.b.Produce(ctx, info.Name, rp.Partition, recs, acks)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -314,4 +315,74 @@ func TestSmallBatchesManyPartitionsConcurrently(t *testing.T) {
 		}
 	}
 	checkSame(t, sent, consumeAll(t, e, "many", len(sent)))
+}
+
+// TestIdempotentProducerStateSurvivesRestart: a batch acknowledged (or not)
+// before katka stopped and retried by the producer afterwards is answered
+// with its original offset, not written again; the sequence goes on from the
+// log, gaps are still refused, and other partitions are unaffected.
+func TestIdempotentProducerStateSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	start := func() (*testEnv, func()) {
+		b, err := broker.Open(broker.Options{DataDir: dir, AutoCreate: true, DefaultPartitions: 1, Logger: slog.New(slog.DiscardHandler), SegmentBytes: 64 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := Listen(b, Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &testEnv{b: b, srv: srv, addr: srv.Addr().String()}, func() { srv.Close(); CloseGroups(b); b.Close() }
+	}
+	e, stop := start()
+	if _, err := e.b.CreateTopic("idem", 1, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.raw(t)
+	ip := r.roundTrip(kmsg.NewPtrInitProducerIDRequest(), 4).(*kmsg.InitProducerIDResponse)
+	pid := ip.ProducerID
+	// Seven batches of 3 (more than the five remembered), then another
+	// producer's records after them, so the scan has to skip those.
+	for i := range 7 {
+		if got := produceRaw(t, r, "idem", testBatch(pid, 0, int32(3*i), 3)); got.ErrorCode != 0 || got.BaseOffset != int64(3*i) {
+			t.Fatalf("batch %d: %+v", i, got)
+		}
+	}
+	other := r.roundTrip(kmsg.NewPtrInitProducerIDRequest(), 4).(*kmsg.InitProducerIDResponse).ProducerID
+	for i := range 50 {
+		if got := produceRaw(t, r, "idem", testBatch(other, 0, int32(i), 1)); got.ErrorCode != 0 {
+			t.Fatalf("other producer: %+v", got)
+		}
+	}
+	stop()
+
+	e, stop = start()
+	defer stop()
+	r = e.raw(t)
+	steps := []struct {
+		name       string
+		seq        int32
+		n          int
+		wantErr    int16
+		wantOffset int64
+	}{
+		{"retry of the last batch after the restart", 18, 3, 0, 18},
+		{"retry of an earlier cached batch", 12, 3, 0, 12},
+		{"a gap is still out of order", 22, 1, errOutOfOrderSequence, -1},
+		{"the next batch is appended", 21, 2, 0, 71},
+		{"and its retry is a duplicate", 21, 2, 0, 71},
+	}
+	for _, st := range steps {
+		got := produceRaw(t, r, "idem", testBatch(pid, 0, st.seq, st.n))
+		if got.ErrorCode != st.wantErr || st.wantErr == 0 && got.BaseOffset != st.wantOffset {
+			t.Fatalf("%s: error %d offset %d, want error %d offset %d", st.name, got.ErrorCode, got.BaseOffset, st.wantErr, st.wantOffset)
+		}
+	}
+	if got := produceRaw(t, r, "idem", testBatch(other, 0, 49, 1)); got.ErrorCode != 0 || got.BaseOffset != 70 {
+		t.Fatalf("other producer's last batch retried: %+v, want offset 70", got)
+	}
+	parts, _ := e.b.Partitions("idem")
+	if parts[0].HighWatermark != 73 {
+		t.Fatalf("high watermark %d, want 73 (21 + 50 + 2, no duplicates)", parts[0].HighWatermark)
+	}
 }

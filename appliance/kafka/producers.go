@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,12 +39,16 @@ type producerState struct {
 	epoch   int16
 	batches []seqBatch // oldest first, at most cachedBatches
 	used    time.Time
+	scanned bool // the log was searched for this producer's batches after a restart
 }
 
 type producerTable struct {
 	mu     sync.Mutex
 	m      map[producerKey]*producerState
 	nextID atomic.Int64
+	// bootID is the first id of this run: a producer id at or below it was
+	// handed out before a restart, so its state is rebuilt from the log.
+	bootID int64
 }
 
 func newProducerTable() *producerTable {
@@ -51,7 +56,8 @@ func newProducerTable() *producerTable {
 	// Ids are not persisted; starting from the boot time in microseconds keeps
 	// them increasing across restarts, so a producer from before a restart is
 	// never confused with a new one.
-	t.nextID.Store(time.Now().UnixMicro())
+	t.bootID = time.Now().UnixMicro()
+	t.nextID.Store(t.bootID)
 	return t
 }
 
@@ -131,4 +137,49 @@ func (st *producerState) record(epoch int16, b seqBatch, now time.Time) {
 	}
 	st.batches = append(st.batches, b)
 	st.used = now
+}
+
+// producerScanRecords bounds how far back from the high watermark the log is
+// searched for a producer's last batches after a restart: the batches a
+// producer may retry are the ones in flight when katka stopped, which are
+// among the newest records of the partition.
+const producerScanRecords = 20000
+
+// rebuildProducer fills st from the log when a producer from before a restart
+// first writes to a partition again: the last record of each of its batches
+// carries the producer id, epoch and sequences, so a batch retried across a
+// crash is answered with its original offset instead of being written twice.
+// The caller holds st.mu.
+func (s *Server) rebuildProducer(ctx context.Context, topic string, partition int32, id int64, logAppend bool, st *producerState) {
+	st.scanned = true
+	pi, err := s.b.PartitionInfo(topic, partition)
+	if err != nil {
+		return
+	}
+	t0 := time.Now()
+	found := 0
+	for off := max(pi.LogStartOffset, pi.HighWatermark-producerScanRecords); off < pi.HighWatermark; {
+		res, err := s.b.Fetch(ctx, topic, partition, off, 4<<20, 0)
+		if err != nil || len(res.Records) == 0 {
+			if err != nil {
+				s.log.Warn("producer state rebuild stopped early", "topic", topic, "partition", partition, "offset", off, "err", err)
+			}
+			break
+		}
+		for i := range res.Records {
+			r := &res.Records[i]
+			if p := r.Producer; p != nil && p.ID == id {
+				sb := seqBatch{first: p.FirstSeq, last: p.LastSeq, base: r.Offset - (p.Count() - 1), appendTime: -1}
+				if logAppend {
+					sb.appendTime = r.Timestamp.UnixMilli()
+				}
+				st.record(p.Epoch, sb, t0)
+				found++
+			}
+		}
+		off = res.Records[len(res.Records)-1].Offset + 1
+	}
+	if found > 0 {
+		s.log.Info("producer state rebuilt from the log", "producer_id", id, "topic", topic, "partition", partition, "batches", found, "epoch", st.epoch, "took", time.Since(t0).Round(time.Microsecond))
+	}
 }

@@ -18,6 +18,30 @@ type Record struct {
 	Key, Value []byte
 	// Headers are carried as is.
 	Headers []Header
+	// Producer, set on the last record of an idempotent producer's batch,
+	// keeps that batch's producer id and sequences in the log, so the
+	// duplicate check can be rebuilt after a restart (as Kafka rebuilds its
+	// producer state from batch headers). Nil on every other record.
+	Producer *ProducerBatch
+}
+
+// ProducerBatch identifies an idempotent producer's batch: the record
+// carrying it is the batch's last; the batch's first record is
+// LastSeq-FirstSeq records before it (sequences wrap at 2^31-1).
+type ProducerBatch struct {
+	ID       int64
+	Epoch    int16
+	FirstSeq int32
+	LastSeq  int32
+}
+
+// Count is how many records the batch holds.
+func (p *ProducerBatch) Count() int64 {
+	n := int64(p.LastSeq) - int64(p.FirstSeq) + 1
+	if n <= 0 {
+		n += 1 << 31
+	}
+	return n
 }
 
 // Header is one record header; a nil Value is a null header value.
@@ -34,7 +58,13 @@ const (
 	// kindCompacted is a whole entry of one byte: a record removed by compaction.
 	// It keeps the offsets of later records in place at 2 bytes on disk.
 	kindCompacted byte = 3
+	// kindProducerRecord is a record followed, after its timestamp, by the
+	// producerLen bytes of its ProducerBatch: i64 id, i16 epoch, i32 first
+	// and i32 last sequence.
+	kindProducerRecord byte = 4
 )
+
+const producerLen = 18
 
 // errCompacted marks an offset whose record compaction removed; reads skip it.
 var errCompacted = errors.New("record removed by compaction")
@@ -48,6 +78,7 @@ var compactedEntry = []byte{kindCompacted}
 //	4  u8  kind
 //	5  i64 offset
 //	13 i64 timestamp, Unix milliseconds
+//	   (kind 4 only: i64 producer id, i16 epoch, i32 first and i32 last sequence)
 //	21 varint key length (-1 = null), key
 //	   varint value length (-1 = null), value
 //	   uvarint header count; per header: uvarint key length, key, varint value length, value
@@ -80,14 +111,21 @@ func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 func encodedLen(r *Record) int {
 	n := entryHeaderLen + varintLen(bytesLen(r.Key)) + len(r.Key) + varintLen(bytesLen(r.Value)) + len(r.Value)
 	n += uvarintLen(uint64(len(r.Headers)))
+	if r.Producer != nil {
+		n += producerLen
+	}
 	for _, h := range r.Headers {
 		n += uvarintLen(uint64(len(h.Key))) + len(h.Key) + varintLen(bytesLen(h.Value)) + len(h.Value)
 	}
 	return n + 4
 }
 
-// appendEntry encodes r at offset off onto dst.
+// appendEntry encodes r at offset off onto dst; a kindRecord with a
+// Producer is written as kindProducerRecord.
 func appendEntry(dst []byte, kind byte, off int64, r *Record) []byte {
+	if kind == kindRecord && r.Producer != nil {
+		kind = kindProducerRecord
+	}
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, kind)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
@@ -96,6 +134,13 @@ func appendEntry(dst []byte, kind byte, off int64, r *Record) []byte {
 		ts = r.Timestamp.UnixMilli()
 	}
 	dst = binary.BigEndian.AppendUint64(dst, uint64(ts))
+	if kind == kindProducerRecord {
+		p := r.Producer
+		dst = binary.BigEndian.AppendUint64(dst, uint64(p.ID))
+		dst = binary.BigEndian.AppendUint16(dst, uint16(p.Epoch))
+		dst = binary.BigEndian.AppendUint32(dst, uint32(p.FirstSeq))
+		dst = binary.BigEndian.AppendUint32(dst, uint32(p.LastSeq))
+	}
 	dst = appendBytes(dst, r.Key)
 	dst = appendBytes(dst, r.Value)
 	dst = binary.AppendUvarint(dst, uint64(len(r.Headers)))
@@ -152,7 +197,7 @@ func checkEntry(data []byte) (kind byte, off int64, err error) {
 		return 0, 0, fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", want, got)
 	}
 	kind = data[4]
-	if kind != kindRecord && kind != kindLost {
+	if kind != kindRecord && kind != kindLost && kind != kindProducerRecord {
 		return 0, 0, fmt.Errorf("unknown entry kind %d", kind)
 	}
 	return kind, int64(binary.BigEndian.Uint64(data[5:])), nil
@@ -179,12 +224,22 @@ func decodeEntry(data []byte, want int64) (Record, error) {
 	if kind == kindLost {
 		return Record{}, &CorruptError{Offset: want, Reason: "record was destroyed on disk and replaced by a placeholder at recovery"}
 	}
-	buf := make([]byte, len(data)-entryHeaderLen-4)
-	copy(buf, data[entryHeaderLen:])
 	r := Record{Offset: off, Timestamp: entryTimestamp(data)}
 	bad := func(what string) (Record, error) {
 		return Record{}, &CorruptError{Offset: want, Reason: "malformed " + what}
 	}
+	head := entryHeaderLen
+	if kind == kindProducerRecord {
+		if len(data) < entryMinLen+producerLen {
+			return bad("producer fields")
+		}
+		p := data[entryHeaderLen:]
+		r.Producer = &ProducerBatch{ID: int64(binary.BigEndian.Uint64(p)), Epoch: int16(binary.BigEndian.Uint16(p[8:])),
+			FirstSeq: int32(binary.BigEndian.Uint32(p[10:])), LastSeq: int32(binary.BigEndian.Uint32(p[14:]))}
+		head += producerLen
+	}
+	buf := make([]byte, len(data)-head-4)
+	copy(buf, data[head:])
 	var ok bool
 	if r.Key, buf, ok = readBytes(buf); !ok {
 		return bad("key")

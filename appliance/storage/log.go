@@ -632,7 +632,7 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 	out := make([]byte, 0, len(buf))
 	removed := 0
 	for i, f := range frames {
-		if f.kind == kindRecord && i < len(frames)-1 {
+		if (f.kind == kindRecord || f.kind == kindProducerRecord) && i < len(frames)-1 {
 			size, n := binary.Uvarint(buf[f.pos:])
 			r, err := decodeEntry(buf[f.pos+n:f.pos+n+int(size)], base+int64(i))
 			if err == nil && !keep(&r) {
