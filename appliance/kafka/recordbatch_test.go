@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -47,6 +49,35 @@ func TestBatchesSizeBound(t *testing.T) {
 			if buf := appendBatches(pre, recs, lat); &buf[:1][0] != &pre[:1][0] {
 				t.Fatalf("round %d: appendBatches grew a buffer of the bound's size (%d) to %d", round, bound, len(buf))
 			}
+		}
+	}
+}
+
+// TestResponseSizeHintCoversFetch checks that a fetch response's size hint
+// is at least its encoded size at every version, so the write buffer is
+// allocated once.
+func TestResponseSizeHintCoversFetch(t *testing.T) {
+	recs := make([]broker.Record, 500)
+	for i := range recs {
+		recs[i] = broker.Record{Offset: int64(i), Timestamp: time.Now(), Key: []byte("key"), Value: make([]byte, 1000)}
+	}
+	batches := appendBatches(nil, recs, false)
+	for v := int16(4); v <= 16; v++ {
+		fr := kmsg.NewPtrFetchResponse()
+		fr.Version = v
+		for _, name := range []string{"a", "a-much-longer-topic-name-for-the-framing"} {
+			tp := kmsg.NewFetchResponseTopic()
+			tp.Topic = name
+			for p := range int32(3) {
+				sp := kmsg.NewFetchResponseTopicPartition()
+				sp.Partition = p
+				sp.RecordBatches = batches
+				tp.Partitions = append(tp.Partitions, sp)
+			}
+			fr.Topics = append(fr.Topics, tp)
+		}
+		if got, hint := len(fr.AppendTo(nil)), responseSizeHint(fr); hint < got || hint > got+2048 {
+			t.Fatalf("v%d: hint %d for an encoded size of %d", v, hint, got)
 		}
 	}
 }

@@ -509,6 +509,30 @@ func decodeRequest(kreq kmsg.Request, body []byte, flexible bool) error {
 	}
 }
 
+// keepWriteBuffer is the largest response buffer a connection keeps for the
+// next response: room for a fetch of one 1 MiB partition (the clients'
+// default per-partition maximum) with its framing.
+const keepWriteBuffer = 1<<20 + 64<<10
+
+// responseSizeHint is about the encoded size of a fetch response (its record
+// batches plus framing per topic and partition), so the write buffer is
+// allocated once; 0 for other responses, which are small.
+func responseSizeHint(resp kmsg.Response) int {
+	fr, ok := resp.(*kmsg.FetchResponse)
+	if !ok {
+		return 0
+	}
+	n := 64
+	for i := range fr.Topics {
+		n += 64 + len(fr.Topics[i].Topic)
+		for j := range fr.Topics[i].Partitions {
+			p := &fr.Topics[i].Partitions[j]
+			n += 96 + len(p.RecordBatches) + 24*len(p.AbortedTransactions)
+		}
+	}
+	return n
+}
+
 // write frames one response: size, correlation id, header tags, body.
 func (c *conn) write(r *request, resp kmsg.Response, flexibleHeader bool) error {
 	buf := append(c.wbuf[:0], 0, 0, 0, 0)
@@ -516,10 +540,13 @@ func (c *conn) write(r *request, resp kmsg.Response, flexibleHeader bool) error 
 	if flexibleHeader {
 		buf = append(buf, 0)
 	}
+	if need := responseSizeHint(resp); cap(buf)-len(buf) < need {
+		buf = append(make([]byte, 0, len(buf)+need), buf...) // one allocation, not growth by copying
+	}
 	buf = resp.AppendTo(buf)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-	if cap(buf) <= 1<<20 {
-		c.wbuf = buf // keep small buffers for the next response
+	if cap(buf) <= keepWriteBuffer {
+		c.wbuf = buf // keep the buffer for the next response
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(time.Minute))
 	_, err := c.nc.Write(buf)
