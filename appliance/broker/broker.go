@@ -222,6 +222,9 @@ func Open(opts Options) (*Broker, error) {
 		b.m = NewMetrics(nil)
 	}
 	b.m.broker = b
+	b.m.limits.mu.Lock()
+	b.m.limits.log = lg
+	b.m.limits.mu.Unlock()
 	b.disk.quota, b.disk.minFree = opts.QuotaBytes, opts.MinFreeBytes
 	if err := b.loadClusterID(); err != nil {
 		lock.Unlock()

@@ -32,6 +32,7 @@ type Metrics struct {
 	compactByteC *prometheus.CounterVec
 	retSegmentsC *prometheus.CounterVec
 	retBytesC    *prometheus.CounterVec
+	limits       *limiter
 
 	partBytes *prometheus.Desc
 	partHW    *prometheus.Desc
@@ -60,6 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		retBytesC:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_retention_deleted_bytes_total", Help: "Bytes deleted by retention, per topic."}, []string{"topic"}),
 		partBytes:    prometheus.NewDesc("katka_partition_bytes", "Bytes on disk of a partition's log.", []string{"topic", "partition"}, nil),
 		partHW:       prometheus.NewDesc("katka_partition_high_watermark", "High watermark (next offset visible to consumers).", []string{"topic", "partition"}, nil),
+		limits:       newLimiter(),
 		partStart:    prometheus.NewDesc("katka_partition_log_start_offset", "First offset still in the partition's log.", []string{"topic", "partition"}, nil),
 	}
 	if reg != nil {
@@ -69,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC}
+	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC, m.limits.c}
 }
 
 // Describe implements prometheus.Collector.

@@ -24,6 +24,8 @@ type Config struct {
 	Plugins Plugins `yaml:"plugins"`
 	// Sync mirrors topics to and from a central Kafka cluster (sync.go).
 	Sync Sync `yaml:"sync"`
+	// Groups configures the consumer group coordinator (limits.go).
+	Groups Groups `yaml:"groups"`
 }
 
 // Log selects katka's log level and format.
@@ -40,12 +42,16 @@ type Kafka struct {
 	Addr string `yaml:"addr"`
 	// AdvertisedAddr is the host:port clients are told to connect to; empty means Addr.
 	AdvertisedAddr string `yaml:"advertised_addr"`
+	// Limits bounds what Kafka clients can make katka hold (limits.go).
+	Limits KafkaLimits `yaml:"limits"`
 }
 
 // HTTP configures the HTTP listener (/healthz, /metrics, /v1 admin API).
 type HTTP struct {
 	// Addr is the listen address, host:port; empty disables the listener.
 	Addr string `yaml:"addr"`
+	// Limits bounds what HTTP clients can make katka hold (limits.go).
+	Limits HTTPLimits `yaml:"limits"`
 }
 
 // Storage tunes durability and the on-disk layout of partition logs.
@@ -79,6 +85,9 @@ type Topics struct {
 	RetentionBytes ByteSize `yaml:"retention_bytes"`
 	// OnFull is what producing to a topic does when the disk is full: reject or drop_oldest.
 	OnFull string `yaml:"on_full"`
+	// MaxPartitions caps the partitions of all topics together; a create that would
+	// pass it is refused (Kafka's POLICY_VIOLATION).
+	MaxPartitions int `yaml:"max_partitions"`
 	// Create lists topics ensured to exist at start.
 	Create []TopicSpec `yaml:"create"`
 }

@@ -15,9 +15,11 @@ func Default() Config {
 		Kafka: Kafka{
 			Addr:           "127.0.0.1:9092",
 			AdvertisedAddr: "",
+			Limits:         defaultKafkaLimits(),
 		},
 		HTTP: HTTP{
-			Addr: "127.0.0.1:8092",
+			Addr:   "127.0.0.1:8092",
+			Limits: defaultHTTPLimits(),
 		},
 		Storage: Storage{
 			Fsync:                  "always",
@@ -34,6 +36,7 @@ func Default() Config {
 			Retention:         168 * time.Hour,
 			RetentionBytes:    -1,
 			OnFull:            "reject",
+			MaxPartitions:     DefaultMaxBrokerPartitions,
 		},
 		Sensors: Sensors{
 			Partitioner: "hash",
@@ -75,5 +78,6 @@ func Default() Config {
 		},
 		Plugins: defaultPlugins(),
 		Sync:    defaultSync(),
+		Groups:  defaultGroups(),
 	}
 }

@@ -102,6 +102,7 @@ func (c *Config) Validate() error {
 	v.modbus("sensors.modbus", c.Sensors.Modbus)
 	v.sync("sync", c.Sync)
 	v.plugins("plugins", c.Plugins)
+	v.limits(c)
 
 	return errors.Join(v.errs...)
 }

@@ -1,0 +1,73 @@
+package broker
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Limit names, the label values of katka_limit_rejections_total. Every
+// package that enforces a limit on a client names it with one of these (or
+// its own, documented where it is enforced), so one metric shows them all.
+const (
+	LimitConnections        = "connections"
+	LimitConnectionsPerIP   = "connections_per_ip"
+	LimitRequestBytes       = "request_bytes"
+	LimitFetchBytes         = "fetch_bytes"
+	LimitPartitions         = "partitions"
+	LimitProducerIDs        = "producer_ids"
+	LimitGroups             = "groups"
+	LimitGroupMembers       = "group_members"
+	LimitRecordBatch        = "record_batch"
+	LimitDuplicatePartition = "duplicate_partition"
+	LimitInternalTopic      = "internal_topic"
+	LimitHTTPBody           = "http_body"
+	LimitHTTPContentType    = "http_content_type"
+)
+
+// limiter counts limit rejections and logs them, at most once a second per
+// limit, with the client's address, so an attack cannot flood the log.
+type limiter struct {
+	c   *prometheus.CounterVec
+	log *slog.Logger
+
+	mu     sync.Mutex
+	last   map[string]time.Time // limit -> last log line
+	missed map[string]int       // limit -> rejections not logged since
+}
+
+func newLimiter() *limiter {
+	return &limiter{
+		c:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_limit_rejections_total", Help: "Client requests refused or connections closed by a limit, per limit."}, []string{"limit"}),
+		last:   map[string]time.Time{},
+		missed: map[string]int{},
+	}
+}
+
+func (l *limiter) reject(limit, client, detail string) {
+	l.c.WithLabelValues(limit).Inc()
+	now := time.Now()
+	l.mu.Lock()
+	if now.Sub(l.last[limit]) < time.Second {
+		l.missed[limit]++
+		l.mu.Unlock()
+		return
+	}
+	missed := l.missed[limit]
+	l.last[limit], l.missed[limit] = now, 0
+	lg := l.log
+	l.mu.Unlock()
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lg.Warn("limit reached", "limit", limit, "client", client, "detail", detail, "not_logged_since_last", missed)
+}
+
+// LimitRejected records that a client hit limit: it counts in
+// katka_limit_rejections_total{limit} and logs (rate-limited per limit) the
+// client's address and detail. Callers answer the client themselves.
+func (b *Broker) LimitRejected(limit, client, detail string) {
+	b.m.limits.reject(limit, client, detail)
+}
