@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -53,10 +54,16 @@ func (in *instance) consume(ctx context.Context, p *proc) error {
 			if err != nil {
 				return err
 			}
+			state = resp.GetState()
+			// Checked before the output is written: state that cannot be
+			// stored fails the batch, which would otherwise be written again
+			// after every restart.
+			if err := in.checkState(state); err != nil {
+				return in.badOutput(err)
+			}
 			if err := in.produce(ctx, resp.GetRecords()); err != nil {
 				return err
 			}
-			state = resp.GetState()
 		}
 		if err := in.commitRetry(ctx, next, state, nil); err != nil {
 			return err
@@ -66,15 +73,47 @@ func (in *instance) consume(ctx context.Context, p *proc) error {
 		}
 		for _, e := range state {
 			if e.GetDeleted() {
-				delete(in.ck.state, e.GetKey())
+				in.ck.deleteState(e.GetKey())
 			} else {
-				in.ck.state[e.GetKey()] = e.GetValue()
+				in.ck.putState(e.GetKey(), e.GetValue())
 			}
 		}
 	}
 }
 
-// commitRetry commits, retrying katka-side failures (disk full, ...) until ctx ends.
+// checkState checks a processor's state changes before they are stored:
+// each entry must fit the state topic's max.message.bytes and the whole
+// state must stay within maxStateBytes (it is handed back in one Configure
+// call). The error wraps errBadOutput.
+func (in *instance) checkState(state []*pb.StateEntry) error {
+	if err := in.h.store.check(in.cfg.Name, state, nil); err != nil {
+		return err
+	}
+	if n := in.ck.stateBytesAfter(state); n > maxStateBytes && n > in.ck.stateBytes {
+		return fmt.Errorf("%w: the processor's state would hold %d bytes after this batch, over the limit of %d (katka hands the whole state to Configure in one gRPC message)", errBadOutput, n, maxStateBytes)
+	}
+	return nil
+}
+
+// badOutput counts, logs and returns err, an output of the plugin katka
+// cannot accept; returning it restarts the plugin (with backoff) and retries
+// the uncommitted batch.
+func (in *instance) badOutput(err error) error {
+	in.h.m.errors.With(withReason(in.labels, "bad_output")).Inc()
+	in.log.Error("plugin output refused", "err", err)
+	return fmt.Errorf("plugin %s: %w", in.cfg.Name, err)
+}
+
+// setLastErr records err for Status while the instance keeps running.
+func (in *instance) setLastErr(err error) {
+	in.mu.Lock()
+	in.lastErr = err.Error()
+	in.mu.Unlock()
+}
+
+// commitRetry commits, retrying katka-side failures (disk full, ...) until
+// ctx ends. A record over the state topic's max.message.bytes is never
+// retried: it is the plugin's bad output.
 func (in *instance) commitRetry(ctx context.Context, offsets map[tp]int64, state []*pb.StateEntry, position []byte) error {
 	wait := in.h.cfg.RestartMin
 	for {
@@ -86,7 +125,11 @@ func (in *instance) commitRetry(ctx context.Context, offsets map[tp]int64, state
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if errors.Is(err, broker.ErrRecordTooLarge) {
+			return in.badOutput(fmt.Errorf("%w: %w", errBadOutput, err))
+		}
 		in.log.Warn("commit failed; retrying", "err", err)
+		in.setLastErr(err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -115,13 +158,29 @@ func (in *instance) inputs() []tp {
 	return out
 }
 
-// collect gathers up to batch_max_records records from the inputs, waiting
-// up to batch_wait for MinBatch. It returns the records and each touched
-// partition's next offset.
+// BatchMaxBytes bounds the records handed to a plugin in one call (the sum
+// of recordBytes: key, value, headers and topic of each, plus framing),
+// well below the 64 MiB gRPC message limit (sdk.MaxMessageBytes). A batch
+// always holds at least one record, whatever its size.
+const BatchMaxBytes = 16 << 20
+
+// recordBytes is what one record adds to a batch, for BatchMaxBytes.
+func recordBytes(r broker.Record, topic string) int {
+	n := len(r.Key) + len(r.Value) + len(topic) + 32
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 8
+	}
+	return n
+}
+
+// collect gathers up to batch_max_records records and BatchMaxBytes from the
+// inputs, waiting up to batch_wait for MinBatch. It returns the records and
+// each touched partition's next offset.
 func (in *instance) collect(ctx context.Context, p *proc) ([]*pb.Record, map[tp]int64, error) {
 	max := in.h.cfg.BatchMaxRecords
 	want := min(MinBatch, max)
 	var batch []*pb.Record
+	size := 0
 	next := map[tp]int64{}
 	var deadline time.Time
 	for {
@@ -133,7 +192,7 @@ func (in *instance) collect(ctx context.Context, p *proc) ([]*pb.Record, map[tp]
 			}
 		}
 		for _, t := range tps {
-			if len(batch) >= max {
+			if len(batch) >= max || size >= BatchMaxBytes {
 				break
 			}
 			off, ok := next[t]
@@ -143,7 +202,7 @@ func (in *instance) collect(ctx context.Context, p *proc) ([]*pb.Record, map[tp]
 					off = -1 // earliest
 				}
 			}
-			recs, newOff, err := in.fetch(ctx, t, off, max-len(batch))
+			recs, newOff, n, err := in.fetch(ctx, t, off, max-len(batch), BatchMaxBytes-size, len(batch) == 0)
 			if err != nil {
 				in.log.Warn("fetch failed", "topic", t.topic, "partition", t.partition, "err", err)
 				continue
@@ -152,8 +211,9 @@ func (in *instance) collect(ctx context.Context, p *proc) ([]*pb.Record, map[tp]
 				next[t] = newOff
 			}
 			batch = append(batch, recs...)
+			size += n
 		}
-		if len(batch) >= want {
+		if len(batch) >= want || size >= BatchMaxBytes {
 			return batch, next, nil
 		}
 		now := time.Now()
@@ -190,16 +250,17 @@ func (in *instance) collect(ctx context.Context, p *proc) ([]*pb.Record, map[tp]
 	}
 }
 
-// fetch reads up to n records of t from off (-1: the log start) and returns
-// them with the offset after the last one.
-func (in *instance) fetch(ctx context.Context, t tp, off int64, n int) ([]*pb.Record, int64, error) {
-	if n <= 0 {
-		return nil, off, nil
+// fetch reads up to n records and budget bytes (recordBytes) of t from off
+// (-1: the log start), at least one record when first is set, and returns
+// them with the offset after the last one and their size.
+func (in *instance) fetch(ctx context.Context, t tp, off int64, n, budget int, first bool) ([]*pb.Record, int64, int, error) {
+	if n <= 0 || (budget <= 0 && !first) {
+		return nil, off, 0, nil
 	}
 	if off < 0 {
 		info, err := in.h.b.PartitionInfo(t.topic, t.partition)
 		if err != nil {
-			return nil, off, err
+			return nil, off, 0, err
 		}
 		off = info.LogStartOffset
 	}
@@ -214,21 +275,27 @@ func (in *instance) fetch(ctx context.Context, t tp, off int64, n int) ([]*pb.Re
 		res, err = in.h.b.Fetch(ctx, t.topic, t.partition, off, fetchBytes, 0)
 	}
 	if err != nil {
-		return nil, off, err
+		return nil, off, 0, err
 	}
-	recs := res.Records
-	if len(recs) > n {
-		recs = recs[:n]
-	}
-	out := make([]*pb.Record, len(recs))
-	for i, r := range recs {
-		out[i] = toProto(r, t)
+	var out []*pb.Record
+	size := 0
+	for _, r := range res.Records {
+		if len(out) >= n {
+			break
+		}
+		rb := recordBytes(r, t.topic)
+		if size+rb > budget && !(first && len(out) == 0) {
+			break
+		}
+		out = append(out, toProto(r, t))
+		size += rb
 		off = r.Offset + 1
 	}
-	return out, off, nil
+	return out, off, size, nil
 }
 
-// toProto converts a broker record read from t.
+// toProto converts a broker record read from t. Header keys that are not
+// valid UTF-8 are made valid (each invalid sequence becomes U+FFFD).
 func toProto(r broker.Record, t tp) *pb.Record {
 	p := &pb.Record{
 		Key: r.Key, KeyNull: r.Key == nil, Value: r.Value,
@@ -238,7 +305,10 @@ func toProto(r broker.Record, t tp) *pb.Record {
 		p.TimestampMs = r.Timestamp.UnixMilli()
 	}
 	for _, h := range r.Headers {
-		p.Headers = append(p.Headers, &pb.Header{Key: h.Key, Value: h.Value})
+		// A header key is a string on the wire (proto3: UTF-8 only), while a
+		// Kafka header key may hold any bytes: a batch with an invalid key
+		// could not be sent at all, so invalid bytes become U+FFFD.
+		p.Headers = append(p.Headers, &pb.Header{Key: strings.ToValidUTF8(h.Key, "\uFFFD"), Value: h.Value})
 	}
 	return p
 }

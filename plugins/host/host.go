@@ -92,6 +92,9 @@ func New(b *broker.Broker, opts Options) (*Host, error) {
 				probs = append(probs, fmt.Errorf("%s: plugin %s is a partitioner: it takes no inputs or output (other instances name it in partitioner)", path, m.Name))
 			}
 		}
+		if ic.Output != "" && ic.Output == opts.Config.StateTopic {
+			probs = append(probs, fmt.Errorf("%s.output: %q is katka's plugin state topic (plugins.state_topic); plugins may not write to it", path, ic.Output))
+		}
 		if m.Kind == sdk.KindSource && ic.Output == "" {
 			probs = append(probs, fmt.Errorf("%s.output: plugin %s is a source and needs an output topic", path, m.Name))
 		}
@@ -195,7 +198,10 @@ type instance struct {
 	lastErr  string
 }
 
-var errExited = errors.New("plugin process exited")
+var (
+	errExited  = errors.New("plugin process exited")
+	errTimeout = errors.New("timed out")
+)
 
 // supervise runs the plugin, restarting it with capped exponential backoff.
 func (in *instance) supervise(ctx context.Context) {
@@ -296,7 +302,7 @@ func (in *instance) call(ctx context.Context, p *proc, method string, f func(con
 		reason = "timeout"
 		in.log.Error("plugin call timed out; killing it", "method", method, "timeout", in.h.cfg.CallTimeout)
 		p.kill()
-		err = fmt.Errorf("plugin %s: %s timed out after %s", in.cfg.Name, method, in.h.cfg.CallTimeout)
+		err = fmt.Errorf("plugin %s: %s: %w after %s", in.cfg.Name, method, errTimeout, in.h.cfg.CallTimeout)
 	case p.exited() || status.Code(err) == codes.Unavailable:
 		reason = "exited"
 		err = fmt.Errorf("plugin %s: %s: %w (%v)", in.cfg.Name, method, errExited, err)

@@ -45,6 +45,10 @@ func plugins(t testing.TB) string {
 		plugintest.Build(t, dir, "./plugins/host/testdata/hang", "hang", sdk.KindProcessor)
 		plugintest.Build(t, dir, "./plugins/host/testdata/noop", "noop", sdk.KindProcessor)
 		plugintest.Build(t, dir, "./plugins/host/testdata/badout", "badout", sdk.KindProcessor)
+		plugintest.Build(t, dir, "./plugins/host/testdata/bigstate", "bigstate", sdk.KindProcessor)
+		plugintest.Build(t, dir, "./plugins/host/testdata/bigpos", "bigpos", sdk.KindSource)
+		plugintest.Build(t, dir, "./plugins/host/testdata/errpart", "errpart", sdk.KindPartitioner)
+		plugintest.Build(t, dir, "./plugins/host/testdata/route", "route", sdk.KindProcessor)
 	})
 	if pluginDir == "" {
 		t.Fatal("plugins not built")

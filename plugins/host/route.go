@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -13,20 +14,24 @@ import (
 
 // produce writes a processor's or source's output records: each to its own
 // topic (or the instance's output), to the partition the instance's
-// partitioner picks. Records a plugin addressed badly (no topic, a partition
-// out of range, an invalid topic name) are dropped, logged and counted.
-// katka-side failures are retried until ctx ends, so no output is lost.
+// partitioner picks. Records a plugin addressed badly are dropped, logged and
+// counted (bad_output): no topic, an invalid topic name, katka's plugin state
+// topic or any other name starting with "__" (katka's internal topics), or a
+// topic other than the instance's output that does not exist (only the output
+// is created on demand). A partition out of range falls back to the
+// partitioner. katka-side failures are retried until ctx ends, so no output
+// is lost.
 func (in *instance) produce(ctx context.Context, out []*pb.Record) error {
 	byTopic := map[string][]*pb.Record{}
 	var order []string
-	bad := 0
+	bad := map[string]int{} // why -> records
 	for _, r := range out {
 		t := r.GetTopic()
 		if t == "" {
 			t = in.cfg.Output
 		}
-		if err := broker.ValidTopicName(t); err != nil {
-			bad++
+		if why := in.refuseTopic(t); why != "" {
+			bad[why]++
 			continue
 		}
 		if _, ok := byTopic[t]; !ok {
@@ -34,52 +39,98 @@ func (in *instance) produce(ctx context.Context, out []*pb.Record) error {
 		}
 		byTopic[t] = append(byTopic[t], r)
 	}
-	if bad > 0 {
-		in.log.Warn("plugin output records without a valid topic dropped", "count", bad, "output", in.cfg.Output)
-		in.h.m.errors.With(withReason(in.labels, "bad_output")).Add(float64(bad))
+	dropped := 0
+	for why, n := range bad {
+		in.log.Warn("plugin output records dropped", "count", n, "reason", why, "output", in.cfg.Output)
+		dropped += n
+	}
+	if dropped > 0 {
+		in.h.m.errors.With(withReason(in.labels, "bad_output")).Add(float64(dropped))
 	}
 	for _, t := range order {
-		if err := in.produceTopic(ctx, t, byTopic[t]); err != nil {
+		n, err := in.produceTopic(ctx, t, byTopic[t])
+		if err != nil {
 			return err
 		}
+		dropped += n
 	}
-	in.h.m.recordsOut.With(in.labels).Add(float64(len(out) - bad))
+	in.h.m.recordsOut.With(in.labels).Add(float64(len(out) - dropped))
 	return nil
 }
 
-func (in *instance) produceTopic(ctx context.Context, topic string, recs []*pb.Record) error {
+// refuseTopic says why a plugin may not write to topic t ("" if it may).
+func (in *instance) refuseTopic(t string) string {
+	if t == "" {
+		return "no topic (the instance has no output)"
+	}
+	if err := broker.ValidTopicName(t); err != nil {
+		return err.Error()
+	}
+	if t == in.h.cfg.StateTopic {
+		return fmt.Sprintf("topic %s is katka's plugin state topic", t)
+	}
+	if t == in.cfg.Output {
+		return ""
+	}
+	if strings.HasPrefix(t, "__") {
+		return fmt.Sprintf("topic %s: names starting with __ are katka's internal topics", t)
+	}
+	if _, err := in.h.b.Topic(t); err != nil {
+		return fmt.Sprintf("topic %s does not exist (plugins may create only their instance's output topic)", t)
+	}
+	return ""
+}
+
+// produceTopic writes recs to topic, retrying katka-side failures. It
+// returns how many records it dropped: all of them when a topic other than
+// the instance's output is deleted meanwhile, those over max.message.bytes.
+func (in *instance) produceTopic(ctx context.Context, topic string, recs []*pb.Record) (int, error) {
 	wait := in.h.cfg.RestartMin
 	for {
-		err := in.tryProduceTopic(ctx, topic, recs)
+		dropped, err := in.tryProduceTopic(ctx, topic, recs)
 		if err == nil || ctx.Err() != nil {
-			return err
+			return dropped, err
+		}
+		if errors.Is(err, errTopicGone) {
+			in.log.Warn("plugin output records dropped", "count", len(recs), "reason", err.Error())
+			in.h.m.errors.With(withReason(in.labels, "bad_output")).Add(float64(len(recs)))
+			return len(recs), nil
 		}
 		in.log.Warn("writing plugin output failed; retrying", "topic", topic, "err", err)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, in.h.cfg.RestartMax)
 	}
 }
 
-func (in *instance) tryProduceTopic(ctx context.Context, topic string, recs []*pb.Record) error {
+// errTopicGone: a plugin's output topic other than the instance's output
+// does not exist (any more); it is not created.
+var errTopicGone = errors.New("topic does not exist (plugins may create only their instance's output topic)")
+
+// tryProduceTopic writes recs to topic once, creating it only if it is the
+// instance's output, and returns how many records it dropped as too large.
+func (in *instance) tryProduceTopic(ctx context.Context, topic string, recs []*pb.Record) (int, error) {
 	parts := in.cfg.Partitions
 	if parts <= 0 {
 		parts = in.h.defP
 	}
 	info, err := in.h.b.Topic(topic)
 	if errors.Is(err, broker.ErrUnknownTopic) {
+		if topic != in.cfg.Output {
+			return 0, fmt.Errorf("%s: %w", topic, errTopicGone)
+		}
 		info, err = in.h.b.EnsureTopic(topic, parts)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	n := info.Partitions
 	choice, err := in.partitions(ctx, topic, n, recs)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	groups := map[int32][]broker.Record{}
 	var porder []int32
@@ -106,33 +157,39 @@ func (in *instance) tryProduceTopic(ctx context.Context, topic string, recs []*p
 		}
 		groups[p] = append(groups[p], br)
 	}
+	dropped := 0
 	for _, p := range porder {
 		_, err := in.h.b.Produce(ctx, topic, p, groups[p], broker.AcksAll)
 		if errors.Is(err, broker.ErrRecordTooLarge) {
-			err = in.produceEach(ctx, topic, p, groups[p])
+			var d int
+			d, err = in.produceEach(ctx, topic, p, groups[p])
+			dropped += d
 		}
 		if err != nil {
-			return err
+			return dropped, err
 		}
 	}
-	return nil
+	return dropped, nil
 }
 
 // produceEach writes records one by one, dropping (logged, counted) those
-// over the topic's max.message.bytes: retrying them would block the instance forever.
-func (in *instance) produceEach(ctx context.Context, topic string, p int32, recs []broker.Record) error {
+// over the topic's max.message.bytes: retrying them would block the instance
+// forever. It returns how many it dropped.
+func (in *instance) produceEach(ctx context.Context, topic string, p int32, recs []broker.Record) (int, error) {
+	dropped := 0
 	for i := range recs {
 		_, err := in.h.b.Produce(ctx, topic, p, recs[i:i+1], broker.AcksAll)
 		if errors.Is(err, broker.ErrRecordTooLarge) {
 			in.log.Warn("plugin output record dropped", "topic", topic, "err", err)
 			in.h.m.errors.With(withReason(in.labels, "bad_output")).Inc()
+			dropped++
 			continue
 		}
 		if err != nil {
-			return err
+			return dropped, err
 		}
 	}
-	return nil
+	return dropped, nil
 }
 
 // partitions picks a partition in [0, n) for each record.
@@ -199,9 +256,13 @@ func (in *instance) partition(ctx context.Context, topic string, n int32, recs [
 		return err
 	})
 	if err != nil {
-		select {
-		case in.kick <- struct{}{}: // let its supervisor restart it
-		default:
+		// A dead or hung process is restarted by its supervisor; an error the
+		// plugin answered is the caller's to retry, with the process kept.
+		if errors.Is(err, errExited) || errors.Is(err, errTimeout) {
+			select {
+			case in.kick <- struct{}{}:
+			default:
+			}
 		}
 		return nil, err
 	}

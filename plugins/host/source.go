@@ -33,12 +33,17 @@ func (in *instance) readSource(ctx context.Context, p *proc) error {
 			return fmt.Errorf("plugin %s: read: %w", in.cfg.Name, err)
 		}
 		in.h.m.recordsIn.With(in.labels).Add(float64(len(b.GetRecords())))
-		if err := in.produce(ctx, b.GetRecords()); err != nil {
-			return err
-		}
 		pos := b.GetPosition()
 		if pos == nil {
 			pos = []byte{}
+		}
+		// A position that cannot be stored fails the batch before it is
+		// written: it would be written again after every restart.
+		if err := in.h.store.check(in.cfg.Name, nil, pos); err != nil {
+			return in.badOutput(err)
+		}
+		if err := in.produce(ctx, b.GetRecords()); err != nil {
+			return err
 		}
 		if err := in.commitRetry(ctx, nil, nil, pos); err != nil {
 			return err

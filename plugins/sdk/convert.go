@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"strings"
 	"time"
 
 	pb "github.com/katka-io/katka/plugins/proto"
@@ -37,7 +38,8 @@ func FromProto(in []*pb.Record) []Record {
 	return out
 }
 
-// ToProto converts Records to wire records.
+// ToProto converts Records to wire records. Header keys that are not valid
+// UTF-8 are made valid (each invalid sequence becomes U+FFFD).
 func ToProto(in []Record) []*pb.Record {
 	out := make([]*pb.Record, len(in))
 	for i, r := range in {
@@ -54,7 +56,8 @@ func ToProto(in []Record) []*pb.Record {
 			p.TimestampMs = r.Timestamp.UnixMilli()
 		}
 		for _, h := range r.Headers {
-			p.Headers = append(p.Headers, &pb.Header{Key: h.Key, Value: h.Value})
+			// A proto3 string must be UTF-8, or the whole batch fails to encode.
+			p.Headers = append(p.Headers, &pb.Header{Key: strings.ToValidUTF8(h.Key, "\uFFFD"), Value: h.Value})
 		}
 		out[i] = p
 	}

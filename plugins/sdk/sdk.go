@@ -49,7 +49,9 @@ const (
 // Kinds lists every plugin kind.
 var Kinds = []string{KindPartitioner, KindProcessor, KindSink, KindSource}
 
-// Header is one record header.
+// Header is one record header. Key is valid UTF-8 (a string on the wire):
+// katka hands a Kafka header key that is not with each invalid byte sequence
+// replaced by U+FFFD, and ToProto does the same for a plugin's output.
 type Header struct {
 	Key   string
 	Value []byte

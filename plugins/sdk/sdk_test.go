@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/katka-io/katka/plugins/proto"
 )
 
@@ -100,5 +102,22 @@ func TestLoggerWritesGoPluginJSON(t *testing.T) {
 	}
 	if m["@message"] != "hello" || m["@level"] != "info" || m["k"] != 1.0 || m["@timestamp"] == nil {
 		t.Fatalf("log line %s", buf.Bytes())
+	}
+}
+
+// TestToProtoInvalidUTF8HeaderKey: an output header key that is not UTF-8
+// must not make the whole response unencodable.
+func TestToProtoInvalidUTF8HeaderKey(t *testing.T) {
+	resp := &pb.ProcessResponse{Records: ToProto([]Record{{Value: []byte("v"), Headers: []Header{{Key: "a\xff\xfeb", Value: []byte{0xff}}}}})}
+	b, err := proto.Marshal(resp)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	var back pb.ProcessResponse
+	if err := proto.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if h := back.GetRecords()[0].GetHeaders()[0]; h.GetKey() != "a\uFFFDb" || !bytes.Equal(h.GetValue(), []byte{0xff}) {
+		t.Fatalf("header %q = %q", h.GetKey(), h.GetValue())
 	}
 }
