@@ -2,6 +2,7 @@ package broker
 
 import (
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,4 +71,13 @@ func (l *limiter) reject(limit, client, detail string) {
 // client's address and detail. Callers answer the client themselves.
 func (b *Broker) LimitRejected(limit, client, detail string) {
 	b.m.limits.reject(limit, client, detail)
+}
+
+// InternalTopic reports whether name is reserved for katka itself: names
+// starting with "__" (__consumer_offsets, __transaction_state, katka's own
+// such as __katka_plugins) or "." (katka's deleted-topic directories). Kafka
+// clients may not create, delete, produce into or alter such topics;
+// in-process writers (the group coordinator, the plugin host) may.
+func InternalTopic(name string) bool {
+	return strings.HasPrefix(name, "__") || strings.HasPrefix(name, ".")
 }
