@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"strconv"
@@ -19,11 +20,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+)
+
+// Limit names of the HTTP listener in katka_limit_rejections_total, besides
+// broker.LimitHTTPBody and broker.LimitHTTPContentType.
+const (
+	// LimitHTTPConnections counts connections that had to wait because
+	// http.limits.max_connections were open.
+	LimitHTTPConnections = "http_connections"
+	// LimitHTTPFetchBytes counts record reads whose max_bytes was clamped to
+	// http.limits.fetch_max_bytes.
+	LimitHTTPFetchBytes = "http_fetch_bytes"
 )
 
 // Server is the HTTP listener.
 type Server struct {
 	b        *broker.Broker
+	lim      config.HTTPLimits
 	statuses sync.Map // name -> func() any, served at GET /v1/status/{name}
 	log      *slog.Logger
 	srv      *http.Server
@@ -31,15 +45,30 @@ type Server struct {
 	done     chan error
 }
 
-// Start listens on addr and serves until Shutdown.
-func Start(addr string, b *broker.Broker, gather prometheus.Gatherer, log *slog.Logger) (*Server, error) {
+// Start listens on addr and serves until Shutdown, bounding what clients can
+// make katka hold by lim (config http.limits): timeouts, open connections,
+// body size and the bytes of one records read.
+func Start(addr string, b *broker.Broker, lim config.HTTPLimits, gather prometheus.Gatherer, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", addr, err)
 	}
-	s := &Server{b: b, log: log, ln: ln, done: make(chan error, 1)}
-	s.srv = &http.Server{Handler: s.Handler(gather), ReadHeaderTimeout: 10 * time.Second}
-	go func() { s.done <- s.srv.Serve(ln) }()
+	s := &Server{b: b, lim: lim, log: log, done: make(chan error, 1)}
+	s.ln = newLimitListener(ln, lim.MaxConnections, func(c net.Conn) {
+		b.LimitRejected(LimitHTTPConnections, c.RemoteAddr().String(), fmt.Sprintf("%d connections open (http.limits.max_connections); waiting to be served", lim.MaxConnections))
+	})
+	s.srv = &http.Server{
+		Handler:           s.Handler(gather),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
+		WriteTimeout:      lim.WriteTimeout,
+		IdleTimeout:       lim.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() { s.done <- s.srv.Serve(s.ln) }()
 	return s, nil
 }
 
@@ -53,7 +82,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Handler returns the routes; exported so tests can use httptest.
+// Handler returns the routes behind the request checks (content type, body
+// size); exported so tests can use httptest.
 func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -68,7 +98,50 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("DELETE /v1/topics/{topic}", s.deleteTopic)
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
-	return mux
+	return s.guard(mux)
+}
+
+// guard refuses, before any handler runs, a request body that is not JSON
+// (415) or is larger than http.limits.max_body_bytes (413), and caps the body
+// of the others so a handler reads at most that much. Requiring
+// application/json stops a web page from sending a cross-origin "simple
+// request" (text/plain, form) to create topics or produce: setting
+// application/json needs a CORS preflight, which katka does not answer.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+				ct := r.Header.Get("Content-Type")
+				s.b.LimitRejected(broker.LimitHTTPContentType, r.RemoteAddr, fmt.Sprintf("%s %s with Content-Type %q", r.Method, r.URL.Path, ct))
+				w.Header().Set("Connection", "close") // do not read the body to reuse the connection
+				writeJSON(w, http.StatusUnsupportedMediaType, apiError{Error: fmt.Sprintf("request body must be Content-Type: application/json, not %q", ct), Code: "unsupported_media_type"})
+				return
+			}
+			max := int64(s.maxBody())
+			if r.ContentLength > max {
+				s.tooLarge(w, r, fmt.Sprintf("Content-Length %d", r.ContentLength))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// maxBody is http.limits.max_body_bytes, or its default when unset (a Server
+// built by a test without limits).
+func (s *Server) maxBody() config.ByteSize {
+	if s.lim.MaxBodyBytes > 0 {
+		return s.lim.MaxBodyBytes
+	}
+	return 16 * config.MiB
+}
+
+// tooLarge answers 413 for a body over http.limits.max_body_bytes and counts it.
+func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, detail string) {
+	s.b.LimitRejected(broker.LimitHTTPBody, r.RemoteAddr, fmt.Sprintf("%s %s: %s over %s", r.Method, r.URL.Path, detail, s.maxBody()))
+	w.Header().Set("Connection", "close")
+	writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: fmt.Sprintf("request body is larger than %s (http.limits.max_body_bytes)", s.maxBody()), Code: "body_too_large"})
 }
 
 // apiError is the JSON body of every error response.
@@ -84,8 +157,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// fail maps broker errors to HTTP statuses and stable error codes.
-func fail(w http.ResponseWriter, err error) {
+// fail maps broker errors to HTTP statuses and stable error codes; a body cut
+// at http.limits.max_body_bytes is answered 413 and counted.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		s.tooLarge(w, r, "body")
+		return
+	}
 	status, code := http.StatusInternalServerError, "internal"
 	var off *int64
 	switch {
@@ -150,7 +228,7 @@ func (s *Server) listTopics(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getTopic(w http.ResponseWriter, r *http.Request) {
 	tj, err := s.topicJSON(r.PathValue("topic"))
 	if err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, tj)
@@ -166,19 +244,19 @@ type createTopicReq struct {
 func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 	var req createTopicReq
 	if err := decode(r, &req); err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	if req.Partitions == 0 {
 		req.Partitions = s.b.DefaultPartitions()
 	}
 	if _, err := s.b.CreateTopic(req.Name, req.Partitions, broker.TopicConfig{RetentionMs: req.RetentionMs, RetentionBytes: req.RetentionBytes}); err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	tj, err := s.topicJSON(req.Name)
 	if err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, tj)
@@ -186,7 +264,7 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) {
 	if err := s.b.DeleteTopic(r.PathValue("topic")); err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -216,9 +294,12 @@ type produceResp struct {
 }
 
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<20))
+	dec := json.NewDecoder(r.Body) // capped by guard at http.limits.max_body_bytes
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			return err
+		}
 		return fmt.Errorf("%w: %v", errBadRequest, err)
 	}
 	return nil
@@ -235,7 +316,7 @@ func partitionParam(r *http.Request) (string, int32, error) {
 func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	topic, part, err := partitionParam(r)
 	if err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	acks := broker.AcksAll
@@ -246,16 +327,16 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	case "0":
 		acks = broker.AcksNone
 	default:
-		fail(w, fmt.Errorf("%w: acks %q (allowed: all, 1, 0)", errBadRequest, a))
+		s.fail(w, r, fmt.Errorf("%w: acks %q (allowed: all, 1, 0)", errBadRequest, a))
 		return
 	}
 	var req produceReq
 	if err := decode(r, &req); err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	if len(req.Records) == 0 {
-		fail(w, fmt.Errorf("%w: no records", errBadRequest))
+		s.fail(w, r, fmt.Errorf("%w: no records", errBadRequest))
 		return
 	}
 	recs := make([]broker.Record, len(req.Records))
@@ -270,7 +351,7 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	}
 	base, err := s.b.Produce(r.Context(), topic, part, recs, acks)
 	if err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, produceResp{BaseOffset: base, Count: len(recs)})
@@ -285,7 +366,7 @@ type fetchResp struct {
 func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 	topic, part, err := partitionParam(r)
 	if err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	q := r.URL.Query()
@@ -309,15 +390,19 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		maxWait, err = num("max_wait_ms", 0)
 	}
 	if err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
-	if maxWait > 30000 {
-		maxWait = 30000
+	if limit := int64(s.fetchMax()); maxBytes > limit {
+		s.b.LimitRejected(LimitHTTPFetchBytes, r.RemoteAddr, fmt.Sprintf("max_bytes %d clamped to %d (http.limits.fetch_max_bytes)", maxBytes, limit))
+		maxBytes = limit
+	}
+	if lim := s.maxWait().Milliseconds(); maxWait > lim {
+		maxWait = lim
 	}
 	res, err := s.b.Fetch(r.Context(), topic, part, offset, int(maxBytes), time.Duration(maxWait)*time.Millisecond)
 	if err != nil {
-		fail(w, err)
+		s.fail(w, r, err)
 		return
 	}
 	out := fetchResp{Records: make([]recordJSON, len(res.Records)), HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}
@@ -330,6 +415,25 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		out.Records[i] = rj
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// fetchMax is http.limits.fetch_max_bytes, or its default when unset.
+func (s *Server) fetchMax() config.ByteSize {
+	if s.lim.FetchMaxBytes > 0 {
+		return s.lim.FetchMaxBytes
+	}
+	return 16 * config.MiB
+}
+
+// maxWait is the longest long poll of a records read: 30 s, and at most half
+// of http.limits.write_timeout so the answer is written before the timeout
+// cuts the connection.
+func (s *Server) maxWait() time.Duration {
+	d := 30 * time.Second
+	if wt := s.lim.WriteTimeout / 2; wt > 0 && wt < d {
+		d = wt
+	}
+	return d
 }
 
 // AddStatus serves f's result as JSON at GET /v1/status/{name}, for subsystems

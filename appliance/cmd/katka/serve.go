@@ -122,7 +122,7 @@ func serve(cfg config.Config) error {
 
 	var hs *httpapi.Server
 	if cfg.HTTP.Addr != "" {
-		hs, err = httpapi.Start(cfg.HTTP.Addr, b, reg, log)
+		hs, err = httpapi.Start(cfg.HTTP.Addr, b, cfg.HTTP.Limits, reg, log)
 		if err != nil {
 			shutdown()
 			return err
