@@ -208,7 +208,8 @@ func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 		if err != nil {
 			return err
 		}
-		for _, s := range b.sources {
+		for _, pb := range b.parts {
+			s := pb.src
 			if _, ok := central[s.central]; !ok {
 				n, err := ensureTopic(ctx, adm, s.central, s.parts, int16(u.cfg.ReplicationFactor), nil, u.cfg.CreateTopics)
 				if err != nil {
@@ -269,12 +270,23 @@ func (u *Uplink) wait(ctx context.Context, n int) error {
 	return nil
 }
 
+// partBatch is one partition's share of a batch: the records to send and the
+// local position after them. They are built together and travel together, so a
+// position can only move for a partition whose records the batch produces.
+type partBatch struct {
+	src   source
+	start int64           // local position before the batch
+	recs  []broker.Record // records to mirror, in offset order
+	end   int64           // next local offset after the batch (past skipped corrupt records too)
+}
+
+// moved reports whether the batch carries anything for this partition.
+func (p *partBatch) moved() bool { return len(p.recs) > 0 || p.end != p.start }
+
 // batch is what one transaction carries.
 type batch struct {
-	sources []source
-	recs    map[tp][]broker.Record
-	end     map[tp]int64 // next offset after the batch, per partition
-	bytes   int
+	parts []*partBatch
+	bytes int
 }
 
 // recordSize is the bytes a record counts for the batch size and the cap.
@@ -303,7 +315,7 @@ func (u *Uplink) collect(ctx context.Context) (*batch, error) {
 				chans = append(chans, ch)
 			}
 		}
-		b := &batch{recs: map[tp][]broker.Record{}, end: map[tp]int64{}}
+		b := &batch{}
 		for _, s := range srcs {
 			if b.bytes >= limit {
 				break
@@ -312,7 +324,7 @@ func (u *Uplink) collect(ctx context.Context) (*batch, error) {
 				return nil, err
 			}
 		}
-		if len(b.end) > 0 {
+		if len(b.parts) > 0 {
 			return b, nil
 		}
 		if err := waitAny(ctx, chans, time.Second); err != nil {
@@ -321,13 +333,28 @@ func (u *Uplink) collect(ctx context.Context) (*batch, error) {
 	}
 }
 
-// read adds records of one partition to the batch.
+// read adds the records of one partition to the batch, with the position
+// after them. Whatever stops the read (a failed local fetch included), what was
+// read so far goes into the batch as one unit: records and position together.
 func (u *Uplink) read(ctx context.Context, s source, b *batch, limit int) error {
+	pb := &partBatch{src: s}
+	err := u.fill(ctx, pb, &b.bytes, limit)
+	if pb.moved() {
+		b.parts = append(b.parts, pb)
+	}
+	return err
+}
+
+// fill reads records of pb's partition from the uplink's position until the
+// batch holds limit bytes or the partition is drained.
+func (u *Uplink) fill(ctx context.Context, pb *partBatch, bytes *int, limit int) error {
+	s := pb.src
 	u.mu.Lock()
 	off, ok := u.pos[s.tp]
 	u.mu.Unlock()
 	info, err := u.b.PartitionInfo(s.topic, s.part)
 	if err != nil {
+		pb.start, pb.end = off, off
 		return nil // deleted meanwhile
 	}
 	if !ok {
@@ -337,9 +364,9 @@ func (u *Uplink) read(ctx context.Context, s source, b *batch, limit int) error 
 		}
 		u.setPos(s.tp, off)
 	}
-	start := off
-	for b.bytes < limit && off < info.HighWatermark {
-		res, err := u.b.Fetch(ctx, s.topic, s.part, off, min(limit-b.bytes, 1<<20), 0)
+	pb.start, pb.end = off, off
+	for *bytes < limit && off < info.HighWatermark {
+		res, err := u.b.Fetch(ctx, s.topic, s.part, off, min(limit-*bytes, 1<<20), 0)
 		switch {
 		case errors.Is(err, broker.ErrOffsetOutOfRange):
 			if off < res.LogStartOffset {
@@ -351,10 +378,11 @@ func (u *Uplink) read(ctx context.Context, s source, b *batch, limit int) error 
 				u.log.Error("mirror position beyond the local log end (topic recreated?); restarting at the log start", "topic", s.topic, "partition", s.part, "position", off, "high_watermark", res.HighWatermark)
 				off = res.LogStartOffset
 			}
-			u.mu.Lock()
-			u.pos[s.tp] = off
-			u.mu.Unlock()
-			start = off
+			if len(pb.recs) > 0 {
+				return nil // send what was read; the next batch starts at the new position
+			}
+			u.setPos(s.tp, off)
+			pb.start, pb.end = off, off
 			continue
 		case err != nil:
 			at, corrupt := broker.CorruptOffset(err)
@@ -363,12 +391,20 @@ func (u *Uplink) read(ctx context.Context, s source, b *batch, limit int) error 
 				u.log.Error("skipping a corrupt local record", "topic", s.topic, "partition", s.part, "offset", at)
 				u.m.upSkipped.WithLabelValues(s.topic).Inc()
 				off = at + 1
-				b.end[s.tp] = off
+				pb.end = off
 				continue
 			case corrupt && at > off:
 				// Take the good records before the damaged one, one at a time.
 				res, err = u.b.Fetch(ctx, s.topic, s.part, off, 1, 0)
+				if at2, c2 := broker.CorruptOffset(err); c2 && at2 == at {
+					// Nothing but compacted-away offsets before the damaged
+					// record: go to it (the next fetch skips it).
+					off = at
+					pb.end = off
+					continue
+				}
 				if err != nil {
+					u.log.Warn("local fetch failed", "topic", s.topic, "partition", s.part, "offset", off, "err", err)
 					return nil
 				}
 			case errors.Is(err, broker.ErrClosed) || ctx.Err() != nil:
@@ -386,15 +422,11 @@ func (u *Uplink) read(ctx context.Context, s source, b *batch, limit int) error 
 			if r.Offset < off {
 				continue
 			}
-			b.recs[s.tp] = append(b.recs[s.tp], *r)
-			b.bytes += recordSize(r)
+			pb.recs = append(pb.recs, *r)
+			*bytes += recordSize(r)
 			off = r.Offset + 1
 		}
-		b.end[s.tp] = off
-	}
-	if _, ok := b.end[s.tp]; ok || off != start {
-		b.end[s.tp] = off
-		b.sources = append(b.sources, s)
+		pb.end = off
 	}
 	return nil
 }
@@ -476,10 +508,11 @@ func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int
 		}
 		return err
 	}
-	for _, s := range b.sources {
+	for _, pb := range b.parts {
+		s := pb.src
 		n := central[s.central]
-		for i := range b.recs[s.tp] {
-			r := &b.recs[s.tp][i]
+		for i := range pb.recs {
+			r := &pb.recs[i]
 			hs := make([]kgo.RecordHeader, 0, len(r.Headers)+4)
 			for _, h := range r.Headers {
 				hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
@@ -498,9 +531,10 @@ func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int
 		}
 	}
 	now := time.Now().UTC()
-	for _, s := range b.sources {
+	for _, pb := range b.parts {
+		s := pb.src
 		cl.Produce(ctx, checkpointRecord(u.cfg.CheckpointTopic, cpParts, checkpoint{
-			Site: u.cfg.Site, Topic: s.topic, Partition: s.part, NextOffset: b.end[s.tp], CentralTopic: s.central, Time: now,
+			Site: u.cfg.Site, Topic: s.topic, Partition: s.part, NextOffset: pb.end, CentralTopic: s.central, Time: now,
 		}), promise)
 	}
 	if err := cl.Flush(ctx); err != nil {
@@ -519,15 +553,16 @@ func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int
 	u.m.upBatchSecond.Observe(time.Since(t0).Seconds())
 	u.m.upTxns.Inc()
 	u.mu.Lock()
-	for t, end := range b.end {
-		u.pos[t] = end
+	for _, pb := range b.parts {
+		u.pos[pb.src.tp] = pb.end // produced and checkpointed above, in the same loop order
 	}
 	u.mu.Unlock()
 	var recs, bytes int64
-	for _, s := range b.sources {
-		n, sz := len(b.recs[s.tp]), 0
-		for i := range b.recs[s.tp] {
-			sz += recordSize(&b.recs[s.tp][i])
+	for _, pb := range b.parts {
+		s := pb.src
+		n, sz := len(pb.recs), 0
+		for i := range pb.recs {
+			sz += recordSize(&pb.recs[i])
 		}
 		u.m.upRecords.WithLabelValues(s.topic).Add(float64(n))
 		u.m.upBytes.WithLabelValues(s.topic).Add(float64(sz))
