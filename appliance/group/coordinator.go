@@ -34,6 +34,11 @@ type Options struct {
 	// TickInterval is how often sessions and rebalance timeouts are checked;
 	// 0 means 100 ms.
 	TickInterval time.Duration
+	// ExpireInterval is how often offsets are checked for expiry (Kafka's
+	// offsets.retention.check.interval.ms); 0 means 10 minutes.
+	ExpireInterval time.Duration
+	// Now is the clock; nil is time.Now. Tests pass a fake one.
+	Now func() time.Time
 }
 
 // Coordinator runs the group Machine for one broker: it serializes requests,
@@ -61,6 +66,12 @@ func Open(b *broker.Broker, opts Options) (*Coordinator, error) {
 	}
 	if opts.TickInterval <= 0 {
 		opts.TickInterval = 100 * time.Millisecond
+	}
+	if opts.ExpireInterval <= 0 {
+		opts.ExpireInterval = 10 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	lg := opts.Logger
 	if lg == nil {
@@ -105,7 +116,7 @@ type ReplayStats struct {
 
 // replay rebuilds the state from Topic.
 func (c *Coordinator) replay() error {
-	st, err := Replay(context.Background(), c.b, c.m, time.Now())
+	st, err := Replay(context.Background(), c.b, c.m, c.opts.Now())
 	if err != nil {
 		return err
 	}
@@ -178,6 +189,7 @@ func (c *Coordinator) clock() {
 	tk := time.NewTicker(c.opts.TickInterval)
 	defer tk.Stop()
 	var lastFull time.Time
+	lastExpire := c.opts.Now()
 	for {
 		select {
 		case <-c.stop:
@@ -191,7 +203,7 @@ func (c *Coordinator) clock() {
 			return
 		}
 		c.mu.Lock()
-		now := time.Now()
+		now := c.opts.Now()
 		// Tick when a deadline is due, and every few seconds anyway to forget
 		// groups that never got past MEMBER_ID_REQUIRED.
 		if next := c.m.NextDeadline(); !next.IsZero() && !now.Before(next) || now.Sub(lastFull) > 5*time.Second {
@@ -199,14 +211,40 @@ func (c *Coordinator) clock() {
 			c.flush()
 			lastFull = now
 		}
+		if now.Sub(lastExpire) >= c.opts.ExpireInterval {
+			c.expire(now)
+			lastExpire = now
+		}
 		c.mu.Unlock()
 	}
+}
+
+// Expire deletes the offsets and groups whose retention passed (see
+// Machine.Expire) now, writing their tombstones to Topic; the session clock
+// does it every ExpireInterval. It reports how many tombstones were written.
+func (c *Coordinator) Expire() (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, ErrClosed
+	}
+	return c.expire(c.opts.Now())
+}
+
+func (c *Coordinator) expire(now time.Time) (int, error) {
+	c.m.Expire(now)
+	n := len(c.m.out.Records)
+	if n > 0 {
+		c.log.Info("expired consumer group offsets", "tombstones", n, "retention", c.m.cfg.OffsetsRetention)
+	}
+	return n, c.flush()
 }
 
 // flush persists the machine's records, then delivers its replies. Called
 // with c.mu held, so records reach Topic in the order the machine made them.
 func (c *Coordinator) flush() error {
 	out := c.m.TakeOutput()
+	c.reportLimits(out.Limits, "")
 	err := c.append(out.Records)
 	for _, r := range out.Replies {
 		if ch, ok := r.Waiter.(chan kmsg.Response); ok {
@@ -217,6 +255,17 @@ func (c *Coordinator) flush() error {
 		}
 	}
 	return err
+}
+
+// reportLimits counts limit rejections in katka_limit_rejections_total;
+// client fills in a hit that has no client address.
+func (c *Coordinator) reportLimits(hits []LimitHit, client string) {
+	for _, h := range hits {
+		if h.Client == "" {
+			h.Client = client
+		}
+		c.b.LimitRejected(h.Limit, h.Client, h.Detail)
+	}
 }
 
 // append writes records to Topic (fsynced) and compacts it when due.
@@ -245,7 +294,7 @@ func (c *Coordinator) append(recs []Record) error {
 // the same state.
 func (c *Coordinator) compact() {
 	t0 := time.Now()
-	snap := c.m.Snapshot(t0)
+	snap := c.m.Snapshot(c.opts.Now())
 	pi, err := c.b.PartitionInfo(Topic, 0)
 	if err != nil {
 		c.log.Warn("compacting __consumer_offsets", "err", err)
@@ -284,7 +333,7 @@ func (c *Coordinator) Join(ctx context.Context, req *kmsg.JoinGroupRequest, clie
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
-	resp := c.m.Join(time.Now(), req, clientID, clientHost, ch)
+	resp := c.m.Join(c.opts.Now(), req, clientID, clientHost, ch)
 	c.flush()
 	c.mu.Unlock()
 	if resp != nil {
@@ -305,7 +354,7 @@ func (c *Coordinator) Sync(ctx context.Context, req *kmsg.SyncGroupRequest) (*km
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
-	resp := c.m.Sync(time.Now(), req, ch)
+	resp := c.m.Sync(c.opts.Now(), req, ch)
 	err := c.flush()
 	c.mu.Unlock()
 	if resp != nil {
@@ -342,7 +391,7 @@ func (c *Coordinator) do(f func(now time.Time)) error {
 	if c.closed {
 		return ErrClosed
 	}
-	f(time.Now())
+	f(c.opts.Now())
 	return c.flush()
 }
 
@@ -367,17 +416,20 @@ func ignoreAppend(resp any, err error) error {
 	return nil
 }
 
-// Commit handles an OffsetCommit: the offsets are stored once their records
-// are durable in Topic; if that fails every partition gets
+// Commit handles an OffsetCommit from clientHost: the offsets are stored once
+// their records are durable in Topic; if that fails every partition gets
 // COORDINATOR_NOT_AVAILABLE and nothing is stored.
-func (c *Coordinator) Commit(req *kmsg.OffsetCommitRequest, known func(topic string, partition int32) bool) (*kmsg.OffsetCommitResponse, error) {
+func (c *Coordinator) Commit(req *kmsg.OffsetCommitRequest, known func(topic string, partition int32) bool, clientHost string) (*kmsg.OffsetCommitResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, ErrClosed
 	}
-	now := time.Now()
+	now := c.opts.Now()
 	resp, commits := c.m.PrepareCommit(now, req, known)
+	hits := c.m.out.Limits
+	c.m.out.Limits = nil
+	c.reportLimits(hits, clientHost)
 	if err := c.append(CommitRecords(commits)); err != nil {
 		for i := range resp.Topics {
 			for j := range resp.Topics[i].Partitions {

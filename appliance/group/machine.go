@@ -10,6 +10,7 @@
 package group
 
 import (
+	"fmt"
 	"sort"
 	"time"
 
@@ -32,6 +33,7 @@ const (
 	errNonEmptyGroup              int16 = 68
 	errGroupIDNotFound            int16 = 69
 	errMemberIDRequired           int16 = 79
+	errGroupMaxSizeReached        int16 = 81
 	errFencedInstanceID           int16 = 82
 	errGroupSubscribedToTopic     int16 = 86
 	errUnstableOffsetCommitUnused int16 = 88
@@ -60,6 +62,18 @@ type Config struct {
 	InitialRebalanceDelay time.Duration
 	// MaxMetadataBytes bounds commit metadata (offset.metadata.max.bytes: 4096).
 	MaxMetadataBytes int
+	// OffsetsRetention is how long an empty group keeps its committed offsets
+	// (offsets.retention.minutes: 7 days); Expire deletes them after it.
+	// Negative keeps them forever.
+	OffsetsRetention time.Duration
+	// MaxGroups caps the groups held (katka's groups.max_groups); a join or
+	// simple commit that would create one more gets GROUP_MAX_SIZE_REACHED.
+	// 0 is no cap.
+	MaxGroups int
+	// MaxMembers caps one group's members, member ids handed out by the
+	// MEMBER_ID_REQUIRED round included (group.max.size); a new member beyond
+	// it gets GROUP_MAX_SIZE_REACHED. 0 is no cap.
+	MaxMembers int
 }
 
 func (c *Config) defaults() {
@@ -77,6 +91,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxMetadataBytes <= 0 {
 		c.MaxMetadataBytes = 4096
+	}
+	if c.OffsetsRetention == 0 {
+		c.OffsetsRetention = 7 * 24 * time.Hour
 	}
 }
 
@@ -98,10 +115,33 @@ type Record struct {
 }
 
 // Output is what the machine asks its shell to do after a step: append
-// Records (in order, before anything else), then deliver Replies.
+// Records (in order, before anything else), then deliver Replies and count
+// the Limits clients hit.
 type Output struct {
 	Replies []Reply
 	Records []Record
+	Limits  []LimitHit
+}
+
+// LimitHit is a request refused by a limit (MaxGroups, MaxMembers); the shell
+// counts it in katka_limit_rejections_total. Limit is a broker.Limit* name.
+type LimitHit struct {
+	Limit, Client, Detail string
+}
+
+// Limit names (broker.LimitGroups and broker.LimitGroupMembers).
+const (
+	limitGroups       = "groups"
+	limitGroupMembers = "group_members"
+)
+
+func (m *Machine) limit(limit, client, format string, args ...any) {
+	m.out.Limits = append(m.out.Limits, LimitHit{Limit: limit, Client: client, Detail: fmt.Sprintf(format, args...)})
+}
+
+// groupsFull reports whether a new group would pass MaxGroups.
+func (m *Machine) groupsFull() bool {
+	return m.cfg.MaxGroups > 0 && len(m.groups) >= m.cfg.MaxGroups
 }
 
 // Machine is the coordinator's state: every group, its members and its
@@ -288,6 +328,10 @@ func (m *Machine) Join(now time.Time, req *kmsg.JoinGroupRequest, clientID, clie
 		if req.MemberID != "" {
 			return fail(errUnknownMemberID)
 		}
+		if m.groupsFull() {
+			m.limit(limitGroups, clientHost, "group %q not created: %d groups held (groups.max_groups)", req.Group, len(m.groups))
+			return fail(errGroupMaxSizeReached)
+		}
 		g = newGroup(req.Group, now)
 		m.groups[req.Group] = g
 	}
@@ -303,9 +347,17 @@ func (m *Machine) Join(now time.Time, req *kmsg.JoinGroupRequest, clientID, clie
 	}
 
 	if req.MemberID == "" {
+		var old *member
+		if req.InstanceID != nil {
+			old = g.members[g.statics[*req.InstanceID]]
+		}
+		if n := len(g.members) + len(g.pending); old == nil && m.cfg.MaxMembers > 0 && n >= m.cfg.MaxMembers {
+			m.limit(limitGroupMembers, clientHost, "group %q has %d members (groups.max_members)", req.Group, n)
+			return fail(errGroupMaxSizeReached)
+		}
 		id := m.newID(clientID)
 		if req.InstanceID != nil {
-			if old := g.members[g.statics[*req.InstanceID]]; old != nil {
+			if old != nil {
 				return m.replaceStatic(now, g, old, newMember(id), req, w)
 			}
 			// A new static member needs no MEMBER_ID_REQUIRED round.

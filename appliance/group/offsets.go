@@ -66,6 +66,10 @@ func (m *Machine) commitError(now time.Time, req *kmsg.OffsetCommitRequest) int1
 	g := m.groups[req.Group]
 	if g == nil {
 		if req.Generation < 0 {
+			if m.groupsFull() {
+				m.limit(limitGroups, "", "offsets of group %q not stored: %d groups held (groups.max_groups)", req.Group, len(m.groups))
+				return errGroupMaxSizeReached
+			}
 			return errNone // a "simple" consumer storing offsets only
 		}
 		return errIllegalGeneration
@@ -345,4 +349,42 @@ func sortedOffsets(g *group) []tp {
 		return ks[i].partition < ks[j].partition
 	})
 	return ks
+}
+
+// Expire deletes what offsets.retention.minutes lets go, as Kafka's offset
+// cleanup does: the committed offsets of a group that has had no members for
+// OffsetsRetention (counted from when it became Empty, or from the offset's
+// own commit when that is later, so a reset made on an idle group lasts a
+// full period), and a standalone committer's offsets (a group that never had
+// members) OffsetsRetention after each one's commit. A group left Empty with
+// no offsets is deleted. Tombstones for every deleted key go to the output,
+// so a replay of __consumer_offsets gives the same state.
+func (m *Machine) Expire(now time.Time) {
+	if m.cfg.OffsetsRetention <= 0 {
+		return
+	}
+	for _, id := range m.sortedGroupIDs() {
+		g := m.groups[id]
+		if g.state != Empty || len(g.members) > 0 || len(g.pending) > 0 {
+			continue
+		}
+		for _, k := range sortedOffsets(g) {
+			base := time.UnixMilli(g.offsets[k].commitMs)
+			if g.protocolType != "" && g.stateSince.After(base) {
+				base = g.stateSince
+			}
+			if now.Sub(base) >= m.cfg.OffsetsRetention {
+				delete(g.offsets, k)
+				m.out.Records = append(m.out.Records, Record{Key: offsetKey(id, k)})
+			}
+		}
+		if len(g.offsets) > 0 || now.Sub(g.stateSince) < m.cfg.OffsetsRetention && g.protocolType != "" {
+			continue
+		}
+		if g.generation > 0 || g.protocolType != "" {
+			m.out.Records = append(m.out.Records, Record{Key: groupKey(id)})
+		}
+		g.setState(Dead, now)
+		delete(m.groups, id)
+	}
 }

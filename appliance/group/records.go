@@ -40,7 +40,9 @@ func (m *Machine) persistGroup(g *group, now time.Time) {
 func groupRecord(g *group, now time.Time) Record {
 	v := kmsg.NewGroupMetadataValue()
 	v.Version = 3
-	v.ProtocolType, v.Generation, v.CurrentStateTimestamp = g.protocolType, g.generation, now.UnixMilli()
+	// The time of the group's current state, not of the write: compaction
+	// rewrites this record and an Empty group's offsets expire from it.
+	v.ProtocolType, v.Generation, v.CurrentStateTimestamp = g.protocolType, g.generation, g.stateSince.UnixMilli()
 	if g.protocol != "" {
 		v.Protocol = strp(g.protocol)
 	}
@@ -81,6 +83,9 @@ func (m *Machine) Apply(now time.Time, key, value []byte) error {
 		if value == nil {
 			if g != nil {
 				delete(g.offsets, tp{k.Topic, k.Partition})
+				if len(g.offsets) == 0 && len(g.members) == 0 && g.generation == 0 && g.protocolType == "" {
+					delete(m.groups, k.Group) // a standalone committer with nothing left
+				}
 			}
 			return nil
 		}
@@ -138,6 +143,10 @@ func (m *Machine) Apply(now time.Time, key, value []byte) error {
 			g.setState(Stable, now)
 		} else {
 			g.setState(Empty, now)
+			if v.CurrentStateTimestamp > 0 {
+				// Empty since then: offset expiry counts from it across restarts.
+				g.stateSince = time.UnixMilli(v.CurrentStateTimestamp)
+			}
 		}
 		return nil
 	default:

@@ -37,7 +37,7 @@ func commitMany(t testing.TB, c *Coordinator, n, groups int) {
 			rt.Partitions = append(rt.Partitions, kmsg.OffsetCommitRequestTopicPartition{Partition: int32(p), Offset: int64(i), LeaderEpoch: -1})
 		}
 		req.Topics = append(req.Topics, rt)
-		resp, err := c.Commit(req, nil)
+		resp, err := c.Commit(req, nil, "")
 		if err != nil || resp.Topics[0].Partitions[0].ErrorCode != 0 {
 			t.Fatalf("commit %d: %v %+v", i, err, resp)
 		}

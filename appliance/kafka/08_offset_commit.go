@@ -33,5 +33,5 @@ func (s *Server) handleOffsetCommit(ctx context.Context, c *conn, kr kmsg.Reques
 		}
 	}
 	known := func(topic string, p int32) bool { return p >= 0 && p < counts[topic] }
-	return gc.Commit(req, known)
+	return gc.Commit(req, known, c.remote)
 }
