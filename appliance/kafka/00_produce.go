@@ -12,8 +12,10 @@ import (
 )
 
 // handleProduce appends one record batch per partition. acks 0 gets no
-// response at all, as in Kafka; partitions of one request are written in
-// parallel so that their fsyncs overlap.
+// response at all, as in Kafka. The whole request is checked before anything
+// is written (acks, transactional id, topics, internal topics, partitions,
+// duplicate partitions); the partitions that pass are then written in
+// parallel, at most maxProduceWorkers at once, so that their fsyncs overlap.
 func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.ProduceRequest)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
@@ -32,48 +34,25 @@ func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) 
 	if req.TransactionID != nil && ackErr == errNone {
 		ackErr = errTransactionalIDAuth // transactions are not supported
 	}
-	byID := s.topicIDs(req.Version >= 13)
-	var wg sync.WaitGroup
-	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
-	for i := range req.Topics {
-		rt := &req.Topics[i]
-		st := &resp.Topics[i]
-		st.Topic, st.TopicID = rt.Topic, rt.TopicID
-		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
-		info, terr := s.lookupTopic(rt.Topic, rt.TopicID, req.Version >= 13, byID)
-		var parts []broker.PartitionInfo
-		if terr == nil && req.Version >= 5 && ackErr == errNone {
-			parts, _ = s.b.Partitions(info.Name)
+	jobs := s.checkProduce(c, req, resp, ackErr)
+	if len(jobs) == 1 {
+		jobs[0].run(ctx, s, acks, req.Version)
+	} else if len(jobs) > 1 {
+		var wg sync.WaitGroup
+		next := make(chan *produceJob)
+		for range min(len(jobs), maxProduceWorkers) {
+			wg.Go(func() {
+				for j := range next {
+					j.run(ctx, s, acks, req.Version)
+				}
+			})
 		}
-		for j := range rt.Partitions {
-			rp := &rt.Partitions[j]
-			sp := &st.Partitions[j]
-			*sp = kmsg.NewProduceResponseTopicPartition()
-			sp.Partition = rp.Partition
-			sp.BaseOffset = -1
-			switch {
-			case ackErr != errNone:
-				sp.ErrorCode = ackErr
-				continue
-			case terr != nil:
-				sp.ErrorCode = errorCode(terr)
-				continue
-			}
-			if int(rp.Partition) < len(parts) && rp.Partition >= 0 {
-				sp.LogStartOffset = parts[rp.Partition].LogStartOffset
-			}
-			if len(req.Topics) == 1 && len(rt.Partitions) == 1 {
-				s.producePartition(ctx, info, rp, acks, sp, req.Version)
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.producePartition(ctx, info, rp, acks, sp, req.Version)
-			}()
+		for _, j := range jobs {
+			next <- j
 		}
+		close(next)
+		wg.Wait()
 	}
-	wg.Wait()
 	if req.Acks == 0 {
 		// No response; as Kafka does, a failure closes the connection so the
 		// client notices and refreshes its metadata.
@@ -87,6 +66,109 @@ func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) 
 		return nil, nil
 	}
 	return resp, nil
+}
+
+// produceJob is one partition entry of a produce request that passed the
+// checks, and its place in the response.
+type produceJob struct {
+	info broker.TopicInfo
+	rp   *kmsg.ProduceRequestTopicPartition
+	sp   *kmsg.ProduceResponseTopicPartition
+}
+
+func (j *produceJob) run(ctx context.Context, s *Server, acks broker.Acks, version int16) {
+	s.producePartition(ctx, j.info, j.rp, acks, j.sp, version)
+}
+
+// checkProduce fills resp with an entry per partition entry of req, answers
+// those that fail a check, and returns the rest to be written. It starts
+// nothing: a frame of a million entries costs one pass here.
+//
+// Duplicates: Kafka's KafkaApis turns the request's partitions into a map, so
+// of two entries for one topic-partition the last silently replaces the first
+// (and the client gets one answer for two batches). katka refuses every entry
+// of a duplicated topic-partition with INVALID_REQUEST and writes none of
+// them, as Kafka answers duplicates in CreateTopics and DeleteTopics: no batch
+// is dropped without an error.
+func (s *Server) checkProduce(c *conn, req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse, ackErr int16) []*produceJob {
+	byID := s.topicIDs(req.Version >= 13)
+	type tp struct {
+		topic     string
+		partition int32
+	}
+	seen := map[tp]*kmsg.ProduceResponseTopicPartition{}
+	dup := map[tp]bool{}
+	var jobs []*produceJob
+	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
+	for i := range req.Topics {
+		rt := &req.Topics[i]
+		st := &resp.Topics[i]
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
+		info, terr := s.lookupTopic(rt.Topic, rt.TopicID, req.Version >= 13, byID)
+		if terr == nil && broker.InternalTopic(info.Name) {
+			// Kafka refuses produce into __consumer_offsets and the like.
+			s.limitRejected(broker.LimitInternalTopic, c.remote, "produce to internal topic "+info.Name)
+			terr = codeErrorf(errInvalidTopic, "the request included a produce to internal topic %s", info.Name)
+		}
+		var parts []broker.PartitionInfo
+		if terr == nil && req.Version >= 5 && ackErr == errNone {
+			parts, _ = s.b.Partitions(info.Name)
+		}
+		for j := range rt.Partitions {
+			rp := &rt.Partitions[j]
+			sp := &st.Partitions[j]
+			*sp = kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.BaseOffset = -1
+			fail := func(err error) {
+				sp.ErrorCode = errorCode(err)
+				if req.Version >= 8 {
+					sp.ErrorMessage = errorMessage(err)
+				}
+			}
+			switch {
+			case ackErr != errNone:
+				sp.ErrorCode = ackErr
+				continue
+			case terr != nil:
+				fail(terr)
+				continue
+			case rp.Partition < 0 || rp.Partition >= info.Partitions:
+				fail(codeErrorf(errUnknownTopicOrPartition, "partition %d of topic %s does not exist", rp.Partition, info.Name))
+				continue
+			}
+			key := tp{info.Name, rp.Partition}
+			if first, ok := seen[key]; ok {
+				dup[key] = true
+				msg := codeErrorf(errInvalidRequest, "the request holds more than one entry for partition %d of topic %s", rp.Partition, info.Name)
+				fail(msg)
+				if first.ErrorCode == errNone {
+					first.ErrorCode = errInvalidRequest
+					if req.Version >= 8 {
+						first.ErrorMessage = errorMessage(msg)
+					}
+				}
+				continue
+			}
+			seen[key] = sp
+			if int(rp.Partition) < len(parts) {
+				sp.LogStartOffset = parts[rp.Partition].LogStartOffset
+			}
+			jobs = append(jobs, &produceJob{info: info, rp: rp, sp: sp})
+		}
+	}
+	if len(dup) == 0 {
+		return jobs
+	}
+	s.limitRejected(broker.LimitDuplicatePartition, c.remote, fmt.Sprintf("produce request with %d duplicated topic-partitions", len(dup)))
+	kept := jobs[:0]
+	for _, j := range jobs {
+		if !dup[tp{j.info.Name, j.rp.Partition}] {
+			kept = append(kept, j)
+		}
+	}
+	return kept
 }
 
 // producePartition validates and appends one partition's batch and fills sp.
@@ -137,12 +219,12 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	}
 
 	// Idempotent producer: check the sequence and append under the state lock.
-	st := s.producers.get(producerKey{id: b.producerID, topic: info.ID, partition: rp.Partition})
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.epoch < 0 && !st.scanned && b.producerID <= s.producers.bootID {
-		s.rebuildProducer(ctx, info.Name, rp.Partition, b.producerID, logAppend, st)
+	st, unlock, err := s.lockProducer(ctx, info, rp.Partition, b.producerID, logAppend)
+	if err != nil {
+		fail(err)
+		return
 	}
+	defer unlock()
 	verdict, dup, err := st.check(b.producerEpoch, b.baseSequence, b.lastSequence())
 	if err != nil {
 		fail(err)

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"reflect"
 	"time"
@@ -46,13 +47,20 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 			parts = append(parts, fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]})
 		}
 	}
-	respMax := int64(math.MaxInt32)
-	if req.Version >= 3 && req.MaxBytes > 0 {
-		respMax = int64(req.MaxBytes)
-	}
+	respMax, need := s.fetchCaps(c, req, parts)
 	committed := req.IsolationLevel == 1
 	maxWait := time.Duration(max(req.MaxWaitMillis, 0)) * time.Millisecond
 	var timer *time.Timer
+	// fill reads every partition with the response's bytes reserved in the
+	// memory pool (queued.max.request.bytes), then keeps only what was read.
+	fill := func() (int64, bool, error) {
+		if err := s.reserve(ctx, c, need); err != nil {
+			return 0, false, err
+		}
+		total, failed := s.fillFetch(ctx, parts, respMax, committed)
+		s.reserve(nil, c, total)
+		return total, failed, nil
+	}
 	for {
 		// Take the wake-up channels before reading, so no append is missed.
 		var chans []<-chan struct{}
@@ -65,10 +73,17 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 				}
 			}
 		}
-		total, failed := s.fillFetch(ctx, parts, respMax, committed)
+		total, failed, err := fill()
+		if err != nil {
+			return nil, err
+		}
 		if total >= int64(req.MinBytes) || failed || maxWait <= 0 || len(chans) == 0 {
 			return resp, nil
 		}
+		// Not enough yet: hold neither records nor pool bytes while waiting;
+		// the next fill reads them again.
+		dropBatches(parts)
+		s.reserve(nil, c, 0)
 		if timer == nil {
 			timer = time.NewTimer(maxWait)
 			defer timer.Stop()
@@ -82,8 +97,49 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		}
 		if chosen, _, _ := reflect.Select(cases); chosen < 2 {
 			// Deadline or shutdown: answer with what is there now.
-			s.fillFetch(ctx, parts, respMax, committed)
+			if _, _, err := fill(); err != nil {
+				return nil, err
+			}
 			return resp, nil
+		}
+	}
+}
+
+// fetchCaps clamps the client's response and partition maximums to the
+// broker's (fetch.max.bytes, kafka.limits.fetch_partition_max_bytes), as Kafka
+// clamps fetch.max.bytes: the request is served, only smaller. It returns the
+// response cap and the bytes to reserve for reading: the most the partitions
+// can return under both caps (a partition's first batch still comes back whole
+// when larger, as in Kafka; that excess is not reserved).
+func (s *Server) fetchCaps(c *conn, req *kmsg.FetchRequest, parts []fetchPart) (respMax, need int64) {
+	respMax = int64(s.cfg.FetchMaxBytes)
+	var clamped bool
+	if req.MaxBytes > 0 {
+		clamped = int64(req.MaxBytes) > respMax
+		respMax = min(respMax, int64(req.MaxBytes))
+	}
+	for _, p := range parts {
+		pm := int64(p.rp.PartitionMaxBytes)
+		if pm > int64(s.cfg.FetchPartitionMaxBytes) {
+			clamped = true
+			pm = int64(s.cfg.FetchPartitionMaxBytes)
+			p.rp.PartitionMaxBytes = s.cfg.FetchPartitionMaxBytes
+		}
+		if p.terr == nil && pm > 0 {
+			need += pm
+		}
+	}
+	if clamped {
+		s.limitRejected(broker.LimitFetchBytes, c.remote, fmt.Sprintf("fetch asked for %d bytes (response) or partitions over %d bytes; clamped to fetch.max.bytes %d and %d per partition", req.MaxBytes, s.cfg.FetchPartitionMaxBytes, s.cfg.FetchMaxBytes, s.cfg.FetchPartitionMaxBytes))
+	}
+	return respMax, min(need, respMax)
+}
+
+// dropBatches empties the record data gathered into the response.
+func dropBatches(parts []fetchPart) {
+	for _, p := range parts {
+		if len(p.sp.RecordBatches) > 0 {
+			p.sp.RecordBatches = []byte{}
 		}
 	}
 }

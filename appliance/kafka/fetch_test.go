@@ -27,15 +27,25 @@ func fetchReq(topic string, offsets map[int32]int64, maxWait, minBytes, maxBytes
 	return req
 }
 
+// produceN writes n records of size bytes to a partition; it fails the test,
+// so call it from the test's goroutine only (others use produceNErr).
 func produceN(t *testing.T, b *broker.Broker, topic string, p int32, n, size int) {
 	t.Helper()
+	if err := produceNErr(b, topic, p, n, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// produceNErr is produceN for other goroutines: it returns the error.
+func produceNErr(b *broker.Broker, topic string, p int32, n, size int) error {
 	recs := make([]broker.Record, n)
 	for i := range recs {
 		recs[i] = broker.Record{Value: make([]byte, size)}
 	}
 	if _, err := b.Produce(context.Background(), topic, p, recs, broker.AcksAll); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("produce %d records to %s-%d: %w", n, topic, p, err)
 	}
+	return nil
 }
 
 func TestFetchLongPollWakesOnProduce(t *testing.T) {
@@ -46,12 +56,16 @@ func TestFetchLongPollWakesOnProduce(t *testing.T) {
 	r := e.raw(t)
 	// Nothing there yet: the fetch waits, then wakes when partition 2 gets data.
 	start := time.Now()
+	errc := make(chan error, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		produceN(t, e.b, "poll", 2, 1, 10)
+		errc <- produceNErr(e.b, "poll", 2, 1, 10)
 	}()
 	resp := r.roundTrip(fetchReq("poll", map[int32]int64{0: 0, 1: 0, 2: 0}, 10000, 1, 1<<20, 1<<20), 12).(*kmsg.FetchResponse)
 	took := time.Since(start)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
 	if took < 250*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("long poll returned after %v", took)
 	}
@@ -71,11 +85,17 @@ func TestFetchLongPollWakesOnProduce(t *testing.T) {
 	start = time.Now()
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		produceN(t, e.b, "poll", 0, 1, 10)
+		if err := produceNErr(e.b, "poll", 0, 1, 10); err != nil {
+			errc <- err
+			return
+		}
 		time.Sleep(200 * time.Millisecond)
-		produceN(t, e.b, "poll", 1, 10, 1000)
+		errc <- produceNErr(e.b, "poll", 1, 10, 1000)
 	}()
 	resp = r.roundTrip(fetchReq("poll", map[int32]int64{0: 0, 1: 0, 2: 1}, 5000, 5000, 1<<20, 1<<20), 12).(*kmsg.FetchResponse)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
 	if took := time.Since(start); took < 250*time.Millisecond || took > 3*time.Second {
 		t.Fatalf("min bytes fetch returned after %v", took)
 	}

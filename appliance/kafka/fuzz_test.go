@@ -3,9 +3,12 @@ package kafka
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -59,36 +62,55 @@ func FuzzRecordBatch(f *testing.F) {
 	})
 }
 
-// FuzzRequestFrame feeds arbitrary bytes to the frame reader and request
-// decoder: every input must end in a request or an error, never a panic.
+// FuzzRequestFrame feeds arbitrary bytes through the server's own path: the
+// frame reader, the request decoder and the handlers, against a real broker.
+// Every input must end in answers or a closed connection, never a panic: a
+// panic in a handler reaches the fuzzer directly, and one the server
+// recovers (the decoder goroutine, the connection loop) is counted in
+// Server.panics, which must stay 0.
 func FuzzRequestFrame(f *testing.F) {
 	for _, seed := range seedFrames() {
 		f.Add(seed)
 	}
+	e := newEnv(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := &Server{cfg: Config{MaxRequestBytes: 1 << 20}}
-		c := &conn{r: bufio.NewReader(bytes.NewReader(data))}
+		s := e.srv
+		before := s.panics.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond) // ends long polls
+		defer cancel()
+		c := &conn{nc: fuzzConn{}, r: bufio.NewReader(bytes.NewReader(data)), remote: "fuzz"}
+		defer s.reserve(nil, c, 0)
 		for i := 0; i < 4; i++ { // a few pipelined frames at most
 			req, err := s.readRequest(c)
 			if err != nil {
-				return
+				break
 			}
-			h, ok := handlers[req.key]
-			if !ok || req.version < h.min || req.version > h.max {
-				continue
+			err = s.handle(ctx, c, req)
+			s.reserve(nil, c, 0)
+			if err != nil {
+				break // the server closes the connection here
 			}
-			kreq := kmsg.RequestForKey(req.key)
-			kreq.SetVersion(req.version)
-			body := req.body
-			if kreq.IsFlexible() {
-				if body, err = skipTags(body); err != nil {
-					continue
-				}
-			}
-			decodeRequest(kreq, body, kreq.IsFlexible())
+		}
+		if n := s.panics.Load() - before; n != 0 {
+			t.Fatalf("%d panics recovered while serving %q", n, data)
 		}
 	})
 }
+
+// fuzzConn is a connection whose writes go nowhere, for driving the
+// server's request path without a socket.
+type fuzzConn struct{}
+
+func (fuzzConn) Read([]byte) (int, error)    { return 0, io.EOF }
+func (fuzzConn) Write(b []byte) (int, error) { return len(b), nil }
+func (fuzzConn) Close() error                { return nil }
+func (fuzzConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9092} }
+func (fuzzConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+}
+func (fuzzConn) SetDeadline(time.Time) error      { return nil }
+func (fuzzConn) SetReadDeadline(time.Time) error  { return nil }
+func (fuzzConn) SetWriteDeadline(time.Time) error { return nil }
 
 // seedFrames returns well-formed request frames of the kinds clients send.
 func seedFrames() [][]byte {

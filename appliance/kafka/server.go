@@ -16,10 +16,12 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/katka-io/katka/appliance/broker"
 )
@@ -42,8 +44,28 @@ type Config struct {
 	// means the listen address (or, when that host is unspecified, the local
 	// address each connection arrived on).
 	AdvertisedAddr string
-	// MaxRequestBytes bounds one request frame; 0 means DefaultMaxRequestBytes.
+	// MaxRequestBytes bounds one request frame (socket.request.max.bytes); a
+	// larger size prefix closes the connection. 0 means DefaultMaxRequestBytes.
 	MaxRequestBytes int
+	// MaxConnections caps open connections in all (max.connections); at the cap
+	// the listener stops accepting until one closes, as Kafka's acceptor does.
+	// 0 means DefaultMaxConnections.
+	MaxConnections int
+	// MaxConnectionsPerIP caps open connections from one client IP
+	// (max.connections.per.ip); one more is closed at once. 0 means
+	// DefaultMaxConnectionsPerIP.
+	MaxConnectionsPerIP int
+	// QueuedMaxRequestBytes is the memory pool for request bytes being read,
+	// decoded or handled and fetch response bytes being built
+	// (queued.max.request.bytes); a request that does not fit waits. 0 means
+	// DefaultQueuedMaxRequestBytes.
+	QueuedMaxRequestBytes int64
+	// FetchMaxBytes caps a fetch response whatever MaxBytes the client asks
+	// (fetch.max.bytes). 0 means DefaultFetchMaxBytes.
+	FetchMaxBytes int32
+	// FetchPartitionMaxBytes caps one partition of a fetch response whatever
+	// PartitionMaxBytes the client asks. 0 means DefaultFetchPartitionMaxBytes.
+	FetchPartitionMaxBytes int32
 	// IdleTimeout closes connections that send nothing for this long
 	// (connections.max.idle.ms); 0 means 10 minutes.
 	IdleTimeout time.Duration
@@ -68,8 +90,19 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// pool is the queued.max.request.bytes memory pool, poolSize its size.
+	pool     *semaphore.Weighted
+	poolSize int64
+
+	// panics counts panics recovered while decoding or handling a request;
+	// a panic is a bug, so tests and fuzzing check this stays 0.
+	panics atomic.Int64
+
 	mu     sync.Mutex
+	slotCV *sync.Cond // signalled when a connection slot frees (on mu)
 	conns  map[net.Conn]struct{}
+	nconns int            // connection slots in use (a closed connection whose decode is stuck keeps its slot)
+	perIP  map[string]int // slots in use per client IP
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -114,6 +147,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
+	cfg.setLimitDefaults()
 	lg := cfg.Logger
 	if lg == nil {
 		lg = slog.Default()
@@ -123,7 +157,9 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka listener: %w", err)
 	}
-	s := &Server{b: b, cfg: cfg, log: lg, ln: ln, conns: map[net.Conn]struct{}{}, producers: newProducerTable()}
+	s := &Server{b: b, cfg: cfg, log: lg, ln: ln, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable()}
+	s.slotCV = sync.NewCond(&s.mu)
+	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
 	if err := s.setAdvertised(); err != nil {
 		ln.Close()
 		return nil, err
@@ -195,6 +231,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.slotCV.Broadcast()
 	err := s.ln.Close()
 	s.cancel()
 	for c := range s.conns {
@@ -226,16 +263,15 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		delay = 0
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		ip := remoteIP(nc)
+		if !s.takeSlot(nc, ip) {
 			nc.Close()
-			return
+			if s.isClosed() {
+				return
+			}
+			continue
 		}
-		s.conns[nc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serveConn(nc)
+		go s.serveConn(nc, ip)
 	}
 }
 
@@ -261,6 +297,10 @@ type conn struct {
 	remote   string
 	wbuf     []byte
 	clientID string // of the request being handled; member ids start with it
+	held     int64  // bytes of the memory pool the current request holds
+	// stuck, once a decode outlived decodeTimeout, is closed when that
+	// decode's goroutine finally returns.
+	stuck <-chan struct{}
 }
 
 // request is one parsed request frame.
@@ -281,16 +321,26 @@ func protoErrf(format string, args ...any) error {
 	return &protocolError{msg: fmt.Sprintf(format, args...)}
 }
 
-func (s *Server) serveConn(nc net.Conn) {
+func (s *Server) serveConn(nc net.Conn, ip string) {
 	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), remote: nc.RemoteAddr().String()}
 	defer func() {
 		if v := recover(); v != nil {
+			s.panics.Add(1)
 			s.log.Error("kafka connection handler panicked; closing connection", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
 		}
+		s.reserve(nil, c, 0)
 		nc.Close()
 		s.mu.Lock()
 		delete(s.conns, nc)
 		s.mu.Unlock()
+		if c.stuck != nil {
+			// A decode that outlived its watchdog still runs: the connection
+			// keeps its slot (max.connections, max.connections.per.ip) until it
+			// ends, so stuck decodes are bounded by the connection limits.
+			go func() { <-c.stuck; s.freeSlot(ip) }()
+		} else {
+			s.freeSlot(ip)
+		}
 		s.wg.Done()
 	}()
 	if tc, ok := nc.(*net.TCPConn); ok {
@@ -312,7 +362,9 @@ func (s *Server) serveConn(nc net.Conn) {
 			}
 			return
 		}
-		if err := s.handle(c, req); err != nil {
+		err = s.handle(s.ctx, c, req)
+		s.reserve(nil, c, 0) // the request and its response are done with
+		if err != nil {
 			var pe *protocolError
 			var a0 errAcks0Failed
 			if errors.As(err, &pe) {
@@ -332,7 +384,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// readRequest reads one size-prefixed frame and its request header.
+// readRequest reads one size-prefixed frame and its request header. Once the
+// size is known and allowed, the frame's bytes are reserved in the memory pool
+// (waiting while the pool is full) before the body is read; the reservation is
+// held until the request is answered.
 func (s *Server) readRequest(c *conn) (*request, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
@@ -340,6 +395,7 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	}
 	n := int32(binary.BigEndian.Uint32(hdr[:]))
 	if n < 0 || int64(n) > int64(s.cfg.MaxRequestBytes) {
+		s.limitRejected(broker.LimitRequestBytes, c.remote, fmt.Sprintf("frame of %d bytes, socket.request.max.bytes %d", n, s.cfg.MaxRequestBytes))
 		return nil, protoErrf("frame length %d outside 0..%d (socket.request.max.bytes)", n, s.cfg.MaxRequestBytes)
 	}
 	if n > maxNonProduceBytes && n >= 2 {
@@ -347,10 +403,14 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 		// element, so a huge frame of any other kind would cost many times its
 		// size in memory: refuse it before reading it.
 		if key, err := c.r.Peek(2); err == nil && binary.BigEndian.Uint16(key) != 0 {
+			s.limitRejected(broker.LimitRequestBytes, c.remote, fmt.Sprintf("frame of %d bytes for api key %d", n, int16(binary.BigEndian.Uint16(key))))
 			return nil, protoErrf("frame of %d bytes for api key %d exceeds %d bytes (only Produce may be larger)", n, int16(binary.BigEndian.Uint16(key)), maxNonProduceBytes)
 		}
 	}
-	frame, err := readFull(c.r, int(n))
+	if err := s.reserve(s.ctx, c, int64(n)); err != nil {
+		return nil, err
+	}
+	frame, err := readFull(c, int(n))
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, protoErrf("truncated frame: %d of %d bytes before the connection ended", len(frame), n)
@@ -360,9 +420,15 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	return parseHeader(frame)
 }
 
+// frameStallTimeout closes a connection whose frame, once started, makes no
+// progress for this long, so a stalled sender does not keep its bytes of the
+// memory pool for the whole idle timeout. Clients give up on a request after
+// request.timeout.ms (30 s) anyway.
+const frameStallTimeout = 30 * time.Second
+
 // readFull reads exactly n bytes, growing the buffer as data arrives so that
 // a lying length prefix cannot make us allocate memory the peer never sends.
-func readFull(r io.Reader, n int) ([]byte, error) {
+func readFull(c *conn, n int) ([]byte, error) {
 	buf := make([]byte, 0, min(n, 64<<10))
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
@@ -370,7 +436,10 @@ func readFull(r io.Reader, n int) ([]byte, error) {
 			copy(nb, buf)
 			buf = nb
 		}
-		m, err := r.Read(buf[len(buf):cap(buf)])
+		if c.nc != nil {
+			c.nc.SetReadDeadline(time.Now().Add(frameStallTimeout))
+		}
+		m, err := c.r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			if err == io.EOF && len(buf) < n {
@@ -433,8 +502,9 @@ func skipTags(b []byte) ([]byte, error) {
 	return b, nil
 }
 
-// handle decodes, answers and writes one request.
-func (s *Server) handle(c *conn, r *request) error {
+// handle decodes, answers and writes one request; ctx ends long polls and
+// waits for the memory pool.
+func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 	h, ok := handlers[r.key]
 	if !ok {
 		return protoErrf("unsupported api key %d", r.key)
@@ -460,14 +530,14 @@ func (s *Server) handle(c *conn, r *request) error {
 			return protoErrf("request header tags: %v", err)
 		}
 	}
-	if err := decodeRequest(kreq, body, flexible); err != nil {
+	if err := s.decodeRequest(c, kreq, body, flexible); err != nil {
 		return protoErrf("decode %s v%d: %v", kmsg.NameForKey(r.key), r.version, err)
 	}
-	if s.log.Enabled(s.ctx, slog.LevelDebug) {
+	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("kafka request", "remote", c.remote, "api", kmsg.NameForKey(r.key), "version", r.version, "client_id", r.clientID)
 	}
 	c.clientID = r.clientID
-	resp, err := h.fn(s, s.ctx, c, kreq)
+	resp, err := h.fn(s, ctx, c, kreq)
 	if err != nil || resp == nil {
 		return err
 	}
@@ -484,16 +554,23 @@ const decodeTimeout = time.Second
 // when the reader goes bad), so a few crafted bytes in a flexible request can
 // make decoding spin for seconds. Flexible requests are therefore decoded in
 // their own goroutine under a watchdog: past decodeTimeout the request is
-// treated as malformed and its connection closed, while the stray decode
-// finishes on its own.
-func decodeRequest(kreq kmsg.Request, body []byte, flexible bool) error {
+// treated as malformed and its connection closed. The stray decode cannot be
+// stopped; c.stuck records it, and the connection's slot stays taken until it
+// ends (see serveConn), so stuck decodes never outnumber the connection
+// limits. A panic in the decoder is recovered, counted in s.panics and
+// returned as an error.
+func (s *Server) decodeRequest(c *conn, kreq kmsg.Request, body []byte, flexible bool) error {
 	if !flexible {
 		return kreq.ReadFrom(body)
 	}
 	done := make(chan error, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		defer func() {
 			if v := recover(); v != nil {
+				s.panics.Add(1)
+				s.log.Error("kafka request decoder panicked", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
 				done <- fmt.Errorf("decoder panicked: %v", v)
 			}
 		}()
@@ -505,6 +582,7 @@ func decodeRequest(kreq kmsg.Request, body []byte, flexible bool) error {
 	case err := <-done:
 		return err
 	case <-t.C:
+		c.stuck = finished
 		return fmt.Errorf("decoding took longer than %v (malformed tagged fields)", decodeTimeout)
 	}
 }

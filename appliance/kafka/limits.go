@@ -1,0 +1,146 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// Defaults of the client limits, Kafka's where Kafka has one; the config file
+// sets them (kafka.limits.*, see appliance/config/limits.go).
+const (
+	// DefaultMaxConnections is max.connections' default here (Kafka: unlimited).
+	DefaultMaxConnections = 1000
+	// DefaultMaxConnectionsPerIP is max.connections.per.ip's default here.
+	DefaultMaxConnectionsPerIP = 200
+	// DefaultQueuedMaxRequestBytes is queued.max.request.bytes' default here.
+	DefaultQueuedMaxRequestBytes = 64 << 20
+	// DefaultFetchMaxBytes is Kafka's fetch.max.bytes default (55 MiB).
+	DefaultFetchMaxBytes = 55 << 20
+	// DefaultFetchPartitionMaxBytes caps one partition of a fetch response.
+	DefaultFetchPartitionMaxBytes = 10 << 20
+)
+
+// maxProduceWorkers bounds the partitions of one produce request written at
+// once: enough for their fsyncs to share a group commit, not a goroutine per
+// entry of a frame that may hold a million.
+const maxProduceWorkers = 32
+
+// setLimitDefaults fills the zero limits with their defaults.
+func (cfg *Config) setLimitDefaults() {
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.MaxConnectionsPerIP <= 0 {
+		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if cfg.QueuedMaxRequestBytes <= 0 {
+		cfg.QueuedMaxRequestBytes = DefaultQueuedMaxRequestBytes
+	}
+	if cfg.FetchMaxBytes <= 0 {
+		cfg.FetchMaxBytes = DefaultFetchMaxBytes
+	}
+	if cfg.FetchPartitionMaxBytes <= 0 {
+		cfg.FetchPartitionMaxBytes = DefaultFetchPartitionMaxBytes
+	}
+}
+
+// limitRejected counts and logs a limit hit (nil-safe for servers built by
+// tests without a broker).
+func (s *Server) limitRejected(limit, client, detail string) {
+	if s.b != nil {
+		s.b.LimitRejected(limit, client, detail)
+	}
+}
+
+// remoteIP is the client IP of nc, the key of max.connections.per.ip.
+func remoteIP(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
+	if err != nil {
+		return nc.RemoteAddr().String()
+	}
+	return host
+}
+
+// takeSlot registers an accepted connection, as Kafka's ConnectionQuotas.inc
+// does: at max.connections it waits until a connection closes (the listener
+// accepts nothing meanwhile); over max.connections.per.ip it refuses at once.
+// It reports whether nc may be served; the caller closes it otherwise.
+func (s *Server) takeSlot(nc net.Conn, ip string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nconns >= s.cfg.MaxConnections && !s.closed {
+		s.limitRejected(broker.LimitConnections, nc.RemoteAddr().String(), fmt.Sprintf("max.connections %d reached; accepting paused until a connection closes", s.cfg.MaxConnections))
+		for s.nconns >= s.cfg.MaxConnections && !s.closed {
+			s.slotCV.Wait()
+		}
+	}
+	if s.closed {
+		return false
+	}
+	if s.perIP[ip] >= s.cfg.MaxConnectionsPerIP {
+		s.limitRejected(broker.LimitConnectionsPerIP, nc.RemoteAddr().String(), fmt.Sprintf("max.connections.per.ip %d reached; connection closed", s.cfg.MaxConnectionsPerIP))
+		return false
+	}
+	s.nconns++
+	s.perIP[ip]++
+	s.conns[nc] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+// freeSlot releases a connection's slot and wakes a paused acceptor.
+func (s *Server) freeSlot(ip string) {
+	s.mu.Lock()
+	s.nconns--
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
+	s.slotCV.Signal()
+	s.mu.Unlock()
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// reserve sets the bytes of the memory pool (queued.max.request.bytes) that
+// c's current request holds to n, waiting while the pool is full. A request
+// larger than the pool is clamped to the whole pool, so it runs once it is
+// alone, as in Kafka. It never waits while holding bytes (it gives them back
+// first): two requests each holding part of the pool and waiting for the rest
+// would wait forever. ctx nil means the pool is only shrunk.
+func (s *Server) reserve(ctx context.Context, c *conn, n int64) error {
+	if s.pool == nil {
+		return nil
+	}
+	n = min(max(n, 0), s.poolSize)
+	if n <= c.held {
+		if n < c.held {
+			s.pool.Release(c.held - n)
+			c.held = n
+		}
+		return nil
+	}
+	if ctx == nil {
+		return nil
+	}
+	if c.held > 0 {
+		s.pool.Release(c.held)
+		c.held = 0
+	}
+	if !s.pool.TryAcquire(n) {
+		if err := s.pool.Acquire(ctx, n); err != nil {
+			return fmt.Errorf("waiting for %d bytes of queued.max.request.bytes: %w", n, err)
+		}
+	}
+	c.held = n
+	return nil
+}
