@@ -7,3 +7,11 @@ func SetMaxStateBytes(n int64) (restore func()) {
 	maxStateBytes = n
 	return func() { maxStateBytes = old }
 }
+
+// SetAfterVerify installs f to run after an executable's sha256 was checked
+// and before it is executed, and returns the function removing it.
+func SetAfterVerify(f func(m Manifest)) (restore func()) {
+	old := afterVerify
+	afterVerify = f
+	return func() { afterVerify = old }
+}

@@ -156,13 +156,23 @@ func (h *Host) Start(ctx context.Context, wg *sync.WaitGroup) error {
 	return nil
 }
 
-// Status is one instance's state for katka plugin status and tests.
+// Status is one instance's state for GET /v1/status/plugins and tests; its
+// JSON names are snake_case like every other katka endpoint's.
 type Status struct {
-	Instance, Plugin, Kind string
-	Up                     bool
-	PID                    int
-	Restarts               int
-	LastError              string
+	// Instance is the instance's name in plugins.instances.
+	Instance string `json:"instance"`
+	// Plugin is the manifest name the instance runs.
+	Plugin string `json:"plugin"`
+	// Kind is partitioner, processor, sink or source.
+	Kind string `json:"kind"`
+	// Up is true while a configured process serves the instance.
+	Up bool `json:"up"`
+	// PID is the running process's id (0 when down).
+	PID int `json:"pid"`
+	// Restarts counts the process's restarts since katka started.
+	Restarts int `json:"restarts"`
+	// LastError is the error that last stopped or failed the instance.
+	LastError string `json:"last_error"`
 }
 
 // Status returns every instance's state.

@@ -49,6 +49,7 @@ func plugins(t testing.TB) string {
 		plugintest.Build(t, dir, "./plugins/host/testdata/bigpos", "bigpos", sdk.KindSource)
 		plugintest.Build(t, dir, "./plugins/host/testdata/errpart", "errpart", sdk.KindPartitioner)
 		plugintest.Build(t, dir, "./plugins/host/testdata/route", "route", sdk.KindProcessor)
+		plugintest.Build(t, dir, "./plugins/host/testdata/envreport", "envreport", sdk.KindProcessor)
 	})
 	if pluginDir == "" {
 		t.Fatal("plugins not built")

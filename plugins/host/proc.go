@@ -2,11 +2,8 @@ package host
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"time"
 
@@ -31,31 +28,38 @@ type proc struct {
 	source      pb.SourceClient
 }
 
+// afterVerify, when set by a test, runs after the executable's sha256 was
+// checked and before it is executed (to swap the file on disk in between).
+var afterVerify func(m Manifest)
+
 // startProc verifies m's executable and starts it; the returned proc is
 // connected but not configured.
 func startProc(m Manifest, startTimeout time.Duration, log *slog.Logger) (*proc, error) {
-	if err := m.Verify(); err != nil {
-		return nil, err
-	}
 	if log == nil {
 		log = slog.Default()
 	}
-	sum, _ := hex.DecodeString(m.SHA256)
-	cmd := exec.Command(m.Path(), m.Args...)
+	// On Linux, cmd runs a sealed in-memory copy whose sha256 was checked
+	// (launch_linux.go), so go-plugin's own check of a path (SecureConfig)
+	// would add nothing but a second window.
+	cmd, sealed, err := pluginCmd(m)
+	if err != nil {
+		return nil, err
+	}
+	defer sealed.Close() // the child holds its own descriptor once started
 	// The plugin runs in katka's working directory, so relative paths in its
 	// settings mean what they mean in katka's config; its own directory is
-	// in KATKA_PLUGIN_DIR.
-	cmd.Env = append(os.Environ(), "KATKA_PLUGIN_DIR="+m.Dir)
+	// in KATKA_PLUGIN_DIR. Its environment is the minimal one of pluginEnv,
+	// not katka's (SkipHostEnv).
+	cmd.Env = pluginEnv(m, nil)
 	cmd.SysProcAttr = sysProcAttr()
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          plugin.PluginSet{m.Kind: &sdk.GRPCPlugin{Kind: m.Kind}},
 		Cmd:              cmd,
+		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		// go-plugin checks the file again right before exec.
-		SecureConfig: &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
-		Logger:       hclog.NewNullLogger(),
-		Stderr:       &logWriter{log: log},
+		Logger:           hclog.NewNullLogger(),
+		Stderr:           &logWriter{log: log},
 		// What the plugin writes to os.Stdout/os.Stderr after go-plugin's
 		// Serve redirected them arrives over gRPC; log it too.
 		SyncStdout:   &logWriter{log: log},

@@ -16,7 +16,9 @@ from concurrent import futures
 import grpc
 
 sys.dont_write_bytecode = True  # keep the plugin directory (and its checksums) clean
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# katka runs a sealed copy of this file as /proc/self/fd/3, so __file__ is
+# not in the plugin's directory: katka names that in KATKA_PLUGIN_DIR.
+sys.path.insert(0, os.environ.get("KATKA_PLUGIN_DIR") or os.path.dirname(os.path.abspath(__file__)))
 import katka_plugin_pb2 as pb  # noqa: E402
 import katka_plugin_pb2_grpc as pbg  # noqa: E402
 
