@@ -6,7 +6,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleInitProducerID gives an idempotent producer a fresh id at epoch 0.
+// handleInitProducerID gives an idempotent producer a fresh id at epoch 0,
+// from a block made durable first (producers.go), so the id stays valid
+// across a restart.
 // As in Kafka, a non-transactional producer always gets a new id, even when it
 // sends its old one. Transactional ids are refused: katka has no transaction
 // coordinator.
@@ -18,7 +20,14 @@ func (s *Server) handleInitProducerID(ctx context.Context, c *conn, kreq kmsg.Re
 		resp.ProducerID, resp.ProducerEpoch = -1, -1
 		return resp, nil
 	}
-	resp.ProducerID = s.producers.newID()
-	resp.ProducerEpoch = 0
+	id, err := s.producers.issue(ctx, s)
+	if err != nil {
+		// The id block could not be made durable: the client retries.
+		s.log.Warn("producer id not issued", "err", err)
+		resp.ErrorCode = errCoordinatorNotAvailable
+		resp.ProducerID, resp.ProducerEpoch = -1, -1
+		return resp, nil
+	}
+	resp.ProducerID, resp.ProducerEpoch = id, 0
 	return resp, nil
 }

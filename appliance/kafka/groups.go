@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/group"
@@ -29,6 +30,37 @@ func groupHandlers() map[int16]handler {
 	}
 }
 
+// StateConfig bounds the state the Kafka server keeps for its clients:
+// consumer groups (the coordinator's limits and timings: see group.Config,
+// whose zero fields take Kafka's defaults) and idempotent producer ids.
+type StateConfig struct {
+	// Groups configures the group coordinator: InitialRebalanceDelay (0 is
+	// Kafka's 3 s, negative none), OffsetsRetention, MaxGroups, MaxMembers.
+	Groups group.Config
+	// ProducerIDExpiration forgets the state of a producer id idle this long
+	// (producer.id.expiration.ms); 0 is 24 h.
+	ProducerIDExpiration time.Duration
+	// MaxProducerIDs bounds the producer ids with state; the longest idle is
+	// forgotten first. 0 is 10,000.
+	MaxProducerIDs int
+}
+
+// stateConfigs holds the StateConfig of each broker's Kafka server, set
+// before Listen (Config has no field for it).
+var stateConfigs sync.Map // *broker.Broker -> StateConfig
+
+// SetStateConfig sets the group and producer-id limits of the Kafka server
+// that Listen will start for b. Call it before Listen; without it Kafka's
+// defaults apply.
+func SetStateConfig(b *broker.Broker, c StateConfig) { stateConfigs.Store(b, c) }
+
+func stateConfig(b *broker.Broker) StateConfig {
+	if v, ok := stateConfigs.Load(b); ok {
+		return v.(StateConfig)
+	}
+	return StateConfig{}
+}
+
 // coordinators holds one group coordinator per broker, created on first use
 // (or by StartGroups), because the Server has no field for it yet.
 var coordinators sync.Map // *broker.Broker -> *coordinatorEntry
@@ -47,7 +79,7 @@ func (s *Server) groups() (*group.Coordinator, error) {
 		v, _ := coordinators.LoadOrStore(s.b, &coordinatorEntry{})
 		e := v.(*coordinatorEntry)
 		e.once.Do(func() {
-			e.c, e.err = group.Open(s.b, group.Options{Logger: s.log})
+			e.c, e.err = group.Open(s.b, group.Options{Config: stateConfig(s.b).Groups, Logger: s.log})
 			if e.err != nil {
 				s.log.Error("consumer group coordinator unavailable", "err", e.err)
 			}

@@ -1,19 +1,54 @@
 package kafka
 
 import (
+	"container/list"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
-// Idempotent producers: InitProducerId hands out producer ids; per producer
-// and partition the last five batches are remembered (in memory) so a retried
-// batch is answered with its original offset instead of being written twice,
-// and a gap in sequence numbers is refused, as Kafka's ProducerStateManager does.
+// Idempotent producers, kept as Kafka keeps them.
+//
+// Ids: InitProducerId hands out ids from blocks of producerIDBlock, as Kafka's
+// ProducerIdManager does; the end of each block is made durable in the
+// internal topic __katka_producer_ids (Kafka keeps it in its metadata log)
+// before any id of the block is handed out. So the ids this node issued, in
+// this run or before a restart, are exactly those below the next id, and a
+// produce with any other id is refused with UNKNOWN_PRODUCER_ID before it
+// costs a log scan or a table entry.
+//
+// Sequences: per producer and partition the last five batches are
+// remembered (in memory) so a retried batch is answered with its original
+// offset instead of being written twice, and a gap in sequence numbers is
+// refused, as Kafka's ProducerStateManager does. A producer from before a
+// restart is rebuilt from the partition's newest records (rebuildProducer).
+//
+// Bounds: at most MaxProducerIDs ids have state (the longest idle is
+// forgotten first) and an id idle for ProducerIDExpiration is forgotten
+// (producer.id.expiration.ms). A forgotten id stays valid: its next batch
+// starts a fresh sequence, as after Kafka's expiry.
 
-// producerIdleExpiry is Kafka's producer.id.expiration.ms default.
-const producerIdleExpiry = 24 * time.Hour
+// ProducerIDsTopic is the internal topic holding the end of the last producer
+// id block handed out (one record per block; older records are deleted).
+const ProducerIDsTopic = "__katka_producer_ids"
+
+// producerIDBlock is how many ids one durable write covers (Kafka: 1000).
+const producerIDBlock = 1000
+
+// Defaults of StateConfig's producer fields (Kafka's producer.id.expiration.ms).
+const (
+	defaultProducerIDExpiration = 24 * time.Hour
+	defaultMaxProducerIDs       = 10000
+)
+
+// codeUnknownProducerID is Kafka's UNKNOWN_PRODUCER_ID (59).
+const codeUnknownProducerID int16 = 59
 
 // cachedBatches is how many batches per producer and partition are kept for
 // duplicate detection (Kafka: 5, the most in-flight requests allowed).
@@ -42,52 +77,232 @@ type producerState struct {
 	scanned bool // the log was searched for this producer's batches after a restart
 }
 
+// producerEntry is one producer id's state on every partition it wrote to.
+type producerEntry struct {
+	id       int64
+	used     time.Time
+	inflight int // produce calls holding one of its states; never evicted then
+	parts    map[producerKey]*producerState
+	elem     *list.Element // in producerTable.idle, most recently used first
+}
+
 type producerTable struct {
-	mu     sync.Mutex
-	m      map[producerKey]*producerState
-	nextID atomic.Int64
-	// bootID is the first id of this run: a producer id at or below it was
-	// handed out before a restart, so its state is rebuilt from the log.
-	bootID int64
+	now func() time.Time
+
+	mu   sync.Mutex
+	m    map[int64]*producerEntry
+	idle list.List // of *producerEntry, most recently used at the front
+	exp  time.Duration
+	max  int
+
+	// Issuing: imu orders loads and block writes; next is read without it.
+	imu      sync.Mutex
+	loaded   atomic.Bool
+	next     atomic.Int64 // next id to hand out: every id below was issued
+	bootNext int64        // next at start: ids below it were issued before this run
+	blockEnd int64        // ids below it are durable as allocated
 }
 
 func newProducerTable() *producerTable {
-	t := &producerTable{m: map[producerKey]*producerState{}}
-	// Ids are not persisted; starting from the boot time in microseconds keeps
-	// them increasing across restarts, so a producer from before a restart is
-	// never confused with a new one.
-	t.bootID = time.Now().UnixMicro()
-	t.nextID.Store(t.bootID)
-	return t
+	return &producerTable{now: time.Now, m: map[int64]*producerEntry{}, exp: defaultProducerIDExpiration, max: defaultMaxProducerIDs}
 }
 
-// newID returns a fresh producer id.
-func (t *producerTable) newID() int64 { return t.nextID.Add(1) }
+// load reads the producer id high-water mark from ProducerIDsTopic and the
+// limits set with SetStateConfig, once (again after a failure).
+func (t *producerTable) load(ctx context.Context, s *Server) error {
+	if t.loaded.Load() {
+		return nil
+	}
+	t.imu.Lock()
+	defer t.imu.Unlock()
+	if t.loaded.Load() {
+		return nil
+	}
+	sc := stateConfig(s.b)
+	t.mu.Lock()
+	if sc.ProducerIDExpiration > 0 {
+		t.exp = sc.ProducerIDExpiration
+	}
+	if sc.MaxProducerIDs > 0 {
+		t.max = sc.MaxProducerIDs
+	}
+	t.mu.Unlock()
+	end, err := readProducerIDBlock(ctx, s.b)
+	if err != nil {
+		return err
+	}
+	t.bootNext, t.blockEnd = end, end
+	t.next.Store(end)
+	t.loaded.Store(true)
+	return nil
+}
 
-// get returns the state for k, creating an empty one (epoch -1) if needed.
-func (t *producerTable) get(k producerKey) *producerState {
+// producerIDBlockValue is the record of ProducerIDsTopic.
+type producerIDBlockValue struct {
+	// BlockEnd is one past the last id of the newest block handed out.
+	BlockEnd int64 `json:"block_end"`
+}
+
+// readProducerIDBlock returns the durable high-water mark: 0 before the first
+// id was ever issued.
+func readProducerIDBlock(ctx context.Context, b *broker.Broker) (int64, error) {
+	pi, err := b.PartitionInfo(ProducerIDsTopic, 0)
+	if errors.Is(err, broker.ErrUnknownTopic) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", ProducerIDsTopic, err)
+	}
+	if pi.HighWatermark <= pi.LogStartOffset {
+		return 0, nil
+	}
+	res, err := b.Fetch(ctx, ProducerIDsTopic, 0, pi.HighWatermark-1, 1<<20, 0)
+	if err != nil || len(res.Records) == 0 {
+		return 0, fmt.Errorf("read %s at %d: %v (%d records)", ProducerIDsTopic, pi.HighWatermark-1, err, len(res.Records))
+	}
+	var v producerIDBlockValue
+	if err := json.Unmarshal(res.Records[len(res.Records)-1].Value, &v); err != nil || v.BlockEnd < 0 {
+		return 0, fmt.Errorf("read %s at %d: bad record %q: %v", ProducerIDsTopic, pi.HighWatermark-1, res.Records[len(res.Records)-1].Value, err)
+	}
+	return v.BlockEnd, nil
+}
+
+// allocateBlock makes ids up to end durable as handed out. The caller holds imu.
+func (t *producerTable) allocateBlock(ctx context.Context, b *broker.Broker, end int64) error {
+	if _, err := b.Topic(ProducerIDsTopic); err != nil {
+		_, err = b.CreateTopic(ProducerIDsTopic, 1, broker.TopicConfig{RetentionMs: -1, RetentionBytes: -1})
+		if err != nil && !errors.Is(err, broker.ErrTopicExists) {
+			return fmt.Errorf("producer id block: %w", err)
+		}
+	}
+	val, _ := json.Marshal(producerIDBlockValue{BlockEnd: end})
+	off, err := b.Produce(ctx, ProducerIDsTopic, 0, []broker.Record{{Key: []byte("producer_id_block"), Value: val, Timestamp: time.Now()}}, broker.AcksAll)
+	if err != nil {
+		return fmt.Errorf("producer id block: %w", err)
+	}
+	t.blockEnd = end
+	if off > 0 {
+		_, _ = b.DeleteRecords(ProducerIDsTopic, 0, off) // only the newest record matters
+	}
+	return nil
+}
+
+// issue hands out a new producer id and gives it a table entry.
+func (t *producerTable) issue(ctx context.Context, s *Server) (int64, error) {
+	if err := t.load(ctx, s); err != nil {
+		return -1, err
+	}
+	t.imu.Lock()
+	id := t.next.Load()
+	if id >= t.blockEnd {
+		if err := t.allocateBlock(ctx, s.b, id+producerIDBlock); err != nil {
+			t.imu.Unlock()
+			return -1, err
+		}
+	}
+	t.next.Store(id + 1)
+	t.imu.Unlock()
+	t.mu.Lock()
+	t.entry(id).used = t.now()
+	t.mu.Unlock()
+	return id, nil
+}
+
+// issued reports whether id was handed out by this node (now or before a restart).
+func (t *producerTable) issued(id int64) bool { return id >= 0 && id < t.next.Load() }
+
+// entry returns id's entry, creating it (and forgetting the longest idle ids
+// beyond the table's bound). The caller holds t.mu.
+func (t *producerTable) entry(id int64) *producerEntry {
+	e := t.m[id]
+	if e != nil {
+		t.idle.MoveToFront(e.elem)
+		return e
+	}
+	e = &producerEntry{id: id, used: t.now(), parts: map[producerKey]*producerState{}}
+	e.elem = t.idle.PushFront(e)
+	t.m[id] = e
+	for el := t.idle.Back(); len(t.m) > t.max && el != nil; {
+		old := el.Value.(*producerEntry)
+		el = el.Prev()
+		if old.inflight == 0 && old != e {
+			t.forget(old)
+		}
+	}
+	return e
+}
+
+func (t *producerTable) forget(e *producerEntry) {
+	t.idle.Remove(e.elem)
+	delete(t.m, e.id)
+}
+
+// acquire returns the state of k, marking its producer in use until release.
+func (t *producerTable) acquire(k producerKey) (*producerEntry, *producerState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	st, ok := t.m[k]
+	e := t.entry(k.id)
+	e.inflight++
+	e.used = t.now()
+	st, ok := e.parts[k]
 	if !ok {
 		st = &producerState{epoch: -1}
-		t.m[k] = st
+		e.parts[k] = st
 	}
-	return st
+	return e, st
 }
 
-// sweep forgets producers idle for longer than producerIdleExpiry.
+func (t *producerTable) release(e *producerEntry) {
+	t.mu.Lock()
+	e.inflight--
+	e.used = t.now()
+	t.mu.Unlock()
+}
+
+// sweep forgets producers idle for longer than the expiration.
 func (t *producerTable) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for k, st := range t.m {
-		if st.mu.TryLock() {
-			if now.Sub(st.used) > producerIdleExpiry {
-				delete(t.m, k)
-			}
-			st.mu.Unlock()
+	for el := t.idle.Back(); el != nil; {
+		e := el.Value.(*producerEntry)
+		el = el.Prev()
+		if now.Sub(e.used) <= t.exp {
+			break // the rest were used later
+		}
+		if e.inflight == 0 {
+			t.forget(e)
 		}
 	}
+}
+
+// size is the number of producer ids with state.
+func (t *producerTable) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// lockProducer checks that producer id was issued by this node and returns
+// its state on the partition, locked, with the function that unlocks it; a
+// producer from before a restart is first rebuilt from the log. An id never
+// issued gets UNKNOWN_PRODUCER_ID (counted as a producer_ids limit hit), as
+// Kafka answers a producer it does not know; the client then asks for a new id.
+func (s *Server) lockProducer(ctx context.Context, info broker.TopicInfo, partition int32, id int64, logAppend bool) (*producerState, func(), error) {
+	t := s.producers
+	if err := t.load(ctx, s); err != nil {
+		return nil, nil, err
+	}
+	if !t.issued(id) {
+		detail := fmt.Sprintf("producer id %d was not issued by this broker (next id %d), produce to %s-%d refused", id, t.next.Load(), info.Name, partition)
+		s.b.LimitRejected(broker.LimitProducerIDs, "", detail)
+		return nil, nil, codeErrorf(codeUnknownProducerID, "%s", detail)
+	}
+	e, st := t.acquire(producerKey{id: id, topic: info.ID, partition: partition})
+	st.mu.Lock()
+	if st.epoch < 0 && !st.scanned && id < t.bootNext {
+		s.rebuildProducer(ctx, info.Name, partition, id, logAppend, st)
+	}
+	return st, func() { st.mu.Unlock(); t.release(e) }, nil
 }
 
 // seqVerdict is the outcome of a sequence check.
