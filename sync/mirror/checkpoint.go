@@ -25,6 +25,25 @@ type checkpoint struct {
 	NextOffset   int64     `json:"next_offset"`
 	CentralTopic string    `json:"central_topic"`
 	Time         time.Time `json:"time"`
+	// Epoch counts the partition's re-bases (0 until the first); records
+	// mirrored in epoch n > 0 carry the katka.origin.epoch header n.
+	Epoch int64 `json:"epoch,omitempty"`
+	// Rebase describes the last re-base, carried on every later checkpoint.
+	Rebase *rebase `json:"rebase,omitempty"`
+}
+
+// rebase records why a partition's epoch changed: at session start the
+// central checkpoint was beyond the local log end (the central cluster holds
+// records the edge lost, e.g. after a power cut with fsync: interval), so
+// mirroring goes on from the local end in a new epoch instead of waiting for
+// the local log to pass the checkpoint and skipping what is written meanwhile.
+type rebase struct {
+	// CentralNext is the checkpoint found: origin offsets below it are
+	// central in the previous epoch, those from LocalNext on were lost locally.
+	CentralNext int64 `json:"central_next_offset"`
+	// LocalNext is the local log end the new epoch starts at.
+	LocalNext int64     `json:"local_next_offset"`
+	Time      time.Time `json:"time"`
 }
 
 // checkpointKey is the compaction key of a partition's checkpoint.
@@ -81,12 +100,12 @@ func ensureTopic(ctx context.Context, adm *kadm.Client, topic string, partitions
 }
 
 // readCheckpoints reads the whole checkpoint topic up to its last stable offset
-// (read_committed when committed is set) and returns this site's positions.
+// (read_committed when committed is set) and returns this site's checkpoints.
 //
 // Callers in exactly-once mode must have fenced older producers of the same
 // transactional id first (InitProducerID), so no transaction of a previous
 // incarnation can commit after this read.
-func readCheckpoints(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic, site string, committed bool) (map[tp]int64, error) {
+func readCheckpoints(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topic, site string, committed bool) (map[tp]checkpoint, error) {
 	var ends kadm.ListedOffsets
 	var err error
 	if committed {
@@ -116,7 +135,7 @@ func readCheckpoints(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topi
 			consume[o.Partition] = kgo.NewOffset().At(s.Offset)
 		}
 	})
-	pos := map[tp]int64{}
+	pos := map[tp]checkpoint{}
 	if len(want) == 0 {
 		return pos, nil
 	}
@@ -155,7 +174,7 @@ func readCheckpoints(ctx context.Context, opts []kgo.Opt, adm *kadm.Client, topi
 			if json.Unmarshal(r.Value, &cp) != nil || cp.Site != site {
 				return // not ours or damaged: ignore, never trust
 			}
-			pos[tp{cp.Topic, cp.Partition}] = cp.NextOffset
+			pos[tp{cp.Topic, cp.Partition}] = cp
 		})
 	}
 	return pos, nil

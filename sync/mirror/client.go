@@ -33,6 +33,12 @@ const (
 	HeaderOriginTopic     = "katka.origin.topic"
 	HeaderOriginPartition = "katka.origin.partition"
 	HeaderOriginOffset    = "katka.origin.offset"
+	// HeaderOriginEpoch is set (decimal, from 1) on records mirrored after the
+	// partition was re-based because the central checkpoint was beyond the local
+	// log (records lost locally after the central cluster had them, e.g. a power
+	// cut with fsync: interval). Absent means epoch 0. Within one epoch an origin
+	// offset names one record; the same offset in two epochs names two records.
+	HeaderOriginEpoch = "katka.origin.epoch"
 
 	HeaderCentralTopic     = "katka.central.topic"
 	HeaderCentralPartition = "katka.central.partition"
@@ -222,14 +228,19 @@ func (l kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
 	l.log.Log(nil, lvl, "kafka client: "+msg, kv...)
 }
 
-// originHeaders returns the katka.origin.* headers of one local record.
-func originHeaders(site, topic string, partition int32, offset int64) []kgo.RecordHeader {
-	return []kgo.RecordHeader{
+// originHeaders returns the katka.origin.* headers of one local record; the
+// epoch header only after a re-base (epoch > 0).
+func originHeaders(site, topic string, partition int32, offset, epoch int64) []kgo.RecordHeader {
+	hs := []kgo.RecordHeader{
 		{Key: HeaderOriginSite, Value: []byte(site)},
 		{Key: HeaderOriginTopic, Value: []byte(topic)},
 		{Key: HeaderOriginPartition, Value: strconv.AppendInt(nil, int64(partition), 10)},
 		{Key: HeaderOriginOffset, Value: strconv.AppendInt(nil, offset, 10)},
 	}
+	if epoch > 0 {
+		hs = append(hs, kgo.RecordHeader{Key: HeaderOriginEpoch, Value: strconv.AppendInt(nil, epoch, 10)})
+	}
+	return hs
 }
 
 // backoff is a capped exponential backoff with a little jitter.

@@ -17,6 +17,7 @@ type metrics struct {
 	downRecords   *prometheus.CounterVec
 	downLag       *prometheus.GaugeVec
 	upBatchSecond prometheus.Histogram
+	cpAhead       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,10 +48,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Central records not yet written locally, per local topic."}, []string{"topic"}),
 		upBatchSecond: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "katka_sync_uplink_batch_seconds",
 			Help: "Time to produce and commit one uplink batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		cpAhead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_sync_checkpoint_ahead_total",
+			Help: "Partitions found at session start with a central checkpoint beyond the local log end (records lost locally after they were mirrored, e.g. a power cut with fsync: interval); each was re-based into a new epoch."}, []string{"link", "topic"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.connected, m.exactlyOnce, m.errors, m.upRecords, m.upBytes, m.upTxns, m.upSkipped,
-			m.backlogRecs, m.backlogBytes, m.backlogAge, m.downRecords, m.downLag, m.upBatchSecond)
+			m.backlogRecs, m.backlogBytes, m.backlogAge, m.downRecords, m.downLag, m.upBatchSecond, m.cpAhead)
 	}
 	return m
 }

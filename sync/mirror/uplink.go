@@ -55,8 +55,15 @@ type Uplink struct {
 	limiter *rate.Limiter
 	opts    []kgo.Opt
 
-	mu  sync.Mutex
-	pos map[tp]int64 // next local offset to mirror, as committed centrally
+	mu   sync.Mutex
+	pos  map[tp]int64   // next local offset to mirror, as committed centrally
+	line map[tp]lineage // epoch and last re-base, as committed centrally
+	// boot is each partition's local end when this process first saw it
+	// (the end after recovery, for topics present at start); verified marks
+	// partitions whose central checkpoint was compared with it at a session
+	// start. See checkAhead.
+	boot     map[tp]int64
+	verified map[tp]bool
 
 	records, bytes atomic.Int64
 	live           atomic.Bool // session established (for connHook)
@@ -66,7 +73,8 @@ type Uplink struct {
 func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, log *slog.Logger) (*Uplink, error) {
 	u := &Uplink{b: b, cfg: cfg, log: log.With("link", "uplink"), m: m, opts: opts,
 		state: &linkState{st: LinkStatus{Link: "uplink", Brokers: cfg.Brokers, Delivery: cfg.Delivery}}, // "auto" until connected
-		pos:   map[tp]int64{}, skip: map[string]bool{cfg.CheckpointTopic: true}}
+		pos:   map[tp]int64{}, line: map[tp]lineage{}, boot: map[tp]int64{}, verified: map[tp]bool{},
+		skip: map[string]bool{cfg.CheckpointTopic: true}}
 	for _, d := range cfg.Downlink {
 		u.skip[localName(d)] = true
 	}
@@ -80,6 +88,13 @@ func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, lo
 			r.re = re
 		}
 		u.rules = append(u.rules, r)
+	}
+	// The local ends before anything is written in this process: what a power
+	// cut left. Records from here on were written after the restart.
+	for _, s := range u.sources() {
+		if info, err := b.PartitionInfo(s.topic, s.part); err == nil {
+			u.boot[s.tp] = info.HighWatermark
+		}
 	}
 	if cfg.MaxBytesPerSec > 0 {
 		// A burst of a quarter second keeps the measured rate close to the cap.
@@ -183,12 +198,23 @@ func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 	if err != nil {
 		return err
 	}
-	pos, err := readCheckpoints(setupCtx, u.opts, adm, u.cfg.CheckpointTopic, u.cfg.Site, txn)
+	cps, err := readCheckpoints(setupCtx, u.opts, adm, u.cfg.CheckpointTopic, u.cfg.Site, txn)
 	if err != nil {
 		return err
 	}
+	pos, line, rebased := u.checkAhead(cps)
+	if len(rebased) > 0 {
+		// Commit the re-base before mirroring anything, so that a crash now
+		// cannot leave a checkpoint that the regrowing local log passes unseen.
+		if err := u.commitCheckpoints(setupCtx, cl, txn, cpParts, rebased); err != nil {
+			return fmt.Errorf("commit re-based checkpoints: %w", err)
+		}
+	}
 	u.mu.Lock()
-	u.pos = pos
+	u.pos, u.line = pos, line
+	for t := range u.boot {
+		u.verified[t] = true
+	}
 	u.mu.Unlock()
 	mode := "at_least_once"
 	if txn {
@@ -227,6 +253,92 @@ func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 			return err
 		}
 	}
+}
+
+// lineage is a partition's epoch and last re-base (see checkpoint).
+type lineage struct {
+	epoch  int64
+	rebase *rebase
+}
+
+// checkAhead turns the central checkpoints into positions and re-bases every
+// mirrored partition whose checkpoint is beyond the local log end.
+//
+// The central cluster can hold records the edge no longer has: with fsync:
+// interval a power cut loses what was written since the last fsync, but the
+// uplink may have mirrored it already. The local log then ends before the
+// checkpoint, and the offsets between are written again with new records.
+// Waiting for the log to pass the checkpoint would skip those new records, so
+// instead the partition starts a new epoch at its local end: what the edge
+// writes from there on is mirrored with the katka.origin.epoch header, and the
+// checkpoint records the gap (rebase). The local end compared is the one at
+// process start (boot) until a session has verified the partition, so records
+// written after the restart but before the central cluster was reachable are
+// neither skipped nor mistaken for the lost ones. It returns the positions,
+// the lineages and the checkpoints to commit for the re-based partitions.
+func (u *Uplink) checkAhead(cps map[tp]checkpoint) (map[tp]int64, map[tp]lineage, []checkpoint) {
+	pos := make(map[tp]int64, len(cps))
+	line := make(map[tp]lineage, len(cps))
+	for t, cp := range cps {
+		pos[t] = cp.NextOffset
+		line[t] = lineage{epoch: cp.Epoch, rebase: cp.Rebase}
+	}
+	var rebased []checkpoint
+	now := time.Now().UTC()
+	for _, s := range u.sources() {
+		cp, ok := cps[s.tp]
+		if !ok {
+			continue
+		}
+		info, err := u.b.PartitionInfo(s.topic, s.part)
+		if err != nil {
+			continue
+		}
+		local := info.HighWatermark
+		u.mu.Lock()
+		if end, ok := u.boot[s.tp]; ok && !u.verified[s.tp] {
+			local = end
+		}
+		u.mu.Unlock()
+		if cp.NextOffset <= local {
+			continue
+		}
+		u.log.Error("central checkpoint beyond the local log end: the central cluster holds records this edge lost (power cut with fsync: interval?); re-basing so records written since are mirrored in a new epoch",
+			"topic", s.topic, "partition", s.part, "checkpoint", cp.NextOffset, "local_end", local,
+			"lost_records", cp.NextOffset-local, "epoch", cp.Epoch+1, "central_topic", s.central)
+		u.m.cpAhead.WithLabelValues("uplink", s.topic).Inc()
+		rb := &rebase{CentralNext: cp.NextOffset, LocalNext: local, Time: now}
+		pos[s.tp] = local
+		line[s.tp] = lineage{epoch: cp.Epoch + 1, rebase: rb}
+		rebased = append(rebased, checkpoint{Site: u.cfg.Site, Topic: s.topic, Partition: s.part, NextOffset: local,
+			CentralTopic: s.central, Time: now, Epoch: cp.Epoch + 1, Rebase: rb})
+	}
+	return pos, line, rebased
+}
+
+// commitCheckpoints writes checkpoint records alone: one transaction in
+// exactly-once mode, acknowledged writes otherwise.
+func (u *Uplink) commitCheckpoints(ctx context.Context, cl *kgo.Client, txn bool, cpParts int32, cps []checkpoint) error {
+	if txn {
+		if err := cl.BeginTransaction(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+	}
+	recs := make([]*kgo.Record, 0, len(cps))
+	for _, cp := range cps {
+		recs = append(recs, checkpointRecord(u.cfg.CheckpointTopic, cpParts, cp))
+	}
+	err := cl.ProduceSync(ctx, recs...).FirstErr()
+	if txn {
+		how := kgo.TryCommit
+		if err != nil {
+			how = kgo.TryAbort
+		}
+		if eerr := cl.EndTransaction(ctx, how); err == nil && eerr != nil {
+			err = fmt.Errorf("commit transaction: %w", eerr)
+		}
+	}
+	return err
 }
 
 // txnID is the transactional id of this site's uplink.
@@ -508,7 +620,13 @@ func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int
 		}
 		return err
 	}
-	for _, pb := range b.parts {
+	u.mu.Lock()
+	lines := make([]lineage, len(b.parts))
+	for i, pb := range b.parts {
+		lines[i] = u.line[pb.src.tp]
+	}
+	u.mu.Unlock()
+	for j, pb := range b.parts {
 		s := pb.src
 		n := central[s.central]
 		for i := range pb.recs {
@@ -517,7 +635,7 @@ func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int
 			for _, h := range r.Headers {
 				hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
 			}
-			hs = append(hs, originHeaders(u.cfg.Site, s.topic, s.part, r.Offset)...)
+			hs = append(hs, originHeaders(u.cfg.Site, s.topic, s.part, r.Offset, lines[j].epoch)...)
 			cl.Produce(ctx, &kgo.Record{Topic: s.central, Partition: centralPartition(r, s.part, s.parts, n),
 				Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}, promise)
 		}
@@ -531,10 +649,11 @@ func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int
 		}
 	}
 	now := time.Now().UTC()
-	for _, pb := range b.parts {
+	for j, pb := range b.parts {
 		s := pb.src
 		cl.Produce(ctx, checkpointRecord(u.cfg.CheckpointTopic, cpParts, checkpoint{
 			Site: u.cfg.Site, Topic: s.topic, Partition: s.part, NextOffset: pb.end, CentralTopic: s.central, Time: now,
+			Epoch: lines[j].epoch, Rebase: lines[j].rebase,
 		}), promise)
 	}
 	if err := cl.Flush(ctx); err != nil {
