@@ -74,27 +74,37 @@ func FuzzRequestFrame(f *testing.F) {
 	}
 	e := newEnv(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := e.srv
-		before := s.panics.Load()
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond) // ends long polls
-		defer cancel()
-		c := &conn{nc: fuzzConn{}, r: bufio.NewReader(bytes.NewReader(data)), remote: "fuzz"}
-		defer s.reserve(nil, c, 0)
-		for i := 0; i < 4; i++ { // a few pipelined frames at most
-			req, err := s.readRequest(c)
-			if err != nil {
-				break
-			}
-			err = s.handle(ctx, c, req)
-			s.reserve(nil, c, 0)
-			if err != nil {
-				break // the server closes the connection here
-			}
-		}
-		if n := s.panics.Load() - before; n != 0 {
-			t.Fatalf("%d panics recovered while serving %q", n, data)
+		if err := fuzzServe(e.srv, data); err != nil {
+			t.Fatal(err)
 		}
 	})
+}
+
+// fuzzServe runs data through s as one connection's bytes: up to four
+// pipelined frames are read, decoded and answered, until one fails as the
+// server would close the connection. It reports panics the server recovered
+// meanwhile (a panic in a handler is not recovered here and reaches the caller).
+func fuzzServe(s *Server, data []byte) error {
+	before := s.panics.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond) // ends long polls
+	defer cancel()
+	c := &conn{nc: fuzzConn{}, r: bufio.NewReader(bytes.NewReader(data)), remote: "fuzz"}
+	defer s.reserve(nil, c, 0)
+	for i := 0; i < 4; i++ {
+		req, err := s.readRequest(c)
+		if err != nil {
+			break
+		}
+		err = s.handle(ctx, c, req)
+		s.reserve(nil, c, 0)
+		if err != nil {
+			break // the server closes the connection here
+		}
+	}
+	if n := s.panics.Load() - before; n != 0 {
+		return fmt.Errorf("%d panics recovered while serving %q", n, data)
+	}
+	return nil
 }
 
 // fuzzConn is a connection whose writes go nowhere, for driving the

@@ -137,6 +137,7 @@ func (s *Server) reserve(ctx context.Context, c *conn, n int64) error {
 		c.held = 0
 	}
 	if !s.pool.TryAcquire(n) {
+		s.poolWaits.Add(1)
 		if err := s.pool.Acquire(ctx, n); err != nil {
 			return fmt.Errorf("waiting for %d bytes of queued.max.request.bytes: %w", n, err)
 		}

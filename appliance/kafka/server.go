@@ -97,6 +97,8 @@ type Server struct {
 	// panics counts panics recovered while decoding or handling a request;
 	// a panic is a bug, so tests and fuzzing check this stays 0.
 	panics atomic.Int64
+	// poolWaits counts requests that had to wait for the memory pool.
+	poolWaits atomic.Int64
 
 	mu     sync.Mutex
 	slotCV *sync.Cond // signalled when a connection slot frees (on mu)
@@ -520,7 +522,7 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 	if r.version < h.min || r.version > h.max {
 		return protoErrf("api key %d version %d outside supported %d..%d", r.key, r.version, h.min, h.max)
 	}
-	kreq := kmsg.RequestForKey(r.key)
+	kreq := newRequest(r.key)
 	kreq.SetVersion(r.version)
 	body := r.body
 	flexible := kreq.IsFlexible()
@@ -544,6 +546,10 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 	// ApiVersions always answers with response header v0.
 	return c.write(r, resp, flexible && r.key != 18)
 }
+
+// newRequest makes the empty request of an API key for decoding; tests swap it
+// for requests whose decoding stalls or panics.
+var newRequest = kmsg.RequestForKey
 
 // decodeTimeout bounds the decoding of one request body. Real requests decode
 // in microseconds; see decodeRequest.

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -28,6 +29,7 @@ type testEnv struct {
 	srv  *Server
 	addr string
 	logs *syncBuffer
+	reg  *prometheus.Registry // the broker's metrics
 }
 
 type syncBuffer struct {
@@ -49,13 +51,22 @@ func (s *syncBuffer) String() string {
 
 func newEnv(t testing.TB) *testEnv {
 	t.Helper()
+	return newEnvConfig(t, Config{})
+}
+
+// newEnvConfig is newEnv with the listener's limits and options from cfg
+// (Addr and Logger are set here).
+func newEnvConfig(t testing.TB, cfg Config) *testEnv {
+	t.Helper()
 	logs := &syncBuffer{}
 	lg := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: testLogLevel()}))
-	b, err := broker.Open(broker.Options{DataDir: t.TempDir(), AutoCreate: true, DefaultPartitions: 1, Logger: lg, SegmentBytes: 1 << 20})
+	reg := prometheus.NewRegistry()
+	b, err := broker.Open(broker.Options{DataDir: t.TempDir(), AutoCreate: true, DefaultPartitions: 1, Logger: lg, SegmentBytes: 1 << 20, Metrics: broker.NewMetrics(reg)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := Listen(b, Config{Addr: "127.0.0.1:0", Logger: lg})
+	cfg.Addr, cfg.Logger = "127.0.0.1:0", lg
+	srv, err := Listen(b, cfg)
 	if err != nil {
 		b.Close()
 		t.Fatal(err)
@@ -68,7 +79,7 @@ func newEnv(t testing.TB) *testEnv {
 			t.Errorf("close broker: %v", err)
 		}
 	})
-	return &testEnv{b: b, srv: srv, addr: srv.Addr().String(), logs: logs}
+	return &testEnv{b: b, srv: srv, addr: srv.Addr().String(), logs: logs, reg: reg}
 }
 
 type testWriter struct{ t testing.TB }
