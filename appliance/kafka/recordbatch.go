@@ -106,21 +106,103 @@ func (b *batch) lastSequence() int32 {
 	return int32((int64(b.baseSequence) + int64(b.numRecords) - 1) % (1 << 31))
 }
 
+// minRecordBody is the smallest record body (after its length prefix):
+// attributes, timestamp delta, offset delta, key length, value length and
+// header count take at least one byte each.
+const minRecordBody = 6
+
+// maxDecodedBatchBytes bounds what a produced batch's records may decompress
+// to on a topic whose max.message.bytes is maxMessageBytes: as much as the
+// records of an uncompressed batch of that size could take (Kafka checks
+// max.message.bytes against the batch as sent, its 61-byte header included,
+// so the header is the slack a compressed batch gets on top). A producer
+// whose compression estimate was wrong gets MESSAGE_TOO_LARGE, on which the
+// Java client splits the batch and retries (KIP-126); franz-go, librdkafka
+// and sarama bound their batches before compression, so theirs always fit.
+func maxDecodedBatchBytes(maxMessageBytes int64) int {
+	return int(min(max(maxMessageBytes, batchHeaderLen), 1<<31-1))
+}
+
+// batchTooLargeError is the error of a batch whose records decompress to more
+// than the limit allowed. It answers MESSAGE_TOO_LARGE (errorCode finds the
+// code it wraps); the caller, which knows the client, counts it with
+// broker.LimitRejected(broker.LimitRecordBatch, ...).
+type batchTooLargeError struct {
+	Codec string // compression codec name
+	Limit int    // bytes the records could have taken
+	err   error  // the codeError answered
+}
+
+func (e *batchTooLargeError) Error() string { return e.err.Error() }
+
+// Unwrap returns the codeError carrying MESSAGE_TOO_LARGE.
+func (e *batchTooLargeError) Unwrap() error { return e.err }
+
+var codecNames = [...]string{"none", "gzip", "snappy", "lz4", "zstd", "codec-5", "codec-6", "codec-7"}
+
+// recordFraming follows the length prefixes of a batch's records as the
+// decompressed bytes arrive, so a batch whose records cannot be what its
+// header claims fails at the first bad record, and the record slice is sized
+// only once the bytes have proved the records are there.
+type recordFraming struct {
+	want  int32 // records the batch header claims
+	count int32 // complete records seen
+	pos   int   // start of the first record not yet seen
+}
+
+// advance steps over the complete records in raw[f.pos:]; final says raw is
+// all there is.
+func (f *recordFraming) advance(raw []byte, final bool) error {
+	for f.pos < len(raw) {
+		length, n := binary.Varint(raw[f.pos:])
+		if n == 0 {
+			break // length prefix cut by the chunk end
+		}
+		if n < 0 || length < minRecordBody {
+			return codeErrorf(errCorruptMessage, "record %d: bad length", f.count)
+		}
+		if f.count >= f.want {
+			return codeErrorf(errCorruptMessage, "record batch has bytes after its %d records", f.want)
+		}
+		if length > int64(len(raw)-f.pos-n) {
+			break // record cut by the chunk end
+		}
+		f.pos += n + int(length)
+		f.count++
+	}
+	if final && (f.pos != len(raw) || f.count != f.want) {
+		if f.pos != len(raw) {
+			return codeErrorf(errCorruptMessage, "record %d: bad length", f.count)
+		}
+		return codeErrorf(errCorruptMessage, "record batch claims %d records but holds %d", f.want, f.count)
+	}
+	return nil
+}
+
 // decodeRecords decompresses the batch and decodes its records. limit bounds
-// the decompressed size. Keys, values and header values alias the
-// decompressed buffer (or the request).
+// the decompressed size (see maxDecodedBatchBytes) and is checked while
+// decompressing; memory grows with the bytes actually decoded, never with the
+// record count the header claims. Keys, values and header values alias the
+// decompressed buffer (or the request). A batch over limit fails with a
+// *batchTooLargeError.
 func (b *batch) decodeRecords(limit int) ([]broker.Record, error) {
-	raw, err := decompress(b.codec(), b.records, limit)
+	framing := recordFraming{want: b.numRecords}
+	raw, err := decompress(b.codec(), b.records, limit, framing.advance)
 	if err != nil {
-		if errors.Is(err, errTooLarge) {
-			return nil, codeErrorf(errMessageTooLarge, "record batch decompresses to more than %d bytes", limit)
+		var ce *codeError
+		switch {
+		case errors.Is(err, errTooLarge):
+			name := codecNames[b.codec()]
+			return nil, &batchTooLargeError{Codec: name, Limit: limit,
+				err: codeErrorf(errMessageTooLarge, "record batch (%s) decompresses to more than %d bytes", name, limit)}
+		case errors.As(err, &ce):
+			return nil, err
 		}
 		return nil, codeErrorf(errCorruptMessage, "record batch: %v", err)
 	}
-	if int64(b.numRecords) > int64(len(raw)) { // every record takes at least 7 bytes
-		return nil, codeErrorf(errCorruptMessage, "record batch claims %d records in %d bytes", b.numRecords, len(raw))
-	}
-	recs := make([]broker.Record, b.numRecords)
+	// framing proved that exactly numRecords records of at least 7 bytes
+	// each fill raw, so this slice is bounded by the bytes decoded.
+	recs := make([]broker.Record, framing.count)
 	for i := range recs {
 		var n int
 		recs[i], n, err = decodeRecord(raw, b.firstTimestamp, int32(i))
