@@ -19,6 +19,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // groupKatka is the real binary with its Kafka listener on (the shared Katka
@@ -255,7 +256,29 @@ func TestGroupKcatBalancedConsumers(t *testing.T) {
 	t0 := time.Now()
 	waitUntil(t, 12*time.Second, "2 kcat members with 3 partitions each", func() bool { return balanced(k.assignment(t, adm, "kcat-group"), 2) })
 	t.Logf("kcat: SIGKILLed member's partitions taken over after %v (session timeout 6s)", time.Since(t0).Round(time.Millisecond))
-	time.Sleep(time.Second) // the new owners would re-read anything uncommitted now
+	// Absence of re-reads, proved by a marker: one new record per partition,
+	// produced after the takeover. The new owners read each partition in
+	// order from its committed offset, so anything they would re-read comes
+	// before the marker; once every marker has arrived, nothing more can.
+	mcl := k.client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	var markers []string
+	for p := int32(0); p < 6; p++ {
+		r, err := mcl.ProduceSync(ctxFor(t, 10*time.Second), &kgo.Record{Topic: "kc", Partition: p, Value: []byte("marker")}).First()
+		if err != nil {
+			t.Fatal(err)
+		}
+		markers = append(markers, fmt.Sprintf("%d %d", r.Partition, r.Offset))
+	}
+	waitUntil(t, 15*time.Second, "the marker record of every partition", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range markers {
+			if seen[m] == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	mu.Lock()
 	again := 0
 	for _, n := range seen {
@@ -503,5 +526,51 @@ func TestGroupOffsetsSurviveSIGKILL(t *testing.T) {
 	run("delete", "dur-group")
 	if out := run("list"); strings.Contains(out, "dur-group") {
 		t.Fatalf("group still listed after delete:\n%s", out)
+	}
+}
+
+// TestGroupInitialRebalanceDelayConfig: groups.initial_rebalance_delay
+// (Kafka's group.initial.rebalance.delay.ms) replaces the fixed 3 s: with 0
+// the first member of a new group is answered at once, with 5s only after 5 s.
+func TestGroupInitialRebalanceDelayConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		delay    string
+		min, max time.Duration
+	}{{"0s", 0, 2 * time.Second}, {"5s", 5 * time.Second, 20 * time.Second}} {
+		t.Run(tc.delay, func(t *testing.T) {
+			t.Parallel()
+			k := newGroupKatka(t, t.TempDir())
+			if err := os.WriteFile(k.config, []byte(testConfig+"groups:\n  initial_rebalance_delay: "+tc.delay+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			k.start()
+			cl := k.client(t)
+			join := func(member string) *kmsg.JoinGroupResponse {
+				req := kmsg.NewPtrJoinGroupRequest()
+				req.Group, req.MemberID, req.ProtocolType = "delayed", member, "consumer"
+				req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = 30000, 30000
+				req.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: []byte{}}}
+				resp, err := req.RequestWith(ctxFor(t, 30*time.Second), cl)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return resp
+			}
+			first := join("")
+			if first.ErrorCode != 79 { // MEMBER_ID_REQUIRED
+				t.Fatalf("first join: error %d", first.ErrorCode)
+			}
+			t0 := time.Now()
+			r := join(first.MemberID)
+			took := time.Since(t0)
+			if r.ErrorCode != 0 || r.Generation != 1 {
+				t.Fatalf("join: error %d generation %d", r.ErrorCode, r.Generation)
+			}
+			t.Logf("initial_rebalance_delay %s: first join answered after %v", tc.delay, took.Round(time.Millisecond))
+			if took < tc.min || took > tc.max {
+				t.Fatalf("first join answered after %v, want %v..%v", took, tc.min, tc.max)
+			}
+		})
 	}
 }
