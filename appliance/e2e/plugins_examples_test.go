@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +52,7 @@ plugins:
       plugin: window-avg
       inputs: [lines]
       output: lines.avg
-      settings: ["window=1s", "grace=0s", "field=temp"]
+      settings: ["window=1s", "grace=2s", "field=temp"]
     - name: archive
       plugin: file-sink
       inputs: [lines, lines.avg]
@@ -68,28 +70,77 @@ plugins:
 		}
 		f.Close()
 	}
+	// The window's event time is when file-tail read each line, so the
+	// expected windows come from the timestamps the lines got in "lines".
+	// The first 300 lines are all handed to temp-avg before any later line
+	// exists, and the later lines are read after every first window's end
+	// plus grace: those windows then close with exactly the first lines.
 	appendLines(0, 300)
-	time.Sleep(1200 * time.Millisecond) // the next lines fall into a later window
-	appendLines(300, 400)
-
-	recs := consumeN(t, k, "lines", 400)
-	for _, r := range recs {
-		var v struct{ Line int32 }
+	first := consumeN(t, k, "lines", 300)
+	type window struct {
+		count int64
+		sum   float64
+	}
+	want := map[int64]*window{}
+	minTS, maxTS := first[0].Timestamp.UnixMilli(), first[0].Timestamp.UnixMilli()
+	for _, r := range first {
+		var v struct{ Line, Temp int32 }
 		if err := json.Unmarshal(r.Value, &v); err != nil || v.Line != r.Partition {
 			t.Fatalf("record %s in partition %d: json-route sends line %d to partition %d", r.Value, r.Partition, v.Line, v.Line)
 		}
+		ts := r.Timestamp.UnixMilli()
+		minTS, maxTS = min(minTS, ts), max(maxTS, ts)
+		start := ts - ts%1000
+		if want[start] == nil {
+			want[start] = &window{}
+		}
+		want[start].count++
+		want[start].sum += float64(v.Temp)
 	}
-	avg := consumeN(t, k, "lines.avg", 1)
-	var o struct {
-		Key   string
-		Count int
-		Avg   float64
+	// With grace 2s no first line is late however temp-avg interleaves the
+	// four partitions, as long as file-tail read them within 2s.
+	if maxTS-minTS >= 2000 {
+		t.Fatalf("file-tail read the first 300 lines over %d ms; the test needs under 2000", maxTS-minTS)
 	}
-	if err := json.Unmarshal(avg[0].Value, &o); err != nil || o.Key != "line-log" || o.Count < 1 || o.Avg < 20 || o.Avg > 22 {
-		t.Fatalf("window output %s", avg[0].Value)
+	waitUntil(t, 20*time.Second, "temp-avg to be handed the first 300 lines", func() bool {
+		return metricValue(scrapeMetrics(t, k), "katka_plugin_records_in_total", `instance="temp-avg"`) >= 300
+	})
+	closeAt := time.UnixMilli(maxTS - maxTS%1000 + 1000 + 2000) // last first window's end + grace
+	for now := time.Now(); now.Before(closeAt); now = time.Now() {
+		time.Sleep(closeAt.Sub(now)) // event time: the later lines must be read after closeAt
+	}
+	appendLines(300, 400)
+	later := 0
+	for _, r := range consumeN(t, k, "lines", 400) {
+		if !r.Timestamp.Before(closeAt) {
+			later++
+		}
+	}
+	if later != 100 {
+		t.Fatalf("%d lines read after %s, want the 100 later ones", later, closeAt)
+	}
+
+	avg := consumeN(t, k, "lines.avg", len(want))
+	for _, r := range avg {
+		var o struct {
+			Key         string  `json:"key"`
+			WindowStart string  `json:"window_start"`
+			Count       int64   `json:"count"`
+			Sum         float64 `json:"sum"`
+			Avg         float64 `json:"avg"`
+		}
+		if err := json.Unmarshal(r.Value, &o); err != nil {
+			t.Fatalf("window output %s: %v", r.Value, err)
+		}
+		ws, err := time.Parse(time.RFC3339Nano, o.WindowStart)
+		w := want[ws.UnixMilli()]
+		if err != nil || w == nil || o.Key != "line-log" || o.Count != w.count || o.Sum != w.sum || o.Avg != w.sum/float64(w.count) {
+			t.Fatalf("window output %s, want windows (start ms: count, sum) %v", r.Value, fmtWindows(want, func(w *window) (int64, float64) { return w.count, w.sum }))
+		}
+		t.Logf("window %s: %d lines, avg %v exact", o.WindowStart, o.Count, o.Avg)
 	}
 	waitUntil(t, 20*time.Second, "the archive to hold lines and lines.avg", func() bool {
-		return countLines(filepath.Join(archive, "lines.jsonl")) >= 400 && countLines(filepath.Join(archive, "lines.avg.jsonl")) >= 1
+		return countLines(filepath.Join(archive, "lines.jsonl")) >= 400 && countLines(filepath.Join(archive, "lines.avg.jsonl")) >= len(want)
 	})
 
 	// katka plugin list verifies the checksums; status reads /metrics.
@@ -128,17 +179,19 @@ plugins:
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var sts []struct {
-		Instance string
-		Up       bool
-		PID      int
-	}
+	t.Logf("GET /v1/status/plugins: %s", body)
+	// snake_case names, as every katka endpoint answers.
+	var sts []map[string]any
 	if err := json.Unmarshal(body, &sts); err != nil || resp.StatusCode != 200 || len(sts) != 4 {
 		t.Fatalf("GET /v1/status/plugins: %d %s (%v)", resp.StatusCode, body, err)
 	}
 	for _, s := range sts {
-		if !s.Up || s.PID <= 0 {
-			t.Fatalf("GET /v1/status/plugins: %s not up: %s", s.Instance, body)
+		keys := slices.Sorted(maps.Keys(s))
+		if want := []string{"instance", "kind", "last_error", "pid", "plugin", "restarts", "up"}; !slices.Equal(keys, want) {
+			t.Fatalf("GET /v1/status/plugins: fields %v, want %v: %s", keys, want, body)
+		}
+		if pid, _ := s["pid"].(float64); s["up"] != true || pid <= 0 {
+			t.Fatalf("GET /v1/status/plugins: %s not up: %s", s["instance"], body)
 		}
 	}
 
@@ -172,6 +225,31 @@ func TestPluginsConfigErrorStopsServe(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), `plugins.instances[0].plugin: no plugin "nope"`) {
 		t.Fatalf("katka serve: %v\n%s", err, out)
 	}
+}
+
+// scrapeMetrics returns katka's /metrics text.
+func scrapeMetrics(t *testing.T, k *kafkaKatka) string {
+	t.Helper()
+	resp, err := http.Get("http://" + k.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// fmtWindows renders expected windows as "start: count, sum" sorted by start.
+func fmtWindows[W any](ws map[int64]W, f func(W) (int64, float64)) string {
+	var parts []string
+	for _, start := range slices.Sorted(maps.Keys(ws)) {
+		c, s := f(ws[start])
+		parts = append(parts, fmt.Sprintf("%d: %d, %v", start, c, s))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func countLines(path string) int {

@@ -23,7 +23,10 @@ func examplePlugins(t testing.TB) string {
 	return dir
 }
 
-// childPID returns the pid of the child of parent whose command name is comm, or 0.
+// childPID returns the pid of the child of parent whose command name or
+// argv[0]'s base name is comm, or 0. (katka executes a plugin's sealed copy as
+// /proc/self/fd/3, so the kernel's command name is "3"; argv[0] is the path
+// of the manifest's command.)
 func childPID(parent int, comm string) int {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -44,7 +47,14 @@ func childPID(parent int, comm string) int {
 		if len(fields) < 2 || fields[0] == "Z" {
 			continue
 		}
-		if ppid, _ := strconv.Atoi(fields[1]); ppid == parent && s[open+1:close] == comm {
+		if ppid, _ := strconv.Atoi(fields[1]); ppid != parent {
+			continue
+		}
+		if s[open+1:close] == comm {
+			return pid
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if argv0, _, _ := strings.Cut(string(cmdline), "\x00"); argv0 != "" && filepath.Base(argv0) == comm {
 			return pid
 		}
 	}
