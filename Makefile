@@ -40,14 +40,14 @@ test-deps:
 		echo "warning: python3-grpcio missing; the Python plugin test will skip"; \
 	fi
 
-# The e2e package runs with -v so the torture summary (rounds, acknowledged
-# records, lost, phantoms, damage kinds) is printed; the rest stays quiet.
+# Every package runs under the race detector. The e2e package runs with -v so
+# the torture summary (rounds, acknowledged records, lost, phantoms, damage
+# kinds) is printed; the rest stays quiet.
 test: test-deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 12m $$($(GO) list ./... | grep -v /appliance/e2e)
-	cd third_party/tidwall-wal && $(GO) test -count=1 .
-	set -o pipefail; $(GO) test -count=1 -timeout 10m -v ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
-	$(GO) test -count=1 -race -timeout 5m ./appliance/storage/ ./appliance/broker/
+	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... | grep -v /appliance/e2e)
+	cd third_party/tidwall-wal && $(GO) test -race -count=1 .
+	set -o pipefail; $(GO) test -race -count=1 -timeout 12m -v ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE)|_test.go:'
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
 test-long: test-deps
