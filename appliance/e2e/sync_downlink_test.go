@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,13 +84,15 @@ func TestSyncDownlinkExactlyOnce(t *testing.T) {
 	}
 	want := r.n
 	// Central outage, and SIGKILL 2 during it.
+	downAt := time.Now()
 	g.Down()
-	time.Sleep(300 * time.Millisecond)
+	waitSyncDown(t, k, downAt) // the downlink noticed the outage
 	k.kill()
+	restarted := time.Now()
 	if err := k.start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitSyncDown(t, k, restarted) // the restarted katka tried the central side and failed
 	g.Up()
 	n, err := produceCentralTxn(t, c.ListenAddrs(), "commands", 60000, 10000)
 	if err != nil {
@@ -97,6 +100,21 @@ func TestSyncDownlinkExactlyOnce(t *testing.T) {
 	}
 	want += n
 
+	// A marker at the end of each central partition: the downlink writes a
+	// partition in order, so once both markers are local everything before
+	// them is, and a duplicate would have been written before them.
+	mcl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = mcl.ProduceSync(kafkaCtx(t, 30*time.Second),
+		&kgo.Record{Topic: "commands", Partition: 0, Value: []byte("marker-0")},
+		&kgo.Record{Topic: "commands", Partition: 1, Value: []byte("marker-1")}).FirstErr()
+	mcl.Close()
+	if err != nil {
+		t.Fatalf("central markers: %v", err)
+	}
+	want += 2
 	central, err := mirrortest.ReadAll(kafkaCtx(t, 30*time.Second), c.ListenAddrs(), "commands")
 	if err != nil {
 		t.Fatal(err)
@@ -104,8 +122,16 @@ func TestSyncDownlinkExactlyOnce(t *testing.T) {
 	if len(central) != want {
 		t.Fatalf("central read_committed gives %d records, committed %d", len(central), want)
 	}
-	waitUntil(t, 60*time.Second, "downlink caught up", func() bool { return localEndsMaybe(t, k, "central.commands") >= int64(want) })
-	time.Sleep(500 * time.Millisecond)
+	waitUntil(t, 60*time.Second, "both central markers written locally", func() bool {
+		recs, err := mirrortest.ReadAll(kafkaCtx(t, 30*time.Second), []string{k.KafkaAddr}, "central.commands")
+		markers := 0
+		for _, r := range recs {
+			if strings.HasPrefix(string(r.Value), "marker-") {
+				markers++
+			}
+		}
+		return err == nil && markers == 2
+	})
 	local, err := mirrortest.ReadAll(kafkaCtx(t, 30*time.Second), []string{k.KafkaAddr}, "central.commands")
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +160,7 @@ func TestSyncDownlinkExactlyOnce(t *testing.T) {
 	if len(local) != want {
 		t.Fatalf("local has %d records, want %d", len(local), want)
 	}
-	t.Logf("%d committed central records (of 70000 written, 1 in 5 transactions aborted) mirrored locally exactly once, in order", want)
+	t.Logf("%d committed central records (of 70000 written, 1 in 5 transactions aborted; plus 2 markers) mirrored locally exactly once, in order", want)
 }
 
 // localEndsMaybe sums a katka topic's end offsets, 0 if it does not exist yet.

@@ -7,7 +7,6 @@ package e2e
 // (mirrortest.Gate) that cuts or hangs its connections without losing its state.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,12 +122,14 @@ func TestSyncUplinkExactlyOnceThroughOutageAndSIGKILL(t *testing.T) {
 
 	// Phase 2: central down; produce, then SIGKILL again while it is down.
 	g.Down()
+	restarted := time.Now()
 	if err := k.start(); err != nil {
 		t.Fatal(err)
 	}
 	d := produceEdge(t, k, per, per)
 	t.Logf("produced %d records locally in %v while the central side was down", per, d.Round(time.Millisecond))
-	time.Sleep(300 * time.Millisecond)
+	// SIGKILL only once this katka has tried the central side and reported it down.
+	waitSyncDown(t, k, restarted)
 	k.kill()
 
 	// Phase 3: restart while still down, produce, bring the central side back.
@@ -138,15 +140,14 @@ func TestSyncUplinkExactlyOnceThroughOutageAndSIGKILL(t *testing.T) {
 	g.Up()
 	produceEdge(t, k, 3*per, per)
 
-	want := localEnds(t, k, "edge.data")
+	recs, want := waitCentral(t, k, c, "plant-7.edge.data")
 	var total int64
 	for _, n := range want {
 		total += n
 	}
-	if total < 4*per {
-		t.Fatalf("local topic holds %d records, want at least %d", total, 4*per)
+	if total < 4*per+4 {
+		t.Fatalf("local topic holds %d records, want at least %d", total, 4*per+4)
 	}
-	recs := waitCentral(t, c, "plant-7.edge.data", total)
 	missing, dups, ooo, err := mirrortest.CheckUplink(recs, "plant-7", "edge.data", want)
 	if err != nil {
 		t.Fatal(err)
@@ -199,29 +200,52 @@ func TestSyncUplinkExactlyOnceThroughOutageAndSIGKILL(t *testing.T) {
 	}
 }
 
-// waitCentral waits until a central topic holds at least total committed
-// records, waits a little longer (so a duplicate would show) and returns them.
-func waitCentral(t *testing.T, c *kfake.Cluster, topic string, total int64) []*kgo.Record {
+// waitCentral appends one marker record to every partition of the local topic
+// edge.data and waits until the central topic holds each marker. The uplink
+// mirrors a partition in order, one batch at a time, so once a partition's
+// marker is central every earlier record of it is too, and a duplicate (a
+// batch sent again by a resumed session) would have been committed before it:
+// the records returned are final. It also returns the local ends, markers
+// included.
+func waitCentral(t *testing.T, k *kafkaKatka, c *kfake.Cluster, topic string) ([]*kgo.Record, map[int32]int64) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		recs, err := mirrortest.ReadAll(ctx, c.ListenAddrs(), topic)
-		cancel()
-		if err == nil && int64(len(recs)) >= total {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("central %s holds %d of %d records after 60s (err %v)", topic, len(recs), total, err)
-		}
-		time.Sleep(250 * time.Millisecond)
+	cl := k.client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	var markers []*kgo.Record
+	for p := range int32(4) {
+		markers = append(markers, &kgo.Record{Topic: "edge.data", Partition: p, Key: []byte("marker"), Value: []byte("end")})
 	}
-	time.Sleep(500 * time.Millisecond)
-	recs, err := mirrortest.ReadAll(kafkaCtx(t, 30*time.Second), c.ListenAddrs(), topic)
+	err := cl.ProduceSync(kafkaCtx(t, 30*time.Second), markers...).FirstErr()
+	cl.Close()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("produce markers: %v", err)
 	}
-	return recs
+	want := localEnds(t, k, "edge.data")
+	var recs []*kgo.Record
+	waitUntil(t, 60*time.Second, "every partition's marker mirrored to "+topic, func() bool {
+		recs, err = mirrortest.ReadAll(kafkaCtx(t, 30*time.Second), c.ListenAddrs(), topic)
+		if err != nil {
+			return false
+		}
+		got := 0
+		for _, r := range recs {
+			p := int32(mustAtoi(mirrortest.Header(r, "katka.origin.partition")))
+			if string(r.Key) == "marker" && mirrortest.Header(r, "katka.origin.offset") == strconv.FormatInt(want[p]-1, 10) {
+				got++
+			}
+		}
+		return got == len(want)
+	})
+	return recs, want
+}
+
+// waitSyncDown waits until a katka started at since reports in its status
+// file that its sync link is down with an error (it tried the central side).
+func waitSyncDown(t *testing.T, k *kafkaKatka, since time.Time) {
+	t.Helper()
+	waitUntil(t, 30*time.Second, "sync status reporting the central side down", func() bool {
+		st := readSyncStatus(t, k)
+		return st.Updated.After(since) && len(st.Links) == 1 && !st.Links[0].Connected && st.Links[0].LastError != ""
+	})
 }
 
 func mustAtoi(s string) int {
@@ -231,8 +255,9 @@ func mustAtoi(s string) int {
 }
 
 type syncStatus struct {
-	Site  string `json:"site"`
-	Links []struct {
+	Site    string    `json:"site"`
+	Updated time.Time `json:"updated"`
+	Links   []struct {
 		Link      string `json:"link"`
 		Connected bool   `json:"connected"`
 		Delivery  string `json:"delivery"`
