@@ -66,7 +66,20 @@ var (
 	ErrCorrupt           = storage.ErrCorrupt
 	ErrRecordTooLarge    = errors.New("record larger than the topic's max.message.bytes")
 	ErrClosed            = errors.New("broker closed")
+	// ErrPartitionLimit refuses a create that would pass the broker's
+	// partition cap (Options.MaxPartitions, topics.max_partitions); the Kafka
+	// layer answers it with POLICY_VIOLATION.
+	ErrPartitionLimit = errors.New("partition limit of the broker reached")
 )
+
+// MaxTopicPartitions is the largest partition count of one topic, the same
+// bound as config.MaxPartitions; a larger count is ErrInvalidPartitions
+// (Kafka's INVALID_PARTITIONS).
+const MaxTopicPartitions = 10000
+
+// DefaultMaxPartitions is Options.MaxPartitions' default: the partitions of
+// all topics together (topics.max_partitions).
+const DefaultMaxPartitions = 4096
 
 // TopicConfig holds the per-topic settings; zero values mean "use the default".
 type TopicConfig struct {
@@ -139,6 +152,10 @@ type Options struct {
 	DefaultPartitions int32
 	// QuotaBytes caps the bytes of all partition logs; 0 is no quota.
 	QuotaBytes int64
+	// MaxPartitions caps the partitions of all topics together; a create or
+	// partition increase that would pass it fails with ErrPartitionLimit.
+	// 0 means DefaultMaxPartitions. Topics already on disk always load.
+	MaxPartitions int
 	// MinFreeBytes is the free-space watermark of the data directory's disk;
 	// below it the disk counts as full. 0 is no watermark.
 	MinFreeBytes int64
@@ -157,6 +174,19 @@ type Broker struct {
 	mu     sync.RWMutex
 	topics map[string]*topic
 	closed bool
+	// busy holds the names whose create, delete or change is under way
+	// outside mu; the channel closes when it ends. Anyone else wanting the
+	// name waits for it, so a name is never half created or half deleted.
+	busy map[string]chan struct{}
+	// nparts counts the partitions of every topic plus those being created.
+	nparts int
+
+	// Test hooks: onReserve runs after a name is marked busy and before the
+	// slow work, onBusyWait when a caller starts waiting for a busy name,
+	// onFetchWait when a fetch is about to wait for records.
+	onReserve   func(name string)
+	onBusyWait  func(name string)
+	onFetchWait func()
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -184,6 +214,9 @@ func Open(opts Options) (*Broker, error) {
 	}
 	if opts.RetentionCheckInterval <= 0 {
 		opts.RetentionCheckInterval = 30 * time.Second
+	}
+	if opts.MaxPartitions <= 0 {
+		opts.MaxPartitions = DefaultMaxPartitions
 	}
 	if opts.DefaultPartitions <= 0 {
 		opts.DefaultPartitions = 1
@@ -217,7 +250,7 @@ func Open(opts Options) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{opts: opts, log: lg, lock: lock, m: opts.Metrics, topics: map[string]*topic{}, stop: make(chan struct{})}
+	b := &Broker{opts: opts, log: lg, lock: lock, m: opts.Metrics, topics: map[string]*topic{}, busy: map[string]chan struct{}{}, stop: make(chan struct{})}
 	if b.m == nil {
 		b.m = NewMetrics(nil)
 	}
@@ -289,8 +322,12 @@ func (b *Broker) load() error {
 			t.parts = append(t.parts, part)
 		}
 		b.topics[info.Name] = t
+		b.nparts += len(t.parts)
 	}
-	b.log.Info("broker opened", "data_dir", b.opts.DataDir, "topics", len(b.topics), "took", time.Since(t0).Round(time.Millisecond))
+	if b.nparts > b.opts.MaxPartitions {
+		b.log.Warn("the topics on disk have more partitions than topics.max_partitions allows; new topics and partitions are refused until some are deleted", "partitions", b.nparts, "max_partitions", b.opts.MaxPartitions)
+	}
+	b.log.Info("broker opened", "data_dir", b.opts.DataDir, "topics", len(b.topics), "partitions", b.nparts, "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
@@ -406,57 +443,156 @@ func (b *Broker) resolve(c TopicConfig) TopicConfig {
 	return c
 }
 
+// reserve waits until no create, delete or change of name is under way, then,
+// under b.mu, runs check with the topic (nil if there is none). check returns
+// the partitions the work adds; if they fit under the broker's cap the name is
+// marked busy and they are counted. The caller does its slow work without b.mu
+// and ends with finish. check may change b.topics (it holds b.mu).
+func (b *Broker) reserve(name string, check func(t *topic) (add int, err error)) (*topic, error) {
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if ch, ok := b.busy[name]; ok {
+			wait := b.onBusyWait
+			b.mu.Unlock()
+			if wait != nil {
+				wait(name)
+			}
+			select {
+			case <-ch:
+				continue
+			case <-b.stop:
+				return nil, ErrClosed
+			}
+		}
+		t := b.topics[name]
+		add, err := check(t)
+		if err != nil {
+			b.mu.Unlock()
+			return nil, err
+		}
+		if add > 0 && b.nparts+add > b.opts.MaxPartitions {
+			n := b.nparts
+			b.mu.Unlock()
+			return nil, fmt.Errorf("%w: %d partitions exist, %d more would pass topics.max_partitions %d", ErrPartitionLimit, n, add, b.opts.MaxPartitions)
+		}
+		b.nparts += add
+		b.busy[name] = make(chan struct{})
+		hook := b.onReserve
+		b.mu.Unlock()
+		if hook != nil {
+			hook(name)
+		}
+		return t, nil
+	}
+}
+
+// finish ends what reserve started: under b.mu it runs publish (which may
+// change b.topics), gives back free partitions and clears the busy mark, then
+// wakes those waiting for the name.
+func (b *Broker) finish(name string, free int, publish func()) {
+	b.mu.Lock()
+	if publish != nil {
+		publish()
+	}
+	b.nparts -= free
+	ch := b.busy[name]
+	delete(b.busy, name)
+	b.mu.Unlock()
+	close(ch)
+}
+
 // CreateTopic creates a topic with n partitions; zero fields of cfg take the
-// broker defaults. The metadata is durable before it returns.
+// broker defaults. The metadata is durable before it returns. Names starting
+// with "." are refused (katka keeps its deleted-topic directories under such
+// names); "__" names are for in-process writers, the Kafka layer refuses them.
+// A create of a name being deleted waits for the delete to end. The directories
+// and logs are made without the lock other topics need.
 func (b *Broker) CreateTopic(name string, n int32, cfg TopicConfig) (TopicInfo, error) {
 	if err := ValidTopicName(name); err != nil {
 		return TopicInfo{}, err
 	}
-	if n < 1 || n > 100000 {
-		return TopicInfo{}, fmt.Errorf("create topic %s: %w: %d", name, ErrInvalidPartitions, n)
+	if strings.HasPrefix(name, ".") {
+		return TopicInfo{}, fmt.Errorf("%w %q: names starting with '.' are reserved for katka", ErrInvalidTopic, name)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return TopicInfo{}, ErrClosed
+	if n < 1 || n > MaxTopicPartitions {
+		return TopicInfo{}, fmt.Errorf("create topic %s: %w: %d (allowed: 1..%d)", name, ErrInvalidPartitions, n, MaxTopicPartitions)
 	}
-	if _, ok := b.topics[name]; ok {
-		return TopicInfo{}, fmt.Errorf("create topic %s: %w", name, ErrTopicExists)
+	if _, err := b.reserve(name, func(t *topic) (int, error) {
+		if t != nil {
+			return 0, fmt.Errorf("create topic %s: %w", name, ErrTopicExists)
+		}
+		return int(n), nil
+	}); err != nil {
+		if errors.Is(err, ErrPartitionLimit) {
+			err = fmt.Errorf("create topic %s with %d partitions: %w", name, n, err)
+		}
+		return TopicInfo{}, err
 	}
+	t, err := b.makeTopic(name, n, cfg)
+	if err != nil {
+		b.finish(name, int(n), nil)
+		return TopicInfo{}, err
+	}
+	b.finish(name, 0, func() { b.topics[name] = t })
+	b.log.Info("topic created", "topic", name, "partitions", n)
+	return t.info, nil
+}
+
+// makeTopic creates a topic's directory, partition logs and metadata; the
+// caller holds the name busy.
+func (b *Broker) makeTopic(name string, n int32, cfg TopicConfig) (*topic, error) {
 	info := TopicInfo{Name: name, Partitions: n, Config: b.resolve(cfg), Created: time.Now().UTC()}
 	if _, err := rand.Read(info.ID[:]); err != nil {
-		return TopicInfo{}, fmt.Errorf("create topic %s: topic id: %w", name, err)
+		return nil, fmt.Errorf("create topic %s: topic id: %w", name, err)
 	}
 	dir := filepath.Join(b.opts.DataDir, name)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return TopicInfo{}, fmt.Errorf("create topic %s: %w", name, err)
+	if err := os.Mkdir(dir, 0o750); errors.Is(err, os.ErrExist) {
+		// Not a known topic, yet its directory exists: a create cut short by a
+		// crash (no metadata, so nothing was ever written to it), or a topic
+		// whose metadata cannot be read. Only the first is cleared away.
+		if _, serr := os.Stat(filepath.Join(dir, topicMetaFile)); !errors.Is(serr, os.ErrNotExist) {
+			return nil, fmt.Errorf("create topic %s: directory %s already holds topic metadata", name, dir)
+		}
+		b.log.Warn("removing the directory of an unfinished topic create", "dir", dir)
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, fmt.Errorf("create topic %s: %w", name, err)
+		}
+		err = os.Mkdir(dir, 0o750)
+		if err != nil {
+			return nil, fmt.Errorf("create topic %s: %w", name, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	t := &topic{info: info, dir: dir}
+	undo := func() {
+		for _, q := range t.parts {
+			q.close()
+		}
+		os.RemoveAll(dir)
+	}
 	for p := int32(0); p < n; p++ {
 		part, err := b.openPartition(t, p)
 		if err != nil {
-			for _, q := range t.parts {
-				q.log.Close()
-			}
-			os.RemoveAll(dir)
-			return TopicInfo{}, err
+			undo()
+			return nil, err
 		}
 		t.parts = append(t.parts, part)
 	}
 	// The metadata file is written last: a topic directory without it is ignored.
 	if err := writeMeta(dir, info); err != nil {
-		for _, q := range t.parts {
-			q.log.Close()
-		}
-		os.RemoveAll(dir)
-		return TopicInfo{}, fmt.Errorf("create topic %s: %w", name, err)
+		undo()
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
 	if err := syncDir(b.opts.DataDir); err != nil {
-		return TopicInfo{}, err
+		undo()
+		return nil, fmt.Errorf("create topic %s: %w", name, err)
 	}
-	b.topics[name] = t
-	b.log.Info("topic created", "topic", name, "partitions", n)
-	return info, nil
+	return t, nil
 }
 
 // EnsureTopic returns the topic, creating it with n partitions (or the default
@@ -481,84 +617,150 @@ func (b *Broker) AutoCreate() bool { return b.opts.AutoCreate }
 // DefaultPartitions is the partition count for auto-created topics.
 func (b *Broker) DefaultPartitions() int32 { return b.opts.DefaultPartitions }
 
-// DeleteTopic removes a topic and its data. The directory is first renamed
-// aside, so a crash midway never leaves half a topic.
+// MaxPartitions is the cap on the partitions of all topics together.
+func (b *Broker) MaxPartitions() int { return b.opts.MaxPartitions }
+
+// PartitionCount is the number of partitions of all topics, counting those
+// being created.
+func (b *Broker) PartitionCount() int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.nparts
+}
+
+// DeleteTopic removes a topic and its data. The topic disappears at once for
+// readers and writers (their handles answer ErrUnknownTopic), but its name
+// stays busy until the directory is renamed aside and the data directory
+// fsynced, so a create of the same name waits and never sees old data. A
+// crash midway never leaves half a topic: the renamed directory is removed at
+// the next start.
 func (b *Broker) DeleteTopic(name string) error {
-	b.mu.Lock()
-	t, ok := b.topics[name]
-	if !ok {
-		b.mu.Unlock()
-		return fmt.Errorf("delete topic %s: %w", name, ErrUnknownTopic)
+	t, err := b.reserve(name, func(t *topic) (int, error) {
+		if t == nil {
+			return 0, fmt.Errorf("delete topic %s: %w", name, ErrUnknownTopic)
+		}
+		delete(b.topics, name)
+		return 0, nil
+	})
+	if err != nil {
+		return err
 	}
-	delete(b.topics, name)
-	b.mu.Unlock()
 	for _, p := range t.parts {
-		p.close()
+		p.retire()
 	}
 	aside := filepath.Join(b.opts.DataDir, fmt.Sprintf(".deleted-%s-%d", name, time.Now().UnixNano()))
-	if err := os.Rename(t.dir, aside); err != nil {
+	err = os.Rename(t.dir, aside)
+	if err == nil {
+		err = syncDir(b.opts.DataDir)
+	}
+	if err != nil && !fileExists(aside) {
+		// The directory is still in place: bring the topic back as it was.
+		back, rerr := b.reopenTopic(t)
+		if rerr != nil {
+			b.log.Error("reopening a topic whose delete failed; it comes back at the next start", "topic", name, "err", rerr)
+			b.finish(name, len(t.parts), nil)
+		} else {
+			b.finish(name, 0, func() { b.topics[name] = back })
+		}
 		return fmt.Errorf("delete topic %s: %w", name, err)
 	}
-	if err := syncDir(b.opts.DataDir); err != nil {
-		return err
+	b.finish(name, len(t.parts), func() { b.m.forgetTopic(name) })
+	if err != nil {
+		// Renamed, but the rename may not be durable: after a power cut the
+		// topic may come back whole (never half).
+		b.log.Warn("deleted topic's directory rename not fsynced", "topic", name, "err", err)
 	}
 	if err := os.RemoveAll(aside); err != nil {
 		b.log.Warn("removing deleted topic data", "dir", aside, "err", err)
 	}
-	b.m.forgetTopic(name)
 	b.log.Info("topic deleted", "topic", name)
 	return nil
 }
 
-// CreatePartitions grows a topic to total partitions.
-func (b *Broker) CreatePartitions(name string, total int32) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	t, ok := b.topics[name]
-	if !ok {
-		return fmt.Errorf("create partitions %s: %w", name, ErrUnknownTopic)
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// reopenTopic opens t's partitions again (after a failed delete).
+func (b *Broker) reopenTopic(t *topic) (*topic, error) {
+	nt := &topic{info: t.info, dir: t.dir}
+	for p := int32(0); p < t.info.Partitions; p++ {
+		part, err := b.openPartition(nt, p)
+		if err != nil {
+			for _, q := range nt.parts {
+				q.close()
+			}
+			return nil, err
+		}
+		nt.parts = append(nt.parts, part)
 	}
-	if total <= t.info.Partitions || total > 100000 {
-		return fmt.Errorf("create partitions %s: %w: %d (topic has %d)", name, ErrInvalidPartitions, total, t.info.Partitions)
+	return nt, nil
+}
+
+// CreatePartitions grows a topic to total partitions. The topic stays readable
+// and writable meanwhile; the new logs are made without the broker lock.
+func (b *Broker) CreatePartitions(name string, total int32) error {
+	var add int
+	t, err := b.reserve(name, func(t *topic) (int, error) {
+		if t == nil {
+			return 0, fmt.Errorf("create partitions %s: %w", name, ErrUnknownTopic)
+		}
+		if total <= t.info.Partitions || total > MaxTopicPartitions {
+			return 0, fmt.Errorf("create partitions %s: %w: %d (topic has %d; allowed up to %d)", name, ErrInvalidPartitions, total, t.info.Partitions, MaxTopicPartitions)
+		}
+		add = int(total - t.info.Partitions)
+		return add, nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrPartitionLimit) {
+			err = fmt.Errorf("create partitions %s: %w", name, err)
+		}
+		return err
 	}
 	var added []*partition
+	fail := func(err error) error {
+		for _, q := range added {
+			q.close()
+		}
+		b.finish(name, add, nil)
+		return err
+	}
 	for p := t.info.Partitions; p < total; p++ {
 		part, err := b.openPartition(t, p)
 		if err != nil {
-			for _, q := range added {
-				q.close()
-			}
-			return err
+			return fail(err)
 		}
 		added = append(added, part)
 	}
 	info := t.info
 	info.Partitions = total
 	if err := writeMeta(t.dir, info); err != nil {
-		for _, q := range added {
-			q.close()
-		}
-		return fmt.Errorf("create partitions %s: %w", name, err)
+		return fail(fmt.Errorf("create partitions %s: %w", name, err))
 	}
 	nt := &topic{info: info, dir: t.dir, parts: append(append([]*partition(nil), t.parts...), added...)}
-	b.topics[name] = nt
+	b.finish(name, 0, func() { b.topics[name] = nt })
 	return nil
 }
 
 // SetTopicConfig replaces a topic's config (zero fields take the defaults).
 func (b *Broker) SetTopicConfig(name string, cfg TopicConfig) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	t, ok := b.topics[name]
-	if !ok {
-		return fmt.Errorf("alter topic %s: %w", name, ErrUnknownTopic)
+	t, err := b.reserve(name, func(t *topic) (int, error) {
+		if t == nil {
+			return 0, fmt.Errorf("alter topic %s: %w", name, ErrUnknownTopic)
+		}
+		return 0, nil
+	})
+	if err != nil {
+		return err
 	}
 	info := t.info
 	info.Config = b.resolve(cfg)
 	if err := writeMeta(t.dir, info); err != nil {
+		b.finish(name, 0, nil)
 		return fmt.Errorf("alter topic %s: %w", name, err)
 	}
-	b.topics[name] = &topic{info: info, dir: t.dir, parts: t.parts}
+	b.finish(name, 0, func() { b.topics[name] = &topic{info: info, dir: t.dir, parts: t.parts} })
 	return nil
 }
 
@@ -652,6 +854,9 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 		b.disk.used.Add(need)
 	}
 	if err != nil {
+		if err := p.goneErr(nil); err != nil {
+			return 0, err
+		}
 		b.m.produceError(topicName)
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
 	}
@@ -664,6 +869,9 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 		return base, nil
 	}
 	if err := p.syncTo(end); err != nil {
+		if err := p.goneErr(nil); err != nil {
+			return 0, err
+		}
 		b.m.produceError(topicName)
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
 	}
@@ -682,6 +890,9 @@ func (b *Broker) Fetch(ctx context.Context, topicName string, partition int32, o
 	var timer *time.Timer
 	for {
 		ch := p.waitCh()
+		if err := p.goneErr(nil); err != nil {
+			return FetchResult{}, err
+		}
 		hw := p.hw.Load()
 		start := p.log.StartOffset()
 		res := FetchResult{HighWatermark: hw, LogStartOffset: start}
@@ -693,6 +904,9 @@ func (b *Broker) Fetch(ctx context.Context, topicName string, partition int32, o
 			if err != nil {
 				if errors.Is(err, storage.ErrOutOfRange) { // retention moved the start meanwhile
 					continue
+				}
+				if err := p.goneErr(nil); err != nil {
+					return FetchResult{}, err
 				}
 				if errors.Is(err, ErrCorrupt) {
 					b.m.corruptRead(topicName)
@@ -709,6 +923,9 @@ func (b *Broker) Fetch(ctx context.Context, topicName string, partition int32, o
 		if timer == nil {
 			timer = time.NewTimer(maxWait)
 			defer timer.Stop()
+		}
+		if b.onFetchWait != nil {
+			b.onFetchWait()
 		}
 		select {
 		case <-ch:
@@ -761,7 +978,7 @@ func (b *Broker) OffsetForTime(ctx context.Context, topicName string, partition 
 				off++
 				continue
 			}
-			return 0, time.Time{}, err
+			return 0, time.Time{}, p.goneErr(err)
 		}
 		for _, r := range recs {
 			if !r.Timestamp.Before(ts) {
@@ -783,7 +1000,15 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	close(b.stop)
+	var busy []chan struct{}
+	for _, ch := range b.busy {
+		busy = append(busy, ch)
+	}
 	b.mu.Unlock()
+	// Creates, deletes and changes under way finish (new ones are refused).
+	for _, ch := range busy {
+		<-ch
+	}
 	b.wg.Wait()
 	err := b.closeTopics()
 	if uerr := b.lock.Unlock(); err == nil {
@@ -866,7 +1091,7 @@ func (b *Broker) DeleteRecords(topicName string, partition int32, before int64) 
 		return 0, fmt.Errorf("delete records %s-%d before %d: %w (high watermark %d)", topicName, partition, before, ErrOffsetOutOfRange, hw)
 	}
 	if err := p.log.AdvanceStart(before); err != nil {
-		return 0, fmt.Errorf("delete records %s-%d: %w", topicName, partition, err)
+		return 0, p.goneErr(fmt.Errorf("delete records %s-%d: %w", topicName, partition, err))
 	}
 	return p.log.StartOffset(), nil
 }

@@ -88,6 +88,13 @@ func TestProduceFetchAndLongPoll(t *testing.T) {
 	ctx := context.Background()
 	b.CreateTopic("t", 1, TopicConfig{})
 	// A fetch at the end waits and is woken by a produce, not by its timeout.
+	parked := make(chan struct{}, 1)
+	b.onFetchWait = func() {
+		select {
+		case parked <- struct{}{}:
+		default:
+		}
+	}
 	done := make(chan FetchResult)
 	go func() {
 		res, err := b.Fetch(ctx, "t", 0, 0, 1<<20, 10*time.Second)
@@ -96,7 +103,7 @@ func TestProduceFetchAndLongPoll(t *testing.T) {
 		}
 		done <- res
 	}()
-	time.Sleep(50 * time.Millisecond)
+	<-parked // the fetch waits for records: the produce below must wake it
 	t0 := time.Now()
 	base, err := b.Produce(ctx, "t", 0, []Record{{Key: []byte("k"), Value: []byte("v1")}, {Value: []byte("v2"), Headers: []Header{{Key: "h", Value: []byte("x")}}}}, AcksAll)
 	if err != nil || base != 0 {

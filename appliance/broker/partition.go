@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -15,6 +16,7 @@ type partition struct {
 	log      *storage.Log
 	interval bool // fsync: interval makes records visible once written
 
+	gone        atomic.Bool // the topic was deleted: the log is closed for good
 	hw          atomic.Int64
 	compactedTo atomic.Int64 // sealed offset up to which compaction last ran
 	nmu         sync.Mutex
@@ -70,3 +72,23 @@ func (p *partition) info() PartitionInfo {
 }
 
 func (p *partition) close() error { return p.log.Close() }
+
+// retire marks the partition's topic deleted, closes its log and wakes the
+// fetches waiting on it; whoever still holds the partition gets
+// ErrUnknownTopic from then on, never records of a later topic of that name.
+func (p *partition) retire() {
+	p.gone.Store(true)
+	p.close()
+	p.nmu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.nmu.Unlock()
+}
+
+// goneErr turns an error from a deleted partition's log into ErrUnknownTopic.
+func (p *partition) goneErr(err error) error {
+	if p.gone.Load() {
+		return fmt.Errorf("topic %s: %w (deleted)", p.topic, ErrUnknownTopic)
+	}
+	return err
+}
