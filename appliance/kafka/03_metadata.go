@@ -12,7 +12,9 @@ import (
 // handleMetadata describes this one-node cluster: broker 0 leads every
 // partition. A null topic list means all topics (an empty one in v0), an
 // empty list none; requested topics that do not exist are created when both
-// the request and the broker allow auto-creation.
+// the request and the broker allow auto-creation (never an internal name,
+// INVALID_TOPIC_EXCEPTION; past topics.max_partitions, POLICY_VIOLATION).
+// Every internal topic is listed with IsInternal set.
 func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.MetadataRequest)
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
@@ -61,10 +63,13 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 		if errors.Is(err, broker.ErrUnknownTopic) {
 			if verr := broker.ValidTopicName(name); verr != nil {
 				err = verr
+			} else if autoCreate && broker.InternalTopic(name) {
+				err = s.internalTopicError(c.remote, "create", name)
 			} else if autoCreate {
 				info, err = s.b.EnsureTopic(name, 0)
 				if err != nil {
 					s.log.Warn("kafka auto-create failed", "topic", name, "err", err)
+					err = s.topicAdminError(c.remote, err)
 				}
 			}
 		}
@@ -87,7 +92,7 @@ func metadataTopic(t broker.TopicInfo, err error) kmsg.MetadataResponseTopic {
 		return mt
 	}
 	mt.TopicID = t.ID
-	mt.IsInternal = name == "__consumer_offsets" // as Kafka marks it
+	mt.IsInternal = broker.InternalTopic(name) // __consumer_offsets as Kafka marks it, and katka's own
 	mt.Partitions = make([]kmsg.MetadataResponseTopicPartition, t.Partitions)
 	for p := range mt.Partitions {
 		mp := kmsg.NewMetadataResponseTopicPartition()

@@ -28,7 +28,7 @@ func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 		if count[rt.Topic] > 1 {
 			err = codeErrorf(errInvalidRequest, "topic %s is listed more than once in the request", rt.Topic)
 		} else {
-			info, err = s.createTopic(rt, req.ValidateOnly)
+			info, err = s.createTopic(c.remote, rt, req.ValidateOnly)
 		}
 		if err != nil {
 			st.ErrorCode = errorCode(err)
@@ -49,9 +49,21 @@ func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 }
 
 // createTopic validates one topic request and, unless validateOnly, creates it.
-func (s *Server) createTopic(rt *kmsg.CreateTopicsRequestTopic, validateOnly bool) (broker.TopicInfo, error) {
+// Internal names are refused: an existing internal topic answers
+// TOPIC_ALREADY_EXISTS (as Kafka answers a create of __consumer_offsets),
+// any other name starting with "__" or "." INVALID_TOPIC_EXCEPTION. A count
+// past what one topic may have is INVALID_PARTITIONS; past the broker's
+// topics.max_partitions, POLICY_VIOLATION.
+func (s *Server) createTopic(client string, rt *kmsg.CreateTopicsRequestTopic, validateOnly bool) (broker.TopicInfo, error) {
 	if err := broker.ValidTopicName(rt.Topic); err != nil {
 		return broker.TopicInfo{}, err
+	}
+	if broker.InternalTopic(rt.Topic) {
+		if _, err := s.b.Topic(rt.Topic); err == nil {
+			s.limitRejected(broker.LimitInternalTopic, client, "create "+rt.Topic)
+			return broker.TopicInfo{}, codeErrorf(errTopicAlreadyExists, "topic %s already exists (it is internal)", rt.Topic)
+		}
+		return broker.TopicInfo{}, s.internalTopicError(client, "create", rt.Topic)
 	}
 	n := rt.NumPartitions
 	if len(rt.ReplicaAssignment) > 0 {
@@ -81,8 +93,8 @@ func (s *Server) createTopic(rt *kmsg.CreateTopicsRequestTopic, validateOnly boo
 			return broker.TopicInfo{}, codeErrorf(errInvalidReplicationFactor, "replication factor %d is larger than the 1 available broker", rt.ReplicationFactor)
 		}
 	}
-	if n > 100000 {
-		return broker.TopicInfo{}, codeErrorf(errInvalidPartitions, "number of partitions %d is more than 100000", n)
+	if n > broker.MaxTopicPartitions {
+		return broker.TopicInfo{}, codeErrorf(errInvalidPartitions, "number of partitions %d is more than a topic may have (%d)", n, broker.MaxTopicPartitions)
 	}
 	var cfg broker.TopicConfig
 	for _, kv := range rt.Configs {
@@ -94,9 +106,13 @@ func (s *Server) createTopic(rt *kmsg.CreateTopicsRequestTopic, validateOnly boo
 		return broker.TopicInfo{}, codeErrorf(errTopicAlreadyExists, "topic %s already exists", rt.Topic)
 	}
 	if validateOnly {
+		if err := s.checkPartitionBudget(client, rt.Topic, n); err != nil {
+			return broker.TopicInfo{}, err
+		}
 		return broker.TopicInfo{Name: rt.Topic, Partitions: n, Config: cfg}, nil
 	}
-	return s.b.CreateTopic(rt.Topic, n, cfg)
+	info, err := s.b.CreateTopic(rt.Topic, n, cfg)
+	return info, s.topicAdminError(client, err)
 }
 
 func hasPartition(as []kmsg.CreateTopicsRequestTopicReplicaAssignment, p int32) bool {

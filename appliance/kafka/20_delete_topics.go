@@ -4,9 +4,14 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
-// handleDeleteTopics deletes topics by name, or by id from v6.
+// handleDeleteTopics deletes topics by name, or by id from v6. Internal topics
+// answer INVALID_TOPIC_EXCEPTION. A delete returns once the topic's directory
+// is renamed aside and that is fsynced; a create of the same name meanwhile
+// waits for it.
 func (s *Server) handleDeleteTopics(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.DeleteTopicsRequest)
 	resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
@@ -35,6 +40,9 @@ func (s *Server) handleDeleteTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 			} else {
 				err = codeErrorf(errUnknownTopicID, "unknown topic id")
 			}
+		}
+		if err == nil && broker.InternalTopic(name) {
+			err = s.internalTopicError(c.remote, "delete", name)
 		}
 		if err == nil {
 			info, terr := s.b.Topic(name)

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 // handleDescribeConfigs describes topic configs. Broker resources answer with
@@ -32,7 +34,8 @@ func (s *Server) handleDescribeConfigs(ctx context.Context, c *conn, kreq kmsg.R
 				v := d.get(info.Config)
 				rc := kmsg.NewDescribeConfigsResponseResourceConfig()
 				rc.Name, rc.Value = d.name, &v
-				rc.ReadOnly = d.set == nil
+				// Internal topics' configs are katka's: clients may read, not alter them.
+				rc.ReadOnly = d.set == nil || broker.InternalTopic(info.Name)
 				rc.IsDefault = d.set == nil
 				rc.Source = kmsg.ConfigSourceDynamicTopicConfig
 				if d.set == nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 // handleCreatePartitions grows topics to a new partition count.
@@ -18,7 +20,7 @@ func (s *Server) handleCreatePartitions(ctx context.Context, c *conn, kreq kmsg.
 		rt := &req.Topics[i]
 		st := kmsg.NewCreatePartitionsResponseTopic()
 		st.Topic = rt.Topic
-		err := s.createPartitions(rt, req.ValidateOnly, count[rt.Topic] > 1)
+		err := s.createPartitions(c.remote, rt, req.ValidateOnly, count[rt.Topic] > 1)
 		if err != nil {
 			st.ErrorCode = errorCode(err)
 			st.ErrorMessage = errorMessage(err)
@@ -28,9 +30,16 @@ func (s *Server) handleCreatePartitions(ctx context.Context, c *conn, kreq kmsg.
 	return resp, nil
 }
 
-func (s *Server) createPartitions(rt *kmsg.CreatePartitionsRequestTopic, validateOnly, dup bool) error {
+// createPartitions checks one topic's increase and, unless validateOnly,
+// makes it. Internal topics answer INVALID_TOPIC_EXCEPTION, a count past what
+// one topic may have INVALID_PARTITIONS, and an increase past the broker's
+// topics.max_partitions POLICY_VIOLATION.
+func (s *Server) createPartitions(client string, rt *kmsg.CreatePartitionsRequestTopic, validateOnly, dup bool) error {
 	if dup {
 		return codeErrorf(errInvalidRequest, "topic %s is listed more than once in the request", rt.Topic)
+	}
+	if broker.InternalTopic(rt.Topic) {
+		return s.internalTopicError(client, "add partitions to", rt.Topic)
 	}
 	info, err := s.b.Topic(rt.Topic)
 	if err != nil {
@@ -39,8 +48,8 @@ func (s *Server) createPartitions(rt *kmsg.CreatePartitionsRequestTopic, validat
 	if rt.Count <= info.Partitions {
 		return codeErrorf(errInvalidPartitions, "topic %s has %d partitions; the new count %d must be larger", rt.Topic, info.Partitions, rt.Count)
 	}
-	if rt.Count > 100000 {
-		return codeErrorf(errInvalidPartitions, "partition count %d is more than 100000", rt.Count)
+	if rt.Count > broker.MaxTopicPartitions {
+		return codeErrorf(errInvalidPartitions, "partition count %d is more than a topic may have (%d)", rt.Count, broker.MaxTopicPartitions)
 	}
 	if rt.Assignment != nil {
 		if len(rt.Assignment) != int(rt.Count-info.Partitions) {
@@ -53,10 +62,10 @@ func (s *Server) createPartitions(rt *kmsg.CreatePartitionsRequestTopic, validat
 		}
 	}
 	if validateOnly {
-		return nil
+		return s.checkPartitionBudget(client, rt.Topic, rt.Count-info.Partitions)
 	}
 	if err := s.b.CreatePartitions(rt.Topic, rt.Count); err != nil {
-		return err
+		return s.topicAdminError(client, err)
 	}
 	s.log.Info("kafka partitions created", "topic", rt.Topic, "partitions", rt.Count)
 	return nil

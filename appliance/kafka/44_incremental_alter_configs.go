@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 // handleIncrementalAlterConfigs sets, deletes (reverts to the default),
@@ -17,7 +19,7 @@ func (s *Server) handleIncrementalAlterConfigs(ctx context.Context, c *conn, kre
 		rr := &req.Resources[i]
 		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
-		if err := s.alterTopicConfigs(rr, req.ValidateOnly); err != nil {
+		if err := s.alterTopicConfigs(c.remote, rr, req.ValidateOnly); err != nil {
 			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
 		}
 		resp.Resources = append(resp.Resources, sr)
@@ -25,9 +27,14 @@ func (s *Server) handleIncrementalAlterConfigs(ctx context.Context, c *conn, kre
 	return resp, nil
 }
 
-func (s *Server) alterTopicConfigs(rr *kmsg.IncrementalAlterConfigsRequestResource, validateOnly bool) error {
+// alterTopicConfigs applies one resource's changes. Internal topics answer
+// INVALID_TOPIC_EXCEPTION: katka sets their retention and cleanup itself.
+func (s *Server) alterTopicConfigs(client string, rr *kmsg.IncrementalAlterConfigsRequestResource, validateOnly bool) error {
 	if rr.ResourceType != kmsg.ConfigResourceTypeTopic {
 		return codeErrorf(errInvalidRequest, "only topic configs can be altered; broker settings live in katka.yaml")
+	}
+	if broker.InternalTopic(rr.ResourceName) {
+		return s.internalTopicError(client, "alter the config of", rr.ResourceName)
 	}
 	info, err := s.b.Topic(rr.ResourceName)
 	if err != nil {

@@ -2,12 +2,16 @@ package kafka
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 func TestAdminTopicLifecycle(t *testing.T) {
@@ -169,5 +173,175 @@ func TestDescribeBrokerConfigs(t *testing.T) {
 	resp := r.roundTrip(req, 4).(*kmsg.DescribeConfigsResponse)
 	if resp.Resources[0].ErrorCode != 0 {
 		t.Fatalf("broker configs: %+v", resp.Resources[0])
+	}
+}
+
+// newEnvBroker is newEnv with the broker's options changed by mod.
+func newEnvBroker(t testing.TB, mod func(*broker.Options)) *testEnv {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	lg := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: testLogLevel()}))
+	o := broker.Options{DataDir: t.TempDir(), AutoCreate: true, DefaultPartitions: 1, Logger: lg, SegmentBytes: 1 << 20, Metrics: broker.NewMetrics(reg)}
+	mod(&o)
+	b, err := broker.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Listen(b, Config{Addr: "127.0.0.1:0", Logger: lg})
+	if err != nil {
+		b.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Close()
+		b.Close()
+	})
+	return &testEnv{b: b, srv: srv, addr: srv.Addr().String(), logs: &syncBuffer{}, reg: reg}
+}
+
+// TestAdminPartitionLimitPerBroker: topics.max_partitions caps the partitions
+// of all topics; CreateTopics (validate_only too), CreatePartitions and
+// Metadata auto-creation past it answer POLICY_VIOLATION and count as
+// "partitions" limit rejections, a count past what one topic may have
+// INVALID_PARTITIONS.
+func TestAdminPartitionLimitPerBroker(t *testing.T) {
+	e := newEnvBroker(t, func(o *broker.Options) { o.MaxPartitions = 8 })
+	adm := e.admin(t)
+	ctx := ctxT(t)
+	base := e.b.PartitionCount() // __consumer_offsets
+	if _, err := adm.CreateTopic(ctx, int32(4), 1, nil, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := adm.CreateTopic(ctx, int32(8-base-4+1), 1, nil, "b"); !errors.Is(err, kerr.PolicyViolation) {
+		t.Fatalf("create past the cap: %v (%s)", err, r.ErrMessage)
+	}
+	if r, err := adm.ValidateCreateTopics(ctx, int32(8-base-4+1), 1, nil, "b"); err != nil || !errors.Is(r["b"].Err, kerr.PolicyViolation) {
+		t.Fatalf("validate create past the cap: %v %+v", err, r)
+	}
+	if pr, _ := adm.UpdatePartitions(ctx, 8-base+1, "a"); !errors.Is(pr["a"].Err, kerr.PolicyViolation) {
+		t.Fatalf("partitions past the cap: %+v", pr)
+	}
+	if r, err := adm.CreateTopic(ctx, broker.MaxTopicPartitions+1, 1, nil, "huge"); !errors.Is(err, kerr.InvalidPartitions) {
+		t.Fatalf("more partitions than a topic may have: %v (%s)", err, r.ErrMessage)
+	}
+	if pr, _ := adm.UpdatePartitions(ctx, 8-base, "a"); pr["a"].Err != nil {
+		t.Fatalf("partitions up to the cap: %+v", pr)
+	}
+	// Auto-creation by Metadata at the cap.
+	r := e.raw(t)
+	req := kmsg.NewPtrMetadataRequest()
+	name := "auto"
+	req.Topics = []kmsg.MetadataRequestTopic{{Topic: &name}}
+	req.AllowAutoTopicCreation = true
+	if resp := r.roundTrip(req, 9).(*kmsg.MetadataResponse); resp.Topics[0].ErrorCode != errPolicyViolation {
+		t.Fatalf("auto-create at the cap: error %d, want POLICY_VIOLATION (44)", resp.Topics[0].ErrorCode)
+	}
+	if _, err := e.b.Topic("auto"); err == nil {
+		t.Fatal("auto-created past the cap")
+	}
+	if n := e.rejections(t, broker.LimitPartitions); n != 4 {
+		t.Fatalf("partitions rejections %v, want 4", n)
+	}
+	if n := e.b.PartitionCount(); n != 8 {
+		t.Fatalf("partitions %d, want 8", n)
+	}
+}
+
+// TestAdminInternalTopicsRefused: Kafka clients cannot create, delete, grow
+// or alter internal topics ("__" or "." names); Metadata lists every internal
+// topic with IsInternal; in-process writers keep theirs.
+func TestAdminInternalTopicsRefused(t *testing.T) {
+	e := newEnv(t)
+	adm := e.admin(t)
+	ctx := ctxT(t)
+	if _, err := e.b.CreateTopic("__katka_plugins", 1, broker.TopicConfig{CleanupPolicy: "compact"}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.b.Topic("__consumer_offsets")
+	refusals := 0
+	for _, c := range []struct {
+		topic  string
+		expect error
+	}{
+		{"__consumer_offsets", kerr.TopicAlreadyExists},
+		{"__x", kerr.InvalidTopicException},
+		{".deleted-x-1", kerr.InvalidTopicException},
+		{".hidden", kerr.InvalidTopicException},
+	} {
+		r, err := adm.CreateTopic(ctx, 1, 1, nil, c.topic)
+		if !errors.Is(err, c.expect) {
+			t.Errorf("create %s: %v (%s), want %v", c.topic, err, r.ErrMessage, c.expect)
+		}
+		refusals++
+	}
+	for _, name := range []string{"__x", ".deleted-x-1", ".hidden"} {
+		if _, err := e.b.Topic(name); err == nil {
+			t.Errorf("%s was created", name)
+		}
+	}
+	dr, err := adm.DeleteTopics(ctx, "__consumer_offsets", "__katka_plugins")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"__consumer_offsets", "__katka_plugins"} {
+		if !errors.Is(dr[name].Err, kerr.InvalidTopicException) {
+			t.Errorf("delete %s: %+v", name, dr[name])
+		}
+		refusals++
+	}
+	ar, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: kadm.StringPtr("1")}}, "__consumer_offsets")
+	if err != nil || len(ar) != 1 || !errors.Is(ar[0].Err, kerr.InvalidTopicException) {
+		t.Fatalf("alter __consumer_offsets: %v %+v", err, ar)
+	}
+	refusals++
+	if pr, _ := adm.UpdatePartitions(ctx, 4, "__consumer_offsets"); !errors.Is(pr["__consumer_offsets"].Err, kerr.InvalidTopicException) {
+		t.Fatalf("grow __consumer_offsets: %+v", pr)
+	}
+	refusals++
+	after, err := e.b.Topic("__consumer_offsets")
+	if err != nil || after.ID != before.ID || after.Partitions != before.Partitions || after.Config != before.Config {
+		t.Fatalf("__consumer_offsets changed: %+v -> %+v (%v)", before, after, err)
+	}
+	if _, err := e.b.Topic("__katka_plugins"); err != nil {
+		t.Fatal("__katka_plugins deleted")
+	}
+	// Metadata: auto-creation of an internal name refused, every internal topic marked.
+	r := e.raw(t)
+	req := kmsg.NewPtrMetadataRequest()
+	name := "__auto"
+	req.Topics = []kmsg.MetadataRequestTopic{{Topic: &name}}
+	req.AllowAutoTopicCreation = true
+	if resp := r.roundTrip(req, 9).(*kmsg.MetadataResponse); resp.Topics[0].ErrorCode != errInvalidTopic {
+		t.Fatalf("auto-create __auto: error %d, want INVALID_TOPIC_EXCEPTION (17)", resp.Topics[0].ErrorCode)
+	}
+	refusals++
+	if _, err := e.b.Topic("__auto"); err == nil {
+		t.Fatal("__auto auto-created")
+	}
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, "plain"); err != nil {
+		t.Fatal(err)
+	}
+	all := kmsg.NewPtrMetadataRequest()
+	internal := map[string]bool{}
+	for _, mt := range r.roundTrip(all, 9).(*kmsg.MetadataResponse).Topics {
+		internal[*mt.Topic] = mt.IsInternal
+	}
+	if !internal["__consumer_offsets"] || !internal["__katka_plugins"] || internal["plain"] || len(internal) != 3 {
+		t.Fatalf("internal marks %v", internal)
+	}
+	// Configs of internal topics are read-only to clients.
+	dreq := kmsg.NewPtrDescribeConfigsRequest()
+	dreq.Resources = []kmsg.DescribeConfigsRequestResource{{ResourceType: kmsg.ConfigResourceTypeTopic, ResourceName: "__consumer_offsets"}}
+	dres := r.roundTrip(dreq, 4).(*kmsg.DescribeConfigsResponse).Resources[0]
+	if dres.ErrorCode != 0 || len(dres.Configs) == 0 {
+		t.Fatalf("describe __consumer_offsets: %+v", dres)
+	}
+	for _, c := range dres.Configs {
+		if !c.ReadOnly {
+			t.Errorf("config %s of __consumer_offsets not read-only", c.Name)
+		}
+	}
+	if n := e.rejections(t, broker.LimitInternalTopic); n != float64(refusals) {
+		t.Fatalf("internal_topic rejections %v, want %d", n, refusals)
 	}
 }
