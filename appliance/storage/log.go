@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -387,19 +388,71 @@ func (l *Log) fail(err error) error {
 // maxBytes of encoded data but always returning at least one record if any.
 // A damaged record is never returned as data: if it is the first one, Read
 // returns a *CorruptError; otherwise the records before it are returned.
+//
+// Sealed segments are read from their files outside the partition mutex (see
+// readsealed.go), so producers of the partition keep appending during a large
+// read; only the tail segment, which tidwall/wal holds in memory, is read under
+// the mutex.
 func (l *Log) Read(offset, limit int64, maxBytes int) (recs []Record, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, ErrClosed
+	nbytes := 0
+	first := true
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if first {
+			limit = min(limit, l.end)
+			if offset < l.start || offset > l.end {
+				l.mu.Unlock()
+				return nil, fmt.Errorf("read %s at offset %d: %w (log holds %d..%d)", l.dir, offset, ErrOutOfRange, l.start, l.end)
+			}
+			first = false
+		}
+		if offset >= limit {
+			l.mu.Unlock()
+			return recs, nil
+		}
+		i := sort.Search(len(l.segs), func(i int) bool { return int64(l.segs[i].index)-1 > offset }) - 1
+		if i < 0 { // below the first segment: retention removed it during this read
+			l.mu.Unlock()
+			if len(recs) > 0 {
+				return recs, nil
+			}
+			return nil, fmt.Errorf("read %s at offset %d: %w (log starts at %d)", l.dir, offset, ErrOutOfRange, l.start)
+		}
+		if i == len(l.segs)-1 {
+			recs, err = l.readTail(offset, limit, maxBytes, recs, nbytes)
+			l.mu.Unlock()
+			return recs, err
+		}
+		s := l.segs[i]
+		r := sealedRead{seg: s, base: int64(s.index) - 1, from: offset, to: min(int64(l.segs[i+1].index)-1, limit)}
+		s.pin()
+		l.mu.Unlock()
+
+		var full bool
+		var rerr error
+		recs, nbytes, offset, full, rerr = r.read(recs, nbytes, maxBytes)
+		s.unpin()
+		if rerr != nil {
+			if len(recs) > 0 {
+				return recs, nil
+			}
+			if errors.Is(rerr, os.ErrNotExist) { // removed before it was opened: only by a reopen
+				return nil, fmt.Errorf("read %s at offset %d: segment gone: %w", l.dir, offset, ErrOutOfRange)
+			}
+			return nil, rerr
+		}
+		if full {
+			return recs, nil
+		}
 	}
-	if limit > l.end {
-		limit = l.end
-	}
-	if offset < l.start || offset > l.end {
-		return nil, fmt.Errorf("read %s at offset %d: %w (log holds %d..%d)", l.dir, offset, ErrOutOfRange, l.start, l.end)
-	}
-	bytes := 0
+}
+
+// readTail reads from the tail segment through the library; mu is held.
+func (l *Log) readTail(offset, limit int64, maxBytes int, recs []Record, nbytes int) ([]Record, error) {
 	for off := offset; off < limit; off++ {
 		data, rerr := l.readEntry(off)
 		var r Record
@@ -416,8 +469,8 @@ func (l *Log) Read(offset, limit int64, maxBytes int) (recs []Record, err error)
 			return nil, rerr
 		}
 		recs = append(recs, r)
-		bytes += len(data)
-		if bytes >= maxBytes {
+		nbytes += len(data)
+		if nbytes >= maxBytes {
 			break
 		}
 	}
@@ -503,6 +556,9 @@ func (l *Log) TruncateFront(offset int64) (err error) {
 			err = fmt.Errorf("truncate %s: tidwall/wal panicked: %v", l.dir, v)
 		}
 	}()
+	for _, s := range l.segs[:k] {
+		s.holdOpen() // readers that pinned it keep reading after the unlink
+	}
 	if err := l.w.TruncateFront(uint64(offset) + 1); err != nil {
 		return fmt.Errorf("truncate %s at %d: %w", l.dir, offset, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // segmentFile is one tidwall/wal segment file: its first WAL index is its name.
@@ -19,6 +20,13 @@ type segmentFile struct {
 	// lastTS is the timestamp of the segment's last entry, read lazily for retention.
 	lastTS int64
 	hasTS  bool
+
+	// fmu guards readers and rf: reads of a sealed segment pin it under the
+	// log's mutex, then read it through rf outside that mutex (see readsealed.go).
+	fmu     sync.Mutex
+	readers int
+	rf      *os.File
+	hint    readHint
 }
 
 func segmentName(index uint64) string { return fmt.Sprintf("%020d", index) }

@@ -91,6 +91,7 @@ func serve(cfg config.Config) error {
 		MinFreeBytes:           int64(cfg.Storage.MinFree),
 		AutoCreate:             cfg.Topics.AutoCreate,
 		DefaultPartitions:      cfg.Topics.DefaultPartitions,
+		MaxPartitions:          cfg.Topics.MaxPartitions,
 		Logger:                 log,
 		Metrics:                metrics,
 	})
