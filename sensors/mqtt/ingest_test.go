@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -64,15 +65,33 @@ func count(b *broker.Broker, topic string) int64 {
 	return n
 }
 
-// waitCount waits until topic holds at least n records.
+// waitCount waits until topic holds at least n records: it wakes on every move
+// of a partition's high watermark (broker.Notify), never on a timer; within only
+// turns a hang into a failure.
 func waitCount(t testing.TB, b *broker.Broker, topic string, n int64, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for count(b, topic) < n {
-		if time.Now().After(deadline) {
+	guard := time.NewTimer(within)
+	defer guard.Stop()
+	for {
+		parts, err := b.Partitions(topic) // the input creates its topics at start
+		if err != nil {
+			t.Fatalf("topic %s: %v", topic, err)
+		}
+		// Take the channels before counting, so a record written in between wakes us.
+		cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(guard.C)}}
+		for _, p := range parts {
+			ch, err := b.Notify(topic, p.Partition)
+			if err != nil {
+				t.Fatalf("notify %s-%d: %v", topic, p.Partition, err)
+			}
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+		}
+		if count(b, topic) >= n {
+			return
+		}
+		if i, _, _ := reflect.Select(cases); i == 0 {
 			t.Fatalf("topic %s has %d records after %s, want %d", topic, count(b, topic), within, n)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -257,9 +276,48 @@ func TestQueuedWhileAwayAreIngested(t *testing.T) {
 	}
 	runInputs(t, b, cfg)
 	waitCount(t, b, "queued", 500, 20*time.Second)
-	time.Sleep(200 * time.Millisecond)
-	if n := count(b, "queued"); n != 500 {
-		t.Fatalf("%d records, want 500 (no restart happened, so no duplicates)", n)
+	// A duplicate of a queued message would be delivered before a message
+	// published now (one session, in order): once this marker is in, every
+	// duplicate that could come has come.
+	publish(t, pub, "q/marker", 1, false, []byte("marker"))
+	waitRecord(t, b, "queued", "marker", 20*time.Second)
+	if n := count(b, "queued"); n != 501 {
+		t.Fatalf("%d records, want 500 and the marker (no restart happened, so no duplicates)", n)
+	}
+}
+
+// waitRecord waits until topic holds a record whose value is value.
+func waitRecord(t testing.TB, b *broker.Broker, topic, value string, within time.Duration) {
+	t.Helper()
+	guard := time.NewTimer(within)
+	defer guard.Stop()
+	for {
+		var chans []<-chan struct{}
+		parts, err := b.Partitions(topic)
+		if err != nil {
+			t.Fatalf("topic %s: %v", topic, err)
+		}
+		for _, p := range parts {
+			ch, err := b.Notify(topic, p.Partition)
+			if err != nil {
+				t.Fatalf("notify %s-%d: %v", topic, p.Partition, err)
+			}
+			chans = append(chans, ch)
+		}
+		for _, recs := range readAll(t, b, topic) {
+			for _, r := range recs {
+				if string(r.Value) == value {
+					return
+				}
+			}
+		}
+		cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(guard.C)}}
+		for _, ch := range chans {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
+		}
+		if i, _, _ := reflect.Select(cases); i == 0 {
+			t.Fatalf("no record %q in topic %s after %s", value, topic, within)
+		}
 	}
 }
 
