@@ -392,3 +392,23 @@ func TestReadRequestReservesThePool(t *testing.T) {
 	}
 	e.srv.pool.Release(e.srv.poolSize)
 }
+
+// TestStalledFrameReleasesThePool: a frame whose bytes stop arriving closes
+// its connection after the stall timeout and gives its pool bytes back, so the
+// requests waiting behind it run.
+func TestStalledFrameReleasesThePool(t *testing.T) {
+	frameStallTimeout = 300 * time.Millisecond
+	defer func() { frameStallTimeout = 30 * time.Second }()
+	e := newEnvConfig(t, Config{QueuedMaxRequestBytes: 64 << 10})
+	if _, err := e.b.CreateTopic("st", 1, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	a := e.raw(t)
+	fa := produceFrame(bigProduce("st", 60<<10), 9, 1)
+	a.write(fa[:len(fa)/2]) // and nothing more
+	b := e.raw(t)
+	if p := produceRaw(t, b, "st", appendBatch(nil, []broker.Record{{Value: make([]byte, 10<<10), Timestamp: time.UnixMilli(1)}}, false)); p.ErrorCode != 0 {
+		t.Fatalf("produce behind a stalled frame: error %d", p.ErrorCode)
+	}
+	a.expectClosed()
+}

@@ -412,7 +412,7 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	if err := s.reserve(s.ctx, c, int64(n)); err != nil {
 		return nil, err
 	}
-	frame, err := readFull(c, int(n))
+	frame, err := readFull(c, int(n), time.Now().Add(s.cfg.IdleTimeout))
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, protoErrf("truncated frame: %d of %d bytes before the connection ended", len(frame), n)
@@ -425,12 +425,15 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 // frameStallTimeout closes a connection whose frame, once started, makes no
 // progress for this long, so a stalled sender does not keep its bytes of the
 // memory pool for the whole idle timeout. Clients give up on a request after
-// request.timeout.ms (30 s) anyway.
-const frameStallTimeout = 30 * time.Second
+// request.timeout.ms (30 s) anyway. A variable for tests.
+var frameStallTimeout = 30 * time.Second
 
 // readFull reads exactly n bytes, growing the buffer as data arrives so that
 // a lying length prefix cannot make us allocate memory the peer never sends.
-func readFull(c *conn, n int) ([]byte, error) {
+// Each read must bring bytes within frameStallTimeout and the whole frame
+// must arrive by deadline, so a trickling sender cannot hold its reservation
+// in the memory pool for longer.
+func readFull(c *conn, n int, deadline time.Time) ([]byte, error) {
 	buf := make([]byte, 0, min(n, 64<<10))
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
@@ -439,7 +442,11 @@ func readFull(c *conn, n int) ([]byte, error) {
 			buf = nb
 		}
 		if c.nc != nil {
-			c.nc.SetReadDeadline(time.Now().Add(frameStallTimeout))
+			d := time.Now().Add(frameStallTimeout)
+			if deadline.Before(d) {
+				d = deadline
+			}
+			c.nc.SetReadDeadline(d)
 		}
 		m, err := c.r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
