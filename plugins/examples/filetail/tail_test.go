@@ -13,7 +13,9 @@ import (
 
 func TestTailResumesAndWaitsForWholeLines(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f.log")
-	os.WriteFile(path, []byte("one\ntwo\nthr"), 0o644)
+	if err := os.WriteFile(path, []byte("one\ntwo\nthr"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	s := &Source{}
 	if err := s.Configure("t", sdk.Settings{"path": path, "poll_interval": "10ms", "batch": "2"}); err != nil {
 		t.Fatal(err)
@@ -22,21 +24,42 @@ func TestTailResumesAndWaitsForWholeLines(t *testing.T) {
 	var lines []string
 	var pos []byte
 	done := make(chan error, 1)
+	firstBatch := make(chan struct{})
 	go func() {
 		done <- s.Read(ctx, nil, func(recs []sdk.Record, p []byte) error {
 			for _, r := range recs {
 				lines = append(lines, string(r.Value))
 			}
 			pos = p
-			if len(lines) == 3 {
+			if len(lines) == 2 {
+				// The tailer has read the file up to the partial "thr" (one
+				// buffered read of the whole small file) and emitted the two
+				// whole lines before it.
+				close(firstBatch)
+			}
+			if len(lines) >= 3 {
 				cancel()
 			}
 			return nil
 		})
 	}()
-	time.Sleep(50 * time.Millisecond)
-	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString("ee\nfour") // "four" has no newline yet
+	select {
+	case <-firstBatch:
+	case err := <-done:
+		t.Fatalf("tailer stopped before the first batch: %v (lines %q)", err, lines)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no first batch") // a guard against a hang, not a timing assumption
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One write: the pass that sees "ee\n" also sees "four", which has no newline
+	// yet. "three" is emitted by that pass's flush at end of file, so a tailer that
+	// emitted a partial line there would emit "four" with it (and fail below).
+	if _, err := f.WriteString("ee\nfour"); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
 	select {
 	case err := <-done:
@@ -50,7 +73,9 @@ func TestTailResumesAndWaitsForWholeLines(t *testing.T) {
 		t.Fatalf("lines %q position %s", lines, pos)
 	}
 	// Resume after the position: only "four" once it is complete.
-	os.WriteFile(path, []byte("one\ntwo\nthree\nfour\n"), 0o644)
+	if err := os.WriteFile(path, []byte("one\ntwo\nthree\nfour\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	var got []string
