@@ -201,6 +201,80 @@ func TestUnwritableDataDir(t *testing.T) {
 	}
 }
 
+// partitionHWs returns each partition's high watermark (nil while the topic does not exist).
+func partitionHWs(t *testing.T, addr, topic string) []int64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/v1/topics/" + topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	var tj struct {
+		Partitions []struct {
+			Partition     int32 `json:"partition"`
+			HighWatermark int64 `json:"high_watermark"`
+		} `json:"partitions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tj); err != nil {
+		t.Fatalf("GET /v1/topics/%s: %d: %v", topic, resp.StatusCode, err)
+	}
+	hws := make([]int64, len(tj.Partitions))
+	for _, p := range tj.Partitions {
+		if int(p.Partition) >= len(hws) {
+			t.Fatalf("partition %d of %d", p.Partition, len(hws))
+		}
+		hws[p.Partition] = p.HighWatermark
+	}
+	return hws
+}
+
+// waitGrowth waits until topic holds at least want records in all: each round
+// long-polls every partition from its high watermark and goes on as soon as
+// one returns a new record. It returns the total seen last.
+func waitGrowth(t *testing.T, addr, topic string, want int64, within time.Duration) int64 {
+	t.Helper()
+	guard := time.NewTimer(within)
+	defer guard.Stop()
+	for {
+		hws := partitionHWs(t, addr, topic)
+		var total int64
+		for _, hw := range hws {
+			total += hw
+		}
+		if total >= want {
+			return total
+		}
+		if len(hws) == 0 {
+			t.Fatalf("topic %s does not exist although katka is healthy (sensors create their topics at start)", topic)
+		}
+		woke := make(chan error, len(hws))
+		for p, hw := range hws {
+			go func() {
+				url := fmt.Sprintf("http://%s/v1/topics/%s/partitions/%d/records?offset=%d&max_wait_ms=5000", addr, topic, p, hw)
+				resp, err := http.Get(url)
+				if err != nil {
+					woke <- err
+					return
+				}
+				resp.Body.Close()
+				woke <- nil
+			}()
+		}
+		select {
+		case err := <-woke:
+			if err != nil {
+				t.Fatalf("long-poll fetch of %s: %v", topic, err)
+			}
+		case <-guard.C:
+			t.Fatalf("topic %s holds %d records after %s, want %d", topic, total, within, want)
+			return total
+		}
+	}
+}
+
 func partitionsHW(t *testing.T, addr, topic string) int64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/v1/topics/" + topic)
@@ -227,13 +301,20 @@ func partitionsHW(t *testing.T, addr, topic string) int64 {
 func TestDefaultConfigRunsSimulatedSensors(t *testing.T) {
 	data := t.TempDir()
 	k := start(t, "--config", "../../../configs/katka.yaml", "--data-dir", data)
-	time.Sleep(300 * time.Millisecond)
-	n1 := partitionsHW(t, k.http, "sensors.simulated")
-	time.Sleep(2200 * time.Millisecond)
-	n2 := partitionsHW(t, k.http, "sensors.simulated")
-	if n2 <= n1 || n2 < 6 {
-		t.Fatalf("simulated topic did not grow: %d -> %d", n1, n2)
+	// The sensor creates its topic with its first reading; creating it first, as
+	// configured (3 partitions), gives the wait below partitions to long-poll.
+	resp, err := http.Post("http://"+k.http+"/v1/topics", "application/json", strings.NewReader(`{"name":"sensors.simulated","partitions":3}`))
+	if err != nil {
+		t.Fatal(err)
 	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
+		t.Fatalf("create sensors.simulated: HTTP %d", resp.StatusCode)
+	}
+	n1 := partitionsHW(t, k.http, "sensors.simulated")
+	// The topic must grow: wait for new readings with long-polling fetches (the
+	// event), not for a time at an assumed rate; 30 s only turns a hang into a failure.
+	n2 := waitGrowth(t, k.http, "sensors.simulated", n1+6, 30*time.Second)
 	metrics, _ := http.Get("http://" + k.http + "/metrics")
 	var mb bytes.Buffer
 	mb.ReadFrom(metrics.Body)
