@@ -22,6 +22,9 @@ func (b *Broker) ApplyRetention(now time.Time) {
 			continue
 		}
 		if err := j.p.log.TruncateFront(cut); err != nil {
+			if j.p.gone.Load() {
+				continue // its topic was deleted meanwhile
+			}
 			b.log.Error("retention", "topic", j.p.topic, "partition", j.p.id, "err", err)
 			continue
 		}
@@ -66,7 +69,7 @@ func (b *Broker) CompactTopics(now time.Time) {
 			return
 		default:
 		}
-		if err := b.compactPartition(j.p, j.cfg, now); err != nil {
+		if err := b.compactPartition(j.p, j.cfg, now); err != nil && !j.p.gone.Load() {
 			b.log.Error("compaction", "topic", j.p.topic, "partition", j.p.id, "err", err)
 		}
 	}
