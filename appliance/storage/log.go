@@ -1,6 +1,7 @@
 // Package storage is one partition log on github.com/tidwall/wal, hardened: every
 // entry carries a CRC-32C and its own offset, torn tails are repaired at open,
-// segment continuity is checked, access is serialized, the directory is fsynced
+// segment continuity is checked, calls into the library are serialized (sealed
+// segments are read from their files outside the lock), the directory is fsynced
 // when segments come and go, and durability is a group commit shared by writers.
 package storage
 
@@ -26,7 +27,9 @@ type Options struct {
 	// SegmentBytes is the size at which the log rolls to a new segment file. The
 	// tail segment is held in memory whole, so this bounds memory per partition.
 	SegmentBytes int
-	// CacheSegments is how many sealed segments are kept in memory for reads.
+	// CacheSegments is how many sealed segments tidwall/wal keeps in memory.
+	// Reads of sealed segments go to the files (readsealed.go), so in practice
+	// it holds the segment just rolled.
 	CacheSegments int
 	// Logger receives recovery reports; nil means slog.Default().
 	Logger *slog.Logger
