@@ -32,6 +32,9 @@ const (
 	// LimitHTTPFetchBytes counts record reads whose max_bytes was clamped to
 	// http.limits.fetch_max_bytes.
 	LimitHTTPFetchBytes = "http_fetch_bytes"
+	// LimitHTTPTimeout counts connections closed because a request was read,
+	// or a response written, slower than http.limits' timeouts allow.
+	LimitHTTPTimeout = "http_timeout"
 )
 
 // Server is the HTTP listener.
@@ -59,6 +62,8 @@ func Start(addr string, b *broker.Broker, lim config.HTTPLimits, gather promethe
 	s := &Server{b: b, lim: lim, log: log, done: make(chan error, 1)}
 	s.ln = newLimitListener(ln, lim.MaxConnections, func(c net.Conn) {
 		b.LimitRejected(LimitHTTPConnections, c.RemoteAddr().String(), fmt.Sprintf("%d connections open (http.limits.max_connections); waiting to be served", lim.MaxConnections))
+	}, func(c net.Conn, detail string) {
+		b.LimitRejected(LimitHTTPTimeout, c.RemoteAddr().String(), detail)
 	})
 	s.srv = &http.Server{
 		Handler:           s.Handler(gather),
@@ -66,6 +71,7 @@ func Start(addr string, b *broker.Broker, lim config.HTTPLimits, gather promethe
 		ReadTimeout:       lim.ReadTimeout,
 		WriteTimeout:      lim.WriteTimeout,
 		IdleTimeout:       lim.IdleTimeout,
+		ConnState:         connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() { s.done <- s.srv.Serve(s.ln) }()

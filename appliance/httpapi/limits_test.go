@@ -80,7 +80,7 @@ func (ls *liveServer) rejections(t *testing.T, limit string) float64 {
 // waitRejections waits until the counter of limit reaches n.
 func (ls *liveServer) waitRejections(t *testing.T, limit string, n float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for ls.rejections(t, limit) < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("katka_limit_rejections_total{limit=%q} = %v, want %v", limit, ls.rejections(t, limit), n)
@@ -131,6 +131,7 @@ func TestHTTPSlowHeaderClosed(t *testing.T) {
 		t.Fatalf("closed after %s, before read_header_timeout %s", took, timeout)
 	}
 	t.Logf("slow header client closed after %s (read_header_timeout %s), answered %q", took.Round(time.Millisecond), timeout, strings.SplitN(string(got), "\r\n", 2)[0])
+	ls.waitRejections(t, LimitHTTPTimeout, 1)
 	if code, _ := do(t, "GET", ls.url+"/healthz", ""); code != 200 {
 		t.Fatalf("healthz after the slow client: %d", code)
 	}
@@ -174,6 +175,7 @@ func TestHTTPReadTimeoutSlowBody(t *testing.T) {
 		t.Fatalf("closed after %s, before read_timeout %s", took, timeout)
 	}
 	t.Logf("slow body client closed after %s (read_timeout %s)", took.Round(time.Millisecond), timeout)
+	ls.waitRejections(t, LimitHTTPTimeout, 1)
 }
 
 // countingReader yields n bytes of a never-ending JSON string, counting what
@@ -392,4 +394,58 @@ func TestHTTPFetchCap(t *testing.T) {
 	if n := ls.rejections(t, LimitHTTPFetchBytes); n != 1 {
 		t.Fatalf("%s rejections %v after a read under the cap, want 1", LimitHTTPFetchBytes, n)
 	}
+}
+
+// TestHTTPIdleTimeout: a keep-alive connection idle for http.limits.idle_timeout
+// is closed, and that is not counted as a limit rejection (nor is a normal request).
+func TestHTTPIdleTimeout(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	ls := startLive(t, func(l *config.HTTPLimits) { l.IdleTimeout = timeout })
+	c, err := net.Dial("tcp", ls.s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 3 {
+		fmt.Fprint(c, "GET /healthz HTTP/1.1\r\nHost: katka\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("keep-alive request: %v %v", resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	idle := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second)) // 2m before the limit was configurable
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("idle connection not closed: %d bytes, %v after %s", n, err, time.Since(idle))
+	}
+	t.Logf("idle keep-alive connection closed after %s (idle_timeout %s)", time.Since(idle).Round(time.Millisecond), timeout)
+	if n := ls.rejections(t, LimitHTTPTimeout); n != 0 { // counted, if at all, in the Read that saw the deadline, before the close
+		t.Fatalf("%s rejections %v for requests and an idle close, want 0", LimitHTTPTimeout, n)
+	}
+}
+
+// TestHTTPWriteTimeout: a client that asks for a large records read and does
+// not read the answer is cut after http.limits.write_timeout and counted.
+func TestHTTPWriteTimeout(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	ls := startLive(t, func(l *config.HTTPLimits) { l.WriteTimeout = timeout; l.FetchMaxBytes = 64 * config.MiB })
+	if _, err := ls.b.CreateTopic("t", 1, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 { // 8 MiB of records, 11 MiB of JSON: more than the sockets buffer (4 MiB + 64 KiB)
+		if _, err := ls.b.Produce(context.Background(), "t", 0, []broker.Record{{Value: make([]byte, 1000*1024)}}, broker.AcksLeader); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := net.Dial("tcp", ls.s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	fmt.Fprintf(c, "GET /v1/topics/t/partitions/0/records?offset=0&max_bytes=%d HTTP/1.1\r\nHost: katka\r\n\r\n", 64<<20)
+	ls.waitRejections(t, LimitHTTPTimeout, 1) // the client never reads
 }
