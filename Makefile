@@ -47,6 +47,7 @@ test: test-deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... | grep -v /appliance/e2e)
 	cd third_party/tidwall-wal && $(GO) test -race -count=1 .
+	cd third_party/franz-go-kmsg && $(GO) test -race -count=1 ./...
 	set -o pipefail; $(GO) test -race -count=1 -timeout 12m -v ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE)|_test.go:'
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.

@@ -74,3 +74,4 @@ require (
 )
 
 replace github.com/tidwall/wal => ./third_party/tidwall-wal
+replace github.com/twmb/franz-go/pkg/kmsg => ./third_party/franz-go-kmsg

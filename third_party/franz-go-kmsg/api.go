@@ -356,18 +356,33 @@ type TagReader interface {
 	Span(n int) []byte
 }
 
-// SkipTags skips tags in a TagReader.
+// tagReaderOk is implemented by TagReaders (kbin.Reader among them) that can
+// tell whether they have run out of input, so a tag loop can stop there.
+type tagReaderOk interface {
+	Ok() bool
+}
+
+// tagReaderFailed returns whether b can tell it has failed and has.
+func tagReaderFailed(b TagReader) bool {
+	ok, can := b.(tagReaderOk)
+	return can && !ok.Ok()
+}
+
+// SkipTags skips tags in a TagReader. It stops once the reader has failed,
+// if the reader can tell (has an Ok method); otherwise the loop may run as
+// many times as the tag count says.
 func SkipTags(b TagReader) {
-	for num := b.Uvarint(); num > 0; num-- {
+	for num := b.Uvarint(); num > 0 && !tagReaderFailed(b); num-- {
 		_, size := b.Uvarint(), b.Uvarint()
 		b.Span(int(size))
 	}
 }
 
-// ReadTags reads tags in a TagReader and returns the tags.
+// ReadTags reads tags in a TagReader and returns the tags. It stops once the
+// reader has failed, if the reader can tell (has an Ok method).
 func ReadTags(b TagReader) Tags {
 	var t Tags
-	for num := b.Uvarint(); num > 0; num-- {
+	for num := b.Uvarint(); num > 0 && !tagReaderFailed(b); num-- {
 		key, size := b.Uvarint(), b.Uvarint()
 		t.Set(key, b.Span(int(size)))
 	}
@@ -375,10 +390,12 @@ func ReadTags(b TagReader) Tags {
 }
 
 // internalReadTags reads tags in a reader and returns the tags from a
-// duplicated inner kbin.Reader.
+// duplicated inner kbin.Reader. A count the remaining input cannot hold
+// fails the reader, and the loop stops once the reader has failed, so the
+// work is linear in the input.
 func internalReadTags(b *kbin.Reader) Tags {
 	var t Tags
-	for num := b.Uvarint(); num > 0; num-- {
+	for num := b.TagCount(); num > 0 && b.Ok(); num-- {
 		key, size := b.Uvarint(), b.Uvarint()
 		t.Set(key, b.Span(int(size)))
 	}

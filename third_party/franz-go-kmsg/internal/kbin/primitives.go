@@ -637,6 +637,22 @@ func (b *Reader) Uvarint() uint32 {
 	return val
 }
 
+// TagCount returns the number of tagged fields that start a tag section
+// (KIP-482). Each tagged field takes at least two bytes (its key and its size
+// as uvarints), so a count larger than half the remaining input cannot be
+// valid: the reader is failed and 0 returned. Without this check a crafted
+// count of up to 2^32-1 made tag loops spin billions of times after the input
+// ran out.
+func (b *Reader) TagCount() uint32 {
+	n := b.Uvarint()
+	if uint64(n) > uint64(len(b.Src))/2 {
+		b.bad = true
+		b.Src = nil
+		return 0
+	}
+	return n
+}
+
 // Span returns l bytes from the reader.
 func (b *Reader) Span(l int) []byte {
 	if len(b.Src) < l || l < 0 {
