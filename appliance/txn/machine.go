@@ -530,6 +530,10 @@ func (m *Machine) sortedIDs() []string {
 func (m *Machine) checkProducer(id string, pid int64, epoch int16) (*txn, *kerr.Error) {
 	t := m.txns[id]
 	switch {
+	case t != nil && t.nextPID >= 0 && t.nextPID == pid && epoch == 0:
+		// The id a KIP-890 producer got when its epoch ran out, used
+		// before the markers of its last transaction are written.
+		return nil, kerr.ConcurrentTransactions
 	case t == nil, t.pid != pid:
 		return nil, kerr.InvalidProducerIDMapping
 	case t.epoch != epoch:
@@ -760,6 +764,10 @@ func (m *Machine) EndTxn(now time.Time, req *kmsg.EndTxnRequest) *kmsg.EndTxnRes
 	}
 	ok := func() *kmsg.EndTxnResponse {
 		resp.ProducerID, resp.ProducerEpoch = t.pid, t.epoch
+		if t.nextPID >= 0 {
+			// The epoch ran out: the producer goes on with the next id.
+			resp.ProducerID, resp.ProducerEpoch = t.nextPID, 0
+		}
 		return resp
 	}
 	switch t.state {
