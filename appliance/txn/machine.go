@@ -916,7 +916,8 @@ func (m *Machine) TxnOffsetCommit(now time.Time, req *kmsg.TxnOffsetCommitReques
 		for _, o := range add {
 			t.offsets[offKey{o.Group, o.Topic, o.Partition}] = o
 		}
-		t.lastUpdate = now
+		// As in Kafka, the transaction's own metadata (last update time
+		// included) is untouched: only the offsets record is written.
 		m.out.Records = append(m.out.Records, offsetsRecord(t, add))
 	}
 	return resp
