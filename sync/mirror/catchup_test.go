@@ -77,6 +77,9 @@ func catchUp(t *testing.T, total int64, capBytes config.ByteSize) (recs int64, r
 // >= 50 MB/s) and with a 5 MB/s cap (within 10%). KATKA_LONG=1 runs the 1 GiB
 // backlog of the issue; the default is 128 MiB so `go test` stays quick.
 func TestCatchUpThroughput(t *testing.T) {
+	if raceEnabled {
+		t.Skip("throughput is measured without -race (the race detector slows the uplink tens of times): go test ./sync/mirror -run TestCatchUp")
+	}
 	size, capSize := int64(128<<20), int64(25e6)
 	if os.Getenv("KATKA_LONG") != "" {
 		size, capSize = 1<<30, 100e6
