@@ -688,8 +688,8 @@ func (m *Machine) verify(id string, pid int64, epoch int16, parts []TopicPartiti
 // (KIP-890 part 1): 0, or INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED,
 // CONCURRENT_TRANSACTIONS (the transaction is completing) or
 // TRANSACTION_ABORTABLE (the partition was never added: a late write of an
-// ended transaction, which must not land). A Produce older than v11 gets
-// INVALID_TXN_STATE in place of TRANSACTION_ABORTABLE from its handler.
+// ended transaction, which must not land). A Produce version that predates
+// TRANSACTION_ABORTABLE gets INVALID_TXN_STATE in its place from its handler.
 func (m *Machine) Verify(id string, pid int64, epoch int16, topic string, partition int32) int16 {
 	if id == "" {
 		return kerr.InvalidRequest.Code
