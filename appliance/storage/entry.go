@@ -62,7 +62,17 @@ const (
 	// producerLen bytes of its ProducerBatch: i64 id, i16 epoch, i32 first
 	// and i32 last sequence.
 	kindProducerRecord byte = 4
+	// kindBatch is a whole Kafka record batch v2 as the producer sent it
+	// (compression and producer fields kept), base offset rewritten by the
+	// log: the format of every entry written since the per-record format.
+	kindBatch byte = 5
+	// kindLostRange is a placeholder written at recovery for a run of offsets
+	// whose entries were destroyed on disk: an i64 count follows the timestamp.
+	kindLostRange byte = 6
 )
+
+// batchEntryMin is the smallest batch entry: header, batch header, trailer.
+const batchEntryMin = entryHeaderLen + BatchHeaderLen + 4
 
 const producerLen = 18
 
@@ -83,6 +93,11 @@ var compactedEntry = []byte{kindCompacted}
 //	   varint value length (-1 = null), value
 //	   uvarint header count; per header: uvarint key length, key, varint value length, value
 //	-4 u32 length of the whole entry, so the last entry of a segment can be found from its end
+//
+// A batch entry (kind 5) is the same 21-byte head, with the batch's base
+// offset and max timestamp, then the record batch v2 bytes, then the length
+// trailer: the CRC-32C covers the whole batch (a flipped bit in a compressed
+// batch is caught before any decompression), in addition to the batch's own CRC.
 const (
 	entryHeaderLen = 21
 	entryMinLen    = entryHeaderLen + 3 + 4
@@ -155,11 +170,6 @@ func appendEntry(dst []byte, kind byte, off int64, r *Record) []byte {
 	return dst
 }
 
-// lostEntry encodes the placeholder for an offset whose record was destroyed.
-func lostEntry(off int64) []byte {
-	return appendEntry(nil, kindLost, off, &Record{})
-}
-
 func appendBytes(dst, b []byte) []byte {
 	if b == nil {
 		return binary.AppendVarint(dst, -1)
@@ -197,10 +207,107 @@ func checkEntry(data []byte) (kind byte, off int64, err error) {
 		return 0, 0, fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", want, got)
 	}
 	kind = data[4]
-	if kind != kindRecord && kind != kindLost && kind != kindProducerRecord {
+	off = int64(binary.BigEndian.Uint64(data[5:]))
+	switch kind {
+	case kindRecord, kindLost, kindProducerRecord:
+	case kindBatch:
+		if len(data) < batchEntryMin {
+			return 0, 0, fmt.Errorf("batch entry of %d bytes is shorter than the minimum %d", len(data), batchEntryMin)
+		}
+		h, err := ParseBatchHeader(data[entryHeaderLen : len(data)-4])
+		if err != nil {
+			return 0, 0, err
+		}
+		if h.BaseOffset != off {
+			return 0, 0, fmt.Errorf("batch base offset %d differs from its entry's %d", h.BaseOffset, off)
+		}
+	case kindLostRange:
+		if len(data) != entryHeaderLen+8+4 || int64(binary.BigEndian.Uint64(data[entryHeaderLen:])) < 0 {
+			return 0, 0, fmt.Errorf("malformed lost-range placeholder")
+		}
+	default:
 		return 0, 0, fmt.Errorf("unknown entry kind %d", kind)
 	}
-	return kind, int64(binary.BigEndian.Uint64(data[5:])), nil
+	return kind, off, nil
+}
+
+// entryCount is how many offsets a checked entry spans: one for a record, the
+// batch's offset span (last offset delta + 1) for a batch, the run's length
+// for a lost-range placeholder.
+func entryCount(kind byte, data []byte) int64 {
+	switch kind {
+	case kindBatch:
+		return int64(int32(binary.BigEndian.Uint32(data[entryHeaderLen+23:]))) + 1
+	case kindLostRange:
+		return int64(binary.BigEndian.Uint64(data[entryHeaderLen:]))
+	}
+	return 1
+}
+
+// entrySpan reads the first offset and span of an entry from its first bytes
+// (head, up to 48 bytes of it), without checking the CRC: used to step over
+// entries a read does not need. ok is false if head cannot be an entry.
+func entrySpan(head []byte, frameLen int) (kind byte, off, count int64, ok bool) {
+	if frameLen == 1 && len(head) >= 1 && head[0] == kindCompacted {
+		return kindCompacted, -1, 1, true
+	}
+	if frameLen < entryMinLen || len(head) < entryHeaderLen {
+		return 0, 0, 0, false
+	}
+	kind, off = head[4], int64(binary.BigEndian.Uint64(head[5:]))
+	switch kind {
+	case kindRecord, kindLost, kindProducerRecord:
+		return kind, off, 1, true
+	case kindBatch:
+		if frameLen < batchEntryMin || len(head) < entryHeaderLen+27 {
+			return 0, 0, 0, false
+		}
+		d := int32(binary.BigEndian.Uint32(head[entryHeaderLen+23:]))
+		return kind, off, int64(d) + 1, d >= 0
+	case kindLostRange:
+		if len(head) < entryHeaderLen+8 {
+			return 0, 0, 0, false
+		}
+		n := int64(binary.BigEndian.Uint64(head[entryHeaderLen:]))
+		return kind, off, n, n >= 0
+	}
+	return 0, 0, 0, false
+}
+
+// spanHeadLen is how many bytes of an entry entrySpan needs at most.
+const spanHeadLen = entryHeaderLen + 27
+
+// appendBatchEntry encodes the entry of batch at base offset off onto dst:
+// the batch bytes are copied with their base offset set to off and the
+// partition leader epoch to 0 (neither is covered by the batch's CRC).
+func appendBatchEntry(dst []byte, off int64, batch []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, kindBatch)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	dst = append(dst, batch[35:43]...) // max timestamp
+	b := len(dst)
+	dst = append(dst, batch...)
+	binary.BigEndian.PutUint64(dst[b:], uint64(off))
+	binary.BigEndian.PutUint32(dst[b+12:], 0)
+	return finishEntry(dst, start)
+}
+
+// finishEntry appends the length trailer to the entry started at dst[start:]
+// and fills in its CRC-32C.
+func finishEntry(dst []byte, start int) []byte {
+	total := len(dst) - start + 4
+	dst = binary.BigEndian.AppendUint32(dst, uint32(total))
+	binary.BigEndian.PutUint32(dst[start:], crc32.Checksum(dst[start+4:], castagnoli))
+	return dst
+}
+
+// lostRangeEntry encodes the placeholder for count destroyed offsets from off.
+func lostRangeEntry(off, count int64) []byte {
+	dst := []byte{0, 0, 0, 0, kindLostRange}
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(count))
+	return finishEntry(dst, 0)
 }
 
 // entryTimestamp returns the timestamp field of a checked entry.

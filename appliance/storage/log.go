@@ -64,10 +64,12 @@ type Log struct {
 	end        int64 // next offset to be written
 	segs       []*segmentFile
 	tailBytes  int   // bytes in the tail segment, mirroring tidwall/wal's roll rule
+	nextIndex  uint64 // WAL index of the next entry
 	size       int64 // bytes in all segment files
 	dirDirty   bool  // a segment was created since the directory was last fsynced
 	batch      wal.Batch
 	buf        []byte
+	spans      []entrySpanRec
 
 	smu      sync.Mutex // group commit state
 	scond    *sync.Cond
@@ -115,7 +117,14 @@ func Open(dir string, opts Options) (*Log, []RecoveryAction, error) {
 // load repairs the directory and opens the library on it, setting every field
 // that describes the log's contents. The caller holds mu or has not shared l yet.
 func (l *Log) load() (actions []RecoveryAction, err error) {
-	segs, actions, err := recoverDir(l.dir)
+	// A start moved by AdvanceStart or TruncateFront is kept in a small file.
+	startHint := int64(-1)
+	if raw, err := os.ReadFile(filepath.Join(l.dir, startFile)); err == nil {
+		if v, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64); err == nil && v >= 0 {
+			startHint = v
+		}
+	}
+	segs, actions, err := recoverDir(l.dir, startHint)
 	for _, a := range actions {
 		l.log.Warn("log recovery", "dir", l.dir, "action", a.Kind, "segment", a.Segment, "bytes_dropped", a.BytesDropped, "lost", a.Lost, "detail", a.Detail)
 		if l.opts.OnRecovery != nil {
@@ -134,7 +143,7 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 		NoSync:           true, // we fsync ourselves, once per group of writers
 		SegmentSize:      l.opts.SegmentBytes,
 		SegmentCacheSize: l.opts.CacheSegments,
-		NoCopy:           true, // decodeEntry copies under our lock
+		NoCopy:           true, // reads copy under our lock
 		AllowEmpty:       true,
 		DirPerms:         0o750,
 		FilePerms:        0o640,
@@ -142,26 +151,24 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 	if err != nil {
 		return actions, fmt.Errorf("open log %s: %w", l.dir, err)
 	}
-	first, _ := w.FirstIndex()
 	last, _ := w.LastIndex()
 	if len(segs) == 0 { // a new log: tidwall created segment 1
-		segs = []*segmentFile{{index: 1, path: l.dir + "/" + segmentName(1)}}
+		segs = []*segmentFile{{index: 1, path: l.dir + "/" + segmentName(1), base: max(startHint, 0), idx: &segIndex{}}}
+		segs[0].end = segs[0].base
 		l.dirDirty = true
 	}
 	tail := segs[len(segs)-1]
-	start, end := int64(first)-1, int64(last)
-	if start < int64(segs[0].index)-1 || end < int64(tail.index)-1 {
+	if want := tail.index + uint64(tail.entries) - 1; last != want {
 		w.Close()
-		return actions, fmt.Errorf("open log %s: wal reports offsets %d..%d, segments say first %d tail %d: %w",
-			l.dir, start, end, segs[0].index-1, tail.index-1, ErrCorrupt)
+		return actions, fmt.Errorf("open log %s: wal reports last index %d, the tail segment's %d entries end at %d: %w",
+			l.dir, last, tail.entries, want, ErrCorrupt)
 	}
-	// A start moved by AdvanceStart inside a segment is kept in a small file.
-	if raw, err := os.ReadFile(filepath.Join(l.dir, startFile)); err == nil {
-		if v, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64); err == nil && v > start {
-			start = min(v, end)
-		}
+	start, end := segs[0].base, tail.end
+	if startHint > start {
+		start = min(startHint, end)
 	}
 	l.w, l.start, l.end, l.segs = w, start, end, segs
+	l.nextIndex = last + 1
 	l.tailBytes = int(tail.size)
 	l.size = 0
 	for _, s := range segs {
@@ -225,71 +232,192 @@ func (l *Log) Size() int64 {
 	return l.size
 }
 
+// appendBatchBytes bounds the records Append puts in one batch (Kafka's
+// producer batch.size default): a read decodes whole batches, and a damaged
+// batch is reported for all its offsets.
+const appendBatchBytes = 16 << 10
+
 // Append writes recs at the end of the log and returns the offset of the first.
-// The records are not durable until SyncTo covers them.
+// The records are written as uncompressed record batches (a record carrying
+// Producer ends an idempotent producer's batch, whose records become one
+// batch with its producer fields). The records are not durable until SyncTo
+// covers them.
 func (l *Log) Append(recs []Record) (base int64, err error) {
 	if len(recs) == 0 {
 		return l.EndOffset(), nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
-		return 0, ErrClosed
+	if err := l.writable(); err != nil {
+		return 0, err
 	}
-	if l.failed != nil {
-		if err := l.heal(); err != nil {
-			return 0, err
+	base = l.end
+	for i := range recs {
+		recs[i].Offset = base + int64(i)
+	}
+	l.buf = l.buf[:0]
+	l.spans = l.spans[:0]
+	// inProd marks the records of idempotent producers' batches (the Count()
+	// records up to one carrying Producer): they are never split.
+	var inProd []bool
+	for i := range recs {
+		if p := recs[i].Producer; p != nil {
+			if inProd == nil {
+				inProd = make([]bool, len(recs))
+			}
+			for j := max(0, int64(i)-p.Count()+1); j <= int64(i); j++ {
+				inProd[j] = true
+			}
 		}
 	}
+	for from := 0; from < len(recs); {
+		to, size := from, 0
+		for to < len(recs) {
+			size += kafkaRecordLen(&recs[to])
+			to++
+			if recs[to-1].Producer != nil {
+				break
+			}
+			if inProd != nil && to < len(recs) && inProd[to] && !inProd[to-1] {
+				break // a producer's batch starts next
+			}
+			if size >= appendBatchBytes && (inProd == nil || !inProd[to-1]) {
+				break
+			}
+		}
+		var prod *ProducerBatch
+		if p := recs[to-1].Producer; p != nil && p.Count() == int64(to-from) {
+			prod = p
+		}
+		start := len(l.buf)
+		l.buf = append(l.buf, 0, 0, 0, 0, kindBatch)
+		l.buf = binary.BigEndian.AppendUint64(l.buf, uint64(recs[from].Offset))
+		l.buf = append(l.buf, make([]byte, 8)...) // max timestamp, set below
+		l.buf = encodeBatch(l.buf, recs[from:to], prod)
+		copy(l.buf[start+13:], l.buf[start+entryHeaderLen+35:start+entryHeaderLen+43])
+		l.buf = finishEntry(l.buf, start)
+		l.spans = append(l.spans, entrySpanRec{off: recs[from].Offset, count: int64(to - from), start: start, end: len(l.buf)})
+		from = to
+	}
+	if err := l.writeEntries(); err != nil {
+		return 0, err
+	}
+	return base, nil
+}
+
+// AppendBatches writes record batches (Kafka record batch v2, magic 2, as a
+// producer sent them: compression, timestamps and producer fields are kept)
+// at the end of the log, each as one entry. Each batch gets the next base
+// offset (written into its base offset field, which its CRC does not cover)
+// and the partition leader epoch 0. It returns the first batch's base offset
+// and the offset after the last batch (the new end offset). A batch that is
+// malformed or fails its CRC is refused and nothing is written. The batches
+// are not durable until SyncTo covers them.
+func (l *Log) AppendBatches(batches [][]byte) (base, end int64, err error) {
+	for i, b := range batches {
+		if _, err := ParseBatchHeader(b); err != nil {
+			return 0, 0, fmt.Errorf("append to %s: batch %d: %w", l.dir, i, err)
+		}
+		if !CheckBatchCRC(b) {
+			return 0, 0, fmt.Errorf("append to %s: batch %d: record batch CRC-32C mismatch", l.dir, i)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return 0, 0, err
+	}
+	base, end = l.end, l.end
+	if len(batches) == 0 {
+		return base, end, nil
+	}
+	l.buf = l.buf[:0]
+	l.spans = l.spans[:0]
+	for _, b := range batches {
+		count := int64(int32(binary.BigEndian.Uint32(b[23:]))) + 1
+		start := len(l.buf)
+		l.buf = appendBatchEntry(l.buf, end, b)
+		l.spans = append(l.spans, entrySpanRec{off: end, count: count, start: start, end: len(l.buf)})
+		end += count
+	}
+	if err := l.writeEntries(); err != nil {
+		return 0, 0, err
+	}
+	return base, end, nil
+}
+
+// entrySpanRec is one entry being appended: its offsets and its bytes in l.buf.
+type entrySpanRec struct {
+	off, count int64
+	start, end int
+}
+
+// writable reports why the log cannot take writes, healing it if it can; mu is held.
+func (l *Log) writable() error {
+	if l.closed {
+		return ErrClosed
+	}
+	if l.failed != nil {
+		return l.heal()
+	}
+	return nil
+}
+
+// writeEntries writes the entries of l.spans (bytes in l.buf) through the
+// library and mirrors them in the segment list, offsets and index; mu is held.
+func (l *Log) writeEntries() (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("append to %s: tidwall/wal panicked: %v", l.dir, v)
 			l.failed = err
 		}
 	}()
-	base = l.end
 	l.batch.Clear()
-	for i := range recs {
-		off := base + int64(i)
-		l.buf = appendEntry(l.buf[:0], kindRecord, off, &recs[i])
-		l.batch.Write(uint64(off)+1, l.buf)
+	for i, e := range l.spans {
+		l.batch.Write(l.nextIndex+uint64(i), l.buf[e.start:e.end])
 	}
 	if err := l.w.WriteBatch(&l.batch); err != nil {
 		// The library may have written part of the batch; its state and ours can
 		// no longer be trusted, so writes stop until the log is reopened.
 		l.failed = fmt.Errorf("append to %s: %w", l.dir, err)
-		return 0, l.failed
+		return l.failed
 	}
-	l.mirrorRoll(recs, base)
-	l.end = base + int64(len(recs))
-	for i := range recs {
-		recs[i].Offset = base + int64(i)
-	}
-	return base, nil
+	l.mirror()
+	return nil
 }
 
-// mirrorRoll repeats tidwall/wal v1.2.1's segment roll rule (roll before a batch
+// mirror repeats tidwall/wal v1.2.1's segment roll rule (roll before a batch
 // when the tail is over SegmentBytes, and after any entry that makes it reach
-// SegmentBytes) so we know the tail file without reaching into the library.
-func (l *Log) mirrorRoll(recs []Record, base int64) {
+// SegmentBytes) so we know the tail file without reaching into the library,
+// and indexes the entries just written; mu is held.
+func (l *Log) mirror() {
 	seg := l.opts.SegmentBytes
 	roll := func(next int64) {
 		t := l.segs[len(l.segs)-1]
 		t.size = int64(l.tailBytes)
-		l.segs = append(l.segs, &segmentFile{index: uint64(next) + 1, path: l.dir + "/" + segmentName(uint64(next)+1)})
+		l.segs = append(l.segs, &segmentFile{index: l.nextIndex, path: l.dir + "/" + segmentName(l.nextIndex),
+			base: next, end: next, idx: &segIndex{}})
 		l.tailBytes = 0
 		l.dirDirty = true
 	}
 	if l.tailBytes > seg {
-		roll(base)
+		roll(l.end)
 	}
-	for i := range recs {
-		n := encodedLen(&recs[i])
+	for _, e := range l.spans {
+		t := l.segs[len(l.segs)-1]
+		n := e.end - e.start
 		n += uvarintLen(uint64(n))
+		t.fmu.Lock()
+		t.idx.add(e.off, int64(l.tailBytes), t.entries)
+		t.fmu.Unlock()
+		t.entries++
+		t.end = e.off + e.count
+		l.end = t.end
+		l.nextIndex++
 		l.tailBytes += n
 		l.size += int64(n)
 		if l.tailBytes >= seg {
-			roll(base + int64(i) + 1)
+			roll(l.end)
 		}
 	}
 	l.segs[len(l.segs)-1].size = int64(l.tailBytes)
@@ -388,110 +516,230 @@ func (l *Log) fail(err error) error {
 }
 
 // Read returns records from offset up to (not including) limit, stopping after
-// maxBytes of encoded data but always returning at least one record if any.
-// A damaged record is never returned as data: if it is the first one, Read
-// returns a *CorruptError; otherwise the records before it are returned.
+// maxBytes of stored data but always returning at least one record if any.
+// Records are decoded out of the stored batches (decompressed if need be);
+// records below offset in the first batch are skipped, as are control
+// batches. A damaged entry is never returned as data: if it is the first one,
+// Read returns a *CorruptError for offset; otherwise the records before it
+// are returned.
 //
 // Sealed segments are read from their files outside the partition mutex (see
 // readsealed.go), so producers of the partition keep appending during a large
 // read; only the tail segment, which tidwall/wal holds in memory, is read under
 // the mutex.
-func (l *Log) Read(offset, limit int64, maxBytes int) (recs []Record, err error) {
-	nbytes := 0
+func (l *Log) Read(offset, limit int64, maxBytes int) ([]Record, error) {
+	c := &collector{from: offset, to: limit, maxBytes: maxBytes}
+	if err := l.read(offset, limit, c); err != nil {
+		return nil, err
+	}
+	return c.recs, nil
+}
+
+// ReadBatches returns stored record batches from the one holding offset up to
+// limit, as they are stored (compressed, producer fields kept), concatenated
+// as a Kafka fetch response carries them: the first batch may start before
+// offset (Kafka clients skip the records below their fetch offset), and no
+// batch is decoded. It stops after maxBytes but always returns one batch if
+// any. next is the offset after the last batch returned. Entries written by
+// the per-record format of earlier versions are served as uncompressed
+// batches made on the fly. A damaged entry is never returned: if it is the
+// first one, ReadBatches returns a *CorruptError for offset.
+func (l *Log) ReadBatches(offset, limit int64, maxBytes int) (data []byte, next int64, err error) {
+	c := &collector{from: offset, to: limit, maxBytes: maxBytes, batches: true, next: offset}
+	if err := l.read(offset, limit, c); err != nil {
+		return nil, 0, err
+	}
+	if err := c.flush(); err != nil {
+		return nil, 0, err
+	}
+	return c.out, c.next, nil
+}
+
+// read feeds the entries from the one holding offset up to limit to c.
+func (l *Log) read(offset, limit int64, c *collector) error {
 	first := true
 	for {
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
-			return nil, ErrClosed
+			return ErrClosed
 		}
 		if first {
 			limit = min(limit, l.end)
+			c.to = limit
 			if offset < l.start || offset > l.end {
 				l.mu.Unlock()
-				return nil, fmt.Errorf("read %s at offset %d: %w (log holds %d..%d)", l.dir, offset, ErrOutOfRange, l.start, l.end)
+				return fmt.Errorf("read %s at offset %d: %w (log holds %d..%d)", l.dir, offset, ErrOutOfRange, l.start, l.end)
 			}
 			first = false
 		}
 		if offset >= limit {
 			l.mu.Unlock()
-			return recs, nil
+			return nil
 		}
-		i := sort.Search(len(l.segs), func(i int) bool { return int64(l.segs[i].index)-1 > offset }) - 1
+		i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > offset }) - 1
 		if i < 0 { // below the first segment: retention removed it during this read
 			l.mu.Unlock()
-			if len(recs) > 0 {
-				return recs, nil
+			if c.n > 0 {
+				return nil
 			}
-			return nil, fmt.Errorf("read %s at offset %d: %w (log starts at %d)", l.dir, offset, ErrOutOfRange, l.start)
+			return fmt.Errorf("read %s at offset %d: %w (log starts at %d)", l.dir, offset, ErrOutOfRange, l.start)
 		}
 		if i == len(l.segs)-1 {
-			recs, err = l.readTail(offset, limit, maxBytes, recs, nbytes)
+			err := l.readTail(offset, limit, c)
 			l.mu.Unlock()
-			return recs, err
+			return err
 		}
 		s := l.segs[i]
-		r := sealedRead{seg: s, base: int64(s.index) - 1, from: offset, to: min(int64(l.segs[i+1].index)-1, limit)}
+		r := sealedRead{seg: s, base: s.base, from: offset, to: min(l.segs[i+1].base, limit)}
 		s.pin()
 		l.mu.Unlock()
 
-		var full bool
-		var rerr error
-		recs, nbytes, offset, full, rerr = r.read(recs, nbytes, maxBytes)
+		next, full, rerr := r.read(c)
 		s.unpin()
 		if rerr != nil {
-			if len(recs) > 0 {
-				return recs, nil
+			if c.n > 0 {
+				return nil
 			}
 			if errors.Is(rerr, os.ErrNotExist) { // removed before it was opened: only by a reopen
-				return nil, fmt.Errorf("read %s at offset %d: segment gone: %w", l.dir, offset, ErrOutOfRange)
+				return fmt.Errorf("read %s at offset %d: segment gone: %w", l.dir, offset, ErrOutOfRange)
 			}
-			return nil, rerr
+			return rerr
 		}
 		if full {
-			return recs, nil
+			return nil
 		}
+		offset = next
 	}
 }
 
 // readTail reads from the tail segment through the library; mu is held.
-func (l *Log) readTail(offset, limit int64, maxBytes int, recs []Record, nbytes int) ([]Record, error) {
-	for off := offset; off < limit; off++ {
-		data, rerr := l.readEntry(off)
-		var r Record
-		if rerr == nil {
-			r, rerr = decodeEntry(data, off)
+func (l *Log) readTail(offset, limit int64, c *collector) error {
+	t := l.segs[len(l.segs)-1]
+	n, off := 0, t.base
+	t.fmu.Lock()
+	if pt, ok := t.idx.find(offset); ok {
+		n, off = int(pt.n), pt.off
+	}
+	t.fmu.Unlock()
+	for ; n < t.entries && off < limit; n++ {
+		data, err := l.readEntry(t.index+uint64(n), max(off, offset))
+		var next int64
+		var full bool
+		if err == nil {
+			next, full, err = c.add(data, off)
 		}
-		if rerr == errCompacted {
-			continue
-		}
-		if rerr != nil {
-			if len(recs) > 0 {
-				return recs, nil
+		if err != nil {
+			if c.n > 0 {
+				return nil
 			}
-			return nil, rerr
+			return err
 		}
-		recs = append(recs, r)
-		nbytes += len(data)
-		if nbytes >= maxBytes {
+		off = next
+		if full {
 			break
 		}
 	}
-	return recs, nil
+	return nil
+}
+
+// collector gathers what a read returns, entry by entry: decoded records for
+// Read, stored batch bytes for ReadBatches.
+type collector struct {
+	from, to int64 // records below from are skipped; entries from to on are not read
+	maxBytes int
+	nbytes   int
+	n        int // entries served
+	batches  bool
+	recs     []Record
+	out      []byte
+	next     int64    // ReadBatches: offset after the last entry served
+	v1       []Record // ReadBatches: per-record entries waiting to be served as one batch
+}
+
+// collectorMark is a collector's state to roll back to.
+type collectorMark struct{ nbytes, n, recs, out, v1 int }
+
+func (c *collector) mark() collectorMark {
+	return collectorMark{c.nbytes, c.n, len(c.recs), len(c.out), len(c.v1)}
+}
+
+func (c *collector) reset(m collectorMark) {
+	c.nbytes, c.n, c.recs, c.out, c.v1 = m.nbytes, m.n, c.recs[:m.recs], c.out[:m.out], c.v1[:m.v1]
+}
+
+// add takes one raw entry whose first offset must be off (data is only valid
+// during the call) and returns the offset after it and whether maxBytes is
+// reached. An entry ending at or before from is stepped over.
+func (c *collector) add(data []byte, off int64) (next int64, full bool, err error) {
+	at := max(off, c.from) // the offset a damaged entry is reported at
+	if len(data) == 1 && data[0] == kindCompacted {
+		return off + 1, false, nil
+	}
+	kind, eoff, err := checkEntry(data)
+	if err != nil {
+		return off, false, &CorruptError{Offset: at, Reason: err.Error()}
+	}
+	if eoff != off {
+		return off, false, &CorruptError{Offset: at, Reason: fmt.Sprintf("entry holds offset %d, expected %d", eoff, off)}
+	}
+	next = off + entryCount(kind, data)
+	if next <= c.from {
+		return next, false, nil
+	}
+	switch kind {
+	case kindLost, kindLostRange:
+		return off, false, &CorruptError{Offset: at, Reason: "record was destroyed on disk and replaced by a placeholder at recovery"}
+	case kindRecord, kindProducerRecord:
+		r, err := decodeEntry(data, off)
+		if err != nil {
+			return off, false, err
+		}
+		if c.batches {
+			c.v1 = append(c.v1, r)
+		} else {
+			c.recs = append(c.recs, r)
+		}
+	case kindBatch:
+		b := data[entryHeaderLen : len(data)-4]
+		if c.batches {
+			if err := c.flush(); err != nil {
+				return off, false, err
+			}
+			c.out = append(c.out, b...)
+		} else if c.recs, err = decodeBatch(c.recs, b, c.from, c.to); err != nil {
+			return off, false, &CorruptError{Offset: at, Reason: "record batch: " + err.Error()}
+		}
+	}
+	c.next = next
+	c.n++
+	c.nbytes += len(data)
+	return next, c.nbytes >= c.maxBytes, nil
+}
+
+// flush serves the per-record entries gathered for ReadBatches as one
+// uncompressed batch.
+func (c *collector) flush() error {
+	if len(c.v1) == 0 {
+		return nil
+	}
+	c.out = encodeBatch(c.out, c.v1, nil)
+	c.v1 = c.v1[:0]
+	return nil
 }
 
 // ErrOutOfRange is returned when a read starts outside the log.
 var ErrOutOfRange = errors.New("offset out of range")
 
-// readEntry reads the raw entry of one offset; a library panic or error on a
-// damaged segment becomes a CorruptError.
-func (l *Log) readEntry(off int64) (data []byte, err error) {
+// readEntry reads the raw entry at WAL index idx, whose first offset is off; a
+// library panic or error on a damaged segment becomes a CorruptError.
+func (l *Log) readEntry(idx uint64, off int64) (data []byte, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			data, err = nil, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", v)}
 		}
 	}()
-	data, err = l.w.Read(uint64(off) + 1)
+	data, err = l.w.Read(idx)
 	if err != nil {
 		return nil, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", err)}
 	}
@@ -518,10 +766,10 @@ func (l *Log) Segments() []SegmentInfo {
 	out := make([]SegmentInfo, len(l.segs))
 	for i, s := range l.segs {
 		sealed := i < len(l.segs)-1
-		out[i] = SegmentInfo{BaseOffset: int64(s.index) - 1, Bytes: s.size, Sealed: sealed}
+		out[i] = SegmentInfo{BaseOffset: s.base, Bytes: s.size, Sealed: sealed}
 		if sealed && !s.hasTS {
 			if f, err := os.Open(s.path); err == nil {
-				if _, ts, err := lastEntry(f, s.size); err == nil {
+				if _, _, ts, err := lastEntry(f, s.size); err == nil {
 					s.lastTS, s.hasTS = ts, true
 				}
 				f.Close()
@@ -544,8 +792,9 @@ func (l *Log) TruncateFront(offset int64) (err error) {
 	}
 	k := -1
 	for i, s := range l.segs {
-		if int64(s.index)-1 == offset {
+		if s.base == offset {
 			k = i
+			break
 		}
 	}
 	if k <= 0 {
@@ -559,10 +808,18 @@ func (l *Log) TruncateFront(offset int64) (err error) {
 			err = fmt.Errorf("truncate %s: tidwall/wal panicked: %v", l.dir, v)
 		}
 	}()
+	// The new start is persisted first: once the segments before it are gone,
+	// an empty segment left alone would not tell its offsets (a batch log has
+	// fewer WAL indexes than offsets).
+	if offset > l.start {
+		if err := atomicWrite(filepath.Join(l.dir, startFile), []byte(strconv.FormatInt(offset, 10)+"\n")); err != nil {
+			return fmt.Errorf("truncate %s at %d: %w", l.dir, offset, err)
+		}
+	}
 	for _, s := range l.segs[:k] {
 		s.holdOpen() // readers that pinned it keep reading after the unlink
 	}
-	if err := l.w.TruncateFront(uint64(offset) + 1); err != nil {
+	if err := l.w.TruncateFront(l.segs[k].index); err != nil {
 		return fmt.Errorf("truncate %s at %d: %w", l.dir, offset, err)
 	}
 	for _, s := range l.segs[:k] {
@@ -631,8 +888,8 @@ func (l *Log) AdvanceStart(off int64) error {
 	l.start = off
 	cut := int64(-1)
 	for i, s := range l.segs {
-		if base := int64(s.index) - 1; i > 0 && base <= off {
-			cut = base
+		if i > 0 && s.base <= off {
+			cut = s.base
 		}
 	}
 	l.mu.Unlock()
@@ -642,11 +899,15 @@ func (l *Log) AdvanceStart(off int64) error {
 	return nil
 }
 
-// Compact rewrites the sealed segments so that only records keep accepts stay;
-// the others become 2-byte placeholders, so every kept record keeps its offset
-// and reads skip the removed ones. The last entry of each segment always stays
-// (it proves segment continuity at open). The segment being written is never
-// touched. It returns the records removed and the bytes reclaimed.
+// Compact rewrites the sealed segments so that only records keep accepts stay,
+// each at its offset. A record batch is rewritten with its kept records (their
+// offset and timestamp deltas, the batch's offset span, timestamps and
+// producer fields unchanged, compressed again with its codec); a batch left
+// with no record stays as an empty batch, so its offsets still count. A record
+// of the per-record format becomes a 2-byte placeholder, except the last entry
+// of a segment (it proves segment continuity at open). The segment being
+// written is never touched. It returns the records removed and the bytes
+// reclaimed.
 func (l *Log) Compact(keep func(r *Record) bool) (removed int, reclaimed int64, err error) {
 	l.mu.Lock()
 	if l.closed {
@@ -674,29 +935,51 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 	if err != nil {
 		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
 	}
-	base := int64(s.index) - 1
 	type frame struct {
 		pos, end int
 		kind     byte
+		off      int64
 	}
 	var frames []frame
+	next := s.base
 	for p := 0; p < len(buf); {
-		end, kind, _, ok := frameAt(buf, p)
-		if !ok {
+		end, kind, off, count, ok := frameAt(buf, p)
+		if !ok || (kind != kindCompacted && off != next) {
 			return 0, 0, nil // damaged: left for reads to report, never rewritten
 		}
-		frames = append(frames, frame{p, end, kind})
+		if kind == kindCompacted {
+			off = next
+		}
+		frames = append(frames, frame{p, end, kind, off})
+		next = off + count
 		p = end
 	}
 	out := make([]byte, 0, len(buf))
 	removed := 0
 	for i, f := range frames {
-		if (f.kind == kindRecord || f.kind == kindProducerRecord) && i < len(frames)-1 {
+		switch {
+		case (f.kind == kindRecord || f.kind == kindProducerRecord) && i < len(frames)-1:
 			size, n := binary.Uvarint(buf[f.pos:])
-			r, err := decodeEntry(buf[f.pos+n:f.pos+n+int(size)], base+int64(i))
+			r, err := decodeEntry(buf[f.pos+n:f.pos+n+int(size)], f.off)
 			if err == nil && !keep(&r) {
 				out = appendFrame(out, compactedEntry)
 				removed++
+				continue
+			}
+		case f.kind == kindBatch:
+			size, n := binary.Uvarint(buf[f.pos:])
+			data := buf[f.pos+n : f.pos+n+int(size)]
+			h, _ := ParseBatchHeader(data[entryHeaderLen : len(data)-4])
+			nb, gone, err := rebuildBatch(data[entryHeaderLen:len(data)-4], func(off int64, raw []byte) bool {
+				r, err := decodeKafkaRecord(raw, &h)
+				return err != nil || keep(&r)
+			})
+			if err != nil {
+				return 0, 0, fmt.Errorf("compact %s: batch at offset %d: %w", s.path, f.off, err)
+			}
+			if nb != nil {
+				out = appendFrame(out, appendBatchEntry(nil, f.off, nb))
+				removed += gone
 				continue
 			}
 		}
@@ -705,6 +988,7 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 	if removed == 0 {
 		return 0, 0, nil
 	}
+	idx, _, _ := indexBytes(out, s.base)
 	tmp := s.path + ".REPAIR"
 	if err := os.WriteFile(tmp, out, 0o640); err != nil {
 		os.Remove(tmp)
@@ -734,6 +1018,11 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 		os.Remove(tmp)
 		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
 	}
+	// Readers that still hold the old file and meet the new index find its
+	// positions wrong (offset check) and rescan their file from the start.
+	s.fmu.Lock()
+	s.idx = idx
+	s.fmu.Unlock()
 	if err := l.w.ClearCache(); err != nil {
 		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
 	}

@@ -254,6 +254,9 @@ func TestTornTailRepaired(t *testing.T) {
 	}
 }
 
+// A flipped byte inside an acknowledged batch (its value) and in the length
+// prefix of another: every offset of those two batches is reported corrupt,
+// never served, and every other record is served unchanged.
 func TestFlipInAckedDataReportedNotServed(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, 1<<20)
@@ -261,12 +264,12 @@ func TestFlipInAckedDataReportedNotServed(t *testing.T) {
 	l.Close()
 	tp := tailPath(t, dir)
 	b, _ := os.ReadFile(tp)
-	// Flip a byte inside the value of offset 400 and in the length prefix of offset 600.
-	l = openT(t, dir, 1<<20)
-	pos400, pos600 := framePos(b, 400), framePos(b, 600)
-	l.Close()
-	b[pos400+60] ^= 0x01
-	b[pos600] ^= 0x7f
+	f400, f600 := frameOf(t, b, 400), frameOf(t, b, 600)
+	if f400.Last >= f600.Offset || !f400.Batch {
+		t.Fatalf("frames %+v %+v", f400, f600)
+	}
+	b[f400.End-60] ^= 0x01
+	b[f600.Pos] ^= 0x7f
 	os.WriteFile(tp, b, 0o640)
 	l, _, err := Open(dir, Options{SegmentBytes: 1 << 20})
 	if err != nil {
@@ -276,66 +279,90 @@ func TestFlipInAckedDataReportedNotServed(t *testing.T) {
 	if l.EndOffset() != 1000 {
 		t.Fatalf("end %d", l.EndOffset())
 	}
-	for _, bad := range []int64{400, 600} {
-		if _, err := l.Read(bad, bad+1, 1<<20); !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("offset %d: want corruption error, got %v", bad, err)
+	for _, f := range []Frame{f400, f600} {
+		for bad := f.Offset; bad <= f.Last; bad++ {
+			if _, err := l.Read(bad, bad+1, 1<<20); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("offset %d: want corruption error, got %v", bad, err)
+			}
+			if _, _, err := l.ReadBatches(bad, 1000, 1<<20); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("batches at %d: want corruption error, got %v", bad, err)
+			}
 		}
-		recs, err := l.Read(bad-5, 1000, 1<<20)
+		recs, err := l.Read(f.Offset-5, 1000, 1<<20)
 		if err != nil || len(recs) != 5 {
-			t.Fatalf("read before %d: %d records, %v", bad, len(recs), err)
+			t.Fatalf("read before %d: %d records, %v", f.Offset, len(recs), err)
 		}
 	}
-	checkAll(t, l, 0, 400, 100)
-	checkAll(t, l, 401, 600, 100)
-	checkAll(t, l, 601, 1000, 100)
+	checkAll(t, l, 0, int(f400.Offset), 100)
+	checkAll(t, l, int(f400.Last+1), int(f600.Offset), 100)
+	checkAll(t, l, int(f600.Last+1), 1000, 100)
 }
 
-// framePos finds the byte position of the frame of offset off in a segment starting at 0.
+// framePos finds the byte position of the frame holding offset off in a segment.
 func framePos(b []byte, off int64) int {
-	p := 0
-	for i := int64(0); i < off; i++ {
-		end, _, _, ok := frameAt(b, p)
-		if !ok {
-			panic("bad frame")
+	frames, _ := Frames(b)
+	for _, f := range frames {
+		if f.Offset <= off && off <= f.Last {
+			return f.Pos
 		}
-		p = end
 	}
-	return p
+	panic("no frame holds the offset")
+}
+
+// frameOf returns the frame holding offset off in a segment.
+func frameOf(t testing.TB, b []byte, off int64) Frame {
+	t.Helper()
+	frames, _ := Frames(b)
+	for _, f := range frames {
+		if f.Offset <= off && off <= f.Last {
+			return f
+		}
+	}
+	t.Fatalf("no frame holds offset %d", off)
+	return Frame{}
 }
 
 func TestMissingMiddleSegment(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, 64<<10)
 	appendN(t, l, 0, 3000, 100)
+	segs := l.Segments()
 	l.Close()
 	ents, _ := os.ReadDir(dir)
-	var segs []string
+	var names []string
 	for _, e := range ents {
 		if len(e.Name()) == 20 {
-			segs = append(segs, e.Name())
+			names = append(names, e.Name())
 		}
 	}
-	if len(segs) < 4 {
-		t.Fatalf("only %d segments", len(segs))
+	if len(names) < 4 || len(segs) != len(names) {
+		t.Fatalf("only %d segments", len(names))
 	}
-	os.Remove(filepath.Join(dir, segs[1]))
+	os.Remove(filepath.Join(dir, names[1]))
 	l, actions, err := Open(dir, Options{SegmentBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if len(actions) == 0 || actions[0].Kind != "segment_gap_filled" {
-		t.Fatalf("actions %+v", actions)
+	first, end := segs[1].BaseOffset, segs[2].BaseOffset
+	if len(actions) == 0 || actions[0].Kind != "segment_gap_filled" || actions[0].Lost != end-first {
+		t.Fatalf("actions %+v, want %d offsets lost", actions, end-first)
 	}
-	lost := actions[0].Lost
-	var idx uint64
-	fmt.Sscanf(segs[1], "%d", &idx)
-	first := int64(idx) - 1
-	if _, err := l.Read(first, first+1, 100); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("read of lost offset: %v", err)
+	for _, off := range []int64{first, (first + end) / 2, end - 1} {
+		if _, err := l.Read(off, off+1, 100); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("read of lost offset %d: %v", off, err)
+		}
 	}
 	checkAll(t, l, 0, int(first), 100)
-	checkAll(t, l, int(first+lost), 3000, 100)
+	checkAll(t, l, int(end), 3000, 100)
+	// Offsets after the gap are still found at reopen.
+	l.Close()
+	l2, actions, err := Open(dir, Options{SegmentBytes: 64 << 10})
+	if err != nil || len(actions) != 0 {
+		t.Fatalf("second open: %v, actions %+v", err, actions)
+	}
+	defer l2.Close()
+	checkAll(t, l2, int(end), 3000, 100)
 }
 
 func TestConcurrentReadersAndWriters(t *testing.T) {

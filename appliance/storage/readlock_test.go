@@ -191,11 +191,7 @@ func TestCompactionDuringSealedReadAndStaleHint(t *testing.T) {
 
 	entered, release := blockFirstSealedRead(t)
 	_, res := startRead(t, l, entered, mid, n, 50<<20)
-	// Keep even offsets (and, as Compact always does, each segment's last entry).
-	last := map[int64]bool{}
-	for i := 1; i < len(segs); i++ {
-		last[segs[i].BaseOffset-1] = true
-	}
+	// Keep even offsets (batches are rewritten in place with their kept records).
 	removed, _, err := l.Compact(func(r *Record) bool { return r.Offset%2 == 0 })
 	if err != nil || removed == 0 {
 		t.Fatalf("compact: removed %d, %v", removed, err)
@@ -206,7 +202,7 @@ func TestCompactionDuringSealedReadAndStaleHint(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	sealedEnd := segs[len(segs)-1].BaseOffset
-	gone := func(off int64) bool { return off < sealedEnd && off%2 == 1 && !last[off] }
+	gone := func(off int64) bool { return off < sealedEnd && off%2 == 1 }
 	// The blocked reader opened its file after the rename: it sees compacted data.
 	wantRecords(t, r.recs, mid, n, size, gone)
 	// The hint was taken on the file before compaction: it must not be used on the new one.
@@ -253,7 +249,9 @@ func TestFlipInSealedSegmentReportedNotServed(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, 16<<10)
 	const n, size = 600, 100
-	appendN(t, l, 0, n, size)
+	for i := 0; i < n; i += 20 {
+		appendN(t, l, i, 20, size) // batches of 20 records
+	}
 	segs := l.Segments()
 	l.Close()
 	if len(segs) < 3 || segs[1].BaseOffset < 20 {
@@ -264,19 +262,25 @@ func TestFlipInSealedSegmentReportedNotServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[framePos(b, 10)+60] ^= 0x01
+	f := frameOf(t, b, 40)
+	if f.Offset < 5 {
+		t.Fatalf("frame of offset 40 starts at %d", f.Offset)
+	}
+	b[f.End-60] ^= 0x01
 	if err := os.WriteFile(p, b, 0o640); err != nil {
 		t.Fatal(err)
 	}
 	l = openT(t, dir, 16<<10)
 	defer l.Close()
-	if _, err := l.Read(10, n, 1<<20); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("read of the flipped record: %v, want corruption", err)
+	for off := f.Offset; off <= f.Last; off++ {
+		if _, err := l.Read(off, n, 1<<20); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("read of the flipped batch at %d: %v, want corruption", off, err)
+		}
 	}
-	got, err := l.Read(5, n, 1<<20)
+	got, err := l.Read(f.Offset-5, n, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRecords(t, got, 5, 10, size, nil)
-	checkAll(t, l, 11, n, size)
+	wantRecords(t, got, f.Offset-5, f.Offset, size, nil)
+	checkAll(t, l, int(f.Last+1), n, size)
 }

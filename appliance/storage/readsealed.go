@@ -3,7 +3,6 @@ package storage
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -92,23 +91,27 @@ type readHint struct {
 	off, pos         int64
 }
 
-// read appends the records of the range to recs, stopping once nbytes (entry
-// bytes returned so far) reaches maxBytes. It reports the next offset to read,
-// whether maxBytes stopped it, and the first damaged offset's error: a damaged
-// record is never returned as data.
-func (r sealedRead) read(recs []Record, nbytes, maxBytes int) (_ []Record, _ int, next int64, full bool, err error) {
+// read feeds the entries of the range to c, stopping once c is full. It
+// reports the next offset to read, whether maxBytes stopped it, and the first
+// damaged offset's error: a damaged entry is never returned as data.
+//
+// It starts at the best known position at or before r.from: the segment's
+// offset index, or the hint a previous read left. A start taken from the index
+// is checked by the entry it lands on (its stored offset); if the file was
+// replaced meanwhile (compaction), the read starts over from the file's start.
+func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 	if h := sealedReadHook; h != nil {
 		h(r.seg.path)
 	}
 	f, err := r.seg.file()
 	if err != nil {
-		return recs, nbytes, r.from, false, err
+		return r.from, false, err
 	}
 	// The file's own size bounds every frame: a damaged length never sizes an
 	// allocation beyond the bytes that exist.
 	st, err := f.Stat()
 	if err != nil {
-		return recs, nbytes, r.from, false, fmt.Errorf("read %s: %w", r.seg.path, err)
+		return r.from, false, fmt.Errorf("read %s: %w", r.seg.path, err)
 	}
 	id := readHint{size: st.Size(), mtime: st.ModTime().UnixNano()}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
@@ -121,24 +124,46 @@ func (r sealedRead) read(recs []Record, nbytes, maxBytes int) (_ []Record, _ int
 	}()
 	r.seg.fmu.Lock()
 	h := r.seg.hint
+	x := r.seg.idx
 	r.seg.fmu.Unlock()
-	n0, b0 := len(recs), nbytes
-	if id.ino != 0 && h.ino == id.ino && h.size == id.size && h.mtime == id.mtime && h.off > r.base && h.off <= r.from {
-		recs, nbytes, next, full, pos, err := r.scan(br, f, id.size, h.off, h.pos, recs, nbytes, maxBytes)
-		if err == nil {
-			hintHits.Add(1)
-			r.seg.saveHint(id, next, pos, r.to)
-			return recs, nbytes, next, full, nil
+	if x == nil {
+		// A segment found at open: index it from its entry heads, once.
+		x = indexFile(br, f, id.size, r.base)
+		r.seg.fmu.Lock()
+		if r.seg.idx == nil {
+			r.seg.idx = x
 		}
-		hintMisses.Add(1)
-		// A hint that misleads (it cannot, short of a reused inode) costs a rescan, never a wrong answer.
-		recs, nbytes = recs[:n0], b0
+		r.seg.fmu.Unlock()
 	}
-	recs, nbytes, next, full, pos, err := r.scan(br, f, id.size, r.base, 0, recs, nbytes, maxBytes)
+	startOff, startPos := r.base, int64(0)
+	if pt, ok := x.find(r.from); ok && int64(pt.pos) < id.size {
+		startOff, startPos = pt.off, int64(pt.pos)
+	}
+	hinted := id.ino != 0 && h.ino == id.ino && h.size == id.size && h.mtime == id.mtime && h.off >= startOff && h.off > r.base && h.off <= r.from
+	if hinted {
+		startOff, startPos = h.off, h.pos
+	}
+	m := c.mark()
+	if startPos > 0 {
+		next, full, pos, err := r.scan(br, f, id.size, startOff, startPos, c)
+		if err == nil {
+			if hinted {
+				hintHits.Add(1)
+			}
+			r.seg.saveHint(id, next, pos, r.to)
+			return next, full, nil
+		}
+		if hinted {
+			hintMisses.Add(1)
+		}
+		// A stale start costs a rescan, never a wrong answer.
+		c.reset(m)
+	}
+	next, full, pos, err := r.scan(br, f, id.size, r.base, 0, c)
 	if err == nil {
 		r.seg.saveHint(id, next, pos, r.to)
 	}
-	return recs, nbytes, next, full, err
+	return next, full, err
 }
 
 // hintHits and hintMisses count reads that started at a position hint and
@@ -156,30 +181,38 @@ func (s *segmentFile) saveHint(id readHint, off, pos, end int64) {
 	s.fmu.Unlock()
 }
 
-// scan reads frames from byte pos, the frame of offset first, up to r.to; it
-// returns the next offset and its frame's byte position.
-func (r sealedRead) scan(br *bufio.Reader, f *os.File, size, first, pos int64, recs []Record, nbytes, maxBytes int) (_ []Record, _ int, next int64, full bool, _ int64, err error) {
+// scan reads frames from byte pos, the frame whose first offset is first, up
+// to r.to; it returns the next offset and its frame's byte position. Entries
+// that end at or before r.from are stepped over by their heads alone.
+func (r sealedRead) scan(br *bufio.Reader, f *os.File, size, first, pos int64, c *collector) (next int64, full bool, _ int64, err error) {
 	br.Reset(io.NewSectionReader(f, pos, size-pos))
 	var scratch []byte
 	corrupt := func(off int64, format string, a ...any) error {
-		return &CorruptError{Offset: off, Reason: fmt.Sprintf("segment %s: %s", r.seg.path, fmt.Sprintf(format, a...))}
+		return &CorruptError{Offset: max(off, r.from), Reason: fmt.Sprintf("segment %s: %s", r.seg.path, fmt.Sprintf(format, a...))}
 	}
-	for off := first; off < r.to; off++ {
+	off := first
+	for off < r.to {
 		fl, err := binary.ReadUvarint(br)
 		if err != nil {
-			return recs, nbytes, off, false, pos, corrupt(off, "unreadable frame length: %v", err)
+			return off, false, pos, corrupt(off, "unreadable frame length: %v", err)
 		}
 		if fl > uint64(size) {
-			return recs, nbytes, off, false, pos, corrupt(off, "frame length %d exceeds the segment's %d bytes", fl, size)
+			return off, false, pos, corrupt(off, "frame length %d exceeds the segment's %d bytes", fl, size)
 		}
 		n := int(fl)
 		framePos := pos
 		pos += int64(uvarintLen(fl) + n)
 		if off < r.from {
-			if _, err := br.Discard(n); err != nil {
-				return recs, nbytes, off, false, framePos, corrupt(off, "frame cut short: %v", err)
+			head, _ := br.Peek(min(n, spanHeadLen))
+			kind, eoff, count, ok := entrySpan(head, n)
+			if ok && (kind == kindCompacted || eoff == off) && off+count <= r.from {
+				if _, err := br.Discard(n); err != nil {
+					return off, false, framePos, corrupt(off, "frame cut short: %v", err)
+				}
+				off += count
+				continue
 			}
-			continue
+			// Damaged, or holding r.from: decoded (and checked) below.
 		}
 		var data []byte
 		peeked := n <= br.Size()
@@ -193,23 +226,19 @@ func (r sealedRead) scan(br *bufio.Reader, f *os.File, size, first, pos int64, r
 			_, err = io.ReadFull(br, data)
 		}
 		if err != nil {
-			return recs, nbytes, off, false, framePos, corrupt(off, "frame cut short: %v", err)
+			return off, false, framePos, corrupt(off, "frame cut short: %v", err)
 		}
-		rec, derr := decodeEntry(data, off) // checks the CRC-32C and the offset; copies
+		next, full, derr := c.add(data, off) // checks the CRC-32C and the offset; copies
 		if peeked {
 			br.Discard(n)
 		}
-		if errors.Is(derr, errCompacted) {
-			continue
-		}
 		if derr != nil {
-			return recs, nbytes, off, false, framePos, derr
+			return off, false, framePos, derr
 		}
-		recs = append(recs, rec)
-		nbytes += n
-		if nbytes >= maxBytes {
-			return recs, nbytes, off + 1, true, pos, nil
+		off = next
+		if full {
+			return off, true, pos, nil
 		}
 	}
-	return recs, nbytes, r.to, false, pos, nil
+	return off, false, pos, nil
 }

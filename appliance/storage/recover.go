@@ -13,20 +13,27 @@ import (
 )
 
 // segmentFile is one tidwall/wal segment file: its first WAL index is its name.
+// Its offsets are those of its entries: base is the first entry's first offset
+// (for an empty tail, the offset its first entry will get), end the offset
+// after its last entry.
 type segmentFile struct {
-	index uint64 // first WAL index (= first offset + 1)
-	path  string
-	size  int64
+	index     uint64 // first WAL index
+	path      string
+	size      int64
+	base, end int64
+	entries   int // entries in the file; kept for the tail, whose entries are read by WAL index
 	// lastTS is the timestamp of the segment's last entry, read lazily for retention.
 	lastTS int64
 	hasTS  bool
 
-	// fmu guards readers and rf: reads of a sealed segment pin it under the
-	// log's mutex, then read it through rf outside that mutex (see readsealed.go).
+	// fmu guards readers, rf, hint and idx: reads of a sealed segment pin it
+	// under the log's mutex, then read it through rf outside that mutex (see
+	// readsealed.go).
 	fmu     sync.Mutex
 	readers int
 	rf      *os.File
 	hint    readHint
+	idx     *segIndex // nil until built (segments found at open are indexed when first read)
 }
 
 func segmentName(index uint64) string { return fmt.Sprintf("%020d", index) }
@@ -46,77 +53,80 @@ type RecoveryAction struct {
 }
 
 // frameAt parses the tidwall/wal binary frame at buf[p:] (uvarint length, data)
-// and checks our entry inside it. It returns the end of the frame.
-func frameAt(buf []byte, p int) (end int, kind byte, off int64, ok bool) {
+// and checks our entry inside it (CRC-32C included). It returns the end of
+// the frame, the entry's kind, first offset and offset count. A compacted
+// placeholder (kind 3) has no offset of its own (-1): it is the one after the
+// previous entry.
+func frameAt(buf []byte, p int) (end int, kind byte, off, count int64, ok bool) {
 	size, n := binary.Uvarint(buf[p:])
 	if n == 1 && size == 1 && p+2 <= len(buf) && buf[p+1] == kindCompacted {
-		return p + 2, kindCompacted, -1, true // offset is its position
+		return p + 2, kindCompacted, -1, 1, true
 	}
 	if n <= 0 || size < entryMinLen || size > uint64(len(buf)-p-n) {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
 	data := buf[p+n : p+n+int(size)]
 	// Cheap filter before the checksum: the trailer must repeat the length.
 	if binary.BigEndian.Uint32(data[len(data)-4:]) != uint32(size) {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
 	kind, off, err := checkEntry(data)
 	if err != nil {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
-	return p + n + int(size), kind, off, true
+	return p + n + int(size), kind, off, entryCount(kind, data), true
 }
 
 // segmentRepair is the result of scanning one segment.
 type segmentRepair struct {
 	content   []byte // repaired content, or nil when the file is fine as is
 	truncate  int    // for a torn tail with nothing valid after it: new length; -1 if none
-	count     int64  // entries in the (repaired) segment
-	lost      int64  // placeholders inserted
+	end       int64  // offset after the segment's last entry
+	lost      int64  // offsets covered by placeholders inserted
 	dropped   int64  // bytes removed or replaced
 	firstBad  int64  // offset at which damage was first seen, -1 if none
 	firstByte int    // byte position of the first damage
 }
 
-// scanSegment verifies every frame of a segment whose first offset is base. For the
-// tail (expect < 0) damage with no valid entry after it is a torn write and is cut
-// off; damage followed by valid entries is bit rot inside the log: the destroyed
-// offsets get placeholders so later records keep their offsets, and reads of them
-// report corruption. For a sealed segment expect is the number of entries it must
-// hold (known from the next segment's name) and missing ones become placeholders.
-func scanSegment(buf []byte, base int64, expect int64) segmentRepair {
+// scanSegment verifies every frame of a segment whose first offset is base.
+// For the tail (sealed false) damage with no valid entry after it is a torn
+// write and is cut off; damage followed by valid entries is bit rot inside the
+// log: the destroyed offsets get a placeholder so later records keep their
+// offsets, and reads of them report corruption. For a sealed segment, limit is
+// the next segment's first offset (-1 if unknown): every offset below it must
+// be accounted for, and missing ones become placeholders.
+func scanSegment(buf []byte, base, limit int64, sealed bool) segmentRepair {
 	r := segmentRepair{truncate: -1, firstBad: -1}
 	next := base
-	limit := int64(-1)
-	if expect >= 0 {
-		limit = base + expect
-	}
 	var out []byte
 	changed := false
+	fits := func(off, count int64) bool { return off >= next && (limit < 0 || off+count <= limit) }
+	fill := func(to int64, at int) {
+		if !changed {
+			out, changed = append([]byte(nil), buf[:at]...), true
+		}
+		if r.firstBad < 0 {
+			r.firstBad, r.firstByte = next, at
+		}
+		out = appendFrame(out, lostRangeEntry(next, to-next))
+		r.lost += to - next
+		next = to
+	}
 	p := 0
 	for p < len(buf) {
-		end, kind, off, ok := frameAt(buf, p)
+		end, kind, off, count, ok := frameAt(buf, p)
 		if ok && kind == kindCompacted {
 			off = next
 		}
-		if ok && off >= next && (limit < 0 || off < limit) {
-			if off > next { // whole frames are missing: keep offsets in place
-				if !changed {
-					out, changed = append([]byte(nil), buf[:p]...), true
-				}
-				if r.firstBad < 0 {
-					r.firstBad, r.firstByte = next, p
-				}
-				for ; next < off; next++ {
-					out = appendFrame(out, lostEntry(next))
-					r.lost++
-				}
+		if ok && fits(off, count) {
+			if off > next { // whole entries are missing: keep later offsets in place
+				fill(off, p)
 			}
 			if changed {
 				out = append(out, buf[p:end]...)
 			}
 			p = end
-			next = off + 1
+			next = off + count
 			continue
 		}
 		// Damage at p: look for the next valid entry after it.
@@ -126,23 +136,20 @@ func scanSegment(buf []byte, base int64, expect int64) segmentRepair {
 		q := -1
 		for s := p + 1; s < len(buf); s++ {
 			// A compacted entry is two bytes: too weak to resynchronize on.
-			if _, kind, off, ok := frameAt(buf, s); ok && kind != kindCompacted && off >= next && (limit < 0 || off < limit) {
+			if _, kind, off, count, ok := frameAt(buf, s); ok && kind != kindCompacted && fits(off, count) {
 				q = s
 				break
 			}
 		}
 		if q < 0 {
 			r.dropped += int64(len(buf) - p)
-			if limit < 0 {
-				if changed {
-					out = out[:len(out):len(out)]
-				} else {
-					r.truncate = p
-				}
-			} else {
-				if !changed {
-					out, changed = append([]byte(nil), buf[:p]...), true
-				}
+			switch {
+			case !sealed && changed:
+				out = out[:len(out):len(out)]
+			case !sealed:
+				r.truncate = p
+			case !changed:
+				out, changed = append([]byte(nil), buf[:p]...), true
 			}
 			p = len(buf)
 			break
@@ -153,22 +160,13 @@ func scanSegment(buf []byte, base int64, expect int64) segmentRepair {
 		r.dropped += int64(q - p)
 		p = q
 	}
-	if limit >= 0 && next < limit {
-		if !changed {
-			out, changed = append([]byte(nil), buf...), true
-		}
-		if r.firstBad < 0 {
-			r.firstBad, r.firstByte = next, len(buf)
-		}
-		for ; next < limit; next++ {
-			out = appendFrame(out, lostEntry(next))
-			r.lost++
-		}
+	if sealed && limit >= 0 && next < limit {
+		fill(limit, len(buf))
 	}
 	if changed {
 		r.content = out
 	}
-	r.count = next - base
+	r.end = next
 	return r
 }
 
@@ -179,32 +177,61 @@ func appendFrame(dst, data []byte) []byte {
 }
 
 // lastEntry reads the last entry of a segment file from its end, using the
-// length trailer, and returns its offset and timestamp.
-func lastEntry(f *os.File, size int64) (off int64, ts int64, err error) {
+// length trailer, and returns its first offset, offset count and timestamp
+// (a batch's max timestamp).
+func lastEntry(f *os.File, size int64) (off, count int64, ts int64, err error) {
 	if size < entryMinLen+1 {
-		return 0, 0, fmt.Errorf("segment of %d bytes holds no entry", size)
+		return 0, 0, 0, fmt.Errorf("segment of %d bytes holds no entry", size)
 	}
 	var tl [4]byte
 	if _, err := f.ReadAt(tl[:], size-4); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	n := int64(binary.BigEndian.Uint32(tl[:]))
 	if n < entryMinLen || n > size-1 {
-		return 0, 0, fmt.Errorf("last entry length %d out of range", n)
+		return 0, 0, 0, fmt.Errorf("last entry length %d out of range", n)
 	}
 	prefix := int64(uvarintLen(uint64(n)))
 	if prefix+n > size {
-		return 0, 0, fmt.Errorf("last entry length %d out of range", n)
+		return 0, 0, 0, fmt.Errorf("last entry length %d out of range", n)
 	}
 	buf := make([]byte, prefix+n)
 	if _, err := f.ReadAt(buf, size-n-prefix); err != nil && err != io.EOF {
+		return 0, 0, 0, err
+	}
+	end, _, off, count, ok := frameAt(buf, 0)
+	if !ok || end != len(buf) {
+		return 0, 0, 0, fmt.Errorf("last entry frame invalid")
+	}
+	return off, count, int64(binary.BigEndian.Uint64(buf[prefix+13:])), nil
+}
+
+// firstEntry reads and checks the first entry of a segment file and returns
+// its kind and first offset (-1 for a compacted placeholder).
+func firstEntry(path string, size int64) (kind byte, off int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
 		return 0, 0, err
 	}
-	end, _, off, ok := frameAt(buf, 0)
-	if !ok || end != len(buf) {
-		return 0, 0, fmt.Errorf("last entry frame invalid")
+	defer f.Close()
+	var head [binary.MaxVarintLen64]byte
+	n, err := f.ReadAt(head[:], 0)
+	if n == 0 {
+		return 0, 0, fmt.Errorf("read first entry of %s: %w", path, err)
 	}
-	return off, int64(binary.BigEndian.Uint64(buf[prefix+13:])), nil
+	fl, m := binary.Uvarint(head[:n])
+	if m <= 0 || fl > uint64(size) {
+		return 0, 0, fmt.Errorf("first entry of %s: bad frame length", path)
+	}
+	buf := make([]byte, m+int(fl))
+	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
+		return 0, 0, err
+	}
+	_, kind, off, _, ok := frameAt(buf, 0)
+	if !ok {
+		return 0, 0, fmt.Errorf("first entry of %s is invalid", path)
+	}
+	return kind, off, nil
 }
 
 // listSegments finds the segment files of a log directory in index order,
@@ -277,79 +304,120 @@ func listSegments(dir string, actions *[]RecoveryAction) ([]*segmentFile, error)
 	return segs, nil
 }
 
-// recoverDir checks and repairs a partition directory before tidwall/wal opens it:
-// segment continuity, sealed segments' last entries, and the whole tail segment.
-func recoverDir(dir string) ([]*segmentFile, []RecoveryAction, error) {
+// recoverDir checks and repairs a partition directory before tidwall/wal opens
+// it, and finds every segment's offsets. startHint is the persisted log start
+// offset (-1 if none), which gives the base of a first segment whose first
+// entry cannot be read.
+//
+// Offsets run on from segment to segment: a sealed segment is trusted when its
+// first entry starts at the previous segment's end and its last entry ends
+// where the next segment's first entry starts (two small reads); otherwise it
+// is scanned whole and repaired. The tail is always scanned whole.
+func recoverDir(dir string, startHint int64) ([]*segmentFile, []RecoveryAction, error) {
 	var actions []RecoveryAction
 	segs, err := listSegments(dir, &actions)
 	if err != nil {
 		return nil, actions, err
 	}
-	changed := false
-	for i := 0; i < len(segs); i++ {
-		s := segs[i]
-		base := int64(s.index) - 1
+	// firstOffset is a segment's first entry's offset, -1 if it has none of its
+	// own (compacted) or cannot be read.
+	firstOffset := func(s *segmentFile) int64 {
+		kind, off, err := firstEntry(s.path, s.size)
+		if err != nil || kind == kindCompacted {
+			return -1
+		}
+		return off
+	}
+	for i, s := range segs {
+		if i == 0 {
+			if s.base = firstOffset(s); s.base < 0 {
+				// Per-record logs (and compacted placeholders) have offset = WAL index - 1;
+				// batch logs have more offsets than entries, so this is a lower bound.
+				s.base = max(int64(s.index)-1, startHint)
+			}
+		} else {
+			s.base = segs[i-1].end
+		}
 		if i == len(segs)-1 {
 			buf, err := os.ReadFile(s.path)
 			if err != nil {
 				return nil, actions, fmt.Errorf("read tail segment %s: %w", s.path, err)
 			}
-			rep := scanSegment(buf, base, -1)
+			rep := scanSegment(buf, s.base, -1, false)
 			if err := applyRepair(s, rep, true, &actions); err != nil {
 				return nil, actions, err
 			}
+			switch {
+			case rep.content != nil:
+				buf = rep.content
+			case rep.truncate >= 0:
+				buf = buf[:rep.truncate]
+			}
+			s.idx, s.entries, s.end = indexBytes(buf, s.base)
 			continue
 		}
-		next := segs[i+1]
-		expect := int64(next.index - s.index)
+		nextBase := firstOffset(segs[i+1])
 		f, err := os.Open(s.path)
 		if err != nil {
 			return nil, actions, fmt.Errorf("open segment %s: %w", s.path, err)
 		}
-		off, ts, lerr := lastEntry(f, s.size)
+		off, count, ts, lerr := lastEntry(f, s.size)
 		f.Close()
-		if lerr == nil && off+1 < int64(next.index)-1 && off >= base {
-			// This segment is intact but the next one starts later: whole segments are
-			// missing. Fill the gap with a segment of placeholders.
-			gapStart := off + 1
-			gapEnd := int64(next.index) - 1
-			var content []byte
-			for o := gapStart; o < gapEnd; o++ {
-				content = appendFrame(content, lostEntry(o))
-			}
-			path := filepath.Join(dir, segmentName(uint64(gapStart)+1))
-			if err := atomicWrite(path, content); err != nil {
-				return nil, actions, err
-			}
-			actions = append(actions, RecoveryAction{Kind: "segment_gap_filled", Segment: path, Lost: gapEnd - gapStart,
-				Detail: fmt.Sprintf("segment files missing: offsets %d..%d were lost and are reported as corrupt", gapStart, gapEnd-1)})
-			s.lastTS, s.hasTS = ts, true
-			gap := &segmentFile{index: uint64(gapStart) + 1, path: path, size: int64(len(content))}
-			segs = append(segs[:i+1], append([]*segmentFile{gap}, segs[i+1:]...)...)
-			i++
-			changed = true
-			continue
+		first := s.base
+		if i > 0 {
+			first = firstOffset(s)
 		}
-		if lerr == nil && off == int64(next.index)-2 {
-			s.lastTS, s.hasTS = ts, true
-			continue
+		if lerr == nil && off >= s.base && (first == s.base || first < 0) {
+			end := off + count
+			if nextBase < 0 || end == nextBase {
+				s.end, s.lastTS, s.hasTS = end, ts, true
+				continue
+			}
+			if end < nextBase {
+				// This segment is intact but the next one starts later: whole segments
+				// are missing. A placeholder at the end of this one stands for them.
+				ph := appendFrame(nil, lostRangeEntry(end, nextBase-end))
+				if err := appendDurably(s.path, ph); err != nil {
+					return nil, actions, err
+				}
+				s.size += int64(len(ph))
+				s.end = nextBase
+				actions = append(actions, RecoveryAction{Kind: "segment_gap_filled", Segment: s.path, Lost: nextBase - end,
+					Detail: fmt.Sprintf("segment files missing after this one: offsets %d..%d were lost and are reported as corrupt", end, nextBase-1)})
+				continue
+			}
 		}
-		// The last entry does not prove continuity: scan the whole segment.
+		// The first and last entries do not prove continuity: scan the whole segment.
 		buf, err := os.ReadFile(s.path)
 		if err != nil {
 			return nil, actions, fmt.Errorf("read segment %s: %w", s.path, err)
 		}
-		rep := scanSegment(buf, base, expect)
+		rep := scanSegment(buf, s.base, nextBase, true)
 		if err := applyRepair(s, rep, false, &actions); err != nil {
 			return nil, actions, err
 		}
-	}
-	if changed {
-		if err := syncDir(dir); err != nil {
-			return nil, actions, err
-		}
+		s.end = rep.end
 	}
 	return segs, actions, nil
+}
+
+// appendDurably appends data to the file at path and fdatasyncs it.
+func appendDurably(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return fmt.Errorf("open %s for repair: %w", path, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = fdatasync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("repair %s: %w", path, err)
+	}
+	return nil
 }
 
 // applyRepair writes the result of scanSegment back to disk, durably.
