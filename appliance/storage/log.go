@@ -63,10 +63,10 @@ type Log struct {
 	start      int64 // first offset present
 	end        int64 // next offset to be written
 	segs       []*segmentFile
-	tailBytes  int   // bytes in the tail segment, mirroring tidwall/wal's roll rule
+	tailBytes  int    // bytes in the tail segment, mirroring tidwall/wal's roll rule
 	nextIndex  uint64 // WAL index of the next entry
-	size       int64 // bytes in all segment files
-	dirDirty   bool  // a segment was created since the directory was last fsynced
+	size       int64  // bytes in all segment files
+	dirDirty   bool   // a segment was created since the directory was last fsynced
 	batch      wal.Batch
 	buf        []byte
 	spans      []entrySpanRec
