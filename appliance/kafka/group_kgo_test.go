@@ -17,10 +17,10 @@ import (
 )
 
 // newGroupEnv is newEnv with the group coordinator stopped before the broker
-// closes.
+// closes (the server owns and closes it).
 func newGroupEnv(t *testing.T) *testEnv {
 	e := newEnv(t)
-	t.Cleanup(func() { CloseGroups(e.b) })
+	t.Cleanup(func() { e.srv.closeGroups() })
 	return e
 }
 

@@ -18,7 +18,7 @@ func rawJoin(r *rawConn, groupID, member string) *kmsg.JoinGroupResponse {
 	return r.roundTrip(req, 5).(*kmsg.JoinGroupResponse)
 }
 
-// TestGroupStateConfigLimits: the limits set with SetStateConfig reach the
+// TestGroupStateConfigLimits: the limits set in Config.State reach the
 // coordinator behind the wire: no initial rebalance delay, a second member
 // beyond max_members and a group beyond max_groups answered
 // GROUP_MAX_SIZE_REACHED (81), each counted in katka_limit_rejections_total.

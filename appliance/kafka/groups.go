@@ -3,10 +3,8 @@ package kafka
 import (
 	"context"
 	"net"
-	"sync"
 	"time"
 
-	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/group"
 )
 
@@ -45,77 +43,44 @@ type StateConfig struct {
 	MaxProducerIDs int
 }
 
-// stateConfigs holds the StateConfig of each broker's Kafka server, set
-// before Listen (Config has no field for it).
-var stateConfigs sync.Map // *broker.Broker -> StateConfig
-
-// SetStateConfig sets the group and producer-id limits of the Kafka server
-// that Listen will start for b. Call it before Listen; without it Kafka's
-// defaults apply.
-func SetStateConfig(b *broker.Broker, c StateConfig) { stateConfigs.Store(b, c) }
-
-func stateConfig(b *broker.Broker) StateConfig {
-	if v, ok := stateConfigs.Load(b); ok {
-		return v.(StateConfig)
-	}
-	return StateConfig{}
-}
-
-// coordinators holds one group coordinator per broker, created on first use
-// (or by StartGroups), because the Server has no field for it yet.
-var coordinators sync.Map // *broker.Broker -> *coordinatorEntry
-
-type coordinatorEntry struct {
-	once sync.Once
-	c    *group.Coordinator
-	err  error
-}
-
-// groups returns the broker's group coordinator, opening it (and replaying
+// groups returns the server's group coordinator, opening it (and replaying
 // __consumer_offsets) on first use. A coordinator whose broker was closed
 // stops by itself and is replaced on the next call.
 func (s *Server) groups() (*group.Coordinator, error) {
-	for {
-		v, _ := coordinators.LoadOrStore(s.b, &coordinatorEntry{})
-		e := v.(*coordinatorEntry)
-		e.once.Do(func() {
-			e.c, e.err = group.Open(s.b, group.Options{Config: stateConfig(s.b).Groups, Logger: s.log})
-			if e.err != nil {
-				s.log.Error("consumer group coordinator unavailable", "err", e.err)
-			}
-		})
-		if e.err != nil {
-			coordinators.CompareAndDelete(s.b, e)
-			return nil, e.err
-		}
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	if s.gc != nil {
 		select {
-		case <-e.c.Done():
-			coordinators.CompareAndDelete(s.b, e)
+		case <-s.gc.Done():
+			s.gc = nil
 			if _, err := s.b.PartitionInfo(group.Topic, 0); err != nil {
 				return nil, err
 			}
-			continue
 		default:
-			return e.c, nil
+			return s.gc, nil
 		}
 	}
+	if s.gclosed {
+		return nil, group.ErrClosed
+	}
+	gc, err := group.Open(s.b, group.Options{Config: s.cfg.State.Groups, Logger: s.log})
+	if err != nil {
+		s.log.Error("consumer group coordinator unavailable", "err", err)
+		return nil, err
+	}
+	s.gc = gc
+	return gc, nil
 }
 
-// StartGroups opens the group coordinator of s's broker now, so
-// __consumer_offsets is replayed at start rather than at the first request.
-func StartGroups(s *Server) error {
-	_, err := s.groups()
-	return err
-}
-
-// CloseGroups stops the group coordinator of b, if one was started.
-func CloseGroups(b *broker.Broker) {
-	if v, ok := coordinators.LoadAndDelete(b); ok {
-		e := v.(*coordinatorEntry)
-		e.once.Do(func() { e.err = group.ErrClosed })
-		if e.c != nil {
-			e.c.Close()
-		}
+// closeGroups stops the server's group coordinator, if one was started; no
+// new one is opened after it.
+func (s *Server) closeGroups() {
+	s.gmu.Lock()
+	gc := s.gc
+	s.gc, s.gclosed = nil, true
+	s.gmu.Unlock()
+	if gc != nil {
+		gc.Close()
 	}
 }
 

@@ -332,7 +332,7 @@ func TestIdempotentProducerStateSurvivesRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &testEnv{b: b, srv: srv, addr: srv.Addr().String()}, func() { srv.Close(); CloseGroups(b); b.Close() }
+		return &testEnv{b: b, srv: srv, addr: srv.Addr().String()}, func() { srv.Close(); b.Close() }
 	}
 	e, stop := start()
 	if _, err := e.b.CreateTopic("idem", 1, broker.TopicConfig{}); err != nil {

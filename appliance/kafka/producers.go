@@ -108,7 +108,7 @@ func newProducerTable() *producerTable {
 }
 
 // load reads the producer id high-water mark from ProducerIDsTopic and the
-// limits set with SetStateConfig, once (again after a failure).
+// limits of the server's Config.State, once (again after a failure).
 func (t *producerTable) load(ctx context.Context, s *Server) error {
 	if t.loaded.Load() {
 		return nil
@@ -118,7 +118,7 @@ func (t *producerTable) load(ctx context.Context, s *Server) error {
 	if t.loaded.Load() {
 		return nil
 	}
-	sc := stateConfig(s.b)
+	sc := s.cfg.State
 	t.mu.Lock()
 	if sc.ProducerIDExpiration > 0 {
 		t.exp = sc.ProducerIDExpiration

@@ -23,8 +23,7 @@ func producerEnv(t *testing.T, dir string, sc StateConfig) (*testEnv, *prometheu
 	if err != nil {
 		t.Fatal(err)
 	}
-	SetStateConfig(b, sc)
-	srv, err := Listen(b, Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	srv, err := Listen(b, Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), State: sc})
 	if err != nil {
 		b.Close()
 		t.Fatal(err)
@@ -34,7 +33,6 @@ func producerEnv(t *testing.T, dir string, sc StateConfig) (*testEnv, *prometheu
 		if !stopped {
 			stopped = true
 			srv.Close()
-			CloseGroups(b)
 			b.Close()
 		}
 	}
@@ -182,7 +180,7 @@ func TestProducerTableBoundAndExpiry(t *testing.T) {
 		advance(time.Minute)
 	}
 	if tab.max != 3 || tab.exp != time.Hour {
-		t.Fatalf("table limits %d/%v, want 3/1h from SetStateConfig", tab.max, tab.exp)
+		t.Fatalf("table limits %d/%v, want 3/1h from Config.State", tab.max, tab.exp)
 	}
 	// ids[0] is used again: ids[1] is now the longest idle.
 	if got := produceRaw(t, r, "idem", testBatch(ids[0], 0, 1, 1)); got.ErrorCode != 0 {

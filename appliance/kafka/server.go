@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/group"
 )
 
 // DefaultMaxRequestBytes is Kafka's socket.request.max.bytes default: a frame
@@ -73,6 +74,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer gets the consumer-group metrics (katka_group_*); nil: none.
 	Registerer prometheus.Registerer
+	// State bounds the consumer groups and producer ids the server keeps.
+	State StateConfig
 }
 
 // Server is a Kafka protocol listener in front of one broker.
@@ -86,6 +89,10 @@ type Server struct {
 	advPort   int32
 	clusterID string
 	producers *producerTable
+
+	gmu     sync.Mutex         // guards gc and gclosed
+	gc      *group.Coordinator // opened at Listen, replaced if its broker closes
+	gclosed bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -168,7 +175,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	}
 	s.clusterID = b.ClusterID() // random, kept in the data directory
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if err := StartGroups(s); err != nil { // replays __consumer_offsets
+	if _, err := s.groups(); err != nil { // replays __consumer_offsets
 		lg.Warn("consumer groups not ready; retried at first use", "err", err)
 	}
 	if cfg.Registerer != nil {
@@ -241,7 +248,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	CloseGroups(s.b)
+	s.closeGroups()
 	s.log.Info("kafka listener closed")
 	if errors.Is(err, net.ErrClosed) {
 		err = nil

@@ -10,14 +10,17 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/group"
 	"github.com/katka-io/katka/appliance/kafka"
 )
 
 func init() {
-	startKafka = func(ctx context.Context, b *broker.Broker, cfg config.Kafka, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error) {
+	startKafka = func(ctx context.Context, b *broker.Broker, full config.Config, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error) {
+		cfg := full.Kafka
 		l := cfg.Limits
 		return kafka.Listen(b, kafka.Config{
 			Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Registerer: reg, Logger: log,
+			State:                  kafkaStateConfig(full),
 			MaxConnections:         l.MaxConnections,
 			MaxConnectionsPerIP:    l.MaxConnectionsPerIP,
 			MaxRequestBytes:        int(l.MaxRequestBytes),
@@ -25,5 +28,24 @@ func init() {
 			FetchMaxBytes:          int32(min(l.FetchMaxBytes, math.MaxInt32)),
 			FetchPartitionMaxBytes: int32(min(l.FetchPartitionMaxBytes, math.MaxInt32)),
 		})
+	}
+}
+
+// kafkaStateConfig maps groups.* and kafka.limits' producer id keys to the
+// Kafka server's group coordinator and producer table.
+func kafkaStateConfig(cfg config.Config) kafka.StateConfig {
+	delay := cfg.Groups.InitialRebalanceDelay
+	if delay == 0 {
+		delay = -1 // 0 in the config is no delay; in group.Config it is Kafka's 3 s
+	}
+	return kafka.StateConfig{
+		Groups: group.Config{
+			InitialRebalanceDelay: delay,
+			OffsetsRetention:      cfg.Groups.OffsetsRetention,
+			MaxGroups:             cfg.Groups.MaxGroups,
+			MaxMembers:            cfg.Groups.MaxMembers,
+		},
+		ProducerIDExpiration: cfg.Kafka.Limits.ProducerIDExpiration,
+		MaxProducerIDs:       cfg.Kafka.Limits.MaxProducerIDs,
 	}
 }

@@ -26,7 +26,7 @@ var commands []func() *cobra.Command
 func registerCommand(f func() *cobra.Command) { commands = append(commands, f) }
 
 // startKafka starts the Kafka protocol listener; set from init() by kafka.go.
-var startKafka func(ctx context.Context, b *broker.Broker, cfg config.Kafka, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error)
+var startKafka func(ctx context.Context, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error)
 
 func main() {
 	root := &cobra.Command{

@@ -17,9 +17,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
-	"github.com/katka-io/katka/appliance/group"
 	"github.com/katka-io/katka/appliance/httpapi"
-	"github.com/katka-io/katka/appliance/kafka"
 	"github.com/katka-io/katka/sensors"
 )
 
@@ -141,8 +139,7 @@ func serve(cfg config.Config) error {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
 		} else {
-			kafka.SetStateConfig(b, kafkaStateConfig(cfg))
-			kc, err := startKafka(ctx, b, cfg.Kafka, reg, log)
+			kc, err := startKafka(ctx, b, cfg, reg, log)
 			if err != nil {
 				shutdown()
 				return err
@@ -186,23 +183,4 @@ func retentionMs(d time.Duration) int64 {
 		return -1
 	}
 	return d.Milliseconds()
-}
-
-// kafkaStateConfig maps groups.* and kafka.limits' producer id keys to the
-// Kafka server's group coordinator and producer table.
-func kafkaStateConfig(cfg config.Config) kafka.StateConfig {
-	delay := cfg.Groups.InitialRebalanceDelay
-	if delay == 0 {
-		delay = -1 // 0 in the config is no delay; in group.Config it is Kafka's 3 s
-	}
-	return kafka.StateConfig{
-		Groups: group.Config{
-			InitialRebalanceDelay: delay,
-			OffsetsRetention:      cfg.Groups.OffsetsRetention,
-			MaxGroups:             cfg.Groups.MaxGroups,
-			MaxMembers:            cfg.Groups.MaxMembers,
-		},
-		ProducerIDExpiration: cfg.Kafka.Limits.ProducerIDExpiration,
-		MaxProducerIDs:       cfg.Kafka.Limits.MaxProducerIDs,
-	}
 }
