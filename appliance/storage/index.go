@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"sync/atomic"
 )
 
 // The offset index. With one WAL entry per record batch, offsets and WAL
@@ -22,6 +23,10 @@ import (
 // builds the index of the file it writes. Memory: 16 bytes per point, at most
 // one per 4 KiB of segment, so at most 4 MiB per GiB of log read or written
 // since open (64 KiB for a 16 MiB partition).
+
+// steps counts entries a read stepped over to reach its offset (tests check
+// that the index keeps it small).
+var steps atomic.Int64
 
 // indexInterval is the byte distance between index points (Kafka's
 // index.interval.bytes default).

@@ -685,6 +685,7 @@ func (c *collector) add(data []byte, off int64) (next int64, full bool, err erro
 	}
 	next = off + entryCount(kind, data)
 	if next <= c.from {
+		steps.Add(1)
 		return next, false, nil
 	}
 	switch kind {

@@ -210,6 +210,7 @@ func (r sealedRead) scan(br *bufio.Reader, f *os.File, size, first, pos int64, c
 					return off, false, framePos, corrupt(off, "frame cut short: %v", err)
 				}
 				off += count
+				steps.Add(1)
 				continue
 			}
 			// Damaged, or holding r.from: decoded (and checked) below.
