@@ -56,6 +56,11 @@ type HTTPLimits struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxBodyBytes is the largest request body; a larger one is refused with 413.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// MaxInFlightBodyBytes is the memory pool for request bodies of all
+	// connections together (like Kafka's queued.max.request.bytes): a body
+	// reserves its size before it is read and waits, up to ReadTimeout, while
+	// the pool is full. At least MaxBodyBytes, so one body alone always fits.
+	MaxInFlightBodyBytes ByteSize `yaml:"max_in_flight_body_bytes"`
 	// MaxConnections caps open HTTP connections; more wait to be accepted.
 	MaxConnections int `yaml:"max_connections"`
 	// FetchMaxBytes caps the record bytes of one records read, whatever max_bytes asks.
@@ -92,13 +97,14 @@ func defaultGroups() Groups {
 
 func defaultHTTPLimits() HTTPLimits {
 	return HTTPLimits{
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxBodyBytes:      16 * MiB,
-		MaxConnections:    256,
-		FetchMaxBytes:     16 * MiB,
+		ReadHeaderTimeout:    10 * time.Second,
+		ReadTimeout:          60 * time.Second,
+		WriteTimeout:         60 * time.Second,
+		IdleTimeout:          120 * time.Second,
+		MaxBodyBytes:         16 * MiB,
+		MaxInFlightBodyBytes: 32 * MiB,
+		MaxConnections:       256,
+		FetchMaxBytes:        16 * MiB,
 	}
 }
 
@@ -128,6 +134,10 @@ func (v *validator) limits(c *Config) {
 	v.positive("http.limits.write_timeout", h.WriteTimeout)
 	v.positive("http.limits.idle_timeout", h.IdleTimeout)
 	v.sizeRange("http.limits.max_body_bytes", h.MaxBodyBytes, 1*KiB, 1*GiB)
+	v.sizeRange("http.limits.max_in_flight_body_bytes", h.MaxInFlightBodyBytes, 1*KiB, 16*GiB)
+	if h.MaxInFlightBodyBytes < h.MaxBodyBytes {
+		v.add("http.limits.max_in_flight_body_bytes", "%s is less than http.limits.max_body_bytes %s (one body must always fit)", h.MaxInFlightBodyBytes, h.MaxBodyBytes)
+	}
 	v.atLeast("http.limits.max_connections", h.MaxConnections, 1)
 	v.sizeRange("http.limits.fetch_max_bytes", h.FetchMaxBytes, 1*KiB, 1*GiB)
 
