@@ -98,6 +98,17 @@ type TopicConfig struct {
 	// DeleteRetentionMs is delete.retention.ms: how long a compacted topic keeps
 	// a tombstone (null value) so consumers see the delete.
 	DeleteRetentionMs int64 `json:"delete_retention_ms,omitempty"`
+	// CompressionType is compression.type: producer (batches stored as sent),
+	// uncompressed, gzip, snappy, lz4 or zstd, for the batches katka writes.
+	CompressionType string `json:"compression_type,omitempty"`
+	// SegmentBytes is segment.bytes; partitions open with it between
+	// MinTopicSegmentBytes and the broker's segment size.
+	SegmentBytes int64 `json:"segment_bytes,omitempty"`
+	// Overrides are the Kafka topic configs set on the topic (Kafka's dynamic
+	// topic configs, canonical values by name); every config not in it takes
+	// the broker default. The typed fields above are resolved from both.
+	// Shared between copies of a TopicConfig: never modify it in place.
+	Overrides map[string]string `json:"overrides,omitempty"`
 }
 
 // Compacted reports whether the topic is compacted (keeps the latest record per key).
@@ -242,6 +253,16 @@ func Open(opts Options) (*Broker, error) {
 	if opts.Defaults.OnFull == "" {
 		opts.Defaults.OnFull = OnFullReject
 	}
+	if opts.Defaults.CompressionType == "" {
+		opts.Defaults.CompressionType = "producer"
+	}
+	if opts.Defaults.SegmentBytes <= 0 {
+		opts.Defaults.SegmentBytes = int64(opts.SegmentBytes)
+		if opts.SegmentBytes <= 0 {
+			opts.Defaults.SegmentBytes = storage.DefaultSegmentBytes
+		}
+	}
+	opts.Defaults.Overrides = nil
 	lg := opts.Logger
 	if lg == nil {
 		lg = slog.Default()
@@ -313,6 +334,7 @@ func (b *Broker) load() error {
 		if err != nil {
 			return fmt.Errorf("topic metadata %s: %w", dir, err)
 		}
+		info.Config = b.loadConfig(meta)
 		t := &topic{info: info, dir: dir}
 		for p := int32(0); p < info.Partitions; p++ {
 			part, err := b.openPartition(t, p)
@@ -337,6 +359,9 @@ type topicMeta struct {
 	Partitions int32       `json:"partitions"`
 	Config     TopicConfig `json:"config"`
 	Created    time.Time   `json:"created"`
+	// HasOverrides marks metadata whose Config.Overrides lists the configs
+	// set on the topic; older metadata holds only resolved typed fields.
+	HasOverrides bool `json:"has_overrides,omitempty"`
 }
 
 func (m topicMeta) info() (TopicInfo, error) {
@@ -358,7 +383,7 @@ func (m topicMeta) info() (TopicInfo, error) {
 func (b *Broker) openPartition(t *topic, p int32) (*partition, error) {
 	dir := filepath.Join(t.dir, strconv.Itoa(int(p)))
 	l, _, err := storage.Open(dir, storage.Options{
-		SegmentBytes:  b.opts.SegmentBytes,
+		SegmentBytes:  b.segmentBytes(t.info.Config),
 		CacheSegments: b.opts.CacheSegments,
 		Logger:        b.log.With("topic", t.info.Name, "partition", p),
 		OnFsync:       b.m.observeFsync,
@@ -374,7 +399,7 @@ func (b *Broker) openPartition(t *topic, p int32) (*partition, error) {
 
 // writeMeta persists a topic's metadata atomically.
 func writeMeta(dir string, info TopicInfo) error {
-	raw, err := json.MarshalIndent(topicMeta{Name: info.Name, ID: info.IDString(), Partitions: info.Partitions, Config: info.Config, Created: info.Created}, "", "  ")
+	raw, err := json.MarshalIndent(topicMeta{Name: info.Name, ID: info.IDString(), Partitions: info.Partitions, Config: info.Config, Created: info.Created, HasOverrides: true}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -416,31 +441,29 @@ func ValidTopicName(name string) error {
 	return nil
 }
 
-// resolve fills the zero fields of c from the broker defaults.
+// resolve turns the config a caller asks for into the topic's config: its
+// Overrides plus any typed field the caller set (non-zero) become the
+// topic's overrides, every other field takes the broker default. Call it on
+// a requested config only, never on a resolved one (whose fields are all set).
 func (b *Broker) resolve(c TopicConfig) TopicConfig {
-	d := b.opts.Defaults
-	if c.RetentionMs == 0 {
-		c.RetentionMs = d.RetentionMs
+	out := b.opts.Defaults
+	if c.OnFull != "" {
+		out.OnFull = c.OnFull
 	}
-	if c.RetentionBytes == 0 {
-		c.RetentionBytes = d.RetentionBytes
+	out.Overrides = typedOverrides(c)
+	applyOverrides(&out)
+	return out
+}
+
+// loadConfig resolves a topic's config read from its metadata against the
+// broker defaults of this run. Metadata written before overrides were kept
+// has resolved fields only: all of them count as set, so the topic keeps the
+// values it had.
+func (b *Broker) loadConfig(m topicMeta) TopicConfig {
+	if !m.HasOverrides {
+		return b.resolve(m.Config)
 	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = d.MaxMessageBytes
-	}
-	if c.TimestampType == "" {
-		c.TimestampType = d.TimestampType
-	}
-	if c.CleanupPolicy == "" {
-		c.CleanupPolicy = d.CleanupPolicy
-	}
-	if c.DeleteRetentionMs == 0 {
-		c.DeleteRetentionMs = d.DeleteRetentionMs
-	}
-	if c.OnFull == "" {
-		c.OnFull = d.OnFull
-	}
-	return c
+	return b.resolve(TopicConfig{OnFull: m.Config.OnFull, Overrides: m.Config.Overrides})
 }
 
 // reserve waits until no create, delete or change of name is under way, then,
@@ -740,27 +763,6 @@ func (b *Broker) CreatePartitions(name string, total int32) error {
 	}
 	nt := &topic{info: info, dir: t.dir, parts: append(append([]*partition(nil), t.parts...), added...)}
 	b.finish(name, 0, func() { b.topics[name] = nt })
-	return nil
-}
-
-// SetTopicConfig replaces a topic's config (zero fields take the defaults).
-func (b *Broker) SetTopicConfig(name string, cfg TopicConfig) error {
-	t, err := b.reserve(name, func(t *topic) (int, error) {
-		if t == nil {
-			return 0, fmt.Errorf("alter topic %s: %w", name, ErrUnknownTopic)
-		}
-		return 0, nil
-	})
-	if err != nil {
-		return err
-	}
-	info := t.info
-	info.Config = b.resolve(cfg)
-	if err := writeMeta(t.dir, info); err != nil {
-		b.finish(name, 0, nil)
-		return fmt.Errorf("alter topic %s: %w", name, err)
-	}
-	b.finish(name, 0, func() { b.topics[name] = &topic{info: info, dir: t.dir, parts: t.parts} })
 	return nil
 }
 
