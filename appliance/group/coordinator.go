@@ -498,3 +498,27 @@ func (c *Coordinator) OffsetDelete(req *kmsg.OffsetDeleteRequest) (resp *kmsg.Of
 	}
 	return resp, err
 }
+
+// ConsumerHeartbeat handles a ConsumerGroupHeartbeat (KIP-848); topics is
+// the broker's topics now. The records of the step are durable before it
+// answers; if they cannot be written the member gets COORDINATOR_NOT_AVAILABLE
+// and retries (the state in memory is kept: Kafka's coordinator would have
+// failed over, katka's carries on and rewrites it at the next change).
+func (c *Coordinator) ConsumerHeartbeat(req *kmsg.ConsumerGroupHeartbeatRequest, clientID, clientHost string, topics Topics) (resp *kmsg.ConsumerGroupHeartbeatResponse, err error) {
+	err = c.do(func(now time.Time) { resp = c.m.ConsumerHeartbeat(now, req, clientID, clientHost, topics) })
+	if err != nil && !errors.Is(err, ErrClosed) {
+		resp = kmsg.NewPtrConsumerGroupHeartbeatResponse()
+		resp.Version, resp.ErrorCode, err = req.Version, errCoordinatorNotAvailable, nil
+	}
+	return resp, err
+}
+
+// ConsumerDescribe handles a ConsumerGroupDescribe.
+func (c *Coordinator) ConsumerDescribe(req *kmsg.ConsumerGroupDescribeRequest, topics Topics) (*kmsg.ConsumerGroupDescribeResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	return c.m.ConsumerDescribe(req, topics), nil
+}

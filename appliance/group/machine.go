@@ -74,6 +74,12 @@ type Config struct {
 	// MEMBER_ID_REQUIRED round included (group.max.size); a new member beyond
 	// it gets GROUP_MAX_SIZE_REACHED. 0 is no cap.
 	MaxMembers int
+	// ConsumerHeartbeatInterval is the heartbeat interval given to members of
+	// KIP-848 consumer groups (group.consumer.heartbeat.interval.ms: 5 s).
+	ConsumerHeartbeatInterval time.Duration
+	// ConsumerSessionTimeout expires a KIP-848 member that stops
+	// heartbeating (group.consumer.session.timeout.ms: 45 s).
+	ConsumerSessionTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -91,6 +97,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxMetadataBytes <= 0 {
 		c.MaxMetadataBytes = 4096
+	}
+	if c.ConsumerHeartbeatInterval <= 0 {
+		c.ConsumerHeartbeatInterval = 5 * time.Second
+	}
+	if c.ConsumerSessionTimeout <= 0 {
+		c.ConsumerSessionTimeout = 45 * time.Second
 	}
 	if c.OffsetsRetention == 0 {
 		c.OffsetsRetention = 7 * 24 * time.Hour
@@ -151,6 +163,7 @@ type Machine struct {
 	groups map[string]*group
 	newID  func(clientID string) string
 	out    Output
+	topics Topics // the broker's topics at the last ConsumerGroupHeartbeat
 }
 
 // NewMachine returns an empty state machine. newID makes member ids (Kafka:
@@ -199,6 +212,7 @@ type group struct {
 	statics      map[string]string    // group.instance.id -> member id
 	offsets      map[tp]offset
 	stateSince   time.Time
+	cg           *cgroup // non-nil: a consumer-type (KIP-848) group
 
 	rebalanceDeadline time.Time // PreparingRebalance: give up waiting for joins
 	joinNotBefore     time.Time // initial rebalance delay of a new group
@@ -337,6 +351,15 @@ func (m *Machine) Join(now time.Time, req *kmsg.JoinGroupRequest, clientID, clie
 	}
 	if g.state == Dead {
 		return fail(errCoordinatorNotAvailable)
+	}
+	if g.cg != nil {
+		// A consumer-type group takes classic members only when empty; it
+		// then becomes a classic group (its offsets kept).
+		if len(g.cg.members) > 0 || req.MemberID != "" {
+			return fail(errInconsistentGroupProtocol)
+		}
+		m.out.Records = append(m.out.Records, consumerGroupTombstones(g.id)...)
+		g.cg, g.protocolType = nil, ""
 	}
 	if !g.protocolsMatch(req.ProtocolType, req.Protocols, req.MemberID) {
 		return fail(errInconsistentGroupProtocol)
@@ -831,6 +854,10 @@ func (m *Machine) leaveOne(now time.Time, g *group, lm kmsg.LeaveGroupRequestMem
 func (m *Machine) Tick(now time.Time) {
 	for _, id := range m.sortedGroupIDs() {
 		g := m.groups[id]
+		if g.cg != nil {
+			m.tickConsumer(now, g)
+			continue
+		}
 		for pid, exp := range g.pending {
 			if !now.Before(exp) {
 				delete(g.pending, pid)
@@ -888,6 +915,10 @@ func (m *Machine) NextDeadline() time.Time {
 		}
 	}
 	for _, g := range m.groups {
+		if g.cg != nil {
+			g.cg.nextDeadline(upd)
+			continue
+		}
 		for _, exp := range g.pending {
 			upd(exp)
 		}

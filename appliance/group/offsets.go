@@ -77,6 +77,9 @@ func (m *Machine) commitError(now time.Time, req *kmsg.OffsetCommitRequest) int1
 	if g.state == Dead {
 		return errCoordinatorNotAvailable
 	}
+	if g.cg != nil {
+		return m.consumerCommitError(g, req)
+	}
 	if req.Generation >= 0 || req.MemberID != "" || req.InstanceID != nil {
 		if code := g.validateMember(req.MemberID, req.InstanceID); code != errNone {
 			return code
@@ -230,10 +233,14 @@ func (m *Machine) ListGroups(req *kmsg.ListGroupsRequest) *kmsg.ListGroupsRespon
 		if len(req.StatesFilter) > 0 && !containsFold(req.StatesFilter, string(g.state)) {
 			continue
 		}
-		if len(req.TypesFilter) > 0 && !containsFold(req.TypesFilter, "classic") {
+		typ := "classic"
+		if g.cg != nil {
+			typ = "consumer"
+		}
+		if len(req.TypesFilter) > 0 && !containsFold(req.TypesFilter, typ) {
 			continue
 		}
-		resp.Groups = append(resp.Groups, kmsg.ListGroupsResponseGroup{Group: id, ProtocolType: g.protocolType, GroupState: string(g.state), GroupType: "classic"})
+		resp.Groups = append(resp.Groups, kmsg.ListGroupsResponseGroup{Group: id, ProtocolType: g.protocolType, GroupState: string(g.state), GroupType: typ})
 	}
 	return resp
 }
@@ -276,13 +283,17 @@ func (m *Machine) DeleteGroups(now time.Time, req *kmsg.DeleteGroupsRequest) *km
 			r.ErrorCode = errInvalidGroupID
 		case g == nil || g.state == Dead:
 			r.ErrorCode = errGroupIDNotFound
-		case g.state != Empty || len(g.members) > 0:
+		case g.state != Empty || len(g.members) > 0 || g.cg != nil && len(g.cg.members) > 0:
 			r.ErrorCode = errNonEmptyGroup
 		default:
 			for _, k := range sortedOffsets(g) {
 				m.out.Records = append(m.out.Records, Record{Key: offsetKey(id, k)})
 			}
-			m.out.Records = append(m.out.Records, Record{Key: groupKey(id)})
+			if g.cg != nil {
+				m.out.Records = append(m.out.Records, consumerGroupTombstones(id)...)
+			} else {
+				m.out.Records = append(m.out.Records, Record{Key: groupKey(id)})
+			}
 			g.setState(Dead, now)
 			delete(m.groups, id)
 		}
@@ -309,7 +320,9 @@ func (m *Machine) OffsetDelete(req *kmsg.OffsetDeleteRequest) *kmsg.OffsetDelete
 		return resp
 	}
 	subscribed := map[string]bool{}
-	if g.state != Empty {
+	if g.cg != nil {
+		subscribed = m.consumerSubscribed(g)
+	} else if g.state != Empty {
 		for _, mem := range g.members {
 			var md kmsg.ConsumerMemberMetadata
 			if md.ReadFrom(mem.metadata(g.protocol)) == nil {
@@ -381,7 +394,9 @@ func (m *Machine) Expire(now time.Time) {
 		if len(g.offsets) > 0 || now.Sub(g.stateSince) < m.cfg.OffsetsRetention && g.protocolType != "" {
 			continue
 		}
-		if g.generation > 0 || g.protocolType != "" {
+		if g.cg != nil {
+			m.out.Records = append(m.out.Records, consumerGroupTombstones(id)...)
+		} else if g.generation > 0 || g.protocolType != "" {
 			m.out.Records = append(m.out.Records, Record{Key: groupKey(id)})
 		}
 		g.setState(Dead, now)

@@ -105,7 +105,14 @@ func (m *Machine) Apply(now time.Time, key, value []byte) error {
 			return fmt.Errorf("%w: group key: %v", errBadRecord, err)
 		}
 		if value == nil {
-			delete(m.groups, k.Group)
+			if g := m.groups[k.Group]; g != nil && g.cg == nil && len(g.offsets) > 0 {
+				// Converted to a consumer group, offsets kept.
+				g.generation, g.protocolType, g.protocol, g.leader = 0, "", "", ""
+				g.members, g.order, g.statics = map[string]*member{}, nil, map[string]string{}
+				g.setState(Empty, now)
+			} else if g == nil || g.cg == nil {
+				delete(m.groups, k.Group)
+			}
 			return nil
 		}
 		var v kmsg.GroupMetadataValue
@@ -117,6 +124,7 @@ func (m *Machine) Apply(now time.Time, key, value []byte) error {
 			g = newGroup(k.Group, now)
 			m.groups[k.Group] = g
 		}
+		g.cg = nil
 		g.protocolType, g.generation = v.ProtocolType, v.Generation
 		g.protocol, g.leader = "", ""
 		if v.Protocol != nil {
@@ -149,6 +157,10 @@ func (m *Machine) Apply(now time.Time, key, value []byte) error {
 			}
 		}
 		return nil
+	case recConsumerGroupMetadata, recConsumerMemberMetadata, recConsumerTargetMetadata, recConsumerTargetMember, recConsumerCurrentAssignent:
+		return m.applyConsumer(now, ver, key, value)
+	case 4:
+		return nil // ConsumerGroupPartitionMetadata (Kafka 3.x): not used
 	default:
 		return fmt.Errorf("%w: key version %d", errBadRecord, ver)
 	}
@@ -161,7 +173,9 @@ func (m *Machine) Snapshot(now time.Time) []Record {
 	var out []Record
 	for _, id := range m.sortedGroupIDs() {
 		g := m.groups[id]
-		if g.generation > 0 || len(g.members) > 0 {
+		if g.cg != nil {
+			out = append(out, consumerSnapshot(g)...)
+		} else if g.generation > 0 || len(g.members) > 0 {
 			out = append(out, groupRecord(g, now))
 		}
 		for _, k := range sortedOffsets(g) {
@@ -176,6 +190,9 @@ func (m *Machine) LiveKeys() int {
 	n := 0
 	for _, g := range m.groups {
 		n += len(g.offsets) + 1
+		if g.cg != nil {
+			n += 1 + 3*len(g.cg.members)
+		}
 	}
 	return n
 }
