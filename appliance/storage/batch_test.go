@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -494,5 +495,51 @@ func TestUpgradeFromPerRecordFormat(t *testing.T) {
 		if w := rec(int(r.Offset), 100); !bytes.Equal(r.Value, w.Value) {
 			t.Fatalf("offset %d holds the wrong value after compaction", r.Offset)
 		}
+	}
+}
+
+// TestOneGiBPartitionOpenAndIndex measures, for the README, the open time of
+// a 1 GiB partition (1 MiB segments, 16 KiB batches of 1 KiB records, and of
+// 100 B records one per batch) and the offset index's memory once every
+// segment was read. Set KATKA_MEASURE_1GIB=1 to run it (it writes 2 GiB).
+func TestOneGiBPartitionOpenAndIndex(t *testing.T) {
+	if os.Getenv("KATKA_MEASURE_1GIB") != "1" {
+		t.Skip("set KATKA_MEASURE_1GIB=1 to measure a 1 GiB partition")
+	}
+	for _, c := range []struct{ size, per int }{{1024, 16}, {100, 1}} {
+		dir := t.TempDir()
+		l := openT(t, dir, DefaultSegmentBytes)
+		b := producedBatch(t, codecNone, 0, c.per, c.size, -1, -1)
+		batches := make([][]byte, 64)
+		for i := range batches {
+			batches[i] = b
+		}
+		for l.Size() < 1<<30 {
+			if _, _, err := l.AppendBatches(batches); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l.SyncTo(l.EndOffset())
+		end := l.EndOffset()
+		l.Close()
+		t0 := time.Now()
+		l = openT(t, dir, DefaultSegmentBytes)
+		open := time.Since(t0)
+		t0 = time.Now()
+		for off := int64(0); off < end; {
+			_, next, err := l.ReadBatches(off, end, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			off = next
+		}
+		read := time.Since(t0)
+		var mem int
+		for _, s := range l.segs {
+			mem += s.idx.bytes()
+		}
+		t.Logf("%d B records, %d per batch: %d MiB, %d segments, %d records: open %v, first full read %v, index %d KiB",
+			c.size, c.per, l.Size()>>20, len(l.segs), end, open, read, mem>>10)
+		l.Close()
 	}
 }
