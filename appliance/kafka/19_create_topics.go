@@ -38,7 +38,7 @@ func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 		} else {
 			st.TopicID = info.ID
 			st.NumPartitions, st.ReplicationFactor = info.Partitions, 1
-			st.Configs = describeTopicConfigs(info.Config)
+			st.Configs = s.createdTopicConfigs(info.Config)
 			if !req.ValidateOnly {
 				s.log.Info("kafka topic created", "topic", info.Name, "partitions", info.Partitions)
 			}
@@ -96,12 +96,15 @@ func (s *Server) createTopic(client string, rt *kmsg.CreateTopicsRequestTopic, v
 	if n > broker.MaxTopicPartitions {
 		return broker.TopicInfo{}, codeErrorf(errInvalidPartitions, "number of partitions %d is more than a topic may have (%d)", n, broker.MaxTopicPartitions)
 	}
-	var cfg broker.TopicConfig
-	for _, kv := range rt.Configs {
-		if err := setTopicConfig(&cfg, kv.Name, kv.Value); err != nil {
-			return broker.TopicInfo{}, err
-		}
+	pairs := make([]configPair, len(rt.Configs))
+	for i, kv := range rt.Configs {
+		pairs[i] = configPair{kv.Name, kv.Value}
 	}
+	set, err := buildOverrides(pairs, errInvalidConfig)
+	if err != nil {
+		return broker.TopicInfo{}, err
+	}
+	cfg := broker.TopicConfig{Overrides: set}
 	if _, err := s.b.Topic(rt.Topic); err == nil {
 		return broker.TopicInfo{}, codeErrorf(errTopicAlreadyExists, "topic %s already exists", rt.Topic)
 	}
@@ -124,20 +127,18 @@ func hasPartition(as []kmsg.CreateTopicsRequestTopicReplicaAssignment, p int32) 
 	return false
 }
 
-// describeTopicConfigs lists a topic's configs as CreateTopics v5+ returns them.
-func describeTopicConfigs(cfg broker.TopicConfig) []kmsg.CreateTopicsResponseTopicConfig {
-	var out []kmsg.CreateTopicsResponseTopicConfig
-	for _, d := range topicConfigs {
-		v := d.get(cfg)
-		if v == "" || v == "0" {
-			continue // validate_only: not set, the broker default applies
-		}
+// createdTopicConfigs lists every config of a created topic (or of the topic
+// validate_only would create) as CreateTopics v5+ returns them.
+func (s *Server) createdTopicConfigs(cfg broker.TopicConfig) []kmsg.CreateTopicsResponseTopicConfig {
+	vals := s.b.TopicConfigValues(cfg)
+	out := make([]kmsg.CreateTopicsResponseTopicConfig, 0, len(vals))
+	for _, v := range vals {
 		c := kmsg.NewCreateTopicsResponseTopicConfig()
-		c.Name, c.Value = d.name, &v
-		c.ReadOnly = d.set == nil
-		c.Source = int8(kmsg.ConfigSourceDynamicTopicConfig)
-		if d.set == nil {
-			c.Source = int8(kmsg.ConfigSourceDefaultConfig)
+		val := v.Value
+		c.Name, c.Value = v.Def.Name, &val
+		c.Source = int8(kmsg.ConfigSourceDefaultConfig)
+		if v.Set {
+			c.Source = int8(kmsg.ConfigSourceDynamicTopicConfig)
 		}
 		out = append(out, c)
 	}

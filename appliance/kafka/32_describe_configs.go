@@ -8,14 +8,23 @@ import (
 	"github.com/katka-io/katka/appliance/broker"
 )
 
-// handleDescribeConfigs describes topic configs. Broker resources answer with
-// no entries: katka's broker settings live in katka.yaml, not in Kafka configs.
+// handleDescribeConfigs describes topic configs (every Kafka topic config,
+// DYNAMIC_TOPIC_CONFIG for those set on the topic, DEFAULT_CONFIG for the
+// others, synonyms and documentation on request) and katka's broker settings
+// under their Kafka names (read-only: they come from katka.yaml). Broker
+// loggers answer with no entries.
 func (s *Server) handleDescribeConfigs(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.DescribeConfigsRequest)
 	resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
 	for _, rr := range req.Resources {
 		sr := kmsg.NewDescribeConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		want := map[string]bool{}
+		for _, n := range rr.ConfigNames {
+			want[n] = true
+		}
+		wanted := func(name string) bool { return rr.ConfigNames == nil || want[name] }
+		sr.Configs = []kmsg.DescribeConfigsResponseResourceConfig{}
 		switch rr.ResourceType {
 		case kmsg.ConfigResourceTypeTopic:
 			info, err := s.b.Topic(rr.ResourceName)
@@ -23,39 +32,38 @@ func (s *Server) handleDescribeConfigs(ctx context.Context, c *conn, kreq kmsg.R
 				sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
 				break
 			}
-			want := map[string]bool{}
-			for _, n := range rr.ConfigNames {
-				want[n] = true
+			internal := broker.InternalTopic(info.Name)
+			for _, v := range s.b.TopicConfigValues(info.Config) {
+				if wanted(v.Def.Name) {
+					sr.Configs = append(sr.Configs, describeTopicConfig(v, internal, req.Version, req.IncludeSynonyms, req.IncludeDocumentation))
+				}
 			}
-			for _, d := range topicConfigs {
-				if rr.ConfigNames != nil && !want[d.name] {
+		case kmsg.ConfigResourceTypeBroker:
+			if err := checkBrokerResource(rr.ResourceName); err != nil {
+				sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
+				break
+			}
+			for _, bc := range s.brokerConfigs() {
+				if !wanted(bc.name) {
 					continue
 				}
-				v := d.get(info.Config)
 				rc := kmsg.NewDescribeConfigsResponseResourceConfig()
-				rc.Name, rc.Value = d.name, &v
-				// Internal topics' configs are katka's: clients may read, not alter them.
-				rc.ReadOnly = d.set == nil || broker.InternalTopic(info.Name)
-				rc.IsDefault = d.set == nil
-				rc.Source = kmsg.ConfigSourceDynamicTopicConfig
-				if d.set == nil {
-					rc.Source = kmsg.ConfigSourceDefaultConfig
-				}
+				v := bc.value
+				rc.Name, rc.Value, rc.ReadOnly, rc.ConfigType = bc.name, &v, true, bc.typ
+				rc.Source = kmsg.ConfigSourceStaticBrokerConfig
 				if req.Version == 0 {
 					rc.Source = -1
 				}
 				if req.IncludeSynonyms {
-					rc.ConfigSynonyms = []kmsg.DescribeConfigsResponseResourceConfigConfigSynonym{{Name: d.name, Value: &v, Source: rc.Source}}
+					rc.ConfigSynonyms = []kmsg.DescribeConfigsResponseResourceConfigConfigSynonym{{Name: bc.name, Value: &v, Source: kmsg.ConfigSourceStaticBrokerConfig}}
 				}
-				rc.ConfigType = d.typ
 				if req.IncludeDocumentation {
-					doc := d.doc
+					doc := bc.doc
 					rc.Documentation = &doc
 				}
 				sr.Configs = append(sr.Configs, rc)
 			}
-		case kmsg.ConfigResourceTypeBroker, kmsg.ConfigResourceTypeBrokerLogger:
-			sr.Configs = []kmsg.DescribeConfigsResponseResourceConfig{}
+		case kmsg.ConfigResourceTypeBrokerLogger:
 		default:
 			sr.ErrorCode = errInvalidRequest
 			msg := "only topic and broker configs can be described"

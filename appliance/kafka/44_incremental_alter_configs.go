@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -11,7 +12,9 @@ import (
 
 // handleIncrementalAlterConfigs sets, deletes (reverts to the default),
 // appends to or subtracts from topic configs. All changes to one resource are
-// validated before any is applied.
+// validated before any is applied; validate_only applies none. Broker
+// resources answer as Kafka answers a change of a config that is not
+// dynamically updatable.
 func (s *Server) handleIncrementalAlterConfigs(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.IncrementalAlterConfigsRequest)
 	resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
@@ -19,7 +22,20 @@ func (s *Server) handleIncrementalAlterConfigs(ctx context.Context, c *conn, kre
 		rr := &req.Resources[i]
 		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
-		if err := s.alterTopicConfigs(c.remote, rr, req.ValidateOnly); err != nil {
+		var err error
+		switch rr.ResourceType {
+		case kmsg.ConfigResourceTypeTopic:
+			err = s.incrementalAlterTopic(c.remote, rr, req.ValidateOnly)
+		case kmsg.ConfigResourceTypeBroker:
+			names := make([]string, len(rr.Configs))
+			for i, kv := range rr.Configs {
+				names[i] = kv.Name
+			}
+			err = alterBrokerConfigs(rr.ResourceName, names)
+		default:
+			err = codeErrorf(errInvalidRequest, "only topic and broker configs can be altered")
+		}
+		if err != nil {
 			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
 		}
 		resp.Resources = append(resp.Resources, sr)
@@ -27,12 +43,11 @@ func (s *Server) handleIncrementalAlterConfigs(ctx context.Context, c *conn, kre
 	return resp, nil
 }
 
-// alterTopicConfigs applies one resource's changes. Internal topics answer
-// INVALID_TOPIC_EXCEPTION: katka sets their retention and cleanup itself.
-func (s *Server) alterTopicConfigs(client string, rr *kmsg.IncrementalAlterConfigsRequestResource, validateOnly bool) error {
-	if rr.ResourceType != kmsg.ConfigResourceTypeTopic {
-		return codeErrorf(errInvalidRequest, "only topic configs can be altered; broker settings live in katka.yaml")
-	}
+// incrementalAlterTopic applies one topic's changes to its overrides.
+// Internal topics answer INVALID_TOPIC_EXCEPTION (katka sets their retention
+// and cleanup itself); a missing topic UNKNOWN_TOPIC_OR_PARTITION before any
+// config is looked at, as in Kafka.
+func (s *Server) incrementalAlterTopic(client string, rr *kmsg.IncrementalAlterConfigsRequestResource, validateOnly bool) error {
 	if broker.InternalTopic(rr.ResourceName) {
 		return s.internalTopicError(client, "alter the config of", rr.ResourceName)
 	}
@@ -40,59 +55,72 @@ func (s *Server) alterTopicConfigs(client string, rr *kmsg.IncrementalAlterConfi
 	if err != nil {
 		return err
 	}
-	cfg := info.Config
+	current := map[string]string{}
+	for _, v := range s.b.TopicConfigValues(info.Config) {
+		current[v.Def.Name] = v.Value
+	}
+	set := make(map[string]string, len(info.Config.Overrides)+len(rr.Configs))
+	for k, v := range info.Config.Overrides {
+		set[k] = v
+	}
 	seen := map[string]bool{}
 	for _, kv := range rr.Configs {
 		if seen[kv.Name] {
-			return codeErrorf(errInvalidRequest, "config %s is altered more than once", kv.Name)
+			return codeErrorf(errInvalidRequest, "Error due to duplicate config keys: %s", kv.Name)
 		}
 		seen[kv.Name] = true
-		d := findTopicConfig(kv.Name)
-		if d == nil {
-			return codeErrorf(errInvalidConfig, "unknown or unsupported topic config %q (supported: %s)", kv.Name, supportedConfigNames())
+		d, known := broker.LookupTopicConfig(kv.Name)
+		if kv.Op == kmsg.IncrementalAlterConfigOpDelete {
+			delete(set, kv.Name) // an unknown name is not set: nothing to delete, as in Kafka
+			continue
 		}
+		if !known {
+			return codeErrorf(errInvalidConfig, "Unknown topic config name: %s", kv.Name)
+		}
+		if kv.Value == nil {
+			return codeErrorf(errInvalidRequest, "Null value not supported for : %s", kv.Name)
+		}
+		value := *kv.Value
 		switch kv.Op {
 		case kmsg.IncrementalAlterConfigOpSet:
-			if err := setTopicConfig(&cfg, kv.Name, kv.Value); err != nil {
-				return err
-			}
-		case kmsg.IncrementalAlterConfigOpDelete:
-			if d.clear == nil {
-				return codeErrorf(errInvalidConfig, "topic config %s is fixed", kv.Name)
-			}
-			d.clear(&cfg)
 		case kmsg.IncrementalAlterConfigOpAppend, kmsg.IncrementalAlterConfigOpSubtract:
-			if d.typ != kmsg.ConfigTypeList {
-				return codeErrorf(errInvalidConfig, "config %s is not a list; append and subtract apply to lists only", kv.Name)
+			if d.Type != broker.ConfigList {
+				verb := "append"
+				if kv.Op == kmsg.IncrementalAlterConfigOpSubtract {
+					verb = "subtract"
+				}
+				return codeErrorf(errInvalidConfig, "Config value %s is not allowed for config key: %s", verb, kv.Name)
 			}
-			if kv.Value == nil {
-				return codeErrorf(errInvalidConfig, "null value for topic config %q", kv.Name)
-			}
-			cur := splitList(d.get(cfg))
-			for _, v := range splitList(*kv.Value) {
+			cur := splitList(current[kv.Name])
+			for _, v := range splitList(value) {
 				if kv.Op == kmsg.IncrementalAlterConfigOpAppend {
-					if !contains(cur, v) {
+					if !slices.Contains(cur, v) {
 						cur = append(cur, v)
 					}
 				} else {
-					cur = remove(cur, v)
+					cur = slices.DeleteFunc(cur, func(x string) bool { return x == v })
 				}
 			}
-			joined := strings.Join(cur, ",")
-			if err := setTopicConfig(&cfg, kv.Name, &joined); err != nil {
-				return err
-			}
+			value = strings.Join(cur, ",")
 		default:
 			return codeErrorf(errInvalidRequest, "unknown config operation %d", kv.Op)
 		}
+		v, err := d.Check(value)
+		if err != nil {
+			return configError(err)
+		}
+		set[kv.Name] = v
+	}
+	if err := broker.CheckTopicOverrides(set); err != nil {
+		return configError(err)
 	}
 	if validateOnly {
 		return nil
 	}
-	if err := s.b.SetTopicConfig(rr.ResourceName, cfg); err != nil {
-		return err
+	if err := s.b.SetTopicOverrides(rr.ResourceName, set); err != nil {
+		return configError(err)
 	}
-	s.log.Info("kafka topic config altered", "topic", rr.ResourceName)
+	s.log.Info("kafka topic config altered", "topic", rr.ResourceName, "api", "IncrementalAlterConfigs")
 	return nil
 }
 
@@ -101,25 +129,6 @@ func splitList(s string) []string {
 	for _, v := range strings.Split(s, ",") {
 		if v = strings.TrimSpace(v); v != "" {
 			out = append(out, v)
-		}
-	}
-	return out
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func remove(list []string, v string) []string {
-	out := list[:0]
-	for _, x := range list {
-		if x != v {
-			out = append(out, x)
 		}
 	}
 	return out

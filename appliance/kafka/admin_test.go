@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -299,7 +300,7 @@ func TestAdminInternalTopicsRefused(t *testing.T) {
 	}
 	refusals++
 	after, err := e.b.Topic("__consumer_offsets")
-	if err != nil || after.ID != before.ID || after.Partitions != before.Partitions || after.Config != before.Config {
+	if err != nil || after.ID != before.ID || after.Partitions != before.Partitions || !reflect.DeepEqual(after.Config, before.Config) {
 		t.Fatalf("__consumer_offsets changed: %+v -> %+v (%v)", before, after, err)
 	}
 	if _, err := e.b.Topic("__katka_plugins"); err != nil {

@@ -1,7 +1,7 @@
 package kafka
 
 import (
-	"fmt"
+	"errors"
 	"strconv"
 	"strings"
 
@@ -10,165 +10,141 @@ import (
 	"github.com/katka-io/katka/appliance/broker"
 )
 
-// topicConfigDef maps one Kafka topic config name onto broker.TopicConfig.
-type topicConfigDef struct {
-	name string
-	typ  kmsg.ConfigType
-	doc  string
-	// get renders the value; set parses and stores one (nil: read-only, and
-	// only the fixed value is accepted); clear reverts to the broker default.
-	get   func(broker.TopicConfig) string
-	set   func(*broker.TopicConfig, string) error
-	clear func(*broker.TopicConfig)
+// Topic configs are Kafka's (broker.TopicConfigDefs: every topic config of
+// Kafka 3.x and 4.x), checked against Kafka's types and ranges, and kept as
+// the topic's overrides in its metadata. This file holds what CreateTopics,
+// DescribeConfigs, AlterConfigs and IncrementalAlterConfigs share.
+
+// configError turns a failed config check into INVALID_CONFIG with the
+// broker's message ("Invalid value x for configuration y: ...").
+func configError(err error) error {
+	if errors.Is(err, broker.ErrInvalidConfig) {
+		return codeErrorf(errInvalidConfig, "%s", strings.TrimPrefix(err.Error(), broker.ErrInvalidConfig.Error()+": "))
+	}
+	return err
 }
 
-// topicConfigs are the topic configs katka understands, in the order they are
-// described. The fixed ones are accepted with their only value so that tools
-// which always send them keep working.
-var topicConfigs = []topicConfigDef{
-	{
-		name: "cleanup.policy", typ: kmsg.ConfigTypeList,
-		doc: "What to do with old segments: delete (retention), compact (keep the latest record per key), or both.",
-		get: func(c broker.TopicConfig) string { return c.CleanupPolicy },
-		set: func(c *broker.TopicConfig, v string) error {
-			var del, compact bool
-			for _, p := range strings.Split(v, ",") {
-				switch strings.TrimSpace(p) {
-				case "delete":
-					del = true
-				case "compact":
-					compact = true
-				default:
-					return fmt.Errorf("cleanup.policy %q is not allowed (allowed: delete, compact, or compact,delete)", v)
-				}
-			}
-			switch {
-			case del && compact:
-				c.CleanupPolicy = "compact,delete"
-			case compact:
-				c.CleanupPolicy = "compact"
-			default:
-				c.CleanupPolicy = "delete"
-			}
-			return nil
-		},
-		clear: func(c *broker.TopicConfig) { c.CleanupPolicy = "" },
-	},
-	{
-		name: "delete.retention.ms", typ: kmsg.ConfigTypeLong,
-		doc: "How long a compacted topic keeps tombstones (null values), in milliseconds.",
-		get: func(c broker.TopicConfig) string { return strconv.FormatInt(c.DeleteRetentionMs, 10) },
-		set: func(c *broker.TopicConfig, v string) error {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil || n < 1 {
-				return fmt.Errorf("delete.retention.ms %q must be a positive integer", v)
-			}
-			c.DeleteRetentionMs = n
-			return nil
-		},
-		clear: func(c *broker.TopicConfig) { c.DeleteRetentionMs = 0 },
-	},
-	{
-		name: "max.message.bytes", typ: kmsg.ConfigTypeInt,
-		doc: "The largest record batch size allowed, in bytes.",
-		get: func(c broker.TopicConfig) string { return strconv.FormatInt(c.MaxMessageBytes, 10) },
-		set: func(c *broker.TopicConfig, v string) error {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
-			if err != nil || n < 1 {
-				return fmt.Errorf("max.message.bytes %q must be an integer from 1 to 2147483647", v)
-			}
-			c.MaxMessageBytes = n
-			return nil
-		},
-		clear: func(c *broker.TopicConfig) { c.MaxMessageBytes = 0 },
-	},
-	{
-		name: "message.timestamp.type", typ: kmsg.ConfigTypeString,
-		doc: "CreateTime keeps the producer's timestamps; LogAppendTime replaces them with the broker's time of append.",
-		get: func(c broker.TopicConfig) string { return c.TimestampType },
-		set: func(c *broker.TopicConfig, v string) error {
-			switch v = strings.TrimSpace(v); v {
-			case "CreateTime", "LogAppendTime":
-				c.TimestampType = v
-				return nil
-			}
-			return fmt.Errorf("message.timestamp.type %q is not allowed (allowed: CreateTime, LogAppendTime)", v)
-		},
-		clear: func(c *broker.TopicConfig) { c.TimestampType = "" },
-	},
-	{
-		name: "retention.bytes", typ: kmsg.ConfigTypeLong,
-		doc: "The size a partition may grow to before its oldest segments are deleted; -1 is unlimited.",
-		get: func(c broker.TopicConfig) string { return strconv.FormatInt(c.RetentionBytes, 10) },
-		set: func(c *broker.TopicConfig, v string) error {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil || n < -1 || n == 0 {
-				return fmt.Errorf("retention.bytes %q must be -1 or a positive integer", v)
-			}
-			c.RetentionBytes = n
-			return nil
-		},
-		clear: func(c *broker.TopicConfig) { c.RetentionBytes = 0 },
-	},
-	{
-		name: "retention.ms", typ: kmsg.ConfigTypeLong,
-		doc: "How long records are kept before their segment is deleted, in milliseconds; -1 keeps them forever.",
-		get: func(c broker.TopicConfig) string { return strconv.FormatInt(c.RetentionMs, 10) },
-		set: func(c *broker.TopicConfig, v string) error {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil || n < -1 || n == 0 {
-				return fmt.Errorf("retention.ms %q must be -1 or a positive integer", v)
-			}
-			c.RetentionMs = n
-			return nil
-		},
-		clear: func(c *broker.TopicConfig) { c.RetentionMs = 0 },
-	},
-	fixedConfig("compression.type", kmsg.ConfigTypeString, "producer", "Batches are stored as the producer compressed them (fixed)."),
-	fixedConfig("min.insync.replicas", kmsg.ConfigTypeInt, "1", "One node: every write is in sync once it is on disk (fixed)."),
+// configPair is one name=value of a request; a nil value is Kafka's null.
+type configPair struct {
+	name  string
+	value *string
 }
 
-func fixedConfig(name string, typ kmsg.ConfigType, value, doc string) topicConfigDef {
-	return topicConfigDef{
-		name: name, typ: typ, doc: doc,
-		get: func(broker.TopicConfig) string { return value },
+// buildOverrides checks pairs that together are the whole set of a topic's
+// overrides (CreateTopics, AlterConfigs). A name given twice is
+// INVALID_REQUEST, as Kafka 3.2+ answers; a null value answers nullCode; an
+// unknown name or bad value INVALID_CONFIG.
+func buildOverrides(pairs []configPair, nullCode int16) (map[string]string, error) {
+	set := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		if _, dup := set[p.name]; dup {
+			return nil, codeErrorf(errInvalidRequest, "Error due to duplicate config keys: %s", p.name)
+		}
+		if _, ok := broker.LookupTopicConfig(p.name); !ok {
+			return nil, codeErrorf(errInvalidConfig, "Unknown topic config name: %s", p.name)
+		}
+		if p.value == nil {
+			return nil, codeErrorf(nullCode, "Null value not supported for topic configs: %s", p.name)
+		}
+		v, err := broker.CheckTopicConfig(p.name, *p.value)
+		if err != nil {
+			return nil, configError(err)
+		}
+		set[p.name] = v
+	}
+	if err := broker.CheckTopicOverrides(set); err != nil {
+		return nil, configError(err)
+	}
+	return set, nil
+}
+
+// describeTopicConfig renders one topic config for DescribeConfigs.
+func describeTopicConfig(v broker.TopicConfigValue, internal bool, version int16, synonyms, docs bool) kmsg.DescribeConfigsResponseResourceConfig {
+	rc := kmsg.NewDescribeConfigsResponseResourceConfig()
+	val := v.Value
+	rc.Name, rc.Value = v.Def.Name, &val
+	// Internal topics' configs are katka's: clients may read, not alter them.
+	rc.ReadOnly = internal
+	rc.IsDefault = !v.Set
+	rc.Source = kmsg.ConfigSourceDefaultConfig
+	if v.Set {
+		rc.Source = kmsg.ConfigSourceDynamicTopicConfig
+	}
+	if synonyms {
+		if v.Set {
+			rc.ConfigSynonyms = append(rc.ConfigSynonyms, kmsg.DescribeConfigsResponseResourceConfigConfigSynonym{Name: v.Def.Name, Value: &val, Source: kmsg.ConfigSourceDynamicTopicConfig})
+		}
+		if v.Def.BrokerSynonym != "" {
+			def := v.Default
+			rc.ConfigSynonyms = append(rc.ConfigSynonyms, kmsg.DescribeConfigsResponseResourceConfigConfigSynonym{Name: v.Def.BrokerSynonym, Value: &def, Source: kmsg.ConfigSourceDefaultConfig})
+		}
+	}
+	if version == 0 {
+		rc.Source = -1
+	}
+	rc.ConfigType = kmsg.ConfigType(v.Def.Type)
+	if docs {
+		doc := v.Def.Doc
+		if !v.Def.Applied {
+			doc += " Stored and described; katka does not act on it."
+		}
+		rc.Documentation = &doc
+	}
+	return rc
+}
+
+// brokerConfig is one of katka's broker-level settings under the name Kafka
+// gives it. All are read-only: they come from katka.yaml.
+type brokerConfig struct {
+	name, value string
+	typ         kmsg.ConfigType
+	doc         string
+}
+
+// brokerConfigs lists katka's broker settings as Kafka broker configs.
+func (s *Server) brokerConfigs() []brokerConfig {
+	d := s.b.DefaultTopicConfig()
+	i64 := func(n int64) string { return strconv.FormatInt(n, 10) }
+	return []brokerConfig{
+		{"auto.create.topics.enable", strconv.FormatBool(s.b.AutoCreate()), kmsg.ConfigTypeBoolean, "topics.auto_create in katka.yaml."},
+		{"broker.id", strconv.Itoa(int(nodeID)), kmsg.ConfigTypeInt, "katka is one node."},
+		{"compression.type", d.CompressionType, kmsg.ConfigTypeString, "The default compression.type of topics."},
+		{"default.replication.factor", "1", kmsg.ConfigTypeInt, "One node: one replica."},
+		{"delete.topic.enable", "true", kmsg.ConfigTypeBoolean, "Topics can be deleted."},
+		{"log.cleaner.delete.retention.ms", i64(d.DeleteRetentionMs), kmsg.ConfigTypeLong, "The default delete.retention.ms of topics."},
+		{"log.cleanup.policy", d.CleanupPolicy, kmsg.ConfigTypeList, "The default cleanup.policy of topics."},
+		{"log.dirs", s.b.DataDir(), kmsg.ConfigTypeString, "data_dir in katka.yaml."},
+		{"log.message.timestamp.type", d.TimestampType, kmsg.ConfigTypeString, "The default message.timestamp.type of topics."},
+		{"log.retention.bytes", i64(d.RetentionBytes), kmsg.ConfigTypeLong, "topics.retention_bytes in katka.yaml."},
+		{"log.retention.ms", i64(d.RetentionMs), kmsg.ConfigTypeLong, "topics.retention in katka.yaml; -1 keeps records forever."},
+		{"log.segment.bytes", i64(d.SegmentBytes), kmsg.ConfigTypeInt, "The storage segment size (the tail segment is held in memory)."},
+		{"message.max.bytes", i64(d.MaxMessageBytes), kmsg.ConfigTypeInt, "The default max.message.bytes of topics."},
+		{"min.insync.replicas", "1", kmsg.ConfigTypeInt, "One node: a write is in sync once it is on disk."},
+		{"node.id", strconv.Itoa(int(nodeID)), kmsg.ConfigTypeInt, "katka is one node."},
+		{"num.partitions", strconv.Itoa(int(s.b.DefaultPartitions())), kmsg.ConfigTypeInt, "The partition count of auto-created topics."},
+		{"offsets.topic.replication.factor", "1", kmsg.ConfigTypeShort, "One node: one replica."},
+		{"transaction.state.log.replication.factor", "1", kmsg.ConfigTypeShort, "One node: one replica."},
 	}
 }
 
-func findTopicConfig(name string) *topicConfigDef {
-	for i := range topicConfigs {
-		if topicConfigs[i].name == name {
-			return &topicConfigs[i]
-		}
+// checkBrokerResource checks a broker resource's name as Kafka does: empty
+// (the cluster default) or this node's id.
+func checkBrokerResource(name string) error {
+	if name != "" && name != strconv.Itoa(int(nodeID)) {
+		return codeErrorf(errInvalidRequest, "Unexpected broker id, expected %d or empty string, but received %s", nodeID, name)
 	}
 	return nil
 }
 
-// setTopicConfig applies one name=value to c; errors carry INVALID_CONFIG.
-func setTopicConfig(c *broker.TopicConfig, name string, value *string) error {
-	d := findTopicConfig(name)
-	if d == nil {
-		return codeErrorf(errInvalidConfig, "unknown or unsupported topic config %q (supported: %s)", name, supportedConfigNames())
+// alterBrokerConfigs answers a change of broker configs as Kafka answers one
+// of a config that is not dynamically updatable: katka's broker settings
+// come from katka.yaml and change with a restart.
+func alterBrokerConfigs(name string, names []string) error {
+	if err := checkBrokerResource(name); err != nil {
+		return err
 	}
-	if value == nil {
-		return codeErrorf(errInvalidConfig, "null value for topic config %q", name)
-	}
-	if d.set == nil {
-		if *value != d.get(*c) {
-			return codeErrorf(errInvalidConfig, "topic config %s is fixed at %s", name, d.get(*c))
-		}
+	if len(names) == 0 {
 		return nil
 	}
-	if err := d.set(c, *value); err != nil {
-		return codeErrorf(errInvalidConfig, "%v", err)
-	}
-	return nil
-}
-
-func supportedConfigNames() string {
-	var names []string
-	for _, d := range topicConfigs {
-		names = append(names, d.name)
-	}
-	return strings.Join(names, ", ")
+	return codeErrorf(errInvalidRequest, "Invalid config value for resource ConfigResource(type=BROKER, name='%s'): Cannot update these configs dynamically: Set(%s) (katka's broker settings live in katka.yaml)", name, strings.Join(names, ", "))
 }

@@ -140,6 +140,7 @@ func init() {
 		21: {0, 2, (*Server).handleDeleteRecords},
 		22: {0, 4, (*Server).handleInitProducerID},
 		32: {0, 4, (*Server).handleDescribeConfigs},
+		33: {0, 2, (*Server).handleAlterConfigs},
 		37: {0, 3, (*Server).handleCreatePartitions},
 		44: {0, 1, (*Server).handleIncrementalAlterConfigs},
 	}
