@@ -38,8 +38,8 @@ const (
 
 // Member epochs with a meaning in a ConsumerGroupHeartbeat.
 const (
-	epochJoin       int32 = 0
-	epochLeave      int32 = -1
+	epochJoin        int32 = 0
+	epochLeave       int32 = -1
 	epochStaticLeave int32 = -2
 )
 
