@@ -163,8 +163,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// fail maps broker errors to HTTP statuses and stable error codes; a body cut
-// at http.limits.max_body_bytes is answered 413 and counted.
+// fail maps broker errors to HTTP statuses and stable error codes: those a
+// client causes are 4xx, a broker shutting down 503, the rest 500. A body cut
+// at http.limits.max_body_bytes is answered 413 and counted, and so is a
+// create past topics.max_partitions (409 partition_limit).
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 		s.tooLarge(w, r, "body")
@@ -183,6 +185,13 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusBadRequest, "invalid_topic"
 	case errors.Is(err, broker.ErrInvalidPartitions):
 		status, code = http.StatusBadRequest, "invalid_partitions"
+	case errors.Is(err, broker.ErrPartitionLimit):
+		// The request is valid but conflicts with the broker's state: it fits
+		// again once topics are deleted (Kafka: POLICY_VIOLATION).
+		s.b.LimitRejected(broker.LimitPartitions, r.RemoteAddr, err.Error())
+		status, code = http.StatusConflict, "partition_limit"
+	case errors.Is(err, broker.ErrClosed):
+		status, code = http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, broker.ErrOffsetOutOfRange):
 		status, code = http.StatusRequestedRangeNotSatisfiable, "offset_out_of_range"
 	case errors.Is(err, broker.ErrCorrupt):
@@ -201,6 +210,20 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 var errBadRequest = errors.New("bad request")
+
+// refuseInternal answers 403 internal_topic, and counts it, when name is an
+// internal topic (broker.InternalTopic: "__consumer_offsets", katka's own
+// "__" topics, "." names): HTTP clients may read them but not create, delete
+// or produce into them, as Kafka clients may not. 403 rather than 400: the
+// request is well formed, the operation is not allowed on that name.
+func (s *Server) refuseInternal(w http.ResponseWriter, r *http.Request, op, name string) bool {
+	if !broker.InternalTopic(name) {
+		return false
+	}
+	s.b.LimitRejected(broker.LimitInternalTopic, r.RemoteAddr, op+" internal topic "+name)
+	writeJSON(w, http.StatusForbidden, apiError{Error: fmt.Sprintf("%s %s: topics starting with \"__\" or \".\" are internal to katka and read-only over HTTP", op, name), Code: "internal_topic"})
+	return true
+}
 
 type topicJSON struct {
 	Name       string                 `json:"name"`
@@ -253,6 +276,9 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if s.refuseInternal(w, r, "create", req.Name) {
+		return
+	}
 	if req.Partitions == 0 {
 		req.Partitions = s.b.DefaultPartitions()
 	}
@@ -269,6 +295,9 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) {
+	if s.refuseInternal(w, r, "delete", r.PathValue("topic")) {
+		return
+	}
 	if err := s.b.DeleteTopic(r.PathValue("topic")); err != nil {
 		s.fail(w, r, err)
 		return
@@ -323,6 +352,9 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	topic, part, err := partitionParam(r)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if s.refuseInternal(w, r, "produce to", topic) {
 		return
 	}
 	acks := broker.AcksAll
@@ -411,6 +443,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	res.Records = capRecords(res.Records, maxBytes)
 	out := fetchResp{Records: make([]recordJSON, len(res.Records)), HighWatermark: res.HighWatermark, LogStartOffset: res.LogStartOffset}
 	for i, rec := range res.Records {
 		off := rec.Offset
@@ -421,6 +454,24 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		out.Records[i] = rj
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// capRecords keeps the records whose keys, values and headers fit in
+// maxBytes, the first one whole whatever its size. The broker returns whole
+// stored batches (a batch of many records can pass maxBytes); the client
+// reads on from the last offset it got, so nothing is skipped.
+func capRecords(recs []broker.Record, maxBytes int64) []broker.Record {
+	var n int64
+	for i, rec := range recs {
+		n += int64(len(rec.Key) + len(rec.Value))
+		for _, h := range rec.Headers {
+			n += int64(len(h.Key) + len(h.Value))
+		}
+		if i > 0 && n > maxBytes {
+			return recs[:i]
+		}
+	}
+	return recs
 }
 
 // fetchMax is http.limits.fetch_max_bytes, or its default when unset.

@@ -33,8 +33,16 @@ type liveServer struct {
 // startLive starts a real listener with config's default http.limits changed by edit.
 func startLive(t *testing.T, edit func(*config.HTTPLimits)) *liveServer {
 	t.Helper()
+	return startLiveBroker(t, broker.Options{}, edit)
+}
+
+// startLiveBroker is startLive with a broker opened with opts (DataDir and
+// Metrics are filled in).
+func startLiveBroker(t *testing.T, opts broker.Options, edit func(*config.HTTPLimits)) *liveServer {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	b, err := broker.Open(broker.Options{DataDir: t.TempDir(), Metrics: broker.NewMetrics(reg)})
+	opts.DataDir, opts.Metrics = t.TempDir(), broker.NewMetrics(reg)
+	b, err := broker.Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
