@@ -20,12 +20,12 @@ import (
 // TestUplinkSendsRecordsBeforeCompactedGapAndDamage reproduces a batch whose
 // partition got a position but no records sent: in a compacted topic, a run of
 // compacted-away offsets followed by a record damaged on disk after compaction.
-// The first local fetch returns the good records before the gap, the next one
-// reports the damaged record past the gap, and the one-at-a-time retry fails
-// the same way. The uplink used to return with the position set but the
+// The first local fetch returns the good records before the gap; the next one
+// reports the damaged record past the gap (per-record storage, the retry fails
+// the same way) or returns nothing below the high watermark (batch storage). The uplink used to return with the position set but the
 // partition missing from the batch's sources: the records already read were
 // never produced while the position advanced past them, and the partition then
-// stalled before the damage. Every surviving record must arrive centrally, the
+// stalled before the damage (an empty read stalled it too). Every surviving record must arrive centrally, the
 // damaged one counted as skipped.
 func TestUplinkSendsRecordsBeforeCompactedGapAndDamage(t *testing.T) {
 	c := central(t, nil)
@@ -112,12 +112,6 @@ func TestUplinkSendsRecordsBeforeCompactedGapAndDamage(t *testing.T) {
 			t.Fatalf("offset %d readable: the case needs 5-8 compacted and 9 damaged (readable %v)", off, want)
 		}
 	}
-	if _, err := b.Fetch(context.Background(), "hist", 0, 5, 1<<20, 0); err == nil {
-		t.Fatal("fetch at 5 should report the damaged record 9")
-	} else if at, _ := broker.CorruptOffset(err); at != 9 {
-		t.Fatalf("fetch at 5: %v", err)
-	}
-
 	cfg := syncConfig(c.ListenAddrs())
 	cfg.Uplink = []config.SyncUplink{{Topic: "hist"}}
 	svc, err := New(b, cfg, "", nil, testLogger(t))

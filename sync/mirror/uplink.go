@@ -527,7 +527,16 @@ func (u *Uplink) fill(ctx context.Context, pb *partBatch, bytes *int, limit int)
 			}
 		}
 		if len(res.Records) == 0 {
-			break
+			// Nothing below the high watermark and no error: offsets the
+			// storage steps over (compacted away, a damaged batch). Probe
+			// one offset at a time rather than stall here for good.
+			next, err := u.probe(ctx, s, off+1, info.HighWatermark)
+			if err != nil || next <= off {
+				break
+			}
+			off = next
+			pb.end = off
+			continue
 		}
 		for i := range res.Records {
 			r := &res.Records[i]
@@ -541,6 +550,21 @@ func (u *Uplink) fill(ctx context.Context, pb *partBatch, bytes *int, limit int)
 		pb.end = off
 	}
 	return nil
+}
+
+// probe returns the first offset in [from, hw) that gives a record or reports
+// damage (the fetch loop then takes or skips it), or hw if none does.
+func (u *Uplink) probe(ctx context.Context, s source, from, hw int64) (int64, error) {
+	for o := from; o < hw; o++ {
+		res, err := u.b.Fetch(ctx, s.topic, s.part, o, 1, 0)
+		if _, corrupt := broker.CorruptOffset(err); corrupt || len(res.Records) > 0 {
+			return o, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return hw, nil
 }
 
 // setPos records a starting position chosen locally (not yet committed).
