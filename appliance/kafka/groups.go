@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/group"
 )
 
@@ -14,7 +15,7 @@ import (
 // package; these files translate requests and wait for parked answers.
 func groupHandlers() map[int16]handler {
 	return map[int16]handler{
-		8:  {0, 8, (*Server).handleOffsetCommit},
+		8:  {0, 9, (*Server).handleOffsetCommit},
 		9:  {0, 8, (*Server).handleOffsetFetch},
 		10: {0, 4, (*Server).handleFindCoordinator},
 		11: {0, 9, (*Server).handleJoinGroup},
@@ -25,6 +26,8 @@ func groupHandlers() map[int16]handler {
 		16: {0, 5, (*Server).handleListGroups},
 		42: {0, 2, (*Server).handleDeleteGroups},
 		47: {0, 0, (*Server).handleOffsetDelete},
+		68: {0, 1, (*Server).handleConsumerGroupHeartbeat},
+		69: {0, 1, (*Server).handleConsumerGroupDescribe},
 	}
 }
 
@@ -107,6 +110,18 @@ func (s *Server) groupsFor(_ context.Context) (*group.Coordinator, bool) {
 		return nil, false
 	}
 	return gc, true
+}
+
+// groupTopics is the broker's topics as the KIP-848 coordinator sees them
+// (names, ids, partition counts; internal topics are never matched by a
+// subscription regex).
+func (s *Server) groupTopics() group.Topics {
+	ts := s.b.Topics()
+	out := make(group.Topics, len(ts))
+	for _, t := range ts {
+		out[t.Name] = group.TopicMeta{Name: t.Name, ID: t.ID, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name)}
+	}
+	return out
 }
 
 // errCoordinatorNotAvailable is COORDINATOR_NOT_AVAILABLE: clients retry.

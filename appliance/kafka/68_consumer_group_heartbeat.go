@@ -1,0 +1,23 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleConsumerGroupHeartbeat answers ConsumerGroupHeartbeat (KIP-848, the
+// consumer group protocol of Kafka 4 clients): join with member epoch 0,
+// heartbeat and acknowledge revocations, leave with -1 (-2: a static member
+// that will come back). The coordinator assigns partitions itself (the
+// "uniform" and "range" server assignors); see appliance/group/README.md.
+func (s *Server) handleConsumerGroupHeartbeat(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.ConsumerGroupHeartbeatRequest)
+	gc, ok := s.groupsFor(ctx)
+	if !ok {
+		resp := req.ResponseKind().(*kmsg.ConsumerGroupHeartbeatResponse)
+		resp.ErrorCode = errCoordinatorNotAvailable
+		return resp, nil
+	}
+	return gc.ConsumerHeartbeat(req, clientID(c), clientHost(c), s.groupTopics())
+}

@@ -1,0 +1,25 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleConsumerGroupDescribe answers ConsumerGroupDescribe (KIP-848): the
+// group's epochs, assignor and each member's assignment and target. Unknown
+// and classic groups get GROUP_ID_NOT_FOUND, as Kafka.
+func (s *Server) handleConsumerGroupDescribe(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.ConsumerGroupDescribeRequest)
+	gc, ok := s.groupsFor(ctx)
+	if !ok {
+		resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
+		for _, g := range req.Groups {
+			d := kmsg.NewConsumerGroupDescribeResponseGroup()
+			d.Group, d.ErrorCode = g, errCoordinatorNotAvailable
+			resp.Groups = append(resp.Groups, d)
+		}
+		return resp, nil
+	}
+	return gc.ConsumerDescribe(req, s.groupTopics())
+}
