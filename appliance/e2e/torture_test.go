@@ -737,7 +737,7 @@ func runBitRot(t *testing.T, seed uint64, c bitRotCase) {
 		t.Fatalf("segment %s after a clean stop: %d frames, valid bytes %d of %d", seg.Path, len(frames), valid, len(buf))
 	}
 	f := frames[rng.IntN(len(frames)-1)] // never the last frame of its segment
-	target := f.Offset // a frame is a record batch: all its offsets are reported
+	target := f.Offset                   // a frame is a record batch: all its offsets are reported
 	inBatch := func(off int64) bool { return off >= f.Offset && off <= f.Last }
 	nBatch := int(f.Last - f.Offset + 1)
 	id, ok := m.acked[0][target]
