@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,9 @@ const (
 	// LimitHTTPTimeout counts connections closed because a request was read,
 	// or a response written, slower than http.limits' timeouts allow.
 	LimitHTTPTimeout = "http_timeout"
+	// LimitHTTPBodyMemory counts request bodies that had to wait for room in
+	// http.limits.max_in_flight_body_bytes before being read.
+	LimitHTTPBodyMemory = "http_body_memory"
 )
 
 // Server is the HTTP listener.
@@ -46,11 +50,24 @@ type Server struct {
 	srv      *http.Server
 	ln       net.Listener
 	done     chan error
+
+	// pool bounds the bytes of request bodies being read or handled at once
+	// (http.limits.max_in_flight_body_bytes).
+	pool *bodyPool
+	// stopping ends when Shutdown starts, so bodies waiting for the pool stop.
+	stopping context.Context
+	stop     context.CancelFunc
+	// bodyBytes is the bytes read from the bodies of requests still being
+	// handled, bodyPeak its highest value: what the body pool bounds.
+	bodyBytes, bodyPeak atomic.Int64
+	// afterDecode, when set (tests), runs in a produce handler once its body
+	// is decoded, before the records are written.
+	afterDecode atomic.Pointer[func()]
 }
 
 // Start listens on addr and serves until Shutdown, bounding what clients can
 // make katka hold by lim (config http.limits): timeouts, open connections,
-// body size and the bytes of one records read.
+// body size, the bytes of all bodies at once and the bytes of one records read.
 func Start(addr string, b *broker.Broker, lim config.HTTPLimits, gather prometheus.Gatherer, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
@@ -72,6 +89,7 @@ func Start(addr string, b *broker.Broker, lim config.HTTPLimits, gather promethe
 		WriteTimeout:      lim.WriteTimeout,
 		IdleTimeout:       lim.IdleTimeout,
 		ConnState:         connState,
+		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	go func() { s.done <- s.srv.Serve(s.ln) }()
@@ -83,14 +101,25 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Shutdown stops accepting requests and waits for running ones until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop() // bodies waiting for the pool give up
 	err := s.srv.Shutdown(ctx)
 	<-s.done
 	return err
 }
 
 // Handler returns the routes behind the request checks (content type, body
-// size); exported so tests can use httptest.
+// size, body pool); exported so tests can use httptest.
 func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
+	if s.pool == nil {
+		size := int64(s.lim.MaxInFlightBodyBytes)
+		if size <= 0 {
+			size = int64(config.Default().HTTP.Limits.MaxInFlightBodyBytes)
+		}
+		s.pool = newBodyPool(max(size, int64(s.maxBody())))
+	}
+	if s.stopping == nil {
+		s.stopping, s.stop = context.WithCancel(context.Background())
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -109,7 +138,10 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 
 // guard refuses, before any handler runs, a request body that is not JSON
 // (415) or is larger than http.limits.max_body_bytes (413), and caps the body
-// of the others so a handler reads at most that much. Requiring
+// of the others so a handler reads at most that much. Before the body is
+// read it reserves its Content-Length (max_body_bytes when the length is not
+// declared) in the body pool, waiting while the pool is full, and holds it
+// until the handler returns. Requiring
 // application/json stops a web page from sending a cross-origin "simple
 // request" (text/plain, form) to create topics or produce: setting
 // application/json needs a CORS preflight, which katka does not answer.
@@ -128,7 +160,18 @@ func (s *Server) guard(next http.Handler) http.Handler {
 				s.tooLarge(w, r, fmt.Sprintf("Content-Length %d", r.ContentLength))
 				return
 			}
-			r.Body = http.MaxBytesReader(w, r.Body, max)
+			want := r.ContentLength
+			if want < 0 { // chunked: room for the largest body allowed
+				want = max
+			}
+			got, ok := s.reserveBody(w, r, want)
+			if !ok {
+				return
+			}
+			defer s.pool.release(got)
+			cb := &countedBody{ReadCloser: http.MaxBytesReader(w, r.Body, max), s: s}
+			r.Body = cb
+			defer cb.done()
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -372,6 +415,9 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if f := s.afterDecode.Load(); f != nil {
+		(*f)()
 	}
 	if len(req.Records) == 0 {
 		s.fail(w, r, fmt.Errorf("%w: no records", errBadRequest))
