@@ -54,11 +54,16 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 	// fill reads every partition with the response's bytes reserved in the
 	// memory pool (queued.max.request.bytes), then keeps only what was read.
 	fill := func() (int64, bool, error) {
-		if err := s.reserve(ctx, c, need); err != nil {
+		// A fetch takes what the pool has free (at least its first
+		// partition's share) and returns at most that: it never queues for
+		// the whole pool ahead of small requests.
+		least := min(need, int64(s.cfg.FetchPartitionMaxBytes), 1<<20) * fetchMemoryFactor
+		got, err := s.reserveUpTo(ctx, c, need*fetchMemoryFactor, least)
+		if err != nil {
 			return 0, false, err
 		}
-		total, failed := s.fillFetch(ctx, parts, respMax, committed)
-		s.reserve(nil, c, total)
+		total, failed := s.fillFetch(ctx, parts, min(respMax, got/fetchMemoryFactor), committed)
+		s.reserve(nil, c, total*fetchMemoryFactor)
 		return total, failed, nil
 	}
 	for {

@@ -117,6 +117,42 @@ func (s *Server) isClosed() bool {
 // alone, as in Kafka. It never waits while holding bytes (it gives them back
 // first): two requests each holding part of the pool and waiting for the rest
 // would wait forever. ctx nil means the pool is only shrunk.
+// fetchMemoryFactor is what one byte of fetched records costs in memory
+// until the response is written: the records read out of the log (copies),
+// the record batches encoded from them and the response frame. A fetch
+// reserves that many pool bytes per byte it may return, so the pool bounds
+// real memory, not only the response's size.
+const fetchMemoryFactor = 3
+
+// reserveUpTo is reserve for a fetch, which can return less than it may: it
+// takes want pool bytes if free, else the largest of want/2, want/4, ... down
+// to least that is free, and waits only for least when not even that is
+// free. So a big fetch shrinks instead of queueing for the whole pool, and
+// small requests behind it are not starved. It returns the bytes held.
+func (s *Server) reserveUpTo(ctx context.Context, c *conn, want, least int64) (int64, error) {
+	if s.pool == nil {
+		return want, nil
+	}
+	want = min(max(want, 0), s.poolSize)
+	least = min(max(least, 0), want)
+	if c.held > 0 {
+		s.pool.Release(c.held)
+		c.held = 0
+	}
+	for n := want; n >= least && n > 0; n /= 2 {
+		if s.pool.TryAcquire(n) {
+			c.held = n
+			return n, nil
+		}
+	}
+	s.poolWaits.Add(1)
+	if err := s.pool.Acquire(ctx, least); err != nil {
+		return 0, fmt.Errorf("waiting for %d bytes of queued.max.request.bytes: %w", least, err)
+	}
+	c.held = least
+	return least, nil
+}
+
 func (s *Server) reserve(ctx context.Context, c *conn, n int64) error {
 	if s.pool == nil {
 		return nil

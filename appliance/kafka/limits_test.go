@@ -397,9 +397,7 @@ func TestReadRequestReservesThePool(t *testing.T) {
 // its connection after the stall timeout and gives its pool bytes back, so the
 // requests waiting behind it run.
 func TestStalledFrameReleasesThePool(t *testing.T) {
-	frameStallTimeout = 300 * time.Millisecond
-	defer func() { frameStallTimeout = 30 * time.Second }()
-	e := newEnvConfig(t, Config{QueuedMaxRequestBytes: 64 << 10})
+	e := newEnvConfig(t, Config{QueuedMaxRequestBytes: 64 << 10, FrameStallTimeout: 300 * time.Millisecond})
 	if _, err := e.b.CreateTopic("st", 1, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
 	}

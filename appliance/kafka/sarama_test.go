@@ -29,7 +29,9 @@ func TestSarama(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer adm.Close()
-			if err := adm.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1}, false); err != nil {
+			// ListTopics lists the configs set on the topic (not the defaults), as from Kafka.
+			policy := "delete"
+			if err := adm.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1, ConfigEntries: map[string]*string{"cleanup.policy": &policy}}, false); err != nil {
 				t.Fatal(err)
 			}
 			if err := adm.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: 3, ReplicationFactor: 1}, false); err == nil {
@@ -39,7 +41,7 @@ func TestSarama(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d, ok := topics[topic]; !ok || d.NumPartitions != 3 || d.ConfigEntries["cleanup.policy"] == nil {
+			if d, ok := topics[topic]; !ok || d.NumPartitions != 3 || d.ConfigEntries["cleanup.policy"] == nil || *d.ConfigEntries["cleanup.policy"] != "delete" || d.ConfigEntries["retention.ms"] != nil {
 				t.Fatalf("ListTopics: %+v", topics)
 			}
 

@@ -70,6 +70,11 @@ type Config struct {
 	// IdleTimeout closes connections that send nothing for this long
 	// (connections.max.idle.ms); 0 means 10 minutes.
 	IdleTimeout time.Duration
+	// FrameStallTimeout closes a connection whose frame, once started, makes
+	// no progress for this long, so a stalled sender does not keep its bytes
+	// of the memory pool for the whole idle timeout (clients give up on a
+	// request after request.timeout.ms, 30 s, anyway). 0 means 30 s.
+	FrameStallTimeout time.Duration
 	// Logger receives connection and protocol errors; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer gets the consumer-group metrics (katka_group_*); nil: none.
@@ -153,6 +158,9 @@ func init() {
 func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.FrameStallTimeout <= 0 {
+		cfg.FrameStallTimeout = 30 * time.Second
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
@@ -420,7 +428,7 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	if err := s.reserve(s.ctx, c, int64(n)); err != nil {
 		return nil, err
 	}
-	frame, err := readFull(c, int(n), time.Now().Add(s.cfg.IdleTimeout))
+	frame, err := readFull(c, int(n), s.cfg.FrameStallTimeout, time.Now().Add(s.cfg.IdleTimeout))
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, protoErrf("truncated frame: %d of %d bytes before the connection ended", len(frame), n)
@@ -430,18 +438,12 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	return parseHeader(frame)
 }
 
-// frameStallTimeout closes a connection whose frame, once started, makes no
-// progress for this long, so a stalled sender does not keep its bytes of the
-// memory pool for the whole idle timeout. Clients give up on a request after
-// request.timeout.ms (30 s) anyway. A variable for tests.
-var frameStallTimeout = 30 * time.Second
-
 // readFull reads exactly n bytes, growing the buffer as data arrives so that
 // a lying length prefix cannot make us allocate memory the peer never sends.
-// Each read must bring bytes within frameStallTimeout and the whole frame
+// Each read must bring bytes within stall and the whole frame
 // must arrive by deadline, so a trickling sender cannot hold its reservation
 // in the memory pool for longer.
-func readFull(c *conn, n int, deadline time.Time) ([]byte, error) {
+func readFull(c *conn, n int, stall time.Duration, deadline time.Time) ([]byte, error) {
 	buf := make([]byte, 0, min(n, 64<<10))
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
@@ -450,7 +452,7 @@ func readFull(c *conn, n int, deadline time.Time) ([]byte, error) {
 			buf = nb
 		}
 		if c.nc != nil {
-			d := time.Now().Add(frameStallTimeout)
+			d := time.Now().Add(stall)
 			if deadline.Before(d) {
 				d = deadline
 			}
