@@ -62,9 +62,6 @@ type TopicMeta struct {
 	Name       string
 	ID         [16]byte
 	Partitions int32
-	// Internal topics (names starting with "__" or ".") are never matched by
-	// a subscription regex.
-	Internal bool
 }
 
 // Topics is the broker's topics at the time of a step, by name. The
@@ -245,7 +242,7 @@ func (mem *cmember) subscribed(t TopicMeta) bool {
 	if _, ok := slices.BinarySearch(mem.names, t.Name); ok {
 		return true
 	}
-	return mem.re != nil && !t.Internal && mem.re.MatchString(t.Name)
+	return mem.re != nil && mem.re.MatchString(t.Name)
 }
 
 // cgState is the group's state as Kafka computes it.

@@ -5,7 +5,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/group"
 )
 
@@ -113,13 +112,13 @@ func (s *Server) groupsFor(_ context.Context) (*group.Coordinator, bool) {
 }
 
 // groupTopics is the broker's topics as the KIP-848 coordinator sees them
-// (names, ids, partition counts; internal topics are never matched by a
-// subscription regex).
+// (names, ids, partition counts). As in Kafka, a subscription regex matches
+// internal topics too.
 func (s *Server) groupTopics() group.Topics {
 	ts := s.b.Topics()
 	out := make(group.Topics, len(ts))
 	for _, t := range ts {
-		out[t.Name] = group.TopicMeta{Name: t.Name, ID: t.ID, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name)}
+		out[t.Name] = group.TopicMeta{Name: t.Name, ID: t.ID, Partitions: t.Partitions}
 	}
 	return out
 }
