@@ -26,6 +26,7 @@ const (
 	LimitInternalTopic      = "internal_topic"
 	LimitHTTPBody           = "http_body"
 	LimitHTTPContentType    = "http_content_type"
+	LimitTransactionalIDs   = "transactional_ids" // transaction coordinator (appliance/txn)
 )
 
 // limiter counts limit rejections and logs them, at most once a second per

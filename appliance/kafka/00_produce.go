@@ -31,19 +31,16 @@ func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) 
 	default:
 		ackErr = errInvalidRequiredAcks
 	}
-	if req.TransactionID != nil && ackErr == errNone {
-		ackErr = errTransactionalIDAuth // transactions are not supported
-	}
 	jobs := s.checkProduce(c, req, resp, ackErr)
 	if len(jobs) == 1 {
-		jobs[0].run(ctx, s, acks, req.Version)
+		jobs[0].run(ctx, s, acks, req)
 	} else if len(jobs) > 1 {
 		var wg sync.WaitGroup
 		next := make(chan *produceJob)
 		for range min(len(jobs), maxProduceWorkers) {
 			wg.Go(func() {
 				for j := range next {
-					j.run(ctx, s, acks, req.Version)
+					j.run(ctx, s, acks, req)
 				}
 			})
 		}
@@ -76,8 +73,8 @@ type produceJob struct {
 	sp   *kmsg.ProduceResponseTopicPartition
 }
 
-func (j *produceJob) run(ctx context.Context, s *Server, acks broker.Acks, version int16) {
-	s.producePartition(ctx, j.info, j.rp, acks, j.sp, version)
+func (j *produceJob) run(ctx context.Context, s *Server, acks broker.Acks, req *kmsg.ProduceRequest) {
+	s.producePartition(ctx, j.info, j.rp, acks, j.sp, req.Version, req.TransactionID)
 }
 
 // checkProduce fills resp with an entry per partition entry of req, answers
@@ -172,7 +169,10 @@ func (s *Server) checkProduce(c *conn, req *kmsg.ProduceRequest, resp *kmsg.Prod
 }
 
 // producePartition validates and appends one partition's batch and fills sp.
-func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp *kmsg.ProduceRequestTopicPartition, acks broker.Acks, sp *kmsg.ProduceResponseTopicPartition, version int16) {
+// A transactional batch (txnID names its producer's transactional id) is
+// verified against the transaction coordinator under the producer's state
+// lock and stored as sent (txn.go).
+func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp *kmsg.ProduceRequestTopicPartition, acks broker.Acks, sp *kmsg.ProduceResponseTopicPartition, version int16, txnID *string) {
 	fail := func(err error) {
 		sp.ErrorCode = errorCode(err)
 		if version >= 8 {
@@ -195,8 +195,9 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		fail(codeErrorf(errMessageTooLarge, "record batch of %d bytes exceeds max.message.bytes %d of topic %s", b.size, info.Config.MaxMessageBytes, info.Name))
 		return
 	}
-	if b.attrs&attrTransactional != 0 {
-		fail(codeErrorf(errTransactionalIDAuth, "transactional record batches are not supported"))
+	transactional := b.attrs&attrTransactional != 0
+	if transactional && b.producerID < 0 {
+		fail(codeErrorf(errInvalidRecord, "transactional record batch without a producer id"))
 		return
 	}
 	recs, err := b.decodeRecords(s.cfg.MaxRequestBytes)
@@ -244,6 +245,27 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	if err != nil {
 		fail(err)
 		return
+	if transactional {
+		if err := s.verifyTxnBatch(ctx, txnID, info, rp.Partition, b.producerID, b.producerEpoch, version); err != nil {
+			fail(err)
+			return
+		}
+		// Stored as sent: the transactional bit and producer fields are what
+		// read_committed consumers skip aborted data by.
+		base, err := s.b.AppendBatch(ctx, info.Name, rp.Partition, rp.Records, acks, s.openTxnAt(ctx, info, rp.Partition, b.producerID, b.producerEpoch))
+		if err != nil {
+			fail(err)
+			return
+		}
+		sb := seqBatch{first: b.baseSequence, last: b.lastSequence(), base: base, appendTime: -1}
+		sp.BaseOffset = base
+		if logAppend {
+			sb.appendTime = time.Now().UnixMilli()
+			sp.LogAppendTime = sb.appendTime
+		}
+		st.record(b.producerEpoch, sb, time.Now())
+		return
+	}
 	}
 	sb := seqBatch{first: b.baseSequence, last: b.lastSequence(), base: base, appendTime: -1}
 	sp.BaseOffset = base

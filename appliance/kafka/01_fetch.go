@@ -22,8 +22,10 @@ type fetchPart struct {
 
 // handleFetch reads records from many partitions, long-polling up to
 // MaxWaitMillis until MinBytes are available. Fetch sessions are declined
-// (session id 0), so every fetch is a full fetch. Without transactions the
-// last stable offset is the high watermark.
+// (session id 0), so every fetch is a full fetch. A read_committed fetch
+// (isolation level 1) reads up to the last stable offset and gets the aborted
+// transactions of what it reads (fetchCommitted); read_uncommitted reads up
+// to the high watermark.
 func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.FetchRequest)
 	resp := req.ResponseKind().(*kmsg.FetchResponse)
@@ -190,10 +192,21 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 			if int(p.rp.Partition) < len(pis) && p.rp.Partition >= 0 {
 				pi := pis[p.rp.Partition]
 				sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = pi.HighWatermark, pi.HighWatermark, pi.LogStartOffset
+				if committed {
+					pt := s.partTxns(ctx, p.info, p.rp.Partition)
+					sp.LastStableOffset = pt.lso(pi.HighWatermark, pi.LogStartOffset)
+					pt.mu.Unlock()
+				}
 			}
 			continue
 		}
 		budget = max(budget, 1)
+		if committed {
+			n, bad := s.fetchCommitted(ctx, p, budget)
+			total += n
+			failed = failed || bad
+			continue
+		}
 		res, err := s.b.Fetch(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, int(min(budget, math.MaxInt32)), 0)
 		if err != nil {
 			sp.ErrorCode = errorCode(err)
@@ -212,4 +225,72 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 		}
 	}
 	return total, failed
+}
+
+// fetchCommitted reads one partition for a read_committed fetch: records up
+// to the last stable offset (the first offset of the oldest open
+// transaction, else the high watermark). A partition that ever held a
+// transactional batch is served as stored, batch headers included, with the
+// aborted transactions overlapping what is read, so the client drops the
+// aborted batches and the control batches (as Kafka serves it); any other
+// partition is read as read_uncommitted, capped at the last stable offset.
+// It returns the bytes gathered and whether the partition failed.
+func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64) (int64, bool) {
+	sp := p.sp
+	pi, err := s.b.PartitionInfo(p.info.Name, p.rp.Partition) // the high watermark before the index
+	if err != nil {
+		sp.ErrorCode = errorCode(err)
+		return 0, true
+	}
+	pt := s.partTxns(ctx, p.info, p.rp.Partition)
+	lso := pt.lso(pi.HighWatermark, pi.LogStartOffset)
+	raw := pt.hasTxn
+	pt.mu.Unlock()
+	off := p.rp.FetchOffset
+	if !raw {
+		res, err := s.b.Fetch(ctx, p.info.Name, p.rp.Partition, off, int(min(budget, math.MaxInt32)), 0)
+		if err != nil && errorCode(err) != errOffsetOutOfRange {
+			return 0, s.fetchFailed(p, err)
+		}
+		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, min(lso, res.HighWatermark), res.LogStartOffset
+		if err != nil {
+			return 0, s.fetchFailed(p, err)
+		}
+		recs := res.Records
+		for len(recs) > 0 && recs[len(recs)-1].Offset >= lso {
+			recs = recs[:len(recs)-1] // a transaction that began since the index was read
+		}
+		if len(recs) == 0 {
+			return 0, false
+		}
+		sp.RecordBatches = appendBatches(nil, recs, p.info.Config.TimestampType == "LogAppendTime")
+		return int64(len(sp.RecordBatches)), false
+	}
+	res, err := s.b.FetchBatches(ctx, p.info.Name, p.rp.Partition, off, lso, int(min(budget, math.MaxInt32)))
+	if err != nil && errorCode(err) != errOffsetOutOfRange {
+		return 0, s.fetchFailed(p, err)
+	}
+	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, min(lso, res.HighWatermark), res.LogStartOffset
+	if err != nil {
+		return 0, s.fetchFailed(p, err)
+	}
+	if len(res.Batches) == 0 {
+		return 0, false
+	}
+	sp.RecordBatches = res.Batches
+	pt = s.partTxns(ctx, p.info, p.rp.Partition)
+	pt.prune(res.LogStartOffset)
+	sp.AbortedTransactions = pt.abortedIn(off, lso)
+	pt.mu.Unlock()
+	return int64(len(res.Batches)), false
+}
+
+// fetchFailed fills a partition's error; it reports true (the fetch answers at once).
+func (s *Server) fetchFailed(p fetchPart, err error) bool {
+	sp := p.sp
+	sp.ErrorCode = errorCode(err)
+	if sp.ErrorCode == errKafkaStorageError {
+		s.log.Error("kafka fetch failed", "topic", p.info.Name, "partition", p.rp.Partition, "offset", p.rp.FetchOffset, "err", err)
+	}
+	return true
 }

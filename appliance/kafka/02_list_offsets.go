@@ -13,9 +13,10 @@ const (
 	listEarliest = -2
 )
 
-// handleListOffsets answers earliest (log start), latest (high watermark,
-// which is also the last stable offset) and the first offset at or after a
-// timestamp (offset -1 when there is none, as Kafka does).
+// handleListOffsets answers earliest (log start), latest (the high
+// watermark; for isolation level read_committed the last stable offset, the
+// first offset of the oldest open transaction) and the first offset at or
+// after a timestamp (offset -1 when there is none, as Kafka does).
 func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.ListOffsetsRequest)
 	resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
@@ -45,6 +46,13 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 			switch ts := rp.Timestamp; {
 			case ts == listLatest:
 				sp.Offset = pi.HighWatermark
+				if req.IsolationLevel == 1 {
+					if info, err := s.b.Topic(rt.Topic); err == nil {
+						pt := s.partTxns(ctx, info, rp.Partition)
+						sp.Offset = pt.lso(pi.HighWatermark, pi.LogStartOffset)
+						pt.mu.Unlock()
+					}
+				}
 			case ts == listEarliest:
 				sp.Offset = pi.LogStartOffset
 			case ts >= 0:

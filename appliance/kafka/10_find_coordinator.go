@@ -7,18 +7,25 @@ import (
 )
 
 // handleFindCoordinator answers FindCoordinator: this node coordinates every
-// group. Transaction coordinators are not served (no transactions).
+// group (key type 0) and every transactional id (key type 1).
 func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.FindCoordinatorRequest)
 	resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
 	code := errNone
 	var msg *string
-	if req.CoordinatorType != 0 {
-		code = errCoordinatorNotAvailable
-		m := "katka has no transaction coordinator"
+	switch req.CoordinatorType {
+	case 0:
+		if _, ok := s.groupsFor(ctx); !ok {
+			code = errCoordinatorNotAvailable
+		}
+	case 1:
+		if _, ok := s.txnsFor(); !ok {
+			code = errCoordinatorNotAvailable
+		}
+	default:
+		code = errInvalidRequest
+		m := "unknown coordinator type"
 		msg = &m
-	} else if _, ok := s.groupsFor(ctx); !ok {
-		code = errCoordinatorNotAvailable
 	}
 	host, port := s.advHostFor(c), s.advPort
 	if req.Version >= 4 {

@@ -8,17 +8,22 @@ import (
 
 // handleInitProducerID gives an idempotent producer a fresh id at epoch 0,
 // from a block made durable first (producers.go), so the id stays valid
-// across a restart.
-// As in Kafka, a non-transactional producer always gets a new id, even when it
-// sends its old one. Transactional ids are refused: katka has no transaction
-// coordinator.
+// across a restart. As in Kafka, a non-transactional producer always gets a
+// new id, even when it sends its old one. A transactional id goes to the
+// transaction coordinator (txn.go), which bumps the id's epoch (fencing an
+// older producer of that id and aborting its open transaction) or, for a new
+// id, issues a producer id from the same blocks.
 func (s *Server) handleInitProducerID(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.InitProducerIDRequest)
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	if req.TransactionalID != nil {
-		resp.ErrorCode = errTransactionalIDAuth
-		resp.ProducerID, resp.ProducerEpoch = -1, -1
-		return resp, nil
+		tc, ok := s.txnsFor()
+		if !ok {
+			resp.ErrorCode = errCoordinatorNotAvailable
+			resp.ProducerID, resp.ProducerEpoch = -1, -1
+			return resp, nil
+		}
+		return tc.InitProducerID(req, c.remote)
 	}
 	id, err := s.producers.issue(ctx, s)
 	if err != nil {

@@ -99,6 +99,8 @@ type Server struct {
 	gc      *group.Coordinator // opened at Listen, replaced if its broker closes
 	gclosed bool
 
+	tx txnState // transaction coordinator and partition index (txn.go)
+
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -143,13 +145,16 @@ func init() {
 		19: {0, 7, (*Server).handleCreateTopics},
 		20: {0, 6, (*Server).handleDeleteTopics},
 		21: {0, 2, (*Server).handleDeleteRecords},
-		22: {0, 4, (*Server).handleInitProducerID},
+		22: {0, 5, (*Server).handleInitProducerID},
 		32: {0, 4, (*Server).handleDescribeConfigs},
 		33: {0, 2, (*Server).handleAlterConfigs},
 		37: {0, 3, (*Server).handleCreatePartitions},
 		44: {0, 1, (*Server).handleIncrementalAlterConfigs},
 	}
 	for k, h := range groupHandlers() {
+		handlers[k] = h
+	}
+	for k, h := range txnHandlers() {
 		handlers[k] = h
 	}
 }
@@ -186,6 +191,9 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if _, err := s.groups(); err != nil { // replays __consumer_offsets
 		lg.Warn("consumer groups not ready; retried at first use", "err", err)
+	}
+	if _, err := s.txns(); err != nil { // replays __transaction_state, resumes markers
+		lg.Warn("transaction coordinator not ready; retried at first use", "err", err)
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newGroupCollector(s)); err != nil {
@@ -257,6 +265,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.closeTxns()
 	s.closeGroups()
 	s.log.Info("kafka listener closed")
 	if errors.Is(err, net.ErrClosed) {

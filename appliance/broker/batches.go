@@ -1,0 +1,143 @@
+package broker
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"github.com/katka-io/katka/appliance/storage"
+)
+
+// BatchHeader is a stored record batch's header (storage.BatchHeader).
+type BatchHeader = storage.BatchHeader
+
+// ParseBatchHeader parses the header of one record batch v2 (see
+// storage.ParseBatchHeader); BatchHeaderLen is its size.
+func ParseBatchHeader(b []byte) (BatchHeader, error) { return storage.ParseBatchHeader(b) }
+
+// BatchHeaderLen is the size of a record batch v2 header.
+const BatchHeaderLen = storage.BatchHeaderLen
+
+// BatchFetch is what FetchBatches returns.
+type BatchFetch struct {
+	// Batches are stored record batches v2 as a Fetch response carries them;
+	// the first may start before the requested offset.
+	Batches []byte
+	// HighWatermark and LogStartOffset as in FetchResult.
+	HighWatermark  int64
+	LogStartOffset int64
+}
+
+var castagnoliTable = crc32.MakeTable(crc32.Castagnoli)
+
+// AppendBatch appends one record batch v2 to a partition exactly as given
+// (compression and producer fields kept; transactional and control batches
+// included: this is how Kafka transactions and their markers are written)
+// and returns its base offset once it is as durable as acks asks. The batch
+// must be well formed with a valid CRC. beforeVisible, if not nil, is called
+// with the batch's base offset after the append and before the high
+// watermark can cover it, so a caller can record what the batch means (an
+// open transaction) before any consumer may read it. On a LogAppendTime
+// topic the batch's max timestamp and timestamp type are set to the append
+// time (its CRC recomputed), as Kafka does.
+func (b *Broker) AppendBatch(ctx context.Context, topicName string, partition int32, batch []byte, acks Acks, beforeVisible func(base int64)) (int64, error) {
+	t, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return 0, err
+	}
+	h, err := storage.ParseBatchHeader(batch)
+	if err != nil {
+		return 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+	}
+	if max := t.info.Config.MaxMessageBytes; max > 0 && int64(len(batch)) > max && !h.Control() {
+		return 0, fmt.Errorf("append batch to %s-%d: %w: %d bytes, limit %d", topicName, partition, ErrRecordTooLarge, len(batch), max)
+	}
+	if t.info.Config.TimestampType == "LogAppendTime" && !h.Control() {
+		batch = append([]byte(nil), batch...)
+		attrs := binary.BigEndian.Uint16(batch[21:]) | 0x08
+		binary.BigEndian.PutUint16(batch[21:], attrs)
+		binary.BigEndian.PutUint64(batch[35:], uint64(time.Now().UnixMilli()))
+		binary.BigEndian.PutUint32(batch[17:], crc32.Checksum(batch[21:], castagnoliTable))
+	}
+	need := int64(len(batch) + 32)
+	if err := b.makeRoom(t, need); err != nil {
+		return 0, err
+	}
+	base, end, err := p.log.AppendBatches([][]byte{batch})
+	if err != nil {
+		if err := p.goneErr(nil); err != nil {
+			return 0, err
+		}
+		b.m.produceError(topicName)
+		return 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+	}
+	b.disk.used.Add(need)
+	if beforeVisible != nil {
+		beforeVisible(base)
+	}
+	if !h.Control() {
+		b.m.recordsIn(topicName, int(h.NumRecords), len(batch))
+	}
+	if p.interval {
+		p.advance(end)
+		return base, nil
+	}
+	if acks == AcksNone {
+		go p.syncTo(end)
+		return base, nil
+	}
+	if err := p.syncTo(end); err != nil {
+		if err := p.goneErr(nil); err != nil {
+			return 0, err
+		}
+		b.m.produceError(topicName)
+		return 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+	}
+	return base, nil
+}
+
+// FetchBatches returns the stored record batches from the one holding offset
+// up to limit (capped at the high watermark; a batch is returned whole, so the
+// last may end past limit only if it started below it: callers pass a limit
+// at a batch boundary, such as the last stable offset), as they are stored,
+// at most about maxBytes but always one batch if any. It does not wait. An
+// offset outside the log gives ErrOffsetOutOfRange.
+func (b *Broker) FetchBatches(ctx context.Context, topicName string, partition int32, offset, limit int64, maxBytes int) (BatchFetch, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return BatchFetch{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		if err := p.goneErr(nil); err != nil {
+			return BatchFetch{}, err
+		}
+		hw := p.hw.Load()
+		start := p.log.StartOffset()
+		res := BatchFetch{HighWatermark: hw, LogStartOffset: start}
+		if offset < start || offset > hw {
+			return res, fmt.Errorf("fetch %s-%d at %d: %w (log start %d, high watermark %d)", topicName, partition, offset, ErrOffsetOutOfRange, start, hw)
+		}
+		limit = min(limit, hw)
+		if offset >= limit {
+			return res, nil
+		}
+		data, _, err := p.log.ReadBatches(offset, limit, maxBytes)
+		if err != nil {
+			if errors.Is(err, storage.ErrOutOfRange) && attempt < 3 { // retention moved the start meanwhile
+				continue
+			}
+			if err := p.goneErr(nil); err != nil {
+				return BatchFetch{}, err
+			}
+			if errors.Is(err, ErrCorrupt) {
+				b.m.corruptRead(topicName)
+			}
+			return res, fmt.Errorf("fetch %s-%d: %w", topicName, partition, err)
+		}
+		res.Batches = data
+		return res, nil
+	}
+}

@@ -1,0 +1,25 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleEndTxn commits or aborts a producer's transaction: answered once the
+// decision (PrepareCommit/PrepareAbort) is durable in __transaction_state;
+// the markers are written into the partitions in the background (txn.go),
+// and until they are the transaction holds back the last stable offset of
+// its partitions, and a next transaction of the same id gets
+// CONCURRENT_TRANSACTIONS, which clients retry.
+func (s *Server) handleEndTxn(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.EndTxnRequest)
+	tc, ok := s.txnsFor()
+	if !ok {
+		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = errCoordinatorNotAvailable
+		resp.ProducerID, resp.ProducerEpoch = -1, -1
+		return resp, nil
+	}
+	return tc.EndTxn(req, c.remote)
+}
