@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,15 +14,31 @@ import (
 	"github.com/katka-io/katka/appliance/config"
 )
 
-// countedBody counts the bytes read from a request body in Server.bodyBytes
-// while its request is being handled.
-type countedBody struct {
+// poolBody is a request body that reserves room in the body pool on its
+// first read and counts the bytes read in Server.bodyBytes while its request
+// is being handled. Reserving on the first read, not before the handler, means
+// a request whose handler never reads its body (a long-polling GET sent with
+// a body, a refused produce) holds no room.
+type poolBody struct {
 	io.ReadCloser
-	s *Server
-	n atomic.Int64
+	s    *Server
+	r    *http.Request
+	want int64 // bytes to reserve
+
+	reserved int64 // bytes reserved, given back by done
+	err      error // why the reservation failed; every later read returns it
+	n        atomic.Int64
 }
 
-func (b *countedBody) Read(p []byte) (int, error) {
+func (b *poolBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.reserved == 0 {
+		if b.reserved, b.err = b.s.reserveBody(b.r, b.want); b.err != nil {
+			return 0, b.err
+		}
+	}
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.n.Add(int64(n))
@@ -36,8 +53,14 @@ func (b *countedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// done gives back what the body counted once its handler has returned.
-func (b *countedBody) done() { b.s.bodyBytes.Add(-b.n.Swap(0)) }
+// done gives back the room and the count once the handler has returned.
+func (b *poolBody) done() {
+	b.s.bodyBytes.Add(-b.n.Swap(0))
+	if b.reserved > 0 {
+		b.s.pool.release(b.reserved)
+		b.reserved = 0
+	}
+}
 
 // bodyPool is the memory pool for request bodies of all connections together
 // (http.limits.max_in_flight_body_bytes), like Kafka's
@@ -100,11 +123,14 @@ func (s *Server) bodyDeadline(r *http.Request) time.Time {
 	return time.Time{}
 }
 
+// errBodyBusy is returned by a body read that found no room in the body pool
+// before its read deadline (or shutdown); fail answers it 503 busy.
+var errBodyBusy = errors.New("no room for the request body in http.limits.max_in_flight_body_bytes")
+
 // reserveBody reserves n bytes of the body pool for r's body, waiting while it
-// is full until the body's read deadline or shutdown; then it answers 503 busy
-// and closes the connection (the body was never read). A client gone while
-// waiting gets nothing. It returns the bytes to release, or false.
-func (s *Server) reserveBody(w http.ResponseWriter, r *http.Request, n int64) (int64, bool) {
+// is full until the body's read deadline or shutdown (then errBodyBusy,
+// counted as a timeout) or until the client is gone.
+func (s *Server) reserveBody(r *http.Request, n int64) (int64, error) {
 	ctx, cancel := r.Context(), context.CancelFunc(func() {})
 	if d := s.bodyDeadline(r); !d.IsZero() {
 		ctx, cancel = context.WithDeadline(ctx, d)
@@ -117,14 +143,12 @@ func (s *Server) reserveBody(w http.ResponseWriter, r *http.Request, n int64) (i
 		s.b.LimitRejected(LimitHTTPBodyMemory, r.RemoteAddr, fmt.Sprintf("%s %s: body of %d bytes waits for room in http.limits.max_in_flight_body_bytes %s (%d bytes reserved)", r.Method, r.URL.Path, n, config.ByteSize(s.pool.size), s.pool.held.Load()))
 	})
 	if err == nil {
-		return got, true
+		return got, nil
 	}
-	if r.Context().Err() != nil {
-		return 0, false // the client is gone
+	if cerr := r.Context().Err(); cerr != nil {
+		return 0, fmt.Errorf("waiting for room for the request body: %w", cerr) // the client is gone
 	}
-	s.b.LimitRejected(LimitHTTPTimeout, r.RemoteAddr, fmt.Sprintf("%s %s: no room for a body of %d bytes in http.limits.max_in_flight_body_bytes within %s", r.Method, r.URL.Path, n, time.Since(start).Round(time.Millisecond)))
-	w.Header().Set("Connection", "close")
-	w.Header().Set("Retry-After", "1")
-	writeJSON(w, http.StatusServiceUnavailable, apiError{Error: fmt.Sprintf("no room for the request body within http.limits.read_timeout: %s of request bodies (http.limits.max_in_flight_body_bytes) are being handled; retry", config.ByteSize(s.pool.size)), Code: "busy"})
-	return 0, false
+	waited := time.Since(start).Round(time.Millisecond)
+	s.b.LimitRejected(LimitHTTPTimeout, r.RemoteAddr, fmt.Sprintf("%s %s: no room for a body of %d bytes in http.limits.max_in_flight_body_bytes within %s", r.Method, r.URL.Path, n, waited))
+	return 0, fmt.Errorf("%w (%s of request bodies being handled; waited %s, up to http.limits.read_timeout); retry", errBodyBusy, config.ByteSize(s.pool.size), waited)
 }

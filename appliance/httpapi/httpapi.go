@@ -63,6 +63,9 @@ type Server struct {
 	// afterDecode, when set (tests), runs in a produce handler once its body
 	// is decoded, before the records are written.
 	afterDecode atomic.Pointer[func()]
+	// beforeFetch, when set (tests), runs in a records read before the broker
+	// is asked.
+	beforeFetch atomic.Pointer[func()]
 }
 
 // Start listens on addr and serves until Shutdown, bounding what clients can
@@ -138,10 +141,10 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 
 // guard refuses, before any handler runs, a request body that is not JSON
 // (415) or is larger than http.limits.max_body_bytes (413), and caps the body
-// of the others so a handler reads at most that much. Before the body is
-// read it reserves its Content-Length (max_body_bytes when the length is not
-// declared) in the body pool, waiting while the pool is full, and holds it
-// until the handler returns. Requiring
+// of the others so a handler reads at most that much. The body's first read
+// reserves its Content-Length (max_body_bytes when the length is not
+// declared) in the body pool, waiting while the pool is full, and the room is
+// held until the handler returns (see poolBody). Requiring
 // application/json stops a web page from sending a cross-origin "simple
 // request" (text/plain, form) to create topics or produce: setting
 // application/json needs a CORS preflight, which katka does not answer.
@@ -164,14 +167,14 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			if want < 0 { // chunked: room for the largest body allowed
 				want = max
 			}
-			got, ok := s.reserveBody(w, r, want)
-			if !ok {
-				return
-			}
-			defer s.pool.release(got)
-			cb := &countedBody{ReadCloser: http.MaxBytesReader(w, r.Body, max), s: s}
-			r.Body = cb
-			defer cb.done()
+			// A shallow copy carries the wrapped body: net/http keeps seeing
+			// its own body in the original request, so a body the handler did
+			// not read is not drained before the answer (nor, after an
+			// "Expect: 100-continue", asked for); the connection is closed.
+			r = r.WithContext(r.Context())
+			pb := &poolBody{ReadCloser: http.MaxBytesReader(w, r.Body, max), s: s, r: r, want: want}
+			r.Body = pb
+			defer pb.done()
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -213,6 +216,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 		s.tooLarge(w, r, "body")
+		return
+	}
+	if errors.Is(err, errBodyBusy) {
+		w.Header().Set("Connection", "close") // the body was never read
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: err.Error(), Code: "busy"})
 		return
 	}
 	status, code := http.StatusInternalServerError, "internal"
@@ -375,7 +384,7 @@ func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(r.Body) // capped by guard at http.limits.max_body_bytes
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) || errors.Is(err, errBodyBusy) {
 			return err
 		}
 		return fmt.Errorf("%w: %v", errBadRequest, err)
@@ -483,6 +492,9 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 	}
 	if lim := s.maxWait().Milliseconds(); maxWait > lim {
 		maxWait = lim
+	}
+	if f := s.beforeFetch.Load(); f != nil {
+		(*f)()
 	}
 	res, err := s.b.Fetch(r.Context(), topic, part, offset, int(maxBytes), time.Duration(maxWait)*time.Millisecond)
 	if err != nil {

@@ -206,3 +206,56 @@ func TestHTTPBodyPoolWaitBounded(t *testing.T) {
 		t.Fatalf("high watermark %d, want 3", parts[0].HighWatermark)
 	}
 }
+
+// TestHTTPUnreadBodyHoldsNoRoom: a request whose handler never reads its
+// body (a long-polling GET sent with a declared 1 MiB body) holds no room in
+// the body pool, so a produce as large as the whole pool is served at once
+// and wakes the long poll.
+func TestHTTPUnreadBodyHoldsNoRoom(t *testing.T) {
+	ls := startLive(t, func(l *config.HTTPLimits) {
+		l.MaxBodyBytes = 1 * config.MiB
+		l.MaxInFlightBodyBytes = 1 * config.MiB
+	})
+	if _, err := ls.b.CreateTopic("t", 1, broker.TopicConfig{MaxMessageBytes: 2 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	fetching := make(chan struct{}, 1)
+	f := func() { fetching <- struct{}{} }
+	ls.s.beforeFetch.Store(&f)
+	c, err := net.Dial("tcp", ls.s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /v1/topics/t/partitions/0/records?offset=0&max_wait_ms=3000 HTTP/1.1\r\nHost: katka\r\nContent-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", 1<<20)
+	<-fetching // the long poll is in its handler, its body unread
+	ls.s.beforeFetch.Store(nil)
+
+	start := time.Now()
+	req, _ := http.NewRequest("POST", ls.url+"/v1/topics/t/partitions/0/records", bytes.NewReader(produceBody(786000)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	t.Logf("whole-pool produce beside a long poll with an unread body: %d after %s", resp.StatusCode, time.Since(start).Round(time.Millisecond))
+	if resp.StatusCode != 200 {
+		t.Fatalf("produce: %d", resp.StatusCode)
+	}
+	if n := ls.rejections(t, LimitHTTPBodyMemory); n != 0 {
+		t.Fatalf("the produce waited for room held by an unread body (%s rejections %v)", LimitHTTPBodyMemory, n)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	fresp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fr fetchResp
+	json.NewDecoder(fresp.Body).Decode(&fr)
+	fresp.Body.Close()
+	if fresp.StatusCode != 200 || len(fr.Records) != 1 {
+		t.Fatalf("long poll: %d with %d records, want 200 with the produced record", fresp.StatusCode, len(fr.Records))
+	}
+	waitPoolEmpty(t, ls.s)
+}
