@@ -237,6 +237,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusBadRequest, "invalid_topic"
 	case errors.Is(err, broker.ErrInvalidPartitions):
 		status, code = http.StatusBadRequest, "invalid_partitions"
+	case errors.Is(err, broker.ErrInvalidConfig):
+		status, code = http.StatusBadRequest, "invalid_config"
 	case errors.Is(err, broker.ErrPartitionLimit):
 		// The request is valid but conflicts with the broker's state: it fits
 		// again once topics are deleted (Kafka: POLICY_VIOLATION).
@@ -333,6 +335,15 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Partitions == 0 {
 		req.Partitions = s.b.DefaultPartitions()
+	}
+	for name, v := range map[string]int64{"retention.ms": req.RetentionMs, "retention.bytes": req.RetentionBytes} {
+		if v == 0 { // the broker default
+			continue
+		}
+		if _, err := broker.CheckTopicConfig(name, strconv.FormatInt(v, 10)); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	if _, err := s.b.CreateTopic(req.Name, req.Partitions, broker.TopicConfig{RetentionMs: req.RetentionMs, RetentionBytes: req.RetentionBytes}); err != nil {
 		s.fail(w, r, err)

@@ -96,6 +96,7 @@ func TestHTTPBrokerErrorsClientCaused(t *testing.T) {
 		{`{"name":"","partitions":1}`, 400, "invalid_topic"},
 		{`{"name":"b","partitions":99999999999}`, 400, "bad_request"},
 		{`{"name":"a","partitions":1}`, 409, "topic_exists"},
+		{`{"name":"b","partitions":1,"retention_ms":-5}`, 400, "invalid_config"},
 	}
 	for _, c := range cases {
 		if code, m := do(t, "POST", ls.url+"/v1/topics", c.body); code != c.code || m["code"] != c.err {
