@@ -238,13 +238,6 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		}
 		return
 	}
-	if len(recs) > 0 {
-		recs[len(recs)-1].Producer = &broker.ProducerBatch{ID: b.producerID, Epoch: b.producerEpoch, FirstSeq: b.baseSequence, LastSeq: b.lastSequence()}
-	}
-	base, err := s.b.Produce(ctx, info.Name, rp.Partition, recs, acks)
-	if err != nil {
-		fail(err)
-		return
 	if transactional {
 		if err := s.verifyTxnBatch(ctx, txnID, info, rp.Partition, b.producerID, b.producerEpoch, version); err != nil {
 			fail(err)
@@ -266,6 +259,13 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		st.record(b.producerEpoch, sb, time.Now())
 		return
 	}
+	if len(recs) > 0 {
+		recs[len(recs)-1].Producer = &broker.ProducerBatch{ID: b.producerID, Epoch: b.producerEpoch, FirstSeq: b.baseSequence, LastSeq: b.lastSequence()}
+	}
+	base, err := s.b.Produce(ctx, info.Name, rp.Partition, recs, acks)
+	if err != nil {
+		fail(err)
+		return
 	}
 	sb := seqBatch{first: b.baseSequence, last: b.lastSequence(), base: base, appendTime: -1}
 	sp.BaseOffset = base
