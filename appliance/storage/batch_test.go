@@ -361,8 +361,9 @@ func TestLogStartInsideBatchAndRetention(t *testing.T) {
 		if _, err := l.Read(6, 300, 1<<20); !errors.Is(err, ErrOutOfRange) {
 			t.Fatalf("read below start: %v", err)
 		}
+		// maxBytes holds at record granularity: one record, from the start.
 		recs, err := l.Read(7, 300, 1)
-		if err != nil || recs[0].Offset != 7 || len(recs) != 3 {
+		if err != nil || recs[0].Offset != 7 || len(recs) != 1 {
 			t.Fatalf("read at start: %+v %v", recs, err)
 		}
 		data, _, err := l.ReadBatches(7, 300, 1)

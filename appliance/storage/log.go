@@ -651,6 +651,10 @@ func (l *Log) readTail(offset, limit int64, c *collector) error {
 type collector struct {
 	from, to int64 // records below from are skipped; entries from to on are not read
 	maxBytes int
+	// cut is set when Read stopped inside a stored batch; cutEntry is that
+	// batch's first offset (a position hint must point at its entry).
+	cut      bool
+	cutEntry int64
 	nbytes   int
 	n        int // entries served
 	batches  bool
@@ -669,6 +673,7 @@ func (c *collector) mark() collectorMark {
 
 func (c *collector) reset(m collectorMark) {
 	c.nbytes, c.n, c.recs, c.out, c.v1 = m.nbytes, m.n, c.recs[:m.recs], c.out[:m.out], c.v1[:m.v1]
+	c.cut = false
 }
 
 // add takes one raw entry whose first offset must be off (data is only valid
@@ -711,14 +716,43 @@ func (c *collector) add(data []byte, off int64) (next int64, full bool, err erro
 				return off, false, err
 			}
 			c.out = append(c.out, b...)
-		} else if c.recs, err = decodeBatch(c.recs, b, c.from, c.to); err != nil {
-			return off, false, &CorruptError{Offset: at, Reason: "record batch: " + err.Error()}
+		} else {
+			start := len(c.recs)
+			if c.recs, err = decodeBatch(c.recs, b, c.from, c.to); err != nil {
+				return off, false, &CorruptError{Offset: at, Reason: "record batch: " + err.Error()}
+			}
+			// Read returns records, so maxBytes holds at record granularity
+			// as it did with one entry per record: a stored batch is cut
+			// after the record that reaches it (at least one record).
+			for i := start; i < len(c.recs); i++ {
+				if c.nbytes >= c.maxBytes && i > 0 {
+					c.recs = c.recs[:i]
+					c.next = c.recs[i-1].Offset + 1
+					c.n++
+					c.cut, c.cutEntry = true, off
+					return c.next, true, nil
+				}
+				c.nbytes += recordBytes(c.recs[i])
+			}
+			c.next = next
+			c.n++
+			return next, c.nbytes >= c.maxBytes, nil
 		}
 	}
 	c.next = next
 	c.n++
 	c.nbytes += len(data)
 	return next, c.nbytes >= c.maxBytes, nil
+}
+
+// recordBytes is what a decoded record counts against Read's maxBytes: its
+// key, value and headers plus a record's framing in a batch.
+func recordBytes(r Record) int {
+	n := len(r.Key) + len(r.Value) + 20
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 4
+	}
+	return n
 }
 
 // flush serves the per-record entries gathered for ReadBatches as one

@@ -150,7 +150,7 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 			if hinted {
 				hintHits.Add(1)
 			}
-			r.seg.saveHint(id, next, pos, r.to)
+			r.seg.saveHint(id, c.hintOffset(next), pos, r.to)
 			return next, full, nil
 		}
 		if hinted {
@@ -161,7 +161,7 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 	}
 	next, full, pos, err := r.scan(br, f, id.size, r.base, 0, c)
 	if err == nil {
-		r.seg.saveHint(id, next, pos, r.to)
+		r.seg.saveHint(id, c.hintOffset(next), pos, r.to)
 	}
 	return next, full, err
 }
@@ -169,6 +169,15 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 // hintHits and hintMisses count reads that started at a position hint and
 // hints that failed to decode (tests check both).
 var hintHits, hintMisses atomic.Int64
+
+// hintOffset is the first offset of the entry a read's position hint points
+// at: next, or the stored batch Read stopped inside.
+func (c *collector) hintOffset(next int64) int64 {
+	if c.cut {
+		return c.cutEntry
+	}
+	return next
+}
 
 // saveHint keeps where a read stopped, if it stopped inside the segment.
 func (s *segmentFile) saveHint(id readHint, off, pos, end int64) {
@@ -238,6 +247,11 @@ func (r sealedRead) scan(br *bufio.Reader, f *os.File, size, first, pos int64, c
 		}
 		off = next
 		if full {
+			if c.cut {
+				// Stopped inside this entry's batch: the next read starts
+				// within it, so the hint is the entry's own position.
+				return off, true, framePos, nil
+			}
 			return off, true, pos, nil
 		}
 	}
