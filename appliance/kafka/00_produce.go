@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -200,8 +201,14 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		fail(codeErrorf(errInvalidRecord, "transactional record batch without a producer id"))
 		return
 	}
-	recs, err := b.decodeRecords(s.cfg.MaxRequestBytes)
+	// Decoded records are bounded by the topic's max.message.bytes (plus the
+	// batch header Kafka counts in it), checked while decompressing.
+	recs, err := b.decodeRecords(maxDecodedBatchBytes(info.Config.MaxMessageBytes))
 	if err != nil {
+		var tl *batchTooLargeError
+		if errors.As(err, &tl) {
+			s.limitRejected(broker.LimitRecordBatch, "", fmt.Sprintf("%s-%d: %v", info.Name, rp.Partition, tl))
+		}
 		fail(err)
 		return
 	}
