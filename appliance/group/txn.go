@@ -5,8 +5,8 @@ import (
 )
 
 // TxnMember checks the group side of a TxnOffsetCommit (v3+: member id,
-// generation, group instance id) as an OffsetCommit from that member would
-// be checked, and returns the error code for its partitions (0 when the
+// generation or KIP-848 member epoch, group instance id) as an OffsetCommit
+// v9 from that member would be checked, and returns the error code for its partitions (0 when the
 // commit may proceed). A valid member's commit counts as its heartbeat.
 // Before v3 the request carries no member and nothing is checked.
 func (c *Coordinator) TxnMember(req *kmsg.TxnOffsetCommitRequest) int16 {
@@ -18,8 +18,18 @@ func (c *Coordinator) TxnMember(req *kmsg.TxnOffsetCommitRequest) int16 {
 	if c.closed {
 		return errCoordinatorNotAvailable
 	}
+	// Checked as the newest OffsetCommit: in a KIP-848 consumer group the
+	// generation is the member epoch and the partitions must be the member's.
 	oc := kmsg.NewPtrOffsetCommitRequest()
+	oc.Version = 9
 	oc.Group, oc.Generation, oc.MemberID, oc.InstanceID = req.Group, req.Generation, req.MemberID, req.InstanceID
+	for _, t := range req.Topics {
+		ot := kmsg.OffsetCommitRequestTopic{Topic: t.Topic}
+		for _, p := range t.Partitions {
+			ot.Partitions = append(ot.Partitions, kmsg.OffsetCommitRequestTopicPartition{Partition: p.Partition, Offset: p.Offset})
+		}
+		oc.Topics = append(oc.Topics, ot)
+	}
 	code := c.m.commitError(c.opts.Now(), oc)
 	hits := c.m.out.Limits
 	c.m.out.Limits = nil

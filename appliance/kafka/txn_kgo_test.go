@@ -186,8 +186,15 @@ func TestTxnAbandonedTimesOut(t *testing.T) {
 // TestTxnGroupTransactSession: consume-transform-produce with kgo's
 // GroupTransactSession (franz-go's TestTxnEtl shape): every input record
 // appears exactly once in the output for a read_committed reader, and the
-// group's committed offset is the input's end.
+// group's committed offset is the input's end; with a classic group and with
+// a KIP-848 consumer group (where TxnOffsetCommit's generation is the
+// member epoch).
 func TestTxnGroupTransactSession(t *testing.T) {
+	t.Run("classic", func(t *testing.T) { testTxnSession(t) })
+	t.Run("848", func(t *testing.T) { testTxnSession(t, kgo.ServerSideBalancer(), kgo.Balancers(kgo.RangeBalancer())) })
+}
+
+func testTxnSession(t *testing.T, groupOpts ...kgo.Opt) {
 	e := newTxnEnv(t)
 	ctx := ctxT(t)
 	adm := e.admin(t)
@@ -204,10 +211,10 @@ func TestTxnGroupTransactSession(t *testing.T) {
 	if err := in.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sess, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(e.addr), kgo.TransactionalID("etl"),
+	sess, err := kgo.NewGroupTransactSession(append([]kgo.Opt{kgo.SeedBrokers(e.addr), kgo.TransactionalID("etl"),
 		kgo.ConsumerGroup("etl-g"), kgo.ConsumeTopics("etl-in"), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond),
-		kgo.DefaultProduceTopic("etl-out"), kgo.RequireStableFetchOffsets())
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100 * time.Millisecond),
+		kgo.DefaultProduceTopic("etl-out"), kgo.RequireStableFetchOffsets()}, groupOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,13 +253,15 @@ func TestTxnGroupTransactSession(t *testing.T) {
 			t.Fatalf("output record %d is %q, want %q (%d records)", i, v, want, len(got))
 		}
 	}
-	offs, err := adm.FetchOffsets(ctx, "etl-g")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The last transaction's offsets are applied with its markers, just
+	// after EndTxn was answered: wait for them.
 	var sum int64
-	offs.Each(func(o kadm.OffsetResponse) { sum += o.At })
-	if sum != n {
-		t.Fatalf("group committed offsets sum to %d, want %d", sum, n)
+	for sum != n {
+		offs, err := adm.FetchOffsets(ctx, "etl-g")
+		if err != nil {
+			t.Fatalf("group committed offsets sum to %d, want %d: %v", sum, n, err)
+		}
+		sum = 0
+		offs.Each(func(o kadm.OffsetResponse) { sum += o.At })
 	}
 }
