@@ -448,8 +448,8 @@ func (b *Broker) segmentBytes(cfg TopicConfig) int {
 	if v <= 0 || v > max {
 		return int(max)
 	}
-	if v < MinTopicSegmentBytes {
-		v = MinTopicSegmentBytes
+	if floor := min(MinTopicSegmentBytes, max); v < floor {
+		v = floor // never above the broker's own size
 	}
 	return int(v)
 }
