@@ -847,7 +847,9 @@ func TestKafkaDeleteRecordsSubprocess(t *testing.T) {
 	ctx := kafkaCtx(t, 30*time.Second)
 	const topic, n, cut = "trimmed", 5000, 3000
 	k.createTopic(t, ctx, topic, 1)
-	cl := k.client(t, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	// Batches are stored as the producer sent them, and a segment rolls
+	// between batches: small batches give several 256 KiB segments.
+	cl := k.client(t, kgo.DefaultProduceTopic(topic), kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerBatchMaxBytes(32<<10))
 	recs := make([]*kgo.Record, n)
 	for i := range recs {
 		recs[i] = &kgo.Record{Value: fmt.Appendf(nil, "%05d %s", i, strings.Repeat("d", 200))}
