@@ -49,7 +49,27 @@ const (
 // consumer reads: each attack gets its error or a closed connection, katka's
 // peak RSS stays within 256 MiB, the honest clients lose nothing and finish,
 // and /healthz answers at the end.
-func TestHostileClients(t *testing.T) {
+func TestHostileClients(t *testing.T) { runHostile(t) }
+
+// BenchmarkHostileClients runs the same attacks once per iteration and reports
+// the honest producer's rate alone and during the attacks, and katka's peak
+// RSS: go test -run '^$' -bench HostileClients -benchtime 1x ./appliance/e2e/
+func BenchmarkHostileClients(b *testing.B) {
+	for b.Loop() {
+		r := runHostile(b)
+		b.ReportMetric(r.alone, "honest_records/s_alone")
+		b.ReportMetric(r.during, "honest_records/s_attacked")
+		b.ReportMetric(float64(r.peakRSS>>20), "peak_rss_MiB")
+	}
+}
+
+// hostileResult is what runHostile measured.
+type hostileResult struct {
+	alone, during float64 // honest producer records/s
+	peakRSS       int64   // katka's VmHWM in bytes
+}
+
+func runHostile(t testing.TB) (res hostileResult) {
 	k := startKafkaKatkaWith(t, hostileConfig)
 	ctx := kafkaCtx(t, 4*time.Minute)
 	k.createTopic(t, ctx, "honest", 1)
@@ -67,11 +87,12 @@ func TestHostileClients(t *testing.T) {
 	// Honest producer, timed alone first, then running through the attacks.
 	h := newHonest(t, k, ctx)
 	alone := h.produceN(20000)
+	res.alone = alone
 	t.Logf("honest producer alone: %.0f records/s", alone)
 
 	attacks := []struct {
 		name string
-		run  func(t *testing.T, k *kafkaKatka, ctx context.Context) error
+		run  func(t testing.TB, k *kafkaKatka, ctx context.Context) error
 	}{
 		{"batch bombs", attackBatchBombs},
 		{"tagged-field spin", attackTagSpin},
@@ -100,6 +121,7 @@ func TestHostileClients(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	during := <-duringDone
+	res.during = during
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("attack %q: %v", attacks[i].name, err)
@@ -112,6 +134,7 @@ func TestHostileClients(t *testing.T) {
 		t.Fatalf("katka died:\n%s", k.logTail(40))
 	}
 	if hwm, ok := peakRSS(k.cmd.Process.Pid); ok {
+		res.peakRSS = hwm
 		t.Logf("katka's peak RSS (VmHWM): %d MiB", hwm>>20)
 		if hwm > 256<<20 {
 			t.Errorf("katka's peak RSS is %d MiB (limit 256 MiB)", hwm>>20)
@@ -128,18 +151,19 @@ func TestHostileClients(t *testing.T) {
 			t.Log(line)
 		}
 	}
+	return res
 }
 
 // honest is the honest producer and group consumer of TestHostileClients.
 type honest struct {
-	t    *testing.T
+	t    testing.TB
 	k    *kafkaKatka
 	ctx  context.Context
 	prod *kgo.Client
 	next int // next value to produce
 }
 
-func newHonest(t *testing.T, k *kafkaKatka, ctx context.Context) *honest {
+func newHonest(t testing.TB, k *kafkaKatka, ctx context.Context) *honest {
 	return &honest{t: t, k: k, ctx: ctx, prod: k.client(t, kgo.DefaultProduceTopic("honest"), kgo.RequiredAcks(kgo.AllISRAcks()))}
 }
 
@@ -349,7 +373,7 @@ func wantRefused(what string, code int16, err error) error {
 
 // attackBatchBombs: 40 produce requests at once, each an ~8 KiB gzip batch of
 // zeros that claims 8,000,000 records (2.7 GB peak RSS before issue 12).
-func attackBatchBombs(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackBatchBombs(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	var zbuf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&zbuf, gzip.BestCompression)
 	zw.Write(make([]byte, 8<<20))
@@ -387,7 +411,7 @@ func collect(ch <-chan error) []error {
 // attackTagSpin: flexible request bodies whose tagged-field section claims
 // 2^32-1 tags. Each must be answered or closed, and together they may cost
 // katka little CPU (kmsg looped over every claimed tag before issue 12).
-func attackTagSpin(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackTagSpin(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	cpu0, err := processCPU(k.cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -455,7 +479,7 @@ func processCPU(pid int) (time.Duration, error) {
 
 // attackHugeFetch: 8 fetches at once asking for 2 GiB in all and per
 // partition; each response must stay within the broker's caps.
-func attackHugeFetch(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackHugeFetch(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for range 8 {
@@ -501,7 +525,7 @@ func attackHugeFetch(t *testing.T, k *kafkaKatka, ctx context.Context) error {
 
 // attackProduceEntries: one produce request with 200,000 partition entries
 // (most for partitions that do not exist, some duplicated).
-func attackProduceEntries(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackProduceEntries(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	c, err := dialRaw(k.KafkaAddr)
 	if err != nil {
 		return err
@@ -539,7 +563,7 @@ func attackProduceEntries(t *testing.T, k *kafkaKatka, ctx context.Context) erro
 
 // attackForgedProducer: an idempotent batch under a producer id katka never
 // issued.
-func attackForgedProducer(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackForgedProducer(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	var errs []error
 	for _, pid := range []int64{1, 987654321, 1 << 40} {
 		c, err := dialRaw(k.KafkaAddr)
@@ -557,7 +581,7 @@ func attackForgedProducer(t *testing.T, k *kafkaKatka, ctx context.Context) erro
 
 // attackPartitions: a topic with more partitions than the broker allows, and
 // one of 2,000 partitions while the honest producer writes.
-func attackPartitions(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackPartitions(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	adm := kadm.NewClient(k.client(t))
 	r, err := adm.CreateTopic(ctx, 5000, 1, nil, "too-many")
 	if err == nil && r.Err == nil {
@@ -572,7 +596,7 @@ func attackPartitions(t *testing.T, k *kafkaKatka, ctx context.Context) error {
 
 // attackInternalTopics: reserved names and __consumer_offsets are out of
 // clients' reach.
-func attackInternalTopics(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackInternalTopics(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	cl := k.client(t)
 	adm := kadm.NewClient(cl)
 	var errs []error
@@ -619,7 +643,7 @@ func httpClientFrom() *http.Client {
 }
 
 // attackHTTPContentType: a web page's "simple" cross-origin POST (text/plain).
-func attackHTTPContentType(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackHTTPContentType(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	cl := httpClientFrom()
 	resp, err := cl.Post("http://"+k.HTTPAddr+"/v1/topics", "text/plain", strings.NewReader(`{"name":"from-a-web-page","partitions":1}`))
 	if err != nil {
@@ -653,7 +677,7 @@ func (r *countingReader) Read(p []byte) (int, error) {
 }
 
 // attackHTTPBigBody: a 1 GiB body on a produce endpoint.
-func attackHTTPBigBody(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackHTTPBigBody(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	const size = 1 << 30
 	body := &countingReader{left: size}
 	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+k.HTTPAddr+"/v1/topics/honest/partitions/0/records", body)
@@ -676,7 +700,7 @@ func attackHTTPBigBody(t *testing.T, k *kafkaKatka, ctx context.Context) error {
 
 // attackHTTPSlowClients: 1,000 clients sending a request header a byte a
 // second; each must be closed by katka.
-func attackHTTPSlowClients(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackHTTPSlowClients(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	var closed atomic.Int64
 	var wg sync.WaitGroup
 	header := "GET /healthz HTTP/1.1\r\nHost: katka\r\nX-Slow: " + strings.Repeat("a", 10000)
@@ -721,7 +745,7 @@ func attackHTTPSlowClients(t *testing.T, k *kafkaKatka, ctx context.Context) err
 
 // attackConnFlood: 10,000 connection attempts in waves of 2,000 held open
 // from one address; katka must close those beyond max_connections_per_ip.
-func attackConnFlood(t *testing.T, k *kafkaKatka, ctx context.Context) error {
+func attackConnFlood(t testing.TB, k *kafkaKatka, ctx context.Context) error {
 	held := 0
 	for wave := range 5 {
 		conns := make([]net.Conn, 0, 2000)
@@ -761,7 +785,7 @@ func attackConnFlood(t *testing.T, k *kafkaKatka, ctx context.Context) error {
 }
 
 // httpGet returns the body of a GET or fails the test.
-func httpGet(t *testing.T, url string) string {
+func httpGet(t testing.TB, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
