@@ -83,8 +83,16 @@ func readCommitted(t *testing.T, ctx context.Context, k *kafkaKatka, topic, stop
 // read_committed to the end and returns the values.
 func kcatCommitted(t *testing.T, ctx context.Context, k *kafkaKatka, topic string) []string {
 	t.Helper()
+	return kcatRead(t, ctx, k, topic, "read_committed")
+}
+
+// kcatRead reads topic with kcat at the given isolation level to the end
+// (-e: kcat exits once its position reaches the end offset, which it passes
+// only if the control batches at the end are served to it).
+func kcatRead(t *testing.T, ctx context.Context, k *kafkaKatka, topic, isolation string) []string {
+	t.Helper()
 	cmd := exec.CommandContext(ctx, kcatBinary(t), "-C", "-b", k.KafkaAddr, "-t", topic, "-o", "beginning", "-e", "-q",
-		"-f", "%s\n", "-X", "isolation.level=read_committed")
+		"-f", "%s\n", "-X", "isolation.level="+isolation)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -194,7 +202,8 @@ func TestTxnKilledProducer(t *testing.T) {
 
 // TestTxnSarama: sarama's transactional producer commits one transaction and
 // aborts another on two partitions; read_committed kgo and kcat consumers see
-// exactly the committed records.
+// exactly the committed records, a read_uncommitted kcat all of them (and
+// gets past the markers to the end).
 func TestTxnSarama(t *testing.T) {
 	k := startKafkaKatka(t)
 	ctx := kafkaCtx(t, 60*time.Second)
@@ -254,5 +263,12 @@ func TestTxnSarama(t *testing.T) {
 	sort.Strings(kc)
 	if strings.Join(kc, ",") != strings.Join(want, ",") {
 		t.Fatalf("read_committed kcat got %v, want %v", kc, want)
+	}
+	// read_uncommitted sees the aborted records too, and reaches the end
+	// past the markers.
+	ku := kcatRead(t, ctx, k, topic, "read_uncommitted")
+	sort.Strings(ku)
+	if want := "a1,a2,a3,a4,c1,c2,c3,c4,c5,c6"; strings.Join(ku, ",") != want {
+		t.Fatalf("read_uncommitted kcat got %v, want %s", ku, want)
 	}
 }

@@ -222,6 +222,13 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 		if len(res.Records) > 0 {
 			sp.RecordBatches = appendBatches(nil, res.Records, p.info.Config.TimestampType == "LogAppendTime")
 			total += int64(len(sp.RecordBatches))
+		} else if p.rp.FetchOffset < res.HighWatermark {
+			// Only control batches (transaction markers) here: serve them
+			// as stored, or the client never moves past them.
+			if bres, err := s.b.FetchBatches(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, res.HighWatermark, int(min(budget, math.MaxInt32))); err == nil && len(bres.Batches) > 0 {
+				sp.RecordBatches = bres.Batches
+				total += int64(len(bres.Batches))
+			}
 		}
 	}
 	return total, failed
