@@ -42,37 +42,54 @@ var castagnoliTable = crc32.MakeTable(crc32.Castagnoli)
 // watermark can cover it, so a caller can record what the batch means (an
 // open transaction) before any consumer may read it. On a LogAppendTime
 // topic the batch's max timestamp and timestamp type are set to the append
-// time (its CRC recomputed), as Kafka does.
+// time (its CRC recomputed), as Kafka does. On a topic whose
+// compression.type names a codec the batch is recompressed to it first.
 func (b *Broker) AppendBatch(ctx context.Context, topicName string, partition int32, batch []byte, acks Acks, beforeVisible func(base int64)) (int64, error) {
+	base, _, err := b.AppendBatchTime(ctx, topicName, partition, batch, acks, beforeVisible)
+	return base, err
+}
+
+// AppendBatchTime is AppendBatch that also returns the append time it set in
+// the batch on a LogAppendTime topic (Unix milliseconds; -1 on other topics),
+// which a produce response reports.
+func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partition int32, batch []byte, acks Acks, beforeVisible func(base int64)) (int64, int64, error) {
+	appendTime := int64(-1)
 	t, p, err := b.partition(topicName, partition)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	h, err := storage.ParseBatchHeader(batch)
 	if err != nil {
-		return 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+		return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
 	}
 	if max := t.info.Config.MaxMessageBytes; max > 0 && int64(len(batch)) > max && !h.Control() {
-		return 0, fmt.Errorf("append batch to %s-%d: %w: %d bytes, limit %d", topicName, partition, ErrRecordTooLarge, len(batch), max)
+		return 0, 0, fmt.Errorf("append batch to %s-%d: %w: %d bytes, limit %d", topicName, partition, ErrRecordTooLarge, len(batch), max)
+	}
+	if codec, ok := storage.CodecByName(t.info.Config.CompressionType); ok && !h.Control() && h.Codec() != codec {
+		// compression.type names a codec: recompress, as Kafka does.
+		if batch, err = storage.RecompressBatch(batch, codec); err != nil {
+			return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+		}
 	}
 	if t.info.Config.TimestampType == "LogAppendTime" && !h.Control() {
 		batch = append([]byte(nil), batch...)
 		attrs := binary.BigEndian.Uint16(batch[21:]) | 0x08
 		binary.BigEndian.PutUint16(batch[21:], attrs)
-		binary.BigEndian.PutUint64(batch[35:], uint64(time.Now().UnixMilli()))
+		appendTime = time.Now().UnixMilli()
+		binary.BigEndian.PutUint64(batch[35:], uint64(appendTime))
 		binary.BigEndian.PutUint32(batch[17:], crc32.Checksum(batch[21:], castagnoliTable))
 	}
 	need := int64(len(batch) + 32)
 	if err := b.makeRoom(t, need); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	base, end, err := p.log.AppendBatches([][]byte{batch})
 	if err != nil {
 		if err := p.goneErr(nil); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		b.m.produceError(topicName)
-		return 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+		return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
 	}
 	b.disk.used.Add(need)
 	if beforeVisible != nil {
@@ -83,20 +100,20 @@ func (b *Broker) AppendBatch(ctx context.Context, topicName string, partition in
 	}
 	if p.interval {
 		p.advance(end)
-		return base, nil
+		return base, appendTime, nil
 	}
 	if acks == AcksNone {
 		go p.syncTo(end)
-		return base, nil
+		return base, appendTime, nil
 	}
 	if err := p.syncTo(end); err != nil {
 		if err := p.goneErr(nil); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		b.m.produceError(topicName)
-		return 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+		return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
 	}
-	return base, nil
+	return base, appendTime, nil
 }
 
 // FetchBatches returns the stored record batches from the one holding offset

@@ -851,7 +851,10 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 	if err := b.makeRoom(t, need); err != nil {
 		return 0, err
 	}
-	base, end, err := p.append(recs)
+	// Written as batches compressed per the topic's compression.type
+	// (producer and uncompressed: uncompressed).
+	codec, _ := storage.CodecByName(t.info.Config.CompressionType)
+	base, end, err := p.append(recs, storage.BatchFormat{Codec: codec, LogAppendTime: logAppend})
 	if err == nil {
 		b.disk.used.Add(need)
 	}

@@ -23,8 +23,9 @@ type partition struct {
 	notify      chan struct{}
 }
 
-func (p *partition) append(recs []Record) (base, end int64, err error) {
-	base, err = p.log.Append(recs)
+// append writes recs as batches encoded as f says.
+func (p *partition) append(recs []Record, f storage.BatchFormat) (base, end int64, err error) {
+	base, err = p.log.AppendFormat(recs, f)
 	if err != nil {
 		return 0, 0, err
 	}

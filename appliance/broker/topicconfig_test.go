@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,9 +91,14 @@ func TestTopicOverridesPersistAndApply(t *testing.T) {
 	if c.SegmentBytes != 65536 || c.CompressionType != "lz4" || c.RetentionMs != 60000 || c.RetentionBytes != -1 || c.CleanupPolicy != "delete" {
 		t.Fatalf("resolved config %+v", c)
 	}
-	// segment.bytes is the partition's segment size: 300 KiB make several segments.
-	val := make([]byte, 1000)
+	// segment.bytes is the partition's segment size: 300 KiB make several
+	// segments (random values: the topic's lz4 would shrink zeros to nothing).
+	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 300; i++ {
+		val := make([]byte, 1000)
+		for j := range val {
+			val[j] = byte(rng.Uint32())
+		}
 		if _, err := b.Produce(context.Background(), "t", 0, []Record{{Value: val}}, AcksAll); err != nil {
 			t.Fatal(err)
 		}

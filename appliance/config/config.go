@@ -106,6 +106,10 @@ type TopicSpec struct {
 	OnFull string `yaml:"on_full"`
 	// CleanupPolicy is delete (default), compact, or "compact,delete".
 	CleanupPolicy string `yaml:"cleanup_policy"`
+	// CompressionType is the topic's compression.type: producer (default:
+	// batches stored as sent; katka's own writes uncompressed), uncompressed,
+	// gzip, snappy, lz4 or zstd (every batch stored with that codec).
+	CompressionType string `yaml:"compression_type"`
 }
 
 // Sensors configures the built-in inputs.

@@ -198,7 +198,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown key in a list element",
 			"topics:\n  create:\n    - name: a\n      partitions: 1\n    - name: b\n      partition: 2\n",
-			"line 6: topics.create[1].partition: unknown key (allowed: name, partitions, retention, retention_bytes, on_full, cleanup_policy)",
+			"line 6: topics.create[1].partition: unknown key (allowed: name, partitions, retention, retention_bytes, on_full, cleanup_policy, compression_type)",
 		},
 		{
 			"unknown key deep in a list",

@@ -91,6 +91,9 @@ func (c *Config) Validate() error {
 		if spec.CleanupPolicy != "" {
 			v.oneOf(p+".cleanup_policy", spec.CleanupPolicy, cleanupPolicies)
 		}
+		if spec.CompressionType != "" {
+			v.oneOf(p+".compression_type", spec.CompressionType, compressionTypes)
+		}
 	}
 
 	if p := c.Sensors.Partitioner; !slices.Contains(partitioners, p) && !slices.ContainsFunc(c.Plugins.Instances, func(in PluginInstance) bool { return in.Name == p }) {
@@ -110,6 +113,8 @@ func (c *Config) Validate() error {
 var (
 	onFullPolicies  = []string{"reject", "drop_oldest"}
 	cleanupPolicies = []string{"delete", "compact", "compact,delete"}
+	// compressionTypes are Kafka's compression.type values.
+	compressionTypes = []string{"producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"}
 )
 
 // ValidTopicName reports whether name is a topic name Kafka accepts: 1 to 249

@@ -202,9 +202,9 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		return
 	}
 	// Decoded records are bounded by the topic's max.message.bytes (plus the
-	// batch header Kafka counts in it), checked while decompressing.
-	recs, err := b.decodeRecords(maxDecodedBatchBytes(info.Config.MaxMessageBytes))
-	if err != nil {
+	// batch header Kafka counts in it), checked while decompressing. They
+	// are decoded only to validate them: the batch is stored as sent.
+	if _, err := b.decodeRecords(maxDecodedBatchBytes(info.Config.MaxMessageBytes)); err != nil {
 		var tl *batchTooLargeError
 		if errors.As(err, &tl) {
 			s.limitRejected(broker.LimitRecordBatch, "", fmt.Sprintf("%s-%d: %v", info.Name, rp.Partition, tl))
@@ -213,15 +213,18 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		return
 	}
 	logAppend := info.Config.TimestampType == "LogAppendTime"
+	// Every batch is stored as the producer sent it (compression and producer
+	// fields kept; recompressed only if the topic's compression.type names a
+	// codec, and stamped on a LogAppendTime topic, both by the broker).
 	if b.producerID < 0 {
-		base, err := s.b.Produce(ctx, info.Name, rp.Partition, recs, acks)
+		base, at, err := s.b.AppendBatchTime(ctx, info.Name, rp.Partition, rp.Records, acks, nil)
 		if err != nil {
 			fail(err)
 			return
 		}
 		sp.BaseOffset = base
 		if logAppend {
-			sp.LogAppendTime = recs[0].Timestamp.UnixMilli() // the broker sets it in place
+			sp.LogAppendTime = at
 		}
 		return
 	}
@@ -245,31 +248,18 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		}
 		return
 	}
+	var beforeVisible func(base int64)
 	if transactional {
 		if err := s.verifyTxnBatch(ctx, txnID, info, rp.Partition, b.producerID, b.producerEpoch, version); err != nil {
 			fail(err)
 			return
 		}
-		// Stored as sent: the transactional bit and producer fields are what
-		// read_committed consumers skip aborted data by.
-		base, err := s.b.AppendBatch(ctx, info.Name, rp.Partition, rp.Records, acks, s.openTxnAt(ctx, info, rp.Partition, b.producerID, b.producerEpoch))
-		if err != nil {
-			fail(err)
-			return
-		}
-		sb := seqBatch{first: b.baseSequence, last: b.lastSequence(), base: base, appendTime: -1}
-		sp.BaseOffset = base
-		if logAppend {
-			sb.appendTime = time.Now().UnixMilli()
-			sp.LogAppendTime = sb.appendTime
-		}
-		st.record(b.producerEpoch, sb, time.Now())
-		return
+		// The transactional bit and producer fields are what read_committed
+		// consumers skip aborted data by; the open transaction is recorded
+		// before any consumer may read the batch.
+		beforeVisible = s.openTxnAt(ctx, info, rp.Partition, b.producerID, b.producerEpoch)
 	}
-	if len(recs) > 0 {
-		recs[len(recs)-1].Producer = &broker.ProducerBatch{ID: b.producerID, Epoch: b.producerEpoch, FirstSeq: b.baseSequence, LastSeq: b.lastSequence()}
-	}
-	base, err := s.b.Produce(ctx, info.Name, rp.Partition, recs, acks)
+	base, at, err := s.b.AppendBatchTime(ctx, info.Name, rp.Partition, rp.Records, acks, beforeVisible)
 	if err != nil {
 		fail(err)
 		return
@@ -277,8 +267,8 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	sb := seqBatch{first: b.baseSequence, last: b.lastSequence(), base: base, appendTime: -1}
 	sp.BaseOffset = base
 	if logAppend {
-		sb.appendTime = recs[0].Timestamp.UnixMilli()
-		sp.LogAppendTime = sb.appendTime
+		sb.appendTime = at
+		sp.LogAppendTime = at
 	}
 	st.record(b.producerEpoch, sb, time.Now())
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"reflect"
@@ -202,12 +203,14 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 		}
 		budget = max(budget, 1)
 		if committed {
-			n, bad := s.fetchCommitted(ctx, p, budget)
+			n, bad := s.fetchCommitted(ctx, p, budget, total == 0)
 			total += n
 			failed = failed || bad
 			continue
 		}
-		res, err := s.b.Fetch(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, int(min(budget, math.MaxInt32)), 0)
+		// Stored batches served as they are (the first may start before the
+		// fetch offset; clients skip the records below it, as with Kafka).
+		res, err := s.b.FetchBatches(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, math.MaxInt64, int(min(budget, math.MaxInt32)))
 		if err != nil {
 			sp.ErrorCode = errorCode(err)
 			if sp.ErrorCode == errOffsetOutOfRange {
@@ -219,30 +222,22 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 			continue
 		}
 		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStartOffset
-		if len(res.Records) > 0 {
-			sp.RecordBatches = appendBatches(nil, res.Records, p.info.Config.TimestampType == "LogAppendTime")
-			total += int64(len(sp.RecordBatches))
-		} else if p.rp.FetchOffset < res.HighWatermark {
-			// Only control batches (transaction markers) here: serve them
-			// as stored, or the client never moves past them.
-			if bres, err := s.b.FetchBatches(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, res.HighWatermark, int(min(budget, math.MaxInt32))); err == nil && len(bres.Batches) > 0 {
-				sp.RecordBatches = bres.Batches
-				total += int64(len(bres.Batches))
-			}
+		if data := fitBatches(res.Batches, budget, total == 0); len(data) > 0 {
+			sp.RecordBatches = data
+			total += int64(len(data))
 		}
 	}
 	return total, failed
 }
 
-// fetchCommitted reads one partition for a read_committed fetch: records up
-// to the last stable offset (the first offset of the oldest open
-// transaction, else the high watermark). A partition that ever held a
-// transactional batch is served as stored, batch headers included, with the
-// aborted transactions overlapping what is read, so the client drops the
-// aborted batches and the control batches (as Kafka serves it); any other
-// partition is read as read_uncommitted, capped at the last stable offset.
-// It returns the bytes gathered and whether the partition failed.
-func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64) (int64, bool) {
+// fetchCommitted reads one partition for a read_committed fetch: the stored
+// batches up to the last stable offset (the first offset of the oldest open
+// transaction, else the high watermark), served as stored, with the aborted
+// transactions overlapping what is read when the partition ever held a
+// transactional batch, so the client drops the aborted batches and the
+// control batches (as Kafka serves it). It returns the bytes gathered and
+// whether the partition failed.
+func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64, first bool) (int64, bool) {
 	sp := p.sp
 	pi, err := s.b.PartitionInfo(p.info.Name, p.rp.Partition) // the high watermark before the index
 	if err != nil {
@@ -254,25 +249,6 @@ func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64) 
 	raw := pt.hasTxn
 	pt.mu.Unlock()
 	off := p.rp.FetchOffset
-	if !raw {
-		res, err := s.b.Fetch(ctx, p.info.Name, p.rp.Partition, off, int(min(budget, math.MaxInt32)), 0)
-		if err != nil && errorCode(err) != errOffsetOutOfRange {
-			return 0, s.fetchFailed(p, err)
-		}
-		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, min(lso, res.HighWatermark), res.LogStartOffset
-		if err != nil {
-			return 0, s.fetchFailed(p, err)
-		}
-		recs := res.Records
-		for len(recs) > 0 && recs[len(recs)-1].Offset >= lso {
-			recs = recs[:len(recs)-1] // a transaction that began since the index was read
-		}
-		if len(recs) == 0 {
-			return 0, false
-		}
-		sp.RecordBatches = appendBatches(nil, recs, p.info.Config.TimestampType == "LogAppendTime")
-		return int64(len(sp.RecordBatches)), false
-	}
 	res, err := s.b.FetchBatches(ctx, p.info.Name, p.rp.Partition, off, lso, int(min(budget, math.MaxInt32)))
 	if err != nil && errorCode(err) != errOffsetOutOfRange {
 		return 0, s.fetchFailed(p, err)
@@ -281,15 +257,39 @@ func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64) 
 	if err != nil {
 		return 0, s.fetchFailed(p, err)
 	}
-	if len(res.Batches) == 0 {
+	data := fitBatches(res.Batches, budget, first)
+	if len(data) == 0 {
 		return 0, false
 	}
-	sp.RecordBatches = res.Batches
-	pt = s.partTxns(ctx, p.info, p.rp.Partition)
-	pt.prune(res.LogStartOffset)
-	sp.AbortedTransactions = pt.abortedIn(off, lso)
-	pt.mu.Unlock()
-	return int64(len(res.Batches)), false
+	sp.RecordBatches = data
+	if raw {
+		pt = s.partTxns(ctx, p.info, p.rp.Partition)
+		pt.prune(res.LogStartOffset)
+		sp.AbortedTransactions = pt.abortedIn(off, lso)
+		pt.mu.Unlock()
+	}
+	return int64(len(data)), false
+}
+
+// fitBatches returns the whole batches at the start of data that fit in
+// budget bytes (the log's read stops after the batch that reaches its
+// limit). The first partition of a response with records gets its first
+// batch whole however large (first), so a consumer never stalls behind a
+// batch larger than its limits; later partitions get only what fits, as in
+// Kafka (which gives them at most a partial batch the client drops).
+func fitBatches(data []byte, budget int64, first bool) []byte {
+	n := 0
+	for n+12 <= len(data) {
+		end := n + 12 + int(int32(binary.BigEndian.Uint32(data[n+8:])))
+		if end > len(data) || end <= n+12 {
+			break
+		}
+		if int64(end) > budget && (n > 0 || !first) {
+			break
+		}
+		n = end
+	}
+	return data[:n]
 }
 
 // fetchFailed fills a partition's error; it reports true (the fetch answers at once).

@@ -109,8 +109,12 @@ func TestFetchLimitsAndErrors(t *testing.T) {
 	if _, err := e.b.CreateTopic("lim", 2, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	produceN(t, e.b, "lim", 0, 100, 1000)
-	produceN(t, e.b, "lim", 1, 100, 1000)
+	// One record per batch: stored batches are served whole, so the limits
+	// hold at batch granularity.
+	for range 100 {
+		produceN(t, e.b, "lim", 0, 1, 1000)
+		produceN(t, e.b, "lim", 1, 1, 1000)
+	}
 	r := e.raw(t)
 	// Per-partition limit.
 	resp := r.roundTrip(fetchReq("lim", map[int32]int64{0: 0, 1: 0}, 0, 0, 1<<20, 10_000), 12).(*kmsg.FetchResponse)
@@ -131,6 +135,18 @@ func TestFetchLimitsAndErrors(t *testing.T) {
 	resp = r.roundTrip(fetchReq("lim", map[int32]int64{0: 0}, 0, 0, 10, 10), 12).(*kmsg.FetchResponse)
 	if len(resp.Topics[0].Partitions[0].RecordBatches) == 0 {
 		t.Fatal("oversized first record not returned")
+	}
+	// A batch (16 KiB of 2 KB records) larger than the partition limit: whole for the first partition
+	// with records, not at all for a later one (Kafka sends it a partial
+	// batch the client drops).
+	if _, err := e.b.CreateTopic("big", 2, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	produceN(t, e.b, "big", 0, 10, 2000)
+	produceN(t, e.b, "big", 1, 10, 2000)
+	resp = r.roundTrip(fetchReq("big", map[int32]int64{0: 0, 1: 0}, 0, 0, 1<<20, 10_000), 12).(*kmsg.FetchResponse)
+	if n0, n1 := len(resp.Topics[0].Partitions[0].RecordBatches), len(resp.Topics[0].Partitions[1].RecordBatches); n0 <= 10_000 || n1 != 0 {
+		t.Fatalf("16 KB batches under a 10000 byte partition limit: partitions got %d and %d bytes", n0, n1)
 	}
 	// Offset out of range, unknown partition and topic.
 	resp = r.roundTrip(fetchReq("lim", map[int32]int64{0: 101, 1: 5}, 0, 0, 1<<20, 1<<20), 12).(*kmsg.FetchResponse)

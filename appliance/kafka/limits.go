@@ -118,11 +118,13 @@ func (s *Server) isClosed() bool {
 // first): two requests each holding part of the pool and waiting for the rest
 // would wait forever. ctx nil means the pool is only shrunk.
 // fetchMemoryFactor is what one byte of fetched records costs in memory
-// until the response is written: the records read out of the log (copies),
-// the record batches encoded from them and the response frame. A fetch
-// reserves that many pool bytes per byte it may return, so the pool bounds
-// real memory, not only the response's size.
-const fetchMemoryFactor = 3
+// until the response is written: the stored batches read out of the log (one
+// buffer, served as they are) and the response frame they are copied into. A
+// fetch reserves that many pool bytes per byte it may return, so the pool
+// bounds real memory, not only the response's size. It was 3 while fetch
+// decoded records into copies and encoded batches again from them; a sealed
+// segment's read scratch is one entry at a time, not counted.
+const fetchMemoryFactor = 2
 
 // reserveUpTo is reserve for a fetch, which can return less than it may: it
 // takes want pool bytes if free, else the largest of want/2, want/4, ... down

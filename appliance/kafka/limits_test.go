@@ -216,7 +216,9 @@ func TestFetchClampedToBrokerCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	for p := int32(0); p < 3; p++ {
-		produceN(t, e.b, "cap", p, 100, 1000)
+		for range 100 {
+			produceN(t, e.b, "cap", p, 1, 1000) // one record per batch
+		}
 	}
 	r := e.raw(t)
 	resp := r.roundTrip(fetchReq("cap", map[int32]int64{0: 0, 1: 0, 2: 0}, 0, 0, 50<<20, 1<<20), 12).(*kmsg.FetchResponse)

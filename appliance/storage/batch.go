@@ -232,10 +232,70 @@ func (r *reader) bytes() []byte {
 	return v
 }
 
-// encodeBatch encodes recs as one uncompressed record batch v2 with base
-// offset recs[0].Offset and offset deltas from their offsets (increasing).
-// prod, if set, gives the producer id, epoch and base sequence.
-func encodeBatch(dst []byte, recs []Record, prod *ProducerBatch) []byte {
+// BatchFormat says how Append encodes the batches it writes.
+type BatchFormat struct {
+	// Codec compresses the records of each batch (CodecByName; 0 none).
+	Codec int
+	// LogAppendTime sets the batches' timestamp type to LogAppendTime (the
+	// records' timestamps are then the append time, set by the caller).
+	LogAppendTime bool
+}
+
+// CodecByName returns the record batch codec of a Kafka compression.type
+// value: uncompressed 0, gzip 1, snappy 2, lz4 3, zstd 4. ok is false for
+// "producer" (keep what the producer sent), "" and unknown names.
+func CodecByName(name string) (codec int, ok bool) {
+	switch name {
+	case "uncompressed", "none":
+		return codecNone, true
+	case "gzip":
+		return codecGzip, true
+	case "snappy":
+		return codecSnappy, true
+	case "lz4":
+		return codecLz4, true
+	case "zstd":
+		return codecZstd, true
+	}
+	return 0, false
+}
+
+// RecompressBatch returns the checked record batch b with its records
+// compressed with codec instead of the producer's (what Kafka does on a topic
+// whose compression.type names a codec): offsets, timestamps, producer fields
+// and the other attributes kept, the CRC recomputed. A batch already in codec,
+// a control batch and an empty batch are returned as they are.
+func RecompressBatch(b []byte, codec int) ([]byte, error) {
+	h, err := ParseBatchHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	if h.Codec() == codec || h.Control() || h.NumRecords == 0 {
+		return b, nil
+	}
+	raw, err := decompress(h.Codec(), b[BatchHeaderLen:], maxDecodedBatch)
+	if err != nil {
+		return nil, fmt.Errorf("recompress batch: %w", err)
+	}
+	body := raw
+	if codec != codecNone {
+		if body, err = compress(codec, raw); err != nil {
+			return nil, fmt.Errorf("recompress batch: %w", err)
+		}
+	}
+	out := append(make([]byte, 0, BatchHeaderLen+len(body)), b[:BatchHeaderLen]...)
+	out = append(out, body...)
+	binary.BigEndian.PutUint16(out[21:], uint16(h.Attributes)&^attrCodecMask|uint16(codec))
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	return out, nil
+}
+
+// encodeBatch encodes recs as one record batch v2 with base offset
+// recs[0].Offset and offset deltas from their offsets (increasing),
+// compressed and typed as f says. prod, if set, gives the producer id, epoch
+// and base sequence.
+func encodeBatch(dst []byte, recs []Record, prod *ProducerBatch, f BatchFormat) []byte {
 	start := len(dst)
 	base := recs[0].Offset
 	first := recTS(&recs[0])
@@ -251,7 +311,11 @@ func encodeBatch(dst []byte, recs []Record, prod *ProducerBatch) []byte {
 	dst = append(dst, 0, 0, 0, 0) // length, set below
 	dst = binary.BigEndian.AppendUint32(dst, 0)
 	dst = append(dst, 2, 0, 0, 0, 0) // magic; crc set below
-	dst = binary.BigEndian.AppendUint16(dst, 0)
+	attrs := uint16(0)
+	if f.LogAppendTime {
+		attrs |= attrLogAppendTime
+	}
+	dst = binary.BigEndian.AppendUint16(dst, attrs)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(recs[len(recs)-1].Offset-base))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(first))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(maxTS))
@@ -261,6 +325,14 @@ func encodeBatch(dst []byte, recs []Record, prod *ProducerBatch) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(recs)))
 	for i := range recs {
 		dst = appendKafkaRecord(dst, &recs[i], recs[i].Offset-base, first)
+	}
+	if f.Codec != codecNone {
+		// Compressing records this package just encoded cannot fail for a
+		// known codec; an unknown one leaves the batch uncompressed.
+		if body, err := compress(f.Codec, dst[start+BatchHeaderLen:]); err == nil {
+			dst = append(dst[:start+BatchHeaderLen], body...)
+			binary.BigEndian.PutUint16(dst[start+21:], attrs|uint16(f.Codec))
+		}
 	}
 	binary.BigEndian.PutUint32(dst[start+8:], uint32(len(dst)-start-12))
 	binary.BigEndian.PutUint32(dst[start+17:], crc32.Checksum(dst[start+21:], castagnoli))

@@ -243,6 +243,13 @@ const appendBatchBytes = 16 << 10
 // batch with its producer fields). The records are not durable until SyncTo
 // covers them.
 func (l *Log) Append(recs []Record) (base int64, err error) {
+	return l.AppendFormat(recs, BatchFormat{})
+}
+
+// AppendFormat is Append with the batches compressed and typed as f says (a
+// topic's compression.type and message.timestamp.type for the records katka
+// itself writes).
+func (l *Log) AppendFormat(recs []Record, f BatchFormat) (base int64, err error) {
 	if len(recs) == 0 {
 		return l.EndOffset(), nil
 	}
@@ -293,7 +300,7 @@ func (l *Log) Append(recs []Record) (base int64, err error) {
 		l.buf = append(l.buf, 0, 0, 0, 0, kindBatch)
 		l.buf = binary.BigEndian.AppendUint64(l.buf, uint64(recs[from].Offset))
 		l.buf = append(l.buf, make([]byte, 8)...) // max timestamp, set below
-		l.buf = encodeBatch(l.buf, recs[from:to], prod)
+		l.buf = encodeBatch(l.buf, recs[from:to], prod, f)
 		copy(l.buf[start+13:], l.buf[start+entryHeaderLen+35:start+entryHeaderLen+43])
 		l.buf = finishEntry(l.buf, start)
 		l.spans = append(l.spans, entrySpanRec{off: recs[from].Offset, count: int64(to - from), start: start, end: len(l.buf)})
@@ -761,7 +768,7 @@ func (c *collector) flush() error {
 	if len(c.v1) == 0 {
 		return nil
 	}
-	c.out = encodeBatch(c.out, c.v1, nil)
+	c.out = encodeBatch(c.out, c.v1, nil, BatchFormat{})
 	c.v1 = c.v1[:0]
 	return nil
 }

@@ -109,7 +109,7 @@ func serve(cfg config.Config) error {
 		if _, err := b.Topic(t.Name); err == nil {
 			continue
 		}
-		tc := broker.TopicConfig{RetentionBytes: int64(t.RetentionBytes), OnFull: t.OnFull, CleanupPolicy: t.CleanupPolicy}
+		tc := broker.TopicConfig{RetentionBytes: int64(t.RetentionBytes), OnFull: t.OnFull, CleanupPolicy: t.CleanupPolicy, CompressionType: t.CompressionType}
 		if t.Retention != 0 {
 			tc.RetentionMs = retentionMs(t.Retention)
 		}
