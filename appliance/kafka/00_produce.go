@@ -204,7 +204,7 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	// Decoded records are bounded by the topic's max.message.bytes (plus the
 	// batch header Kafka counts in it), checked while decompressing. They
 	// are decoded only to validate them: the batch is stored as sent.
-	if _, err := b.decodeRecords(maxDecodedBatchBytes(info.Config.MaxMessageBytes)); err != nil {
+	if err := b.validateRecords(maxDecodedBatchBytes(info.Config.MaxMessageBytes)); err != nil {
 		var tl *batchTooLargeError
 		if errors.As(err, &tl) {
 			s.limitRejected(broker.LimitRecordBatch, "", fmt.Sprintf("%s-%d: %v", info.Name, rp.Partition, tl))

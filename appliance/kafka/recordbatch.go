@@ -179,13 +179,31 @@ func (f *recordFraming) advance(raw []byte, final bool) error {
 	return nil
 }
 
-// decodeRecords decompresses the batch and decodes its records. limit bounds
-// the decompressed size (see maxDecodedBatchBytes) and is checked while
-// decompressing; memory grows with the bytes actually decoded, never with the
-// record count the header claims. Keys, values and header values alias the
-// decompressed buffer (or the request). A batch over limit fails with a
-// *batchTooLargeError.
-func (b *batch) decodeRecords(limit int) ([]broker.Record, error) {
+// validateRecords checks the batch's records as decodeRecords does (limit
+// bounds the decompressed size, a batch over it fails with a
+// *batchTooLargeError) without keeping them: produce stores the batch as
+// sent, so only the checks are needed.
+func (b *batch) validateRecords(limit int) error {
+	raw, err := b.decompressed(limit)
+	if err != nil {
+		return err
+	}
+	for i := range b.numRecords {
+		_, n, err := decodeRecord(raw, b.firstTimestamp, i)
+		if err != nil {
+			return err
+		}
+		raw = raw[n:]
+	}
+	if len(raw) != 0 {
+		return codeErrorf(errCorruptMessage, "record batch has %d bytes after its %d records", len(raw), b.numRecords)
+	}
+	return nil
+}
+
+// decompressed returns the batch's records decompressed, their framing
+// checked against the record count (see decodeRecords).
+func (b *batch) decompressed(limit int) ([]byte, error) {
 	framing := recordFraming{want: b.numRecords}
 	raw, err := decompress(b.codec(), b.records, limit, framing.advance)
 	if err != nil {
@@ -200,9 +218,23 @@ func (b *batch) decodeRecords(limit int) ([]broker.Record, error) {
 		}
 		return nil, codeErrorf(errCorruptMessage, "record batch: %v", err)
 	}
+	return raw, nil
+}
+
+// decodeRecords decompresses the batch and decodes its records. limit bounds
+// the decompressed size (see maxDecodedBatchBytes) and is checked while
+// decompressing; memory grows with the bytes actually decoded, never with the
+// record count the header claims. Keys, values and header values alias the
+// decompressed buffer (or the request). A batch over limit fails with a
+// *batchTooLargeError.
+func (b *batch) decodeRecords(limit int) ([]broker.Record, error) {
+	raw, err := b.decompressed(limit)
+	if err != nil {
+		return nil, err
+	}
 	// framing proved that exactly numRecords records of at least 7 bytes
 	// each fill raw, so this slice is bounded by the bytes decoded.
-	recs := make([]broker.Record, framing.count)
+	recs := make([]broker.Record, b.numRecords)
 	for i := range recs {
 		var n int
 		recs[i], n, err = decodeRecord(raw, b.firstTimestamp, int32(i))
