@@ -86,6 +86,7 @@ func runHostile(t testing.TB) (res hostileResult) {
 
 	// Honest producer, timed alone first, then running through the attacks.
 	h := newHonest(t, k, ctx)
+	h.startConsumer()
 	alone := h.produceN(20000)
 	res.alone = alone
 	t.Logf("honest producer alone: %.0f records/s", alone)
@@ -127,7 +128,7 @@ func runHostile(t testing.TB) (res hostileResult) {
 			t.Errorf("attack %q: %v", attacks[i].name, err)
 		}
 	}
-	t.Logf("honest producer during the attacks: %.0f records/s (%.0f%% of alone)", during, 100*during/alone)
+	t.Logf("honest producer during the attacks: %.0f records/s (%.0f%% of alone); honest consumer had read %d records", during, 100*during/alone, h.consumed.Load())
 
 	h.finish()
 	if !k.alive() {
@@ -161,6 +162,12 @@ type honest struct {
 	ctx  context.Context
 	prod *kgo.Client
 	next int // next value to produce
+
+	target   atomic.Int64 // records the consumer must read; -1 until finish
+	consumed atomic.Int64 // records read so far
+	consDone chan struct{}
+	consErr  error              // set by the consumer before consDone closes
+	wake     context.CancelFunc // ends the consumer's current poll
 }
 
 func newHonest(t testing.TB, k *kafkaKatka, ctx context.Context) *honest {
@@ -207,30 +214,67 @@ func (h *honest) produceUntil(stop <-chan struct{}) float64 {
 	}
 }
 
-// finish reads the whole topic with a group consumer: every produced record
-// exactly once, in order.
-func (h *honest) finish() {
-	t := h.t
-	cons := h.k.client(t, kgo.ConsumeTopics("honest"), kgo.ConsumerGroup("honest-group"),
+// startConsumer starts the honest group consumer, reading while the
+// producer writes and the attacks run; finish waits for it.
+func (h *honest) startConsumer() {
+	h.target.Store(-1)
+	h.consDone = make(chan struct{})
+	cons := h.k.client(h.t, kgo.ConsumeTopics("honest"), kgo.ConsumerGroup("honest-group"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
-	got := 0
-	for got < h.next {
-		fs := cons.PollFetches(h.ctx)
-		if h.ctx.Err() != nil {
-			t.Fatalf("honest consumer: %d of %d records before the deadline", got, h.next)
-		}
-		fs.EachError(func(tp string, p int32, err error) { t.Fatalf("honest consume %s-%d: %v", tp, p, err) })
-		for _, r := range fs.Records() {
-			if string(r.Value) != strconv.Itoa(got) {
-				t.Fatalf("honest consumer: record %d holds %q (lost or duplicated records)", got, r.Value)
+	// A poll blocks until records come; finish cancels pollCtx once the
+	// producer has stopped, so a consumer that has caught up rechecks the
+	// target instead of waiting for records that will never come.
+	pollCtx, wake := context.WithCancel(h.ctx)
+	h.wake = wake
+	go func() {
+		defer close(h.consDone)
+		got := int64(0)
+		for {
+			if t := h.target.Load(); t >= 0 && got >= t {
+				h.consErr = cons.CommitUncommittedOffsets(h.ctx)
+				return
 			}
-			got++
+			ctx := pollCtx
+			if pollCtx.Err() != nil {
+				ctx = h.ctx // woken: poll until the target is read
+			}
+			fs := cons.PollFetches(ctx)
+			if h.ctx.Err() != nil {
+				h.consErr = fmt.Errorf("honest consumer: %d records before the deadline", got)
+				return
+			}
+			var ferr error
+			fs.EachError(func(tp string, p int32, err error) {
+				if !errors.Is(err, context.Canceled) {
+					ferr = fmt.Errorf("honest consume %s-%d: %w", tp, p, err)
+				}
+			})
+			if ferr != nil {
+				h.consErr = ferr
+				return
+			}
+			for _, r := range fs.Records() {
+				if string(r.Value) != strconv.FormatInt(got, 10) {
+					h.consErr = fmt.Errorf("honest consumer: record %d holds %q (lost or duplicated records)", got, r.Value)
+					return
+				}
+				got++
+			}
+			h.consumed.Store(got)
 		}
+	}()
+}
+
+// finish waits until the consumer has read every produced record exactly
+// once, in order, and committed.
+func (h *honest) finish() {
+	h.target.Store(int64(h.next))
+	h.wake()
+	<-h.consDone
+	if h.consErr != nil {
+		h.t.Fatal(h.consErr)
 	}
-	if err := cons.CommitUncommittedOffsets(h.ctx); err != nil {
-		t.Fatalf("honest commit: %v", err)
-	}
-	t.Logf("honest: %d records produced (acks=all) and read back once each, in order", h.next)
+	h.t.Logf("honest: %d records produced (acks=all) and read back once each, in order, by a group consumer reading throughout", h.next)
 }
 
 // rawConn is a Kafka connection that sends hand-made frames.
