@@ -234,7 +234,8 @@ func (r *reader) bytes() []byte {
 
 // BatchFormat says how Append encodes the batches it writes.
 type BatchFormat struct {
-	// Codec compresses the records of each batch (CodecByName; 0 none).
+	// Codec compresses the records of each batch (CodecByName; 0 none); a
+	// batch it would not make smaller is written uncompressed.
 	Codec int
 	// LogAppendTime sets the batches' timestamp type to LogAppendTime (the
 	// records' timestamps are then the append time, set by the caller).
@@ -328,8 +329,10 @@ func encodeBatch(dst []byte, recs []Record, prod *ProducerBatch, f BatchFormat) 
 	}
 	if f.Codec != codecNone {
 		// Compressing records this package just encoded cannot fail for a
-		// known codec; an unknown one leaves the batch uncompressed.
-		if body, err := compress(f.Codec, dst[start+BatchHeaderLen:]); err == nil {
+		// known codec; an unknown one leaves the batch uncompressed, and so
+		// does a codec that does not make it smaller (a batch of one short
+		// record: zstd's frame costs more than it saves).
+		if body, err := compress(f.Codec, dst[start+BatchHeaderLen:]); err == nil && len(body) < len(dst)-start-BatchHeaderLen {
 			dst = append(dst[:start+BatchHeaderLen], body...)
 			binary.BigEndian.PutUint16(dst[start+21:], attrs|uint16(f.Codec))
 		}
