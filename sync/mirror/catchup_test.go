@@ -41,7 +41,7 @@ func fillBacklog(t testing.TB, b *broker.Broker, topic string, total int64) int6
 }
 
 // catchUp drains the backlog to a fresh kfake and returns records/s and bytes/s.
-func catchUp(t *testing.T, total int64, capBytes config.ByteSize) (recs int64, rate float64) {
+func catchUp(t testing.TB, total int64, capBytes config.ByteSize) (recs int64, rate float64) {
 	c := central(t, nil)
 	b := openBroker(t, t.TempDir())
 	n := fillBacklog(t, b, "backlog", total)
@@ -73,29 +73,34 @@ func catchUp(t *testing.T, total int64, capBytes config.ByteSize) (recs int64, r
 	return n, float64(svc.up.bytes.Load()-b0) / el.Seconds()
 }
 
-// TestCatchUpThroughput drains a backlog of 1 KiB records uncapped (target
-// >= 50 MB/s) and with a 5 MB/s cap (within 10%). KATKA_LONG=1 runs the 1 GiB
-// backlog of the issue; the default is 128 MiB so `go test` stays quick.
-func TestCatchUpThroughput(t *testing.T) {
-	if raceEnabled {
-		t.Skip("throughput is measured without -race (the race detector slows the uplink tens of times): go test ./sync/mirror -run TestCatchUp")
-	}
-	size, capSize := int64(128<<20), int64(25e6)
+// TestCatchUpCapRespected: with sync.bandwidth capped at 5 MB/s, draining a
+// backlog never runs faster than the cap (plus 10%). Only the upper bound is
+// asserted: a cap is a promise about the most, and a loaded machine (or the
+// race detector) may well be slower.
+func TestCatchUpCapRespected(t *testing.T) {
+	size := int64(10e6)
 	if os.Getenv("KATKA_LONG") != "" {
-		size, capSize = 1<<30, 100e6
+		size = 100e6
 	}
-	t.Run("uncapped", func(t *testing.T) {
-		n, r := catchUp(t, size, 0)
-		t.Logf("uncapped: %d records of 1 KiB (%d MiB) at %.1f MB/s (%.0f records/s)", n, size>>20, r/1e6, r/1024)
-		if r < 50e6 {
-			t.Errorf("uncapped catch-up at %.1f MB/s, want >= 50 MB/s", r/1e6)
-		}
-	})
-	t.Run("capped_5MBps", func(t *testing.T) {
-		n, r := catchUp(t, capSize, 5*config.MB)
-		t.Logf("capped at 5 MB/s: %d records at %.2f MB/s (%.1f%% of the cap)", n, r/1e6, r/5e6*100)
-		if r < 4.5e6 || r > 5.5e6 {
-			t.Errorf("capped catch-up at %.2f MB/s, want 5 MB/s within 10%%", r/1e6)
-		}
-	})
+	n, r := catchUp(t, size, 5*config.MB)
+	t.Logf("capped at 5 MB/s: %d records at %.2f MB/s (%.1f%% of the cap)", n, r/1e6, r/5e6*100)
+	if r > 5.5e6 {
+		t.Errorf("capped catch-up at %.2f MB/s, over the 5 MB/s cap by more than 10%%", r/1e6)
+	}
+}
+
+// BenchmarkCatchUp drains a 128 MiB backlog of 1 KiB records (1 GiB with
+// KATKA_LONG set) to a fresh kfake, uncapped, and reports MB/s and records/s
+// (was a timed unit test; speed targets belong in benchmarks):
+// go test -run '^$' -bench CatchUp -benchtime 1x ./sync/mirror/
+func BenchmarkCatchUp(b *testing.B) {
+	size := int64(128 << 20)
+	if os.Getenv("KATKA_LONG") != "" {
+		size = 1 << 30
+	}
+	for b.Loop() {
+		_, r := catchUp(b, size, 0)
+		b.ReportMetric(r/1e6, "MB/s")
+		b.ReportMetric(r/1024, "records/s")
+	}
 }
