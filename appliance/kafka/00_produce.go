@@ -20,6 +20,7 @@ import (
 func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.ProduceRequest)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	ctx = withClient(ctx, c.remote)
 	var acks broker.Acks
 	ackErr := errNone
 	switch req.Acks {
@@ -207,7 +208,7 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	if err := b.validateRecords(maxDecodedBatchBytes(info.Config.MaxMessageBytes)); err != nil {
 		var tl *batchTooLargeError
 		if errors.As(err, &tl) {
-			s.limitRejected(broker.LimitRecordBatch, "", fmt.Sprintf("%s-%d: %v", info.Name, rp.Partition, tl))
+			s.limitRejected(broker.LimitRecordBatch, clientOf(ctx), fmt.Sprintf("%s-%d: %v", info.Name, rp.Partition, tl))
 		}
 		fail(err)
 		return

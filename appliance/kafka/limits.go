@@ -55,6 +55,22 @@ func (s *Server) limitRejected(limit, client, detail string) {
 	}
 }
 
+// clientKey carries a request's client address in its context, so code
+// below the handler (producer state, batch decoding) can name the client
+// when it counts a limit.
+type clientKey struct{}
+
+// withClient returns ctx carrying the client address addr.
+func withClient(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, clientKey{}, addr)
+}
+
+// clientOf returns the client address withClient put in ctx, or "".
+func clientOf(ctx context.Context) string {
+	a, _ := ctx.Value(clientKey{}).(string)
+	return a
+}
+
 // remoteIP is the client IP of nc, the key of max.connections.per.ip.
 func remoteIP(nc net.Conn) string {
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {

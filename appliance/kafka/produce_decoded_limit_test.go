@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,11 @@ func TestProduceDecodedBatchBoundedByTopic(t *testing.T) {
 	}
 	if got := e.rejections(t, broker.LimitRecordBatch) - before; got != 1 {
 		t.Fatalf("record_batch rejections counted: %v, want 1", got)
+	}
+	// The rejection is logged with the client's address (the context of the
+	// request carries it below the handler).
+	if logs := e.logs.String(); !strings.Contains(logs, "limit=record_batch client=127.0.0.1:") {
+		t.Fatalf("no record_batch log line naming the client:\n%s", logs)
 	}
 	info, err := e.b.PartitionInfo("small", 0)
 	if err != nil || info.HighWatermark != 0 {

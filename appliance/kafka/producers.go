@@ -294,7 +294,7 @@ func (s *Server) lockProducer(ctx context.Context, info broker.TopicInfo, partit
 	}
 	if !t.issued(id) {
 		detail := fmt.Sprintf("producer id %d was not issued by this broker (next id %d), produce to %s-%d refused", id, t.next.Load(), info.Name, partition)
-		s.b.LimitRejected(broker.LimitProducerIDs, "", detail)
+		s.limitRejected(broker.LimitProducerIDs, clientOf(ctx), detail)
 		return nil, nil, codeErrorf(codeUnknownProducerID, "%s", detail)
 	}
 	e, st := t.acquire(producerKey{id: id, topic: info.ID, partition: partition})
