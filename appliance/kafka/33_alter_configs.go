@@ -20,25 +20,32 @@ func (s *Server) handleAlterConfigs(ctx context.Context, c *conn, kreq kmsg.Requ
 		rr := &req.Resources[i]
 		sr := kmsg.NewAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
-		var err error
-		switch rr.ResourceType {
-		case kmsg.ConfigResourceTypeTopic:
-			err = s.replaceTopicConfigs(c.remote, rr, req.ValidateOnly)
-		case kmsg.ConfigResourceTypeBroker:
-			names := make([]string, len(rr.Configs))
-			for i, kv := range rr.Configs {
-				names[i] = kv.Name
-			}
-			err = alterBrokerConfigs(rr.ResourceName, names)
-		default:
-			err = codeErrorf(errInvalidRequest, "only topic and broker configs can be altered")
+		names := make([]string, len(rr.Configs))
+		for i, kv := range rr.Configs {
+			names[i] = kv.Name
 		}
+		err := alterResource(rr.ResourceType, rr.ResourceName, names, func() error {
+			return s.replaceTopicConfigs(c.remote, rr, req.ValidateOnly)
+		})
 		if err != nil {
 			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
 		}
 		resp.Resources = append(resp.Resources, sr)
 	}
 	return resp, nil
+}
+
+// alterResource routes one resource of AlterConfigs or IncrementalAlterConfigs:
+// a topic to alterTopic, a broker to alterBrokerConfigs with the config names
+// asked for; other resource types cannot be altered.
+func alterResource(typ kmsg.ConfigResourceType, name string, configNames []string, alterTopic func() error) error {
+	switch typ {
+	case kmsg.ConfigResourceTypeTopic:
+		return alterTopic()
+	case kmsg.ConfigResourceTypeBroker:
+		return alterBrokerConfigs(name, configNames)
+	}
+	return codeErrorf(errInvalidRequest, "only topic and broker configs can be altered")
 }
 
 // replaceTopicConfigs makes rr's configs the topic's overrides. Internal

@@ -22,19 +22,13 @@ func (s *Server) handleIncrementalAlterConfigs(ctx context.Context, c *conn, kre
 		rr := &req.Resources[i]
 		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
-		var err error
-		switch rr.ResourceType {
-		case kmsg.ConfigResourceTypeTopic:
-			err = s.incrementalAlterTopic(c.remote, rr, req.ValidateOnly)
-		case kmsg.ConfigResourceTypeBroker:
-			names := make([]string, len(rr.Configs))
-			for i, kv := range rr.Configs {
-				names[i] = kv.Name
-			}
-			err = alterBrokerConfigs(rr.ResourceName, names)
-		default:
-			err = codeErrorf(errInvalidRequest, "only topic and broker configs can be altered")
+		names := make([]string, len(rr.Configs))
+		for i, kv := range rr.Configs {
+			names[i] = kv.Name
 		}
+		err := alterResource(rr.ResourceType, rr.ResourceName, names, func() error {
+			return s.incrementalAlterTopic(c.remote, rr, req.ValidateOnly)
+		})
 		if err != nil {
 			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
 		}
