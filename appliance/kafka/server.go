@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/group"
 )
@@ -328,6 +329,9 @@ type conn struct {
 	// stuck, once a decode outlived decodeTimeout, is closed when that
 	// decode's goroutine finally returns.
 	stuck <-chan struct{}
+	// principal is who the client authenticated as; auth.Anonymous on a
+	// listener without authentication.
+	principal auth.Principal
 }
 
 // request is one parsed request frame.
@@ -349,7 +353,7 @@ func protoErrf(format string, args ...any) error {
 }
 
 func (s *Server) serveConn(nc net.Conn, ip string) {
-	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), remote: nc.RemoteAddr().String()}
+	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), remote: nc.RemoteAddr().String(), principal: auth.Anonymous}
 	defer func() {
 		if v := recover(); v != nil {
 			s.panics.Add(1)
@@ -565,7 +569,7 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 		s.log.Debug("kafka request", "remote", c.remote, "api", kmsg.NameForKey(r.key), "version", r.version, "client_id", r.clientID)
 	}
 	c.clientID = r.clientID
-	resp, err := h.fn(s, ctx, c, kreq)
+	resp, err := h.fn(s, auth.WithPrincipal(ctx, c.principal), c, kreq)
 	if err != nil || resp == nil {
 		return err
 	}
