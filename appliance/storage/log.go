@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -343,8 +344,8 @@ func (l *Log) AppendBatches(batches [][]byte) (base, end int64, err error) {
 	for _, b := range batches {
 		count := int64(int32(binary.BigEndian.Uint32(b[23:]))) + 1
 		start := len(l.buf)
-		l.buf = appendBatchEntry(l.buf, end, b)
-		l.spans = append(l.spans, entrySpanRec{off: end, count: count, start: start, end: len(l.buf)})
+		l.buf = appendBatchEntryHead(l.buf, end, b)
+		l.spans = append(l.spans, entrySpanRec{off: end, count: count, start: start, end: len(l.buf), body: b[batchHeadLen:]})
 		end += count
 	}
 	if err := l.writeEntries(); err != nil {
@@ -353,10 +354,42 @@ func (l *Log) AppendBatches(batches [][]byte) (base, end int64, err error) {
 	return base, end, nil
 }
 
-// entrySpanRec is one entry being appended: its offsets and its bytes in l.buf.
+// entrySpanRec is one entry being appended: its offsets and its bytes in l.buf,
+// or, for a produced batch (body set), its head and trailer in l.buf around
+// the batch's bytes from the request, which are written without a copy.
 type entrySpanRec struct {
 	off, count int64
 	start, end int
+	body       []byte
+}
+
+// size is the entry's length in bytes.
+func (e *entrySpanRec) size() int { return e.end - e.start + len(e.body) }
+
+// batchHeadLen is the part of a record batch that an entry stores rewritten:
+// base offset, length, partition leader epoch (the batch CRC does not cover them).
+const batchHeadLen = 16
+
+// appendBatchEntryHead appends, for the entry holding batch at offset off, the
+// entry's header and the batch's rewritten first 16 bytes, then the length
+// trailer, and fills in the CRC-32C over all of it and batch[16:]: the entry
+// is dst[start:start+37] + batch[16:] + dst[start+37:], and the batch's bytes
+// are not copied (writeEntries hands them to the library as they are).
+func appendBatchEntryHead(dst []byte, off int64, batch []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, kindBatch)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	dst = append(dst, batch[35:43]...) // max timestamp
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	dst = append(dst, batch[8:12]...) // batch length
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	head := len(dst)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(dst)-start+len(batch)-batchHeadLen+4))
+	crc := crc32.Update(0, castagnoli, dst[start+4:head])
+	crc = crc32.Update(crc, castagnoli, batch[batchHeadLen:])
+	crc = crc32.Update(crc, castagnoli, dst[head:])
+	binary.BigEndian.PutUint32(dst[start:], crc)
+	return dst
 }
 
 // writable reports why the log cannot take writes, healing it if it can; mu is held.
@@ -379,9 +412,15 @@ func (l *Log) writeEntries() (err error) {
 			l.failed = err
 		}
 	}()
+	defer l.releaseBuffers()
 	l.batch.Clear()
 	for i, e := range l.spans {
-		l.batch.Write(l.nextIndex+uint64(i), l.buf[e.start:e.end])
+		if e.body != nil {
+			h := e.end - 4
+			l.batch.WriteParts(l.nextIndex+uint64(i), l.buf[e.start:h], e.body, l.buf[h:e.end])
+		} else {
+			l.batch.WriteParts(l.nextIndex+uint64(i), l.buf[e.start:e.end])
+		}
 	}
 	if err := l.w.WriteBatch(&l.batch); err != nil {
 		// The library may have written part of the batch; its state and ours can
@@ -391,6 +430,25 @@ func (l *Log) writeEntries() (err error) {
 	}
 	l.mirror()
 	return nil
+}
+
+// keepBufferBytes bounds the encoding buffers a partition keeps between
+// appends: memory per partition must not grow with the largest batch ever
+// written to it (1,024 partitions each keeping a 1 MiB buffer is 1 GiB).
+const keepBufferBytes = 16 << 10
+
+// releaseBuffers drops the references writeEntries handed the library (the
+// request's batches) and the buffers that grew past keepBufferBytes; mu is held.
+func (l *Log) releaseBuffers() {
+	l.batch.Clear()
+	clear(l.spans)
+	l.spans = l.spans[:0]
+	if cap(l.buf) > keepBufferBytes {
+		l.buf = nil
+	}
+	if cap(l.spans) > keepBufferBytes/64 {
+		l.spans = nil
+	}
 }
 
 // mirror repeats tidwall/wal v1.2.1's segment roll rule (roll before a batch
@@ -412,7 +470,7 @@ func (l *Log) mirror() {
 	}
 	for _, e := range l.spans {
 		t := l.segs[len(l.segs)-1]
-		n := e.end - e.start
+		n := e.size()
 		n += uvarintLen(uint64(n))
 		t.fmu.Lock()
 		t.idx.add(e.off, int64(l.tailBytes), t.entries)
