@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -34,9 +35,10 @@ const MaxChunkSize = 4 << 20
 // chunks lists 16,384 hashes (~1.1 MB).
 const MaxManifestBytes = 4 << 20
 
-// Envelope is signed metadata as stored in a record value: the signed body's
-// exact bytes and the signatures over them. Signing the bytes as they travel
-// (rather than a re-encoding) needs no canonical JSON.
+// Envelope is signed metadata as stored in a record value: the signed body and
+// the signatures over its compact JSON bytes (encoding/json's Compact: only
+// insignificant whitespace removed). Verifying the bytes as they travel rather
+// than a re-encoding of decoded fields needs no canonical JSON.
 type Envelope struct {
 	// Signed is the root or manifest, as JSON bytes.
 	Signed json.RawMessage `json:"signed"`
@@ -252,6 +254,12 @@ func (r Root) verifyRole(env Envelope, role string) error {
 	for _, id := range ro.KeyIDs {
 		allowed[id] = true
 	}
+	// Signatures cover the compact form, so re-indenting a file (root.json
+	// written pretty) does not break them; any other change does.
+	var signed bytes.Buffer
+	if err := json.Compact(&signed, env.Signed); err != nil {
+		return reject(ReasonMalformed, "signed body: %v", err)
+	}
 	valid := map[string]bool{}
 	known := 0
 	for _, s := range env.Signatures {
@@ -264,7 +272,7 @@ func (r Root) verifyRole(env Envelope, role string) error {
 			return err
 		}
 		sig, err := base64.StdEncoding.DecodeString(s.Sig)
-		if err == nil && ed25519.Verify(pub, env.Signed, sig) {
+		if err == nil && ed25519.Verify(pub, signed.Bytes(), sig) {
 			valid[s.KeyID] = true
 		}
 	}

@@ -1,23 +1,31 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/httpapi"
 	"github.com/katka-io/katka/firmware"
+	"github.com/katka-io/katka/firmware/store"
 )
 
 func init() { registerCommand(newFirmwareCmd) }
@@ -489,4 +497,28 @@ func newFirmwareStatusCmd() *cobra.Command {
 	cmd.Flags().StringVar(&addr, "http", "127.0.0.1:8092", "HTTP address of the running katka")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
 	return cmd
+}
+
+// startFirmware starts the firmware store when firmware.enabled: it reads the
+// local manifest and chunk topics, and its device routes and status join the
+// HTTP server (when there is one).
+func startFirmware(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger, hs *httpapi.Server) error {
+	if !cfg.Firmware.Enabled {
+		return nil
+	}
+	httpAddr := cfg.HTTP.Addr
+	if hs != nil {
+		httpAddr = hs.Addr().String()
+	}
+	st, err := store.New(store.Options{Broker: b, Config: cfg.Firmware, DataDir: cfg.DataDir, HTTPAddr: httpAddr, Registerer: reg, Log: log})
+	if err != nil {
+		return err
+	}
+	if hs != nil {
+		hs.AddRoutes(st.Routes)
+		hs.AddStatus("firmware", func() any { return st.Status() })
+	}
+	wg.Go(func() { st.Run(ctx) })
+	log.Info("firmware store started", "root_version", st.Status().RootVersion, "quota", cfg.Firmware.Quota.String())
+	return nil
 }
