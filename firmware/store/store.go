@@ -599,7 +599,7 @@ func (s *Store) readChunks(ctx context.Context) (int, error) {
 			a.rejected = string(firmware.ReasonChunkHash)
 			s.rejectOnce(Rejection{Kind: "chunk", Name: name, Version: version, Chunk: &ci, Reason: string(firmware.ReasonChunkHash),
 				Detail: fmt.Sprintf("chunk %d: sha256 %s (%d bytes), manifest says %s (%d bytes); waiting for a good copy", i, h, len(r.Value), a.m.Chunks[i], a.m.ChunkLen(i)),
-				Key: "chunk:" + id + ":" + h})
+				Key:    "chunk:" + id + ":" + h})
 			continue
 		}
 		if _, err := a.file.WriteAt(r.Value, int64(i)*int64(a.m.ChunkSize)); err != nil {
