@@ -26,6 +26,8 @@ type Config struct {
 	Sync Sync `yaml:"sync"`
 	// Groups configures the consumer group coordinator (limits.go).
 	Groups Groups `yaml:"groups"`
+	// Firmware is the edge firmware store (firmware.go).
+	Firmware Firmware `yaml:"firmware"`
 }
 
 // Log selects katka's log level and format.

@@ -76,8 +76,9 @@ func Default() Config {
 				Timeout:    2 * time.Second,
 			},
 		},
-		Plugins: defaultPlugins(),
-		Sync:    defaultSync(),
-		Groups:  defaultGroups(),
+		Plugins:  defaultPlugins(),
+		Sync:     defaultSync(),
+		Firmware: defaultFirmware(),
+		Groups:   defaultGroups(),
 	}
 }

@@ -149,6 +149,7 @@ func serve(cfg config.Config) error {
 	}
 	var wg sync.WaitGroup
 	for _, start := range []func() error{
+		func() error { return startFirmware(ctx, &wg, b, cfg, reg, log, hs) }, // before sync: creates the local firmware topics
 		func() error { return startSync(ctx, &wg, b, cfg, reg, log) },
 		func() error { return startPlugins(ctx, &wg, b, cfg, reg, log) },
 		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, log) }, // may use partitioner plugins
