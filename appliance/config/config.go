@@ -26,6 +26,8 @@ type Config struct {
 	Sync Sync `yaml:"sync"`
 	// Groups configures the consumer group coordinator (limits.go).
 	Groups Groups `yaml:"groups"`
+	// Cell makes this katka one node of a cell of neighbouring gateways (cell.go).
+	Cell Cell `yaml:"cell"`
 }
 
 // Log selects katka's log level and format.
