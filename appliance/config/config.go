@@ -28,6 +28,8 @@ type Config struct {
 	Groups Groups `yaml:"groups"`
 	// Firmware is the edge firmware store (firmware.go).
 	Firmware Firmware `yaml:"firmware"`
+	// Cell makes this katka one node of a cell of neighbouring gateways (cell.go).
+	Cell Cell `yaml:"cell"`
 }
 
 // Log selects katka's log level and format.

@@ -80,5 +80,6 @@ func Default() Config {
 		Sync:     defaultSync(),
 		Firmware: defaultFirmware(),
 		Groups:   defaultGroups(),
+		Cell:     defaultCell(),
 	}
 }

@@ -106,6 +106,7 @@ func (c *Config) Validate() error {
 	v.sync("sync", c.Sync)
 	v.firmware("firmware", c.Firmware)
 	v.plugins("plugins", c.Plugins)
+	v.cell("cell", c.Cell)
 	v.limits(c)
 
 	return errors.Join(v.errs...)

@@ -135,6 +135,17 @@ func serve(cfg config.Config) error {
 		})
 		log.Info("http listening", "addr", hs.Addr().String())
 	}
+	cell, err := startCell(cfg, reg, log)
+	if err != nil {
+		shutdown()
+		return err
+	}
+	if cell != nil {
+		closers = append(closers, func() { cell.Close() })
+		if hs != nil {
+			hs.AddStatus("cell", func() any { return cell.Status() })
+		}
+	}
 	if cfg.Kafka.Addr != "" {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
