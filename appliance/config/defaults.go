@@ -79,5 +79,6 @@ func Default() Config {
 		Plugins: defaultPlugins(),
 		Sync:    defaultSync(),
 		Groups:  defaultGroups(),
+		Auth:    defaultAuth(),
 	}
 }

@@ -106,6 +106,7 @@ func (c *Config) Validate() error {
 	v.sync("sync", c.Sync)
 	v.plugins("plugins", c.Plugins)
 	v.limits(c)
+	v.security(c)
 
 	return errors.Join(v.errs...)
 }
