@@ -135,7 +135,7 @@ func serve(cfg config.Config) error {
 		})
 		log.Info("http listening", "addr", hs.Addr().String())
 	}
-	if cfg.Kafka.Addr != "" {
+	if cfg.Kafka.Addr != "" || len(cfg.Kafka.Listeners) > 0 {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
 		} else {
