@@ -30,6 +30,8 @@ type Config struct {
 	Firmware Firmware `yaml:"firmware"`
 	// Cell makes this katka one node of a cell of neighbouring gateways (cell.go).
 	Cell Cell `yaml:"cell"`
+	// Auth configures super users and the bootstrap admin (auth.go).
+	Auth Auth `yaml:"auth"`
 }
 
 // Log selects katka's log level and format.
@@ -46,6 +48,10 @@ type Kafka struct {
 	Addr string `yaml:"addr"`
 	// AdvertisedAddr is the host:port clients are told to connect to; empty means Addr.
 	AdvertisedAddr string `yaml:"advertised_addr"`
+	// AllowUnauthenticated lets Addr, a plaintext listener, bind beyond loopback.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
+	// Listeners are further listeners with TLS and SASL (auth.go).
+	Listeners []KafkaListener `yaml:"listeners"`
 	// Limits bounds what Kafka clients can make katka hold (limits.go).
 	Limits KafkaLimits `yaml:"limits"`
 }
@@ -54,6 +60,8 @@ type Kafka struct {
 type HTTP struct {
 	// Addr is the listen address, host:port; empty disables the listener.
 	Addr string `yaml:"addr"`
+	// AllowUnauthenticated lets Addr bind beyond loopback without authentication.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
 	// Limits bounds what HTTP clients can make katka hold (limits.go).
 	Limits HTTPLimits `yaml:"limits"`
 }

@@ -81,5 +81,6 @@ func Default() Config {
 		Firmware: defaultFirmware(),
 		Groups:   defaultGroups(),
 		Cell:     defaultCell(),
+		Auth:     defaultAuth(),
 	}
 }

@@ -108,6 +108,7 @@ func (c *Config) Validate() error {
 	v.plugins("plugins", c.Plugins)
 	v.cell("cell", c.Cell)
 	v.limits(c)
+	v.security(c)
 
 	return errors.Join(v.errs...)
 }

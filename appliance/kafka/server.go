@@ -84,6 +84,18 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// State bounds the consumer groups and producer ids the server keeps.
 	State StateConfig
+	// Listeners are the Kafka listeners (listener.go); empty means one
+	// plaintext listener on Addr, advertised as AdvertisedAddr.
+	Listeners []ListenerConfig
+	// Users holds the SCRAM credentials SASL logins are checked against;
+	// needed by sasl_plaintext and sasl_ssl listeners.
+	Users *auth.Store
+	// SuperUsers may manage users (and, with ACLs, do anything); empty means
+	// authorization is off.
+	SuperUsers []auth.Principal
+	// AuthFailureDelay is how long a failed login waits before its answer;
+	// 0 means DefaultAuthFailureDelay.
+	AuthFailureDelay time.Duration
 }
 
 // Server is a Kafka protocol listener in front of one broker.
@@ -91,10 +103,10 @@ type Server struct {
 	b   *broker.Broker
 	cfg Config
 	log *slog.Logger
-	ln  net.Listener
+	ln  net.Listener // the first listener's
+	lns []*listener  // every listener (listener.go)
 
-	advHost   string // empty: use each connection's local address
-	advPort   int32
+	auth      authState // login failures (sasl.go)
 	clusterID string
 	producers *producerTable
 
@@ -160,6 +172,9 @@ func init() {
 	for k, h := range txnHandlers() {
 		handlers[k] = h
 	}
+	for k, h := range saslHandlers() {
+		handlers[k] = h
+	}
 }
 
 // Listen binds cfg.Addr and serves the Kafka protocol for b until Close.
@@ -179,15 +194,10 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		lg = slog.Default()
 	}
 	lg = lg.With("component", "kafka")
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("kafka listener: %w", err)
-	}
-	s := &Server{b: b, cfg: cfg, log: lg, ln: ln, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable()}
+	s := &Server{b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState()}
 	s.slotCV = sync.NewCond(&s.mu)
 	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
-	if err := s.setAdvertised(); err != nil {
-		ln.Close()
+	if err := s.listenAll(); err != nil {
 		return nil, err
 	}
 	s.clusterID = b.ClusterID() // random, kept in the data directory
@@ -202,51 +212,64 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		if err := cfg.Registerer.Register(newGroupCollector(s)); err != nil {
 			lg.Warn("consumer group metrics not registered", "err", err)
 		}
+		if err := cfg.Registerer.Register(s.auth.failures); err != nil {
+			lg.Warn("auth failure metric not registered", "err", err)
+		}
 	}
-	s.wg.Add(2)
-	go s.acceptLoop()
+	s.wg.Add(1 + len(s.lns))
+	for _, l := range s.lns {
+		go s.acceptLoop(l)
+		lg.Info("kafka listening", "listener", l.cfg.Name, "security", l.cfg.Security, "addr", l.ln.Addr().String(), "advertised", s.advertised(&conn{lis: l}))
+	}
 	go s.sweepLoop()
-	lg.Info("kafka listening", "addr", ln.Addr().String(), "advertised", s.advertised(nil))
 	return s, nil
 }
 
-// setAdvertised works out the host and port put into Metadata responses.
-func (s *Server) setAdvertised() error {
-	addr := s.cfg.AdvertisedAddr
-	if addr == "" {
-		addr = s.ln.Addr().String()
+// listenAll binds every configured listener; on an error none stays bound.
+func (s *Server) listenAll() error {
+	for _, lc := range s.cfg.listenerConfigs() {
+		l, err := listen(lc, s)
+		if err != nil {
+			for _, o := range s.lns {
+				o.ln.Close()
+			}
+			return err
+		}
+		s.lns = append(s.lns, l)
 	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("kafka advertised address %q: %w", addr, err)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil || p == 0 {
-		return fmt.Errorf("kafka advertised address %q: bad port %q", addr, port)
-	}
-	if ip := net.ParseIP(host); s.cfg.AdvertisedAddr == "" && (host == "" || ip != nil && ip.IsUnspecified()) {
-		host = ""
-	}
-	s.advHost, s.advPort = host, int32(p)
+	s.ln = s.lns[0].ln
 	return nil
 }
 
-// advertised returns the host:port clients should use; c may be nil.
+// advertised returns the host:port clients of c's listener should use.
 func (s *Server) advertised(c *conn) string {
-	return net.JoinHostPort(s.advHostFor(c), strconv.Itoa(int(s.advPort)))
+	return net.JoinHostPort(s.advHostFor(c), strconv.Itoa(int(s.advPortFor(c))))
 }
 
-func (s *Server) advHostFor(c *conn) string {
-	if s.advHost != "" {
-		return s.advHost
+// listenerOf is c's listener (the first one for connections made in tests).
+func (s *Server) listenerOf(c *conn) *listener {
+	if c != nil && c.lis != nil {
+		return c.lis
 	}
-	if c != nil {
+	return s.lns[0]
+}
+
+// advHostFor is the host Metadata and FindCoordinator give c: its
+// listener's advertised host, else the local address c arrived on.
+func (s *Server) advHostFor(c *conn) string {
+	if l := s.listenerOf(c); l.advHost != "" {
+		return l.advHost
+	}
+	if c != nil && c.nc != nil {
 		if a, ok := c.nc.LocalAddr().(*net.TCPAddr); ok {
 			return a.IP.String()
 		}
 	}
 	return "127.0.0.1"
 }
+
+// advPortFor is the port of c's listener's advertised address.
+func (s *Server) advPortFor(c *conn) int32 { return s.listenerOf(c).advPort }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
@@ -261,7 +284,12 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.slotCV.Broadcast()
-	err := s.ln.Close()
+	var err error
+	for _, l := range s.lns {
+		if e := l.ln.Close(); err == nil {
+			err = e
+		}
+	}
 	s.cancel()
 	for c := range s.conns {
 		c.Close()
@@ -277,11 +305,11 @@ func (s *Server) Close() error {
 	return err
 }
 
-func (s *Server) acceptLoop() {
+func (s *Server) acceptLoop(l *listener) {
 	defer s.wg.Done()
 	var delay time.Duration
 	for {
-		nc, err := s.ln.Accept()
+		nc, err := l.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -301,7 +329,7 @@ func (s *Server) acceptLoop() {
 			}
 			continue
 		}
-		go s.serveConn(nc, ip)
+		go s.serveConn(nc, ip, l)
 	}
 }
 
@@ -340,6 +368,13 @@ type conn struct {
 	// principal is who the client authenticated as; auth.Anonymous on a
 	// listener without authentication.
 	principal auth.Principal
+	// lis is the listener the connection arrived on.
+	lis *listener
+	// sasl is the login state on a SASL listener, nil on others.
+	sasl *saslState
+	// closeAfterWrite closes the connection once the current response is
+	// written (a failed SASL login).
+	closeAfterWrite bool
 }
 
 // request is one parsed request frame.
@@ -360,8 +395,8 @@ func protoErrf(format string, args ...any) error {
 	return &protocolError{msg: fmt.Sprintf(format, args...)}
 }
 
-func (s *Server) serveConn(nc net.Conn, ip string) {
-	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), remote: nc.RemoteAddr().String(), principal: auth.Anonymous}
+func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
+	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), remote: nc.RemoteAddr().String(), principal: auth.Anonymous, lis: l}
 	defer func() {
 		if v := recover(); v != nil {
 			s.panics.Add(1)
@@ -386,8 +421,18 @@ func (s *Server) serveConn(nc net.Conn, ip string) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	if !s.startConn(c) {
+		return
+	}
 	for {
 		nc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if c.sasl != nil && c.sasl.raw {
+			if err := s.serveRawSASL(c); err != nil {
+				s.log.Debug("kafka SASL login ended the connection", "remote", c.remote, "err", err)
+				return
+			}
+			continue
+		}
 		req, err := s.readRequest(c)
 		if err != nil {
 			var pe *protocolError
@@ -417,7 +462,25 @@ func (s *Server) serveConn(nc net.Conn, ip string) {
 			}
 			return
 		}
+		if c.closeAfterWrite {
+			return
+		}
 	}
+}
+
+// startConn sets up a new connection's security: the TLS handshake on TLS
+// listeners, the SASL login state on SASL listeners. False closes it.
+func (s *Server) startConn(c *conn) bool {
+	if c.lis.tlsCfg != nil {
+		if err := s.handshakeTLS(c); err != nil {
+			s.log.Debug("kafka TLS handshake failed", "listener", c.lis.cfg.Name, "remote", c.remote, "err", err)
+			return false
+		}
+	}
+	if c.lis.cfg.Security.SASL() {
+		c.sasl = &saslState{}
+	}
+	return true
 }
 
 func isTimeout(err error) bool {
@@ -561,6 +624,9 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 	}
 	if r.version < h.min || r.version > h.max {
 		return protoErrf("api key %d version %d outside supported %d..%d", r.key, r.version, h.min, h.max)
+	}
+	if err := s.authBefore(c, r); err != nil {
+		return err
 	}
 	kreq := newRequest(r.key)
 	kreq.SetVersion(r.version)

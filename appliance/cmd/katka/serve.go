@@ -146,7 +146,7 @@ func serve(cfg config.Config) error {
 			hs.AddStatus("cell", func() any { return cell.Status() })
 		}
 	}
-	if cfg.Kafka.Addr != "" {
+	if cfg.Kafka.Addr != "" || len(cfg.Kafka.Listeners) > 0 {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
 		} else {
