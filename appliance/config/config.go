@@ -26,6 +26,8 @@ type Config struct {
 	Sync Sync `yaml:"sync"`
 	// Groups configures the consumer group coordinator (limits.go).
 	Groups Groups `yaml:"groups"`
+	// Auth configures authorization: ACLs and super users (acl.go).
+	Auth Auth `yaml:"auth"`
 }
 
 // Log selects katka's log level and format.
@@ -52,6 +54,12 @@ type HTTP struct {
 	Addr string `yaml:"addr"`
 	// Limits bounds what HTTP clients can make katka hold (limits.go).
 	Limits HTTPLimits `yaml:"limits"`
+	// TLS serves HTTPS from PEM files, optionally with client certificates (http_auth.go).
+	TLS HTTPTLS `yaml:"tls"`
+	// Tokens are the bearer tokens accepted; none configured leaves the API open.
+	Tokens []HTTPToken `yaml:"tokens"`
+	// MetricsAuth makes /metrics need a credential too (by default it is open).
+	MetricsAuth bool `yaml:"metrics_auth"`
 }
 
 // Storage tunes durability and the on-disk layout of partition logs.

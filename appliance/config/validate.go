@@ -106,6 +106,8 @@ func (c *Config) Validate() error {
 	v.sync("sync", c.Sync)
 	v.plugins("plugins", c.Plugins)
 	v.limits(c)
+	v.auth(c.Auth)
+	v.httpAuth(c.HTTP)
 
 	return errors.Join(v.errs...)
 }
