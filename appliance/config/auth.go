@@ -10,8 +10,13 @@ import (
 // super.users). SCRAM users themselves live in the data directory
 // (<data_dir>/users.json), managed with `katka user` or kadm.
 type Auth struct {
+	// Authorization turns ACL enforcement on for the Kafka listeners and the
+	// HTTP records API. Off (the default) everything is allowed, as before.
+	Authorization bool `yaml:"authorization"`
 	// SuperUsers are principals allowed everything, e.g. ["User:admin"].
 	SuperUsers []string `yaml:"super_users"`
+	// ACL are ACLs added to the store at start when missing (acl.go).
+	ACL []ACLEntry `yaml:"acl"`
 	// AdminUser is the user AdminPasswordFile bootstraps; it is a super user.
 	AdminUser string `yaml:"admin_user"`
 	// AdminPasswordFile holds the bootstrap admin's password (first line). At
@@ -90,10 +95,11 @@ func (l KafkaListener) Authenticated() bool {
 	return strings.HasPrefix(l.Security, "sasl_") || l.Security == "ssl" && l.TLS.ClientAuth == "required"
 }
 
-// HTTPAuthenticated reports whether the HTTP listener demands credentials.
-// Bearer tokens (issue 14, point 5) make it true; until they are configured
-// it is false and a non-loopback http.addr needs http.allow_unauthenticated.
-var HTTPAuthenticated = func(c *Config) bool { return false }
+// httpAuthenticated reports whether the HTTP listener demands credentials:
+// bearer tokens are configured, or TLS requires a client certificate.
+func httpAuthenticated(c *Config) bool {
+	return len(c.HTTP.Tokens) > 0 || c.HTTP.TLS.ClientAuth == "require"
+}
 
 // security checks kafka.listeners, auth and the refusal of unauthenticated
 // listeners beyond loopback.
@@ -101,7 +107,7 @@ func (v *validator) security(c *Config) {
 	if BeyondLoopback(c.Kafka.Addr) && !c.Kafka.AllowUnauthenticated {
 		v.add("kafka.addr", "%q is a plaintext listener beyond loopback without authentication; set kafka.allow_unauthenticated: true to allow it, or serve clients on a kafka.listeners entry with security sasl_ssl (and kafka.addr on 127.0.0.1 or \"\")", c.Kafka.Addr)
 	}
-	if BeyondLoopback(c.HTTP.Addr) && !c.HTTP.AllowUnauthenticated && !HTTPAuthenticated(c) {
+	if BeyondLoopback(c.HTTP.Addr) && !c.HTTP.AllowUnauthenticated && !httpAuthenticated(c) {
 		v.add("http.addr", "%q listens beyond loopback without authentication; set http.allow_unauthenticated: true to allow it", c.HTTP.Addr)
 	}
 	names := map[string]string{}

@@ -30,7 +30,7 @@ type Config struct {
 	Firmware Firmware `yaml:"firmware"`
 	// Cell makes this katka one node of a cell of neighbouring gateways (cell.go).
 	Cell Cell `yaml:"cell"`
-	// Auth configures super users and the bootstrap admin (auth.go).
+	// Auth configures credentials, super users and ACLs (auth.go, acl.go).
 	Auth Auth `yaml:"auth"`
 }
 
@@ -64,6 +64,12 @@ type HTTP struct {
 	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
 	// Limits bounds what HTTP clients can make katka hold (limits.go).
 	Limits HTTPLimits `yaml:"limits"`
+	// TLS serves HTTPS from PEM files, optionally with client certificates (http_auth.go).
+	TLS HTTPTLS `yaml:"tls"`
+	// Tokens are the bearer tokens accepted; none configured leaves the API open.
+	Tokens []HTTPToken `yaml:"tokens"`
+	// MetricsAuth makes /metrics need a credential too (by default it is open).
+	MetricsAuth bool `yaml:"metrics_auth"`
 }
 
 // Storage tunes durability and the on-disk layout of partition logs.

@@ -20,6 +20,7 @@ func Default() Config {
 		HTTP: HTTP{
 			Addr:   "127.0.0.1:8092",
 			Limits: defaultHTTPLimits(),
+			TLS:    HTTPTLS{ClientAuth: "none", ClientRole: "read"},
 		},
 		Storage: Storage{
 			Fsync:                  "always",

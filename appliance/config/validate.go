@@ -109,6 +109,8 @@ func (c *Config) Validate() error {
 	v.cell("cell", c.Cell)
 	v.limits(c)
 	v.security(c)
+	v.acl(c.Auth)
+	v.httpAuth(c.HTTP)
 
 	return errors.Join(v.errs...)
 }

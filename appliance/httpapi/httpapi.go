@@ -4,6 +4,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 )
@@ -68,20 +70,51 @@ type Server struct {
 	beforeFetch atomic.Pointer[func()]
 	// mux holds the routes; AddRoutes (firmware.go) adds to it.
 	mux *http.ServeMux
+
+	// sec is who may use the API (auth.go); tokens its parsed http.tokens.
+	sec    Security
+	tokens []tokenEntry
+}
+
+// Options configures Listen.
+type Options struct {
+	Addr     string
+	Broker   *broker.Broker
+	Limits   config.HTTPLimits // http.limits
+	Security Security          // http.tls, http.tokens, ACLs
+	Gatherer prometheus.Gatherer
+	Logger   *slog.Logger
 }
 
 // Start listens on addr and serves until Shutdown, bounding what clients can
 // make katka hold by lim (config http.limits): timeouts, open connections,
 // body size, the bytes of all bodies at once and the bytes of one records read.
 func Start(addr string, b *broker.Broker, lim config.HTTPLimits, gather prometheus.Gatherer, log *slog.Logger) (*Server, error) {
+	return Listen(Options{Addr: addr, Broker: b, Limits: lim, Gatherer: gather, Logger: log})
+}
+
+// Listen is Start with security (Options.Security): HTTPS, tokens, client
+// certificates and ACLs.
+func Listen(o Options) (*Server, error) {
+	addr, b, lim, gather, log := o.Addr, o.Broker, o.Limits, o.Gatherer, o.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	toks, err := parseTokens(o.Security.Tokens)
+	if err != nil {
+		return nil, err
+	}
+	var tlsCfg *tls.Config
+	if o.Security.TLS.CertFile != "" {
+		if tlsCfg, err = tlsConfig(o.Security.TLS); err != nil {
+			return nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listen on %s: %w", addr, err)
 	}
-	s := &Server{b: b, lim: lim, log: log, done: make(chan error, 1)}
+	s := &Server{b: b, lim: lim, log: log, done: make(chan error, 1), sec: o.Security, tokens: toks}
 	s.ln = newLimitListener(ln, lim.MaxConnections, func(c net.Conn) {
 		b.LimitRejected(LimitHTTPConnections, c.RemoteAddr().String(), fmt.Sprintf("%d connections open (http.limits.max_connections); waiting to be served", lim.MaxConnections))
 	}, func(c net.Conn, detail string) {
@@ -94,10 +127,18 @@ func Start(addr string, b *broker.Broker, lim config.HTTPLimits, gather promethe
 		WriteTimeout:      lim.WriteTimeout,
 		IdleTimeout:       lim.IdleTimeout,
 		ConnState:         connState,
-		ConnContext:       func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) },
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, plainConn(c))
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	go func() { s.done <- s.srv.Serve(s.ln) }()
+	var serveLn net.Listener = s.ln
+	if tlsCfg != nil {
+		// TLS above the limit listener: net/http needs the *tls.Conn itself,
+		// and the limits count TCP connections (plainConn finds them).
+		serveLn = tls.NewListener(s.ln, tlsCfg)
+	}
+	go func() { s.done <- s.srv.Serve(serveLn) }()
 	return s, nil
 }
 
@@ -139,7 +180,7 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
 	s.mux = mux
-	return s.guard(mux)
+	return s.authn(s.guard(mux))
 }
 
 // guard refuses, before any handler runs, a request body that is not JSON
@@ -304,6 +345,9 @@ func (s *Server) topicJSON(name string) (topicJSON, error) {
 func (s *Server) listTopics(w http.ResponseWriter, r *http.Request) {
 	out := []topicJSON{}
 	for _, t := range s.b.Topics() {
+		if !s.allowed(r, auth.ResourceTopic, t.Name, auth.OpDescribe) {
+			continue // as Kafka's Metadata, only the topics the caller may describe
+		}
 		if tj, err := s.topicJSON(t.Name); err == nil {
 			out = append(out, tj)
 		}
@@ -312,6 +356,9 @@ func (s *Server) listTopics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getTopic(w http.ResponseWriter, r *http.Request) {
+	if !s.allowTopic(w, r, r.PathValue("topic"), auth.OpDescribe) {
+		return
+	}
 	tj, err := s.topicJSON(r.PathValue("topic"))
 	if err != nil {
 		s.fail(w, r, err)
@@ -334,6 +381,9 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.refuseInternal(w, r, "create", req.Name) {
+		return
+	}
+	if !s.allowed(r, auth.ResourceCluster, auth.ClusterName, auth.OpCreate) && !s.allowTopic(w, r, req.Name, auth.OpCreate) {
 		return
 	}
 	if req.Partitions == 0 {
@@ -361,7 +411,7 @@ func (s *Server) createTopic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteTopic(w http.ResponseWriter, r *http.Request) {
-	if s.refuseInternal(w, r, "delete", r.PathValue("topic")) {
+	if s.refuseInternal(w, r, "delete", r.PathValue("topic")) || !s.allowTopic(w, r, r.PathValue("topic"), auth.OpDelete) {
 		return
 	}
 	if err := s.b.DeleteTopic(r.PathValue("topic")); err != nil {
@@ -420,7 +470,7 @@ func (s *Server) produce(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if s.refuseInternal(w, r, "produce to", topic) {
+	if s.refuseInternal(w, r, "produce to", topic) || !s.allowTopic(w, r, topic, auth.OpWrite) {
 		return
 	}
 	acks := broker.AcksAll
@@ -474,6 +524,9 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 	topic, part, err := partitionParam(r)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if !s.allowTopic(w, r, topic, auth.OpRead) {
 		return
 	}
 	q := r.URL.Query()

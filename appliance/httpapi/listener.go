@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -64,7 +65,7 @@ func (l *limitListener) Close() error {
 // connState is http.Server.ConnState: it tells each connection its state so
 // a timeout of an idle keep-alive connection is not taken for an attack.
 func connState(c net.Conn, st http.ConnState) {
-	if lc, ok := c.(*limitConn); ok {
+	if lc, ok := plainConn(c).(*limitConn); ok {
 		if st == http.StateIdle {
 			lc.readSinceIdle.Store(0)
 		}
@@ -148,4 +149,13 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// plainConn is the TCP-level connection under a TLS one (the limitConn the
+// limits work on), or c itself.
+func plainConn(c net.Conn) net.Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return c
 }

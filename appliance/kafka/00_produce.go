@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 
 	"github.com/katka-io/katka/appliance/broker"
 )
@@ -33,7 +36,10 @@ func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) 
 	default:
 		ackErr = errInvalidRequiredAcks
 	}
-	jobs := s.checkProduce(c, req, resp, ackErr)
+	if req.TransactionID != nil && ackErr == errNone && !s.allowTxn(ctx, c, *req.TransactionID, auth.OpWrite) {
+		ackErr = errTransactionalIDAuth // Kafka fails every partition
+	}
+	jobs := s.checkProduce(ctx, c, req, resp, ackErr)
 	if len(jobs) == 1 {
 		jobs[0].run(ctx, s, acks, req)
 	} else if len(jobs) > 1 {
@@ -89,7 +95,7 @@ func (j *produceJob) run(ctx context.Context, s *Server, acks broker.Acks, req *
 // of a duplicated topic-partition with INVALID_REQUEST and writes none of
 // them, as Kafka answers duplicates in CreateTopics and DeleteTopics: no batch
 // is dropped without an error.
-func (s *Server) checkProduce(c *conn, req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse, ackErr int16) []*produceJob {
+func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse, ackErr int16) []*produceJob {
 	byID := s.topicIDs(req.Version >= 13)
 	type tp struct {
 		topic     string
@@ -105,6 +111,7 @@ func (s *Server) checkProduce(c *conn, req *kmsg.ProduceRequest, resp *kmsg.Prod
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		st.Partitions = make([]kmsg.ProduceResponseTopicPartition, len(rt.Partitions))
 		info, terr := s.lookupTopic(rt.Topic, rt.TopicID, req.Version >= 13, byID)
+		terr = s.authTopic(ctx, c, cmp.Or(info.Name, rt.Topic), auth.OpWrite, terr)
 		if terr == nil && broker.InternalTopic(info.Name) {
 			// Kafka refuses produce into __consumer_offsets and the like.
 			s.limitRejected(broker.LimitInternalTopic, c.remote, "produce to internal topic "+info.Name)

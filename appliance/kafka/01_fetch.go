@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 
 	"github.com/katka-io/katka/appliance/broker"
 )
@@ -44,6 +47,7 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		st := &resp.Topics[i]
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		info, terr := s.lookupTopic(rt.Topic, rt.TopicID, byID, ids)
+		terr = s.authTopic(ctx, c, cmp.Or(info.Name, rt.Topic), auth.OpRead, terr)
 		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			parts = append(parts, fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]})

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // Special ListOffsets timestamps.
@@ -27,6 +29,7 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 		*st = kmsg.NewListOffsetsResponseTopic()
 		st.Topic = rt.Topic
 		infos, terr := s.b.Partitions(rt.Topic)
+		terr = s.authTopic(ctx, c, rt.Topic, auth.OpDescribe, terr)
 		st.Partitions = make([]kmsg.ListOffsetsResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]

@@ -6,6 +6,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
+
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -26,6 +28,9 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 	all := req.Topics == nil || req.Version == 0 && len(req.Topics) == 0
 	if all {
 		for _, t := range s.b.Topics() {
+			if !s.allowTopic(ctx, c, t.Name, auth.OpDescribe) {
+				continue // Kafka lists only the topics the client may describe
+			}
 			resp.Topics = append(resp.Topics, metadataTopic(t, nil))
 		}
 		return resp, nil
@@ -45,6 +50,9 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 			if ok {
 				info, err = s.b.Topic(name)
 			}
+			if ok && err == nil && !s.allowTopic(ctx, c, name, auth.OpDescribe) {
+				ok = false // an id the client may not describe is as unknown
+			}
 			if !ok || err != nil {
 				mt := kmsg.NewMetadataResponseTopic()
 				mt.ErrorCode, mt.TopicID = errUnknownTopicID, rt.TopicID
@@ -59,8 +67,14 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 			continue
 		}
 		seen[name] = true
+		if !s.allowTopic(ctx, c, name, auth.OpDescribe) {
+			resp.Topics = append(resp.Topics, metadataTopic(broker.TopicInfo{Name: name}, codeErrorf(errTopicAuthorizationFailed, "not authorized")))
+			continue
+		}
 		info, err := s.b.Topic(name)
-		if errors.Is(err, broker.ErrUnknownTopic) {
+		if errors.Is(err, broker.ErrUnknownTopic) && autoCreate && !s.allowCluster(ctx, c, auth.OpCreate) && !s.allowTopic(ctx, c, name, auth.OpCreate) {
+			err = codeErrorf(errTopicAuthorizationFailed, "not authorized to create %s", name) // Kafka: CREATE on the cluster or the topic
+		} else if errors.Is(err, broker.ErrUnknownTopic) {
 			if verr := broker.ValidTopicName(name); verr != nil {
 				err = verr
 			} else if autoCreate && broker.InternalTopic(name) {

@@ -10,7 +10,7 @@ import (
 // are fsynced in __consumer_offsets. Unknown topics or partitions get
 // UNKNOWN_TOPIC_OR_PARTITION, as Kafka.
 func (s *Server) handleOffsetCommit(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
-	req := kr.(*kmsg.OffsetCommitRequest)
+	req, addRefused := s.authOffsetCommit(ctx, c, kr.(*kmsg.OffsetCommitRequest))
 	gc, ok := s.groupsFor(ctx)
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
@@ -33,5 +33,5 @@ func (s *Server) handleOffsetCommit(ctx context.Context, c *conn, kr kmsg.Reques
 		}
 	}
 	known := func(topic string, p int32) bool { return p >= 0 && p < counts[topic] }
-	return gc.Commit(req, known, c.remote)
+	return addRefused(gc.Commit(req, known, c.remote))
 }

@@ -20,6 +20,7 @@ func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request
 		return resp, nil
 	}
 	resp, err := gc.FetchOffsets(req)
+	s.authOffsetFetch(ctx, c, req, resp)
 	if err != nil || req.Version < 7 {
 		return resp, err
 	}

@@ -33,6 +33,7 @@ func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Req
 			resp.Coordinators = append(resp.Coordinators, kmsg.FindCoordinatorResponseCoordinator{
 				Key: k, NodeID: nodeID, Host: host, Port: port, ErrorCode: code, ErrorMessage: msg})
 		}
+		s.authFindCoordinator(ctx, c, req, resp)
 		return resp, nil
 	}
 	resp.ErrorCode, resp.ErrorMessage = code, msg
@@ -40,5 +41,6 @@ func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Req
 	if code != errNone {
 		resp.NodeID, resp.Host, resp.Port = -1, "", -1
 	}
+	s.authFindCoordinator(ctx, c, req, resp)
 	return resp, nil
 }

@@ -4,12 +4,17 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleJoinGroup answers JoinGroup. The answer waits until the rebalance
 // completes (every member rejoined or the rebalance timeout passed).
 func (s *Server) handleJoinGroup(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.JoinGroupRequest)
+	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
+		return denied(req, errGroupAuthorizationFailed), nil
+	}
 	gc, ok := s.groupsFor(ctx)
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.JoinGroupResponse)

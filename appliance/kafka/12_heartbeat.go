@@ -4,11 +4,16 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleHeartbeat answers Heartbeat.
 func (s *Server) handleHeartbeat(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.HeartbeatRequest)
+	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
+		return denied(req, errGroupAuthorizationFailed), nil
+	}
 	gc, ok := s.groupsFor(ctx)
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.HeartbeatResponse)

@@ -4,12 +4,17 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleSyncGroup answers SyncGroup; followers wait for the leader's
 // assignment.
 func (s *Server) handleSyncGroup(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.SyncGroupRequest)
+	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
+		return denied(req, errGroupAuthorizationFailed), nil
+	}
 	gc, ok := s.groupsFor(ctx)
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.SyncGroupResponse)

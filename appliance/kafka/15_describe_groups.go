@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleDescribeGroups answers DescribeGroups.
@@ -19,5 +21,15 @@ func (s *Server) handleDescribeGroups(ctx context.Context, c *conn, kr kmsg.Requ
 		}
 		return resp, nil
 	}
-	return gc.DescribeGroups(req)
+	var no []string
+	req.Groups, no = s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
+	resp, err := gc.DescribeGroups(req)
+	if r := resp; err == nil && r != nil {
+		for _, g := range no {
+			d := kmsg.NewDescribeGroupsResponseGroup()
+			d.Group, d.ErrorCode = g, errGroupAuthorizationFailed
+			r.Groups = append(r.Groups, d)
+		}
+	}
+	return resp, err
 }

@@ -15,5 +15,7 @@ func (s *Server) handleListGroups(ctx context.Context, c *conn, kr kmsg.Request)
 		resp.ErrorCode = errCoordinatorNotAvailable
 		return resp, nil
 	}
-	return gc.ListGroups(req)
+	resp, err := gc.ListGroups(req)
+	s.authListGroups(ctx, c, resp)
+	return resp, err
 }

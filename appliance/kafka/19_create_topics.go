@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -27,6 +28,8 @@ func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 		var err error
 		if count[rt.Topic] > 1 {
 			err = codeErrorf(errInvalidRequest, "topic %s is listed more than once in the request", rt.Topic)
+		} else if !s.allowCluster(ctx, c, auth.OpCreate) && !s.allowTopic(ctx, c, rt.Topic, auth.OpCreate) {
+			err = codeErrorf(errTopicAuthorizationFailed, "Authorization failed.") // Kafka: CREATE on the cluster or the topic
 		} else {
 			info, err = s.createTopic(c.remote, rt, req.ValidateOnly)
 		}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -41,6 +42,7 @@ func (s *Server) handleDeleteTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 				err = codeErrorf(errUnknownTopicID, "unknown topic id")
 			}
 		}
+		err = s.authTopic(ctx, c, name, auth.OpDelete, err)
 		if err == nil && broker.InternalTopic(name) {
 			err = s.internalTopicError(c.remote, "delete", name)
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // deleteRecordsHighWatermark is the DeleteRecords offset meaning "up to the
@@ -40,6 +42,10 @@ func (s *Server) handleDeleteRecords(ctx context.Context, c *conn, kreq kmsg.Req
 			*sp = kmsg.NewDeleteRecordsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.LowWatermark = invalidLowWatermark
+			if !s.allowTopic(ctx, c, rt.Topic, auth.OpDelete) {
+				sp.ErrorCode = errTopicAuthorizationFailed
+				continue
+			}
 			if rp.Offset < 0 && rp.Offset != deleteRecordsHighWatermark {
 				sp.ErrorCode = errOffsetOutOfRange
 				continue

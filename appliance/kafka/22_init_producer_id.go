@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleInitProducerID gives an idempotent producer a fresh id at epoch 0,
@@ -16,6 +18,12 @@ import (
 func (s *Server) handleInitProducerID(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.InitProducerIDRequest)
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
+	if req.TransactionalID != nil && !s.allowTxn(ctx, c, *req.TransactionalID, auth.OpWrite) {
+		return denied(req, errTransactionalIDAuth), nil
+	}
+	if req.TransactionalID == nil && !s.allowIdempotent(ctx, c) {
+		return denied(req, errClusterAuthorizationFailed), nil
+	}
 	if req.TransactionalID != nil {
 		tc, ok := s.txnsFor()
 		if !ok {

@@ -14,6 +14,9 @@ import (
 // OPERATION_NOT_ATTEMPTED, as in Kafka.
 func (s *Server) handleAddPartitionsToTxn(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.AddPartitionsToTxnRequest)
+	if resp := s.authAddPartitions(ctx, c, req); resp != nil {
+		return resp, nil
+	}
 	tc, ok := s.txnsFor()
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)

@@ -4,12 +4,20 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleAddOffsetsToTxn adds a group's __consumer_offsets partition to a
 // producer's ongoing transaction, so that TxnOffsetCommit may follow.
 func (s *Server) handleAddOffsetsToTxn(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.AddOffsetsToTxnRequest)
+	if !s.allowTxn(ctx, c, req.TransactionalID, auth.OpWrite) {
+		return denied(req, errTransactionalIDAuth), nil
+	}
+	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
+		return denied(req, errGroupAuthorizationFailed), nil
+	}
 	tc, ok := s.txnsFor()
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleEndTxn commits or aborts a producer's transaction: answered once the
@@ -14,6 +16,9 @@ import (
 // CONCURRENT_TRANSACTIONS, which clients retry.
 func (s *Server) handleEndTxn(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.EndTxnRequest)
+	if !s.allowTxn(ctx, c, req.TransactionalID, auth.OpWrite) {
+		return denied(req, errTransactionalIDAuth), nil
+	}
 	tc, ok := s.txnsFor()
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.EndTxnResponse)

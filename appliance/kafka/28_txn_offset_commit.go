@@ -13,7 +13,7 @@ import (
 // and are dropped when it aborts. Until then OffsetFetch with require_stable
 // answers UNSTABLE_OFFSET_COMMIT for them.
 func (s *Server) handleTxnOffsetCommit(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
-	req := kr.(*kmsg.TxnOffsetCommitRequest)
+	req, addRefused := s.authTxnOffsetCommit(ctx, c, kr.(*kmsg.TxnOffsetCommitRequest))
 	tc, tok := s.txnsFor()
 	gc, gok := s.groupsFor(ctx)
 	if !tok || !gok {
@@ -27,5 +27,5 @@ func (s *Server) handleTxnOffsetCommit(ctx context.Context, c *conn, kr kmsg.Req
 		}
 		return resp, nil
 	}
-	return tc.TxnOffsetCommit(req, gc.TxnMember, s.known, c.remote)
+	return addRefused(tc.TxnOffsetCommit(req, gc.TxnMember, s.known, c.remote))
 }

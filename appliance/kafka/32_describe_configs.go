@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -19,6 +20,11 @@ func (s *Server) handleDescribeConfigs(ctx context.Context, c *conn, kreq kmsg.R
 	for _, rr := range req.Resources {
 		sr := kmsg.NewDescribeConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		if err := s.authConfigResource(ctx, c, rr.ResourceType, rr.ResourceName, auth.OpDescribeConfigs); err != nil {
+			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
+			resp.Resources = append(resp.Resources, sr)
+			continue
+		}
 		want := map[string]bool{}
 		for _, n := range rr.ConfigNames {
 			want[n] = true

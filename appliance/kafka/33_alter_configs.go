@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -20,6 +21,11 @@ func (s *Server) handleAlterConfigs(ctx context.Context, c *conn, kreq kmsg.Requ
 		rr := &req.Resources[i]
 		sr := kmsg.NewAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		if err := s.authConfigResource(ctx, c, rr.ResourceType, rr.ResourceName, auth.OpAlterConfigs); err != nil {
+			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
+			resp.Resources = append(resp.Resources, sr)
+			continue
+		}
 		names := make([]string, len(rr.Configs))
 		for i, kv := range rr.Configs {
 			names[i] = kv.Name

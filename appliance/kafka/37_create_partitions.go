@@ -5,6 +5,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -20,7 +21,10 @@ func (s *Server) handleCreatePartitions(ctx context.Context, c *conn, kreq kmsg.
 		rt := &req.Topics[i]
 		st := kmsg.NewCreatePartitionsResponseTopic()
 		st.Topic = rt.Topic
-		err := s.createPartitions(c.remote, rt, req.ValidateOnly, count[rt.Topic] > 1)
+		err := s.authTopic(ctx, c, rt.Topic, auth.OpAlter, nil)
+		if err == nil {
+			err = s.createPartitions(c.remote, rt, req.ValidateOnly, count[rt.Topic] > 1)
+		}
 		if err != nil {
 			st.ErrorCode = errorCode(err)
 			st.ErrorMessage = errorMessage(err)

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleDeleteGroups answers DeleteGroups: only empty groups are deleted
@@ -18,5 +20,13 @@ func (s *Server) handleDeleteGroups(ctx context.Context, c *conn, kr kmsg.Reques
 		}
 		return resp, nil
 	}
-	return gc.DeleteGroups(req)
+	var no []string
+	req.Groups, no = s.splitGroups(ctx, c, req.Groups, auth.OpDelete)
+	resp, err := gc.DeleteGroups(req)
+	if r := resp; err == nil && r != nil {
+		for _, g := range no {
+			r.Groups = append(r.Groups, kmsg.DeleteGroupsResponseGroup{Group: g, ErrorCode: errGroupAuthorizationFailed})
+		}
+	}
+	return resp, err
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -22,6 +23,11 @@ func (s *Server) handleIncrementalAlterConfigs(ctx context.Context, c *conn, kre
 		rr := &req.Resources[i]
 		sr := kmsg.NewIncrementalAlterConfigsResponseResource()
 		sr.ResourceType, sr.ResourceName = rr.ResourceType, rr.ResourceName
+		if err := s.authConfigResource(ctx, c, rr.ResourceType, rr.ResourceName, auth.OpAlterConfigs); err != nil {
+			sr.ErrorCode, sr.ErrorMessage = errorCode(err), errorMessage(err)
+			resp.Resources = append(resp.Resources, sr)
+			continue
+		}
 		names := make([]string, len(rr.Configs))
 		for i, kv := range rr.Configs {
 			names[i] = kv.Name

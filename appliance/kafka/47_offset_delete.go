@@ -4,12 +4,17 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleOffsetDelete answers OffsetDelete: offsets of topics the group is not
 // subscribed to are deleted (GROUP_SUBSCRIBED_TO_TOPIC otherwise).
 func (s *Server) handleOffsetDelete(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.OffsetDeleteRequest)
+	if !s.allowGroup(ctx, c, req.Group, auth.OpDelete) {
+		return denied(req, errGroupAuthorizationFailed), nil
+	}
 	gc, ok := s.groupsFor(ctx)
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)

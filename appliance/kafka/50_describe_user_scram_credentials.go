@@ -23,11 +23,15 @@ func mechanismOfCode(code int8) auth.Mechanism {
 	return ""
 }
 
-// mayManageUsers reports whether the request's principal may read or change
-// SCRAM credentials: with auth.super_users set only a super user (or katka
-// itself) may; without, authorization is off and anyone may, as Kafka
-// without an authorizer.
-func (s *Server) mayManageUsers(ctx context.Context) bool {
+// mayManageUsers reports whether the request's principal may read (op
+// Describe) or change (op Alter) SCRAM credentials. With auth.authorization
+// on, Kafka's rule: that operation on the cluster. Off, only a super user
+// (or katka itself) may when auth.super_users is set, anyone when it is not,
+// as Kafka without an authorizer.
+func (s *Server) mayManageUsers(ctx context.Context, c *conn, op auth.Operation) bool {
+	if a := s.cfg.Authorizer; a.Enabled() {
+		return s.allowCluster(ctx, c, op)
+	}
 	if len(s.cfg.SuperUsers) == 0 {
 		return true
 	}
@@ -47,7 +51,7 @@ func (s *Server) handleDescribeUserScramCredentials(ctx context.Context, c *conn
 	if s.cfg.Users == nil {
 		return fail(kerr.UnsupportedSaslMechanism, "no user store on this broker")
 	}
-	if !s.mayManageUsers(ctx) {
+	if !s.mayManageUsers(ctx, c, auth.OpDescribe) {
 		return fail(kerr.ClusterAuthorizationFailed, "describing SCRAM credentials needs a super user")
 	}
 	var names []string

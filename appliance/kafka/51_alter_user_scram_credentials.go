@@ -73,7 +73,7 @@ func (s *Server) handleAlterUserScramCredentials(ctx context.Context, c *conn, k
 		}
 		u.changes = append(u.changes, auth.Change{User: up.Name, Mechanism: m, Cred: &cred})
 	}
-	allowed := s.mayManageUsers(ctx)
+	allowed := s.mayManageUsers(ctx, c, auth.OpAlter)
 	for _, name := range order {
 		u := users[name]
 		switch {

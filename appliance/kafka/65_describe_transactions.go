@@ -20,5 +20,15 @@ func (s *Server) handleDescribeTransactions(ctx context.Context, c *conn, kr kms
 		}
 		return resp, nil
 	}
-	return tc.DescribeTransactions(req)
+	var no []string
+	req.TransactionalIDs, no = s.splitTxns(ctx, c, req.TransactionalIDs)
+	resp, err := tc.DescribeTransactions(req)
+	if err == nil && resp != nil {
+		for _, id := range no {
+			st := kmsg.NewDescribeTransactionsResponseTransactionState()
+			st.TransactionalID, st.ErrorCode = id, errTransactionalIDAuth
+			resp.TransactionStates = append(resp.TransactionStates, st)
+		}
+	}
+	return resp, err
 }

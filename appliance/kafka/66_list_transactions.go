@@ -16,5 +16,7 @@ func (s *Server) handleListTransactions(ctx context.Context, c *conn, kr kmsg.Re
 		resp.ErrorCode = errCoordinatorNotAvailable
 		return resp, nil
 	}
-	return tc.ListTransactions(req)
+	resp, err := tc.ListTransactions(req)
+	s.authListTransactions(ctx, c, resp)
+	return resp, err
 }

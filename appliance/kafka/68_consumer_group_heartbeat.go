@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleConsumerGroupHeartbeat answers ConsumerGroupHeartbeat (KIP-848, the
@@ -13,6 +15,9 @@ import (
 // "uniform" and "range" server assignors); see appliance/group/README.md.
 func (s *Server) handleConsumerGroupHeartbeat(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.ConsumerGroupHeartbeatRequest)
+	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
+		return denied(req, errGroupAuthorizationFailed), nil
+	}
 	gc, ok := s.groupsFor(ctx)
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.ConsumerGroupHeartbeatResponse)

@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/auth"
 )
 
 // handleConsumerGroupDescribe answers ConsumerGroupDescribe (KIP-848): the
@@ -21,5 +23,15 @@ func (s *Server) handleConsumerGroupDescribe(ctx context.Context, c *conn, kr km
 		}
 		return resp, nil
 	}
-	return gc.ConsumerDescribe(req, s.groupTopics())
+	var no []string
+	req.Groups, no = s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
+	resp, err := gc.ConsumerDescribe(req, s.groupTopics())
+	if r := resp; err == nil && r != nil {
+		for _, g := range no {
+			d := kmsg.NewConsumerGroupDescribeResponseGroup()
+			d.Group, d.ErrorCode = g, errGroupAuthorizationFailed
+			r.Groups = append(r.Groups, d)
+		}
+	}
+	return resp, err
 }

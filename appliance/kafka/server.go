@@ -96,6 +96,9 @@ type Config struct {
 	// AuthFailureDelay is how long a failed login waits before its answer;
 	// 0 means DefaultAuthFailureDelay.
 	AuthFailureDelay time.Duration
+	// Authorizer checks every request against the ACLs (authorize.go); nil
+	// or disabled allows everything.
+	Authorizer *auth.Authorizer
 }
 
 // Server is a Kafka protocol listener in front of one broker.
@@ -161,6 +164,9 @@ func init() {
 		20: {0, 6, (*Server).handleDeleteTopics},
 		21: {0, 2, (*Server).handleDeleteRecords},
 		22: {0, 5, (*Server).handleInitProducerID},
+		29: {0, 3, (*Server).handleDescribeAcls},
+		30: {0, 3, (*Server).handleCreateAcls},
+		31: {0, 3, (*Server).handleDeleteAcls},
 		32: {0, 4, (*Server).handleDescribeConfigs},
 		33: {0, 2, (*Server).handleAlterConfigs},
 		37: {0, 3, (*Server).handleCreatePartitions},

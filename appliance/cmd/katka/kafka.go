@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/group"
@@ -15,7 +16,7 @@ import (
 )
 
 func init() {
-	startKafka = func(ctx context.Context, b *broker.Broker, full config.Config, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error) {
+	startKafka = func(ctx context.Context, b *broker.Broker, full config.Config, reg prometheus.Registerer, log *slog.Logger, authz *auth.Authorizer) (io.Closer, error) {
 		cfg := full.Kafka
 		l := cfg.Limits
 		sec, err := kafkaSecurity(full, log)
@@ -26,6 +27,7 @@ func init() {
 			Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Registerer: reg, Logger: log,
 			Listeners: sec.listeners, Users: sec.users, SuperUsers: sec.superUsers,
 			State:                  kafkaStateConfig(full),
+			Authorizer:             authz,
 			MaxConnections:         l.MaxConnections,
 			MaxConnectionsPerIP:    l.MaxConnectionsPerIP,
 			MaxRequestBytes:        int(l.MaxRequestBytes),

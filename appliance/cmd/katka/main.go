@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 )
@@ -26,7 +27,7 @@ var commands []func() *cobra.Command
 func registerCommand(f func() *cobra.Command) { commands = append(commands, f) }
 
 // startKafka starts the Kafka protocol listener; set from init() by kafka.go.
-var startKafka func(ctx context.Context, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error)
+var startKafka func(ctx context.Context, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger, authz *auth.Authorizer) (io.Closer, error)
 
 func main() {
 	root := &cobra.Command{

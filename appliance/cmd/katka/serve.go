@@ -118,12 +118,18 @@ func serve(cfg config.Config) error {
 			return err
 		}
 	}
+	authz, err := openAuthorizer(cfg, log) // ACLs (acl.go), after the broker locked the data dir
+	if err != nil {
+		shutdown()
+		return err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
 	var hs *httpapi.Server
 	if cfg.HTTP.Addr != "" {
-		hs, err = httpapi.Start(cfg.HTTP.Addr, b, cfg.HTTP.Limits, reg, log)
+		hs, err = httpapi.Listen(httpapi.Options{Addr: cfg.HTTP.Addr, Broker: b, Limits: cfg.HTTP.Limits, Gatherer: reg, Logger: log,
+			Security: httpapi.Security{TLS: cfg.HTTP.TLS, Tokens: cfg.HTTP.Tokens, MetricsAuth: cfg.HTTP.MetricsAuth, Authorizer: authz}})
 		if err != nil {
 			shutdown()
 			return err
@@ -133,7 +139,7 @@ func serve(cfg config.Config) error {
 			defer c()
 			hs.Shutdown(sctx)
 		})
-		log.Info("http listening", "addr", hs.Addr().String())
+		log.Info("http listening", "addr", hs.Addr().String(), "tls", cfg.HTTP.TLS.CertFile != "", "tokens", len(cfg.HTTP.Tokens))
 	}
 	cell, err := startCell(cfg, reg, log)
 	if err != nil {
@@ -150,7 +156,7 @@ func serve(cfg config.Config) error {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
 		} else {
-			kc, err := startKafka(ctx, b, cfg, reg, log)
+			kc, err := startKafka(ctx, b, cfg, reg, log, authz)
 			if err != nil {
 				shutdown()
 				return err
