@@ -14,7 +14,7 @@ import (
 
 // fetchPart is one requested partition and its place in the response.
 type fetchPart struct {
-	info broker.TopicInfo
+	info *broker.TopicInfo // shared by the topic's partitions
 	terr error
 	rp   *kmsg.FetchRequestTopicPartition
 	sp   *kmsg.FetchResponseTopicPartition
@@ -37,13 +37,18 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 	}
 	byID := req.Version >= 13
 	ids := s.topicIDs(byID)
-	var parts []fetchPart
+	n := 0
+	for i := range req.Topics {
+		n += len(req.Topics[i].Partitions)
+	}
+	parts := make([]fetchPart, 0, n)
 	resp.Topics = make([]kmsg.FetchResponseTopic, len(req.Topics))
 	for i := range req.Topics {
 		rt := &req.Topics[i]
 		st := &resp.Topics[i]
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
-		info, terr := s.lookupTopic(rt.Topic, rt.TopicID, byID, ids)
+		ti, terr := s.lookupTopic(rt.Topic, rt.TopicID, byID, ids)
+		info := &ti
 		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			parts = append(parts, fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]})
@@ -218,7 +223,7 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 				pi := pis[p.rp.Partition]
 				sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = pi.HighWatermark, pi.HighWatermark, pi.LogStartOffset
 				if committed {
-					pt := s.partTxns(ctx, p.info, p.rp.Partition)
+					pt := s.partTxns(ctx, *p.info, p.rp.Partition)
 					sp.LastStableOffset = pt.lso(pi.HighWatermark, pi.LogStartOffset)
 					pt.mu.Unlock()
 				}
@@ -265,7 +270,7 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 		sp.ErrorCode = errorCode(err)
 		return 0, true
 	}
-	pt := s.partTxns(ctx, p.info, p.rp.Partition)
+	pt := s.partTxns(ctx, *p.info, p.rp.Partition)
 	lso := pt.lso(pi.HighWatermark, pi.LogStartOffset)
 	raw := pt.hasTxn
 	pt.mu.Unlock()
@@ -283,7 +288,7 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 		return 0, false
 	}
 	if raw {
-		pt = s.partTxns(ctx, p.info, p.rp.Partition)
+		pt = s.partTxns(ctx, *p.info, p.rp.Partition)
 		pt.prune(res.LogStartOffset)
 		sp.AbortedTransactions = pt.abortedIn(off, lso)
 		pt.mu.Unlock()

@@ -713,6 +713,9 @@ func (c *conn) writeFetch(buf []byte, fr *kmsg.FetchResponse) error {
 		binary.BigEndian.PutUint64(m[8:], uint64(i))
 		outs[i].sp.RecordBatches = m
 	}
+	if need := responseSizeHint(fr); cap(buf)-len(buf) < need {
+		buf = append(make([]byte, 0, len(buf)+need), buf...)
+	}
 	buf = fr.AppendTo(buf)
 	for i := range outs {
 		outs[i].sp.RecordBatches = []byte{}
