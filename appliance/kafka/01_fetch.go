@@ -17,7 +17,7 @@ import (
 
 // fetchPart is one requested partition and its place in the response.
 type fetchPart struct {
-	info broker.TopicInfo
+	info *broker.TopicInfo // shared by the topic's partitions
 	terr error
 	rp   *kmsg.FetchRequestTopicPartition
 	sp   *kmsg.FetchResponseTopicPartition
@@ -40,14 +40,19 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 	}
 	byID := req.Version >= 13
 	ids := s.topicIDs(byID)
-	var parts []fetchPart
+	n := 0
+	for i := range req.Topics {
+		n += len(req.Topics[i].Partitions)
+	}
+	parts := make([]fetchPart, 0, n)
 	resp.Topics = make([]kmsg.FetchResponseTopic, len(req.Topics))
 	for i := range req.Topics {
 		rt := &req.Topics[i]
 		st := &resp.Topics[i]
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
-		info, terr := s.lookupTopic(rt.Topic, rt.TopicID, byID, ids)
-		terr = s.authTopic(ctx, c, cmp.Or(info.Name, rt.Topic), auth.OpRead, terr)
+		ti, terr := s.lookupTopic(rt.Topic, rt.TopicID, byID, ids)
+		terr = s.authTopic(ctx, c, cmp.Or(ti.Name, rt.Topic), auth.OpRead, terr)
+		info := &ti
 		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			parts = append(parts, fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]})
@@ -222,7 +227,7 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 				pi := pis[p.rp.Partition]
 				sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = pi.HighWatermark, pi.HighWatermark, pi.LogStartOffset
 				if committed {
-					pt := s.partTxns(ctx, p.info, p.rp.Partition)
+					pt := s.partTxns(ctx, *p.info, p.rp.Partition)
 					sp.LastStableOffset = pt.lso(pi.HighWatermark, pi.LogStartOffset)
 					pt.mu.Unlock()
 				}
@@ -269,7 +274,7 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 		sp.ErrorCode = errorCode(err)
 		return 0, true
 	}
-	pt := s.partTxns(ctx, p.info, p.rp.Partition)
+	pt := s.partTxns(ctx, *p.info, p.rp.Partition)
 	lso := pt.lso(pi.HighWatermark, pi.LogStartOffset)
 	raw := pt.hasTxn
 	pt.mu.Unlock()
@@ -287,7 +292,7 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 		return 0, false
 	}
 	if raw {
-		pt = s.partTxns(ctx, p.info, p.rp.Partition)
+		pt = s.partTxns(ctx, *p.info, p.rp.Partition)
 		pt.prune(res.LogStartOffset)
 		sp.AbortedTransactions = pt.abortedIn(off, lso)
 		pt.mu.Unlock()

@@ -767,10 +767,12 @@ const markerLen = 16
 // the encoded bytes up to the marker's length prefix, the real length
 // prefix, the batches, and so on, so a megabyte of batches is never copied
 // into the frame (it was 1/3 of a fetch's CPU with the copy, the buffer's
-// zeroing and the garbage it made). The markers start with 8 random bytes
-// per connection; each is found in order and must follow the length prefix
-// kmsg writes for 16 bytes, else (a topic name that happens to hold the
-// marker) the response is encoded the ordinary way, with the batches copied.
+// zeroing and the garbage it made). A marker is 8 random bytes per
+// connection (the key) and the partition's number in the response. The
+// key's occurrences in the encoded response must be exactly the markers, in
+// order, each after the length prefix kmsg writes for 16 bytes; else (a
+// topic name that happens to hold the key) the response is encoded the
+// ordinary way, with the batches copied.
 func (c *conn) writeFetch(buf []byte, fr *kmsg.FetchResponse) error {
 	head := len(buf)
 	outs := c.fetchOut
@@ -785,6 +787,9 @@ func (c *conn) writeFetch(buf []byte, fr *kmsg.FetchResponse) error {
 		binary.BigEndian.PutUint64(m[8:], uint64(i))
 		outs[i].sp.RecordBatches = m
 	}
+	if need := responseSizeHint(fr); cap(buf)-len(buf) < need {
+		buf = append(make([]byte, 0, len(buf)+need), buf...)
+	}
 	buf = fr.AppendTo(buf)
 	for i := range outs {
 		outs[i].sp.RecordBatches = []byte{}
@@ -795,13 +800,19 @@ func (c *conn) writeFetch(buf []byte, fr *kmsg.FetchResponse) error {
 	iov := c.iov[:0]
 	size := len(buf)
 	last := 0
+	key := markers[:8]
 	for i := range outs {
-		m := markers[8+i*markerLen : 8+(i+1)*markerLen]
-		j := bytes.Index(buf[max(last, head):], m)
+		// The next occurrence of the connection's key must be marker i; a
+		// topic name holding the key would show up as an occurrence out of
+		// order or one too many (checked after the loop).
+		j := bytes.Index(buf[max(last, head):], key)
 		if j < 0 {
 			return c.writeFetchCopy(buf[:head], fr)
 		}
 		j += max(last, head)
+		if j+markerLen > len(buf) || binary.BigEndian.Uint64(buf[j+8:]) != uint64(i) {
+			return c.writeFetchCopy(buf[:head], fr)
+		}
 		var ps int
 		if flexible {
 			ps = j - 1
@@ -824,6 +835,10 @@ func (c *conn) writeFetch(buf []byte, fr *kmsg.FetchResponse) error {
 		iov = append(iov, outs[i].parts...)
 		size += len(prefixes) - p + outs[i].n - (j + markerLen - ps)
 		last = j + markerLen
+	}
+	if bytes.Contains(buf[last:], key) {
+		clear(iov)
+		return c.writeFetchCopy(buf[:head], fr)
 	}
 	iov = append(iov, buf[last:])
 	binary.BigEndian.PutUint32(buf, uint32(size-4))
