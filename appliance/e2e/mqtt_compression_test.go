@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -93,6 +94,10 @@ func mqttConnect(t *testing.T, opts *paho.ClientOptions) paho.Client {
 	return c
 }
 
+// mqttLinger is the MQTT input's batch_wait in TestMQTTZstdTelemetryOnDisk;
+// KATKA_MQTT_LINGER overrides it (to measure the default 5ms, say).
+var mqttLinger = cmp.Or(os.Getenv("KATKA_MQTT_LINGER"), "50ms")
+
 // TestMQTTZstdTelemetryOnDisk is issue 13's MQTT Done-when: the 100,000 JSON
 // readings of TestKcatZstdTelemetryOnDisk (12.8 MB), published with QoS 1
 // through a real Mosquitto to factory/<plant>/line/<n>/<machine>, ingested
@@ -140,6 +145,7 @@ sensors:
   mqtt:
     enabled: true
     qos: 1
+    batch_wait: %s
     brokers:
       - name: plant
         url: %s
@@ -148,7 +154,7 @@ sensors:
       - filter: factory/#
         topic: %s
         key_level: 0
-`, topic, url, clientID, topic))
+`, topic, mqttLinger, url, clientID, topic))
 
 	pub := mqttConnect(t, paho.NewClientOptions().AddBroker(url).SetClientID("telemetry-pub").SetMaxResumePubInFlight(1000))
 	t.Cleanup(func() { pub.Disconnect(0) })
@@ -180,8 +186,10 @@ sensors:
 	})
 	ingested := time.Since(t0)
 	onDisk := dirSize(t, filepath.Join(k.dataDir, topic, "0"))
-	t.Logf("mqtt telemetry: %d messages, %d payload bytes; %d bytes in the partition directory (%.1f%% of raw); published in %v, ingested in %v (%.0f msgs/s)",
-		len(lines), raw, onDisk, 100*float64(onDisk)/float64(raw), published.Round(time.Millisecond), ingested.Round(time.Millisecond), float64(len(lines))/ingested.Seconds())
+	metrics := httpGet(t, "http://"+k.HTTPAddr+"/metrics")
+	t.Logf("mqtt telemetry: %d messages, %d payload bytes; %d bytes in the partition directory (%.1f%% of raw); batch_wait %s, %.1f messages per batch; published in %v, ingested in %v (%.0f msgs/s)",
+		len(lines), raw, onDisk, 100*float64(onDisk)/float64(raw), mqttLinger, metricValue(metrics, "katka_mqtt_batch_messages_sum")/metricValue(metrics, "katka_mqtt_batch_messages_count"),
+		published.Round(time.Millisecond), ingested.Round(time.Millisecond), float64(len(lines))/ingested.Seconds())
 	if end != int64(len(lines)) {
 		t.Fatalf("%d records in katka, want %d (duplicates without a restart)", end, len(lines))
 	}
