@@ -30,6 +30,15 @@ type Broker interface {
 	Produce(ctx context.Context, topic string, partition int32, recs []broker.Record, acks broker.Acks) (int64, error)
 }
 
+// BatchProducer is a Broker that can write a partition's records as few large
+// record batches (up to broker.MaxWriterBatchBytes each) compressed with the
+// topic's compression.type, as *broker.Broker's ProduceBatches does: the
+// Writer uses it when the Broker has it, so that a zstd topic compresses a
+// whole MQTT batch at once rather than 16 KiB at a time.
+type BatchProducer interface {
+	ProduceBatches(ctx context.Context, topic string, partition int32, recs []broker.Record, acks broker.Acks) (int64, error)
+}
+
 // Env is what a Factory gets besides the config: where to write and where to log.
 type Env struct {
 	// Broker receives the records.
@@ -202,9 +211,20 @@ func (w *Writer) Partition(key []byte, n int32) int32 {
 	return broker.HashPartition(key, n)
 }
 
+// produce writes recs to one partition of topic, durably.
+func (w *Writer) produce(ctx context.Context, topic string, p int32, recs []broker.Record) error {
+	var err error
+	if bp, ok := w.b.(BatchProducer); ok {
+		_, err = bp.ProduceBatches(ctx, topic, p, recs, broker.AcksAll)
+	} else {
+		_, err = w.b.Produce(ctx, topic, p, recs, broker.AcksAll)
+	}
+	return err
+}
+
 // Write writes recs to topic, creating it with createPartitions partitions (0: the
 // broker's default) if it is missing. Records of one partition keep their order and
-// go in one Produce; the partitions are written concurrently so they share fsyncs.
+// go in one write (ProduceBatches, or Produce); the partitions are written concurrently so they share fsyncs.
 // On error some partitions may hold their records: a retry can duplicate them.
 func (w *Writer) Write(ctx context.Context, topic string, createPartitions int32, recs []broker.Record) error {
 	if len(recs) == 0 {
@@ -219,7 +239,7 @@ func (w *Writer) Write(ctx context.Context, topic string, createPartitions int32
 	}
 	n := info.Partitions
 	if n <= 1 {
-		if _, err := w.b.Produce(ctx, topic, 0, recs, broker.AcksAll); err != nil {
+		if err := w.produce(ctx, topic, 0, recs); err != nil {
 			return fmt.Errorf("write to %s: %w", topic, err)
 		}
 		return nil
@@ -247,7 +267,7 @@ func (w *Writer) Write(ctx context.Context, topic string, createPartitions int32
 	}
 	if len(byPart) == 1 {
 		for p, rs := range byPart {
-			if _, err := w.b.Produce(ctx, topic, p, rs, broker.AcksAll); err != nil {
+			if err := w.produce(ctx, topic, p, rs); err != nil {
 				return fmt.Errorf("write to %s: %w", topic, err)
 			}
 		}
@@ -262,7 +282,7 @@ func (w *Writer) Write(ctx context.Context, topic string, createPartitions int32
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := w.b.Produce(ctx, topic, p, rs, broker.AcksAll); err != nil {
+			if err := w.produce(ctx, topic, p, rs); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()

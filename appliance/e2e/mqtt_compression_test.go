@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -93,12 +94,16 @@ func mqttConnect(t *testing.T, opts *paho.ClientOptions) paho.Client {
 	return c
 }
 
+// mqttLinger is the MQTT input's batch_wait in TestMQTTZstdTelemetryOnDisk;
+// KATKA_MQTT_LINGER overrides it (to measure the default 5ms, say).
+var mqttLinger = cmp.Or(os.Getenv("KATKA_MQTT_LINGER"), "50ms")
+
 // TestMQTTZstdTelemetryOnDisk is issue 13's MQTT Done-when: the 100,000 JSON
 // readings of TestKcatZstdTelemetryOnDisk (12.8 MB), published with QoS 1
 // through a real Mosquitto to factory/<plant>/line/<n>/<machine>, ingested
 // by the real katka binary's MQTT input into a compression.type zstd topic,
 // occupy at most 25% of the raw payload bytes in the partition directory;
-// every reading is read back once, in order.
+// every reading is read back once, in order per MQTT topic.
 func TestMQTTZstdTelemetryOnDisk(t *testing.T) {
 	data := factoryTelemetry(100_000)
 	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
@@ -140,6 +145,7 @@ sensors:
   mqtt:
     enabled: true
     qos: 1
+    batch_wait: %s
     brokers:
       - name: plant
         url: %s
@@ -148,21 +154,38 @@ sensors:
       - filter: factory/#
         topic: %s
         key_level: 0
-`, topic, url, clientID, topic))
+`, topic, mqttLinger, url, clientID, topic))
 
-	pub := mqttConnect(t, paho.NewClientOptions().AddBroker(url).SetClientID("telemetry-pub").SetMaxResumePubInFlight(1000))
-	t.Cleanup(func() { pub.Disconnect(0) })
+	// Four publishers, each owning a quarter of the machines' MQTT topics, so
+	// the test is not bound by one paho connection; order holds per topic.
+	const pubs = 4
 	t0 := time.Now()
-	window := make(chan paho.Token, 1000)
-	go func() {
-		for i, l := range lines {
-			window <- pub.Publish(topics[i], 1, false, l)
-		}
-		close(window)
-	}()
-	for tok := range window {
-		if !tok.WaitTimeout(60*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish: %v", tok.Error())
+	errs := make(chan error, pubs)
+	for p := range pubs {
+		pub := mqttConnect(t, paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("telemetry-pub-%d", p)))
+		t.Cleanup(func() { pub.Disconnect(0) })
+		go func() {
+			window := make(chan paho.Token, 500)
+			go func() {
+				defer close(window)
+				for i, l := range lines {
+					if ownerOf(topics[i], pubs) == p {
+						window <- pub.Publish(topics[i], 1, false, l)
+					}
+				}
+			}()
+			var err error
+			for tok := range window {
+				if err == nil && (!tok.WaitTimeout(60*time.Second) || tok.Error() != nil) {
+					err = fmt.Errorf("publish: %v", tok.Error())
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range pubs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
 		}
 	}
 	published := time.Since(t0)
@@ -180,34 +203,52 @@ sensors:
 	})
 	ingested := time.Since(t0)
 	onDisk := dirSize(t, filepath.Join(k.dataDir, topic, "0"))
-	t.Logf("mqtt telemetry: %d messages, %d payload bytes; %d bytes in the partition directory (%.1f%% of raw); published in %v, ingested in %v (%.0f msgs/s)",
-		len(lines), raw, onDisk, 100*float64(onDisk)/float64(raw), published.Round(time.Millisecond), ingested.Round(time.Millisecond), float64(len(lines))/ingested.Seconds())
+	metrics := httpGet(t, "http://"+k.HTTPAddr+"/metrics")
+	t.Logf("mqtt telemetry: %d messages, %d payload bytes; %d bytes in the partition directory (%.1f%% of raw); batch_wait %s, %.1f messages per batch; published in %v, ingested in %v (%.0f msgs/s)",
+		len(lines), raw, onDisk, 100*float64(onDisk)/float64(raw), mqttLinger, metricValue(metrics, "katka_mqtt_batch_messages_sum")/metricValue(metrics, "katka_mqtt_batch_messages_count"),
+		published.Round(time.Millisecond), ingested.Round(time.Millisecond), float64(len(lines))/ingested.Seconds())
 	if end != int64(len(lines)) {
 		t.Fatalf("%d records in katka, want %d (duplicates without a restart)", end, len(lines))
 	}
 
 	cl := k.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(8<<20))
 	ctx := kafkaCtx(t, 60*time.Second)
-	i := 0
-	for i < len(lines) {
+	// Every reading once, and in order per MQTT topic (a publisher's order).
+	next := map[string][]int{} // MQTT topic -> indexes of its lines, in order
+	for i, tp := range topics {
+		next[tp] = append(next[tp], i)
+	}
+	for n := 0; n < len(lines); {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("read back %d of %d records", i, len(lines))
+			t.Fatalf("read back %d of %d records", n, len(lines))
 		}
 		fs.EachError(func(topic string, p int32, err error) { t.Fatalf("fetch %s/%d: %v", topic, p, err) })
 		fs.EachRecord(func(r *kgo.Record) {
-			if i < len(lines) && !bytes.Equal(r.Value, lines[i]) {
-				t.Fatalf("record %d: %q, want %q", i, r.Value, lines[i])
+			tp := headerValue(r, "mqtt.topic")
+			q := next[tp]
+			if len(q) == 0 {
+				t.Fatalf("record %d: mqtt.topic %q: more records than published", r.Offset, tp)
 			}
-			if i < len(lines) && headerValue(r, "mqtt.topic") != topics[i] {
-				t.Fatalf("record %d: mqtt.topic %q, want %q", i, headerValue(r, "mqtt.topic"), topics[i])
+			if !bytes.Equal(r.Value, lines[q[0]]) {
+				t.Fatalf("record %d of %s: %q, want %q", r.Offset, tp, r.Value, lines[q[0]])
 			}
-			i++
+			next[tp] = q[1:]
+			n++
 		})
 	}
 	if 4*onDisk > int64(raw) {
 		t.Fatalf("%d bytes on disk, want at most 25%% of the %d payload bytes (%d)", onDisk, raw, raw/4)
 	}
+}
+
+// ownerOf assigns an MQTT topic to one of n publishers.
+func ownerOf(topic string, n int) int {
+	h := 0
+	for _, c := range topic {
+		h = h*31 + int(c)
+	}
+	return (h%n + n) % n
 }
 
 // headerValue returns the value of r's header key, or "".

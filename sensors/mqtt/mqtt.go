@@ -5,9 +5,11 @@
 // the MQTT broker keeps the subscriptions and queues QoS 1 and 2 messages while katka
 // is away, and acknowledgements are turned off in the client (AutoAckDisabled). A
 // message is acknowledged (PUBACK, or PUBREC for QoS 2) only once its record is
-// fsynced in katka. Messages are written in batches: whatever has arrived (up to
-// batch_max_messages) goes in one Produce per partition, and then every message of
-// the batch is acknowledged in the order it was received, as MQTT requires.
+// fsynced in katka. Messages are written in batches: what arrives within
+// batch_wait of a batch's first message (a linger, as Kafka's linger.ms; up to
+// batch_max_messages) goes to each partition as one record batch, compressed per
+// the topic's compression.type, and then every message of the batch is
+// acknowledged in the order it was received, as MQTT requires.
 //
 // Delivery is at least once: if katka stops between the fsync and the
 // acknowledgement, the MQTT broker sends the message again and it is written twice.

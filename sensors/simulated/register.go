@@ -42,3 +42,13 @@ type writerProducer struct {
 func (p writerProducer) Produce(ctx context.Context, topic string, key, value []byte, ts time.Time) error {
 	return p.w.Write(ctx, topic, p.partitions, []broker.Record{{Key: key, Value: value, Timestamp: ts}})
 }
+
+// ProduceTick writes one tick's readings in one Write: each partition's share
+// is one record batch and the partitions share an fsync.
+func (p writerProducer) ProduceTick(ctx context.Context, topic string, readings []Reading) error {
+	recs := make([]broker.Record, len(readings))
+	for i, r := range readings {
+		recs[i] = broker.Record{Key: r.Key, Value: r.Value, Timestamp: r.TS}
+	}
+	return p.w.Write(ctx, topic, p.partitions, recs)
+}

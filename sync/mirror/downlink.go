@@ -191,7 +191,9 @@ func (d *Downlink) write(ctx context.Context, lt string, fp kgo.FetchTopicPartit
 		recs = append(recs, rec)
 	}
 	last := fp.Records[len(fp.Records)-1].Offset
-	if _, err := d.b.Produce(ctx, lt, fp.Partition, recs, broker.AcksAll); err != nil {
+	// One write, as few record batches as possible, compressed per the local
+	// topic's compression.type (Produce would cut them at 16 KiB).
+	if _, err := d.b.ProduceBatches(ctx, lt, fp.Partition, recs, broker.AcksAll); err != nil {
 		return fmt.Errorf("write downlinked records to %s-%d: %w", lt, fp.Partition, err)
 	}
 	d.m.downRecords.WithLabelValues(lt).Add(float64(len(recs)))
