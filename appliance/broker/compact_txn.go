@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"encoding/binary"
 	"sort"
 
 	"github.com/katka-io/katka/appliance/recordbatch"
@@ -38,13 +37,7 @@ func scanTxnSpans(l *storage.Log, end int64) (*txnSpans, error) {
 			return nil, err
 		}
 		next := off
-		for b := data; len(b) >= recordbatch.HeaderLen; {
-			n := int64(int32(binary.BigEndian.Uint32(b[8:]))) + 12
-			if n < recordbatch.HeaderLen || n > int64(len(b)) {
-				break
-			}
-			raw := b[:n]
-			b = b[n:]
+		for raw, rest, ok := recordbatch.Next(data); ok; raw, rest, ok = recordbatch.Next(rest) {
 			h, err := recordbatch.ParseHeader(raw)
 			if err != nil {
 				break

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -106,12 +105,10 @@ func TestCompactionKeepsTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	var markers []string
-	for p := bf.Batches; len(p) >= recordbatch.HeaderLen; {
-		n := int(binary.BigEndian.Uint32(p[8:])) + 12
-		if commit, ok := recordbatch.ControlType(p[:n]); ok {
+	for raw, rest, ok := recordbatch.Next(bf.Batches); ok; raw, rest, ok = recordbatch.Next(rest) {
+		if commit, ok := recordbatch.ControlType(raw); ok {
 			markers = append(markers, fmt.Sprint(commit))
 		}
-		p = p[n:]
 	}
 	if strings.Join(markers, ",") != "true,false" {
 		t.Fatalf("markers after compaction (commit?): %v, want [true false]", markers)

@@ -219,3 +219,17 @@ func ControlType(b []byte) (commit, ok bool) {
 	}
 	return false, false
 }
+
+// Next splits the first batch off b, a run of batches as a fetch carries
+// them (by the length field; the batch is not parsed): ok is false when b
+// does not start with a whole batch.
+func Next(b []byte) (batch, rest []byte, ok bool) {
+	if len(b) < HeaderLen {
+		return nil, b, false
+	}
+	n := int64(int32(binary.BigEndian.Uint32(b[8:]))) + 12
+	if n < HeaderLen || n > int64(len(b)) {
+		return nil, b, false
+	}
+	return b[:n], b[n:], true
+}

@@ -157,3 +157,16 @@ func FuzzRecordBatch(f *testing.F) {
 		}
 	})
 }
+
+// TestNext splits a run of batches and stops at a cut one.
+func TestNext(t *testing.T) {
+	a, b := testBatch(t, 2, CodecNone, -1, 0), testBatch(t, 3, CodecZstd, -1, 0)
+	run := append(append(bytes.Clone(a), b...), b[:30]...)
+	var got [][]byte
+	for raw, rest, ok := Next(run); ok; raw, rest, ok = Next(rest) {
+		got = append(got, raw)
+	}
+	if len(got) != 2 || !bytes.Equal(got[0], a) || !bytes.Equal(got[1], b) {
+		t.Fatalf("split %d batches", len(got))
+	}
+}
