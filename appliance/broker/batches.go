@@ -5,9 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"time"
 
+	"github.com/katka-io/katka/appliance/recordbatch"
 	"github.com/katka-io/katka/appliance/storage"
 )
 
@@ -41,8 +41,6 @@ func (f *BatchFetch) Release() {
 	f.parts.Release()
 	f.parts, f.Parts = nil, nil
 }
-
-var castagnoliTable = crc32.MakeTable(crc32.Castagnoli)
 
 // AppendBatch appends one record batch v2 to a partition exactly as given
 // (compression and producer fields kept; transactional and control batches
@@ -84,11 +82,11 @@ func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partitio
 	}
 	if t.info.Config.TimestampType == "LogAppendTime" && !h.Control() {
 		batch = append([]byte(nil), batch...)
-		attrs := binary.BigEndian.Uint16(batch[21:]) | 0x08
+		attrs := binary.BigEndian.Uint16(batch[21:]) | recordbatch.AttrLogAppendTime
 		binary.BigEndian.PutUint16(batch[21:], attrs)
 		appendTime = time.Now().UnixMilli()
 		binary.BigEndian.PutUint64(batch[35:], uint64(appendTime))
-		binary.BigEndian.PutUint32(batch[17:], crc32.Checksum(batch[21:], castagnoliTable))
+		recordbatch.Seal(batch)
 	}
 	need := int64(len(batch) + 32)
 	if err := b.makeRoom(t, need); err != nil {

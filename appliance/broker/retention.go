@@ -84,9 +84,15 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 	if sealedEnd <= p.compactedTo.Load() {
 		return nil // nothing new was sealed
 	}
-	// The latest offset of every key, over the whole log.
+	// The latest offset of every key, over the whole log, counting only
+	// decided data: neither aborted transactions' records nor those of
+	// transactions with no marker yet.
 	latest := map[string]int64{}
 	end := p.log.EndOffset()
+	txns, err := scanTxnSpans(p.log, end)
+	if err != nil {
+		return err
+	}
 	for off := p.log.StartOffset(); off < end; {
 		recs, err := p.log.Read(off, end, 4<<20)
 		if err != nil {
@@ -100,7 +106,7 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 			break
 		}
 		for i := range recs {
-			if recs[i].Key != nil {
+			if aborted, undecided := txns.at(recs[i].Offset); recs[i].Key != nil && !aborted && !undecided {
 				latest[string(recs[i].Key)] = recs[i].Offset
 			}
 		}
@@ -108,7 +114,12 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 	}
 	tombstoneAge := time.Duration(cfg.DeleteRetentionMs) * time.Millisecond
 	removed, saved, err := p.log.Compact(func(r *Record) bool {
-		if r.Key == nil {
+		switch aborted, undecided := txns.at(r.Offset); {
+		case aborted:
+			return false // Kafka's cleaner removes aborted data too
+		case undecided:
+			return true
+		case r.Key == nil:
 			return true
 		}
 		if latest[string(r.Key)] != r.Offset {

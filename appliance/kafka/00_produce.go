@@ -204,8 +204,8 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		fail(codeErrorf(errMessageTooLarge, "record batch of %d bytes exceeds max.message.bytes %d of topic %s", b.size, info.Config.MaxMessageBytes, info.Name))
 		return
 	}
-	transactional := b.attrs&attrTransactional != 0
-	if transactional && b.producerID < 0 {
+	transactional := b.Transactional()
+	if transactional && b.ProducerID < 0 {
 		fail(codeErrorf(errInvalidRecord, "transactional record batch without a producer id"))
 		return
 	}
@@ -226,7 +226,7 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	// Every batch is stored as the producer sent it (compression and producer
 	// fields kept; recompressed only if the topic's compression.type names a
 	// codec, and stamped on a LogAppendTime topic, both by the broker).
-	if b.producerID < 0 {
+	if b.ProducerID < 0 {
 		base, at, err := s.b.AppendBatchTime(ctx, info.Name, rp.Partition, rp.Records, acks, nil)
 		if err != nil {
 			fail(err)
@@ -240,13 +240,13 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	}
 
 	// Idempotent producer: check the sequence and append under the state lock.
-	st, unlock, err := s.lockProducer(ctx, info, rp.Partition, b.producerID, logAppend)
+	st, unlock, err := s.lockProducer(ctx, info, rp.Partition, b.ProducerID, logAppend)
 	if err != nil {
 		fail(err)
 		return
 	}
 	defer unlock()
-	verdict, dup, err := st.check(b.producerEpoch, b.baseSequence, b.lastSequence())
+	verdict, dup, err := st.check(b.ProducerEpoch, b.BaseSequence, b.LastSequence())
 	if err != nil {
 		fail(err)
 		return
@@ -260,27 +260,27 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	}
 	var beforeVisible func(base int64)
 	if transactional {
-		if err := s.verifyTxnBatch(ctx, txnID, info, rp.Partition, b.producerID, b.producerEpoch, version); err != nil {
+		if err := s.verifyTxnBatch(ctx, txnID, info, rp.Partition, b.ProducerID, b.ProducerEpoch, version); err != nil {
 			fail(err)
 			return
 		}
 		// The transactional bit and producer fields are what read_committed
 		// consumers skip aborted data by; the open transaction is recorded
 		// before any consumer may read the batch.
-		beforeVisible = s.openTxnAt(ctx, info, rp.Partition, b.producerID, b.producerEpoch)
+		beforeVisible = s.openTxnAt(ctx, info, rp.Partition, b.ProducerID, b.ProducerEpoch)
 	}
 	base, at, err := s.b.AppendBatchTime(ctx, info.Name, rp.Partition, rp.Records, acks, beforeVisible)
 	if err != nil {
 		fail(err)
 		return
 	}
-	sb := seqBatch{first: b.baseSequence, last: b.lastSequence(), base: base, appendTime: -1}
+	sb := seqBatch{first: b.BaseSequence, last: b.LastSequence(), base: base, appendTime: -1}
 	sp.BaseOffset = base
 	if logAppend {
 		sb.appendTime = at
 		sp.LogAppendTime = at
 	}
-	st.record(b.producerEpoch, sb, time.Now())
+	st.record(b.ProducerEpoch, sb, time.Now())
 }
 
 // errAcks0Failed closes the connection after a failed acks=0 produce.

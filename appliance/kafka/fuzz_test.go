@@ -19,7 +19,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
 // The seed corpus lives in testdata/fuzz; run e.g.
@@ -190,12 +190,12 @@ func TestWriteSeedCorpus(t *testing.T) {
 	write("FuzzRequestFrame", seedFrames())
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write(appendRecord(nil, &broker.Record{Offset: 0, Key: []byte("k"), Value: []byte("v"), Headers: []broker.Header{{Key: "h"}}}, 0, 0))
+	zw.Write(recordbatch.AppendRecord(nil, 0, 0, []byte("k"), []byte("v"), []recordbatch.RecordHeader{{Key: "h"}}))
 	zw.Close()
 	compressed := testBatch(-1, -1, -1, 1)[:batchHeaderLen]
 	compressed = append(compressed, gz.Bytes()...)
 	binary.BigEndian.PutUint32(compressed[8:], uint32(len(compressed)-12))
-	binary.BigEndian.PutUint16(compressed[21:], codecGzip)
+	binary.BigEndian.PutUint16(compressed[21:], recordbatch.CodecGzip)
 	binary.BigEndian.PutUint32(compressed[17:], crc32.Checksum(compressed[21:], castagnoli))
 	write("FuzzRecordBatch", [][]byte{testBatch(-1, -1, -1, 3), testBatch(7, 0, 5, 1), compressed})
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
-	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strings"
@@ -20,50 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
-
-// TestBatchesSizeBound checks that the pre-sized fetch buffer always holds the
-// encoded batches (so it never grows) and is not much larger than them.
-func TestBatchesSizeBound(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	now := time.Now()
-	for round := range 2000 {
-		n := 1 + rng.IntN(300)
-		base := rng.Int64N(1 << 40)
-		recs := make([]broker.Record, n)
-		for i := range recs {
-			r := &recs[i]
-			r.Offset = base + int64(i)
-			r.Timestamp = now.Add(time.Duration(rng.Int64N(int64(1+rng.IntN(3)*int(time.Hour))) - int64(30*time.Minute)))
-			if rng.IntN(4) == 0 {
-				r.Timestamp = now // runs of equal times (one LogAppendTime batch)
-			}
-			if rng.IntN(3) > 0 {
-				r.Key = make([]byte, rng.IntN(40))
-			}
-			if rng.IntN(10) > 0 {
-				r.Value = make([]byte, rng.IntN(3000))
-			}
-			for range rng.IntN(3) {
-				r.Headers = append(r.Headers, broker.Header{Key: "h", Value: make([]byte, rng.IntN(20))})
-			}
-		}
-		for _, lat := range []bool{false, true} {
-			bound := batchesSizeBound(recs, lat)
-			got := len(appendBatches(nil, recs, lat))
-			if bound < got {
-				t.Fatalf("round %d (%d records, logAppendTime %v): bound %d < encoded %d", round, n, lat, bound, got)
-			}
-			if slack := bound - got; slack > 16*n+64 {
-				t.Fatalf("round %d (%d records, logAppendTime %v): bound %d is %d over encoded %d", round, n, lat, bound, slack, got)
-			}
-			pre := make([]byte, 0, bound)
-			if buf := appendBatches(pre, recs, lat); &buf[:1][0] != &pre[:1][0] {
-				t.Fatalf("round %d: appendBatches grew a buffer of the bound's size (%d) to %d", round, bound, len(buf))
-			}
-		}
-	}
-}
 
 // TestResponseSizeHintCoversFetch checks that a fetch response's size hint
 // is at least its encoded size at every version, so the write buffer is
@@ -103,16 +60,16 @@ func bombBatch(t testing.TB, codec string, raw []byte, n int32) []byte {
 	var attr int16
 	switch codec {
 	case "gzip":
-		attr = codecGzip
+		attr = recordbatch.CodecGzip
 		w, _ := gzip.NewWriterLevel(&comp, gzip.BestCompression)
 		w.Write(raw)
 		w.Close()
 	case "snappy":
-		attr = codecSnappy
+		attr = recordbatch.CodecSnappy
 		comp.Write(s2.EncodeSnappy(nil, raw))
 	case "snappyXerial":
-		attr = codecSnappy
-		comp.Write(xerialMagic)
+		attr = recordbatch.CodecSnappy
+		comp.Write([]byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}) // xerial magic
 		comp.Write([]byte{0, 0, 0, 1, 0, 0, 0, 1})
 		for chunk := range slices.Chunk(raw, 32<<10) {
 			block := s2.EncodeSnappy(nil, chunk)
@@ -120,17 +77,17 @@ func bombBatch(t testing.TB, codec string, raw []byte, n int32) []byte {
 			comp.Write(block)
 		}
 	case "lz4":
-		attr = codecLz4
+		attr = recordbatch.CodecLz4
 		w := lz4.NewWriter(&comp)
 		w.Apply(lz4.BlockSizeOption(lz4.Block4Mb))
 		w.Write(raw)
 		w.Close()
 	case "zstd":
-		attr = codecZstd
+		attr = recordbatch.CodecZstd
 		enc, _ := zstd.NewWriter(nil)
 		comp.Write(enc.EncodeAll(raw, nil))
 	case "zstdNoSize":
-		attr = codecZstd
+		attr = recordbatch.CodecZstd
 		enc, _ := zstd.NewWriter(&comp)
 		enc.ReadFrom(bytes.NewReader(raw))
 		enc.Close()

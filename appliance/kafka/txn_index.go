@@ -2,13 +2,13 @@ package kafka
 
 import (
 	"context"
-	"encoding/binary"
 	"sort"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/recordbatch"
 	"github.com/katka-io/katka/appliance/txn"
 )
 
@@ -109,13 +109,7 @@ func (s *Server) scanTxns(ctx context.Context, topic string, partition int32, pt
 			break
 		}
 		next := off
-		for b := res.Batches; len(b) >= broker.BatchHeaderLen; {
-			n := int(int32(binary.BigEndian.Uint32(b[8:]))) + 12
-			if n < broker.BatchHeaderLen || n > len(b) {
-				break
-			}
-			raw := b[:n]
-			b = b[n:]
+		for raw, rest, ok := recordbatch.Next(res.Batches); ok; raw, rest, ok = recordbatch.Next(rest) {
 			h, err := broker.ParseBatchHeader(raw)
 			if err != nil {
 				break

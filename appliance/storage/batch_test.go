@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
 // producedBatch builds a record batch v2 the way a Kafka producer sends it
@@ -31,9 +33,9 @@ func producedBatch(t testing.TB, codec, first, n, size int, pid int64, seq int32
 		raw = kr.AppendTo(raw)
 		maxTS = max(maxTS, r.Timestamp.UnixMilli())
 	}
-	if codec != codecNone {
+	if codec != recordbatch.CodecNone {
 		var err error
-		if raw, err = compress(codec, raw); err != nil {
+		if raw, err = recordbatch.Compress(codec, raw); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -70,7 +72,7 @@ func splitBatches(t testing.TB, data []byte) []kmsg.RecordBatch {
 	return out
 }
 
-var codecs = []int{codecNone, codecGzip, codecSnappy, codecLz4, codecZstd}
+var codecs = []int{recordbatch.CodecNone, recordbatch.CodecGzip, recordbatch.CodecSnappy, recordbatch.CodecLz4, recordbatch.CodecZstd}
 
 // Batches are stored as sent: ReadBatches returns the producer's bytes with
 // only the base offset and leader epoch assigned, Read decodes their records
@@ -142,7 +144,7 @@ func TestOffsetIndexFindsBatchWithoutScanning(t *testing.T) {
 	l := openT(t, dir, 256<<10)
 	const batches, per = 2000, 5
 	for i := 0; i < batches; i++ {
-		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, codecNone, i*per, per, 20, -1, -1)}); err != nil {
+		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, recordbatch.CodecNone, i*per, per, 20, -1, -1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -185,7 +187,7 @@ func TestOffsetIndexFindsBatchWithoutScanning(t *testing.T) {
 func TestProducerFieldsInBatchHeaders(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, 64<<10)
-	if _, _, err := l.AppendBatches([][]byte{producedBatch(t, codecZstd, 0, 4, 50, 42, 10)}); err != nil {
+	if _, _, err := l.AppendBatches([][]byte{producedBatch(t, recordbatch.CodecZstd, 0, 4, 50, 42, 10)}); err != nil {
 		t.Fatal(err)
 	}
 	recs := []Record{rec(4, 50), rec(5, 50), rec(6, 50), rec(7, 50)}
@@ -230,7 +232,7 @@ func TestBitRotInCompressedBatch(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, 1<<20)
 	for i := 0; i < 10; i++ {
-		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, codecZstd, i*50, 50, 200, -1, -1)}); err != nil {
+		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, recordbatch.CodecZstd, i*50, 50, 200, -1, -1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -346,7 +348,7 @@ func TestLogStartInsideBatchAndRetention(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, 8<<10)
 	for i := 0; i < 30; i++ {
-		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, codecNone, i*10, 10, 100, -1, -1)}); err != nil {
+		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, recordbatch.CodecNone, i*10, 10, 100, -1, -1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -398,7 +400,7 @@ func TestLogStartInsideBatchAndRetention(t *testing.T) {
 	if l.StartOffset() != 300 || l.EndOffset() != 300 {
 		t.Fatalf("emptied log: %d..%d", l.StartOffset(), l.EndOffset())
 	}
-	if _, _, err := l.AppendBatches([][]byte{producedBatch(t, codecNone, 300, 5, 100, -1, -1)}); err != nil {
+	if _, _, err := l.AppendBatches([][]byte{producedBatch(t, recordbatch.CodecNone, 300, 5, 100, -1, -1)}); err != nil {
 		t.Fatal(err)
 	}
 	checkAll(t, l, 300, 305, 100)
@@ -467,7 +469,7 @@ func TestUpgradeFromPerRecordFormat(t *testing.T) {
 	wantV1(fromBatches, v1Start)
 	// New data after the old.
 	for i := 0; i < 20; i++ {
-		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, codecZstd, v1Records+i*10, 10, 100, -1, -1)}); err != nil {
+		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, recordbatch.CodecZstd, v1Records+i*10, 10, 100, -1, -1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -510,7 +512,7 @@ func TestOneGiBPartitionOpenAndIndex(t *testing.T) {
 	for _, c := range []struct{ size, per int }{{1024, 16}, {100, 1}} {
 		dir := t.TempDir()
 		l := openT(t, dir, DefaultSegmentBytes)
-		b := producedBatch(t, codecNone, 0, c.per, c.size, -1, -1)
+		b := producedBatch(t, recordbatch.CodecNone, 0, c.per, c.size, -1, -1)
 		batches := make([][]byte, 64)
 		for i := range batches {
 			batches[i] = b

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/tidwall/wal"
+
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
 // The raw limits: what the disk and tidwall/wal can do with no katka on top, so
@@ -161,7 +163,7 @@ func BenchmarkReadBatchesVsRead(b *testing.B) {
 		n := (64 << 20) / size
 		per := (16 << 10) / size
 		for off := 0; off < n; off += per {
-			if _, _, err := l.AppendBatches([][]byte{producedBatch(b, codecNone, off, per, size, -1, -1)}); err != nil {
+			if _, _, err := l.AppendBatches([][]byte{producedBatch(b, recordbatch.CodecNone, off, per, size, -1, -1)}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"time"
+
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
 // Record is one record as stored in a partition log.
@@ -44,11 +46,9 @@ func (p *ProducerBatch) Count() int64 {
 	return n
 }
 
-// Header is one record header; a nil Value is a null header value.
-type Header struct {
-	Key   string
-	Value []byte
-}
+// Header is one record header; a nil Value is a null header value. It is
+// the record batch's header type, so decoded records need no copy.
+type Header = recordbatch.RecordHeader
 
 // Entry kinds: a normal record, or a placeholder for an offset whose record was
 // destroyed on disk and replaced at recovery so that later offsets keep their place.

@@ -3,6 +3,8 @@ package storage
 import (
 	"bytes"
 	"testing"
+
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
 // TestAppendFormatCompressesAndTypes: AppendFormat writes its batches in the
@@ -33,12 +35,12 @@ func TestAppendFormatCompressesAndTypes(t *testing.T) {
 		}
 		bs := splitBatches(t, data)
 		last := bs[len(bs)-1]
-		if last.FirstOffset != 200 || last.Attributes != attrLogAppendTime {
-			t.Fatalf("codec %d: a one-record LogAppendTime batch has attributes %#x, want %#x (uncompressed)", codec, last.Attributes, attrLogAppendTime)
+		if last.FirstOffset != 200 || last.Attributes != recordbatch.AttrLogAppendTime {
+			t.Fatalf("codec %d: a one-record LogAppendTime batch has attributes %#x, want %#x (uncompressed)", codec, last.Attributes, recordbatch.AttrLogAppendTime)
 		}
 		size := 0
 		for _, b := range bs[:len(bs)-1] {
-			if int(b.Attributes&attrCodecMask) != codec || b.Attributes&attrLogAppendTime != 0 {
+			if int(b.Attributes&recordbatch.AttrCodecMask) != codec || b.Attributes&recordbatch.AttrLogAppendTime != 0 {
 				t.Fatalf("codec %d: batch at %d has attributes %#x", codec, b.FirstOffset, b.Attributes)
 			}
 			size += len(b.Records)
@@ -54,8 +56,8 @@ func TestAppendFormatCompressesAndTypes(t *testing.T) {
 // records, offsets, timestamps, producer fields and other attributes, with a
 // valid CRC; to its own codec it is returned as is.
 func TestRecompressBatch(t *testing.T) {
-	src := producedBatch(t, codecLz4, 0, 50, 200, 7, 3)
-	for _, to := range []int{codecZstd, codecGzip, codecSnappy, codecNone} {
+	src := producedBatch(t, recordbatch.CodecLz4, 0, 50, 200, 7, 3)
+	for _, to := range []int{recordbatch.CodecZstd, recordbatch.CodecGzip, recordbatch.CodecSnappy, recordbatch.CodecNone} {
 		b, err := RecompressBatch(src, to)
 		if err != nil {
 			t.Fatalf("to %d: %v", to, err)
@@ -79,7 +81,7 @@ func TestRecompressBatch(t *testing.T) {
 			}
 		}
 	}
-	if b, _ := RecompressBatch(src, codecLz4); &b[0] != &src[0] {
+	if b, _ := RecompressBatch(src, recordbatch.CodecLz4); &b[0] != &src[0] {
 		t.Fatal("a batch already in the codec was copied")
 	}
 }

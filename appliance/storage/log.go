@@ -1155,11 +1155,7 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 		case f.kind == kindBatch:
 			size, n := binary.Uvarint(buf[f.pos:])
 			data := buf[f.pos+n : f.pos+n+int(size)]
-			h, _ := ParseBatchHeader(data[entryHeaderLen : len(data)-4])
-			nb, gone, err := rebuildBatch(data[entryHeaderLen:len(data)-4], func(off int64, raw []byte) bool {
-				r, err := decodeKafkaRecord(raw, &h)
-				return err != nil || keep(&r)
-			})
+			nb, gone, err := rebuildBatch(data[entryHeaderLen:len(data)-4], keep)
 			if err != nil {
 				return 0, 0, fmt.Errorf("compact %s: batch at offset %d: %w", s.path, f.off, err)
 			}

@@ -1,19 +1,16 @@
 package txn
 
 import (
-	"encoding/binary"
-	"hash/crc32"
-
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
 // Batch attribute bits of RecordBatch v2 (Kafka's DefaultRecordBatch).
 const (
-	AttrTransactional int16 = 0x10
-	AttrControl       int16 = 0x20
+	AttrTransactional int16 = recordbatch.AttrTransactional
+	AttrControl       int16 = recordbatch.AttrControl
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ControlBatch encodes the transaction marker Kafka writes into a data
 // partition when a transaction ends: a RecordBatch v2 with the transactional
@@ -53,31 +50,21 @@ func ControlBatch(baseOffset int64, producerID int64, producerEpoch int16, commi
 		Records:              records,
 	}
 	out := b.AppendTo(nil)
-	// Length counts everything after the length field (offset 8..12).
-	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
-	// CRC-32C covers attributes to the end (from byte 21); it sits at 17..21.
-	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	recordbatch.Seal(out) // length and CRC-32C
 	return out
 }
 
 // IsControlBatch reports whether a RecordBatch v2 is a control batch and, if
 // so, whether its marker is a COMMIT; ok is false for bytes that are not a
-// well-formed control batch.
+// well-formed control batch (recordbatch.ControlType decodes it).
 func IsControlBatch(batch []byte) (control, commit, ok bool) {
-	var b kmsg.RecordBatch
-	if err := b.ReadFrom(batch); err != nil || b.Magic != 2 {
+	h, err := recordbatch.ParseHeader(batch)
+	if err != nil {
 		return false, false, false
 	}
-	if b.Attributes&AttrControl == 0 {
+	if !h.Control() {
 		return false, false, true
 	}
-	var rec kmsg.Record
-	if err := rec.ReadFrom(b.Records); err != nil {
-		return true, false, false
-	}
-	var key kmsg.ControlRecordKey
-	if err := key.ReadFrom(rec.Key); err != nil {
-		return true, false, false
-	}
-	return true, key.Type == kmsg.ControlRecordKeyTypeCommit, true
+	commit, ok = recordbatch.ControlType(batch)
+	return true, commit, ok
 }

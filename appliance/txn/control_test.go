@@ -1,12 +1,12 @@
 package txn
 
 import (
-	"encoding/binary"
-	"hash/crc32"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
 // dataBatch encodes a transactional (not control) batch of n records at
@@ -24,8 +24,7 @@ func dataBatch(baseOffset, pid int64, epoch int16, n int) []byte {
 		LastOffsetDelta: int32(n - 1), FirstTimestamp: 1000, MaxTimestamp: 1000, ProducerID: pid, ProducerEpoch: epoch,
 		FirstSequence: 0, NumRecords: int32(n), Records: recs}
 	out := b.AppendTo(nil)
-	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
-	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	recordbatch.Seal(out)
 	return out
 }
 
@@ -43,7 +42,7 @@ func TestControlBatchDecodes(t *testing.T) {
 			b.FirstSequence != -1 || b.NumRecords != 1 || b.LastOffsetDelta != 0 || int(b.Length) != len(raw)-12 {
 			t.Fatalf("batch header %+v", b)
 		}
-		if uint32(b.CRC) != crc32.Checksum(raw[21:], castagnoli) {
+		if !recordbatch.CheckCRC(raw) {
 			t.Fatal("crc")
 		}
 		var rec kmsg.Record

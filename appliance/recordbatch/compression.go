@@ -1,4 +1,4 @@
-package kafka
+package recordbatch
 
 import (
 	"bytes"
@@ -14,17 +14,12 @@ import (
 	"github.com/pierrec/lz4/v4"
 )
 
-// Compression codecs, the low three bits of a record batch's attributes.
-const (
-	codecNone   = 0
-	codecGzip   = 1
-	codecSnappy = 2
-	codecLz4    = 3
-	codecZstd   = 4
-)
+// ErrTooLarge is returned when data would decompress beyond the allowed size.
+var ErrTooLarge = errors.New("decompressed size exceeds the limit")
 
-// errTooLarge is returned when data would decompress beyond the allowed size.
-var errTooLarge = errors.New("decompressed size exceeds the limit")
+// maxDecoderMemory bounds what a streaming zstd decoder may hold (Kafka's
+// default socket.request.max.bytes: no batch is larger).
+const maxDecoderMemory = 100 << 20
 
 // zstdMaxWindow bounds the window a zstd frame may ask for: the 8 MiB the
 // zstd format recommends every decoder to support, which covers every level a
@@ -39,7 +34,7 @@ const snappyMaxRatio = 32
 
 var zstdDecoders = sync.Pool{New: func() any {
 	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-		zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderMaxMemory(DefaultMaxRequestBytes))
+		zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderMaxMemory(maxDecoderMemory))
 	if err != nil {
 		return err
 	}
@@ -52,29 +47,29 @@ var lz4Readers sync.Pool  // *lz4.Reader
 // xerialMagic starts snappy data framed the way the Java client writes it.
 var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
 
-// progress is told about the decompressed bytes as they grow (final is true
+// Progress is told about the decompressed bytes as they grow (final is true
 // once no more will come); an error from it stops decompressing at once, so
 // garbage is refused after its first chunk, not after the whole bomb.
-type progress func(out []byte, final bool) error
+type Progress func(out []byte, final bool) error
 
-// decompress returns src decoded with codec, refusing to produce more than
+// Decompress returns src decoded with codec, refusing to produce more than
 // limit bytes: the limit is checked while decompressing, so a compression bomb
 // costs at most about limit of memory, and memory grows with the bytes
 // actually produced, never with a size claimed in the data. check (may be
 // nil) sees the output as it grows.
-func decompress(codec int, src []byte, limit int, check progress) ([]byte, error) {
+func Decompress(codec int, src []byte, limit int, check Progress) ([]byte, error) {
 	if check == nil {
 		check = func([]byte, bool) error { return nil }
 	}
 	var out []byte
 	var err error
 	switch codec {
-	case codecNone:
+	case CodecNone:
 		if len(src) > limit {
-			return nil, errTooLarge
+			return nil, ErrTooLarge
 		}
 		out = src
-	case codecGzip:
+	case CodecGzip:
 		zr, _ := gzipReaders.Get().(*gzip.Reader)
 		if zr == nil {
 			zr = new(gzip.Reader)
@@ -85,9 +80,9 @@ func decompress(codec int, src []byte, limit int, check progress) ([]byte, error
 		out, err = readLimited(zr, len(src), limit, check, "gzip")
 		_ = zr.Reset(bytes.NewReader(nil)) // drop src before pooling; io.EOF expected
 		gzipReaders.Put(zr)
-	case codecSnappy:
+	case CodecSnappy:
 		out, err = unsnappy(src, limit, check)
-	case codecLz4:
+	case CodecLz4:
 		lr, _ := lz4Readers.Get().(*lz4.Reader)
 		if lr == nil {
 			lr = lz4.NewReader(nil)
@@ -96,7 +91,7 @@ func decompress(codec int, src []byte, limit int, check progress) ([]byte, error
 		out, err = readLimited(lr, len(src), limit, check, "lz4")
 		lr.Reset(nil)
 		lz4Readers.Put(lr)
-	case codecZstd:
+	case CodecZstd:
 		out, err = unzstd(src, limit, check)
 	default:
 		return nil, fmt.Errorf("unknown compression codec %d", codec)
@@ -117,13 +112,13 @@ func decompress(codec int, src []byte, limit int, check progress) ([]byte, error
 // at most 128 KiB). Any other frame (the Java client streams without a size)
 // is decoded as a stream through readLimited, so its output is checked chunk
 // by chunk; its window (at most zstdMaxWindow) is then the decoder's memory.
-func unzstd(src []byte, limit int, check progress) ([]byte, error) {
+func unzstd(src []byte, limit int, check Progress) ([]byte, error) {
 	var h zstd.Header
 	if err := h.Decode(src); err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
 	if h.HasFCS && h.FrameContentSize > uint64(limit) {
-		return nil, errTooLarge
+		return nil, ErrTooLarge
 	}
 	v := zstdDecoders.Get()
 	d, ok := v.(*zstd.Decoder)
@@ -140,7 +135,7 @@ func unzstd(src []byte, limit int, check progress) ([]byte, error) {
 		out, err := d.DecodeAll(src, nil)
 		switch {
 		case err == nil && len(out) > limit, errors.Is(err, zstd.ErrDecoderSizeExceeded):
-			return nil, errTooLarge
+			return nil, ErrTooLarge
 		case err == nil:
 			return out, nil
 		case !errors.Is(err, zstd.ErrWindowSizeExceeded):
@@ -158,7 +153,7 @@ func unzstd(src []byte, limit int, check progress) ([]byte, error) {
 			in = io.MultiReader(bytes.NewReader([]byte{src[0], src[1], src[2], src[3], src[4], wd}), bytes.NewReader(src[6:]))
 		}
 	}
-	if err := d.ResetWithOptions(in, zstd.WithDecoderMaxMemory(DefaultMaxRequestBytes)); err != nil {
+	if err := d.ResetWithOptions(in, zstd.WithDecoderMaxMemory(maxDecoderMemory)); err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
 	out, err := readLimited(d, len(src), limit, check, "zstd")
@@ -181,13 +176,13 @@ func zstdWindowDescriptor(n int) byte {
 
 // readLimited reads r to its end into a buffer that starts at a few times the
 // compressed size and doubles up to limit+1 bytes; one byte past limit fails
-// with errTooLarge. check sees every chunk.
-func readLimited(r io.Reader, srcLen, limit int, check progress, name string) ([]byte, error) {
+// with ErrTooLarge. check sees every chunk.
+func readLimited(r io.Reader, srcLen, limit int, check Progress, name string) ([]byte, error) {
 	buf := make([]byte, 0, min(limit+1, max(4*srcLen, 4<<10)))
 	for {
 		if len(buf) == cap(buf) {
 			if len(buf) > limit {
-				return nil, errTooLarge
+				return nil, ErrTooLarge
 			}
 			grown := make([]byte, len(buf), min(limit+1, 2*cap(buf)))
 			copy(grown, buf)
@@ -196,7 +191,7 @@ func readLimited(r io.Reader, srcLen, limit int, check progress, name string) ([
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if len(buf) > limit {
-			return nil, errTooLarge
+			return nil, ErrTooLarge
 		}
 		if n > 0 {
 			if cerr := check(buf, false); cerr != nil {
@@ -213,7 +208,7 @@ func readLimited(r io.Reader, srcLen, limit int, check progress, name string) ([
 }
 
 // unsnappy decodes a raw snappy block or Java's xerial framing of blocks.
-func unsnappy(src []byte, limit int, check progress) ([]byte, error) {
+func unsnappy(src []byte, limit int, check Progress) ([]byte, error) {
 	if !bytes.HasPrefix(src, xerialMagic) {
 		return snappyBlock(nil, src, limit)
 	}
@@ -252,7 +247,7 @@ func snappyBlock(dst, block []byte, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("snappy: %w", err)
 	}
 	if n > limit-len(dst) {
-		return nil, errTooLarge
+		return nil, ErrTooLarge
 	}
 	if n > snappyMaxRatio*len(block)+64 {
 		return nil, fmt.Errorf("snappy: a %d-byte block claims to decode to %d bytes", len(block), n)
@@ -270,4 +265,44 @@ func snappyBlock(dst, block []byte, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("snappy: block decoded to %d bytes, not the %d it claims", len(out), n)
 	}
 	return dst[:len(dst)+n], nil
+}
+
+var zstdEncoders sync.Pool // *zstd.Encoder
+
+// Compress encodes a batch's records with codec (a batch katka writes,
+// recompresses for a topic's compression.type, or rebuilds in compaction).
+func Compress(codec int, raw []byte) ([]byte, error) {
+	switch codec {
+	case CodecGzip:
+		var buf bytes.Buffer
+		return writeAll(&buf, gzip.NewWriter(&buf), raw)
+	case CodecSnappy:
+		return s2.EncodeSnappy(nil, raw), nil
+	case CodecLz4:
+		var buf bytes.Buffer
+		return writeAll(&buf, lz4.NewWriter(&buf), raw)
+	case CodecZstd:
+		e, _ := zstdEncoders.Get().(*zstd.Encoder)
+		if e == nil {
+			var err error
+			if e, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1)); err != nil {
+				return nil, fmt.Errorf("zstd: %w", err)
+			}
+		}
+		defer zstdEncoders.Put(e)
+		return e.EncodeAll(raw, nil), nil
+	}
+	return nil, fmt.Errorf("unknown compression codec %d", codec)
+}
+
+// writeAll writes raw through the compressing writer w into buf and returns
+// the compressed bytes.
+func writeAll(buf *bytes.Buffer, w io.WriteCloser, raw []byte) ([]byte, error) {
+	if _, err := w.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
