@@ -32,6 +32,9 @@ log:
   level: warn
 kafka:
   addr: %s
+  limits:
+    max_connections: 4096
+    max_connections_per_ip: 4096
 http:
   addr: %s
 storage:
