@@ -40,6 +40,8 @@ http:
 storage:
   fsync: %s
   fsync_interval: 1s
+topics:
+  max_partitions: 16384
 sensors:
   simulated:
     enabled: false
