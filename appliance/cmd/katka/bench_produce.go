@@ -362,6 +362,7 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 	runID := strconv.FormatUint(runNum, 36)
 	if s.groups > 0 {
 		total := int(s.partitions) * len(names)
+		var readies []chan struct{}
 		for g := 0; g < s.groups; g++ {
 			var assigned atomic.Int64
 			ready := make(chan struct{})
@@ -410,10 +411,16 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 					}
 				}()
 			}
+			readies = append(readies, ready)
+		}
+		// The groups join at once (a join may wait for the broker's initial
+		// rebalance delay), then each must have every partition assigned.
+		timeout := time.After(kf.timeout)
+		for g, ready := range readies {
 			select {
 			case <-ready:
-			case <-time.After(kf.timeout):
-				return res, fmt.Errorf("consumer group %s: not all %d partitions assigned within %s", group, total, kf.timeout)
+			case <-timeout:
+				return res, fmt.Errorf("consumer group %d of %d: not all %d partitions assigned within %s", g, s.groups, total, kf.timeout)
 			case <-ctx.Done():
 				return res, ctx.Err()
 			}
