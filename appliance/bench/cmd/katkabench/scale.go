@@ -209,10 +209,11 @@ func scaleCharts(e *env, res *scaleResult) []string {
 				p.X.Scale = plot.LogScale{}
 				p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 			}
-			prod := make(plotter.XYs, len(s.points))
-			cons := plotter.XYs{}
-			for i, pt := range s.points {
-				prod[i].X, prod[i].Y = float64(pt.x), pt.produce
+			prod, cons := plotter.XYs{}, plotter.XYs{}
+			for _, pt := range s.points {
+				if pt.produce > 0 { // a failed point is in the table, not drawn
+					prod = append(prod, plotter.XY{X: float64(pt.x), Y: pt.produce})
+				}
 				if pt.consume > 0 {
 					cons = append(cons, plotter.XY{X: float64(pt.x), Y: pt.consume})
 				}
