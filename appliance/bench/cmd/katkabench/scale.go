@@ -99,7 +99,7 @@ func scalePointRun(ctx context.Context, e *env, name string, x int, consume bool
 		os.RemoveAll(dir)
 	}()
 	cpu0 := cpuSeconds(k.pid())
-	all := append([]string{"bench", "produce", "--brokers", k.kafka, "--topic", "scale", "--json", "--quiet"}, args...)
+	all := append([]string{"bench", "produce", "--brokers", k.kafka, "--topic", "scale", "--json", "--quiet", "--timeout", "3m"}, args...)
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(cctx, e.katka, all...).Output()
