@@ -25,8 +25,9 @@ import (
 
 // Options tune one partition log.
 type Options struct {
-	// SegmentBytes is the size at which the log rolls to a new segment file. The
-	// tail segment is held in memory whole, so this bounds memory per partition.
+	// SegmentBytes is the size at which the log rolls to a new segment file.
+	// Retention removes whole segments. The tail segment is written through to
+	// its file, not held in memory, so this does not size memory per partition.
 	SegmentBytes int
 	// CacheSegments is how many sealed segments tidwall/wal keeps in memory.
 	// Reads of sealed segments go to the files (readsealed.go), so in practice
@@ -40,8 +41,8 @@ type Options struct {
 	OnRecovery func(RecoveryAction)
 }
 
-// DefaultSegmentBytes is the default segment size: small, because the tail segment
-// lives in memory, yet large enough that rolling costs little.
+// DefaultSegmentBytes is the default segment size: small, so that retention
+// frees space in small steps, yet large enough that rolling costs little.
 const DefaultSegmentBytes = 1 << 20
 
 // ErrClosed is returned by operations on a closed log.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -134,98 +133,6 @@ func progress(verb string, w *window, stop <-chan struct{}, done *sync.WaitGroup
 			fmt.Fprintln(os.Stderr, line)
 		}
 	}
-}
-
-func newBenchProduceCmd() *cobra.Command {
-	var bf benchFlags
-	var records, throughput int64
-	var acks, compression string
-	var linger time.Duration
-	var maxBuffered int
-	cmd := &cobra.Command{
-		Use:   "produce",
-		Short: "Produce fixed-size records as fast as possible (or at --throughput) and report rate and latency",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ack, err := parseAcks(acks)
-			if err != nil {
-				return err
-			}
-			codec, err := parseCodec(compression)
-			if err != nil {
-				return err
-			}
-			opts := []kgo.Opt{kgo.DefaultProduceTopic(bf.topic), kgo.RequiredAcks(ack), kgo.ProducerBatchCompression(codec),
-				kgo.ProducerLinger(linger), kgo.MaxBufferedRecords(maxBuffered), kgo.ProducerBatchMaxBytes(1 << 20)}
-			if ack != kgo.AllISRAcks() {
-				opts = append(opts, kgo.DisableIdempotentWrite())
-			}
-			cl, err := bf.client(opts...)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ctx, cancel := signalContext()
-			defer cancel()
-			if err := bf.ensureTopic(ctx, cl); err != nil {
-				return err
-			}
-			value := make([]byte, bf.recordSize)
-			rand.Read(value)
-
-			var w window
-			lat := &latencies{us: make([]int64, 0, records)}
-			stop := make(chan struct{})
-			var pw, inflight sync.WaitGroup
-			pw.Add(1)
-			go progress("sent", &w, stop, &pw)
-			var failed atomic.Int64
-			var firstErr atomic.Value
-			start := time.Now()
-			var sent int64
-			for sent = 0; sent < records && ctx.Err() == nil; sent++ {
-				if throughput > 0 {
-					if due := start.Add(time.Duration(float64(sent) / float64(throughput) * float64(time.Second))); time.Until(due) > 0 {
-						time.Sleep(time.Until(due))
-					}
-				}
-				t0 := time.Now()
-				inflight.Add(1)
-				cl.Produce(ctx, &kgo.Record{Value: value}, func(r *kgo.Record, err error) {
-					defer inflight.Done()
-					if err != nil {
-						if failed.Add(1) == 1 {
-							firstErr.Store(err)
-						}
-						return
-					}
-					d := time.Since(t0)
-					lat.add(d)
-					w.observe(1, int64(len(r.Value)), d)
-				})
-			}
-			inflight.Wait()
-			elapsed := time.Since(start)
-			close(stop)
-			pw.Wait()
-			ok := sent - failed.Load()
-			fmt.Printf("%d records sent, %.1f records/s (%.2f MB/s), %s\n", ok, float64(ok)/elapsed.Seconds(),
-				float64(ok)*float64(bf.recordSize)/elapsed.Seconds()/1e6, lat.summary())
-			if n := failed.Load(); n > 0 {
-				return fmt.Errorf("%d records failed: %v", n, firstErr.Load())
-			}
-			return nil
-		},
-	}
-	bf.add(cmd, "bench")
-	f := cmd.Flags()
-	f.Int64Var(&records, "records", 1_000_000, "number of records to produce")
-	f.Int64Var(&throughput, "throughput", -1, "target records per second (-1: as fast as possible)")
-	f.StringVar(&acks, "acks", "all", "acknowledgement level: all, 1 or 0")
-	f.StringVar(&compression, "compression", "none", "codec: none, gzip, snappy, lz4, zstd")
-	f.DurationVar(&linger, "linger", 0, "how long the producer waits to fill a batch")
-	f.IntVar(&maxBuffered, "max-buffered", 100_000, "records the producer may buffer before Produce blocks")
-	return cmd
 }
 
 func parseCodec(s string) (kgo.CompressionCodec, error) {

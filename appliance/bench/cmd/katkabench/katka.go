@@ -32,11 +32,16 @@ log:
   level: warn
 kafka:
   addr: %s
+  limits:
+    max_connections: 4096
+    max_connections_per_ip: 4096
 http:
   addr: %s
 storage:
   fsync: %s
   fsync_interval: 1s
+topics:
+  max_partitions: 16384
 sensors:
   simulated:
     enabled: false

@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,10 +39,12 @@ type env struct {
 	out    string        // README to write
 	only   map[string]bool
 	errors []string // failures that did not stop the run
+	// scalePartitions are the partition counts of the scale series.
+	scalePartitions []int
 }
 
 // sections are the parts of the bench, selectable with -only.
-var sections = []string{"compare", "mqtt", "raw", "footprint", "profile"}
+var sections = []string{"compare", "mqtt", "raw", "footprint", "profile", "scale"}
 
 func main() {
 	var e env
@@ -53,7 +56,16 @@ func main() {
 	flag.DurationVar(&e.limit, "limit", 8*time.Second, "longest produce run; slower systems send fewer records")
 	flag.StringVar(&e.out, "out", "appliance/bench/README.md", "results file (relative to -root)")
 	flag.StringVar(&only, "only", strings.Join(sections, ","), "sections to run: "+strings.Join(sections, ","))
+	scaleParts := flag.String("scale-partitions", "1,16,256,4096", "partition counts of the scale series")
 	flag.Parse()
+	for _, f := range strings.Split(*scaleParts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "katkabench: -scale-partitions %q: not a partition count\n", f)
+			os.Exit(2)
+		}
+		e.scalePartitions = append(e.scalePartitions, n)
+	}
 	e.only = map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		if !slices.Contains(sections, s) {
@@ -126,13 +138,27 @@ func run(e *env) error {
 		}
 		rep.prof = append(wp, bp...)
 	}
+	if e.only["scale"] && ctx.Err() == nil {
+		if rep.scale, err = scaleBench(ctx, e); err != nil {
+			e.errors = append(e.errors, err.Error())
+		}
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: %w", ctx.Err())
 	}
 	rep.loadAfter = loadavg()
 	rep.took = time.Since(start)
 	rep.errors = e.errors
-	if err := os.WriteFile(e.out, []byte(rep.markdown(e)), 0o644); err != nil {
+	text := rep.markdown(e)
+	if len(e.only) == 1 && e.only["scale"] {
+		// The scale series alone: replace only its section of the README.
+		old, err := os.ReadFile(e.out)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", e.out, err)
+		}
+		text = spliceScale(string(old), rep.scaleMarkdown(e))
+	}
+	if err := os.WriteFile(e.out, []byte(text), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", e.out, err)
 	}
 	fmt.Print(rep.summary(e))

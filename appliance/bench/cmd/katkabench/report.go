@@ -24,6 +24,7 @@ type report struct {
 	loopback              samples
 	foot                  *footprintResult
 	prof                  []profile
+	scale                 *scaleResult
 	errors                []string
 }
 
@@ -103,6 +104,9 @@ func (r *report) markdown(e *env) string {
 		p("\nThe start-up log is written once with `%s` against a katka with fsync always and kept in bin/bench/startup-log; ", f.logCmd)
 		p("start-up is timed from exec to the first 200 of /healthz (polled every 2 ms).\n\n")
 	}
+	if r.scale != nil {
+		b.WriteString(r.scaleMarkdown(e))
+	}
 	p("## Where the CPU goes\n\n")
 	p("%s\n", strings.TrimSpace(analysis))
 	for _, pr := range r.prof {
@@ -119,7 +123,8 @@ func (r *report) markdown(e *env) string {
 	}
 	p("\n## Commands\n\n")
 	p("```sh\nmake bench      # = make build, then:\ngo run ./appliance/bench/cmd/katkabench -runs %d -records-100 %d -records-1k %d -limit %s\n", e.runs, e.n100, e.n1k, e.limit)
-	p("# sections alone: -only compare|mqtt|raw|footprint|profile (comma-separated)\n```\n\n")
+	p("# sections alone: -only compare|mqtt|raw|footprint|profile|scale (comma-separated; -only scale rewrites only its section)\n")
+	p("# scale series partition counts: -scale-partitions 1,16,256,4096\n```\n\n")
 	p("What it runs, per run, per record size:\n\n")
 	p("- katka: `bin/katka serve --config X` with `storage.fsync: always` or `interval` + `fsync_interval: 1s`, simulated sensors off, fresh data dir;\n")
 	p("  franz-go kgo producer (acks=all, idempotent, no compression, no linger, 100k buffered records, 1 MiB batches, partition 0), then\n")

@@ -1,0 +1,57 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// TestBenchProduceKafkaDefaultMessageMaxBytes runs `katka bench produce`
+// against a katka whose topic has Kafka's default message.max.bytes
+// (1,000,012 bytes, below the 1 MiB batches the bench used to hard-code):
+// the bench reads the limit from the broker (DescribeConfigs), keeps its
+// batches to it, and every record is acknowledged. 50,000 records of 1,000 B
+// are enough to fill batches to the limit.
+func TestBenchProduceKafkaDefaultMessageMaxBytes(t *testing.T) {
+	bin := requireBinary(t)
+	k := newGroupKatka(t, t.TempDir())
+	k.start()
+	adm := kadm.NewClient(k.client(t))
+	const limit = "1000012"
+	if r, err := adm.CreateTopic(ctxFor(t, 10*time.Second), 1, 1, map[string]*string{"max.message.bytes": kadm.StringPtr(limit)}, "bench"); err != nil || r.Err != nil {
+		t.Fatalf("create topic: %v %+v", err, r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "bench", "produce", "--brokers", k.Kafka, "--topic", "bench",
+		"--records", "50000", "--record-size", "1000", "--json", "--quiet")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("katka bench produce: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+	}
+	var res struct {
+		BatchMaxBytes int64  `json:"batch_max_bytes"`
+		Sent          int64  `json:"records_sent"`
+		Failed        int64  `json:"records_failed"`
+		Error         string `json:"error"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("bench output is not JSON: %v\n%s", err, out.String())
+	}
+	if res.BatchMaxBytes != 1000012 || res.Sent != 50000 || res.Failed != 0 || res.Error != "" {
+		t.Fatalf("bench produce: %+v, want 50000 records sent in batches of at most 1000012 bytes", res)
+	}
+	ends, err := adm.ListEndOffsets(ctxFor(t, 10*time.Second), "bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := ends.Lookup("bench", 0); o.Offset != 50000 {
+		t.Fatalf("end offset %d after the bench, want 50000", o.Offset)
+	}
+}
