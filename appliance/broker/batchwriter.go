@@ -2,11 +2,10 @@ package broker
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"time"
 
+	"github.com/katka-io/katka/appliance/recordbatch"
 	"github.com/katka-io/katka/appliance/storage"
 )
 
@@ -115,54 +114,26 @@ func (b *Broker) ProduceBatches(ctx context.Context, topicName string, partition
 // encodeWriterBatch encodes recs (timestamps set) as one uncompressed record
 // batch v2 with base offset 0 (the log assigns it) and no producer id.
 func encodeWriterBatch(recs []Record, logAppend bool) []byte {
-	first := recs[0].Timestamp.UnixMilli()
-	maxTS := first
+	h := recordbatch.Header{
+		LastOffsetDelta: int32(len(recs) - 1),
+		FirstTimestamp:  recs[0].Timestamp.UnixMilli(),
+		ProducerID:      -1,
+		ProducerEpoch:   -1,
+		BaseSequence:    -1,
+		NumRecords:      int32(len(recs)),
+	}
+	h.MaxTimestamp = h.FirstTimestamp
 	for i := range recs {
-		maxTS = max(maxTS, recs[i].Timestamp.UnixMilli())
+		h.MaxTimestamp = max(h.MaxTimestamp, recs[i].Timestamp.UnixMilli())
 	}
-	dst := make([]byte, 0, storage.BatchHeaderLen+len(recs)*64)
-	dst = binary.BigEndian.AppendUint64(dst, 0) // base offset
-	dst = append(dst, 0, 0, 0, 0)               // length, set below
-	dst = binary.BigEndian.AppendUint32(dst, 0) // partition leader epoch
-	dst = append(dst, 2, 0, 0, 0, 0)            // magic; crc set below
-	attrs := uint16(0)
 	if logAppend {
-		attrs |= 0x08
+		h.Attributes |= recordbatch.AttrLogAppendTime
 	}
-	dst = binary.BigEndian.AppendUint16(dst, attrs)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(recs)-1))
-	dst = binary.BigEndian.AppendUint64(dst, uint64(first))
-	dst = binary.BigEndian.AppendUint64(dst, uint64(maxTS))
-	dst = binary.BigEndian.AppendUint64(dst, ^uint64(0)) // producer id -1
-	dst = binary.BigEndian.AppendUint16(dst, ^uint16(0)) // producer epoch -1
-	dst = binary.BigEndian.AppendUint32(dst, ^uint32(0)) // base sequence -1
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(recs)))
-	var rec []byte
+	dst := recordbatch.AppendHeader(make([]byte, 0, recordbatch.HeaderLen+len(recs)*64), &h)
 	for i := range recs {
 		r := &recs[i]
-		rec = append(rec[:0], 0) // attributes
-		rec = binary.AppendVarint(rec, r.Timestamp.UnixMilli()-first)
-		rec = binary.AppendVarint(rec, int64(i))
-		rec = appendNullable(rec, r.Key)
-		rec = appendNullable(rec, r.Value)
-		rec = binary.AppendVarint(rec, int64(len(r.Headers)))
-		for _, h := range r.Headers {
-			rec = binary.AppendVarint(rec, int64(len(h.Key)))
-			rec = append(rec, h.Key...)
-			rec = appendNullable(rec, h.Value)
-		}
-		dst = binary.AppendVarint(dst, int64(len(rec)))
-		dst = append(dst, rec...)
+		dst = recordbatch.AppendRecord(dst, int64(i), r.Timestamp.UnixMilli()-h.FirstTimestamp, r.Key, r.Value, r.Headers)
 	}
-	binary.BigEndian.PutUint32(dst[8:], uint32(len(dst)-12))
-	binary.BigEndian.PutUint32(dst[17:], crc32.Checksum(dst[21:], castagnoliTable))
+	recordbatch.Seal(dst)
 	return dst
-}
-
-// appendNullable appends a Kafka varint-length byte string, -1 for nil.
-func appendNullable(dst, b []byte) []byte {
-	if b == nil {
-		return binary.AppendVarint(dst, -1)
-	}
-	return append(binary.AppendVarint(dst, int64(len(b))), b...)
 }
