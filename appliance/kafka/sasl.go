@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -208,6 +209,10 @@ func (s *Server) handshakeTLS(c *conn) error {
 				user = ve.UnverifiedCertificates[0].Subject.CommonName
 			}
 			s.authFailed(c, "SSL", user, err)
+		} else if strings.Contains(err.Error(), "didn't provide a certificate") {
+			// A client whose certificate no trusted CA issued sends none
+			// (Go's crypto/tls picks by the CAs the server lists).
+			s.authFailed(c, "SSL", "", err)
 		}
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
