@@ -183,6 +183,8 @@ func startAuthKatka(t testing.TB) *authKatka {
       addr: %s
       security: ssl
       tls: {cert_file: %s, key_file: %s, ca_file: %s, client_auth: required}
+groups:
+  initial_rebalance_delay: 0s
 auth:
   super_users: [User:admin]
   admin_password_file: %s
