@@ -3,11 +3,14 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -266,4 +269,39 @@ func TestAuthRequestsBeforeLogin(t *testing.T) {
 	if a.logCount("before SASL authentication completed") == 0 {
 		t.Fatalf("no log line for the refused request:\n%s", a.logTail(10))
 	}
+}
+
+// TestAuthTLSCertReload: replacing the listener's certificate and key files
+// (a rotation) makes new connections get the new certificate without a
+// restart; connections then still log in.
+func TestAuthTLSCertReload(t *testing.T) {
+	a := startAuthKatka(t)
+	serial := func() string {
+		c, err := tls.Dial("tcp", a.SASLSSL, a.PKI.clientTLS(t, "", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	// Write the new pair beside the old and rename over it, as cert tools do.
+	cert, key := a.PKI.leaf(t, "server-rotated", pkix.Name{CommonName: "katka-test-rotated"}, a.PKI.caCert, a.PKI.caKey, true)
+	if err := os.Rename(key, a.PKI.ServerKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(cert, a.PKI.ServerCert); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for serial() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("certificate not reloaded within 15s:\n%s", a.logTail(10))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if a.logCount("kafka TLS certificates reloaded") == 0 {
+		t.Fatal("reload not logged")
+	}
+	produceConsume(t, a.SASLSSL, "auth.reload", 3, kgo.DialTLSConfig(a.PKI.clientTLS(t, "", "")), kgo.SASL(scram.Auth{User: "alice", Pass: "alice-secret"}.AsSha256Mechanism()))
 }
