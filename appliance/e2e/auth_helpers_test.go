@@ -153,6 +153,13 @@ type authKatka struct {
 // (bob-secret) added with `katka user add` while it runs.
 func startAuthKatka(t testing.TB) *authKatka {
 	t.Helper()
+	return startAuthKatkaBase(t, testConfig)
+}
+
+// startAuthKatkaBase is startAuthKatka on a base config of the test's own
+// (without kafka, groups or auth sections).
+func startAuthKatkaBase(t testing.TB, base string) *authKatka {
+	t.Helper()
 	pki := newTestPKI(t)
 	var ports [3]int
 	for i := range ports {
@@ -170,7 +177,7 @@ func startAuthKatka(t testing.TB) *authKatka {
 	if err := os.WriteFile(a.adminPasswordFile, []byte("admin-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig + fmt.Sprintf(`kafka:
+	cfg := base + fmt.Sprintf(`kafka:
   listeners:
     - name: SASL_SSL
       addr: %s
