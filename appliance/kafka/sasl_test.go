@@ -3,9 +3,11 @@ package kafka
 import (
 	"encoding/binary"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -123,4 +125,34 @@ func TestSaslV0Framing(t *testing.T) {
 	r.roundTrip(hs, 0)
 	r.write(binary.BigEndian.AppendUint32(nil, maxSASLTokenBytes+1))
 	r.expectClosed()
+}
+
+// TestSaslFailureLogRateLimited: every failed login is counted in
+// katka_auth_failures_total, but a burst of them logs at most the limiter's
+// burst of lines.
+func TestSaslFailureLogRateLimited(t *testing.T) {
+	env, saslAddr := saslEnv(t)
+	const attempts = 25
+	for range attempts {
+		r := rawTo(t, saslAddr)
+		hs := kmsg.NewPtrSASLHandshakeRequest()
+		hs.Mechanism = "PLAIN"
+		r.roundTrip(hs, 1)
+		ar := kmsg.NewPtrSASLAuthenticateRequest()
+		ar.SASLAuthBytes = []byte("\x00mallory\x00guess")
+		if resp := r.roundTrip(ar, 1).(*kmsg.SASLAuthenticateResponse); resp.ErrorCode != kerr.SaslAuthenticationFailed.Code {
+			t.Fatalf("error %d", resp.ErrorCode)
+		}
+		r.c.Close()
+	}
+	if got := testutil.ToFloat64(env.srv.auth.failures.WithLabelValues("SASL", "PLAIN")); got != attempts {
+		t.Fatalf("katka_auth_failures_total = %v, want %d", got, attempts)
+	}
+	lines := strings.Count(env.logs.String(), "kafka authentication failed")
+	if lines < 1 || lines > 12 { // burst 10, plus one a second
+		t.Fatalf("%d failure lines logged for %d failures", lines, attempts)
+	}
+	if !strings.Contains(env.logs.String(), "principal=User:mallory") || !strings.Contains(env.logs.String(), "mechanism=PLAIN") {
+		t.Fatalf("failure line lacks principal or mechanism:\n%s", env.logs.String())
+	}
 }
