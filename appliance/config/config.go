@@ -26,6 +26,10 @@ type Config struct {
 	Sync Sync `yaml:"sync"`
 	// Groups configures the consumer group coordinator (limits.go).
 	Groups Groups `yaml:"groups"`
+	// Firmware is the edge firmware store (firmware.go).
+	Firmware Firmware `yaml:"firmware"`
+	// Cell makes this katka one node of a cell of neighbouring gateways (cell.go).
+	Cell Cell `yaml:"cell"`
 	// Auth configures super users and the bootstrap admin (auth.go).
 	Auth Auth `yaml:"auth"`
 }
@@ -148,7 +152,8 @@ type MQTT struct {
 	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
 	// BatchMaxMessages bounds the messages written (and then acknowledged) together.
 	BatchMaxMessages int `yaml:"batch_max_messages"`
-	// BatchWait is how long a batch may wait for more messages once the queue is empty.
+	// BatchWait is the linger (Kafka's linger.ms): how long after its first message a
+	// batch may wait for more, so that compression works on many messages at once.
 	BatchWait time.Duration `yaml:"batch_wait"`
 	// ReconnectMin and ReconnectMax bound the exponential backoff between connection attempts.
 	ReconnectMin time.Duration `yaml:"reconnect_min"`

@@ -104,7 +104,9 @@ func (c *Config) Validate() error {
 	v.system("sensors.system", c.Sensors.System)
 	v.modbus("sensors.modbus", c.Sensors.Modbus)
 	v.sync("sync", c.Sync)
+	v.firmware("firmware", c.Firmware)
 	v.plugins("plugins", c.Plugins)
+	v.cell("cell", c.Cell)
 	v.limits(c)
 	v.security(c)
 

@@ -66,6 +66,8 @@ type Server struct {
 	// beforeFetch, when set (tests), runs in a records read before the broker
 	// is asked.
 	beforeFetch atomic.Pointer[func()]
+	// mux holds the routes; AddRoutes (firmware.go) adds to it.
+	mux *http.ServeMux
 }
 
 // Start listens on addr and serves until Shutdown, bounding what clients can
@@ -136,6 +138,7 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("DELETE /v1/topics/{topic}", s.deleteTopic)
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
+	s.mux = mux
 	return s.guard(mux)
 }
 
