@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestAuthRefusesUnauthenticatedBeyondLoopback: katka will not start with a
@@ -45,8 +46,13 @@ func TestAuthRefusesUnauthenticatedBeyondLoopback(t *testing.T) {
 	}
 	t.Run("allowed", func(t *testing.T) {
 		k := startKafkaKatkaWith(t, testConfig+"kafka:\n  allow_unauthenticated: true\n  listeners:\n    - {name: EXT, addr: \"0.0.0.0:0\", security: plaintext, allow_unauthenticated: true}\n")
-		if k.logCount("listener=EXT security=plaintext addr=[::]:") != 1 && k.logCount("listener=EXT security=plaintext addr=0.0.0.0:") != 1 {
-			t.Fatalf("EXT listener not started:\n%s", k.logTail(20))
+		// The listener binds before its log line is written: wait for the line.
+		deadline := time.Now().Add(10 * time.Second)
+		for k.logCount("listener=EXT security=plaintext addr=") != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("EXT listener not started:\n%s", k.logTail(20))
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 }
