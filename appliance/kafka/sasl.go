@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +33,8 @@ type saslState struct {
 	mech          auth.Mechanism // chosen by SaslHandshake; "" before it
 	raw           bool           // SaslHandshake v0: tokens follow as bare frames (no Kafka header)
 	conv          *scram.ServerConversation
+	clientFirst   string // SCRAM client-first and server-first messages, kept
+	serverFirst   string // for librdkafka 2.0's client-final (VerifyScramFinal)
 	user          string // user name the client gave, for the failure log
 	authenticated bool
 }
@@ -125,6 +128,15 @@ func (s *Server) saslStep(c *conn, msg []byte) (out []byte, done bool, err error
 				return nil, false, err
 			}
 			st.conv = srv.NewConversation()
+			st.clientFirst = string(msg)
+		} else if st.serverFirst != "" && strings.Contains(string(msg), ",r="+nonceOf(st.clientFirst)+nonceOf(st.clientFirst)) {
+			// librdkafka 2.0.x's doubled nonce: see auth.Store.VerifyScramFinal.
+			out, err := s.cfg.Users.VerifyScramFinal(st.mech, st.user, st.clientFirst, st.serverFirst, string(msg))
+			if err != nil {
+				return nil, false, err
+			}
+			c.principal = auth.Principal{Type: "User", Name: st.user}
+			return []byte(out), true, nil
 		}
 		resp, err := st.conv.Step(string(msg))
 		if u := st.conv.Username(); u != "" {
@@ -134,6 +146,7 @@ func (s *Server) saslStep(c *conn, msg []byte) (out []byte, done bool, err error
 			return nil, false, err
 		}
 		if !st.conv.Done() {
+			st.serverFirst = resp
 			return []byte(resp), false, nil
 		}
 		if !st.conv.Valid() {
@@ -143,6 +156,16 @@ func (s *Server) saslStep(c *conn, msg []byte) (out []byte, done bool, err error
 		return []byte(resp), true, nil
 	}
 	return nil, false, fmt.Errorf("no SASL mechanism chosen")
+}
+
+// nonceOf is the r= attribute of a SCRAM message.
+func nonceOf(msg string) string {
+	for _, f := range strings.Split(msg, ",") {
+		if v, ok := strings.CutPrefix(f, "r="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // failMessage is Kafka's message for a failed SASL login.
@@ -208,6 +231,10 @@ func (s *Server) handshakeTLS(c *conn) error {
 				user = ve.UnverifiedCertificates[0].Subject.CommonName
 			}
 			s.authFailed(c, "SSL", user, err)
+		} else if strings.Contains(err.Error(), "didn't provide a certificate") {
+			// A client whose certificate no trusted CA issued sends none
+			// (Go's crypto/tls picks by the CAs the server lists).
+			s.authFailed(c, "SSL", "", err)
 		}
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
