@@ -258,3 +258,40 @@ func (f Filter) Matches(a ACL) bool {
 	}
 	return f.Permission <= PermissionAny || f.Permission == a.Permission
 }
+
+// MarshalText and UnmarshalText store the enums by Kafka's names, so the ACL
+// store file reads like kafka-acls output.
+func (t ResourceType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText parses a resource type name.
+func (t *ResourceType) UnmarshalText(b []byte) (err error) {
+	*t, err = ParseResourceType(string(b))
+	return err
+}
+
+// MarshalText renders the pattern type's name.
+func (t PatternType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText parses a pattern type name.
+func (t *PatternType) UnmarshalText(b []byte) (err error) {
+	*t, err = ParsePatternType(string(b))
+	return err
+}
+
+// MarshalText renders the operation's name.
+func (o Operation) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// UnmarshalText parses an operation name.
+func (o *Operation) UnmarshalText(b []byte) (err error) {
+	*o, err = ParseOperation(string(b))
+	return err
+}
+
+// MarshalText renders the permission's name.
+func (p Permission) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText parses a permission name.
+func (p *Permission) UnmarshalText(b []byte) (err error) {
+	*p, err = ParsePermission(string(b))
+	return err
+}

@@ -262,7 +262,7 @@ func newACLCmd() *cobra.Command {
 				}
 				for i, r := range resp.Results {
 					if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-						return fmt.Errorf("create acl %s: %w%s", ops[i], err, msgSuffix(r.ErrorMessage))
+						return fmt.Errorf("create acl %s: %w%s", ops[i], err, msgSuffix(err, r.ErrorMessage))
 					}
 				}
 				for _, op := range ops {
@@ -300,7 +300,7 @@ func newACLCmd() *cobra.Command {
 						return fmt.Errorf("describe acls: %w", err)
 					}
 					if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-						return fmt.Errorf("describe acls: %w%s", err, msgSuffix(resp.ErrorMessage))
+						return fmt.Errorf("describe acls: %w%s", err, msgSuffix(err, resp.ErrorMessage))
 					}
 					for _, r := range resp.Resources {
 						for _, a := range r.ACLs {
@@ -341,7 +341,7 @@ func newACLCmd() *cobra.Command {
 				n := 0
 				for _, r := range resp.Results {
 					if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-						return fmt.Errorf("delete acls: %w%s", err, msgSuffix(r.ErrorMessage))
+						return fmt.Errorf("delete acls: %w%s", err, msgSuffix(err, r.ErrorMessage))
 					}
 					for _, m := range r.MatchingACLs {
 						n++
@@ -360,8 +360,9 @@ func newACLCmd() *cobra.Command {
 	return cmd
 }
 
-func msgSuffix(m *string) string {
-	if m == nil || strings.TrimSpace(*m) == "" {
+// msgSuffix is ": <message>" of a response's error message, unless err says it already.
+func msgSuffix(err error, m *string) string {
+	if m == nil || strings.TrimSpace(*m) == "" || strings.Contains(err.Error(), *m) {
 		return ""
 	}
 	return ": " + *m
