@@ -49,8 +49,8 @@ func TestAuthorizerRules(t *testing.T) {
 		{alice, "127.0.0.1", ResourceGroup, "other", OpRead, false},
 		{alice, "127.0.0.1", ResourceTopic, "public", OpWrite, true}, // User:*
 		{alice, "127.0.0.1", ResourceCluster, ClusterName, OpCreate, false},
-		{Principal{"User", "bob"}, "10.0.0.9", ResourceTopic, "anything", OpDelete, true}, // literal * and ALL
-		{Principal{"User", "bob"}, "10.0.0.8", ResourceTopic, "anything", OpDelete, false}, // wrong host
+		{Principal{"User", "bob"}, "10.0.0.9", ResourceTopic, "anything", OpDelete, true},   // literal * and ALL
+		{Principal{"User", "bob"}, "10.0.0.8", ResourceTopic, "anything", OpDelete, false},  // wrong host
 		{Principal{"User", "root"}, "1.2.3.4", ResourceCluster, ClusterName, OpAlter, true}, // super user
 		{Internal, "", ResourceTopic, "x", OpWrite, true},
 		{Anonymous, "127.0.0.1", ResourceTopic, "x", OpRead, false},

@@ -5,21 +5,6 @@ import (
 	"strings"
 )
 
-// Auth configures who may do what. This file holds the authorization half
-// (auth.authorization, auth.super_users, auth.acl); the credentials of the
-// listeners join the same section.
-type Auth struct {
-	// Authorization turns ACL enforcement on for the Kafka listener and the
-	// HTTP records API. Off (the default) everything is allowed, as before.
-	Authorization bool `yaml:"authorization"`
-	// SuperUsers are principals ("User:admin") allowed everything.
-	SuperUsers []string `yaml:"super_users"`
-	// ACL are ACLs added to the store at start when missing (as topics.create
-	// creates topics): a way to bootstrap a box whose config is provisioned.
-	// Removing one through the API lasts until the next start.
-	ACL []ACLEntry `yaml:"acl"`
-}
-
 // ACLEntry is one ACL in Kafka's model, written as kafka-acls would take it.
 type ACLEntry struct {
 	// Principal is "User:name" or "User:*".
@@ -47,14 +32,8 @@ var (
 	aclOperations  = []string{"all", "read", "write", "create", "delete", "alter", "describe", "cluster_action", "describe_configs", "alter_configs", "idempotent_write"}
 )
 
-// validateAuth checks auth.*: principals in Type:Name form and ACL entries
-// with known values.
-func (v *validator) auth(a Auth) {
-	for i, s := range a.SuperUsers {
-		if !validPrincipal(s) {
-			v.add(fmt.Sprintf("auth.super_users[%d]", i), "%q is not a principal (want Type:Name, e.g. User:admin)", s)
-		}
-	}
+// acl checks auth.acl: principals in Type:Name form and known values.
+func (v *validator) acl(a Auth) {
 	for i, e := range a.ACL {
 		p := fmt.Sprintf("auth.acl[%d]", i)
 		if !validPrincipal(e.Principal) {

@@ -58,7 +58,7 @@ func Default() Config {
 				DeadLetterTopic:  "mqtt.dead-letter",
 				MaxMessageBytes:  1 * MiB,
 				BatchMaxMessages: 1000,
-				BatchWait:        0,
+				BatchWait:        5 * time.Millisecond,
 				ReconnectMin:     100 * time.Millisecond,
 				ReconnectMax:     30 * time.Second,
 			},
@@ -77,8 +77,11 @@ func Default() Config {
 				Timeout:    2 * time.Second,
 			},
 		},
-		Plugins: defaultPlugins(),
-		Sync:    defaultSync(),
-		Groups:  defaultGroups(),
+		Plugins:  defaultPlugins(),
+		Sync:     defaultSync(),
+		Firmware: defaultFirmware(),
+		Groups:   defaultGroups(),
+		Cell:     defaultCell(),
+		Auth:     defaultAuth(),
 	}
 }

@@ -104,9 +104,12 @@ func (c *Config) Validate() error {
 	v.system("sensors.system", c.Sensors.System)
 	v.modbus("sensors.modbus", c.Sensors.Modbus)
 	v.sync("sync", c.Sync)
+	v.firmware("firmware", c.Firmware)
 	v.plugins("plugins", c.Plugins)
+	v.cell("cell", c.Cell)
 	v.limits(c)
-	v.auth(c.Auth)
+	v.security(c)
+	v.acl(c.Auth)
 	v.httpAuth(c.HTTP)
 
 	return errors.Join(v.errs...)

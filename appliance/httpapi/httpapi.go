@@ -72,6 +72,9 @@ type Server struct {
 	// sec is who may use the API (auth.go); tokens its parsed http.tokens.
 	sec    Security
 	tokens []tokenEntry
+
+	// mux holds the routes; AddRoutes (firmware.go) adds to it.
+	mux *http.ServeMux
 }
 
 // Options configures Listen.
@@ -177,6 +180,7 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("DELETE /v1/topics/{topic}", s.deleteTopic)
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
+	s.mux = mux
 	return s.authn(s.guard(mux))
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -24,9 +25,13 @@ func init() { registerCommand(newACLCmd) }
 // openAuthorizer opens the ACL store in the data directory (after the broker
 // has locked it) and adds the ACLs of auth.acl that are missing.
 func openAuthorizer(cfg config.Config, log *slog.Logger) (*auth.Authorizer, error) {
+	super := cfg.Auth.SuperUsers
+	if cfg.Auth.AdminPasswordFile != "" {
+		super = append(slices.Clone(super), "User:"+cfg.Auth.AdminUser) // the bootstrap admin
+	}
 	a, err := auth.NewAuthorizer(auth.AuthorizerConfig{
 		Enabled:    cfg.Auth.Authorization,
-		SuperUsers: cfg.Auth.SuperUsers,
+		SuperUsers: super,
 		Path:       filepath.Join(cfg.DataDir, auth.ACLFile),
 		Logger:     log,
 	})
@@ -45,7 +50,7 @@ func openAuthorizer(cfg config.Config, log *slog.Logger) (*auth.Authorizer, erro
 		return nil, fmt.Errorf("auth.acl: %w", err)
 	}
 	if cfg.Auth.Authorization {
-		log.Info("authorization on", "acls", len(a.List(auth.Filter{})), "super_users", cfg.Auth.SuperUsers)
+		log.Info("authorization on", "acls", len(a.List(auth.Filter{})), "super_users", super)
 	}
 	return a, nil
 }

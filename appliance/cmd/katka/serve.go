@@ -141,7 +141,18 @@ func serve(cfg config.Config) error {
 		})
 		log.Info("http listening", "addr", hs.Addr().String(), "tls", cfg.HTTP.TLS.CertFile != "", "tokens", len(cfg.HTTP.Tokens))
 	}
-	if cfg.Kafka.Addr != "" {
+	cell, err := startCell(cfg, reg, log)
+	if err != nil {
+		shutdown()
+		return err
+	}
+	if cell != nil {
+		closers = append(closers, func() { cell.Close() })
+		if hs != nil {
+			hs.AddStatus("cell", func() any { return cell.Status() })
+		}
+	}
+	if cfg.Kafka.Addr != "" || len(cfg.Kafka.Listeners) > 0 {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
 		} else {
@@ -155,6 +166,7 @@ func serve(cfg config.Config) error {
 	}
 	var wg sync.WaitGroup
 	for _, start := range []func() error{
+		func() error { return startFirmware(ctx, &wg, b, cfg, reg, log, hs) }, // before sync: creates the local firmware topics
 		func() error { return startSync(ctx, &wg, b, cfg, reg, log) },
 		func() error { return startPlugins(ctx, &wg, b, cfg, reg, log) },
 		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, log) }, // may use partitioner plugins
