@@ -72,10 +72,17 @@ var (
 	permNames     = map[Permission]string{PermissionAny: "ANY", PermissionDeny: "DENY", PermissionAllow: "ALLOW"}
 )
 
+// String is Kafka's name of the resource type, e.g. TOPIC.
 func (t ResourceType) String() string { return enumString(resourceNames, t) }
-func (t PatternType) String() string  { return enumString(patternNames, t) }
-func (o Operation) String() string    { return enumString(opNames, o) }
-func (p Permission) String() string   { return enumString(permNames, p) }
+
+// String is Kafka's name of the pattern type, e.g. PREFIXED.
+func (t PatternType) String() string { return enumString(patternNames, t) }
+
+// String is Kafka's name of the operation, e.g. READ.
+func (o Operation) String() string { return enumString(opNames, o) }
+
+// String is Kafka's name of the permission, ALLOW or DENY.
+func (p Permission) String() string { return enumString(permNames, p) }
 
 func enumString[K ~int8](m map[K]string, k K) string {
 	if s, ok := m[k]; ok {
