@@ -72,10 +72,17 @@ var (
 	permNames     = map[Permission]string{PermissionAny: "ANY", PermissionDeny: "DENY", PermissionAllow: "ALLOW"}
 )
 
+// String is Kafka's name of the resource type, e.g. TOPIC.
 func (t ResourceType) String() string { return enumString(resourceNames, t) }
-func (t PatternType) String() string  { return enumString(patternNames, t) }
-func (o Operation) String() string    { return enumString(opNames, o) }
-func (p Permission) String() string   { return enumString(permNames, p) }
+
+// String is Kafka's name of the pattern type, e.g. PREFIXED.
+func (t PatternType) String() string { return enumString(patternNames, t) }
+
+// String is Kafka's name of the operation, e.g. READ.
+func (o Operation) String() string { return enumString(opNames, o) }
+
+// String is Kafka's name of the permission, ALLOW or DENY.
+func (p Permission) String() string { return enumString(permNames, p) }
 
 func enumString[K ~int8](m map[K]string, k K) string {
 	if s, ok := m[k]; ok {
@@ -257,4 +264,41 @@ func (f Filter) Matches(a ACL) bool {
 		return false
 	}
 	return f.Permission <= PermissionAny || f.Permission == a.Permission
+}
+
+// MarshalText and UnmarshalText store the enums by Kafka's names, so the ACL
+// store file reads like kafka-acls output.
+func (t ResourceType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText parses a resource type name.
+func (t *ResourceType) UnmarshalText(b []byte) (err error) {
+	*t, err = ParseResourceType(string(b))
+	return err
+}
+
+// MarshalText renders the pattern type's name.
+func (t PatternType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText parses a pattern type name.
+func (t *PatternType) UnmarshalText(b []byte) (err error) {
+	*t, err = ParsePatternType(string(b))
+	return err
+}
+
+// MarshalText renders the operation's name.
+func (o Operation) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// UnmarshalText parses an operation name.
+func (o *Operation) UnmarshalText(b []byte) (err error) {
+	*o, err = ParseOperation(string(b))
+	return err
+}
+
+// MarshalText renders the permission's name.
+func (p Permission) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText parses a permission name.
+func (p *Permission) UnmarshalText(b []byte) (err error) {
+	*p, err = ParsePermission(string(b))
+	return err
 }

@@ -32,8 +32,7 @@ var (
 	aclOperations  = []string{"all", "read", "write", "create", "delete", "alter", "describe", "cluster_action", "describe_configs", "alter_configs", "idempotent_write"}
 )
 
-// acl checks auth.acl: principals in Type:Name form and known values (auth.go
-// checks auth.super_users).
+// acl checks auth.acl: principals in Type:Name form and known values.
 func (v *validator) acl(a Auth) {
 	for i, e := range a.ACL {
 		p := fmt.Sprintf("auth.acl[%d]", i)

@@ -11,11 +11,13 @@ import (
 // (<data_dir>/users.json), managed with `katka user` or kadm.
 type Auth struct {
 	// Authorization turns ACL enforcement on for the Kafka listeners and the
-	// HTTP records API. Off (the default) everything is allowed, as before.
+	// HTTP records API (acl.go). Off (the default) everything is allowed.
 	Authorization bool `yaml:"authorization"`
 	// SuperUsers are principals allowed everything, e.g. ["User:admin"].
 	SuperUsers []string `yaml:"super_users"`
-	// ACL are ACLs added to the store at start when missing (acl.go).
+	// ACL are ACLs added to the store at start when missing (as topics.create
+	// creates topics), to bootstrap a provisioned box (acl.go). Removing one
+	// through the API lasts until the next start.
 	ACL []ACLEntry `yaml:"acl"`
 	// AdminUser is the user AdminPasswordFile bootstraps; it is a super user.
 	AdminUser string `yaml:"admin_user"`

@@ -30,7 +30,8 @@ type Config struct {
 	Firmware Firmware `yaml:"firmware"`
 	// Cell makes this katka one node of a cell of neighbouring gateways (cell.go).
 	Cell Cell `yaml:"cell"`
-	// Auth configures credentials, super users and ACLs (auth.go, acl.go).
+	// Auth configures super users and the bootstrap admin (auth.go), and
+	// authorization: ACL enforcement and bootstrap ACLs (acl.go).
 	Auth Auth `yaml:"auth"`
 }
 

@@ -68,12 +68,13 @@ type Server struct {
 	// beforeFetch, when set (tests), runs in a records read before the broker
 	// is asked.
 	beforeFetch atomic.Pointer[func()]
-	// mux holds the routes; AddRoutes (firmware.go) adds to it.
-	mux *http.ServeMux
 
 	// sec is who may use the API (auth.go); tokens its parsed http.tokens.
 	sec    Security
 	tokens []tokenEntry
+
+	// mux holds the routes; AddRoutes (firmware.go) adds to it.
+	mux *http.ServeMux
 }
 
 // Options configures Listen.

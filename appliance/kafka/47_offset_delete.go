@@ -21,5 +21,6 @@ func (s *Server) handleOffsetDelete(ctx context.Context, c *conn, kr kmsg.Reques
 		resp.ErrorCode = errCoordinatorNotAvailable
 		return resp, nil
 	}
-	return gc.OffsetDelete(req)
+	addRefused := s.authOffsetDelete(ctx, c, req)
+	return addRefused(gc.OffsetDelete(req))
 }

@@ -167,6 +167,29 @@ func TestACLsPrefixedReaderAndDenyWins(t *testing.T) {
 		t.Fatalf("offset fetch of group other: %v, want GROUP_AUTHORIZATION_FAILED", err)
 	}
 
+	// OffsetDelete needs DELETE on the group and READ on each topic.
+	dres, err := radm.DeleteOffsets(ctx, "dash", kadm.TopicsSet{"plant.power": {0: {}}})
+	if err == nil {
+		err = dres.Error()
+	}
+	if !errors.Is(err, kerr.GroupAuthorizationFailed) {
+		t.Fatalf("offset delete without DELETE on the group: %v, want GROUP_AUTHORIZATION_FAILED", err)
+	}
+	gd := kadm.NewACLs().Allow("User:ANONYMOUS").AllowHosts("127.0.0.1").Groups("dash").ResourcePatternType(kadm.ACLPatternLiteral).Operations(kadm.OpDelete)
+	if res, err := adm.CreateACLs(ctx, gd); err != nil || res[0].Err != nil {
+		t.Fatalf("CreateACLs: %v %+v", err, res)
+	}
+	dres, err = radm.DeleteOffsets(ctx, "dash", kadm.TopicsSet{"plant.power": {0: {}}})
+	if err == nil {
+		err = dres.Error()
+	}
+	if !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("offset delete on plant.power: %v, want TOPIC_AUTHORIZATION_FAILED", err)
+	}
+	if _, err := adm.DeleteACLs(ctx, gd); err != nil {
+		t.Fatal(err)
+	}
+
 	// Describe and delete the ACLs with kadm; once the DENY is gone the reader
 	// may read sensors.secret.
 	described, err := adm.DescribeACLs(ctx, kadm.NewACLs().AnyResource().ResourcePatternType(kadm.ACLPatternAny).Operations(kadm.OpAny).Allow().Deny().AllowHosts().DenyHosts())

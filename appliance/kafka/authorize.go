@@ -424,3 +424,31 @@ func (s *Server) authConfigResource(ctx context.Context, c *conn, t kmsg.ConfigR
 	}
 	return nil
 }
+
+// authOffsetDelete keeps the topics of an OffsetDelete the principal may
+// READ (Kafka's rule beside DELETE on the group) and returns a function that
+// answers the others with TOPIC_AUTHORIZATION_FAILED; their offsets stay.
+func (s *Server) authOffsetDelete(ctx context.Context, c *conn, req *kmsg.OffsetDeleteRequest) func(*kmsg.OffsetDeleteResponse, error) (kmsg.Response, error) {
+	var refused []kmsg.OffsetDeleteResponseTopic
+	if s.cfg.Authorizer.Enabled() {
+		kept := req.Topics[:0:0]
+		for _, t := range req.Topics {
+			if s.allowTopic(ctx, c, t.Topic, auth.OpRead) {
+				kept = append(kept, t)
+				continue
+			}
+			rt := kmsg.OffsetDeleteResponseTopic{Topic: t.Topic}
+			for _, p := range t.Partitions {
+				rt.Partitions = append(rt.Partitions, kmsg.OffsetDeleteResponseTopicPartition{Partition: p.Partition, ErrorCode: errTopicAuthorizationFailed})
+			}
+			refused = append(refused, rt)
+		}
+		req.Topics = kept
+	}
+	return func(r *kmsg.OffsetDeleteResponse, err error) (kmsg.Response, error) {
+		if r != nil && err == nil {
+			r.Topics = append(r.Topics, refused...)
+		}
+		return r, err
+	}
+}

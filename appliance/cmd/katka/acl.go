@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -24,9 +25,13 @@ func init() { registerCommand(newACLCmd) }
 // openAuthorizer opens the ACL store in the data directory (after the broker
 // has locked it) and adds the ACLs of auth.acl that are missing.
 func openAuthorizer(cfg config.Config, log *slog.Logger) (*auth.Authorizer, error) {
+	super := cfg.Auth.SuperUsers
+	if cfg.Auth.AdminPasswordFile != "" {
+		super = append(slices.Clone(super), "User:"+cfg.Auth.AdminUser) // the bootstrap admin
+	}
 	a, err := auth.NewAuthorizer(auth.AuthorizerConfig{
 		Enabled:    cfg.Auth.Authorization,
-		SuperUsers: cfg.Auth.SuperUsers,
+		SuperUsers: super,
 		Path:       filepath.Join(cfg.DataDir, auth.ACLFile),
 		Logger:     log,
 	})
@@ -45,7 +50,7 @@ func openAuthorizer(cfg config.Config, log *slog.Logger) (*auth.Authorizer, erro
 		return nil, fmt.Errorf("auth.acl: %w", err)
 	}
 	if cfg.Auth.Authorization {
-		log.Info("authorization on", "acls", len(a.List(auth.Filter{})), "super_users", cfg.Auth.SuperUsers)
+		log.Info("authorization on", "acls", len(a.List(auth.Filter{})), "super_users", super)
 	}
 	return a, nil
 }
@@ -262,7 +267,7 @@ func newACLCmd() *cobra.Command {
 				}
 				for i, r := range resp.Results {
 					if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-						return fmt.Errorf("create acl %s: %w%s", ops[i], err, msgSuffix(r.ErrorMessage))
+						return fmt.Errorf("create acl %s: %w%s", ops[i], err, msgSuffix(err, r.ErrorMessage))
 					}
 				}
 				for _, op := range ops {
@@ -300,7 +305,7 @@ func newACLCmd() *cobra.Command {
 						return fmt.Errorf("describe acls: %w", err)
 					}
 					if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-						return fmt.Errorf("describe acls: %w%s", err, msgSuffix(resp.ErrorMessage))
+						return fmt.Errorf("describe acls: %w%s", err, msgSuffix(err, resp.ErrorMessage))
 					}
 					for _, r := range resp.Resources {
 						for _, a := range r.ACLs {
@@ -341,7 +346,7 @@ func newACLCmd() *cobra.Command {
 				n := 0
 				for _, r := range resp.Results {
 					if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
-						return fmt.Errorf("delete acls: %w%s", err, msgSuffix(r.ErrorMessage))
+						return fmt.Errorf("delete acls: %w%s", err, msgSuffix(err, r.ErrorMessage))
 					}
 					for _, m := range r.MatchingACLs {
 						n++
@@ -360,8 +365,9 @@ func newACLCmd() *cobra.Command {
 	return cmd
 }
 
-func msgSuffix(m *string) string {
-	if m == nil || strings.TrimSpace(*m) == "" {
+// msgSuffix is ": <message>" of a response's error message, unless err says it already.
+func msgSuffix(err error, m *string) string {
+	if m == nil || strings.TrimSpace(*m) == "" || strings.Contains(err.Error(), *m) {
 		return ""
 	}
 	return ": " + *m
