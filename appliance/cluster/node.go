@@ -118,7 +118,7 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.pl.rpc = n.handleRPC
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
-	go n.pl.serve()
+	n.pl.start()
 
 	if err := n.startRaft(); err != nil {
 		n.pl.close()

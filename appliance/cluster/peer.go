@@ -58,8 +58,13 @@ func listenPeers(addr string, cred *Credential, log *slog.Logger) (*peerListener
 	}, nil
 }
 
-func (p *peerListener) serve() {
+// start accepts connections in the background until close.
+func (p *peerListener) start() {
 	p.wg.Add(1)
+	go p.serve()
+}
+
+func (p *peerListener) serve() {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
