@@ -7,6 +7,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -562,6 +564,13 @@ func (n *Node) Metadata() Metadata { return n.fsm.view() }
 
 // NodeID is this node's id.
 func (n *Node) NodeID() int32 { return n.cred.NodeID }
+
+// ClusterID is the cell's Kafka cluster id, the same on every node: derived
+// from the cell CA (22 characters of URL-safe base64, as Kafka's).
+func (n *Node) ClusterID() string {
+	b, _ := hex.DecodeString(n.cred.CAFingerprint)
+	return base64.RawURLEncoding.EncodeToString(b[:16])
+}
 
 // ControllerID is the raft leader's node id, -1 when there is none.
 func (n *Node) ControllerID() int32 {

@@ -105,7 +105,7 @@ func (c *Config) Validate() error {
 	v.modbus("sensors.modbus", c.Sensors.Modbus)
 	v.sync("sync", c.Sync)
 	v.plugins("plugins", c.Plugins)
-	v.cell("cell", c.Cell)
+	v.cell("cell", c.Cell, c.Kafka)
 	v.limits(c)
 
 	return errors.Join(v.errs...)

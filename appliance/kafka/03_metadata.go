@@ -22,6 +22,16 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: nodeID, Host: host, Port: s.advPort}}
 	resp.ClusterID = &s.clusterID
 	resp.ControllerID = nodeID
+	if s.cfg.Cell != nil { // a cell: every node is a broker, leaders from the controller (cell.go)
+		resp.Brokers = s.cellBrokers(c)
+		cid := s.cfg.Cell.ClusterID()
+		resp.ClusterID, resp.ControllerID = &cid, s.cfg.Cell.ControllerID()
+		defer func() {
+			for i := range resp.Topics {
+				s.cellTopic(&resp.Topics[i])
+			}
+		}()
+	}
 
 	all := req.Topics == nil || req.Version == 0 && len(req.Topics) == 0
 	if all {

@@ -21,6 +21,7 @@ func init() {
 		return kafka.Listen(b, kafka.Config{
 			Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Registerer: reg, Logger: log,
 			State:                  kafkaStateConfig(full),
+			Cell:                   kafkaCellView(),
 			MaxConnections:         l.MaxConnections,
 			MaxConnectionsPerIP:    l.MaxConnectionsPerIP,
 			MaxRequestBytes:        int(l.MaxRequestBytes),

@@ -135,7 +135,7 @@ func serve(cfg config.Config) error {
 		})
 		log.Info("http listening", "addr", hs.Addr().String())
 	}
-	cell, err := startCell(cfg, reg, log)
+	cell, err := startCell(b, cfg, reg, log)
 	if err != nil {
 		shutdown()
 		return err
