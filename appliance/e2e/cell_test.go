@@ -40,7 +40,8 @@ func agreed(nodes []*cellProc, want []int32) (int32, bool) {
 
 // TestCellFormsOverMDNS starts three katka nodes that know only the cell's
 // name and credential, each in its own network namespace, and checks that they
-// find each other over mDNS and form one cell; that a fourth node holding
+// find each other over mDNS and form one cell (and Kafka clients see and use
+// three brokers, checkCellKafka); that a fourth node holding
 // another CA's credential never appears in it; that a katka without a cell
 // section sends no multicast packet; that `katka cell status` shows the cell;
 // and that after the controller leader is SIGKILLed the other two elect a new
@@ -117,6 +118,9 @@ func TestCellFormsOverMDNS(t *testing.T) {
 			t.Errorf("katka cell status lacks %q:\n%s", s, out)
 		}
 	}
+
+	// What Kafka clients see.
+	checkCellKafka(t, net, nodes)
 
 	// SIGKILL the controller leader: the other two elect a new one.
 	old := nodes[leader-1]

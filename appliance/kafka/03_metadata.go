@@ -75,6 +75,8 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 				err = verr
 			} else if autoCreate && broker.InternalTopic(name) {
 				err = s.internalTopicError(c.remote, "create", name)
+			} else if autoCreate && s.cfg.Cell != nil {
+				err = s.cellAutoCreate(ctx, name) // through the controller (cell.go)
 			} else if autoCreate {
 				info, err = s.b.EnsureTopic(name, 0)
 				if err != nil {

@@ -1,6 +1,10 @@
 package kafka
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
 
 // errLeaderNotAvailable is Kafka's LEADER_NOT_AVAILABLE (5): retriable.
 const errLeaderNotAvailable int16 = 5
@@ -21,6 +25,20 @@ type CellView interface {
 	// Partitions returns a cell topic's partitions, false when the
 	// controller does not know the topic (yet).
 	Partitions(topic string) ([]CellPartition, bool)
+	// CreateTopic creates a topic through the controller; every node then
+	// creates its local logs. It fails when the topic exists.
+	CreateTopic(ctx context.Context, name string, partitions int32) error
+}
+
+// cellAutoCreate auto-creates a topic in a cell: through the controller, so
+// two nodes asked at once cannot create it twice. The answer is
+// LEADER_NOT_AVAILABLE either way; the client asks again and finds it once
+// the local logs exist.
+func (s *Server) cellAutoCreate(ctx context.Context, name string) error {
+	if err := s.cfg.Cell.CreateTopic(ctx, name, s.b.DefaultPartitions()); err != nil {
+		s.log.Debug("kafka cell auto-create", "topic", name, "err", err)
+	}
+	return codeErrorf(errLeaderNotAvailable, "topic %s is being created in the cell", name)
 }
 
 // CellBroker is one node of the cell as a Kafka broker.
@@ -70,6 +88,10 @@ func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
 		return
 	}
 	self := s.cfg.Cell.NodeID()
+	// Every node made its own topic id, so none is told: clients then
+	// address topics by name (Produce v12, Fetch v12), which every node
+	// resolves alike. The controller will hand out one id per topic.
+	mt.TopicID = [16]byte{}
 	if mt.IsInternal {
 		for i := range mt.Partitions {
 			p := &mt.Partitions[i]

@@ -227,6 +227,10 @@ func (v cellView) Partitions(topic string) ([]kafka.CellPartition, bool) {
 	return out, true
 }
 
+func (v cellView) CreateTopic(ctx context.Context, name string, partitions int32) error {
+	return v.n.CreateTopic(ctx, name, partitions, 1)
+}
+
 // brokerTopics adapts the broker to cluster.LocalTopics for the reconciler.
 type brokerTopics struct{ b *broker.Broker }
 
