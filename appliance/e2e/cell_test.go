@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -45,7 +46,8 @@ func agreed(nodes []*cellProc, want []int32) (int32, bool) {
 // another CA's credential never appears in it; that a katka without a cell
 // section sends no multicast packet; that `katka cell status` shows the cell;
 // and that after the controller leader is SIGKILLed the other two elect a new
-// one and the killed node rejoins on restart.
+// one and the killed node rejoins on restart; and that a network partition
+// isolating the leader leaves the majority in charge (checkCellPartition).
 func TestCellFormsOverMDNS(t *testing.T) {
 	net := newCellNet(t, 5)
 	dir := t.TempDir()
@@ -148,4 +150,76 @@ func TestCellFormsOverMDNS(t *testing.T) {
 		l, ok := agreed(nodes, want)
 		return ok && l == newLeader
 	})
+
+	// A network partition isolating the controller leader, then healed.
+	checkCellPartition(t, net, nodes, newLeader)
+}
+
+// partition cuts node i from the other nodes both ways with blackhole routes
+// in the namespaces (the test still reaches every node through the bridge's
+// address); heal removes them.
+func (c *cellNet) partition(i int, others []int) {
+	c.t.Helper()
+	for _, o := range others {
+		c.run("ip", "-n", c.ns[i-1], "route", "add", "blackhole", c.ip(o)+"/32")
+		c.run("ip", "-n", c.ns[o-1], "route", "add", "blackhole", c.ip(i)+"/32")
+	}
+}
+
+func (c *cellNet) heal(i int, others []int) {
+	c.t.Helper()
+	for _, o := range others {
+		c.run("ip", "-n", c.ns[i-1], "route", "del", "blackhole", c.ip(o)+"/32")
+		c.run("ip", "-n", c.ns[o-1], "route", "del", "blackhole", c.ip(i)+"/32")
+	}
+}
+
+// checkCellPartition isolates the controller leader from the other two: the
+// majority elects a new leader and keeps committing metadata changes; the
+// isolated node steps down, has no controller, and its clients asking for a
+// new topic are told LEADER_NOT_AVAILABLE; after healing it follows the new
+// leader and catches up with the changes it missed.
+func checkCellPartition(t *testing.T, net *cellNet, nodes []*cellProc, leader int32) {
+	t.Helper()
+	isolated := nodes[leader-1]
+	var others []int
+	var majority []*cellProc
+	for _, n := range nodes {
+		if n != isolated {
+			others = append(others, n.i)
+			majority = append(majority, n)
+		}
+	}
+	before := topicsOf(majority[0])
+	net.partition(isolated.i, others)
+	var newLeader int32
+	elected := waitUntil(t, 30*time.Second, "the majority to elect a new leader", func() bool {
+		a, ok1 := majority[0].status()
+		b, ok2 := majority[1].status()
+		newLeader = a.Raft.LeaderID
+		return ok1 && ok2 && a.Raft.LeaderID >= 0 && a.Raft.LeaderID != leader && b.Raft.LeaderID == a.Raft.LeaderID
+	})
+	waitUntil(t, 30*time.Second, "the isolated node to lose its controller", func() bool {
+		st, ok := isolated.status()
+		return ok && st.Raft.State != "Leader" && st.Raft.LeaderID < 0
+	})
+	cellCLI(t, "topic", "create", "during-partition", "-p", "2", "--brokers", net.ip(majority[0].i)+":9092")
+	waitUntil(t, 10*time.Second, "the majority to commit a topic", func() bool { return topicsOf(majority[1]) == before+1 })
+
+	kcat := kcatPath(t)
+	out, _ := exec.Command(kcat, "-b", net.ip(isolated.i)+":9092", "-L", "-t", "made-in-minority", "-m", "5").CombinedOutput()
+	if !strings.Contains(string(out), "Leader not available") {
+		t.Errorf("auto-create on the isolated node: want Leader not available, got\n%s", out)
+	}
+	if got := topicsOf(isolated); got != before {
+		t.Errorf("the isolated node's metadata changed to %d topics (had %d)", got, before)
+	}
+
+	net.heal(isolated.i, others)
+	caught := waitUntil(t, 30*time.Second, "the healed node to catch up", func() bool {
+		st, ok := isolated.status()
+		return ok && st.Raft.LeaderID == newLeader && st.Topics == before+1
+	})
+	t.Logf("leader node %d isolated: the majority elected node %d after %v; healed, it caught up after %v",
+		leader, newLeader, elected.Round(10*time.Millisecond), caught.Round(10*time.Millisecond))
 }
