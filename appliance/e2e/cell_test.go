@@ -223,3 +223,39 @@ func checkCellPartition(t *testing.T, net *cellNet, nodes []*cellProc, leader in
 	t.Logf("leader node %d isolated: the majority elected node %d after %v; healed, it caught up after %v",
 		leader, newLeader, elected.Round(10*time.Millisecond), caught.Round(10*time.Millisecond))
 }
+
+// TestCellFiveNodes: five nodes started together with bootstrap_expect 3: the
+// three lowest ids form the cell, the leader adds the other two, and all five
+// are voters.
+func TestCellFiveNodes(t *testing.T) {
+	net := newCellNet(t, 5)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	cellCLI(t, "cell", "init", "--name", "plant5", "--out", ca)
+	var nodes []*cellProc
+	for i := 1; i <= 5; i++ {
+		cred := filepath.Join(dir, fmt.Sprintf("n%d", i))
+		cellCLI(t, "cell", "issue", "--ca", ca, "--out", cred)
+		nodes = append(nodes, net.node(i, cellNodeConfig(net.ip(i), cred, "plant5", 3)))
+	}
+	t0 := time.Now()
+	for _, n := range nodes {
+		n.start()
+	}
+	want := []int32{1, 2, 3, 4, 5}
+	waitUntil(t, 30*time.Second, "5 nodes in one cell", func() bool {
+		_, ok := agreed(nodes, want)
+		return ok
+	})
+	t.Logf("5 nodes formed the cell %v after start", time.Since(t0).Round(10*time.Millisecond))
+	waitUntil(t, 10*time.Second, "5 voters", func() bool {
+		st, ok := nodes[4].status()
+		voters := 0
+		for _, s := range st.Servers {
+			if s.Role == "voter" {
+				voters++
+			}
+		}
+		return ok && voters == 5
+	})
+}
