@@ -386,6 +386,7 @@ func (n *Node) controllerLoop() {
 			}
 		case <-tick.C:
 		}
+		n.m.setLeader(n.raft.State() == raft.Leader) // LeaderCh may drop signals
 		if !n.formed() {
 			n.maybeBootstrap()
 			continue
@@ -529,8 +530,13 @@ func (n *Node) applyLocal(c Command) error {
 	if err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
+	t0 := time.Now()
 	fut := n.raft.Apply(data, 5*time.Second)
-	if err := fut.Error(); err != nil {
+	err = fut.Error()
+	if err == nil {
+		n.m.apply.Observe(time.Since(t0).Seconds())
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return fmt.Errorf("%w: %v", ErrNoController, err)
 		}

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -258,4 +260,33 @@ func TestCellFiveNodes(t *testing.T) {
 		}
 		return ok && voters == 5
 	})
+	// Metrics: every node counts five nodes; exactly one is the leader and
+	// has timed its metadata changes.
+	leaders := 0
+	for _, n := range nodes {
+		m := cellMetrics(t, n)
+		if !strings.Contains(m, "katka_cell_nodes 5\n") {
+			t.Errorf("node %d: no katka_cell_nodes 5", n.i)
+		}
+		if strings.Contains(m, "katka_cell_controller_leader 1\n") {
+			leaders++
+			if strings.Contains(m, "katka_cell_controller_apply_seconds_count 0\n") || !strings.Contains(m, "katka_cell_controller_apply_seconds_count") {
+				t.Errorf("leader node %d timed no metadata change", n.i)
+			}
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d nodes report katka_cell_controller_leader 1, want 1", leaders)
+	}
+}
+
+func cellMetrics(t *testing.T, p *cellProc) string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.httpAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
