@@ -7,9 +7,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKG      := ./appliance/cmd/katka
 # Debian packages the test suite drives for real (kcat = librdkafka; the
-# Python plugin example runs on Debian's python3 with python3-grpcio).
-TEST_PKGS := kcat mosquitto python3-grpcio
-TEST_TOOLS := kcat mosquitto
+# Python plugin example runs on Debian's python3 with python3-grpcio; the cell
+# tests build network namespaces with iproute2's ip).
+TEST_PKGS := kcat mosquitto python3-grpcio iproute2
+TEST_TOOLS := kcat mosquitto ip
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 
 .PHONY: build run test test-deps test-long bench cross clean plugins

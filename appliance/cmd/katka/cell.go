@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -137,15 +138,11 @@ func newCellCmd() *cobra.Command {
 	return cmd
 }
 
+// validCellName checks a cell name as cell.name is checked.
 func validCellName(name string) error {
 	c := config.Default()
 	c.Cell.Name, c.Cell.CredentialDir, c.Cell.PeerAddr = name, "x", "127.0.0.1:1"
-	c.Cell.MDNS = true
-	var v error
-	if err := c.Validate(); err != nil {
-		v = err
-	}
-	if v != nil {
+	if err := c.Validate(); err != nil && strings.Contains(err.Error(), "cell.name") {
 		return fmt.Errorf("--name: %q is not a cell name (allowed: 1-32 of a-z, 0-9 and -, starting with a letter or digit)", name)
 	}
 	return nil
