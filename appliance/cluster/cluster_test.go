@@ -363,3 +363,45 @@ func TestSnapshotSurvivesRestart(t *testing.T) {
 		t.Fatal("no snapshot on disk")
 	}
 }
+
+// TestPeerListenerConnectionCap: connections beyond the cap are closed at
+// once; a freed slot is usable again.
+func TestPeerListenerConnectionCap(t *testing.T) {
+	good := issue(t, "plant7", 2)
+	c1, _ := LoadCredential(good[0])
+	c2, _ := LoadCredential(good[1])
+	pl, err := listenPeers("127.0.0.1:0", c1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl.slots = make(chan struct{}, 2)
+	pl.rpc = func(ctx context.Context, from int32, req rpcRequest) rpcResponse { return rpcResponse{} }
+	pl.start()
+	defer pl.close()
+	addr := pl.ln.Addr().String()
+	var held []net.Conn
+	for range 2 { // two idle connections hold both slots (their handshakes wait)
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	waitFor(t, 5*time.Second, "both slots taken", func() bool { return len(pl.slots) == 2 })
+	third, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := third.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("third connection over the cap: read %v, want EOF (closed at once)", err)
+	}
+	third.Close()
+	for _, c := range held {
+		c.Close()
+	}
+	waitFor(t, 10*time.Second, "slots freed", func() bool { return len(pl.slots) == 0 })
+	if _, _, err := call(context.Background(), c2, addr, rpcRequest{Op: "hello"}); err != nil {
+		t.Fatalf("hello after the slots were freed: %v", err)
+	}
+}
