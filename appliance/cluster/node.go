@@ -7,6 +7,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,7 +120,7 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.pl.rpc = n.handleRPC
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
-	go n.pl.serve()
+	n.pl.start()
 
 	if err := n.startRaft(); err != nil {
 		n.pl.close()
@@ -384,6 +386,7 @@ func (n *Node) controllerLoop() {
 			}
 		case <-tick.C:
 		}
+		n.m.setLeader(n.raft.State() == raft.Leader) // LeaderCh may drop signals
 		if !n.formed() {
 			n.maybeBootstrap()
 			continue
@@ -527,8 +530,13 @@ func (n *Node) applyLocal(c Command) error {
 	if err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
+	t0 := time.Now()
 	fut := n.raft.Apply(data, 5*time.Second)
-	if err := fut.Error(); err != nil {
+	err = fut.Error()
+	if err == nil {
+		n.m.apply.Observe(time.Since(t0).Seconds())
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return fmt.Errorf("%w: %v", ErrNoController, err)
 		}
@@ -562,6 +570,13 @@ func (n *Node) Metadata() Metadata { return n.fsm.view() }
 
 // NodeID is this node's id.
 func (n *Node) NodeID() int32 { return n.cred.NodeID }
+
+// ClusterID is the cell's Kafka cluster id, the same on every node: derived
+// from the cell CA (22 characters of URL-safe base64, as Kafka's).
+func (n *Node) ClusterID() string {
+	b, _ := hex.DecodeString(n.cred.CAFingerprint)
+	return base64.RawURLEncoding.EncodeToString(b[:16])
+}
 
 // ControllerID is the raft leader's node id, -1 when there is none.
 func (n *Node) ControllerID() int32 {

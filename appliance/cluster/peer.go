@@ -28,6 +28,9 @@ const (
 	rpcTimeout       = 5 * time.Second
 	maxRPCBytes      = 1 << 20
 	maxLoggedRejects = 1024
+	// maxPeerConns bounds the peer listener's open connections (raft pools
+	// 3 per peer, RPCs are short); beyond it a connection is closed at once.
+	maxPeerConns = 256
 )
 
 // peerListener accepts mutual-TLS connections and hands each to raft or to
@@ -38,6 +41,7 @@ type peerListener struct {
 	log   *slog.Logger
 	rpc   func(ctx context.Context, from int32, req rpcRequest) rpcResponse
 	raftC chan net.Conn
+	slots chan struct{} // one per open connection, at most maxPeerConns
 	done  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
@@ -54,12 +58,17 @@ func listenPeers(addr string, cred *Credential, log *slog.Logger) (*peerListener
 	}
 	return &peerListener{
 		ln: ln, cred: cred, log: log,
-		raftC: make(chan net.Conn), done: make(chan struct{}), rejected: map[string]bool{},
+		raftC: make(chan net.Conn), slots: make(chan struct{}, maxPeerConns), done: make(chan struct{}), rejected: map[string]bool{},
 	}, nil
 }
 
-func (p *peerListener) serve() {
+// start accepts connections in the background until close.
+func (p *peerListener) start() {
 	p.wg.Add(1)
+	go p.serve()
+}
+
+func (p *peerListener) serve() {
 	defer p.wg.Done()
 	for {
 		c, err := p.ln.Accept()
@@ -76,10 +85,17 @@ func (p *peerListener) serve() {
 			p.log.Error("cell peer accept", "err", err)
 			return
 		}
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			p.reject(c.RemoteAddr(), fmt.Errorf("%d peer connections open", cap(p.slots)))
+			c.Close()
+			continue
+		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.handle(c)
+			p.handle(&slotConn{Conn: c, free: func() { <-p.slots }})
 		}()
 	}
 }
@@ -148,6 +164,18 @@ func (p *peerListener) close() {
 		p.ln.Close()
 	})
 	p.wg.Wait()
+}
+
+// slotConn frees its listener slot once, when closed.
+type slotConn struct {
+	net.Conn
+	once sync.Once
+	free func()
+}
+
+func (c *slotConn) Close() error {
+	c.once.Do(c.free)
+	return c.Conn.Close()
 }
 
 // dial opens a mutual-TLS connection to a peer for one ALPN protocol.

@@ -117,6 +117,7 @@ type metrics struct {
 	discoveryRejected prometheus.Counter
 	peerRejected      prometheus.Counter
 	leader            prometheus.Gauge
+	apply             prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
@@ -127,9 +128,12 @@ func newMetrics(reg prometheus.Registerer, n *Node) *metrics {
 			Help: "Peer connections refused: no certificate of this cell."}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "katka_cell_controller_leader",
 			Help: "1 while this node is the controller (raft) leader."}),
+		apply: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "katka_cell_controller_apply_seconds",
+			Help:    "Metadata changes on the controller leader: from proposal to committed on a majority and applied.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.discoveryRejected, m.peerRejected, m.leader,
+		reg.MustRegister(m.discoveryRejected, m.peerRejected, m.leader, m.apply,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "katka_cell_nodes", Help: "Nodes registered in the cell's metadata."},
 				func() float64 { return float64(len(n.fsm.view().Nodes)) }))
 	}

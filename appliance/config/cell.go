@@ -58,9 +58,14 @@ func defaultCell() Cell {
 var cellName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 
 // cell validates the cell section; nothing is checked when it is off.
-func (v *validator) cell(path string, c Cell) {
+func (v *validator) cell(path string, c Cell, k Kafka) {
 	if !c.Enabled() {
 		return
+	}
+	if k.Addr != "" && k.AdvertisedAddr == "" {
+		if host, _, err := net.SplitHostPort(k.Addr); err == nil && (host == "" || net.ParseIP(host).IsUnspecified()) {
+			v.add("kafka.advertised_addr", "must be set in a cell when kafka.addr %q has no fixed host (other nodes tell clients this address)", k.Addr)
+		}
 	}
 	if !cellName.MatchString(c.Name) {
 		v.add(path+".name", "%q is not allowed (allowed: 1-32 of a-z, 0-9 and -, starting with a letter or digit)", c.Name)

@@ -106,7 +106,7 @@ func (c *Config) Validate() error {
 	v.sync("sync", c.Sync)
 	v.firmware("firmware", c.Firmware)
 	v.plugins("plugins", c.Plugins)
-	v.cell("cell", c.Cell)
+	v.cell("cell", c.Cell, c.Kafka)
 	v.limits(c)
 	v.security(c)
 	v.acl(c.Auth)

@@ -23,7 +23,7 @@ import (
 // in the namespaces, so every multicast packet counted there is katka's.
 // Everything is removed in t.Cleanup, also when the test fails.
 type cellNet struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string // unique name prefix: kc<pid>
 	bridge string
 	subnet string // e.g. 10.211.7 (a /24)
@@ -32,7 +32,7 @@ type cellNet struct {
 
 // requireRoot skips a test that needs network namespaces when not root, unless
 // CI is "true", where it fails.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		if _, err := exec.LookPath("ip"); err != nil {
@@ -48,7 +48,7 @@ func requireRoot(t *testing.T) {
 
 // newCellNet creates the bridge and n namespaces kc<pid>-1..n with addresses
 // <subnet>.1..n.
-func newCellNet(t *testing.T, n int) *cellNet {
+func newCellNet(t testing.TB, n int) *cellNet {
 	t.Helper()
 	requireRoot(t)
 	id := os.Getpid() % 100000
@@ -76,7 +76,7 @@ func newCellNet(t *testing.T, n int) *cellNet {
 }
 
 // freeSubnet picks a 10.211.x.0/24 the host has no address or route in.
-func freeSubnet(t *testing.T, seed int) string {
+func freeSubnet(t testing.TB, seed int) string {
 	out, _ := exec.Command("ip", "-4", "route", "show", "table", "all").CombinedOutput()
 	addrs, _ := exec.Command("ip", "-4", "addr").CombinedOutput()
 	for i := range 200 {
@@ -134,7 +134,7 @@ func (c *cellNet) mcastSent(i int) int64 {
 
 // cellProc is one katka serve process in a namespace.
 type cellProc struct {
-	t       *testing.T
+	t       testing.TB
 	net     *cellNet
 	i       int // namespace index, 1-based
 	config  string
@@ -268,6 +268,7 @@ type cellStatus struct {
 		ID        int32  `json:"id"`
 		KafkaAddr string `json:"kafka_addr"`
 	} `json:"nodes"`
+	Topics int `json:"topics"`
 }
 
 // status reads the node's cell status; ok is false while it is not answering.
@@ -289,7 +290,7 @@ func (p *cellProc) status() (cellStatus, bool) {
 
 // cellCLI runs a katka subcommand (cell init, cell issue, cell status) in the
 // root namespace.
-func cellCLI(t *testing.T, args ...string) string {
+func cellCLI(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(requireBinary(t), args...).CombinedOutput()
 	if err != nil {

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -40,11 +43,13 @@ func agreed(nodes []*cellProc, want []int32) (int32, bool) {
 
 // TestCellFormsOverMDNS starts three katka nodes that know only the cell's
 // name and credential, each in its own network namespace, and checks that they
-// find each other over mDNS and form one cell; that a fourth node holding
+// find each other over mDNS and form one cell (and Kafka clients see and use
+// three brokers, checkCellKafka); that a fourth node holding
 // another CA's credential never appears in it; that a katka without a cell
 // section sends no multicast packet; that `katka cell status` shows the cell;
 // and that after the controller leader is SIGKILLed the other two elect a new
-// one and the killed node rejoins on restart.
+// one and the killed node rejoins on restart; and that a network partition
+// isolating the leader leaves the majority in charge (checkCellPartition).
 func TestCellFormsOverMDNS(t *testing.T) {
 	net := newCellNet(t, 5)
 	dir := t.TempDir()
@@ -118,6 +123,9 @@ func TestCellFormsOverMDNS(t *testing.T) {
 		}
 	}
 
+	// What Kafka clients see.
+	checkCellKafka(t, net, nodes)
+
 	// SIGKILL the controller leader: the other two elect a new one.
 	old := nodes[leader-1]
 	rest := slices.DeleteFunc(slices.Clone(nodes), func(n *cellProc) bool { return n == old })
@@ -144,4 +152,141 @@ func TestCellFormsOverMDNS(t *testing.T) {
 		l, ok := agreed(nodes, want)
 		return ok && l == newLeader
 	})
+
+	// A network partition isolating the controller leader, then healed.
+	checkCellPartition(t, net, nodes, newLeader)
+}
+
+// partition cuts node i from the other nodes both ways with blackhole routes
+// in the namespaces (the test still reaches every node through the bridge's
+// address); heal removes them.
+func (c *cellNet) partition(i int, others []int) {
+	c.t.Helper()
+	for _, o := range others {
+		c.run("ip", "-n", c.ns[i-1], "route", "add", "blackhole", c.ip(o)+"/32")
+		c.run("ip", "-n", c.ns[o-1], "route", "add", "blackhole", c.ip(i)+"/32")
+	}
+}
+
+func (c *cellNet) heal(i int, others []int) {
+	c.t.Helper()
+	for _, o := range others {
+		c.run("ip", "-n", c.ns[i-1], "route", "del", "blackhole", c.ip(o)+"/32")
+		c.run("ip", "-n", c.ns[o-1], "route", "del", "blackhole", c.ip(i)+"/32")
+	}
+}
+
+// checkCellPartition isolates the controller leader from the other two: the
+// majority elects a new leader and keeps committing metadata changes; the
+// isolated node steps down, has no controller, and its clients asking for a
+// new topic are told LEADER_NOT_AVAILABLE; after healing it follows the new
+// leader and catches up with the changes it missed.
+func checkCellPartition(t *testing.T, net *cellNet, nodes []*cellProc, leader int32) {
+	t.Helper()
+	isolated := nodes[leader-1]
+	var others []int
+	var majority []*cellProc
+	for _, n := range nodes {
+		if n != isolated {
+			others = append(others, n.i)
+			majority = append(majority, n)
+		}
+	}
+	before := topicsOf(majority[0])
+	net.partition(isolated.i, others)
+	var newLeader int32
+	elected := waitUntil(t, 30*time.Second, "the majority to elect a new leader", func() bool {
+		a, ok1 := majority[0].status()
+		b, ok2 := majority[1].status()
+		newLeader = a.Raft.LeaderID
+		return ok1 && ok2 && a.Raft.LeaderID >= 0 && a.Raft.LeaderID != leader && b.Raft.LeaderID == a.Raft.LeaderID
+	})
+	waitUntil(t, 30*time.Second, "the isolated node to lose its controller", func() bool {
+		st, ok := isolated.status()
+		return ok && st.Raft.State != "Leader" && st.Raft.LeaderID < 0
+	})
+	cellCLI(t, "topic", "create", "during-partition", "-p", "2", "--brokers", net.ip(majority[0].i)+":9092")
+	waitUntil(t, 10*time.Second, "the majority to commit a topic", func() bool { return topicsOf(majority[1]) == before+1 })
+
+	kcat := kcatPath(t)
+	out, _ := exec.Command(kcat, "-b", net.ip(isolated.i)+":9092", "-L", "-t", "made-in-minority", "-m", "5").CombinedOutput()
+	if !strings.Contains(string(out), "Leader not available") {
+		t.Errorf("auto-create on the isolated node: want Leader not available, got\n%s", out)
+	}
+	if got := topicsOf(isolated); got != before {
+		t.Errorf("the isolated node's metadata changed to %d topics (had %d)", got, before)
+	}
+
+	net.heal(isolated.i, others)
+	caught := waitUntil(t, 30*time.Second, "the healed node to catch up", func() bool {
+		st, ok := isolated.status()
+		return ok && st.Raft.LeaderID == newLeader && st.Topics == before+1
+	})
+	t.Logf("leader node %d isolated: the majority elected node %d after %v; healed, it caught up after %v",
+		leader, newLeader, elected.Round(10*time.Millisecond), caught.Round(10*time.Millisecond))
+}
+
+// TestCellFiveNodes: five nodes started together with bootstrap_expect 3: the
+// three lowest ids form the cell, the leader adds the other two, and all five
+// are voters.
+func TestCellFiveNodes(t *testing.T) {
+	net := newCellNet(t, 5)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	cellCLI(t, "cell", "init", "--name", "plant5", "--out", ca)
+	var nodes []*cellProc
+	for i := 1; i <= 5; i++ {
+		cred := filepath.Join(dir, fmt.Sprintf("n%d", i))
+		cellCLI(t, "cell", "issue", "--ca", ca, "--out", cred)
+		nodes = append(nodes, net.node(i, cellNodeConfig(net.ip(i), cred, "plant5", 3)))
+	}
+	t0 := time.Now()
+	for _, n := range nodes {
+		n.start()
+	}
+	want := []int32{1, 2, 3, 4, 5}
+	waitUntil(t, 30*time.Second, "5 nodes in one cell", func() bool {
+		_, ok := agreed(nodes, want)
+		return ok
+	})
+	t.Logf("5 nodes formed the cell %v after start", time.Since(t0).Round(10*time.Millisecond))
+	waitUntil(t, 10*time.Second, "5 voters", func() bool {
+		st, ok := nodes[4].status()
+		voters := 0
+		for _, s := range st.Servers {
+			if s.Role == "voter" {
+				voters++
+			}
+		}
+		return ok && voters == 5
+	})
+	// Metrics: every node counts five nodes; exactly one is the leader and
+	// has timed its metadata changes.
+	leaders := 0
+	for _, n := range nodes {
+		m := cellMetrics(t, n)
+		if !strings.Contains(m, "katka_cell_nodes 5\n") {
+			t.Errorf("node %d: no katka_cell_nodes 5", n.i)
+		}
+		if strings.Contains(m, "katka_cell_controller_leader 1\n") {
+			leaders++
+			if strings.Contains(m, "katka_cell_controller_apply_seconds_count 0\n") || !strings.Contains(m, "katka_cell_controller_apply_seconds_count") {
+				t.Errorf("leader node %d timed no metadata change", n.i)
+			}
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d nodes report katka_cell_controller_leader 1, want 1", leaders)
+	}
+}
+
+func cellMetrics(t *testing.T, p *cellProc) string {
+	t.Helper()
+	resp, err := http.Get("http://" + p.httpAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -24,6 +24,16 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: nodeID, Host: host, Port: s.advPortFor(c)}}
 	resp.ClusterID = &s.clusterID
 	resp.ControllerID = nodeID
+	if s.cfg.Cell != nil { // a cell: every node is a broker, leaders from the controller (cell.go)
+		resp.Brokers = s.cellBrokers(c)
+		cid := s.cfg.Cell.ClusterID()
+		resp.ClusterID, resp.ControllerID = &cid, s.cfg.Cell.ControllerID()
+		defer func() {
+			for i := range resp.Topics {
+				s.cellTopic(&resp.Topics[i])
+			}
+		}()
+	}
 
 	all := req.Topics == nil || req.Version == 0 && len(req.Topics) == 0
 	if all {
@@ -79,6 +89,8 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 				err = verr
 			} else if autoCreate && broker.InternalTopic(name) {
 				err = s.internalTopicError(c.remote, "create", name)
+			} else if autoCreate && s.cfg.Cell != nil {
+				err = s.cellAutoCreate(ctx, name) // through the controller (cell.go)
 			} else if autoCreate {
 				info, err = s.b.EnsureTopic(name, 0)
 				if err != nil {

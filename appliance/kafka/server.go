@@ -42,6 +42,9 @@ const nodeID = 0
 
 // Config configures a Server.
 type Config struct {
+	// Cell, when set, makes this server one broker of a cell (cell.go); nil
+	// is the single broker 0.
+	Cell CellView
 	// Addr is the host:port to listen on, e.g. 127.0.0.1:9092.
 	Addr string
 	// AdvertisedAddr is the host:port clients are told to connect to; empty

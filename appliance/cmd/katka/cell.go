@@ -6,30 +6,42 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"sort"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/cluster"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/kafka"
 )
 
 func init() { registerCommand(newCellCmd) }
 
 // startCell joins (or forms) the cell when the config has a cell section; it
 // returns nil without touching the network otherwise (no multicast at all).
-func startCell(cfg config.Config, reg prometheus.Registerer, log *slog.Logger) (*cluster.Node, error) {
+func startCell(b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger) (*cluster.Node, error) {
 	if !cfg.Cell.Enabled() {
 		return nil, nil
 	}
-	kafka := cfg.Kafka.AdvertisedAddr
-	if kafka == "" {
-		kafka = cfg.Kafka.Addr
+	kafkaAddr := cfg.Kafka.AdvertisedAddr
+	if kafkaAddr == "" {
+		kafkaAddr = cfg.Kafka.Addr
 	}
-	return cluster.Start(cluster.Options{Cell: cfg.Cell, DataDir: cfg.DataDir, KafkaAddr: kafka, Logger: log, Registerer: reg})
+	n, err := cluster.Start(cluster.Options{Cell: cfg.Cell, DataDir: cfg.DataDir, KafkaAddr: kafkaAddr, Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
+	n.Reconcile(brokerTopics{b})
+	runningCell = n
+	return n, nil
 }
 
 // newCellCmd is `katka cell`: make the cell's credential, issue node bundles,
@@ -126,15 +138,11 @@ func newCellCmd() *cobra.Command {
 	return cmd
 }
 
+// validCellName checks a cell name as cell.name is checked.
 func validCellName(name string) error {
 	c := config.Default()
 	c.Cell.Name, c.Cell.CredentialDir, c.Cell.PeerAddr = name, "x", "127.0.0.1:1"
-	c.Cell.MDNS = true
-	var v error
-	if err := c.Validate(); err != nil {
-		v = err
-	}
-	if v != nil {
+	if err := c.Validate(); err != nil && strings.Contains(err.Error(), "cell.name") {
 		return fmt.Errorf("--name: %q is not a cell name (allowed: 1-32 of a-z, 0-9 and -, starting with a letter or digit)", name)
 	}
 	return nil
@@ -168,4 +176,80 @@ func printCellStatus(w io.Writer, st cluster.Status) {
 		}
 		tw.Flush()
 	}
+}
+
+// runningCell is the cell node of this serve process, nil outside a cell;
+// set by serve before the Kafka listener starts.
+var runningCell *cluster.Node
+
+// kafkaCellView is the Kafka listener's view of the cell, nil outside a cell.
+func kafkaCellView() kafka.CellView {
+	if runningCell == nil {
+		return nil
+	}
+	return cellView{runningCell}
+}
+
+// cellView adapts a cluster.Node to kafka.CellView.
+type cellView struct{ n *cluster.Node }
+
+func (v cellView) NodeID() int32       { return v.n.NodeID() }
+func (v cellView) ControllerID() int32 { return v.n.ControllerID() }
+func (v cellView) ClusterID() string   { return v.n.ClusterID() }
+
+func (v cellView) Brokers() []kafka.CellBroker {
+	md := v.n.Metadata()
+	out := make([]kafka.CellBroker, 0, len(md.Nodes))
+	for _, ni := range md.Nodes {
+		host, port, err := net.SplitHostPort(ni.KafkaAddr)
+		p, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || perr != nil {
+			continue // a node without a Kafka listener is no broker
+		}
+		out = append(out, kafka.CellBroker{NodeID: ni.ID, Host: host, Port: int32(p), Rack: ni.Rack})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
+	return out
+}
+
+func (v cellView) Partitions(topic string) ([]kafka.CellPartition, bool) {
+	t, ok := v.n.Metadata().Topics[topic]
+	if !ok {
+		return nil, false
+	}
+	out := make([]kafka.CellPartition, len(t.Partitions))
+	for i, p := range t.Partitions {
+		out[i] = kafka.CellPartition{Leader: p.Leader, LeaderEpoch: p.LeaderEpoch, Replicas: p.Replicas, ISR: p.ISR}
+	}
+	return out, true
+}
+
+func (v cellView) CreateTopic(ctx context.Context, name string, partitions int32) error {
+	return v.n.CreateTopic(ctx, name, partitions, 1)
+}
+
+// brokerTopics adapts the broker to cluster.LocalTopics for the reconciler.
+type brokerTopics struct{ b *broker.Broker }
+
+func (l brokerTopics) Topics() []cluster.LocalTopic {
+	var out []cluster.LocalTopic
+	for _, t := range l.b.Topics() {
+		lt := cluster.LocalTopic{Name: t.Name, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
+		parts, err := l.b.Partitions(t.Name)
+		if err != nil {
+			continue
+		}
+		for _, p := range parts {
+			if p.HighWatermark > 0 {
+				lt.Empty = false
+			}
+		}
+		out = append(out, lt)
+	}
+	return out
+}
+
+func (l brokerTopics) CreateTopic(name string, n int32) error {
+	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{})
+	return err
 }

@@ -28,6 +28,7 @@ func init() {
 			Listeners: sec.listeners, Users: sec.users, SuperUsers: sec.superUsers,
 			State:                  kafkaStateConfig(full),
 			Authorizer:             authz,
+			Cell:                   kafkaCellView(),
 			MaxConnections:         l.MaxConnections,
 			MaxConnectionsPerIP:    l.MaxConnectionsPerIP,
 			MaxRequestBytes:        int(l.MaxRequestBytes),

@@ -141,7 +141,7 @@ func serve(cfg config.Config) error {
 		})
 		log.Info("http listening", "addr", hs.Addr().String(), "tls", cfg.HTTP.TLS.CertFile != "", "tokens", len(cfg.HTTP.Tokens))
 	}
-	cell, err := startCell(cfg, reg, log)
+	cell, err := startCell(b, cfg, reg, log)
 	if err != nil {
 		shutdown()
 		return err

@@ -1,0 +1,106 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+)
+
+// LocalTopic is one topic of this node's broker.
+type LocalTopic struct {
+	Name       string
+	Partitions int32
+	// Internal is true for katka's and Kafka's internal topics, which stay
+	// on every node (consumer offsets, transaction state).
+	Internal bool
+	// Empty is true while no partition holds a record.
+	Empty bool
+}
+
+// LocalTopics is this node's broker as the reconciler needs it: the broker
+// stays the only owner of partition logs.
+type LocalTopics interface {
+	// Topics lists the broker's topics.
+	Topics() []LocalTopic
+	// CreateTopic creates a topic with n partitions on this node.
+	CreateTopic(name string, n int32) error
+}
+
+// reconcileInterval is how often the local broker and the controller's
+// topics are compared.
+const reconcileInterval = 250 * time.Millisecond
+
+// Reconcile keeps the local broker and the controller's topics in step until
+// the node closes: a topic the controller holds is created locally with its
+// partition count; a topic created locally (Kafka CreateTopics or auto-create
+// on this node) is proposed to the controller, its partitions spread over the
+// cell when they are still empty, or all led by this node when it already
+// holds records (the records stay where they are). Until the controller has
+// it, Kafka clients are told LEADER_NOT_AVAILABLE and ask again.
+func (n *Node) Reconcile(local LocalTopics) {
+	n.goLoop(func() {
+		tick := time.NewTicker(reconcileInterval)
+		defer tick.Stop()
+		warned := map[string]bool{}
+		for {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if n.ControllerID() < 0 {
+				continue
+			}
+			n.reconcileOnce(local, warned)
+		}
+	})
+}
+
+func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
+	md := n.fsm.view()
+	have := map[string]LocalTopic{}
+	for _, t := range local.Topics() {
+		have[t.Name] = t
+	}
+	for name, t := range md.Topics {
+		lt, ok := have[name]
+		switch {
+		case !ok:
+			if err := local.CreateTopic(name, int32(len(t.Partitions))); err != nil && !warned[name] {
+				warned[name] = true
+				n.log.Warn("cell: creating a cell topic on this node failed", "topic", name, "err", err)
+			}
+		case lt.Partitions != int32(len(t.Partitions)) && !warned[name]:
+			warned[name] = true
+			n.log.Warn("cell: local topic's partition count differs from the cell's", "topic", name,
+				"local", lt.Partitions, "cell", len(t.Partitions))
+		}
+	}
+	for name, lt := range have {
+		if _, ok := md.Topics[name]; ok || lt.Internal {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		var err error
+		if lt.Empty {
+			err = n.CreateTopic(ctx, name, lt.Partitions, 1)
+		} else {
+			err = n.adoptTopic(ctx, name, lt.Partitions)
+		}
+		cancel()
+		if err != nil && !errors.Is(err, ErrTopicExists) && !strings.Contains(err.Error(), ErrTopicExists.Error()) && !warned["propose "+name] {
+			warned["propose "+name] = true
+			n.log.Warn("cell: proposing a local topic to the controller failed", "topic", name, "err", err)
+		}
+	}
+}
+
+// adoptTopic commits a topic whose partitions all stay on this node.
+func (n *Node) adoptTopic(ctx context.Context, name string, partitions int32) error {
+	ti, err := assign([]int32{n.cred.NodeID}, partitions, 1, 0)
+	if err != nil {
+		return err
+	}
+	return n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti})
+}

@@ -1,0 +1,113 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// errLeaderNotAvailable is Kafka's LEADER_NOT_AVAILABLE (5): retriable.
+const errLeaderNotAvailable int16 = 5
+
+// CellView is the cell (appliance/cluster) as the Kafka layer sees it. With a
+// CellView, Metadata lists every node of the cell as a broker and takes each
+// cell topic's partition leaders from the controller; nil keeps katka the
+// single broker 0.
+type CellView interface {
+	// NodeID is this node's broker id.
+	NodeID() int32
+	// ControllerID is the controller leader's node id, -1 when there is none.
+	ControllerID() int32
+	// ClusterID is the cell's cluster id, the same on every node.
+	ClusterID() string
+	// Brokers lists the cell's registered nodes.
+	Brokers() []CellBroker
+	// Partitions returns a cell topic's partitions, false when the
+	// controller does not know the topic (yet).
+	Partitions(topic string) ([]CellPartition, bool)
+	// CreateTopic creates a topic through the controller; every node then
+	// creates its local logs. It fails when the topic exists.
+	CreateTopic(ctx context.Context, name string, partitions int32) error
+}
+
+// cellAutoCreate auto-creates a topic in a cell: through the controller, so
+// two nodes asked at once cannot create it twice. The answer is
+// LEADER_NOT_AVAILABLE either way; the client asks again and finds it once
+// the local logs exist.
+func (s *Server) cellAutoCreate(ctx context.Context, name string) error {
+	if err := s.cfg.Cell.CreateTopic(ctx, name, s.b.DefaultPartitions()); err != nil {
+		s.log.Debug("kafka cell auto-create", "topic", name, "err", err)
+	}
+	return codeErrorf(errLeaderNotAvailable, "topic %s is being created in the cell", name)
+}
+
+// CellBroker is one node of the cell as a Kafka broker.
+type CellBroker struct {
+	NodeID int32
+	Host   string
+	Port   int32
+	Rack   string
+}
+
+// CellPartition is one partition's leadership in the cell.
+type CellPartition struct {
+	Leader      int32
+	LeaderEpoch int32
+	Replicas    []int32
+	ISR         []int32
+}
+
+// cellBrokers is the Metadata broker list of a cell; this node is listed
+// with the address the client reached it on if it is not registered yet.
+func (s *Server) cellBrokers(c *conn) []kmsg.MetadataResponseBroker {
+	self := s.cfg.Cell.NodeID()
+	var out []kmsg.MetadataResponseBroker
+	found := false
+	for _, b := range s.cfg.Cell.Brokers() {
+		mb := kmsg.NewMetadataResponseBroker()
+		mb.NodeID, mb.Host, mb.Port = b.NodeID, b.Host, b.Port
+		if b.Rack != "" {
+			rack := b.Rack
+			mb.Rack = &rack
+		}
+		found = found || b.NodeID == self
+		out = append(out, mb)
+	}
+	if !found {
+		out = append(out, kmsg.MetadataResponseBroker{NodeID: self, Host: s.advHostFor(c), Port: s.advPortFor(c)})
+	}
+	return out
+}
+
+// cellTopic fills a topic's partitions from the cell: the controller's
+// leaders for a cell topic; a topic the controller does not know yet answers
+// LEADER_NOT_AVAILABLE, as Kafka does right after an auto-create, and the
+// client asks again; katka's internal topics stay on this node.
+func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
+	if mt.ErrorCode != errNone || mt.Topic == nil {
+		return
+	}
+	self := s.cfg.Cell.NodeID()
+	// Every node made its own topic id, so none is told: clients then
+	// address topics by name (Produce v12, Fetch v12), which every node
+	// resolves alike. The controller will hand out one id per topic.
+	mt.TopicID = [16]byte{}
+	if mt.IsInternal {
+		for i := range mt.Partitions {
+			p := &mt.Partitions[i]
+			p.Leader, p.Replicas, p.ISR = self, []int32{self}, []int32{self}
+		}
+		return
+	}
+	parts, ok := s.cfg.Cell.Partitions(*mt.Topic)
+	if !ok || len(parts) != len(mt.Partitions) {
+		mt.ErrorCode = errLeaderNotAvailable
+		mt.Partitions = nil
+		return
+	}
+	for i := range mt.Partitions {
+		p := &mt.Partitions[i]
+		cp := parts[i]
+		p.Leader, p.LeaderEpoch, p.Replicas, p.ISR = cp.Leader, cp.LeaderEpoch, cp.Replicas, cp.ISR
+	}
+}
