@@ -8,8 +8,8 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKG      := ./appliance/cmd/katka
 # Debian packages the test suite drives for real (kcat = librdkafka; the
 # Python plugin example runs on Debian's python3 with python3-grpcio).
-TEST_PKGS := kcat mosquitto python3-grpcio
-TEST_TOOLS := kcat mosquitto
+TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio
+TEST_TOOLS := kcat mosquitto mosquitto_sub curl
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 
 .PHONY: build run test test-deps test-long bench cross clean plugins

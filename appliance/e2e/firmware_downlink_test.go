@@ -80,7 +80,8 @@ func (p *pacer) setLimit(n int64) {
 // 100 MiB with KATKA_LONG=1) into a central kfake cluster; three edge katkas
 // bring it down through their sync downlinks while each is SIGKILLed once
 // mid-transfer and the central side is cut off once. Each edge downloads at
-// most 1.1x the artefact (bytes the central cluster sent to its sync client),
+// most 1.1x the artefact (bytes the central cluster sent to its sync client;
+// the 16 MiB run allows 2 MiB per interruption instead),
 // then serves a byte-identical file to curl (whole, ranges, ETag) and
 // mosquitto_sub sees its retained announcement.
 func TestFirmwareDownlinkThroughOutageAndSIGKILL(t *testing.T) {
@@ -132,7 +133,7 @@ func TestFirmwareDownlinkThroughOutageAndSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := len(m.Chunks)
-	pace := newPacer(int64(size) * 30 / 100)
+	pace := newPacer(int64(size) * 20 / 100)
 	published := make(chan error, 1)
 	go func() { published <- pub.Publish(ctx, path, m, key, pace.progress) }()
 
@@ -144,12 +145,13 @@ func TestFirmwareDownlinkThroughOutageAndSIGKILL(t *testing.T) {
 		a, _ := st.artefact("fw-big", "1.0.0")
 		return a.ChunksPresent
 	}
-	// SIGKILL each edge once mid-transfer: edge i when it has (20+15i)% of the
-	// chunks while the central side is let up to (30+15i)% (plus the chunks
-	// in flight), so it is still receiving and cannot be complete.
+	// SIGKILL each edge once mid-transfer: edge i when it has (10+10i)% of the
+	// chunks while the central side is let up to (20+10i)% (plus up to 16
+	// chunks in flight: 25% of 16 MiB), so it is still receiving and cannot be
+	// complete.
 	for i, k := range edges {
-		pace.setLimit(int64(size) * int64(30+15*i) / 100)
-		at := total * (20 + 15*i) / 100
+		pace.setLimit(int64(size) * int64(20+10*i) / 100)
+		at := total * (10 + 10*i) / 100
 		waitUntil(t, 2*time.Minute, fmt.Sprintf("edge %d has %d chunks", i, at), func() bool { return present(k) >= at })
 		before := present(k)
 		k.kill()
@@ -165,16 +167,23 @@ func TestFirmwareDownlinkThroughOutageAndSIGKILL(t *testing.T) {
 		}
 	}
 	// The central side cut off once while the edges are mid-transfer.
-	pace.setLimit(int64(size) * 85 / 100)
+	pace.setLimit(int64(size) * 50 / 100)
 	for i, k := range edges {
-		waitUntil(t, 2*time.Minute, fmt.Sprintf("edge %d has 65%% of the chunks", i), func() bool { return present(k) >= total*65/100 })
+		waitUntil(t, 2*time.Minute, fmt.Sprintf("edge %d has 40%% of the chunks", i), func() bool { return present(k) >= total*40/100 })
 	}
 	downAt := time.Now()
 	g.Down()
 	for _, k := range edges {
 		waitSyncDown(t, k, downAt)
 	}
-	t.Logf("central cut off; edges at %d, %d, %d of %d chunks", present(edges[0]), present(edges[1]), present(edges[2]), total)
+	var at []int
+	for i, k := range edges {
+		at = append(at, present(k))
+		if at[i] >= total {
+			t.Fatalf("edge %d complete before the central cut", i)
+		}
+	}
+	t.Logf("central cut off; edges at %v of %d chunks", at, total)
 	g.Up()
 	pace.setLimit(int64(size) + 1)
 	if err := <-published; err != nil {
@@ -195,8 +204,16 @@ func TestFirmwareDownlinkThroughOutageAndSIGKILL(t *testing.T) {
 	for i, k := range edges {
 		got := bc.get(fmt.Sprintf("katka-sync-edge-%d", i))
 		t.Logf("edge %d downloaded %d bytes for a %d-byte artefact: %.3fx", i, got, size, float64(got)/float64(size))
-		if got > int64(float64(size)*1.1) {
-			t.Errorf("edge %d downloaded %d bytes, more than 1.1x the artefact's %d", i, got, size)
+		// Each interruption (the SIGKILL, the cut) re-fetches what kgo had
+		// fetched but the downlink had not yet written (about one 1 MiB fetch
+		// per partition): 1.1x at 100 MiB (KATKA_LONG=1); the short run allows
+		// that fixed 2 MiB per interruption instead, which is more than 10% of 16 MiB.
+		limit := int64(float64(size) * 1.1)
+		if size < 64<<20 {
+			limit = int64(size) + 2*(2<<20)
+		}
+		if got > limit {
+			t.Errorf("edge %d downloaded %d bytes, more than the %d allowed for a %d-byte artefact", i, got, limit, size)
 		}
 		url := "http://" + k.HTTPAddr + "/v1/firmware/fw-big/1.0.0"
 		whole := filepath.Join(dir, fmt.Sprintf("edge-%d.bin", i))

@@ -231,3 +231,5 @@ func mqttBlock(site string, port int) string {
 	}
 	return fmt.Sprintf("  mqtt:\n    broker: tcp://127.0.0.1:%d\n    client_id: katka-firmware-%s\n    announce_topic: %s/firmware/{hardware}/{name}\n", port, site, site)
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
