@@ -1,0 +1,245 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/firmware"
+)
+
+type fixture struct {
+	t    *testing.T
+	b    *broker.Broker
+	s    *Store
+	key  ed25519.PrivateKey
+	cfg  config.Firmware
+	srv  *httptest.Server
+	stop func()
+}
+
+func newFixture(t *testing.T, quota config.ByteSize) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := broker.Open(broker.Options{DataDir: filepath.Join(dir, "data"), Logger: quiet, SegmentBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	rootPub, rootPriv, _ := firmware.GenerateKey()
+	tPub, tPriv, _ := firmware.GenerateKey()
+	env, _ := firmware.Sign(firmware.NewRoot(1, time.Now().Add(time.Hour), []ed25519.PublicKey{rootPub}, []ed25519.PublicKey{tPub}), rootPriv)
+	rootFile := filepath.Join(dir, "root.json")
+	data, _ := json.Marshal(env)
+	os.WriteFile(rootFile, data, 0o644)
+	cfg := config.Default().Firmware
+	cfg.Enabled, cfg.RootFile, cfg.Quota = true, rootFile, quota
+	f := &fixture{t: t, b: b, key: tPriv, cfg: cfg}
+	f.start(quiet)
+	return f
+}
+
+func (f *fixture) start(log *slog.Logger) {
+	s, err := New(Options{Broker: f.b, Config: f.cfg, DataDir: filepath.Dir(f.cfg.RootFile), Log: log})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.s = s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	mux := http.NewServeMux()
+	s.Routes(mux)
+	f.srv = httptest.NewServer(mux)
+	f.stop = func() { cancel(); <-done; f.srv.Close() }
+	f.t.Cleanup(func() { f.stop() })
+}
+
+// put writes an artefact's manifest and chunks into the local topics;
+// chunksFirst writes the chunks before the manifest.
+func (f *fixture) put(name, version string, size int, chunksFirst bool) []byte {
+	f.t.Helper()
+	data := bytes.Repeat([]byte(name+version), size/len(name+version)+1)[:size]
+	p := filepath.Join(f.t.TempDir(), "a.bin")
+	os.WriteFile(p, data, 0o644)
+	m, err := firmware.BuildManifest(p, firmware.BuildOptions{Name: name, Version: version, ChunkSize: 64 << 10, Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	env, _ := firmware.Sign(m, f.key)
+	val, _ := json.Marshal(env)
+	var chunks []broker.Record
+	for i := range m.Chunks {
+		chunks = append(chunks, broker.Record{Key: []byte(firmware.ChunkKey(name, version, i)), Value: data[i*m.ChunkSize : i*m.ChunkSize+m.ChunkLen(i)]})
+	}
+	writeManifest := func() {
+		if _, err := f.b.Produce(context.Background(), f.cfg.ManifestTopic, 0, []broker.Record{{Key: []byte(name), Value: val}}, broker.AcksAll); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	if !chunksFirst {
+		writeManifest()
+	}
+	if _, err := f.b.Produce(context.Background(), f.cfg.ChunkTopic, 0, chunks, broker.AcksAll); err != nil {
+		f.t.Fatal(err)
+	}
+	if chunksFirst {
+		writeManifest()
+	}
+	return data
+}
+
+func (f *fixture) waitFor(what string, cond func(Status) bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond(f.s.Status()) {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("timed out waiting for %s: %+v", what, f.s.Status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func state(st Status, name, version string) string {
+	for _, a := range st.Artefacts {
+		if a.Name == name && a.Version == version {
+			return a.State
+		}
+	}
+	return ""
+}
+
+func rejectedFor(st Status, name, reason string) bool {
+	for _, r := range st.Rejected {
+		if r.Name == name && r.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// TestQuotaEvictsOldestUnused fills a 1 MiB store with three 300 KB
+// artefacts, uses the oldest, and adds a fourth: the least recently used one
+// goes; an artefact bigger than the quota is rejected over_quota.
+func TestQuotaEvictsOldestUnused(t *testing.T) {
+	f := newFixture(t, 1*config.MiB)
+	a := f.put("a", "1", 300_000, false)
+	f.waitFor("a available", func(st Status) bool { return state(st, "a", "1") == StateAvailable })
+	f.put("b", "1", 300_000, false)
+	f.waitFor("b available", func(st Status) bool { return state(st, "b", "1") == StateAvailable })
+	f.put("c", "1", 300_000, false)
+	f.waitFor("c available", func(st Status) bool { return state(st, "c", "1") == StateAvailable })
+	resp, err := http.Get(f.srv.URL + "/v1/firmware/a/1") // a is now the most recently used
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, a) {
+		t.Fatal("a served wrong bytes")
+	}
+	f.put("d", "1", 300_000, false)
+	f.waitFor("d available", func(st Status) bool { return state(st, "d", "1") == StateAvailable })
+	st := f.s.Status()
+	if state(st, "b", "1") != StateEvicted || state(st, "a", "1") != StateAvailable || state(st, "c", "1") != StateAvailable {
+		t.Fatalf("after d: %+v", st.Artefacts)
+	}
+	if st.UsedBytes > int64(f.cfg.Quota) {
+		t.Fatalf("used %d over quota %d", st.UsedBytes, f.cfg.Quota)
+	}
+	if _, err := os.Stat(filepath.Join(f.s.dir, "b", "1")); !os.IsNotExist(err) {
+		t.Fatalf("evicted b still on disk: %v", err)
+	}
+	if resp, _ := http.Get(f.srv.URL + "/v1/firmware/b/1"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("evicted b: %d", resp.StatusCode)
+	}
+	f.put("huge", "1", 2<<20, false)
+	f.waitFor("huge rejected", func(st Status) bool { return rejectedFor(st, "huge", "over_quota") })
+}
+
+// TestChunksBeforeManifest: the downlink may write chunks before their
+// manifest; they are read again once the manifest is accepted.
+func TestChunksBeforeManifest(t *testing.T) {
+	f := newFixture(t, 16*config.MiB)
+	data := f.put("early", "2", 500_000, true)
+	f.waitFor("early available", func(st Status) bool { return state(st, "early", "2") == StateAvailable })
+	resp, err := http.Get(f.srv.URL + "/v1/firmware/early/2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, data) || resp.Header.Get("ETag") != `"`+firmware.HashHex(data)+`"` {
+		t.Fatalf("served %d bytes, etag %s", len(got), resp.Header.Get("ETag"))
+	}
+}
+
+// TestResumeRehashesPartialFile stops the store mid-download, damages one
+// chunk in the partial file, and starts it again: the damaged chunk counts as
+// missing, the others as present, and the download completes.
+func TestResumeRehashesPartialFile(t *testing.T) {
+	f := newFixture(t, 16*config.MiB)
+	data := f.put("r", "1", 400_000, false)
+	f.waitFor("r available", func(st Status) bool { return state(st, "r", "1") == StateAvailable })
+	f.stop()
+	// Make it a partial download again: state downloading, file data.part with chunk 1 damaged.
+	d := filepath.Join(f.s.dir, "r", "1")
+	os.Rename(filepath.Join(d, "data"), filepath.Join(d, "data.part"))
+	fh, _ := os.OpenFile(filepath.Join(d, "data.part"), os.O_RDWR, 0)
+	fh.WriteAt([]byte("XXXX"), 70_000)
+	fh.Close()
+	raw, _ := os.ReadFile(f.s.statePath())
+	os.WriteFile(f.s.statePath(), bytes.Replace(raw, []byte(`"state": "available"`), []byte(`"state": "downloading"`), 1), 0o644)
+	var logs bytes.Buffer
+	f.start(slog.New(slog.NewTextHandler(&logs, nil)))
+	if !strings.Contains(logs.String(), "firmware download resumes") || !strings.Contains(logs.String(), "first_missing=1") {
+		t.Fatalf("no resume at chunk 1 logged:\n%s", logs.String())
+	}
+	f.waitFor("r available again", func(st Status) bool { return state(st, "r", "1") == StateAvailable })
+	got, _ := os.ReadFile(filepath.Join(d, "data"))
+	if !bytes.Equal(got, data) {
+		t.Fatal("resumed file differs")
+	}
+}
+
+// TestFeedbackLimits: a feedback body over MaxFeedbackBytes is refused with
+// 413, a bad state with 400, a good one lands in the status topic.
+func TestFeedbackLimits(t *testing.T) {
+	f := newFixture(t, 16*config.MiB)
+	post := func(body string) int {
+		resp, err := http.Post(f.srv.URL+"/v1/firmware/feedback", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	big := fmt.Sprintf(`{"device":"d1","name":"a","version":"1","state":"installed","detail":%q}`, strings.Repeat("x", MaxFeedbackBytes))
+	if c := post(big); c != http.StatusRequestEntityTooLarge {
+		t.Errorf("big feedback: %d", c)
+	}
+	if c := post(`{"device":"d1","name":"a","version":"1","state":"exploded"}`); c != http.StatusBadRequest {
+		t.Errorf("bad state: %d", c)
+	}
+	if c := post(`{"device":"d1","name":"a","version":"1","state":"installed"}`); c != http.StatusAccepted {
+		t.Errorf("good feedback: %d", c)
+	}
+	res, err := f.b.Fetch(context.Background(), f.cfg.StatusTopic, 0, 0, 1<<20, time.Second)
+	if err != nil || len(res.Records) != 1 || string(res.Records[0].Key) != "d1" {
+		t.Fatalf("status topic: %v %+v", err, res.Records)
+	}
+}
