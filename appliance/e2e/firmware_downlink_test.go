@@ -226,7 +226,7 @@ func TestFirmwareDownlinkThroughOutageAndSIGKILL(t *testing.T) {
 		for _, r := range []struct {
 			arg  string
 			want []byte
-		}{{"1000-1999", data[1000:2000]}, {"-500", data[size-500:]}, {fmt.Sprint(size - 300000, "-"), data[size-300000:]}} {
+		}{{"1000-1999", data[1000:2000]}, {"-500", data[size-500:]}, {fmt.Sprint(size-300000, "-"), data[size-300000:]}} {
 			out, err := exec.Command(curl, "-sf", "-r", r.arg, url).Output()
 			if err != nil || !bytes.Equal(out, r.want) {
 				t.Fatalf("edge %d curl -r %s: %v, %d bytes, equal %v", i, r.arg, err, len(out), bytes.Equal(out, r.want))
