@@ -163,3 +163,32 @@ func TestKeyFiles(t *testing.T) {
 		t.Fatalf("private key mode %v", st.Mode())
 	}
 }
+
+// TestThreshold: a role with threshold 2 needs two distinct valid signatures.
+func TestThreshold(t *testing.T) {
+	rPub, rPriv := mustKey(t)
+	aPub, aPriv := mustKey(t)
+	bPub, bPriv := mustKey(t)
+	root := NewRoot(1, time.Now().Add(time.Hour), []ed25519.PublicKey{rPub}, []ed25519.PublicKey{aPub, bPub})
+	ro := root.Roles[RoleTargets]
+	ro.Threshold = 2
+	root.Roles[RoleTargets] = ro
+	env, _ := Sign(root, rPriv)
+	tr, err := NewTrust(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Manifest{Type: TypeManifest, Name: "a", Version: "1", ChunkSize: 10, SHA256: HashHex(nil), Chunks: []string{HashHex(nil)}, Expires: time.Now().Add(time.Hour)}
+	one, _ := Sign(m, aPriv)
+	if _, err := tr.VerifyManifest(one, time.Now()); ReasonOf(err) != ReasonBadSignature {
+		t.Fatalf("one of two: %v", err)
+	}
+	twice, _ := Sign(m, aPriv, aPriv)
+	if _, err := tr.VerifyManifest(twice, time.Now()); ReasonOf(err) != ReasonBadSignature {
+		t.Fatalf("the same key twice: %v", err)
+	}
+	both, _ := Sign(m, aPriv, bPriv)
+	if _, err := tr.VerifyManifest(both, time.Now()); err != nil {
+		t.Fatalf("two of two: %v", err)
+	}
+}

@@ -35,6 +35,10 @@ const (
 	StateEvicted     = "evicted"
 )
 
+// maxOrphans bounds the artefacts remembered as having chunks before their
+// manifest (more are read again only at the next start).
+const maxOrphans = 1024
+
 // maxRejections bounds the rejections kept for the status (oldest dropped).
 const maxRejections = 200
 
@@ -584,7 +588,7 @@ func (s *Store) readChunks(ctx context.Context) (int, error) {
 			a, ok = s.arts[id]
 		}
 		if !ok {
-			if _, seen := s.orphans[id]; !seen {
+			if _, seen := s.orphans[id]; !seen && len(s.orphans) < maxOrphans {
 				s.orphans[id] = r.Offset
 			}
 			s.chunkOff = r.Offset + 1
