@@ -398,6 +398,19 @@ func (m Manifest) Check() error {
 	if want := ChunkCount(m.Size, m.ChunkSize); len(m.Chunks) != want {
 		return reject(ReasonMalformed, "%d chunk hashes for %d bytes in chunks of %d (want %d)", len(m.Chunks), m.Size, m.ChunkSize, want)
 	}
+	for i, w := range m.Waves {
+		if w.Percent < 0 || w.Percent > 100 {
+			return reject(ReasonMalformed, "wave %d: percent %d (allowed 0..100)", i, w.Percent)
+		}
+		if w.Percent == 0 && len(w.Labels) == 0 {
+			return reject(ReasonMalformed, "wave %d selects no device (give percent or labels)", i)
+		}
+		if w.After != "" {
+			if d, err := time.ParseDuration(w.After); err != nil || d < 0 {
+				return reject(ReasonMalformed, "wave %d: after %q is not a duration >= 0", i, w.After)
+			}
+		}
+	}
 	for i, h := range append([]string{m.SHA256}, m.Chunks...) {
 		if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
 			return reject(ReasonMalformed, "hash %d %q is not 64 lower-case hex digits", i, h)

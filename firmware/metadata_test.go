@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -190,5 +191,53 @@ func TestThreshold(t *testing.T) {
 	both, _ := Sign(m, aPriv, bPriv)
 	if _, err := tr.VerifyManifest(both, time.Now()); err != nil {
 		t.Fatalf("two of two: %v", err)
+	}
+}
+
+// TestWaves: a 10% wave, then labels, then everyone, an hour apart.
+func TestWaves(t *testing.T) {
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := Manifest{Name: "fw", Created: created, Waves: []Wave{{Percent: 10}, {Labels: map[string]string{"line": "3"}, After: "1h"}, {Percent: 100, After: "1h"}}}
+	if got := m.OpenWaves(created); got != 1 {
+		t.Fatalf("open at creation: %d", got)
+	}
+	if got := m.OpenWaves(created.Add(90 * time.Minute)); got != 2 {
+		t.Fatalf("open after 90m: %d", got)
+	}
+	in10 := 0
+	for i := range 1000 {
+		d := fmt.Sprintf("dev-%d", i)
+		w, open := m.WaveFor(d, nil, created)
+		if w == 0 {
+			in10++
+			if !open {
+				t.Fatal("wave 0 closed at creation")
+			}
+		} else if w != 2 || open {
+			t.Fatalf("%s: wave %d open %v at creation", d, w, open)
+		}
+		if w2, _ := m.WaveFor(d, nil, created); w2 != w {
+			t.Fatal("bucket not stable")
+		}
+	}
+	if in10 < 60 || in10 > 140 {
+		t.Fatalf("%d of 1000 devices in the 10%% wave", in10)
+	}
+	// A line-3 device outside the first 10% is in wave 1, open after an hour.
+	for i := range 1000 {
+		d := fmt.Sprintf("dev-%d", i)
+		if Bucket("fw", d) < 10 {
+			continue
+		}
+		if w, open := m.WaveFor(d, map[string]string{"line": "3"}, created.Add(61*time.Minute)); w != 1 || !open {
+			t.Fatalf("line-3 device: wave %d open %v", w, open)
+		}
+		break
+	}
+	bad := m
+	bad.Waves = []Wave{{After: "1h"}}
+	bad.Type, bad.Version, bad.ChunkSize, bad.SHA256, bad.Chunks = TypeManifest, "1", 10, HashHex(nil), []string{HashHex(nil)}
+	if ReasonOf(bad.Check()) != ReasonMalformed {
+		t.Fatal("a wave without devices accepted")
 	}
 }

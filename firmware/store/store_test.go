@@ -71,12 +71,12 @@ func (f *fixture) start(log *slog.Logger) {
 
 // put writes an artefact's manifest and chunks into the local topics;
 // chunksFirst writes the chunks before the manifest.
-func (f *fixture) put(name, version string, size int, chunksFirst bool) []byte {
+func (f *fixture) put(name, version string, size int, chunksFirst bool, waves ...firmware.Wave) []byte {
 	f.t.Helper()
 	data := bytes.Repeat([]byte(name+version), size/len(name+version)+1)[:size]
 	p := filepath.Join(f.t.TempDir(), "a.bin")
 	os.WriteFile(p, data, 0o644)
-	m, err := firmware.BuildManifest(p, firmware.BuildOptions{Name: name, Version: version, ChunkSize: 64 << 10, Expires: time.Now().Add(time.Hour)})
+	m, err := firmware.BuildManifest(p, firmware.BuildOptions{Name: name, Version: version, ChunkSize: 64 << 10, Expires: time.Now().Add(time.Hour), Waves: waves})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -241,5 +241,38 @@ func TestFeedbackLimits(t *testing.T) {
 	res, err := f.b.Fetch(context.Background(), f.cfg.StatusTopic, 0, 0, 1<<20, time.Second)
 	if err != nil || len(res.Records) != 1 || string(res.Records[0].Key) != "d1" {
 		t.Fatalf("status topic: %v %+v", err, res.Records)
+	}
+}
+
+// TestWavesGateDevices: wave 0 is line=3, wave 1 everyone an hour later: a
+// line-3 device lists and downloads it, another device gets neither (403
+// naming the wave and when it opens); without ?device= it is listed.
+func TestWavesGateDevices(t *testing.T) {
+	f := newFixture(t, 16*config.MiB)
+	f.put("w", "1", 100_000, false, firmware.Wave{Labels: map[string]string{"line": "3"}}, firmware.Wave{Percent: 100, After: "1h"})
+	f.waitFor("w available", func(st Status) bool { return state(st, "w", "1") == StateAvailable })
+	get := func(path string) (int, string) {
+		resp, err := http.Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if _, body := get("/v1/firmware?device=plc-1&label=line=3"); !strings.Contains(body, `"wave":0`) {
+		t.Fatalf("line-3 device list: %s", body)
+	}
+	if code, _ := get("/v1/firmware/w/1?device=plc-1&label=line=3"); code != http.StatusOK {
+		t.Fatalf("line-3 device download: %d", code)
+	}
+	if _, body := get("/v1/firmware?device=plc-2&label=line=4"); body != "[]\n" {
+		t.Fatalf("line-4 device list: %q", body)
+	}
+	if code, body := get("/v1/firmware/w/1?device=plc-2&label=line=4"); code != http.StatusForbidden || !strings.Contains(body, "wave 1") || !strings.Contains(body, "opens at") {
+		t.Fatalf("line-4 device download: %d %s", code, body)
+	}
+	if _, body := get("/v1/firmware"); !strings.Contains(body, `"name":"w"`) {
+		t.Fatalf("list without device: %s", body)
 	}
 }
