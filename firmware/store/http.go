@@ -135,8 +135,9 @@ func (s *Store) available() []firmware.Manifest {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []firmware.Manifest
+	now := s.now()
 	for _, a := range s.arts {
-		if a.state == StateAvailable {
+		if a.state == StateAvailable && now.Before(a.m.Expires) {
 			out = append(out, a.m)
 		}
 	}
@@ -196,6 +197,11 @@ func (s *Store) download(w http.ResponseWriter, r *http.Request) {
 			msg = fmt.Sprintf("artefact is %s (%d of %d chunks)", a.state, a.nhave, len(a.have))
 		}
 		writeJSON(w, http.StatusNotFound, apiError{Error: msg, Code: "not_available"})
+		return
+	}
+	if !s.now().Before(a.m.Expires) {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusGone, apiError{Error: fmt.Sprintf("the manifest of %s %s expired at %s", name, version, a.m.Expires.Format(time.RFC3339)), Code: "expired"})
 		return
 	}
 	if device := r.URL.Query().Get("device"); device != "" {

@@ -94,8 +94,9 @@ func (a *announcer) want() map[string]string {
 	best := map[string]*artefact{}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	now := s.now()
 	for _, art := range s.arts {
-		if art.state != StateAvailable {
+		if art.state != StateAvailable || !now.Before(art.m.Expires) {
 			continue
 		}
 		if b := best[art.m.Name]; b == nil || firmware.CompareVersions(art.m.Version, b.m.Version) > 0 {

@@ -352,7 +352,9 @@ func (s *Store) rejectOnce(r Rejection) {
 func (s *Store) Run(ctx context.Context) {
 	if s.o.Config.MQTT.Broker != "" {
 		s.announcer = newAnnouncer(s)
-		go s.announcer.run(ctx)
+		done := make(chan struct{})
+		go func() { s.announcer.run(ctx); close(done) }()
+		defer func() { <-done }()
 	}
 	for ctx.Err() == nil {
 		progressed, err := s.step(ctx)
@@ -412,6 +414,13 @@ func (s *Store) fetch(ctx context.Context, topic string, off *int64, maxBytes in
 			*off = res.LogStartOffset
 			return nil, nil
 		}
+	}
+	if errors.Is(err, broker.ErrCorrupt) {
+		// A record damaged on disk is never data: skip it (its artefact
+		// misses a chunk and waits for another copy).
+		s.log.Error("firmware topic record damaged on disk; skipped", "topic", topic, "offset", *off, "err", err)
+		*off++
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err

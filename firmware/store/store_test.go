@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +30,8 @@ type fixture struct {
 	cfg  config.Firmware
 	srv  *httptest.Server
 	stop func()
+	// skew is added to the store's clock.
+	skew atomic.Int64
 }
 
 func newFixture(t *testing.T, quota config.ByteSize) *fixture {
@@ -54,7 +57,8 @@ func newFixture(t *testing.T, quota config.ByteSize) *fixture {
 }
 
 func (f *fixture) start(log *slog.Logger) {
-	s, err := New(Options{Broker: f.b, Config: f.cfg, DataDir: filepath.Dir(f.cfg.RootFile), Log: log})
+	now := func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }
+	s, err := New(Options{Broker: f.b, Config: f.cfg, DataDir: filepath.Dir(f.cfg.RootFile), Log: log, Now: now})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -274,5 +278,25 @@ func TestWavesGateDevices(t *testing.T) {
 	}
 	if _, body := get("/v1/firmware"); !strings.Contains(body, `"name":"w"`) {
 		t.Fatalf("list without device: %s", body)
+	}
+}
+
+// TestExpiredAfterAcceptance: an artefact whose manifest expires after it
+// became available is no longer listed, served (410) or announced.
+func TestExpiredAfterAcceptance(t *testing.T) {
+	f := newFixture(t, 16*config.MiB)
+	f.put("e", "1", 10_000, false)
+	f.waitFor("e available", func(st Status) bool { return state(st, "e", "1") == StateAvailable })
+	f.skew.Store(int64(2 * time.Hour)) // put signs with a one-hour expiry
+	resp, err := http.Get(f.srv.URL + "/v1/firmware/e/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone {
+		t.Fatalf("expired download: %d", resp.StatusCode)
+	}
+	if got := f.s.available(); len(got) != 0 {
+		t.Fatalf("expired artefact listed: %+v", got)
 	}
 }
