@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -477,10 +478,22 @@ func (s *Store) handleManifest(key string, val []byte) {
 	}
 	id := m.Name + "/" + m.Version
 	if a, ok := s.arts[id]; ok && err == nil {
-		if a.state != StateEvicted && a.m.SHA256 != m.SHA256 {
+		switch {
+		case a.state == StateEvicted:
+			return
+		case a.m.SHA256 != m.SHA256:
 			err = &firmware.Rejection{Reason: firmware.ReasonConflict, Detail: fmt.Sprintf("%s already accepted with sha256 %s", id, a.m.SHA256)}
-		} else {
-			return // known: accepted before (or evicted)
+		default:
+			// The same artefact signed again (e.g. a later expiry, new
+			// waves): adopt the newer manifest when the chunks are the same.
+			if m.Created.After(a.m.Created) && m.ChunkSize == a.m.ChunkSize && slices.Equal(m.Chunks, a.m.Chunks) {
+				if werr := writeFileSync(filepath.Join(s.artDir(m.Name, m.Version), "manifest.json"), val); werr == nil {
+					a.m, a.env = m, val
+					s.log.Info("firmware manifest re-signed", "artefact", id, "expires", m.Expires)
+					s.notifyAnnouncer()
+				}
+			}
+			return
 		}
 	}
 	if err == nil {

@@ -45,7 +45,7 @@ func newFixture(t *testing.T, quota config.ByteSize) *fixture {
 	t.Cleanup(func() { b.Close() })
 	rootPub, rootPriv, _ := firmware.GenerateKey()
 	tPub, tPriv, _ := firmware.GenerateKey()
-	env, _ := firmware.Sign(firmware.NewRoot(1, time.Now().Add(time.Hour), []ed25519.PublicKey{rootPub}, []ed25519.PublicKey{tPub}), rootPriv)
+	env, _ := firmware.Sign(firmware.NewRoot(1, time.Now().Add(48*time.Hour), []ed25519.PublicKey{rootPub}, []ed25519.PublicKey{tPub}), rootPriv)
 	rootFile := filepath.Join(dir, "root.json")
 	data, _ := json.Marshal(env)
 	os.WriteFile(rootFile, data, 0o644)
@@ -299,4 +299,17 @@ func TestExpiredAfterAcceptance(t *testing.T) {
 	if got := f.s.available(); len(got) != 0 {
 		t.Fatalf("expired artefact listed: %+v", got)
 	}
+	// The same artefact signed again later, with a later expiry, is adopted.
+	var m firmware.Manifest
+	var env firmware.Envelope
+	raw, _ := os.ReadFile(filepath.Join(f.s.dir, "e", "1", "manifest.json"))
+	json.Unmarshal(raw, &env)
+	json.Unmarshal(env.Signed, &m)
+	m.Created, m.Expires = m.Created.Add(time.Hour), m.Expires.Add(24*time.Hour)
+	env, _ = firmware.Sign(m, f.key)
+	val, _ := json.Marshal(env)
+	if _, err := f.b.Produce(context.Background(), f.cfg.ManifestTopic, 0, []broker.Record{{Key: []byte("e"), Value: val}}, broker.AcksAll); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor("re-signed manifest adopted", func(Status) bool { return len(f.s.available()) == 1 })
 }
