@@ -172,7 +172,7 @@ func (s *Store) list(w http.ResponseWriter, r *http.Request) {
 			URL: "/v1/firmware/" + a.Name + "/" + a.Version, Selector: a.Selector, Expires: a.Expires}
 		if device != "" {
 			wave, open := a.WaveFor(device, labels, now)
-			if !open {
+			if !open || a.Paused {
 				continue
 			}
 			e.Wave = &wave
@@ -210,6 +210,11 @@ func (s *Store) download(w http.ResponseWriter, r *http.Request) {
 			if k, v, ok := strings.Cut(l, "="); ok {
 				labels[k] = v
 			}
+		}
+		if a.m.Paused {
+			s.mu.Unlock()
+			writeJSON(w, http.StatusForbidden, apiError{Error: fmt.Sprintf("the rollout of %s %s is paused by its publisher", name, version), Code: "rollout_paused"})
+			return
 		}
 		if wave, open := a.m.WaveFor(device, labels, s.now()); !open {
 			s.mu.Unlock()

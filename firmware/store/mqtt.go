@@ -25,6 +25,8 @@ type Announcement struct {
 	Created   time.Time       `json:"created"`
 	Waves     []firmware.Wave `json:"waves,omitempty"`
 	OpenWaves int             `json:"open_waves,omitempty"`
+	// Paused: the publisher holds the rollout; devices should not start it.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // announcer keeps one retained announcement per hardware class and artefact
@@ -108,7 +110,7 @@ func (a *announcer) want() map[string]string {
 		m := art.m
 		payload, _ := json.Marshal(Announcement{Name: m.Name, Version: m.Version, Size: m.Size, SHA256: m.SHA256,
 			URL: strings.TrimRight(base, "/") + "/v1/firmware/" + m.Name + "/" + m.Version, Selector: m.Selector, Expires: m.Expires,
-			Created: m.Created, Waves: m.Waves, OpenWaves: m.OpenWaves(s.now())})
+			Created: m.Created, Waves: m.Waves, OpenWaves: m.OpenWaves(s.now()), Paused: m.Paused})
 		classes := m.Selector.Hardware
 		if len(classes) == 0 {
 			classes = []string{"all"}

@@ -32,6 +32,29 @@ type fixture struct {
 	stop func()
 	// skew is added to the store's clock.
 	skew atomic.Int64
+	// modify, when set, changes a manifest put builds before it is signed.
+	modify func(*firmware.Manifest)
+}
+
+// resign signs the held manifest of name/version again, created a second
+// later, after mod, and writes it to the manifest topic.
+func (f *fixture) resign(name, version string, mod func(*firmware.Manifest)) {
+	f.t.Helper()
+	var m firmware.Manifest
+	var env firmware.Envelope
+	raw, err := os.ReadFile(filepath.Join(f.s.dir, name, version, "manifest.json"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	json.Unmarshal(raw, &env)
+	json.Unmarshal(env.Signed, &m)
+	m.Created = m.Created.Add(time.Second)
+	mod(&m)
+	env, _ = firmware.Sign(m, f.key)
+	val, _ := json.Marshal(env)
+	if _, err := f.b.Produce(context.Background(), f.cfg.ManifestTopic, 0, []broker.Record{{Key: []byte(name), Value: val}}, broker.AcksAll); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 func newFixture(t *testing.T, quota config.ByteSize) *fixture {
@@ -83,6 +106,9 @@ func (f *fixture) put(name, version string, size int, chunksFirst bool, waves ..
 	m, err := firmware.BuildManifest(p, firmware.BuildOptions{Name: name, Version: version, ChunkSize: 64 << 10, Expires: time.Now().Add(time.Hour), Waves: waves})
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	if f.modify != nil {
+		f.modify(&m)
 	}
 	env, _ := firmware.Sign(m, f.key)
 	val, _ := json.Marshal(env)
@@ -312,4 +338,48 @@ func TestExpiredAfterAcceptance(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitFor("re-signed manifest adopted", func(Status) bool { return len(f.s.available()) == 1 })
+}
+
+// TestPauseAbortRevoke: a newer version revokes an older one (deleted, never
+// served, a later manifest for it rejected "revoked"); a re-signed manifest
+// pauses the rollout for devices, another aborts it.
+func TestPauseAbortRevoke(t *testing.T) {
+	f := newFixture(t, 16*config.MiB)
+	code := func(path string) int {
+		resp, err := http.Get(f.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	f.put("p", "1", 50_000, false)
+	f.waitFor("p 1 available", func(st Status) bool { return state(st, "p", "1") == StateAvailable })
+	f.modify = func(m *firmware.Manifest) { m.Revokes = []string{"1"} }
+	f.put("p", "2", 50_000, false)
+	f.modify = nil
+	f.waitFor("p 1 revoked, p 2 available", func(st Status) bool {
+		return state(st, "p", "1") == StateRevoked && state(st, "p", "2") == StateAvailable
+	})
+	if c := code("/v1/firmware/p/1"); c != http.StatusNotFound {
+		t.Fatalf("revoked download: %d", c)
+	}
+	if _, err := os.Stat(filepath.Join(f.s.dir, "p", "1")); !os.IsNotExist(err) {
+		t.Fatalf("revoked artefact still on disk: %v", err)
+	}
+	f.modify = func(m *firmware.Manifest) { m.Downgrade = true } // even as an intended downgrade
+	f.put("p", "1", 50_001, false)
+	f.modify = nil
+	f.waitFor("p 1 again rejected as revoked", func(st Status) bool { return rejectedFor(st, "p", "revoked") })
+
+	f.resign("p", "2", func(m *firmware.Manifest) { m.Paused = true })
+	f.waitFor("p 2 paused for devices", func(Status) bool { return code("/v1/firmware/p/2?device=d1") == http.StatusForbidden })
+	if c := code("/v1/firmware/p/2"); c != http.StatusOK {
+		t.Fatalf("paused artefact without device: %d", c)
+	}
+	f.resign("p", "2", func(m *firmware.Manifest) { m.Paused, m.Aborted = false, true })
+	f.waitFor("p 2 aborted", func(st Status) bool { return state(st, "p", "2") == StateRevoked })
+	if c := code("/v1/firmware/p/2"); c != http.StatusNotFound {
+		t.Fatalf("aborted download: %d", c)
+	}
 }
