@@ -181,6 +181,7 @@ func newFirmwarePublishCmd() *cobra.Command {
 	var roots, hardware, labels, waves []string
 	var expires time.Duration
 	var chunk string
+	var manifestOnly bool
 	cmd := &cobra.Command{
 		Use:   "publish FILE",
 		Short: "Sign FILE's manifest and write it and FILE's chunks to a Kafka cluster (central, or a katka)",
@@ -265,6 +266,13 @@ func newFirmwarePublishCmd() *cobra.Command {
 					return fmt.Errorf("publish root: %w", err)
 				}
 			}
+			if manifestOnly {
+				if err := p.PublishManifest(ctx, m, key); err != nil {
+					return err
+				}
+				fmt.Printf("published the manifest of %s %s (paused %v, aborted %v, revokes %v), expires %s\n", m.Name, m.Version, m.Paused, m.Aborted, m.Revokes, m.Expires.Format(time.RFC3339))
+				return nil
+			}
 			t0 := time.Now()
 			last := time.Time{}
 			show := func(sent int64, final bool) {
@@ -300,6 +308,10 @@ func newFirmwarePublishCmd() *cobra.Command {
 	f.DurationVar(&expires, "expires", firmware.DefaultExpiry, "how long the manifest is valid")
 	f.StringVar(&chunk, "chunk-size", "256KiB", "chunk size (one Kafka record each)")
 	f.StringArrayVar(&waves, "wave", nil, "rollout wave, in order: PERCENT% and/or label=value pairs, after=DURATION since the previous wave, comma-separated (e.g. --wave 10% --wave line=3,after=24h --wave 100%,after=48h)")
+	f.BoolVar(&o.Paused, "pause", false, "sign the rollout as paused (devices asking with ?device= get no new download)")
+	f.BoolVar(&o.Aborted, "abort", false, "abort this version: edges delete it and never serve it again")
+	f.StringArrayVar(&o.Revokes, "revoke", nil, "another version of the same name that edges delete and never serve again (repeatable)")
+	f.BoolVar(&manifestOnly, "manifest-only", false, "publish only the re-signed manifest (the chunks are already there): for --pause, --abort, --revoke or a new --expires")
 	f.BoolVar(&o.Downgrade, "downgrade", false, "sign this as an intended downgrade (passes anti-rollback)")
 	f.StringVar(&manifestTopic, "manifest-topic", firmware.DefaultManifestTopic, "compacted manifest topic")
 	f.StringVar(&chunkTopic, "chunk-topic", firmware.DefaultChunkTopic, "chunk topic")
