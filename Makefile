@@ -7,10 +7,13 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKG      := ./appliance/cmd/katka
 # Debian packages the test suite drives for real (kcat = librdkafka; the
-# Python plugin example runs on Debian's python3 with python3-grpcio).
-TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio
+# Python plugin example runs on Debian's python3 with python3-grpcio; the e2e
+# tests of Kafka's own client library drive python3-confluent-kafka; the
+# firmware e2e tests drive curl and mosquitto_sub from mosquitto-clients).
+TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka
 TEST_TOOLS := kcat mosquitto mosquitto_sub curl
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
+PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
 
 .PHONY: build run test test-deps test-long bench cross clean plugins
 
@@ -25,6 +28,7 @@ run: build
 test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	$(PY_GRPC) >/dev/null 2>&1 || missing="$$missing python3-grpcio"; \
+	$(PY_CONFLUENT) >/dev/null 2>&1 || missing="$$missing python3-confluent-kafka"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		echo "installing:$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PKGS)) >/dev/null || exit 1; \
@@ -38,6 +42,10 @@ test-deps:
 	if ! $(PY_GRPC) >/dev/null 2>&1; then \
 		if [ "$$CI" = "true" ]; then echo "FAIL: python3-grpcio is missing and CI=true"; exit 1; fi; \
 		echo "warning: python3-grpcio missing; the Python plugin test will skip"; \
+	fi; \
+	if ! $(PY_CONFLUENT) >/dev/null 2>&1; then \
+		if [ "$$CI" = "true" ]; then echo "FAIL: python3-confluent-kafka is missing and CI=true"; exit 1; fi; \
+		echo "warning: python3-confluent-kafka missing; the confluent-kafka-python e2e tests will skip"; \
 	fi
 
 # Every package runs under the race detector. The e2e package runs with -v so

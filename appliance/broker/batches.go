@@ -29,6 +29,17 @@ type BatchFetch struct {
 	// HighWatermark and LogStartOffset as in FetchResult.
 	HighWatermark  int64
 	LogStartOffset int64
+	// Parts, from FetchBatchParts only, are the batches one by one, slices of
+	// pooled buffers (not copies): valid until Release.
+	Parts [][]byte
+	parts *storage.BatchParts
+}
+
+// Release gives the buffers behind Parts back for reuse (FetchBatchParts);
+// Parts must not be used after it.
+func (f *BatchFetch) Release() {
+	f.parts.Release()
+	f.parts, f.Parts = nil, nil
 }
 
 var castagnoliTable = crc32.MakeTable(crc32.Castagnoli)
@@ -123,6 +134,24 @@ func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partitio
 // at most about maxBytes but always one batch if any. It does not wait. An
 // offset outside the log gives ErrOffsetOutOfRange.
 func (b *Broker) FetchBatches(ctx context.Context, topicName string, partition int32, offset, limit int64, maxBytes int) (BatchFetch, error) {
+	res, err := b.FetchBatchParts(ctx, topicName, partition, offset, limit, maxBytes)
+	if err != nil || res.parts == nil {
+		return res, err
+	}
+	res.Batches = make([]byte, 0, res.parts.Len)
+	for _, b := range res.Parts {
+		res.Batches = append(res.Batches, b...)
+	}
+	res.Release()
+	return res, nil
+}
+
+// FetchBatchParts is FetchBatches without copying the batches into one
+// slice: Parts are the stored batches one by one, read from the segment
+// files straight into pooled buffers (every entry's CRC-32C checked), for a
+// caller that writes them to a socket as they are. The caller must Release
+// the result (a result without Parts needs none, but Release is harmless).
+func (b *Broker) FetchBatchParts(ctx context.Context, topicName string, partition int32, offset, limit int64, maxBytes int) (BatchFetch, error) {
 	_, p, err := b.partition(topicName, partition)
 	if err != nil {
 		return BatchFetch{}, err
@@ -141,7 +170,7 @@ func (b *Broker) FetchBatches(ctx context.Context, topicName string, partition i
 		if offset >= limit {
 			return res, nil
 		}
-		data, _, err := p.log.ReadBatches(offset, limit, maxBytes)
+		bp, err := p.log.ReadBatchParts(offset, limit, maxBytes)
 		if err != nil {
 			if errors.Is(err, storage.ErrOutOfRange) && attempt < 3 { // retention moved the start meanwhile
 				continue
@@ -154,7 +183,7 @@ func (b *Broker) FetchBatches(ctx context.Context, topicName string, partition i
 			}
 			return res, fmt.Errorf("fetch %s-%d: %w", topicName, partition, err)
 		}
-		res.Batches = data
+		res.Parts, res.parts = bp.Parts, bp
 		return res, nil
 	}
 }

@@ -28,6 +28,10 @@ type Config struct {
 	Groups Groups `yaml:"groups"`
 	// Firmware is the edge firmware store (firmware.go).
 	Firmware Firmware `yaml:"firmware"`
+	// Cell makes this katka one node of a cell of neighbouring gateways (cell.go).
+	Cell Cell `yaml:"cell"`
+	// Auth configures super users and the bootstrap admin (auth.go).
+	Auth Auth `yaml:"auth"`
 }
 
 // Log selects katka's log level and format.
@@ -44,6 +48,10 @@ type Kafka struct {
 	Addr string `yaml:"addr"`
 	// AdvertisedAddr is the host:port clients are told to connect to; empty means Addr.
 	AdvertisedAddr string `yaml:"advertised_addr"`
+	// AllowUnauthenticated lets Addr, a plaintext listener, bind beyond loopback.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
+	// Listeners are further listeners with TLS and SASL (auth.go).
+	Listeners []KafkaListener `yaml:"listeners"`
 	// Limits bounds what Kafka clients can make katka hold (limits.go).
 	Limits KafkaLimits `yaml:"limits"`
 }
@@ -52,6 +60,8 @@ type Kafka struct {
 type HTTP struct {
 	// Addr is the listen address, host:port; empty disables the listener.
 	Addr string `yaml:"addr"`
+	// AllowUnauthenticated lets Addr bind beyond loopback without authentication.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
 	// Limits bounds what HTTP clients can make katka hold (limits.go).
 	Limits HTTPLimits `yaml:"limits"`
 }
@@ -142,7 +152,8 @@ type MQTT struct {
 	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
 	// BatchMaxMessages bounds the messages written (and then acknowledged) together.
 	BatchMaxMessages int `yaml:"batch_max_messages"`
-	// BatchWait is how long a batch may wait for more messages once the queue is empty.
+	// BatchWait is the linger (Kafka's linger.ms): how long after its first message a
+	// batch may wait for more, so that compression works on many messages at once.
 	BatchWait time.Duration `yaml:"batch_wait"`
 	// ReconnectMin and ReconnectMax bound the exponential backoff between connection attempts.
 	ReconnectMin time.Duration `yaml:"reconnect_min"`

@@ -188,7 +188,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown top-level key",
 			"data_dir: x\ndatadir: y\n",
-			"line 2: datadir: unknown key (allowed: data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware)",
+			"line 2: datadir: unknown key (allowed: data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth)",
 		},
 		{
 			"unknown nested key",
@@ -258,7 +258,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"top level not a mapping",
 			"- a\n- b\n",
-			"line 1: (top level): expected a mapping with keys (data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware), got a list",
+			"line 1: (top level): expected a mapping with keys (data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth), got a list",
 		},
 		{
 			"duplicate key",
@@ -325,6 +325,31 @@ func TestValidateRejects(t *testing.T) {
 		{"advertised no host", func(c *Config) { c.Kafka.AdvertisedAddr = ":9092" }, `kafka.advertised_addr: ":9092" is not a host:port address clients can dial (e.g. broker1.local:9092, or empty to use kafka.addr)`},
 		{"advertised port 0", func(c *Config) { c.Kafka.AdvertisedAddr = "h:0" }, `kafka.advertised_addr: "h:0" has port "0" (allowed: 1..65535)`},
 		{"http addr", func(c *Config) { c.HTTP.Addr = "8092" }, `http.addr: "8092" is not a host:port address (e.g. 127.0.0.1:9092, or empty to disable)`},
+		{"kafka addr beyond loopback", func(c *Config) { c.Kafka.Addr = "0.0.0.0:9092" }, `kafka.addr: "0.0.0.0:9092" is a plaintext listener beyond loopback without authentication; set kafka.allow_unauthenticated: true to allow it, or serve clients on a kafka.listeners entry with security sasl_ssl (and kafka.addr on 127.0.0.1 or "")`},
+		{"http addr beyond loopback", func(c *Config) { c.HTTP.Addr = ":8092" }, `http.addr: ":8092" listens beyond loopback without authentication; set http.allow_unauthenticated: true to allow it`},
+		{"plaintext listener beyond loopback", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "EXT", Addr: "10.0.0.5:9093", Security: "plaintext"}}
+		}, `kafka.listeners[0].allow_unauthenticated: listener "EXT" on "10.0.0.5:9093" has no authentication beyond loopback; set kafka.listeners[0].allow_unauthenticated: true to allow it, or security: sasl_ssl`},
+		{"ssl listener without required client certs", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "EXT", Addr: ":9093", Security: "ssl", TLS: ListenerTLS{CertFile: "c", KeyFile: "k"}}}
+		}, `kafka.listeners[0].allow_unauthenticated: listener "EXT" on ":9093" has no authentication beyond loopback; set kafka.listeners[0].allow_unauthenticated: true to allow it, or security: sasl_ssl`},
+		{"listener security", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "EXT", Addr: "127.0.0.1:9093", Security: "tls"}}
+		}, `kafka.listeners[0].security: "tls" is not allowed (allowed: plaintext, ssl, sasl_plaintext, sasl_ssl)`},
+		{"listener name clash", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "PLAINTEXT", Addr: "127.0.0.1:9093", Security: "sasl_plaintext"}}
+		}, `kafka.listeners[0].name: "PLAINTEXT" is already used by kafka.addr (listener names must be unique)`},
+		{"listener tls files", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "S", Addr: "127.0.0.1:9093", Security: "sasl_ssl", TLS: ListenerTLS{CertFile: "c"}}}
+		}, `kafka.listeners[0].tls.key_file: must be set for security sasl_ssl (a PEM private key)`},
+		{"listener client auth ca", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "S", Addr: "127.0.0.1:9093", Security: "ssl", TLS: ListenerTLS{CertFile: "c", KeyFile: "k", ClientAuth: "required"}}}
+		}, `kafka.listeners[0].tls.ca_file: must be set when tls.client_auth is required (the CA of client certificates)`},
+		{"listener mechanism", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "S", Addr: "127.0.0.1:9093", Security: "sasl_plaintext", Mechanisms: []string{"GSSAPI"}}}
+		}, `kafka.listeners[0].mechanisms[0]: "GSSAPI" is not allowed (allowed: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)`},
+		{"super user", func(c *Config) { c.Auth.SuperUsers = []string{"admin"} }, `auth.super_users[0]: "admin" is not a principal (e.g. User:admin)`},
+		{"scram iterations", func(c *Config) { c.Auth.ScramIterations = 1000 }, `auth.scram_iterations: 1000 is out of range (allowed: 4096..16384)`},
 		{"fsync", func(c *Config) { c.Storage.Fsync = "sometimes" }, `storage.fsync: "sometimes" is not allowed (allowed: always, interval)`},
 		{"fsync interval", func(c *Config) { c.Storage.Fsync = "interval"; c.Storage.FsyncInterval = 0 }, "storage.fsync_interval: 0s must be positive when storage.fsync is interval (e.g. 1s)"},
 		{"segment too small", func(c *Config) { c.Storage.SegmentBytes = 1000 }, "storage.segment_bytes: 1KB is out of range (allowed: 64KiB..1GiB)"},
@@ -384,8 +409,17 @@ func TestValidateAccepts(t *testing.T) {
 		mutate func(c *Config)
 	}{
 		{"listeners disabled", func(c *Config) { c.Kafka.Addr, c.HTTP.Addr = "", "" }},
-		{"all interfaces, random port", func(c *Config) { c.Kafka.Addr, c.HTTP.Addr = ":0", "[::]:8092" }},
+		{"all interfaces, random port", func(c *Config) {
+			c.Kafka.Addr, c.HTTP.Addr = ":0", "[::]:8092"
+			c.Kafka.AllowUnauthenticated, c.HTTP.AllowUnauthenticated = true, true
+		}},
 		{"advertised", func(c *Config) { c.Kafka.AdvertisedAddr = "edge-7.local:9092" }},
+		{"sasl_ssl listener beyond loopback", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "SASL_SSL", Addr: "0.0.0.0:9093", AdvertisedAddr: "gw-7.plant:9093", Security: "sasl_ssl", TLS: ListenerTLS{CertFile: "c", KeyFile: "k"}}}
+		}},
+		{"mtls listener beyond loopback", func(c *Config) {
+			c.Kafka.Listeners = []KafkaListener{{Name: "SSL", Addr: ":9094", Security: "ssl", TLS: ListenerTLS{CertFile: "c", KeyFile: "k", CAFile: "ca", ClientAuth: "required", Principal: "dn"}}}
+		}},
 		{"fsync interval ignores interval when always", func(c *Config) { c.Storage.FsyncInterval = 0 }},
 		{"segment bounds", func(c *Config) { c.Storage.SegmentBytes = MinSegmentBytes }},
 		{"segment max", func(c *Config) { c.Storage.SegmentBytes = MaxSegmentBytes }},

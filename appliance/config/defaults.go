@@ -57,7 +57,7 @@ func Default() Config {
 				DeadLetterTopic:  "mqtt.dead-letter",
 				MaxMessageBytes:  1 * MiB,
 				BatchMaxMessages: 1000,
-				BatchWait:        0,
+				BatchWait:        5 * time.Millisecond,
 				ReconnectMin:     100 * time.Millisecond,
 				ReconnectMax:     30 * time.Second,
 			},
@@ -80,5 +80,7 @@ func Default() Config {
 		Sync:     defaultSync(),
 		Firmware: defaultFirmware(),
 		Groups:   defaultGroups(),
+		Cell:     defaultCell(),
+		Auth:     defaultAuth(),
 	}
 }

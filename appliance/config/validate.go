@@ -106,7 +106,9 @@ func (c *Config) Validate() error {
 	v.sync("sync", c.Sync)
 	v.firmware("firmware", c.Firmware)
 	v.plugins("plugins", c.Plugins)
+	v.cell("cell", c.Cell)
 	v.limits(c)
+	v.security(c)
 
 	return errors.Join(v.errs...)
 }

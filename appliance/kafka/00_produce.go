@@ -202,10 +202,12 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		fail(codeErrorf(errInvalidRecord, "transactional record batch without a producer id"))
 		return
 	}
-	// Decoded records are bounded by the topic's max.message.bytes (plus the
-	// batch header Kafka counts in it), checked while decompressing. They
-	// are decoded only to validate them: the batch is stored as sent.
-	if err := b.validateRecords(maxDecodedBatchBytes(info.Config.MaxMessageBytes)); err != nil {
+	// Decoded records are bounded by max_request_bytes (what one request
+	// could carry uncompressed), checked while decompressing; Kafka checks
+	// max.message.bytes against the batch as sent only, so a batch that
+	// compresses well may decode far past it. They are decoded only to
+	// validate them: the batch is stored as sent.
+	if err := b.validateRecords(s.cfg.MaxRequestBytes); err != nil {
 		var tl *batchTooLargeError
 		if errors.As(err, &tl) {
 			s.limitRejected(broker.LimitRecordBatch, clientOf(ctx), fmt.Sprintf("%s-%d: %v", info.Name, rp.Partition, tl))

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"reflect"
@@ -65,7 +64,7 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		if err != nil {
 			return 0, false, err
 		}
-		total, failed := s.fillFetch(ctx, parts, min(respMax, got/fetchMemoryFactor), committed)
+		total, failed := s.fillFetch(ctx, c, parts, min(respMax, got/fetchMemoryFactor), committed)
 		s.reserve(nil, c, total*fetchMemoryFactor)
 		return total, failed, nil
 	}
@@ -90,7 +89,7 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		}
 		// Not enough yet: hold neither records nor pool bytes while waiting;
 		// the next fill reads them again.
-		dropBatches(parts)
+		c.releaseFetch()
 		s.reserve(nil, c, 0)
 		if timer == nil {
 			timer = time.NewTimer(maxWait)
@@ -143,19 +142,44 @@ func (s *Server) fetchCaps(c *conn, req *kmsg.FetchRequest, parts []fetchPart) (
 	return respMax, min(need, respMax)
 }
 
-// dropBatches empties the record data gathered into the response.
-func dropBatches(parts []fetchPart) {
-	for _, p := range parts {
-		if len(p.sp.RecordBatches) > 0 {
-			p.sp.RecordBatches = []byte{}
-		}
+// fetchOut is one partition of the fetch response being answered whose
+// record batches are written to the socket from the broker's read buffers
+// (conn.writeFetch), not copied into the frame.
+type fetchOut struct {
+	sp    *kmsg.FetchResponseTopicPartition
+	parts [][]byte // whole record batches
+	n     int      // their total length
+	res   broker.BatchFetch
+}
+
+// releaseFetch gives back the read buffers of the fetch being answered: once
+// its response is written, or when a long poll drops what it read.
+func (c *conn) releaseFetch() {
+	for i := range c.fetchOut {
+		c.fetchOut[i].res.Release()
+		c.fetchOut[i] = fetchOut{}
 	}
+	c.fetchOut = c.fetchOut[:0]
+}
+
+// addFetchOut puts the batches of res that fit in budget into the response
+// of partition sp (they are written by conn.writeFetch) and returns their
+// length; the rest of res is released.
+func (c *conn) addFetchOut(sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) int64 {
+	k, n := fitParts(res.Parts, budget, first)
+	if n == 0 {
+		res.Release()
+		return 0
+	}
+	c.fetchOut = append(c.fetchOut, fetchOut{sp: sp, parts: res.Parts[:k], n: n, res: res})
+	return int64(n)
 }
 
 // fillFetch (re)reads every partition into the response. It returns the bytes
 // of record data gathered and whether any partition carries an error (Kafka
 // then answers at once).
-func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64, committed bool) (total int64, failed bool) {
+func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, respMax int64, committed bool) (total int64, failed bool) {
+	c.releaseFetch() // what an earlier fill of this request read
 	// Offsets of the partitions that get no records, read once per topic:
 	// Broker.Partitions reports every partition of a topic, so calling it per
 	// partition made a fetch of n partitions cost O(n²) once the response was
@@ -203,14 +227,14 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 		}
 		budget = max(budget, 1)
 		if committed {
-			n, bad := s.fetchCommitted(ctx, p, budget, total == 0)
+			n, bad := s.fetchCommitted(ctx, c, p, budget, total == 0)
 			total += n
 			failed = failed || bad
 			continue
 		}
 		// Stored batches served as they are (the first may start before the
 		// fetch offset; clients skip the records below it, as with Kafka).
-		res, err := s.b.FetchBatches(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, math.MaxInt64, int(min(budget, math.MaxInt32)))
+		res, err := s.b.FetchBatchParts(ctx, p.info.Name, p.rp.Partition, p.rp.FetchOffset, math.MaxInt64, int(min(budget, math.MaxInt32)))
 		if err != nil {
 			sp.ErrorCode = errorCode(err)
 			if sp.ErrorCode == errOffsetOutOfRange {
@@ -222,10 +246,7 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 			continue
 		}
 		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStartOffset
-		if data := fitBatches(res.Batches, budget, total == 0); len(data) > 0 {
-			sp.RecordBatches = data
-			total += int64(len(data))
-		}
+		total += c.addFetchOut(sp, res, budget, total == 0)
 	}
 	return total, failed
 }
@@ -237,7 +258,7 @@ func (s *Server) fillFetch(ctx context.Context, parts []fetchPart, respMax int64
 // transactional batch, so the client drops the aborted batches and the
 // control batches (as Kafka serves it). It returns the bytes gathered and
 // whether the partition failed.
-func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64, first bool) (int64, bool) {
+func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budget int64, first bool) (int64, bool) {
 	sp := p.sp
 	pi, err := s.b.PartitionInfo(p.info.Name, p.rp.Partition) // the high watermark before the index
 	if err != nil {
@@ -249,7 +270,7 @@ func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64, 
 	raw := pt.hasTxn
 	pt.mu.Unlock()
 	off := p.rp.FetchOffset
-	res, err := s.b.FetchBatches(ctx, p.info.Name, p.rp.Partition, off, lso, int(min(budget, math.MaxInt32)))
+	res, err := s.b.FetchBatchParts(ctx, p.info.Name, p.rp.Partition, off, lso, int(min(budget, math.MaxInt32)))
 	if err != nil && errorCode(err) != errOffsetOutOfRange {
 		return 0, s.fetchFailed(p, err)
 	}
@@ -257,39 +278,36 @@ func (s *Server) fetchCommitted(ctx context.Context, p fetchPart, budget int64, 
 	if err != nil {
 		return 0, s.fetchFailed(p, err)
 	}
-	data := fitBatches(res.Batches, budget, first)
-	if len(data) == 0 {
+	n := c.addFetchOut(sp, res, budget, first)
+	if n == 0 {
 		return 0, false
 	}
-	sp.RecordBatches = data
 	if raw {
 		pt = s.partTxns(ctx, p.info, p.rp.Partition)
 		pt.prune(res.LogStartOffset)
 		sp.AbortedTransactions = pt.abortedIn(off, lso)
 		pt.mu.Unlock()
 	}
-	return int64(len(data)), false
+	return n, false
 }
 
-// fitBatches returns the whole batches at the start of data that fit in
-// budget bytes (the log's read stops after the batch that reaches its
-// limit). The first partition of a response with records gets its first
-// batch whole however large (first), so a consumer never stalls behind a
-// batch larger than its limits; later partitions get only what fits, as in
-// Kafka (which gives them at most a partial batch the client drops).
-func fitBatches(data []byte, budget int64, first bool) []byte {
-	n := 0
-	for n+12 <= len(data) {
-		end := n + 12 + int(int32(binary.BigEndian.Uint32(data[n+8:])))
-		if end > len(data) || end <= n+12 {
-			break
-		}
-		if int64(end) > budget && (n > 0 || !first) {
+// fitParts returns how many of the whole batches at the start of parts fit
+// in budget bytes, and their length (the log's read stops after the batch
+// that reaches its limit). The first partition of a response with records
+// gets its first batch whole however large (first), so a consumer never
+// stalls behind a batch larger than its limits; later partitions get only
+// what fits, as in Kafka (which gives them at most a partial batch the client
+// drops).
+func fitParts(parts [][]byte, budget int64, first bool) (k, n int) {
+	for k < len(parts) {
+		end := n + len(parts[k])
+		if int64(end) > budget && (k > 0 || !first) {
 			break
 		}
 		n = end
+		k++
 	}
-	return data[:n]
+	return k, n
 }
 
 // fetchFailed fills a partition's error; it reports true (the fetch answers at once).

@@ -19,7 +19,7 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 	req := kreq.(*kmsg.MetadataRequest)
 	resp := req.ResponseKind().(*kmsg.MetadataResponse)
 	host := s.advHostFor(c)
-	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: nodeID, Host: host, Port: s.advPort}}
+	resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: nodeID, Host: host, Port: s.advPortFor(c)}}
 	resp.ClusterID = &s.clusterID
 	resp.ControllerID = nodeID
 

@@ -27,7 +27,7 @@ func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Req
 		m := "unknown coordinator type"
 		msg = &m
 	}
-	host, port := s.advHostFor(c), s.advPort
+	host, port := s.advHostFor(c), s.advPortFor(c)
 	if req.Version >= 4 {
 		for _, k := range req.CoordinatorKeys {
 			resp.Coordinators = append(resp.Coordinators, kmsg.FindCoordinatorResponseCoordinator{

@@ -8,16 +8,10 @@ import (
 	"github.com/katka-io/katka/appliance/broker"
 )
 
-// TestProduceDecodedBatchBoundedByTopic: a gzip batch well under the topic's
-// max.message.bytes on the wire but decompressing to 2.6 MB is refused with
-// MESSAGE_TOO_LARGE (the decoder stops at the topic's limit plus the batch
-// header, not at the 100 MiB request limit), counted as a record_batch
-// rejection, and nothing is written.
-func TestProduceDecodedBatchBoundedByTopic(t *testing.T) {
-	e := newEnvConfig(t, Config{})
-	if _, err := e.b.CreateTopic("small", 1, broker.TopicConfig{MaxMessageBytes: 1048588}); err != nil {
-		t.Fatal(err)
-	}
+// decodedLimitBatch is a gzip batch of 40 records of 64 KiB zeros: a few KiB
+// on the wire, 2.6 MB decompressed.
+func decodedLimitBatch(t *testing.T) []byte {
+	t.Helper()
 	recs := make([]broker.Record, 40)
 	for i := range recs {
 		recs[i] = broker.Record{Offset: int64(i), Value: make([]byte, 64<<10), Timestamp: time.UnixMilli(1_700_000_000_000)}
@@ -27,6 +21,20 @@ func TestProduceDecodedBatchBoundedByTopic(t *testing.T) {
 	if len(batch) > 64<<10 {
 		t.Fatalf("test batch is %d bytes on the wire; want it far under max.message.bytes", len(batch))
 	}
+	return batch
+}
+
+// TestProduceDecodedBatchBoundedByRequestLimit: a gzip batch well under the
+// topic's max.message.bytes on the wire but decompressing to 2.6 MB is
+// refused with MESSAGE_TOO_LARGE when max_request_bytes is 1 MiB (the
+// decoder stops at the limit, not after the whole bomb), counted as a
+// record_batch rejection, and nothing is written.
+func TestProduceDecodedBatchBoundedByRequestLimit(t *testing.T) {
+	e := newEnvConfig(t, Config{MaxRequestBytes: 1 << 20})
+	if _, err := e.b.CreateTopic("small", 1, broker.TopicConfig{MaxMessageBytes: 1048588}); err != nil {
+		t.Fatal(err)
+	}
+	batch := decodedLimitBatch(t)
 	before := e.rejections(t, broker.LimitRecordBatch)
 	p := produceRaw(t, e.raw(t), "small", batch)
 	if p.ErrorCode != errMessageTooLarge {
@@ -43,5 +51,24 @@ func TestProduceDecodedBatchBoundedByTopic(t *testing.T) {
 	info, err := e.b.PartitionInfo("small", 0)
 	if err != nil || info.HighWatermark != 0 {
 		t.Fatalf("partition after the refused batch: %+v %v", info, err)
+	}
+}
+
+// TestProduceCompressedBatchPastMaxMessageBytes: as in Kafka,
+// max.message.bytes applies to the batch as sent, so the same 2.6 MB batch,
+// a few KiB compressed, is stored on a topic with max.message.bytes 1 MiB
+// under the default max_request_bytes (franz-go's
+// TestConsumeMaxDecompressBatchBytes produces such a batch).
+func TestProduceCompressedBatchPastMaxMessageBytes(t *testing.T) {
+	e := newEnvConfig(t, Config{})
+	if _, err := e.b.CreateTopic("small", 1, broker.TopicConfig{MaxMessageBytes: 1048588}); err != nil {
+		t.Fatal(err)
+	}
+	if p := produceRaw(t, e.raw(t), "small", decodedLimitBatch(t)); p.ErrorCode != 0 {
+		t.Fatalf("error %d, want the batch stored", p.ErrorCode)
+	}
+	info, err := e.b.PartitionInfo("small", 0)
+	if err != nil || info.HighWatermark != 40 {
+		t.Fatalf("partition after the batch: %+v %v", info, err)
 	}
 }

@@ -111,18 +111,6 @@ func (b *batch) lastSequence() int32 {
 // header count take at least one byte each.
 const minRecordBody = 6
 
-// maxDecodedBatchBytes bounds what a produced batch's records may decompress
-// to on a topic whose max.message.bytes is maxMessageBytes: as much as the
-// records of an uncompressed batch of that size could take (Kafka checks
-// max.message.bytes against the batch as sent, its 61-byte header included,
-// so the header is the slack a compressed batch gets on top). A producer
-// whose compression estimate was wrong gets MESSAGE_TOO_LARGE, on which the
-// Java client splits the batch and retries (KIP-126); franz-go, librdkafka
-// and sarama bound their batches before compression, so theirs always fit.
-func maxDecodedBatchBytes(maxMessageBytes int64) int {
-	return int(min(max(maxMessageBytes, batchHeaderLen), 1<<31-1))
-}
-
 // batchTooLargeError is the error of a batch whose records decompress to more
 // than the limit allowed. It answers MESSAGE_TOO_LARGE (errorCode finds the
 // code it wraps); the caller, which knows the client, counts it with
@@ -222,7 +210,7 @@ func (b *batch) decompressed(limit int) ([]byte, error) {
 }
 
 // decodeRecords decompresses the batch and decodes its records. limit bounds
-// the decompressed size (see maxDecodedBatchBytes) and is checked while
+// the decompressed size (produce passes max_request_bytes) and is checked while
 // decompressing; memory grows with the bytes actually decoded, never with the
 // record count the header claims. Keys, values and header values alias the
 // decompressed buffer (or the request). A batch over limit fails with a

@@ -190,7 +190,7 @@ func TestDecodeBombBoundedMemory(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", codec, err)
 		}
-		for _, limit := range []int{maxDecodedBatchBytes(1048588), DefaultMaxRequestBytes} {
+		for _, limit := range []int{1048588, DefaultMaxRequestBytes} {
 			alloc, err := allocated(func() error { _, err := b.decodeRecords(limit); return err })
 			code := errorCode(err)
 			if err == nil || (code != errCorruptMessage && code != errMessageTooLarge) {
@@ -220,7 +220,7 @@ func TestDecodeTooLargeBatch(t *testing.T) {
 		recs[i] = broker.Record{Offset: int64(i), Value: make([]byte, 64<<10), Timestamp: time.UnixMilli(1_700_000_000_000)}
 	}
 	raw := appendBatch(nil, recs, false)[batchHeaderLen:] // 2.6 MB of records
-	limit := maxDecodedBatchBytes(1048588)
+	limit := 1048588
 	for _, codec := range bombCodecs {
 		b, err := parseBatch(bombBatch(t, codec, raw, int32(len(recs))))
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -343,8 +344,8 @@ func (l *Log) AppendBatches(batches [][]byte) (base, end int64, err error) {
 	for _, b := range batches {
 		count := int64(int32(binary.BigEndian.Uint32(b[23:]))) + 1
 		start := len(l.buf)
-		l.buf = appendBatchEntry(l.buf, end, b)
-		l.spans = append(l.spans, entrySpanRec{off: end, count: count, start: start, end: len(l.buf)})
+		l.buf = appendBatchEntryHead(l.buf, end, b)
+		l.spans = append(l.spans, entrySpanRec{off: end, count: count, start: start, end: len(l.buf), body: b[batchHeadLen:]})
 		end += count
 	}
 	if err := l.writeEntries(); err != nil {
@@ -353,10 +354,42 @@ func (l *Log) AppendBatches(batches [][]byte) (base, end int64, err error) {
 	return base, end, nil
 }
 
-// entrySpanRec is one entry being appended: its offsets and its bytes in l.buf.
+// entrySpanRec is one entry being appended: its offsets and its bytes in l.buf,
+// or, for a produced batch (body set), its head and trailer in l.buf around
+// the batch's bytes from the request, which are written without a copy.
 type entrySpanRec struct {
 	off, count int64
 	start, end int
+	body       []byte
+}
+
+// size is the entry's length in bytes.
+func (e *entrySpanRec) size() int { return e.end - e.start + len(e.body) }
+
+// batchHeadLen is the part of a record batch that an entry stores rewritten:
+// base offset, length, partition leader epoch (the batch CRC does not cover them).
+const batchHeadLen = 16
+
+// appendBatchEntryHead appends, for the entry holding batch at offset off, the
+// entry's header and the batch's rewritten first 16 bytes, then the length
+// trailer, and fills in the CRC-32C over all of it and batch[16:]: the entry
+// is dst[start:start+37] + batch[16:] + dst[start+37:], and the batch's bytes
+// are not copied (writeEntries hands them to the library as they are).
+func appendBatchEntryHead(dst []byte, off int64, batch []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, kindBatch)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	dst = append(dst, batch[35:43]...) // max timestamp
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	dst = append(dst, batch[8:12]...) // batch length
+	dst = binary.BigEndian.AppendUint32(dst, 0)
+	head := len(dst)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(dst)-start+len(batch)-batchHeadLen+4))
+	crc := crc32.Update(0, castagnoli, dst[start+4:head])
+	crc = crc32.Update(crc, castagnoli, batch[batchHeadLen:])
+	crc = crc32.Update(crc, castagnoli, dst[head:])
+	binary.BigEndian.PutUint32(dst[start:], crc)
+	return dst
 }
 
 // writable reports why the log cannot take writes, healing it if it can; mu is held.
@@ -379,9 +412,15 @@ func (l *Log) writeEntries() (err error) {
 			l.failed = err
 		}
 	}()
+	defer l.releaseBuffers()
 	l.batch.Clear()
 	for i, e := range l.spans {
-		l.batch.Write(l.nextIndex+uint64(i), l.buf[e.start:e.end])
+		if e.body != nil {
+			h := e.end - 4
+			l.batch.WriteParts(l.nextIndex+uint64(i), l.buf[e.start:h], e.body, l.buf[h:e.end])
+		} else {
+			l.batch.WriteParts(l.nextIndex+uint64(i), l.buf[e.start:e.end])
+		}
 	}
 	if err := l.w.WriteBatch(&l.batch); err != nil {
 		// The library may have written part of the batch; its state and ours can
@@ -391,6 +430,25 @@ func (l *Log) writeEntries() (err error) {
 	}
 	l.mirror()
 	return nil
+}
+
+// keepBufferBytes bounds the encoding buffers a partition keeps between
+// appends: memory per partition must not grow with the largest batch ever
+// written to it (1,024 partitions each keeping a 1 MiB buffer is 1 GiB).
+const keepBufferBytes = 16 << 10
+
+// releaseBuffers drops the references writeEntries handed the library (the
+// request's batches) and the buffers that grew past keepBufferBytes; mu is held.
+func (l *Log) releaseBuffers() {
+	l.batch.Clear()
+	clear(l.spans)
+	l.spans = l.spans[:0]
+	if cap(l.buf) > keepBufferBytes {
+		l.buf = nil
+	}
+	if cap(l.spans) > keepBufferBytes/64 {
+		l.spans = nil
+	}
 }
 
 // mirror repeats tidwall/wal v1.2.1's segment roll rule (roll before a batch
@@ -412,7 +470,7 @@ func (l *Log) mirror() {
 	}
 	for _, e := range l.spans {
 		t := l.segs[len(l.segs)-1]
-		n := e.end - e.start
+		n := e.size()
 		n += uvarintLen(uint64(n))
 		t.fmu.Lock()
 		t.idx.add(e.off, int64(l.tailBytes), t.entries)
@@ -551,18 +609,66 @@ func (l *Log) Read(offset, limit int64, maxBytes int) ([]Record, error) {
 // the per-record format of earlier versions are served as uncompressed
 // batches made on the fly. A damaged entry is never returned: if it is the
 // first one, ReadBatches returns a *CorruptError for offset.
+//
+// ReadBatches copies what ReadBatchParts reads into one slice; the Kafka
+// fetch path uses ReadBatchParts, which does not copy.
 func (l *Log) ReadBatches(offset, limit int64, maxBytes int) (data []byte, next int64, err error) {
-	// The response is sized once: growing it batch by batch was most of the
-	// cost of a 1 MiB read (copying and freeing the grown buffers).
-	c := &collector{from: offset, to: limit, maxBytes: maxBytes, batches: true, next: offset,
-		out: make([]byte, 0, min(max(maxBytes, 0), 8<<20)+64<<10)}
-	if err := l.read(offset, limit, c); err != nil {
+	bp, err := l.ReadBatchParts(offset, limit, maxBytes)
+	if err != nil {
 		return nil, 0, err
+	}
+	defer bp.Release()
+	data = make([]byte, 0, bp.Len)
+	for _, b := range bp.Parts {
+		data = append(data, b...)
+	}
+	return data, bp.Next, nil
+}
+
+// BatchParts is what ReadBatchParts returns: stored record batches, one per
+// element of Parts, in offset order, as ReadBatches would concatenate them.
+// The parts are slices of buffers the BatchParts owns (pooled and reused):
+// they are valid until Release.
+type BatchParts struct {
+	// Parts are the batches, each one whole record batch v2.
+	Parts [][]byte
+	// Len is the total length of Parts.
+	Len int
+	// Next is the offset after the last batch.
+	Next int64
+	bufs []*[]byte
+}
+
+// Release returns the buffers behind Parts for reuse; Parts must not be used
+// after it. Release on a nil BatchParts does nothing.
+func (p *BatchParts) Release() {
+	if p == nil {
+		return
+	}
+	for _, b := range p.bufs {
+		putReadBuf(b)
+	}
+	p.bufs, p.Parts = nil, nil
+}
+
+// ReadBatchParts is ReadBatches without the copy into one slice: the batches
+// of sealed segments are read from the file straight into pooled buffers
+// (one pread per up to maxBytes, no intermediate reader), checked there
+// (every entry's CRC-32C and offset, as always) and returned as slices of
+// those buffers, so a fetch can hand them to the socket as they are (writev).
+// The caller must Release the result.
+func (l *Log) ReadBatchParts(offset, limit int64, maxBytes int) (*BatchParts, error) {
+	c := &collector{from: offset, to: limit, maxBytes: maxBytes, batches: true, next: offset, parts: &BatchParts{}}
+	if err := l.read(offset, limit, c); err != nil {
+		c.parts.Release()
+		return nil, err
 	}
 	if err := c.flush(); err != nil {
-		return nil, 0, err
+		c.parts.Release()
+		return nil, err
 	}
-	return c.out, c.next, nil
+	c.parts.Next = c.next
+	return c.parts, nil
 }
 
 // read feeds the entries from the one holding offset up to limit to c.
@@ -637,7 +743,7 @@ func (l *Log) readTail(offset, limit int64, c *collector) error {
 		var next int64
 		var full bool
 		if err == nil {
-			next, full, err = c.add(data, off)
+			next, full, err = c.add(data, off, false)
 		}
 		if err != nil {
 			if c.n > 0 {
@@ -666,27 +772,59 @@ type collector struct {
 	n        int // entries served
 	batches  bool
 	recs     []Record
-	out      []byte
-	next     int64    // ReadBatches: offset after the last entry served
-	v1       []Record // ReadBatches: per-record entries waiting to be served as one batch
+	parts    *BatchParts // ReadBatchParts: the batches served
+	next     int64       // ReadBatches: offset after the last entry served
+	v1       []Record    // ReadBatches: per-record entries waiting to be served as one batch
+	arena    []byte      // ReadBatches: room left in a pooled buffer for copies of tail entries
 }
 
 // collectorMark is a collector's state to roll back to.
-type collectorMark struct{ nbytes, n, recs, out, v1 int }
+type collectorMark struct{ nbytes, n, recs, parts, plen, v1 int }
 
 func (c *collector) mark() collectorMark {
-	return collectorMark{c.nbytes, c.n, len(c.recs), len(c.out), len(c.v1)}
+	m := collectorMark{nbytes: c.nbytes, n: c.n, recs: len(c.recs), v1: len(c.v1)}
+	if c.parts != nil {
+		m.parts, m.plen = len(c.parts.Parts), c.parts.Len
+	}
+	return m
 }
 
 func (c *collector) reset(m collectorMark) {
-	c.nbytes, c.n, c.recs, c.out, c.v1 = m.nbytes, m.n, c.recs[:m.recs], c.out[:m.out], c.v1[:m.v1]
+	c.nbytes, c.n, c.recs, c.v1 = m.nbytes, m.n, c.recs[:m.recs], c.v1[:m.v1]
+	if c.parts != nil {
+		c.parts.Parts, c.parts.Len = c.parts.Parts[:m.parts], m.plen
+	}
 	c.cut = false
 }
 
-// add takes one raw entry whose first offset must be off (data is only valid
-// during the call) and returns the offset after it and whether maxBytes is
-// reached. An entry ending at or before from is stepped over.
-func (c *collector) add(data []byte, off int64) (next int64, full bool, err error) {
+// buffer returns a pooled buffer of at least n bytes (length n) that the
+// read's BatchParts owns until it is released.
+func (c *collector) buffer(n int) []byte {
+	b := getReadBuf(n)
+	c.parts.bufs = append(c.parts.bufs, b)
+	return (*b)[:n]
+}
+
+// keep returns b itself if it stays valid (a pooled buffer of this read),
+// else a copy of it in the read's arena.
+func (c *collector) keep(b []byte, stable bool) []byte {
+	if stable {
+		return b
+	}
+	if len(b) > cap(c.arena) {
+		c.arena = c.buffer(max(len(b), min(c.maxBytes-c.nbytes+len(b), 1<<20)))[:0]
+	}
+	k := append(c.arena, b...)
+	c.arena = k[len(k):]
+	return k[:len(b):len(b)]
+}
+
+// add takes one raw entry whose first offset must be off and returns the
+// offset after it and whether maxBytes is reached. An entry ending at or
+// before from is stepped over. data is only valid during the call unless
+// stable says it lies in a buffer the read owns (then a ReadBatchParts part
+// is a slice of it, not a copy).
+func (c *collector) add(data []byte, off int64, stable bool) (next int64, full bool, err error) {
 	at := max(off, c.from) // the offset a damaged entry is reported at
 	if len(data) == 1 && data[0] == kindCompacted {
 		return off + 1, false, nil
@@ -722,7 +860,8 @@ func (c *collector) add(data []byte, off int64) (next int64, full bool, err erro
 			if err := c.flush(); err != nil {
 				return off, false, err
 			}
-			c.out = append(c.out, b...)
+			c.parts.Parts = append(c.parts.Parts, c.keep(b, stable))
+			c.parts.Len += len(b)
 		} else {
 			start := len(c.recs)
 			if c.recs, err = decodeBatch(c.recs, b, c.from, c.to); err != nil {
@@ -768,7 +907,9 @@ func (c *collector) flush() error {
 	if len(c.v1) == 0 {
 		return nil
 	}
-	c.out = encodeBatch(c.out, c.v1, nil, BatchFormat{})
+	b := encodeBatch(nil, c.v1, nil, BatchFormat{})
+	c.parts.Parts = append(c.parts.Parts, b)
+	c.parts.Len += len(b)
 	c.v1 = c.v1[:0]
 	return nil
 }

@@ -143,9 +143,15 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 	if hinted {
 		startOff, startPos = h.off, h.pos
 	}
+	scan := r.scan
+	if c.parts != nil {
+		scan = func(_ *bufio.Reader, f *os.File, size, first, pos int64, c *collector) (int64, bool, int64, error) {
+			return r.scanInto(f, size, first, pos, c)
+		}
+	}
 	m := c.mark()
 	if startPos > 0 {
-		next, full, pos, err := r.scan(br, f, id.size, startOff, startPos, c)
+		next, full, pos, err := scan(br, f, id.size, startOff, startPos, c)
 		if err == nil {
 			if hinted {
 				hintHits.Add(1)
@@ -159,7 +165,7 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 		// A stale start costs a rescan, never a wrong answer.
 		c.reset(m)
 	}
-	next, full, pos, err := r.scan(br, f, id.size, r.base, 0, c)
+	next, full, pos, err := scan(br, f, id.size, r.base, 0, c)
 	if err == nil {
 		r.seg.saveHint(id, c.hintOffset(next), pos, r.to)
 	}
@@ -238,7 +244,7 @@ func (r sealedRead) scan(br *bufio.Reader, f *os.File, size, first, pos int64, c
 		if err != nil {
 			return off, false, framePos, corrupt(off, "frame cut short: %v", err)
 		}
-		next, full, derr := c.add(data, off) // checks the CRC-32C and the offset; copies
+		next, full, derr := c.add(data, off, false) // checks the CRC-32C and the offset; copies
 		if peeked {
 			br.Discard(n)
 		}
@@ -256,4 +262,135 @@ func (r sealedRead) scan(br *bufio.Reader, f *os.File, size, first, pos int64, c
 		}
 	}
 	return off, false, pos, nil
+}
+
+// scanInto is scan for ReadBatchParts: instead of going through a buffered
+// reader and copying each batch out of it, it preads the file in large chunks
+// straight into pooled buffers the read's BatchParts owns (a chunk is what
+// the read still wants plus 64 KiB, so a 1 MiB fetch is about one pread), and
+// every batch served is a slice of its chunk. Each entry is still checked
+// (frame, CRC-32C, offset) by collector.add before it is served.
+func (r sealedRead) scanInto(f *os.File, size, first, pos int64, c *collector) (next int64, full bool, _ int64, err error) {
+	corrupt := func(off int64, format string, a ...any) error {
+		return &CorruptError{Offset: max(off, r.from), Reason: fmt.Sprintf("segment %s: %s", r.seg.path, fmt.Sprintf(format, a...))}
+	}
+	var buf []byte // file bytes [bpos, bpos+len(buf))
+	bpos := pos
+	// load reads a chunk of at least need bytes from file position at.
+	load := func(at int64, need int) error {
+		want := max(need, c.maxBytes-c.nbytes+64<<10, 64<<10)
+		n := int(min(int64(want), size-at))
+		if n < need {
+			return io.ErrUnexpectedEOF
+		}
+		b := c.buffer(n)
+		if _, err := f.ReadAt(b, at); err != nil {
+			return err
+		}
+		buf, bpos = b, at
+		return nil
+	}
+	off := first
+	for off < r.to {
+		rel := int(pos - bpos)
+		if buf == nil || rel >= len(buf) {
+			if pos >= size {
+				break
+			}
+			if err := load(pos, 1); err != nil {
+				return off, false, pos, corrupt(off, "frame cut short: %v", err)
+			}
+			rel = 0
+		}
+		fl, k := binary.Uvarint(buf[rel:])
+		if k == 0 && bpos+int64(len(buf)) < size { // length cut by the chunk's end
+			if err := load(pos, min(binary.MaxVarintLen64, int(size-pos))); err != nil {
+				return off, false, pos, corrupt(off, "frame cut short: %v", err)
+			}
+			continue
+		}
+		if k <= 0 {
+			return off, false, pos, corrupt(off, "unreadable frame length")
+		}
+		if fl > uint64(size) {
+			return off, false, pos, corrupt(off, "frame length %d exceeds the segment's %d bytes", fl, size)
+		}
+		total := k + int(fl)
+		if rel+total > len(buf) {
+			if pos+int64(total) > size {
+				return off, false, pos, corrupt(off, "frame cut short: %d bytes past the segment's end", pos+int64(total)-size)
+			}
+			if err := load(pos, total); err != nil {
+				return off, false, pos, corrupt(off, "frame cut short: %v", err)
+			}
+			continue
+		}
+		data := buf[rel+k : rel+total : rel+total]
+		framePos := pos
+		pos += int64(total)
+		if off < r.from {
+			kind, eoff, count, ok := entrySpan(data[:min(len(data), spanHeadLen)], len(data))
+			if ok && (kind == kindCompacted || eoff == off) && off+count <= r.from {
+				off += count
+				steps.Add(1)
+				continue
+			}
+			// Damaged, or holding r.from: checked below.
+		}
+		next, full, derr := c.add(data, off, true) // checks the CRC-32C and the offset
+		if derr != nil {
+			return off, false, framePos, derr
+		}
+		off = next
+		if full {
+			return off, true, pos, nil
+		}
+	}
+	return off, false, pos, nil
+}
+
+// Read buffers are pooled in size classes of powers of two from 64 KiB to
+// 16 MiB (larger reads allocate): a consumer reading at full speed reuses the
+// same few buffers instead of allocating (and the runtime zeroing and later
+// returning to the OS) a megabyte per fetch.
+const (
+	minReadBuf     = 64 << 10
+	readBufClasses = 9
+)
+
+var readBufPools [readBufClasses]sync.Pool
+
+// readBufClass is the class of a buffer of n bytes: the smallest whose size
+// (minReadBuf << class) holds n; readBufClasses if none.
+func readBufClass(n int) int {
+	c := 0
+	for minReadBuf<<c < n && c < readBufClasses {
+		c++
+	}
+	return c
+}
+
+// getReadBuf returns a buffer of at least n bytes.
+func getReadBuf(n int) *[]byte {
+	c := readBufClass(n)
+	if c == readBufClasses {
+		b := make([]byte, n)
+		return &b
+	}
+	if v := readBufPools[c].Get(); v != nil {
+		return v.(*[]byte)
+	}
+	b := make([]byte, minReadBuf<<c)
+	return &b
+}
+
+// putReadBuf gives a buffer from getReadBuf back.
+func putReadBuf(b *[]byte) {
+	n := cap(*b)
+	c := readBufClass(n)
+	if c == readBufClasses || minReadBuf<<c != n {
+		return
+	}
+	*b = (*b)[:n]
+	readBufPools[c].Put(b)
 }

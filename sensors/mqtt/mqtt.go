@@ -414,8 +414,8 @@ func sleep(ctx context.Context, d time.Duration) {
 func (in *Input) ingest(ctx context.Context, queue <-chan received) {
 	ins := in.name
 	lat, size := ackLatency.WithLabelValues(ins), batchSize.WithLabelValues(ins)
+	l := lingerer{linger: in.cfg.BatchWait, max: in.cfg.BatchMaxMessages}
 	batch := make([]received, 0, in.cfg.BatchMaxMessages)
-	var timer *time.Timer
 	for {
 		batch = batch[:0]
 		select {
@@ -424,33 +424,7 @@ func (in *Input) ingest(ctx context.Context, queue <-chan received) {
 		case <-ctx.Done():
 			return
 		}
-	collect:
-		for len(batch) < in.cfg.BatchMaxMessages {
-			select {
-			case r := <-queue:
-				batch = append(batch, r)
-				continue
-			default:
-			}
-			if in.cfg.BatchWait <= 0 {
-				break
-			}
-			if timer == nil {
-				timer = time.NewTimer(in.cfg.BatchWait)
-			} else {
-				timer.Reset(in.cfg.BatchWait)
-			}
-			select {
-			case r := <-queue:
-				batch = append(batch, r)
-				timer.Stop()
-			case <-timer.C:
-				break collect
-			case <-ctx.Done():
-				timer.Stop()
-				break collect
-			}
-		}
+		batch = l.collect(ctx, queue, batch)
 		t0 := time.Now()
 		if !in.write(ctx, batch) {
 			return // ctx ended before the batch was durable: not acknowledged
@@ -465,6 +439,66 @@ func (in *Input) ingest(ctx context.Context, queue <-chan received) {
 			in.log.Debug("mqtt batch", "messages", len(batch), "write", now.Sub(t0), "ack", time.Since(now), "oldest", now.Sub(batch[0].at))
 		}
 	}
+}
+
+// minQuiet is the shortest pause in arrivals that ends a linger early.
+const minQuiet = 250 * time.Microsecond
+
+// lingerer fills batches the way a Kafka producer's linger.ms does: a batch
+// is written when it holds max messages or linger after its first message
+// arrived, whichever comes first, so that a topic's compression.type works
+// on many records at once. Because nothing is acknowledged before the write,
+// an MQTT broker stops sending once its in-flight window
+// (max_inflight_messages) is full, and lingering on would only idle: so a
+// batch of two or more messages is also written when no message has arrived
+// for 8 times the batch's own mean gap between arrivals (at least minQuiet).
+// A steady trickle keeps the gaps even and lingers the full time; a burst
+// that stops is written at once.
+type lingerer struct {
+	linger time.Duration
+	max    int
+	timer  *time.Timer
+}
+
+// collect appends to batch (holding its first message) what arrives on
+// queue until the batch is complete as described above, or ctx is done.
+func (l *lingerer) collect(ctx context.Context, queue <-chan received, batch []received) []received {
+	deadline := batch[0].at.Add(l.linger)
+	for len(batch) < l.max {
+		select {
+		case r := <-queue:
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		if l.linger <= 0 {
+			return batch
+		}
+		now := time.Now()
+		wait := deadline.Sub(now)
+		if n := len(batch); n >= 2 {
+			pace := batch[n-1].at.Sub(batch[0].at) / time.Duration(n-1)
+			wait = min(wait, batch[n-1].at.Add(max(8*pace, minQuiet)).Sub(now))
+		}
+		if wait <= 0 {
+			return batch
+		}
+		if l.timer == nil {
+			l.timer = time.NewTimer(wait)
+		} else {
+			l.timer.Reset(wait)
+		}
+		select {
+		case r := <-queue:
+			batch = append(batch, r)
+			l.timer.Stop()
+		case <-l.timer.C:
+		case <-ctx.Done():
+			l.timer.Stop()
+			return batch
+		}
+	}
+	return batch
 }
 
 // write maps a batch to records and writes them, retrying failed topics with

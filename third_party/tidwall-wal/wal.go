@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/ioutil"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -124,14 +125,24 @@ type Log struct {
 	sfile      *os.File    // tail segment file handle
 	wbatch     Batch       // reusable write batch
 	scache     tinylru.LRU // segment entries cache
+	// katka: scratch for one writeBatch: the entry frames' length prefixes
+	// (or whole JSON entries) and the pieces handed to writev. Dropped after a
+	// batch when they grew large, so an idle log holds no big buffer.
+	scratch []byte
+	pieces  [][]byte
 }
 
 // segment represents a single segment file.
 type segment struct {
 	path  string // path of segment file
 	index uint64 // first index of segment
-	ebuf  []byte // cached entries buffer
+	ebuf  []byte // cached entries buffer (a sealed segment loaded for a read)
 	epos  []bpos // cached entries positions in buffer
+	// katka: the tail segment is not held in memory. Entries are written
+	// through to the file and read back from it; only where each entry
+	// starts (tpos) and the file's size are kept.
+	tpos []uint32
+	size int64
 }
 
 type bpos struct {
@@ -282,7 +293,7 @@ func (l *Log) load() error {
 	l.firstIndex = l.segments[0].index
 	// Open the last segment for appending
 	lseg := l.segments[len(l.segments)-1]
-	l.sfile, err = os.OpenFile(lseg.path, os.O_WRONLY, l.opts.FilePerms)
+	l.sfile, err = os.OpenFile(lseg.path, os.O_RDWR, l.opts.FilePerms)
 	if err != nil {
 		return err
 	}
@@ -290,10 +301,10 @@ func (l *Log) load() error {
 		return err
 	}
 	// Load the last segment entries
-	if err := l.loadSegmentEntries(lseg); err != nil {
+	if err := l.loadTail(lseg); err != nil {
 		return err
 	}
-	l.lastIndex = lseg.index + uint64(len(lseg.epos)) - 1
+	l.lastIndex = lseg.index + uint64(len(lseg.tpos)) - 1
 	if l.lastIndex > 0 && l.firstIndex > l.lastIndex && !l.opts.AllowEmpty {
 		return ErrEmptyLog
 	}
@@ -359,8 +370,11 @@ func (l *Log) cycle() error {
 	if err := l.sfile.Close(); err != nil {
 		return err
 	}
-	// cache the previous segment
-	l.pushCache(len(l.segments) - 1)
+	// katka: the previous segment was written through and holds no entries
+	// in memory; its entry positions are dropped (a later Read of it loads the
+	// file, as for any sealed segment).
+	prev := l.segments[len(l.segments)-1]
+	prev.tpos, prev.size = nil, 0
 	s := &segment{
 		index: l.lastIndex + 1,
 		path:  filepath.Join(l.path, segmentName(l.lastIndex+1)),
@@ -417,23 +431,43 @@ func appendUvarint(dst []byte, x uint64) []byte {
 type Batch struct {
 	entries []batchEntry
 	datas   []byte
+	parts   [][]byte // katka: entries added by WriteParts, not copied
 }
 
 type batchEntry struct {
-	index uint64
-	size  int
+	index  uint64
+	size   int
+	nparts int // katka: >0: the entry is the next nparts of parts
 }
 
 // Write an entry to the batch
 func (b *Batch) Write(index uint64, data []byte) {
-	b.entries = append(b.entries, batchEntry{index, len(data)})
+	b.entries = append(b.entries, batchEntry{index: index, size: len(data)})
 	b.datas = append(b.datas, data...)
 }
 
-// Clear the batch for reuse.
+// WriteParts adds an entry made of parts, concatenated, to the batch without
+// copying them (katka): the caller keeps the parts unchanged until the batch
+// is written or cleared. It saves a copy of every entry on the write path.
+func (b *Batch) WriteParts(index uint64, parts ...[]byte) {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	b.parts = append(b.parts, parts...)
+	b.entries = append(b.entries, batchEntry{index: index, size: size, nparts: len(parts)})
+	if len(parts) == 0 {
+		b.parts = append(b.parts, nil)
+		b.entries[len(b.entries)-1].nparts = 1
+	}
+}
+
+// Clear the batch for reuse. References to WriteParts' parts are dropped.
 func (b *Batch) Clear() {
 	b.entries = b.entries[:0]
 	b.datas = b.datas[:0]
+	clear(b.parts)
+	b.parts = b.parts[:0]
 }
 
 // WriteBatch writes the entries in the batch to the log in the order that they
@@ -459,49 +493,114 @@ func (l *Log) writeBatch(b *Batch) error {
 			return ErrOutOfOrder
 		}
 	}
-	// load the tail segment
+	// katka: entries are written through to the tail file (writev of each
+	// entry's length prefix and its data, no copy of the data); the tail
+	// segment is not kept in memory. The segment roll rule is upstream's:
+	// roll before the batch when the tail is over SegmentSize, and after any
+	// entry that makes it reach SegmentSize.
 	s := l.segments[len(l.segments)-1]
-	if len(s.ebuf) > l.opts.SegmentSize {
+	if s.size > int64(l.opts.SegmentSize) {
 		// tail segment has reached capacity. Close it and create a new one.
 		if err := l.cycle(); err != nil {
 			return err
 		}
 		s = l.segments[len(l.segments)-1]
 	}
-
-	mark := len(s.ebuf)
+	// First pass: encode every entry's frame head (binary: the uvarint length;
+	// JSON: the whole entry) into scratch, which then no longer moves.
+	type frame struct{ from, to int }
+	l.scratch = l.scratch[:0]
+	frames := make([]frame, 0, 16)
+	parts := b.parts
 	datas := b.datas
-	for i := 0; i < len(b.entries); i++ {
-		data := datas[:b.entries[i].size]
-		// katka: reserve the tail segment's whole capacity at once instead of
-		// letting append grow it (and copy it) several times per segment.
-		if need := len(data) + 2*binary.MaxVarintLen64; cap(s.ebuf)-len(s.ebuf) < need {
-			grown := make([]byte, len(s.ebuf), max(l.opts.SegmentSize, len(s.ebuf))+need)
-			copy(grown, s.ebuf)
-			s.ebuf = grown
+	for i := range b.entries {
+		e := &b.entries[i]
+		from := len(l.scratch)
+		if l.opts.LogFormat == JSON {
+			var data []byte
+			if e.nparts > 0 {
+				for _, p := range parts[:e.nparts] {
+					data = append(data, p...)
+				}
+				parts = parts[e.nparts:]
+			} else {
+				data = datas[:e.size]
+				datas = datas[e.size:]
+			}
+			l.scratch, _ = appendJSONEntry(l.scratch, e.index, data)
+		} else {
+			l.scratch = appendUvarint(l.scratch, uint64(e.size))
 		}
-		var epos bpos
-		s.ebuf, epos = l.appendEntry(s.ebuf, b.entries[i].index, data)
-		s.epos = append(s.epos, epos)
-		if len(s.ebuf) >= l.opts.SegmentSize {
+		frames = append(frames, frame{from, len(l.scratch)})
+	}
+	// Second pass: queue the pieces and write them, rolling the segment where
+	// upstream would.
+	marked := len(s.tpos)
+	pending := int64(0)
+	l.pieces = l.pieces[:0]
+	flush := func() error {
+		if err := writeAll(l.sfile, l.pieces); err != nil {
+			s.tpos = s.tpos[:marked]
+			return err
+		}
+		clear(l.pieces)
+		l.pieces = l.pieces[:0]
+		s.size += pending
+		pending = 0
+		return nil
+	}
+	parts, datas = b.parts, b.datas
+	for i := range b.entries {
+		e := &b.entries[i]
+		f := frames[i]
+		n := int64(f.to - f.from)
+		l.pieces = append(l.pieces, l.scratch[f.from:f.to])
+		if l.opts.LogFormat == JSON {
+			if e.nparts > 0 {
+				parts = parts[e.nparts:]
+			} else {
+				datas = datas[e.size:]
+			}
+		} else {
+			if e.nparts > 0 {
+				l.pieces = append(l.pieces, parts[:e.nparts]...)
+				parts = parts[e.nparts:]
+			} else {
+				l.pieces = append(l.pieces, datas[:e.size])
+				datas = datas[e.size:]
+			}
+			n += int64(e.size)
+		}
+		pos := s.size + pending
+		if pos > math.MaxUint32 {
+			return ErrSegmentTooLarge
+		}
+		s.tpos = append(s.tpos, uint32(pos))
+		pending += n
+		if s.size+pending >= int64(l.opts.SegmentSize) {
 			// segment has reached capacity, cycle now
-			if _, err := l.sfile.Write(s.ebuf[mark:]); err != nil {
+			if err := flush(); err != nil {
 				return err
 			}
-			l.lastIndex = b.entries[i].index
+			l.lastIndex = e.index
 			if err := l.cycle(); err != nil {
 				return err
 			}
 			s = l.segments[len(l.segments)-1]
-			mark = 0
+			marked = 0
 		}
-		datas = datas[b.entries[i].size:]
 	}
-	if len(s.ebuf)-mark > 0 {
-		if _, err := l.sfile.Write(s.ebuf[mark:]); err != nil {
+	if pending > 0 {
+		if err := flush(); err != nil {
 			return err
 		}
 		l.lastIndex = b.entries[len(b.entries)-1].index
+	}
+	if cap(l.scratch) > maxScratch {
+		l.scratch = nil
+	}
+	if cap(l.pieces) > maxScratch/8 {
+		l.pieces = nil
 	}
 	if !l.opts.NoSync {
 		if err := l.sfile.Sync(); err != nil {
@@ -511,6 +610,13 @@ func (l *Log) writeBatch(b *Batch) error {
 	b.Clear()
 	return nil
 }
+
+// maxScratch bounds the scratch a Log keeps between batches (katka).
+const maxScratch = 16 << 10
+
+// ErrSegmentTooLarge is returned when an entry would start 4 GiB or more into
+// a segment file (katka: entry positions in the tail are 32 bits).
+var ErrSegmentTooLarge = errors.New("segment too large")
 
 // FirstIndex returns the index of the first entry in the log.
 // Returns zero when log has no entries.
@@ -563,14 +669,24 @@ func (l *Log) findSegment(index uint64) int {
 }
 
 func (l *Log) loadSegmentEntries(s *segment) error {
-	data, err := ioutil.ReadFile(s.path)
+	ebuf, epos, err := l.readSegmentFile(s.path)
 	if err != nil {
 		return err
 	}
-	ebuf := data
-	var epos []bpos
+	s.ebuf = ebuf
+	s.epos = epos
+	return nil
+}
+
+// readSegmentFile reads a segment file whole and finds its entries.
+func (l *Log) readSegmentFile(path string) (ebuf []byte, epos []bpos, err error) {
+	data, err := ioutil.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ebuf = data
 	var pos int
-	for exidx := s.index; len(data) > 0; exidx++ {
+	for len(data) > 0 {
 		var n int
 		if l.opts.LogFormat == JSON {
 			n, err = loadNextJSONEntry(data)
@@ -578,15 +694,51 @@ func (l *Log) loadSegmentEntries(s *segment) error {
 			n, err = loadNextBinaryEntry(data)
 		}
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		data = data[n:]
 		epos = append(epos, bpos{pos, pos + n})
 		pos += n
 	}
-	s.ebuf = ebuf
-	s.epos = epos
+	return ebuf, epos, nil
+}
+
+// loadTail finds the entries of the tail segment s (katka): their positions
+// are kept, their bytes are not.
+func (l *Log) loadTail(s *segment) error {
+	_, epos, err := l.readSegmentFile(s.path)
+	if err != nil {
+		return err
+	}
+	s.ebuf, s.epos = nil, nil
+	s.tpos = make([]uint32, len(epos))
+	s.size = 0
+	for i, p := range epos {
+		if p.pos > math.MaxUint32 {
+			return ErrSegmentTooLarge
+		}
+		s.tpos[i] = uint32(p.pos)
+		s.size = int64(p.end)
+	}
 	return nil
+}
+
+// tailEntries returns the tail segment's bytes and entry positions, read from
+// its file, for the truncations that rewrite it (katka).
+func (l *Log) tailEntries(s *segment) ([]byte, []bpos, error) {
+	ebuf := make([]byte, s.size)
+	if _, err := l.sfile.ReadAt(ebuf, 0); err != nil {
+		return nil, nil, err
+	}
+	epos := make([]bpos, len(s.tpos))
+	for i, p := range s.tpos {
+		end := s.size
+		if i+1 < len(s.tpos) {
+			end = int64(s.tpos[i+1])
+		}
+		epos[i] = bpos{int(p), int(end)}
+	}
+	return ebuf, epos, nil
 }
 
 func loadNextJSONEntry(data []byte) (n int, err error) {
@@ -665,8 +817,23 @@ func (l *Log) Read(index uint64) (data []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	epos := s.epos[index-s.index]
-	edata := s.ebuf[epos.pos:epos.end]
+	var edata []byte
+	if s == l.segments[len(l.segments)-1] {
+		// katka: the tail is read back from its file (one pread into a new
+		// buffer, so NoCopy callers own what they get).
+		i := index - s.index
+		pos, end := int64(s.tpos[i]), s.size
+		if i+1 < uint64(len(s.tpos)) {
+			end = int64(s.tpos[i+1])
+		}
+		edata = make([]byte, end-pos)
+		if _, err := l.sfile.ReadAt(edata, pos); err != nil {
+			return nil, err
+		}
+	} else {
+		epos := s.epos[index-s.index]
+		edata = s.ebuf[epos.pos:epos.end]
+	}
 	if l.opts.LogFormat == JSON {
 		return readJSON(edata)
 	}
@@ -802,8 +969,14 @@ func (l *Log) truncateFront(index uint64) (err error) {
 		if err != nil {
 			return err
 		}
-		epos := s.epos[index-s.index:]
-		ebuf = s.ebuf[epos[0].pos:]
+		sbuf, spos := s.ebuf, s.epos
+		if segIdx == len(l.segments)-1 {
+			if sbuf, spos, err = l.tailEntries(s); err != nil {
+				return err
+			}
+		}
+		epos := spos[index-s.index:]
+		ebuf = sbuf[epos[0].pos:]
 	}
 	// Create a START file contains the truncated segment.
 	startName := filepath.Join(l.path, segmentName(index)+".START")
@@ -844,7 +1017,7 @@ func (l *Log) truncateFront(index uint64) (err error) {
 	s.index = index
 	if segIdx == len(l.segments)-1 {
 		// Reopen the tail segment file
-		l.sfile, err = os.OpenFile(newName, os.O_WRONLY, l.opts.FilePerms)
+		l.sfile, err = os.OpenFile(newName, os.O_RDWR, l.opts.FilePerms)
 		if err != nil {
 			return err
 		}
@@ -857,7 +1030,7 @@ func (l *Log) truncateFront(index uint64) (err error) {
 			return err
 		}
 		// Load the last segment entries
-		if err = l.loadSegmentEntries(s); err != nil {
+		if err = l.loadTail(s); err != nil {
 			return err
 		}
 	}
@@ -910,8 +1083,14 @@ func (l *Log) truncateBack(index uint64) (err error) {
 		if err != nil {
 			return err
 		}
-		epos := s.epos[:index-s.index+1]
-		ebuf = s.ebuf[:epos[len(epos)-1].end]
+		sbuf, spos := s.ebuf, s.epos
+		if segIdx == len(l.segments)-1 {
+			if sbuf, spos, err = l.tailEntries(s); err != nil {
+				return err
+			}
+		}
+		epos := spos[:index-s.index+1]
+		ebuf = sbuf[:epos[len(epos)-1].end]
 	}
 	// Create an END file contains the truncated segment.
 	endName := filepath.Join(l.path, segmentName(s.index)+".END")
@@ -948,7 +1127,7 @@ func (l *Log) truncateBack(index uint64) (err error) {
 		return err
 	}
 	// Reopen the tail segment file
-	l.sfile, err = os.OpenFile(newName, os.O_WRONLY, l.opts.FilePerms)
+	l.sfile, err = os.OpenFile(newName, os.O_RDWR, l.opts.FilePerms)
 	if err != nil {
 		return err
 	}
@@ -965,7 +1144,7 @@ func (l *Log) truncateBack(index uint64) (err error) {
 	l.segments = append([]*segment{}, l.segments[:segIdx+1]...)
 	l.lastIndex = index
 	l.clearCache()
-	if err = l.loadSegmentEntries(s); err != nil {
+	if err = l.loadTail(s); err != nil {
 		return err
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -246,6 +247,7 @@ func parseCodec(s string) (kgo.CompressionCodec, error) {
 func newBenchConsumeCmd() *cobra.Command {
 	var bf benchFlags
 	var records int64
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "consume",
 		Short: "Read a topic from the beginning and report the rate",
@@ -286,6 +288,13 @@ func newBenchConsumeCmd() *cobra.Command {
 			var pw sync.WaitGroup
 			pw.Add(1)
 			go progress("read", &w, stop, &pw)
+			if cpuProfile != "" {
+				stopProfile, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stopProfile()
+			}
 			start := time.Now()
 			var got, bytes, fetches int64
 			for got < records {
@@ -318,7 +327,22 @@ func newBenchConsumeCmd() *cobra.Command {
 	}
 	bf.add(cmd, "bench")
 	cmd.Flags().Int64Var(&records, "records", 0, "records to read (0: all that exist at start)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the consumer (this process) to this file")
 	return cmd
+}
+
+// startCPUProfile writes a CPU profile of this process to path until the
+// returned function is called: how the client's share of a bench is measured.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func newBenchE2ECmd() *cobra.Command {

@@ -18,8 +18,13 @@ func init() {
 	startKafka = func(ctx context.Context, b *broker.Broker, full config.Config, reg prometheus.Registerer, log *slog.Logger) (io.Closer, error) {
 		cfg := full.Kafka
 		l := cfg.Limits
+		sec, err := kafkaSecurity(full, log)
+		if err != nil {
+			return nil, err
+		}
 		return kafka.Listen(b, kafka.Config{
 			Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Registerer: reg, Logger: log,
+			Listeners: sec.listeners, Users: sec.users, SuperUsers: sec.superUsers,
 			State:                  kafkaStateConfig(full),
 			MaxConnections:         l.MaxConnections,
 			MaxConnectionsPerIP:    l.MaxConnectionsPerIP,

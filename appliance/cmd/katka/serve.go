@@ -135,7 +135,18 @@ func serve(cfg config.Config) error {
 		})
 		log.Info("http listening", "addr", hs.Addr().String())
 	}
-	if cfg.Kafka.Addr != "" {
+	cell, err := startCell(cfg, reg, log)
+	if err != nil {
+		shutdown()
+		return err
+	}
+	if cell != nil {
+		closers = append(closers, func() { cell.Close() })
+		if hs != nil {
+			hs.AddStatus("cell", func() any { return cell.Status() })
+		}
+	}
+	if cfg.Kafka.Addr != "" || len(cfg.Kafka.Listeners) > 0 {
 		if startKafka == nil {
 			log.Warn("kafka listener not built into this binary", "addr", cfg.Kafka.Addr)
 		} else {

@@ -23,11 +23,13 @@ func init() { registerCommand(newTopicCmd) }
 type kafkaFlags struct {
 	brokers string
 	timeout time.Duration
+	sec     clientSecurity // TLS and SASL (clientsec.go)
 }
 
 func (f *kafkaFlags) add(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.brokers, "brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap addresses (host:port)")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 30*time.Second, "how long a request may take, retries included")
+	f.sec.add(cmd)
 }
 
 // client connects to the brokers with extra kgo options.
@@ -41,7 +43,11 @@ func (f *kafkaFlags) client(opts ...kgo.Opt) (*kgo.Client, error) {
 	if len(seeds) == 0 {
 		return nil, errors.New("--brokers: no address given (e.g. 127.0.0.1:9092)")
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...), kgo.RetryTimeout(f.timeout)}, opts...)...)
+	sec, err := f.sec.opts()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(seeds...), kgo.RetryTimeout(f.timeout)}, sec...), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client for %s: %w", f.brokers, err)
 	}

@@ -1,0 +1,202 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// NodeInfo is one registered node of the cell, as the controller holds it.
+type NodeInfo struct {
+	// ID is the node id: the Kafka broker id and the raft server id.
+	ID int32 `json:"id"`
+	// PeerAddr is the node's advertised peer address.
+	PeerAddr string `json:"peer_addr"`
+	// KafkaAddr is the node's advertised Kafka address.
+	KafkaAddr string `json:"kafka_addr"`
+	// Rack is the node's Kafka rack.
+	Rack string `json:"rack,omitempty"`
+}
+
+// PartitionInfo is one partition's placement and leadership.
+type PartitionInfo struct {
+	// Replicas are the node ids holding the partition, preferred leader first.
+	Replicas []int32 `json:"replicas"`
+	// Leader is the node id leading the partition (-1: none).
+	Leader int32 `json:"leader"`
+	// LeaderEpoch counts leadership changes (Kafka's leader epoch).
+	LeaderEpoch int32 `json:"leader_epoch"`
+	// ISR are the in-sync replicas.
+	ISR []int32 `json:"isr"`
+}
+
+// TopicInfo is one topic of the cell.
+type TopicInfo struct {
+	// Partitions are the topic's partitions, by index.
+	Partitions []PartitionInfo `json:"partitions"`
+	// ReplicationFactor is how many replicas each partition has.
+	ReplicationFactor int `json:"replication_factor"`
+	// Configs are topic configs set explicitly (Kafka names).
+	Configs map[string]string `json:"configs,omitempty"`
+}
+
+// Metadata is the cluster metadata the controller replicates.
+type Metadata struct {
+	// Nodes by id.
+	Nodes map[int32]NodeInfo `json:"nodes"`
+	// Topics by name.
+	Topics map[string]TopicInfo `json:"topics"`
+}
+
+// Command is one change to the metadata, one raft log entry.
+type Command struct {
+	// Op is register_node, create_topic or delete_topic.
+	Op string `json:"op"`
+	// Node is the node registered.
+	Node *NodeInfo `json:"node,omitempty"`
+	// Topic names the topic created or deleted.
+	Topic string `json:"topic,omitempty"`
+	// TopicInfo is the topic created, its assignment already computed.
+	TopicInfo *TopicInfo `json:"topic_info,omitempty"`
+}
+
+// ErrTopicExists and ErrUnknownTopic are results of topic commands.
+var (
+	ErrTopicExists  = fmt.Errorf("topic already exists")
+	ErrUnknownTopic = fmt.Errorf("unknown topic")
+)
+
+// fsm is the controller's raft state machine: a pure function of the commands
+// applied, snapshotted as JSON.
+type fsm struct {
+	mu sync.RWMutex
+	md Metadata
+}
+
+func newFSM() *fsm {
+	return &fsm{md: Metadata{Nodes: map[int32]NodeInfo{}, Topics: map[string]TopicInfo{}}}
+}
+
+// apply changes the metadata by one command and returns an error result.
+func (f *fsm) apply(c Command) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch c.Op {
+	case "register_node":
+		if c.Node == nil {
+			return fmt.Errorf("register_node without node")
+		}
+		f.md.Nodes[c.Node.ID] = *c.Node
+	case "create_topic":
+		if c.TopicInfo == nil || c.Topic == "" {
+			return fmt.Errorf("create_topic without topic")
+		}
+		if _, ok := f.md.Topics[c.Topic]; ok {
+			return ErrTopicExists
+		}
+		f.md.Topics[c.Topic] = *c.TopicInfo
+	case "delete_topic":
+		if _, ok := f.md.Topics[c.Topic]; !ok {
+			return ErrUnknownTopic
+		}
+		delete(f.md.Topics, c.Topic)
+	default:
+		return fmt.Errorf("unknown command %q", c.Op)
+	}
+	return nil
+}
+
+// Apply is raft.FSM's: decode and apply one log entry; the result is the
+// command's error (nil on success).
+func (f *fsm) Apply(l *raft.Log) any {
+	var c Command
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		return fmt.Errorf("controller: undecodable command at index %d: %w", l.Index, err)
+	}
+	return f.apply(c)
+}
+
+// Snapshot is raft.FSM's: a deep copy of the metadata, written as JSON.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	data, err := json.Marshal(f.md)
+	if err != nil {
+		return nil, fmt.Errorf("controller snapshot: %w", err)
+	}
+	return jsonSnapshot(data), nil
+}
+
+// Restore is raft.FSM's: replace the metadata by a snapshot.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	md := Metadata{}
+	if err := json.NewDecoder(rc).Decode(&md); err != nil {
+		return fmt.Errorf("controller restore: %w", err)
+	}
+	if md.Nodes == nil {
+		md.Nodes = map[int32]NodeInfo{}
+	}
+	if md.Topics == nil {
+		md.Topics = map[string]TopicInfo{}
+	}
+	f.mu.Lock()
+	f.md = md
+	f.mu.Unlock()
+	return nil
+}
+
+// view returns a deep copy of the metadata.
+func (f *fsm) view() Metadata {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics))}
+	for n, t := range f.md.Topics {
+		t.Partitions = slices.Clone(t.Partitions)
+		for i := range t.Partitions {
+			t.Partitions[i].Replicas = slices.Clone(t.Partitions[i].Replicas)
+			t.Partitions[i].ISR = slices.Clone(t.Partitions[i].ISR)
+		}
+		t.Configs = maps.Clone(t.Configs)
+		md.Topics[n] = t
+	}
+	return md
+}
+
+type jsonSnapshot []byte
+
+func (s jsonSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("controller snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s jsonSnapshot) Release() {}
+
+// assign spreads partitions over nodes round robin: partition p's replicas are
+// rf consecutive nodes starting at p (offset by start), so leaders (the first
+// replica) spread evenly. It fails when rf exceeds the node count.
+func assign(nodes []int32, partitions int32, rf int, start int) (TopicInfo, error) {
+	if rf < 1 || rf > len(nodes) {
+		return TopicInfo{}, fmt.Errorf("replication factor %d is out of range (allowed: 1..%d, the nodes of the cell)", rf, len(nodes))
+	}
+	ids := slices.Clone(nodes)
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	t := TopicInfo{ReplicationFactor: rf, Partitions: make([]PartitionInfo, partitions)}
+	for p := range int(partitions) {
+		reps := make([]int32, rf)
+		for r := range rf {
+			reps[r] = ids[(start+p+r)%len(ids)]
+		}
+		t.Partitions[p] = PartitionInfo{Replicas: reps, Leader: reps[0], ISR: slices.Clone(reps)}
+	}
+	return t, nil
+}

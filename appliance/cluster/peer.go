@@ -1,0 +1,250 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// ALPN protocols of the peer listener: one TLS port carries both.
+const (
+	alpnRaft = "katka-raft/1"
+	alpnRPC  = "katka-rpc/1"
+)
+
+// Peer listener limits: a stranger can hold a handshake only this long, and an
+// RPC message is small.
+const (
+	handshakeTimeout = 5 * time.Second
+	rpcTimeout       = 5 * time.Second
+	maxRPCBytes      = 1 << 20
+	maxLoggedRejects = 1024
+)
+
+// peerListener accepts mutual-TLS connections and hands each to raft or to
+// the RPC handler by its ALPN protocol.
+type peerListener struct {
+	ln    net.Listener
+	cred  *Credential
+	log   *slog.Logger
+	rpc   func(ctx context.Context, from int32, req rpcRequest) rpcResponse
+	raftC chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	rejected map[string]bool // remote IPs already logged
+	onReject func()
+}
+
+func listenPeers(addr string, cred *Credential, log *slog.Logger) (*peerListener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cell peer listener: %w", err)
+	}
+	return &peerListener{
+		ln: ln, cred: cred, log: log,
+		raftC: make(chan net.Conn), done: make(chan struct{}), rejected: map[string]bool{},
+	}, nil
+}
+
+func (p *peerListener) serve() {
+	p.wg.Add(1)
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			select {
+			case <-p.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			p.log.Error("cell peer accept", "err", err)
+			return
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.handle(c)
+		}()
+	}
+}
+
+func (p *peerListener) handle(raw net.Conn) {
+	tc := tls.Server(raw, p.cred.ServerTLS(alpnRaft, alpnRPC))
+	raw.SetDeadline(time.Now().Add(handshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		p.reject(raw.RemoteAddr(), err)
+		raw.Close()
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	from, err := PeerNodeID(st)
+	if err != nil {
+		p.reject(raw.RemoteAddr(), err)
+		tc.Close()
+		return
+	}
+	switch st.NegotiatedProtocol {
+	case alpnRaft:
+		select {
+		case p.raftC <- tc:
+		case <-p.done:
+			tc.Close()
+		}
+	case alpnRPC:
+		defer tc.Close()
+		tc.SetDeadline(time.Now().Add(rpcTimeout))
+		var req rpcRequest
+		if err := json.NewDecoder(io.LimitReader(tc, maxRPCBytes)).Decode(&req); err != nil {
+			p.log.Debug("cell rpc: bad request", "from", from, "err", err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+		resp := p.rpc(ctx, from, req)
+		cancel()
+		json.NewEncoder(tc).Encode(resp)
+	default:
+		tc.Close()
+	}
+}
+
+// reject logs a refused peer once per remote IP (the set is bounded).
+func (p *peerListener) reject(addr net.Addr, err error) {
+	host, _, _ := net.SplitHostPort(addr.String())
+	p.mu.Lock()
+	first := !p.rejected[host] && len(p.rejected) < maxLoggedRejects
+	if first {
+		p.rejected[host] = true
+	}
+	f := p.onReject
+	p.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	if first {
+		p.log.Warn("cell peer refused (not a member of this cell)", "remote", addr.String(), "err", err)
+	}
+}
+
+func (p *peerListener) close() {
+	p.once.Do(func() {
+		close(p.done)
+		p.ln.Close()
+	})
+	p.wg.Wait()
+}
+
+// dial opens a mutual-TLS connection to a peer for one ALPN protocol.
+func dialPeer(ctx context.Context, cred *Credential, addr, proto string) (*tls.Conn, error) {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: handshakeTimeout}, Config: cred.ClientTLS(proto)}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	if tc.ConnectionState().NegotiatedProtocol != proto {
+		tc.Close()
+		return nil, fmt.Errorf("peer %s does not speak %s", addr, proto)
+	}
+	return tc, nil
+}
+
+// rpcRequest is one peer RPC; Op selects the handler.
+type rpcRequest struct {
+	// Op is hello or apply.
+	Op string `json:"op"`
+	// From is the caller's own announcement (hello).
+	From *Announcement `json:"from,omitempty"`
+	// Command is a controller command to apply on the leader (apply).
+	Command *Command `json:"command,omitempty"`
+}
+
+// rpcResponse answers an rpcRequest.
+type rpcResponse struct {
+	Error string `json:"error,omitempty"`
+	// Self is the answering node's announcement (hello).
+	Self *Announcement `json:"self,omitempty"`
+	// Result is the applied command's result (apply).
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// call makes one RPC to the peer at addr.
+func call(ctx context.Context, cred *Credential, addr string, req rpcRequest) (rpcResponse, int32, error) {
+	tc, err := dialPeer(ctx, cred, addr, alpnRPC)
+	if err != nil {
+		return rpcResponse{}, 0, err
+	}
+	defer tc.Close()
+	id, err := PeerNodeID(tc.ConnectionState())
+	if err != nil {
+		return rpcResponse{}, 0, err
+	}
+	dl := time.Now().Add(rpcTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	tc.SetDeadline(dl)
+	if err := json.NewEncoder(tc).Encode(req); err != nil {
+		return rpcResponse{}, id, fmt.Errorf("rpc %s to %s: %w", req.Op, addr, err)
+	}
+	var resp rpcResponse
+	if err := json.NewDecoder(io.LimitReader(tc, maxRPCBytes)).Decode(&resp); err != nil {
+		return rpcResponse{}, id, fmt.Errorf("rpc %s to %s: %w", req.Op, addr, err)
+	}
+	if resp.Error != "" {
+		return resp, id, fmt.Errorf("rpc %s to %s: %s", req.Op, addr, resp.Error)
+	}
+	return resp, id, nil
+}
+
+// raftLayer is hashicorp/raft's StreamLayer over the peer listener.
+type raftLayer struct {
+	p    *peerListener
+	cred *Credential
+	adv  net.Addr
+}
+
+// Accept returns the next raft connection from a peer.
+func (r *raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-r.p.raftC:
+		return c, nil
+	case <-r.p.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close is a no-op: the peer listener is closed by the node.
+func (r *raftLayer) Close() error { return nil }
+
+// Addr is the advertised peer address (what other nodes dial).
+func (r *raftLayer) Addr() net.Addr { return r.adv }
+
+// Dial opens a raft connection to a peer.
+func (r *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return dialPeer(ctx, r.cred, string(addr), alpnRaft)
+}
+
+// tcpAddr is a net.Addr for an advertised host:port string.
+type tcpAddr string
+
+func (a tcpAddr) Network() string { return "tcp" }
+func (a tcpAddr) String() string  { return string(a) }

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/katka-io/katka/appliance/cluster"
+	"github.com/katka-io/katka/appliance/config"
+)
+
+func init() { registerCommand(newCellCmd) }
+
+// startCell joins (or forms) the cell when the config has a cell section; it
+// returns nil without touching the network otherwise (no multicast at all).
+func startCell(cfg config.Config, reg prometheus.Registerer, log *slog.Logger) (*cluster.Node, error) {
+	if !cfg.Cell.Enabled() {
+		return nil, nil
+	}
+	kafka := cfg.Kafka.AdvertisedAddr
+	if kafka == "" {
+		kafka = cfg.Kafka.Addr
+	}
+	return cluster.Start(cluster.Options{Cell: cfg.Cell, DataDir: cfg.DataDir, KafkaAddr: kafka, Logger: log, Registerer: reg})
+}
+
+// newCellCmd is `katka cell`: make the cell's credential, issue node bundles,
+// show the cell's status.
+func newCellCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "cell", Short: "A cell of neighbouring katka gateways: credential and status"}
+
+	var name, out string
+	initCmd := &cobra.Command{
+		Use:   "init --name NAME --out CADIR",
+		Short: "Create a new cell's CA and secret in CADIR (keep it safe: it admits nodes)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := validCellName(name); err != nil {
+				return err
+			}
+			if err := cluster.InitCA(out, name); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cell %s: CA and secret written to %s\nissue a bundle per node: katka cell issue --ca %s --out NODEDIR\n", name, out, out)
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&name, "name", "", "the cell's name (as cell.name in every node's config)")
+	initCmd.Flags().StringVar(&out, "out", "", "directory for the CA (created)")
+	initCmd.MarkFlagRequired("name")
+	initCmd.MarkFlagRequired("out")
+
+	var caDir, nodeOut string
+	var nodeID int32
+	issueCmd := &cobra.Command{
+		Use:   "issue --ca CADIR --out NODEDIR [--node-id N]",
+		Short: "Issue a node bundle (certificate, key, CA, secret) for cell.credential_dir",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := cluster.IssueNode(caDir, nodeID, nodeOut)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %d: bundle written to %s\n", id, nodeOut)
+			return nil
+		},
+	}
+	issueCmd.Flags().StringVar(&caDir, "ca", "", "the CA directory from katka cell init")
+	issueCmd.Flags().StringVar(&nodeOut, "out", "", "directory for the node bundle (created)")
+	issueCmd.Flags().Int32Var(&nodeID, "node-id", -1, "node id (Kafka broker id); default: the CA's next free id")
+	issueCmd.MarkFlagRequired("ca")
+	issueCmd.MarkFlagRequired("out")
+
+	var httpAddr string
+	var asJSON bool
+	statusCmd := &cobra.Command{
+		Use:   "status [--http HOST:PORT]",
+		Short: "Show the cell as the local node sees it: nodes, roles, controller leader and term",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/status/cell", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("cell status: %w (is katka running with http.addr %s?)", err, httpAddr)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+			if err != nil {
+				return fmt.Errorf("cell status: %w", err)
+			}
+			if resp.StatusCode == http.StatusNotFound {
+				return fmt.Errorf("cell status: this katka is not in a cell (no cell: section in its config)")
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("cell status: %s: %s", resp.Status, body)
+			}
+			if asJSON {
+				_, err := cmd.OutOrStdout().Write(body)
+				return err
+			}
+			var st cluster.Status
+			if err := json.Unmarshal(body, &st); err != nil {
+				return fmt.Errorf("cell status: %w", err)
+			}
+			printCellStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	statusCmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8092", "the node's HTTP address (http.addr)")
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+
+	cmd.AddCommand(initCmd, issueCmd, statusCmd)
+	return cmd
+}
+
+func validCellName(name string) error {
+	c := config.Default()
+	c.Cell.Name, c.Cell.CredentialDir, c.Cell.PeerAddr = name, "x", "127.0.0.1:1"
+	c.Cell.MDNS = true
+	var v error
+	if err := c.Validate(); err != nil {
+		v = err
+	}
+	if v != nil {
+		return fmt.Errorf("--name: %q is not a cell name (allowed: 1-32 of a-z, 0-9 and -, starting with a letter or digit)", name)
+	}
+	return nil
+}
+
+func printCellStatus(w io.Writer, st cluster.Status) {
+	leader := "none"
+	if st.Raft.LeaderID >= 0 {
+		leader = fmt.Sprintf("node %d (%s)", st.Raft.LeaderID, st.Raft.LeaderAddr)
+	}
+	fmt.Fprintf(w, "cell %s, this is node %d (%s), raft %s, term %d, controller leader %s\n",
+		st.Cell, st.NodeID, st.PeerAddr, st.Raft.State, st.Raft.Term, leader)
+	if !st.Formed {
+		fmt.Fprintln(w, "not formed yet: waiting for cell.bootstrap_expect nodes, or for the cell's leader to add this node")
+	}
+	kafka := map[int32]string{}
+	for _, n := range st.Nodes {
+		kafka[n.ID] = n.KafkaAddr
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tPEER ADDR\tKAFKA ADDR\tROLE\tLEADER")
+	for _, s := range st.Servers {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%v\n", s.NodeID, s.PeerAddr, kafka[s.NodeID], s.Role, s.Leader)
+	}
+	tw.Flush()
+	if len(st.Peers) > 0 {
+		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "\nPEER\tPEER ADDR\tSOURCE\tVERIFIED\tLAST SEEN")
+		for _, p := range st.Peers {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s ago\n", p.NodeID, p.PeerAddr, p.Source, p.Verified, (time.Duration(p.LastSeenMs) * time.Millisecond).String())
+		}
+		tw.Flush()
+	}
+}

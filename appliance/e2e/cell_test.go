@@ -1,0 +1,147 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// agreed reports whether every node's status shows the same formed cell: the
+// same leader, raft members exactly want, and want registered in the metadata.
+func agreed(nodes []*cellProc, want []int32) (int32, bool) {
+	leader := int32(-1)
+	for _, n := range nodes {
+		st, ok := n.status()
+		if !ok || !st.Formed || st.Raft.LeaderID < 0 {
+			return -1, false
+		}
+		if leader >= 0 && st.Raft.LeaderID != leader {
+			return -1, false
+		}
+		leader = st.Raft.LeaderID
+		var servers, registered []int32
+		for _, s := range st.Servers {
+			servers = append(servers, s.NodeID)
+		}
+		for _, r := range st.Nodes {
+			registered = append(registered, r.ID)
+		}
+		slices.Sort(servers)
+		slices.Sort(registered)
+		if !slices.Equal(servers, want) || !slices.Equal(registered, want) {
+			return -1, false
+		}
+	}
+	return leader, true
+}
+
+// TestCellFormsOverMDNS starts three katka nodes that know only the cell's
+// name and credential, each in its own network namespace, and checks that they
+// find each other over mDNS and form one cell; that a fourth node holding
+// another CA's credential never appears in it; that a katka without a cell
+// section sends no multicast packet; that `katka cell status` shows the cell;
+// and that after the controller leader is SIGKILLed the other two elect a new
+// one and the killed node rejoins on restart.
+func TestCellFormsOverMDNS(t *testing.T) {
+	net := newCellNet(t, 5)
+	dir := t.TempDir()
+	ca, badCA := filepath.Join(dir, "ca"), filepath.Join(dir, "badca")
+	cellCLI(t, "cell", "init", "--name", "plant7", "--out", ca)
+	cellCLI(t, "cell", "init", "--name", "plant7", "--out", badCA) // same name, other CA and secret
+	var nodes []*cellProc
+	for i := 1; i <= 3; i++ {
+		cred := filepath.Join(dir, fmt.Sprintf("n%d", i))
+		out := cellCLI(t, "cell", "issue", "--ca", ca, "--out", cred)
+		if !strings.Contains(out, fmt.Sprintf("node %d:", i)) {
+			t.Fatalf("cell issue gave %q, want node %d", out, i)
+		}
+		nodes = append(nodes, net.node(i, cellNodeConfig(net.ip(i), cred, "plant7", 3)))
+	}
+	badCred := filepath.Join(dir, "bad")
+	cellCLI(t, "cell", "issue", "--ca", badCA, "--node-id", "4", "--out", badCred)
+	bad := net.node(4, cellNodeConfig(net.ip(4), badCred, "plant7", 3))
+	plain := net.node(5, testConfig+fmt.Sprintf("kafka:\n  addr: %[1]s:9092\nhttp:\n  addr: %[1]s:8092\n", net.ip(5)))
+
+	plain.start()
+	t0 := time.Now()
+	for _, n := range append(slices.Clone(nodes), bad) {
+		n.start()
+	}
+	want := []int32{1, 2, 3}
+	var leader int32
+	waitUntil(t, 30*time.Second, "3 nodes to form one cell over mDNS", func() bool {
+		var ok bool
+		leader, ok = agreed(nodes, want)
+		return ok
+	})
+	t.Logf("3 nodes formed the cell %v after start (poll every 100ms; the process starts are included), controller leader node %d", time.Since(t0).Round(10*time.Millisecond), leader)
+
+	// The foreign node: the members saw its announcements (the marker) and
+	// dropped them; it is nowhere in the cell, and it found no one.
+	waitUntil(t, 10*time.Second, "node 1 to log node 4's announcement as ignored", func() bool {
+		return nodes[0].logHas("ignoring announcement", "katka-plant7-4")
+	})
+	for _, n := range nodes {
+		st, _ := n.status()
+		for _, p := range st.Peers {
+			if p.NodeID == 4 {
+				t.Errorf("node %d lists the foreign node 4 as a peer", st.NodeID)
+			}
+		}
+	}
+	if _, ok := agreed(nodes, want); !ok {
+		t.Errorf("the cell changed after node 4 announced itself")
+	}
+	if st, ok := bad.status(); !ok || st.Formed || len(st.Peers) != 0 {
+		t.Errorf("foreign node: status %+v (answering %v), want not formed and no peers", st, ok)
+	}
+
+	// No multicast from single-node katka, while the cell nodes' namespaces sent plenty.
+	if got := net.mcastSent(1); got == 0 {
+		t.Errorf("node 1 sent no multicast packet: the counter does not work")
+	}
+	if got := net.mcastSent(5); got != 0 {
+		t.Errorf("katka without a cell section sent %d multicast packets, want 0", got)
+	}
+	if _, ok := plain.status(); ok {
+		t.Errorf("katka without a cell section serves a cell status")
+	}
+
+	// katka cell status, from the root namespace.
+	out := cellCLI(t, "cell", "status", "--http", nodes[1].httpAddr())
+	for _, s := range []string{"cell plant7, this is node 2", fmt.Sprintf("controller leader node %d", leader), net.ip(1) + ":9092", net.ip(3) + ":9093"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("katka cell status lacks %q:\n%s", s, out)
+		}
+	}
+
+	// SIGKILL the controller leader: the other two elect a new one.
+	old := nodes[leader-1]
+	rest := slices.DeleteFunc(slices.Clone(nodes), func(n *cellProc) bool { return n == old })
+	old.kill()
+	tk := time.Now()
+	var newLeader int32
+	waitUntil(t, 30*time.Second, "a new controller leader after SIGKILL", func() bool {
+		l := int32(-1)
+		for _, n := range rest {
+			st, ok := n.status()
+			if !ok || st.Raft.LeaderID < 0 || st.Raft.LeaderID == leader || (l >= 0 && st.Raft.LeaderID != l) {
+				return false
+			}
+			l = st.Raft.LeaderID
+		}
+		newLeader = l
+		return true
+	})
+	t.Logf("new controller leader node %d seen %v after the SIGKILL of node %d", newLeader, time.Since(tk).Round(10*time.Millisecond), leader)
+
+	// The killed node rejoins on restart and follows the new leader.
+	old.start()
+	waitUntil(t, 30*time.Second, "the killed node to rejoin", func() bool {
+		l, ok := agreed(nodes, want)
+		return ok && l == newLeader
+	})
+}
