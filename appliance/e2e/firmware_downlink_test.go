@@ -99,7 +99,7 @@ func TestFirmwareDownlinkThroughOutageAndSIGKILL(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	keys := keygen(t)
-	mq := startMosquitto(t)
+	mq := startFirmwareMosquitto(t)
 	path, data := writeArtefact(t, size, 1)
 
 	var edges []*kafkaKatka

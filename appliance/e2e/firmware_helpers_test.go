@@ -99,9 +99,9 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// mosquitto starts a mosquitto broker on a free port for the test and returns
+// startFirmwareMosquitto starts a mosquitto broker on a free port for the test and returns
 // its port.
-func startMosquitto(t *testing.T) int {
+func startFirmwareMosquitto(t *testing.T) int {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
