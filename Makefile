@@ -10,9 +10,10 @@ PKG      := ./appliance/cmd/katka
 # Python plugin example runs on Debian's python3 with python3-grpcio; the e2e
 # tests of Kafka's own client library drive python3-confluent-kafka; the auth
 # tests install kafkajs from npm into the user cache and run it on node; the cell
-# tests build network namespaces with iproute2's ip).
-TEST_PKGS := kcat mosquitto python3-grpcio python3-confluent-kafka nodejs npm iproute2
-TEST_TOOLS := kcat mosquitto node npm ip
+# tests build network namespaces with iproute2's ip; the firmware e2e tests drive
+# curl and mosquitto_sub from mosquitto-clients).
+TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2
+TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
 

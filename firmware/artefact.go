@@ -58,6 +58,9 @@ type BuildOptions struct {
 	Waves         []Wave
 	Expires       time.Time
 	Downgrade     bool
+	Paused        bool
+	Aborted       bool
+	Revokes       []string
 }
 
 // BuildManifest reads the file at path once and returns its manifest (unsigned).
@@ -71,7 +74,8 @@ func BuildManifest(path string, o BuildOptions) (Manifest, error) {
 	}
 	defer f.Close()
 	m := Manifest{Type: TypeManifest, Name: o.Name, Version: o.Version, ChunkSize: o.ChunkSize, Selector: o.Selector,
-		Waves: o.Waves, Created: time.Now().UTC().Truncate(time.Second), Expires: o.Expires.UTC().Truncate(time.Second), Downgrade: o.Downgrade}
+		Waves: o.Waves, Created: time.Now().UTC().Truncate(time.Second), Expires: o.Expires.UTC().Truncate(time.Second), Downgrade: o.Downgrade,
+		Paused: o.Paused, Aborted: o.Aborted, Revokes: o.Revokes}
 	whole := sha256.New()
 	buf := make([]byte, o.ChunkSize)
 	for {

@@ -109,6 +109,14 @@ type Manifest struct {
 	// Downgrade marks an intended downgrade: the anti-rollback check lets a
 	// version below the highest seen pass only with it (and it is signed).
 	Downgrade bool `json:"downgrade,omitempty"`
+	// Paused holds the rollout: devices that identify themselves get no new
+	// download of this version until a later signature without it.
+	Paused bool `json:"paused,omitempty"`
+	// Aborted withdraws this version: edges delete it and never serve it again.
+	Aborted bool `json:"aborted,omitempty"`
+	// Revokes lists other versions of the same name that edges must delete
+	// and never serve again (e.g. a bad image this version replaces).
+	Revokes []string `json:"revokes,omitempty"`
 }
 
 // Reason is why an artefact or metadata was rejected: the label of
@@ -127,11 +135,12 @@ const (
 	ReasonArtefactHash Reason = "artefact_hash" // the assembled artefact's sha256 or size is not the manifest's
 	ReasonOverQuota    Reason = "over_quota"    // larger than the firmware store's quota
 	ReasonConflict     Reason = "conflict"      // same name and version as an accepted manifest, other content
+	ReasonRevoked      Reason = "revoked"       // a version revoked or aborted by a signed manifest
 )
 
 // Reasons lists every reason (metrics are initialised with them).
 var Reasons = []Reason{ReasonMalformed, ReasonUnknownKey, ReasonBadSignature, ReasonExpired, ReasonDowngrade,
-	ReasonRootVersion, ReasonChunkHash, ReasonArtefactHash, ReasonOverQuota, ReasonConflict}
+	ReasonRootVersion, ReasonChunkHash, ReasonArtefactHash, ReasonOverQuota, ReasonConflict, ReasonRevoked}
 
 // Rejection is an error with a Reason.
 type Rejection struct {
@@ -397,6 +406,24 @@ func (m Manifest) Check() error {
 	}
 	if want := ChunkCount(m.Size, m.ChunkSize); len(m.Chunks) != want {
 		return reject(ReasonMalformed, "%d chunk hashes for %d bytes in chunks of %d (want %d)", len(m.Chunks), m.Size, m.ChunkSize, want)
+	}
+	for _, v := range m.Revokes {
+		if err := ValidName(v); err != nil {
+			return reject(ReasonMalformed, "revokes: version %v", err)
+		}
+	}
+	for i, w := range m.Waves {
+		if w.Percent < 0 || w.Percent > 100 {
+			return reject(ReasonMalformed, "wave %d: percent %d (allowed 0..100)", i, w.Percent)
+		}
+		if w.Percent == 0 && len(w.Labels) == 0 {
+			return reject(ReasonMalformed, "wave %d selects no device (give percent or labels)", i)
+		}
+		if w.After != "" {
+			if d, err := time.ParseDuration(w.After); err != nil || d < 0 {
+				return reject(ReasonMalformed, "wave %d: after %q is not a duration >= 0", i, w.After)
+			}
+		}
 	}
 	for i, h := range append([]string{m.SHA256}, m.Chunks...) {
 		if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {

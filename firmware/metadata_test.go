@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -161,5 +162,82 @@ func TestKeyFiles(t *testing.T) {
 	}
 	if st, _ := os.Stat(p); st.Mode().Perm() != 0o600 {
 		t.Fatalf("private key mode %v", st.Mode())
+	}
+}
+
+// TestThreshold: a role with threshold 2 needs two distinct valid signatures.
+func TestThreshold(t *testing.T) {
+	rPub, rPriv := mustKey(t)
+	aPub, aPriv := mustKey(t)
+	bPub, bPriv := mustKey(t)
+	root := NewRoot(1, time.Now().Add(time.Hour), []ed25519.PublicKey{rPub}, []ed25519.PublicKey{aPub, bPub})
+	ro := root.Roles[RoleTargets]
+	ro.Threshold = 2
+	root.Roles[RoleTargets] = ro
+	env, _ := Sign(root, rPriv)
+	tr, err := NewTrust(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Manifest{Type: TypeManifest, Name: "a", Version: "1", ChunkSize: 10, SHA256: HashHex(nil), Chunks: []string{HashHex(nil)}, Expires: time.Now().Add(time.Hour)}
+	one, _ := Sign(m, aPriv)
+	if _, err := tr.VerifyManifest(one, time.Now()); ReasonOf(err) != ReasonBadSignature {
+		t.Fatalf("one of two: %v", err)
+	}
+	twice, _ := Sign(m, aPriv, aPriv)
+	if _, err := tr.VerifyManifest(twice, time.Now()); ReasonOf(err) != ReasonBadSignature {
+		t.Fatalf("the same key twice: %v", err)
+	}
+	both, _ := Sign(m, aPriv, bPriv)
+	if _, err := tr.VerifyManifest(both, time.Now()); err != nil {
+		t.Fatalf("two of two: %v", err)
+	}
+}
+
+// TestWaves: a 10% wave, then labels, then everyone, an hour apart.
+func TestWaves(t *testing.T) {
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := Manifest{Name: "fw", Created: created, Waves: []Wave{{Percent: 10}, {Labels: map[string]string{"line": "3"}, After: "1h"}, {Percent: 100, After: "1h"}}}
+	if got := m.OpenWaves(created); got != 1 {
+		t.Fatalf("open at creation: %d", got)
+	}
+	if got := m.OpenWaves(created.Add(90 * time.Minute)); got != 2 {
+		t.Fatalf("open after 90m: %d", got)
+	}
+	in10 := 0
+	for i := range 1000 {
+		d := fmt.Sprintf("dev-%d", i)
+		w, open := m.WaveFor(d, nil, created)
+		if w == 0 {
+			in10++
+			if !open {
+				t.Fatal("wave 0 closed at creation")
+			}
+		} else if w != 2 || open {
+			t.Fatalf("%s: wave %d open %v at creation", d, w, open)
+		}
+		if w2, _ := m.WaveFor(d, nil, created); w2 != w {
+			t.Fatal("bucket not stable")
+		}
+	}
+	if in10 < 60 || in10 > 140 {
+		t.Fatalf("%d of 1000 devices in the 10%% wave", in10)
+	}
+	// A line-3 device outside the first 10% is in wave 1, open after an hour.
+	for i := range 1000 {
+		d := fmt.Sprintf("dev-%d", i)
+		if Bucket("fw", d) < 10 {
+			continue
+		}
+		if w, open := m.WaveFor(d, map[string]string{"line": "3"}, created.Add(61*time.Minute)); w != 1 || !open {
+			t.Fatalf("line-3 device: wave %d open %v", w, open)
+		}
+		break
+	}
+	bad := m
+	bad.Waves = []Wave{{After: "1h"}}
+	bad.Type, bad.Version, bad.ChunkSize, bad.SHA256, bad.Chunks = TypeManifest, "1", 10, HashHex(nil), []string{HashHex(nil)}
+	if ReasonOf(bad.Check()) != ReasonMalformed {
+		t.Fatal("a wave without devices accepted")
 	}
 }

@@ -69,6 +69,20 @@ func (p *Publisher) PublishRoot(ctx context.Context, rootEnv []byte) error {
 	return p.cl.ProduceSync(ctx, &kgo.Record{Topic: p.topics.Manifests, Key: []byte(RootKey(r.Version)), Value: rootEnv}).FirstErr()
 }
 
+// PublishManifest writes only the signed manifest: for re-signing an
+// artefact already published (a later expiry, pause, abort, revokes).
+func (p *Publisher) PublishManifest(ctx context.Context, m Manifest, key ed25519.PrivateKey) error {
+	env, err := Sign(m, key)
+	if err != nil {
+		return err
+	}
+	val, err := json.Marshal(env)
+	if err != nil {
+		return fmt.Errorf("encode manifest: %w", err)
+	}
+	return p.cl.ProduceSync(ctx, &kgo.Record{Topic: p.topics.Manifests, Key: []byte(m.Name), Value: val}).FirstErr()
+}
+
 // Publish writes the signed manifest, then every chunk of the file at path,
 // calling progress after each acknowledged chunk with the bytes sent so far.
 // The manifest goes first so an edge can verify chunks as they arrive.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -96,8 +97,8 @@ func (s *Store) recordFeedback(ctx context.Context, data []byte, source, device 
 
 // Routes registers the device endpoints on mux:
 //
-//	GET  /v1/firmware                      available artefacts (?hardware=, ?label=k=v)
-//	GET  /v1/firmware/{name}/{version}     the artefact, with Range, ETag "<sha256>"
+//	GET  /v1/firmware                      available artefacts (?hardware=, ?label=k=v; ?device= only those in an open wave)
+//	GET  /v1/firmware/{name}/{version}     the artefact, with Range, ETag "<sha256>"; ?device= outside an open wave is 403
 //	POST /v1/firmware/feedback             a device report (Feedback) into the status topic
 func (s *Store) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/firmware", s.list)
@@ -125,6 +126,28 @@ type listEntry struct {
 	URL      string            `json:"url"`
 	Selector firmware.Selector `json:"selector"`
 	Expires  time.Time         `json:"expires"`
+	// Wave is the rollout wave the asking device (?device=) is in.
+	Wave *int `json:"wave,omitempty"`
+}
+
+// available returns the manifests of the available artefacts.
+func (s *Store) available() []firmware.Manifest {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []firmware.Manifest
+	now := s.now()
+	for _, a := range s.arts {
+		if a.state == StateAvailable && now.Before(a.m.Expires) {
+			out = append(out, a.m)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return firmware.CompareVersions(out[i].Version, out[j].Version) < 0
+	})
+	return out
 }
 
 func (s *Store) list(w http.ResponseWriter, r *http.Request) {
@@ -138,16 +161,23 @@ func (s *Store) list(w http.ResponseWriter, r *http.Request) {
 		}
 		labels[k] = v
 	}
+	device := r.URL.Query().Get("device")
 	out := []listEntry{}
-	for _, a := range s.Status().Artefacts {
-		if a.State != StateAvailable {
-			continue
-		}
+	now := s.now()
+	for _, a := range s.available() {
 		if (hw != "" || len(labels) > 0) && !a.Selector.Matches(hw, labels) {
 			continue
 		}
-		out = append(out, listEntry{Name: a.Name, Version: a.Version, Size: a.Size, SHA256: a.SHA256,
-			URL: "/v1/firmware/" + a.Name + "/" + a.Version, Selector: a.Selector, Expires: a.Expires})
+		e := listEntry{Name: a.Name, Version: a.Version, Size: a.Size, SHA256: a.SHA256,
+			URL: "/v1/firmware/" + a.Name + "/" + a.Version, Selector: a.Selector, Expires: a.Expires}
+		if device != "" {
+			wave, open := a.WaveFor(device, labels, now)
+			if !open || a.Paused {
+				continue
+			}
+			e.Wave = &wave
+		}
+		out = append(out, e)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -168,6 +198,33 @@ func (s *Store) download(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusNotFound, apiError{Error: msg, Code: "not_available"})
 		return
+	}
+	if !s.now().Before(a.m.Expires) {
+		s.mu.Unlock()
+		writeJSON(w, http.StatusGone, apiError{Error: fmt.Sprintf("the manifest of %s %s expired at %s", name, version, a.m.Expires.Format(time.RFC3339)), Code: "expired"})
+		return
+	}
+	if device := r.URL.Query().Get("device"); device != "" {
+		labels := map[string]string{}
+		for _, l := range r.URL.Query()["label"] {
+			if k, v, ok := strings.Cut(l, "="); ok {
+				labels[k] = v
+			}
+		}
+		if a.m.Paused {
+			s.mu.Unlock()
+			writeJSON(w, http.StatusForbidden, apiError{Error: fmt.Sprintf("the rollout of %s %s is paused by its publisher", name, version), Code: "rollout_paused"})
+			return
+		}
+		if wave, open := a.m.WaveFor(device, labels, s.now()); !open {
+			s.mu.Unlock()
+			msg := fmt.Sprintf("device %s is in no rollout wave of %s %s", device, name, version)
+			if wave >= 0 {
+				msg = fmt.Sprintf("device %s is in rollout wave %d of %s %s, which opens at %s", device, wave, name, version, a.m.WaveOpens(wave).Format(time.RFC3339))
+			}
+			writeJSON(w, http.StatusForbidden, apiError{Error: msg, Code: "not_in_open_wave"})
+			return
+		}
 	}
 	// Opened under the lock: an eviction afterwards removes the name, the
 	// open file stays readable to the end of this response.

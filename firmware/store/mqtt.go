@@ -20,6 +20,13 @@ type Announcement struct {
 	URL      string            `json:"url"`
 	Selector firmware.Selector `json:"selector"`
 	Expires  time.Time         `json:"expires"`
+	// Created starts the rollout schedule; Waves and OpenWaves let a device
+	// decide whether it is in an open wave (firmware.Bucket of name and its id).
+	Created   time.Time       `json:"created"`
+	Waves     []firmware.Wave `json:"waves,omitempty"`
+	OpenWaves int             `json:"open_waves,omitempty"`
+	// Paused: the publisher holds the rollout; devices should not start it.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // announcer keeps one retained announcement per hardware class and artefact
@@ -89,8 +96,9 @@ func (a *announcer) want() map[string]string {
 	best := map[string]*artefact{}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	now := s.now()
 	for _, art := range s.arts {
-		if art.state != StateAvailable {
+		if art.state != StateAvailable || !now.Before(art.m.Expires) {
 			continue
 		}
 		if b := best[art.m.Name]; b == nil || firmware.CompareVersions(art.m.Version, b.m.Version) > 0 {
@@ -101,7 +109,8 @@ func (a *announcer) want() map[string]string {
 	for _, art := range best {
 		m := art.m
 		payload, _ := json.Marshal(Announcement{Name: m.Name, Version: m.Version, Size: m.Size, SHA256: m.SHA256,
-			URL: strings.TrimRight(base, "/") + "/v1/firmware/" + m.Name + "/" + m.Version, Selector: m.Selector, Expires: m.Expires})
+			URL: strings.TrimRight(base, "/") + "/v1/firmware/" + m.Name + "/" + m.Version, Selector: m.Selector, Expires: m.Expires,
+			Created: m.Created, Waves: m.Waves, OpenWaves: m.OpenWaves(s.now()), Paused: m.Paused})
 		classes := m.Selector.Hardware
 		if len(classes) == 0 {
 			classes = []string{"all"}

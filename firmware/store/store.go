@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -33,7 +34,12 @@ const (
 	StateDownloading = "downloading"
 	StateAvailable   = "available"
 	StateEvicted     = "evicted"
+	StateRevoked     = "revoked"
 )
+
+// maxOrphans bounds the artefacts remembered as having chunks before their
+// manifest (more are read again only at the next start).
+const maxOrphans = 1024
 
 // maxRejections bounds the rejections kept for the status (oldest dropped).
 const maxRejections = 200
@@ -87,6 +93,8 @@ type persisted struct {
 	// Artefacts are the accepted ones by name/version.
 	Artefacts map[string]persistedArtefact `json:"artefacts"`
 	Rejected  []Rejection                  `json:"rejected"`
+	// Revoked maps name/version to what revoked it.
+	Revoked map[string]string `json:"revoked,omitempty"`
 }
 
 type persistedArtefact struct {
@@ -108,7 +116,8 @@ type Store struct {
 	arts      map[string]*artefact // name/version
 	highest   map[string]string
 	rejected  []Rejection
-	seen      map[string]bool // rejection keys
+	seen      map[string]bool   // rejection keys
+	revoked   map[string]string // name/version -> what revoked it
 	manOff    int64
 	chunkOff  int64
 	orphans   map[string]int64 // name/version -> first chunk offset seen before its manifest
@@ -131,7 +140,7 @@ func New(o Options) (*Store, error) {
 		dir = filepath.Join(o.DataDir, "firmware")
 	}
 	s := &Store{o: o, dir: dir, log: o.Log.With("component", "firmware"), now: o.Now, arts: map[string]*artefact{},
-		highest: map[string]string{}, seen: map[string]bool{}, orphans: map[string]int64{}, changed: make(chan struct{}, 1)}
+		highest: map[string]string{}, seen: map[string]bool{}, revoked: map[string]string{}, orphans: map[string]int64{}, changed: make(chan struct{}, 1)}
 	s.m = newMetrics(o.Registerer)
 	data, err := os.ReadFile(c.RootFile)
 	if err != nil {
@@ -186,12 +195,15 @@ func (s *Store) load() error {
 		s.highest = p.Highest
 	}
 	s.rejected = p.Rejected
+	if p.Revoked != nil {
+		s.revoked = p.Revoked
+	}
 	for _, r := range p.Rejected {
 		s.seen[r.Key] = true
 	}
 	for id, pa := range p.Artefacts {
-		if pa.State == StateEvicted {
-			s.arts[id] = &artefact{state: StateEvicted, m: firmware.Manifest{Name: filepath.Dir(id), Version: filepath.Base(id)}}
+		if pa.State == StateEvicted || pa.State == StateRevoked {
+			s.arts[id] = &artefact{state: pa.State, m: firmware.Manifest{Name: filepath.Dir(id), Version: filepath.Base(id)}}
 			continue
 		}
 		envData, err := os.ReadFile(filepath.Join(s.dir, id, "manifest.json"))
@@ -277,7 +289,7 @@ func (a *artefact) firstMissing() int {
 
 // save writes state.json atomically (temp file, fsync, rename, dir fsync).
 func (s *Store) save() {
-	p := persisted{Highest: s.highest, Artefacts: map[string]persistedArtefact{}, Rejected: s.rejected}
+	p := persisted{Highest: s.highest, Artefacts: map[string]persistedArtefact{}, Rejected: s.rejected, Revoked: s.revoked}
 	for id, a := range s.arts {
 		p.Artefacts[id] = persistedArtefact{State: a.state, LastUsed: a.lastUsed}
 	}
@@ -348,7 +360,9 @@ func (s *Store) rejectOnce(r Rejection) {
 func (s *Store) Run(ctx context.Context) {
 	if s.o.Config.MQTT.Broker != "" {
 		s.announcer = newAnnouncer(s)
-		go s.announcer.run(ctx)
+		done := make(chan struct{})
+		go func() { s.announcer.run(ctx); close(done) }()
+		defer func() { <-done }()
 	}
 	for ctx.Err() == nil {
 		progressed, err := s.step(ctx)
@@ -409,6 +423,13 @@ func (s *Store) fetch(ctx context.Context, topic string, off *int64, maxBytes in
 			return nil, nil
 		}
 	}
+	if errors.Is(err, broker.ErrCorrupt) {
+		// A record damaged on disk is never data: skip it (its artefact
+		// misses a chunk and waits for another copy).
+		s.log.Error("firmware topic record damaged on disk; skipped", "topic", topic, "offset", *off, "err", err)
+		*off++
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -463,11 +484,32 @@ func (s *Store) handleManifest(key string, val []byte) {
 		err = &firmware.Rejection{Reason: firmware.ReasonMalformed, Detail: fmt.Sprintf("manifest for %q under key %q", m.Name, key)}
 	}
 	id := m.Name + "/" + m.Version
+	if err == nil && m.Aborted {
+		s.revoke(id, fmt.Sprintf("aborted by its publisher (manifest created %s)", m.Created.Format(time.RFC3339)))
+		s.applyRevokes(m)
+		return
+	}
+	if by, ok := s.revoked[id]; ok && err == nil {
+		err = &firmware.Rejection{Reason: firmware.ReasonRevoked, Detail: fmt.Sprintf("%s was revoked: %s", id, by)}
+	}
 	if a, ok := s.arts[id]; ok && err == nil {
-		if a.state != StateEvicted && a.m.SHA256 != m.SHA256 {
+		switch {
+		case a.state == StateEvicted:
+			return
+		case a.m.SHA256 != m.SHA256:
 			err = &firmware.Rejection{Reason: firmware.ReasonConflict, Detail: fmt.Sprintf("%s already accepted with sha256 %s", id, a.m.SHA256)}
-		} else {
-			return // known: accepted before (or evicted)
+		default:
+			// The same artefact signed again (e.g. a later expiry, new
+			// waves): adopt the newer manifest when the chunks are the same.
+			if m.Created.After(a.m.Created) && m.ChunkSize == a.m.ChunkSize && slices.Equal(m.Chunks, a.m.Chunks) {
+				if werr := writeFileSync(filepath.Join(s.artDir(m.Name, m.Version), "manifest.json"), val); werr == nil {
+					a.m, a.env = m, val
+					s.log.Info("firmware manifest re-signed", "artefact", id, "expires", m.Expires, "paused", m.Paused)
+					s.applyRevokes(m)
+					s.notifyAnnouncer()
+				}
+			}
+			return
 		}
 	}
 	if err == nil {
@@ -500,6 +542,7 @@ func (s *Store) handleManifest(key string, val []byte) {
 	if h, ok := s.highest[m.Name]; !ok || firmware.CompareVersions(m.Version, h) > 0 {
 		s.highest[m.Name] = m.Version
 	}
+	s.applyRevokes(m)
 	s.save()
 	s.log.Info("firmware manifest accepted", "artefact", id, "size", m.Size, "chunks", len(m.Chunks), "sha256", m.SHA256, "downgrade", m.Downgrade)
 	if off, ok := s.orphans[id]; ok {
@@ -512,11 +555,42 @@ func (s *Store) handleManifest(key string, val []byte) {
 	s.refreshGauges()
 }
 
+// applyRevokes revokes the versions m lists.
+func (s *Store) applyRevokes(m firmware.Manifest) {
+	for _, v := range m.Revokes {
+		if v != m.Version {
+			s.revoke(m.Name+"/"+v, fmt.Sprintf("revoked by %s %s", m.Name, m.Version))
+		}
+	}
+}
+
+// revoke deletes an artefact (if held) and keeps it from ever being served.
+func (s *Store) revoke(id, by string) {
+	if _, ok := s.revoked[id]; ok {
+		return
+	}
+	s.revoked[id] = by
+	if a, ok := s.arts[id]; ok && a.state != StateEvicted && a.state != StateRevoked {
+		if a.file != nil {
+			a.file.Close()
+			a.file = nil
+		}
+		if err := os.RemoveAll(s.artDir(a.m.Name, a.m.Version)); err != nil {
+			s.log.Error("removing revoked firmware artefact", "artefact", id, "err", err)
+		}
+		a.state, a.have = StateRevoked, nil
+	}
+	s.log.Warn("firmware artefact revoked", "artefact", id, "by", by)
+	s.save()
+	s.refreshGauges()
+	s.notifyAnnouncer()
+}
+
 // usedBytes is the size of every artefact kept (partial ones at full size).
 func (s *Store) usedBytes() int64 {
 	var n int64
 	for _, a := range s.arts {
-		if a.state != StateEvicted {
+		if a.state == StateDownloading || a.state == StateAvailable {
 			n += a.m.Size
 		}
 	}
@@ -584,7 +658,7 @@ func (s *Store) readChunks(ctx context.Context) (int, error) {
 			a, ok = s.arts[id]
 		}
 		if !ok {
-			if _, seen := s.orphans[id]; !seen {
+			if _, seen := s.orphans[id]; !seen && len(s.orphans) < maxOrphans {
 				s.orphans[id] = r.Offset
 			}
 			s.chunkOff = r.Offset + 1
@@ -676,7 +750,7 @@ func (s *Store) notifyAnnouncer() {
 }
 
 func (s *Store) refreshGauges() {
-	counts := map[string]float64{StateDownloading: 0, StateAvailable: 0, StateEvicted: 0}
+	counts := map[string]float64{StateDownloading: 0, StateAvailable: 0, StateEvicted: 0, StateRevoked: 0}
 	for _, a := range s.arts {
 		counts[a.state]++
 	}

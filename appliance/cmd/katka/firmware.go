@@ -178,9 +178,10 @@ func newFirmwarePublishCmd() *cobra.Command {
 	var kf kafkaFlags
 	var o firmware.BuildOptions
 	var keyPath, manifestTopic, chunkTopic string
-	var roots, hardware, labels []string
+	var roots, hardware, labels, waves []string
 	var expires time.Duration
 	var chunk string
+	var manifestOnly bool
 	cmd := &cobra.Command{
 		Use:   "publish FILE",
 		Short: "Sign FILE's manifest and write it and FILE's chunks to a Kafka cluster (central, or a katka)",
@@ -198,6 +199,13 @@ func newFirmwarePublishCmd() *cobra.Command {
 			}
 			if len(lm) > 0 {
 				o.Selector.Labels = lm
+			}
+			for _, spec := range waves {
+				w, err := parseWave(spec)
+				if err != nil {
+					return fmt.Errorf("--wave %q: %w", spec, err)
+				}
+				o.Waves = append(o.Waves, w)
 			}
 			key, err := firmware.ReadPrivateKey(keyPath)
 			if err != nil {
@@ -258,6 +266,13 @@ func newFirmwarePublishCmd() *cobra.Command {
 					return fmt.Errorf("publish root: %w", err)
 				}
 			}
+			if manifestOnly {
+				if err := p.PublishManifest(ctx, m, key); err != nil {
+					return err
+				}
+				fmt.Printf("published the manifest of %s %s (paused %v, aborted %v, revokes %v), expires %s\n", m.Name, m.Version, m.Paused, m.Aborted, m.Revokes, m.Expires.Format(time.RFC3339))
+				return nil
+			}
 			t0 := time.Now()
 			last := time.Time{}
 			show := func(sent int64, final bool) {
@@ -292,12 +307,43 @@ func newFirmwarePublishCmd() *cobra.Command {
 	f.StringArrayVar(&labels, "label", nil, "selector: device label key=value that must match (repeatable)")
 	f.DurationVar(&expires, "expires", firmware.DefaultExpiry, "how long the manifest is valid")
 	f.StringVar(&chunk, "chunk-size", "256KiB", "chunk size (one Kafka record each)")
+	f.StringArrayVar(&waves, "wave", nil, "rollout wave, in order: PERCENT% and/or label=value pairs, after=DURATION since the previous wave, comma-separated (e.g. --wave 10% --wave line=3,after=24h --wave 100%,after=48h)")
+	f.BoolVar(&o.Paused, "pause", false, "sign the rollout as paused (devices asking with ?device= get no new download)")
+	f.BoolVar(&o.Aborted, "abort", false, "abort this version: edges delete it and never serve it again")
+	f.StringArrayVar(&o.Revokes, "revoke", nil, "another version of the same name that edges delete and never serve again (repeatable)")
+	f.BoolVar(&manifestOnly, "manifest-only", false, "publish only the re-signed manifest (the chunks are already there): for --pause, --abort, --revoke or a new --expires")
 	f.BoolVar(&o.Downgrade, "downgrade", false, "sign this as an intended downgrade (passes anti-rollback)")
 	f.StringVar(&manifestTopic, "manifest-topic", firmware.DefaultManifestTopic, "compacted manifest topic")
 	f.StringVar(&chunkTopic, "chunk-topic", firmware.DefaultChunkTopic, "chunk topic")
 	cmd.MarkFlagRequired("name")
 	cmd.MarkFlagRequired("version")
 	return cmd
+}
+
+// parseWave parses a --wave spec: "10%", "line=3,after=24h", "100%,after=48h".
+func parseWave(spec string) (firmware.Wave, error) {
+	var w firmware.Wave
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		switch {
+		case strings.HasSuffix(part, "%"):
+			if _, err := fmt.Sscan(strings.TrimSuffix(part, "%"), &w.Percent); err != nil {
+				return w, fmt.Errorf("%q is not a percentage", part)
+			}
+		case strings.HasPrefix(part, "after="):
+			w.After = strings.TrimPrefix(part, "after=")
+		default:
+			k, v, ok := strings.Cut(part, "=")
+			if !ok || k == "" {
+				return w, fmt.Errorf("%q is not PERCENT%%, after=DURATION or label=value", part)
+			}
+			if w.Labels == nil {
+				w.Labels = map[string]string{}
+			}
+			w.Labels[k] = v
+		}
+	}
+	return w, nil
 }
 
 func parseSize(s string) (int, error) {
