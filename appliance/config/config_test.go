@@ -556,3 +556,22 @@ func TestByteSizeYAML(t *testing.T) {
 		t.Fatalf("Marshal = %q, %v", out, err)
 	}
 }
+
+// TestShippedConfigsValidate loads and validates every example in configs/, so
+// a new rule (such as refusing unauthenticated listeners beyond loopback)
+// cannot leave a shipped example that katka refuses to start on.
+func TestShippedConfigsValidate(t *testing.T) {
+	paths, err := filepath.Glob("../../configs/*.yaml")
+	if err != nil || len(paths) < 2 {
+		t.Fatalf("configs/*.yaml: %v (%d files)", err, len(paths))
+	}
+	for _, p := range paths {
+		c, err := Load(p)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err != nil {
+			t.Errorf("%s: %v", filepath.Base(p), err)
+		}
+	}
+}

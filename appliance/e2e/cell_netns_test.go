@@ -154,8 +154,10 @@ storage:
   segment_bytes: 256KiB
 kafka:
   addr: %[1]s:9092
+  allow_unauthenticated: true
 http:
   addr: %[1]s:8092
+  allow_unauthenticated: true
 groups:
   initial_rebalance_delay: 0s
 cell:

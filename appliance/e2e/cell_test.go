@@ -68,7 +68,7 @@ func TestCellFormsOverMDNS(t *testing.T) {
 	badCred := filepath.Join(dir, "bad")
 	cellCLI(t, "cell", "issue", "--ca", badCA, "--node-id", "4", "--out", badCred)
 	bad := net.node(4, cellNodeConfig(net.ip(4), badCred, "plant7", 3))
-	plain := net.node(5, testConfig+fmt.Sprintf("kafka:\n  addr: %[1]s:9092\nhttp:\n  addr: %[1]s:8092\n", net.ip(5)))
+	plain := net.node(5, testConfig+fmt.Sprintf("kafka:\n  addr: %[1]s:9092\n  allow_unauthenticated: true\nhttp:\n  addr: %[1]s:8092\n  allow_unauthenticated: true\n", net.ip(5)))
 
 	plain.start()
 	t0 := time.Now()
