@@ -102,7 +102,7 @@ func TestPeerListenerRefusesStrangers(t *testing.T) {
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
-	pl, err := listenPeers("127.0.0.1:0", c1, log)
+	pl, err := listenPeers("127.0.0.1:0", nil, c1, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,14 +213,16 @@ func (bufSink) ID() string    { return "test" }
 func (bufSink) Cancel() error { return nil }
 func (bufSink) Close() error  { return nil }
 
-func freeAddr(t *testing.T) string {
+// boundPeerPort binds a peer port on 127.0.0.1 for a node the test starts
+// (Options.PeerListener): holding it from the start means no other test
+// process can take the port between choosing and using it.
+func boundPeerPort(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return ln
 }
 
 // TestSeedsFormCell: three nodes with multicast off and each other's addresses
@@ -228,7 +230,11 @@ func freeAddr(t *testing.T) string {
 // leader and seen by all; the leader's departure leaves a working controller.
 func TestSeedsFormCell(t *testing.T) {
 	dirs := issue(t, "plant7", 3)
-	addrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	lns := []net.Listener{boundPeerPort(t), boundPeerPort(t), boundPeerPort(t)}
+	var addrs []string
+	for _, ln := range lns {
+		addrs = append(addrs, ln.Addr().String())
+	}
 	fast := RaftTimeouts{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond}
 	var nodes []*Node
 	for i := range 3 {
@@ -237,7 +243,7 @@ func TestSeedsFormCell(t *testing.T) {
 		c.Seeds = slices.Delete(slices.Clone(addrs), i, i+1)
 		c.BootstrapExpect, c.RebrowseInterval, c.PeerTTL = 3, 500*time.Millisecond, 5*time.Second
 		n, err := Start(Options{Cell: c, DataDir: t.TempDir(), KafkaAddr: fmt.Sprintf("127.0.0.1:%d", 19092+i),
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Raft: &fast})
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Raft: &fast, PeerListener: lns[i]})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -327,9 +333,10 @@ func TestSnapshotSurvivesRestart(t *testing.T) {
 	dirs := issue(t, "plant7", 1)
 	data := t.TempDir()
 	c := config.Default().Cell
-	c.Name, c.CredentialDir, c.PeerAddr, c.MDNS, c.BootstrapExpect = "plant7", dirs[0], freeAddr(t), false, 1
+	ln := boundPeerPort(t)
+	c.Name, c.CredentialDir, c.PeerAddr, c.MDNS, c.BootstrapExpect = "plant7", dirs[0], ln.Addr().String(), false, 1
 	fast := RaftTimeouts{Heartbeat: 200 * time.Millisecond, Election: 200 * time.Millisecond, LeaderLease: 100 * time.Millisecond}
-	opts := Options{Cell: c, DataDir: data, KafkaAddr: "127.0.0.1:9092", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Raft: &fast}
+	opts := Options{Cell: c, DataDir: data, KafkaAddr: "127.0.0.1:9092", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Raft: &fast, PeerListener: ln}
 	n, err := Start(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -348,6 +355,7 @@ func TestSnapshotSurvivesRestart(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
+	opts.PeerListener = nil // closed with the node: the restart listens on its address again
 	n, err = Start(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +378,7 @@ func TestPeerListenerConnectionCap(t *testing.T) {
 	good := issue(t, "plant7", 2)
 	c1, _ := LoadCredential(good[0])
 	c2, _ := LoadCredential(good[1])
-	pl, err := listenPeers("127.0.0.1:0", c1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	pl, err := listenPeers("127.0.0.1:0", nil, c1, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,9 @@ type Options struct {
 	Discovery Discovery
 	// Raft tunes the raft timeouts (nil: DefaultRaftTimeouts).
 	Raft *RaftTimeouts
+	// PeerListener, when set, is used instead of listening on Cell.PeerAddr
+	// (tests bind their ports first so no other process can take them).
+	PeerListener net.Listener
 }
 
 // RaftTimeouts are the controller's raft timings.
@@ -114,7 +117,7 @@ func Start(opts Options) (*Node, error) {
 	n.m = newMetrics(opts.Registerer, n)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
-	n.pl, err = listenPeers(c.PeerAddr, cred, log)
+	n.pl, err = listenPeers(c.PeerAddr, opts.PeerListener, cred, log)
 	if err != nil {
 		return nil, err
 	}

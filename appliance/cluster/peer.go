@@ -51,10 +51,13 @@ type peerListener struct {
 	onReject func()
 }
 
-func listenPeers(addr string, cred *Credential, log *slog.Logger) (*peerListener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("cell peer listener: %w", err)
+// listenPeers listens on addr, or serves ln when it is not nil.
+func listenPeers(addr string, ln net.Listener, cred *Credential, log *slog.Logger) (*peerListener, error) {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("cell peer listener: %w", err)
+		}
 	}
 	return &peerListener{
 		ln: ln, cred: cred, log: log,
