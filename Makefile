@@ -58,7 +58,7 @@ test: test-deps
 	$(GO) test -race -count=1 -timeout 12m $$($(GO) list ./... | grep -v /appliance/e2e)
 	cd third_party/tidwall-wal && $(GO) test -race -count=1 .
 	cd third_party/franz-go-kmsg && $(GO) test -race -count=1 ./...
-	set -o pipefail; $(GO) test -race -count=1 -timeout 12m -v ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE)|_test.go:'
+	set -o pipefail; $(GO) test -race -count=1 -timeout 25m -v ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE|running tests:|\s+Test[A-Za-z0-9_/]* \()|_test.go:'
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
 test-long: test-deps
