@@ -1,0 +1,524 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/katka-io/katka/appliance/auth"
+	"github.com/katka-io/katka/appliance/broker"
+)
+
+// Confluent REST Proxy v3 (the API Confluent Cloud serves too): one cluster,
+// katka's, with its topics, partitions and configs, and produce with the
+// JSON, BINARY and STRING data types, streamed as concatenated JSON both ways.
+
+// related is v3's link to another resource.
+type related struct {
+	Related string `json:"related"`
+}
+
+// v3Meta is v3's resource metadata.
+type v3Meta struct {
+	Self         string  `json:"self"`
+	ResourceName string  `json:"resource_name,omitempty"`
+	Next         *string `json:"next,omitempty"`
+}
+
+type v3List struct {
+	Kind     string `json:"kind"`
+	Metadata v3Meta `json:"metadata"`
+	Data     []any  `json:"data"`
+}
+
+// v3Cluster is the KafkaCluster resource.
+type v3ClusterJSON struct {
+	Kind                   string  `json:"kind"`
+	Metadata               v3Meta  `json:"metadata"`
+	ClusterID              string  `json:"cluster_id"`
+	Controller             related `json:"controller"`
+	ACLs                   related `json:"acls"`
+	Brokers                related `json:"brokers"`
+	BrokerConfigs          related `json:"broker_configs"`
+	ConsumerGroups         related `json:"consumer_groups"`
+	Topics                 related `json:"topics"`
+	PartitionReassignments related `json:"partition_reassignments"`
+}
+
+// v3Topic is the KafkaTopic resource.
+type v3TopicJSON struct {
+	Kind                   string   `json:"kind"`
+	Metadata               v3Meta   `json:"metadata"`
+	ClusterID              string   `json:"cluster_id"`
+	TopicName              string   `json:"topic_name"`
+	IsInternal             bool     `json:"is_internal"`
+	ReplicationFactor      int      `json:"replication_factor"`
+	PartitionsCount        int32    `json:"partitions_count"`
+	Partitions             related  `json:"partitions"`
+	Configs                related  `json:"configs"`
+	PartitionReassignments related  `json:"partition_reassignments"`
+	AuthorizedOperations   []string `json:"authorized_operations"`
+}
+
+// v3PartitionJSON is the KafkaPartition resource.
+type v3PartitionJSON struct {
+	Kind         string  `json:"kind"`
+	Metadata     v3Meta  `json:"metadata"`
+	ClusterID    string  `json:"cluster_id"`
+	TopicName    string  `json:"topic_name"`
+	PartitionID  int32   `json:"partition_id"`
+	Leader       related `json:"leader"`
+	Replicas     related `json:"replicas"`
+	Reassignment related `json:"reassignment"`
+}
+
+// v3ConfigJSON is the KafkaTopicConfig resource.
+type v3ConfigJSON struct {
+	Kind        string   `json:"kind"`
+	Metadata    v3Meta   `json:"metadata"`
+	ClusterID   string   `json:"cluster_id"`
+	TopicName   string   `json:"topic_name"`
+	Name        string   `json:"name"`
+	Value       *string  `json:"value"`
+	IsDefault   bool     `json:"is_default"`
+	IsReadOnly  bool     `json:"is_read_only"`
+	IsSensitive bool     `json:"is_sensitive"`
+	Source      string   `json:"source"`
+	Synonyms    []string `json:"synonyms"`
+}
+
+func (s *Server) clusterBase(r *http.Request) string {
+	return baseURL(r) + "/v3/clusters/" + s.b.ClusterID()
+}
+
+// v3ClusterOK answers 404 and returns false unless the path names katka's cluster.
+func (s *Server) v3ClusterOK(w http.ResponseWriter, r *http.Request) bool {
+	if c := r.PathValue("cluster"); c != s.b.ClusterID() {
+		writeRest(w, http.StatusNotFound, mediaV3, restError{http.StatusNotFound, fmt.Sprintf("Cluster %s cannot be found.", c)})
+		return false
+	}
+	return true
+}
+
+func (s *Server) v3ClusterJSON(r *http.Request) v3ClusterJSON {
+	base, id := s.clusterBase(r), s.b.ClusterID()
+	return v3ClusterJSON{
+		Kind: "KafkaCluster", Metadata: v3Meta{Self: base, ResourceName: "crn:///kafka=" + id}, ClusterID: id,
+		Controller: related{base + "/brokers/0"}, ACLs: related{base + "/acls"}, Brokers: related{base + "/brokers"},
+		BrokerConfigs: related{base + "/broker-configs"}, ConsumerGroups: related{base + "/consumer-groups"},
+		Topics: related{base + "/topics"}, PartitionReassignments: related{base + "/topics/-/partitions/-/reassignment"},
+	}
+}
+
+func (s *Server) v3Clusters(w http.ResponseWriter, r *http.Request) {
+	writeRest(w, http.StatusOK, mediaV3, v3List{Kind: "KafkaClusterList", Metadata: v3Meta{Self: baseURL(r) + "/v3/clusters"}, Data: []any{s.v3ClusterJSON(r)}})
+}
+
+func (s *Server) v3Cluster(w http.ResponseWriter, r *http.Request) {
+	if s.v3ClusterOK(w, r) {
+		writeRest(w, http.StatusOK, mediaV3, s.v3ClusterJSON(r))
+	}
+}
+
+func (s *Server) v3TopicJSON(r *http.Request, t broker.TopicInfo) v3TopicJSON {
+	base, id := s.clusterBase(r)+"/topics/"+t.Name, s.b.ClusterID()
+	return v3TopicJSON{
+		Kind: "KafkaTopic", Metadata: v3Meta{Self: base, ResourceName: "crn:///kafka=" + id + "/topic=" + t.Name}, ClusterID: id,
+		TopicName: t.Name, IsInternal: broker.InternalTopic(t.Name), ReplicationFactor: 1, PartitionsCount: t.Partitions,
+		Partitions: related{base + "/partitions"}, Configs: related{base + "/configs"},
+		PartitionReassignments: related{base + "/partitions/-/reassignment"}, AuthorizedOperations: []string{},
+	}
+}
+
+func (s *Server) v3Topics(w http.ResponseWriter, r *http.Request) {
+	if !s.v3ClusterOK(w, r) {
+		return
+	}
+	out := v3List{Kind: "KafkaTopicList", Metadata: v3Meta{Self: s.clusterBase(r) + "/topics"}, Data: []any{}}
+	for _, t := range s.b.Topics() {
+		if s.allowed(r, auth.ResourceTopic, t.Name, auth.OpDescribe) {
+			out.Data = append(out.Data, s.v3TopicJSON(r, t))
+		}
+	}
+	writeRest(w, http.StatusOK, mediaV3, out)
+}
+
+// v3TopicInfo looks the path's topic up after the DESCRIBE check; it answers
+// and returns false when the topic is unknown or not the caller's to see.
+func (s *Server) v3TopicInfo(w http.ResponseWriter, r *http.Request) (broker.TopicInfo, bool) {
+	if !s.v3ClusterOK(w, r) {
+		return broker.TopicInfo{}, false
+	}
+	name := r.PathValue("topic")
+	if !s.allowed(r, auth.ResourceTopic, name, auth.OpDescribe) {
+		restDenied(w, mediaV3, fmt.Sprintf("Not authorized to access topics: [%s]", name))
+		return broker.TopicInfo{}, false
+	}
+	t, err := s.b.Topic(name)
+	if err != nil {
+		s.v3Fail(w, r, err)
+		return broker.TopicInfo{}, false
+	}
+	return t, true
+}
+
+// v3Fail answers err with v3's codes: the HTTP status as error_code, as
+// Confluent's v3 does for unknown topics and partitions.
+func (s *Server) v3Fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := s.restFailure(r, err)
+	switch {
+	case errors.Is(err, broker.ErrUnknownTopic), errors.Is(err, broker.ErrUnknownPartition):
+		body = restError{http.StatusNotFound, "This server does not host this topic-partition."}
+	case errors.Is(err, broker.ErrTopicExists):
+	default:
+		if body.ErrorCode > 999 && status < 500 {
+			body.ErrorCode = status
+		}
+	}
+	if status == http.StatusRequestEntityTooLarge || status == http.StatusServiceUnavailable {
+		w.Header().Set("Connection", "close")
+	}
+	writeRest(w, status, mediaV3, body)
+}
+
+func (s *Server) v3Topic(w http.ResponseWriter, r *http.Request) {
+	if t, ok := s.v3TopicInfo(w, r); ok {
+		writeRest(w, http.StatusOK, mediaV3, s.v3TopicJSON(r, t))
+	}
+}
+
+// v3CreateTopicReq is v3's CreateTopicRequest.
+type v3CreateTopicReq struct {
+	TopicName         string `json:"topic_name"`
+	PartitionsCount   int32  `json:"partitions_count"`
+	ReplicationFactor int    `json:"replication_factor"`
+	Configs           []struct {
+		Name  string  `json:"name"`
+		Value *string `json:"value"`
+	} `json:"configs"`
+}
+
+func (s *Server) v3CreateTopic(w http.ResponseWriter, r *http.Request) {
+	if !s.v3ClusterOK(w, r) {
+		return
+	}
+	var req v3CreateTopicReq
+	if err := decodeLoose(r, &req); err != nil {
+		s.v3Fail(w, r, err)
+		return
+	}
+	if broker.InternalTopic(req.TopicName) {
+		restDenied(w, mediaV3, fmt.Sprintf("topic %s: topics starting with \"__\" or \".\" are internal to katka", req.TopicName))
+		return
+	}
+	if !s.allowed(r, auth.ResourceCluster, auth.ClusterName, auth.OpCreate) && !s.allowed(r, auth.ResourceTopic, req.TopicName, auth.OpCreate) {
+		restDenied(w, mediaV3, "Authorization failed.")
+		return
+	}
+	if req.ReplicationFactor > 1 {
+		s.v3Fail(w, r, fmt.Errorf("%w: replication factor %d: katka keeps one replica", errBadRequest, req.ReplicationFactor))
+		return
+	}
+	if req.PartitionsCount <= 0 {
+		req.PartitionsCount = s.b.DefaultPartitions()
+	}
+	set := map[string]string{}
+	for _, c := range req.Configs {
+		if c.Value == nil {
+			continue
+		}
+		if _, err := broker.CheckTopicConfig(c.Name, *c.Value); err != nil {
+			s.v3Fail(w, r, err)
+			return
+		}
+		set[c.Name] = *c.Value
+	}
+	info, err := s.b.CreateTopic(req.TopicName, req.PartitionsCount, broker.TopicConfig{})
+	if err == nil && len(set) > 0 {
+		err = s.b.SetTopicOverrides(req.TopicName, set)
+	}
+	if err != nil {
+		s.v3Fail(w, r, err)
+		return
+	}
+	writeRest(w, http.StatusCreated, mediaV3, s.v3TopicJSON(r, info))
+}
+
+func (s *Server) v3DeleteTopic(w http.ResponseWriter, r *http.Request) {
+	if !s.v3ClusterOK(w, r) {
+		return
+	}
+	name := r.PathValue("topic")
+	if broker.InternalTopic(name) || !s.allowed(r, auth.ResourceTopic, name, auth.OpDelete) {
+		restDenied(w, mediaV3, fmt.Sprintf("Not authorized to delete topic %s", name))
+		return
+	}
+	if err := s.b.DeleteTopic(name); err != nil {
+		s.v3Fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) v3PartitionJSON(r *http.Request, t string, p int32) v3PartitionJSON {
+	cb := s.clusterBase(r)
+	base := cb + "/topics/" + t + "/partitions/" + strconv.Itoa(int(p))
+	return v3PartitionJSON{
+		Kind: "KafkaPartition", Metadata: v3Meta{Self: base, ResourceName: "crn:///kafka=" + s.b.ClusterID() + "/topic=" + t + "/partition=" + strconv.Itoa(int(p))},
+		ClusterID: s.b.ClusterID(), TopicName: t, PartitionID: p,
+		Leader: related{base + "/replicas/0"}, Replicas: related{base + "/replicas"}, Reassignment: related{base + "/reassignment"},
+	}
+}
+
+func (s *Server) v3Partitions(w http.ResponseWriter, r *http.Request) {
+	t, ok := s.v3TopicInfo(w, r)
+	if !ok {
+		return
+	}
+	out := v3List{Kind: "KafkaPartitionList", Metadata: v3Meta{Self: s.clusterBase(r) + "/topics/" + t.Name + "/partitions"}, Data: []any{}}
+	for p := range t.Partitions {
+		out.Data = append(out.Data, s.v3PartitionJSON(r, t.Name, p))
+	}
+	writeRest(w, http.StatusOK, mediaV3, out)
+}
+
+func (s *Server) v3Partition(w http.ResponseWriter, r *http.Request) {
+	t, ok := s.v3TopicInfo(w, r)
+	if !ok {
+		return
+	}
+	p, err := strconv.ParseInt(r.PathValue("partition"), 10, 32)
+	if err != nil || p < 0 || int32(p) >= t.Partitions {
+		s.v3Fail(w, r, broker.ErrUnknownPartition)
+		return
+	}
+	writeRest(w, http.StatusOK, mediaV3, s.v3PartitionJSON(r, t.Name, int32(p)))
+}
+
+func (s *Server) v3Configs(w http.ResponseWriter, r *http.Request) {
+	t, ok := s.v3TopicInfo(w, r)
+	if !ok {
+		return
+	}
+	base := s.clusterBase(r) + "/topics/" + t.Name + "/configs"
+	out := v3List{Kind: "KafkaTopicConfigList", Metadata: v3Meta{Self: base}, Data: []any{}}
+	for _, v := range s.b.TopicConfigValues(t.Config) {
+		val, src := v.Value, "DEFAULT_CONFIG"
+		if v.Set {
+			src = "DYNAMIC_TOPIC_CONFIG"
+		}
+		out.Data = append(out.Data, v3ConfigJSON{
+			Kind: "KafkaTopicConfig", Metadata: v3Meta{Self: base + "/" + v.Def.Name, ResourceName: "crn:///kafka=" + s.b.ClusterID() + "/topic=" + t.Name + "/config=" + v.Def.Name},
+			ClusterID: s.b.ClusterID(), TopicName: t.Name, Name: v.Def.Name, Value: &val, IsDefault: !v.Set, Source: src, Synonyms: []string{},
+		})
+	}
+	writeRest(w, http.StatusOK, mediaV3, out)
+}
+
+// v3Data is the key or value of a v3 produce request: its type (JSON,
+// BINARY with base64 data, STRING) and data.
+type v3Data struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+// bytes returns the data's bytes as they are stored: JSON compacted, BINARY
+// decoded from base64, STRING as the string's bytes. A missing data is null.
+func (d *v3Data) bytes(what string) ([]byte, error) {
+	if d == nil || len(d.Data) == 0 || string(d.Data) == "null" {
+		return nil, nil
+	}
+	switch d.Type {
+	case "JSON", "":
+		var b bytes.Buffer
+		if err := json.Compact(&b, d.Data); err != nil {
+			return nil, fmt.Errorf("%w: %s data: %v", errBadRequest, what, err)
+		}
+		return b.Bytes(), nil
+	case "BINARY", "STRING":
+		var str string
+		if err := json.Unmarshal(d.Data, &str); err != nil {
+			return nil, fmt.Errorf("%w: %s data of type %s must be a JSON string", errBadRequest, what, d.Type)
+		}
+		if d.Type == "STRING" {
+			return []byte(str), nil
+		}
+		b, err := base64.StdEncoding.DecodeString(str)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s data of type BINARY must be base64: %v", errBadRequest, what, err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("%w: %s type %q is not supported (allowed: JSON, BINARY, STRING; katka has no schema registry)", errBadRequest, what, d.Type)
+}
+
+// v3ProduceReq is one record of a v3 produce (ProduceRequest).
+type v3ProduceReq struct {
+	PartitionID *int32 `json:"partition_id"`
+	Headers     []struct {
+		Name  string  `json:"name"`
+		Value *string `json:"value"` // base64
+	} `json:"headers"`
+	Key       *v3Data    `json:"key"`
+	Value     *v3Data    `json:"value"`
+	Timestamp *time.Time `json:"timestamp"`
+}
+
+// v3DataSize is the type and size of a produced key or value in a delivery report.
+type v3DataSize struct {
+	Type string `json:"type"`
+	Size int    `json:"size"`
+}
+
+// v3ProduceResp is a delivery report (ProduceResponse).
+type v3ProduceResp struct {
+	ErrorCode   int         `json:"error_code"`
+	Message     string      `json:"message,omitempty"`
+	ClusterID   string      `json:"cluster_id,omitempty"`
+	TopicName   string      `json:"topic_name,omitempty"`
+	PartitionID *int32      `json:"partition_id,omitempty"`
+	Offset      *int64      `json:"offset,omitempty"`
+	Timestamp   string      `json:"timestamp,omitempty"`
+	Key         *v3DataSize `json:"key,omitempty"`
+	Value       *v3DataSize `json:"value,omitempty"`
+}
+
+// record builds the broker record of one produce request and the partition
+// it goes to: partition_id, else the murmur2 hash of the key (the Java
+// client's choice), else round robin.
+func (s *Server) v3Record(req *v3ProduceReq, t broker.TopicInfo) (broker.Record, int32, error) {
+	var rec broker.Record
+	var err error
+	if rec.Key, err = req.Key.bytes("key"); err != nil {
+		return rec, 0, err
+	}
+	if rec.Value, err = req.Value.bytes("value"); err != nil {
+		return rec, 0, err
+	}
+	for _, h := range req.Headers {
+		hdr := broker.Header{Key: h.Name}
+		if h.Value != nil {
+			if hdr.Value, err = base64.StdEncoding.DecodeString(*h.Value); err != nil {
+				return rec, 0, fmt.Errorf("%w: header %s: value must be base64: %v", errBadRequest, h.Name, err)
+			}
+		}
+		rec.Headers = append(rec.Headers, hdr)
+	}
+	rec.Timestamp = time.Now()
+	if req.Timestamp != nil {
+		rec.Timestamp = *req.Timestamp
+	}
+	var p int32
+	switch {
+	case req.PartitionID != nil:
+		p = *req.PartitionID
+		if p < 0 || p >= t.Partitions {
+			return rec, 0, fmt.Errorf("%w: partition %d of topic %s", broker.ErrUnknownPartition, p, t.Name)
+		}
+	case rec.Key != nil:
+		p = broker.HashPartition(rec.Key, t.Partitions)
+	default:
+		p = int32(s.rp.roundRobin.Add(1) % uint64(t.Partitions))
+	}
+	return rec, p, nil
+}
+
+func dataSize(d *v3Data, b []byte) *v3DataSize {
+	if d == nil {
+		return nil
+	}
+	typ := d.Type
+	if typ == "" {
+		typ = "JSON"
+	}
+	return &v3DataSize{Type: typ, Size: len(b)}
+}
+
+// v3Produce produces the concatenated JSON records of the body, each once
+// it is read, answering a delivery report for each in order and flushing it,
+// so a client streaming records over one chunked request gets its reports as
+// it goes. A failure before the first report is the request's HTTP status;
+// after it, the report's error_code (the HTTP status stays 200). The body is
+// bounded by http.limits.max_body_bytes like every other.
+func (s *Server) v3Produce(w http.ResponseWriter, r *http.Request) {
+	t, ok := s.v3TopicInfo(w, r)
+	if !ok {
+		return
+	}
+	if broker.InternalTopic(t.Name) || !s.allowed(r, auth.ResourceTopic, t.Name, auth.OpWrite) {
+		restDenied(w, mediaV3, fmt.Sprintf("Not authorized to access topics: [%s]", t.Name))
+		return
+	}
+	dec := json.NewDecoder(r.Body)
+	fl, _ := w.(http.Flusher)
+	started := false
+	enc := json.NewEncoder(w)
+	for {
+		var req v3ProduceReq
+		err := dec.Decode(&req)
+		if errors.Is(err, io.EOF) {
+			if !started { // an empty body: nothing to produce
+				s.v3Fail(w, r, fmt.Errorf("%w: no record in the request body", errBadRequest))
+			}
+			return
+		}
+		var rep v3ProduceResp
+		if err != nil {
+			if !errors.As(err, new(*http.MaxBytesError)) && !errors.Is(err, errBodyBusy) {
+				err = fmt.Errorf("%w: %v", errBadRequest, err)
+			}
+			if !started {
+				s.v3Fail(w, r, err)
+				return
+			}
+			status, body := s.restFailure(r, err)
+			enc.Encode(v3ProduceResp{ErrorCode: status, Message: body.Message})
+			return // the stream cannot be resynchronised after a bad or cut record
+		}
+		rec, p, err := s.v3Record(&req, t)
+		var off int64
+		if err == nil {
+			off, err = s.b.Produce(r.Context(), t.Name, p, []broker.Record{rec}, broker.AcksAll)
+		}
+		if err != nil {
+			if !started {
+				s.v3Fail(w, r, err)
+				return
+			}
+			status, body := s.restFailure(r, err)
+			rep = v3ProduceResp{ErrorCode: status, Message: body.Message}
+		} else {
+			rep = v3ProduceResp{ErrorCode: http.StatusOK, ClusterID: s.b.ClusterID(), TopicName: t.Name, PartitionID: &p, Offset: &off,
+				Timestamp: rec.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z07:00"), Key: dataSize(req.Key, rec.Key), Value: dataSize(req.Value, rec.Value)}
+		}
+		if !started {
+			w.Header().Set("Content-Type", mediaV3)
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		if err := enc.Encode(rep); err != nil {
+			return // the client is gone
+		}
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+}
+
+// decodeLoose decodes a JSON body, ignoring unknown fields (Confluent's
+// requests carry fields katka has no use for).
+func decodeLoose(r *http.Request, v any) error {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) || errors.Is(err, errBodyBusy) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errBadRequest, err)
+	}
+	return nil
+}
