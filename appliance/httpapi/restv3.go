@@ -455,8 +455,11 @@ func (s *Server) v3Produce(w http.ResponseWriter, r *http.Request) {
 		restDenied(w, mediaV3, fmt.Sprintf("Not authorized to access topics: [%s]", t.Name))
 		return
 	}
+	// Reports go out while the body is still being read: without full
+	// duplex net/http would read the whole body before the first report.
+	rc := http.NewResponseController(w)
+	_ = rc.EnableFullDuplex()
 	dec := json.NewDecoder(r.Body)
-	fl, _ := w.(http.Flusher)
 	started := false
 	enc := json.NewEncoder(w)
 	for {
@@ -505,9 +508,7 @@ func (s *Server) v3Produce(w http.ResponseWriter, r *http.Request) {
 		if err := enc.Encode(rep); err != nil {
 			return // the client is gone
 		}
-		if fl != nil {
-			fl.Flush()
-		}
+		_ = rc.Flush()
 	}
 }
 
