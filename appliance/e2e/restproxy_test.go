@@ -100,22 +100,6 @@ func clusterID(t *testing.T, k *kafkaKatka) string {
 	return list.Data[0].ClusterID
 }
 
-// readAll reads topic from the start with kgo until n records came.
-func readAll(t *testing.T, k *kafkaKatka, topic string, n int) []*kgo.Record {
-	t.Helper()
-	cl := k.client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	ctx := kafkaCtx(t, 20*time.Second)
-	var out []*kgo.Record
-	for len(out) < n {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("%s: %d of %d records before the deadline", topic, len(out), n)
-		}
-		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	return out
-}
-
 // v3Report is a v3 delivery report.
 type v3Report struct {
 	ErrorCode   int    `json:"error_code"`
@@ -182,7 +166,7 @@ func TestRESTProxyV3ProduceConfluentCurl(t *testing.T) {
 	if status != 200 || len(reps) != 1 || reps[0].Offset != 3 || reps[0].Key == nil || reps[0].Key.Type != "STRING" || reps[0].Key.Size != 3 || reps[0].Value.Type != "BINARY" || reps[0].Value.Size != 4 {
 		t.Fatalf("produce binary: %d %s", status, out)
 	}
-	recs := readAll(t, k, "jsontest", 4)
+	recs := consumeN(t, k, "jsontest", 4)
 	want := []string{`{"name":"testUser"}`, `"ONE"`, `"TWO"`, "\x00\x01\x02\xff"}
 	for i, r := range recs {
 		if string(r.Value) != want[i] || r.Offset != int64(i) {
@@ -232,7 +216,7 @@ func TestRESTProxyV3ProduceConfluentCurl(t *testing.T) {
 		}
 	}
 	pw.Close()
-	if recs := readAll(t, k, "jsontest", 9); string(recs[8].Value) != "s-4" {
+	if recs := consumeN(t, k, "jsontest", 9); string(recs[8].Value) != "s-4" {
 		t.Fatalf("last streamed record %q", recs[8].Value)
 	}
 }

@@ -44,14 +44,8 @@ type v2TopicJSON struct {
 }
 
 func (s *Server) v2Topic(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("topic")
-	if !s.allowed(r, auth.ResourceTopic, name, auth.OpDescribe) {
-		restDenied(w, mediaV2, fmt.Sprintf("Not authorized to access topics: [%s]", name))
-		return
-	}
-	t, err := s.b.Topic(name)
-	if err != nil {
-		s.restFail(w, r, mediaV2, err)
+	t, ok := s.v2TopicFor(w, r, auth.OpDescribe)
+	if !ok {
 		return
 	}
 	out := v2TopicJSON{Name: t.Name, Configs: map[string]string{}}
@@ -64,6 +58,23 @@ func (s *Server) v2Topic(w http.ResponseWriter, r *http.Request) {
 		out.Partitions = append(out.Partitions, v2Partition{Partition: p, Replicas: []v2Replica{{Leader: true, InSync: true}}})
 	}
 	writeRest(w, http.StatusOK, mediaV2, out)
+}
+
+// v2TopicFor looks up the path's topic once the caller may do op on it
+// (WRITE is never allowed on internal topics); it answers and returns false
+// otherwise.
+func (s *Server) v2TopicFor(w http.ResponseWriter, r *http.Request, op auth.Operation) (broker.TopicInfo, bool) {
+	name := r.PathValue("topic")
+	if op == auth.OpWrite && broker.InternalTopic(name) || !s.allowed(r, auth.ResourceTopic, name, op) {
+		restDenied(w, mediaV2, fmt.Sprintf("Not authorized to access topics: [%s]", name))
+		return broker.TopicInfo{}, false
+	}
+	t, err := s.b.Topic(name)
+	if err != nil {
+		s.restFail(w, r, mediaV2, err)
+		return broker.TopicInfo{}, false
+	}
+	return t, true
 }
 
 // v2Format is the embedded format a v2 media type names: "json" or "binary"
@@ -131,13 +142,8 @@ func (s *Server) v2Produce(w http.ResponseWriter, r *http.Request) {
 		writeRest(w, http.StatusUnsupportedMediaType, mediaV2, restError{http.StatusUnsupportedMediaType, fmt.Sprintf("produce needs Content-Type %s or %s (katka has no schema registry for avro, protobuf or jsonschema)", mediaV2JSON, mediaV2Binary)})
 		return
 	}
-	if broker.InternalTopic(name) || !s.allowed(r, auth.ResourceTopic, name, auth.OpWrite) {
-		restDenied(w, mediaV2, fmt.Sprintf("Not authorized to access topics: [%s]", name))
-		return
-	}
-	t, err := s.b.Topic(name)
-	if err != nil {
-		s.restFail(w, r, mediaV2, err)
+	t, ok := s.v2TopicFor(w, r, auth.OpWrite)
+	if !ok {
 		return
 	}
 	var fixed *int32

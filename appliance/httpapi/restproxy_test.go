@@ -1,0 +1,163 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/group"
+)
+
+// rest sends a REST proxy request with content type ct (none without a body).
+func rest(t *testing.T, method, url, ct, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// TestRESTConsumersShareGroup: two v2 instances of one group split a
+// 4-partition topic through the group coordinator (background heartbeats,
+// revocation and all), read every record exactly once between them, and
+// when one is deleted the other takes over its partitions from the offsets
+// it committed.
+func TestRESTConsumersShareGroup(t *testing.T) {
+	ls := startLive(t, nil)
+	gc, err := group.Open(ls.b, group.Options{Config: group.Config{ConsumerHeartbeatInterval: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gc.Close() })
+	ls.s.SetGroups(func() (*group.Coordinator, error) { return gc, nil })
+	if _, err := ls.b.CreateTopic("orders", 4, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	base := ls.url + "/consumers/g/instances/"
+	for _, n := range []string{"a", "b"} {
+		if code, out := rest(t, "POST", ls.url+"/consumers/g", mediaV2, `{"name":"`+n+`","format":"binary","auto.offset.reset":"earliest"}`); code != 200 {
+			t.Fatalf("create %s: %d %s", n, code, out)
+		}
+		if code, out := rest(t, "POST", base+n+"/subscription", mediaV2, `{"topics":["orders"]}`); code != 204 {
+			t.Fatalf("subscribe %s: %d %s", n, code, out)
+		}
+	}
+	assigned := func(n string) int {
+		code, out := rest(t, "GET", base+n+"/assignments", "", "")
+		var a struct{ Partitions []restTP }
+		if code != 200 || json.Unmarshal([]byte(out), &a) != nil {
+			t.Fatalf("assignments of %s: %d %s", n, code, out)
+		}
+		return len(a.Partitions)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 15s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("a and b own 2 partitions each", func() bool { return assigned("a") == 2 && assigned("b") == 2 })
+
+	const n = 40
+	for i := range n {
+		k := []byte(fmt.Sprintf("k%d", i))
+		if _, err := ls.b.Produce(context.Background(), "orders", broker.HashPartition(k, 4), []broker.Record{{Key: k, Value: []byte(fmt.Sprint(i))}}, broker.AcksAll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]string{}
+	read := func(n string) {
+		code, out := rest(t, "GET", base+n+"/records?timeout=50", "", "")
+		var recs []struct {
+			Key   []byte
+			Value []byte
+		}
+		if code != 200 || json.Unmarshal([]byte(out), &recs) != nil {
+			t.Fatalf("records of %s: %d %s", n, code, out)
+		}
+		for _, r := range recs {
+			if by, dup := seen[string(r.Value)]; dup {
+				t.Fatalf("record %s read by %s and %s", r.Value, by, n)
+			}
+			seen[string(r.Value)] = n
+		}
+	}
+	waitFor("all records read", func() bool { read("a"); read("b"); return len(seen) == n })
+	byA := 0
+	for _, who := range seen {
+		if who == "a" {
+			byA++
+		}
+	}
+	if byA == 0 || byA == n {
+		t.Fatalf("a read %d of %d records: the partitions were not shared", byA, n)
+	}
+	// Delete b (auto commit on delete); a takes all four partitions and
+	// reads nothing again: b's positions were committed, a's own ones too.
+	if code, out := rest(t, "DELETE", base+"b", "", ""); code != 204 {
+		t.Fatalf("delete b: %d %s", code, out)
+	}
+	waitFor("a owns all 4 partitions", func() bool { read("a"); return assigned("a") == 4 })
+	if len(seen) != n {
+		t.Fatalf("%d records seen, want %d", len(seen), n)
+	}
+	if code, out := rest(t, "GET", base+"b/records", "", ""); code != 404 || out != `{"error_code":40403,"message":"Consumer instance not found."}` {
+		t.Fatalf("deleted instance: %d %s", code, out)
+	}
+}
+
+// TestRESTConsumerWithoutGroups: without a group coordinator (no Kafka
+// listener) a subscription answers 503 with Confluent's retriable code.
+func TestRESTConsumerWithoutGroups(t *testing.T) {
+	ls := startLive(t, nil)
+	if code, out := rest(t, "POST", ls.url+"/consumers/g", mediaV2, `{"name":"a"}`); code != 200 {
+		t.Fatalf("create: %d %s", code, out)
+	}
+	code, out := rest(t, "POST", ls.url+"/consumers/g/instances/a/subscription", mediaV2, `{"topics":["x"]}`)
+	if code != 503 || !strings.Contains(out, `"error_code":50003`) {
+		t.Fatalf("subscribe without groups: %d %s", code, out)
+	}
+}
+
+// TestRESTProxyMediaTypes: the REST proxy's media types pass the request
+// checks, a form does not (in Confluent's error shape on its paths, katka's
+// on /v1), and a v2 consumer config katka cannot serve is 422 42204.
+func TestRESTProxyMediaTypes(t *testing.T) {
+	ls := startLive(t, nil)
+	if code, out := rest(t, "POST", ls.url+"/topics/x", "application/x-www-form-urlencoded", `{"records":[]}`); code != 415 || !strings.Contains(out, `"error_code":415`) {
+		t.Fatalf("form to /topics: %d %s", code, out)
+	}
+	if code, out := rest(t, "POST", ls.url+"/v1/topics", "text/plain", `{}`); code != 415 || !strings.Contains(out, `"code":"unsupported_media_type"`) {
+		t.Fatalf("text to /v1: %d %s", code, out)
+	}
+	if code, out := rest(t, "POST", ls.url+"/consumers/g", mediaV2, `{"format":"avro"}`); code != 422 || !strings.Contains(out, `"error_code":42204`) {
+		t.Fatalf("avro consumer: %d %s", code, out)
+	}
+	if _, err := ls.b.CreateTopic("x", 1, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := rest(t, "POST", ls.url+"/topics/x", mediaV2Binary, `{"records":[{"key":"aw==","value":"AAE="}]}`); code != 200 || !strings.Contains(out, `"offset":0`) {
+		t.Fatalf("binary produce: %d %s", code, out)
+	}
+	res, err := ls.b.Fetch(context.Background(), "x", 0, 0, 1<<20, 0)
+	if err != nil || len(res.Records) != 1 || string(res.Records[0].Value) != "\x00\x01" || string(res.Records[0].Key) != "k" {
+		t.Fatalf("binary record: %+v %v", res.Records, err)
+	}
+}
