@@ -30,12 +30,15 @@ func rest(t *testing.T, method, url, ct, body string) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
-// TestRESTConsumersShareGroup: two v2 instances of one group split a
-// 4-partition topic through the group coordinator (background heartbeats,
-// revocation and all), read every record exactly once between them, and
-// when one is deleted the other takes over its partitions from the offsets
-// it committed.
-func TestRESTConsumersShareGroup(t *testing.T) {
+// groupServer is a live server whose REST consumers use a group coordinator
+// heartbeating every 50 ms, with topic orders of 4 partitions.
+type groupServer struct {
+	ls   *liveServer
+	base string // URL of group g's instances, ending in "/"
+}
+
+func startGroupServer(t *testing.T) *groupServer {
+	t.Helper()
 	ls := startLive(t, nil)
 	gc, err := group.Open(ls.b, group.Options{Config: group.Config{ConsumerHeartbeatInterval: 50 * time.Millisecond}})
 	if err != nil {
@@ -46,33 +49,79 @@ func TestRESTConsumersShareGroup(t *testing.T) {
 	if _, err := ls.b.CreateTopic("orders", 4, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	base := ls.url + "/consumers/g/instances/"
+	return &groupServer{ls: ls, base: ls.url + "/consumers/g/instances/"}
+}
+
+// join creates instance n of group g and subscribes it to orders.
+func (gs *groupServer) join(t *testing.T, n string) {
+	t.Helper()
+	if code, out := rest(t, "POST", gs.ls.url+"/consumers/g", mediaV2, `{"name":"`+n+`","format":"binary","auto.offset.reset":"earliest"}`); code != 200 {
+		t.Fatalf("create %s: %d %s", n, code, out)
+	}
+	if code, out := rest(t, "POST", gs.base+n+"/subscription", mediaV2, `{"topics":["orders"]}`); code != 204 {
+		t.Fatalf("subscribe %s: %d %s", n, code, out)
+	}
+}
+
+// assigned is how many partitions instance n owns.
+func (gs *groupServer) assigned(t *testing.T, n string) int {
+	t.Helper()
+	code, out := rest(t, "GET", gs.base+n+"/assignments", "", "")
+	var a struct{ Partitions []restTP }
+	if code != 200 || json.Unmarshal([]byte(out), &a) != nil {
+		t.Fatalf("assignments of %s: %d %s", n, code, out)
+	}
+	return len(a.Partitions)
+}
+
+// waitFor polls ok until it holds, for at most 15 s.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 15s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRESTLongPollKeepsHeartbeating: while instance a waits in a long
+// records read on empty partitions, b joins the group and gets its share:
+// a's heartbeats (and so its revocations) go on during the wait.
+func TestRESTLongPollKeepsHeartbeating(t *testing.T) {
+	gs := startGroupServer(t)
+	gs.join(t, "a")
+	waitFor(t, "a owns all 4 partitions", func() bool { return gs.assigned(t, "a") == 4 })
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		rest(t, "GET", gs.base+"a/records?timeout=20000", "", "")
+	}()
+	gs.join(t, "b")
+	waitFor(t, "b owns 2 partitions", func() bool { return gs.assigned(t, "b") == 2 })
+	select {
+	case <-polled:
+		t.Fatal("a's long poll ended before b got its partitions; the test proves nothing")
+	default:
+	}
+	gs.ls.b.Produce(context.Background(), "orders", 0, []broker.Record{{Value: []byte("wake")}}, broker.AcksAll)
+	<-polled
+}
+
+// TestRESTConsumersShareGroup: two v2 instances of one group split a
+// 4-partition topic through the group coordinator (background heartbeats,
+// revocation and all), read every record exactly once between them, and
+// when one is deleted the other takes over its partitions from the offsets
+// it committed.
+func TestRESTConsumersShareGroup(t *testing.T) {
+	gs := startGroupServer(t)
+	ls, base := gs.ls, gs.base
 	for _, n := range []string{"a", "b"} {
-		if code, out := rest(t, "POST", ls.url+"/consumers/g", mediaV2, `{"name":"`+n+`","format":"binary","auto.offset.reset":"earliest"}`); code != 200 {
-			t.Fatalf("create %s: %d %s", n, code, out)
-		}
-		if code, out := rest(t, "POST", base+n+"/subscription", mediaV2, `{"topics":["orders"]}`); code != 204 {
-			t.Fatalf("subscribe %s: %d %s", n, code, out)
-		}
+		gs.join(t, n)
 	}
-	assigned := func(n string) int {
-		code, out := rest(t, "GET", base+n+"/assignments", "", "")
-		var a struct{ Partitions []restTP }
-		if code != 200 || json.Unmarshal([]byte(out), &a) != nil {
-			t.Fatalf("assignments of %s: %d %s", n, code, out)
-		}
-		return len(a.Partitions)
-	}
-	waitFor := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 15s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	assigned := func(n string) int { return gs.assigned(t, n) }
+	waitFor := func(what string, ok func() bool) { t.Helper(); waitFor(t, what, ok) }
 	waitFor("a and b own 2 partitions each", func() bool { return assigned("a") == 2 && assigned("b") == 2 })
 
 	const n = 40

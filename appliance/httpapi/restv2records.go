@@ -120,7 +120,7 @@ func (c *restConsumer) mediaType() string {
 }
 
 // poll reads from c's assigned partitions until it has records or the
-// deadline passes.
+// deadline passes. c is locked by the caller; poll unlocks it while it waits.
 func (rp *restProxy) poll(ctx context.Context, c *restConsumer, maxBytes int64, deadline time.Time) ([]v2Record, error) {
 	out := []v2Record{}
 	for {
@@ -167,10 +167,16 @@ func (rp *restProxy) poll(ctx context.Context, c *restConsumer, maxBytes int64, 
 		if len(out) > 0 || !time.Now().Before(deadline) {
 			return out, nil
 		}
-		// Wait for any assigned partition to grow, or the deadline. A
-		// member without partitions waits for the deadline.
-		timer := time.NewTimer(time.Until(deadline))
-		woke := make(chan struct{})
+		// Wait for any assigned partition to grow, or the deadline, with
+		// the instance unlocked so its heartbeats go on (a rebalance of the
+		// group does not wait for this long poll). A member without
+		// partitions looks again after a heartbeat interval.
+		until := deadline
+		if next := time.Now().Add(c.interval); len(tps) == 0 && next.Before(deadline) {
+			until = next
+		}
+		timer := time.NewTimer(time.Until(until))
+		woke := make(chan struct{}, 1)
 		stop := make(chan struct{})
 		for _, ch := range chans {
 			go func() {
@@ -184,14 +190,16 @@ func (rp *restProxy) poll(ctx context.Context, c *restConsumer, maxBytes int64, 
 				}
 			}()
 		}
+		c.mu.Unlock()
 		select {
 		case <-woke:
 		case <-timer.C:
 		case <-ctx.Done():
 		}
+		c.mu.Lock()
 		close(stop)
 		timer.Stop()
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || c.closed {
 			return out, nil
 		}
 	}
