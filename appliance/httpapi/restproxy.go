@@ -165,6 +165,11 @@ func (s *Server) restRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v3/clusters/{cluster}/topics/{topic}/partitions/{partition}", s.v3Partition)
 	mux.HandleFunc("GET /v3/clusters/{cluster}/topics/{topic}/configs", s.v3Configs)
 	mux.HandleFunc("POST /v3/clusters/{cluster}/topics/{topic}/records", s.v3Produce)
+	mux.HandleFunc("GET /v3/clusters/{cluster}/consumer-groups", s.v3Groups)
+	mux.HandleFunc("GET /v3/clusters/{cluster}/consumer-groups/{group}", s.v3GroupGet)
+	mux.HandleFunc("GET /v3/clusters/{cluster}/consumer-groups/{group}/consumers", s.v3GroupConsumers)
+	mux.HandleFunc("GET /v3/clusters/{cluster}/consumer-groups/{group}/lags", s.v3GroupLags)
+	mux.HandleFunc("GET /v3/clusters/{cluster}/consumer-groups/{group}/lag-summary", s.v3GroupLagSummary)
 	// v2
 	mux.HandleFunc("GET /topics", s.v2Topics)
 	mux.HandleFunc("GET /topics/{topic}", s.v2Topic)

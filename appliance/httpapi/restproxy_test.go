@@ -210,3 +210,85 @@ func TestRESTProxyMediaTypes(t *testing.T) {
 		t.Fatalf("binary record: %+v %v", res.Records, err)
 	}
 }
+
+// TestRESTV3ConsumerGroupLag: v3 lists the group of a REST consumer with
+// its member, and its lags and lag summary follow the committed offsets:
+// 10 records on partition 0, 4 committed, lag 6.
+func TestRESTV3ConsumerGroupLag(t *testing.T) {
+	gs := startGroupServer(t)
+	gs.join(t, "a")
+	waitFor(t, "a owns all 4 partitions", func() bool { return gs.assigned(t, "a") == 4 })
+	for i := range 10 {
+		if _, err := gs.ls.b.Produce(context.Background(), "orders", 0, []broker.Record{{Value: []byte(fmt.Sprint(i))}}, broker.AcksAll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, out := rest(t, "POST", gs.base+"a/offsets", mediaV2, `{"offsets":[{"topic":"orders","partition":0,"offset":3}]}`); code != 204 {
+		t.Fatalf("commit: %d %s", code, out)
+	}
+	v3 := gs.ls.url + "/v3/clusters/" + gs.ls.b.ClusterID() + "/consumer-groups"
+	get := func(path string, v any) {
+		t.Helper()
+		code, out := rest(t, "GET", v3+path, "", "")
+		if code != 200 || json.Unmarshal([]byte(out), v) != nil {
+			t.Fatalf("GET %s: %d %s", path, code, out)
+		}
+	}
+	var groups struct {
+		Data []struct {
+			ConsumerGroupID string `json:"consumer_group_id"`
+			State           string `json:"state"`
+		} `json:"data"`
+	}
+	get("", &groups)
+	if len(groups.Data) != 1 || groups.Data[0].ConsumerGroupID != "g" || groups.Data[0].State != "STABLE" {
+		t.Fatalf("groups: %+v", groups)
+	}
+	var consumers struct {
+		Data []struct {
+			ConsumerID string `json:"consumer_id"`
+		} `json:"data"`
+	}
+	get("/g/consumers", &consumers)
+	if len(consumers.Data) != 1 || !strings.HasPrefix(consumers.Data[0].ConsumerID, "katka-rest-a-") {
+		t.Fatalf("consumers: %+v", consumers)
+	}
+	var sum struct {
+		MaxLag            int64  `json:"max_lag"`
+		TotalLag          int64  `json:"total_lag"`
+		MaxLagTopicName   string `json:"max_lag_topic_name"`
+		MaxLagPartitionID int32  `json:"max_lag_partition_id"`
+		MaxLagConsumerID  string `json:"max_lag_consumer_id"`
+	}
+	get("/g/lag-summary", &sum)
+	if sum.TotalLag != 6 || sum.MaxLag != 6 || sum.MaxLagTopicName != "orders" || sum.MaxLagPartitionID != 0 || sum.MaxLagConsumerID != consumers.Data[0].ConsumerID {
+		t.Fatalf("lag summary: %+v", sum)
+	}
+	var lags struct {
+		Data []struct {
+			PartitionID   int32 `json:"partition_id"`
+			CurrentOffset int64 `json:"current_offset"`
+			LogEndOffset  int64 `json:"log_end_offset"`
+			Lag           int64 `json:"lag"`
+		} `json:"data"`
+	}
+	get("/g/lags", &lags)
+	if len(lags.Data) != 4 || lags.Data[0].CurrentOffset != 4 || lags.Data[0].LogEndOffset != 10 || lags.Data[0].Lag != 6 || lags.Data[1].Lag != 0 {
+		t.Fatalf("lags: %+v", lags)
+	}
+	// A group with only committed offsets (a classic, simple group).
+	if code, out := rest(t, "POST", gs.ls.url+"/consumers/simple", mediaV2, `{"name":"s"}`); code != 200 {
+		t.Fatalf("create s: %d %s", code, out)
+	}
+	if code, out := rest(t, "POST", gs.ls.url+"/consumers/simple/instances/s/offsets", mediaV2, `{"offsets":[{"topic":"orders","partition":0,"offset":8}]}`); code != 204 {
+		t.Fatalf("commit s: %d %s", code, out)
+	}
+	sum.TotalLag = -1
+	get("/simple/lag-summary", &sum)
+	if sum.TotalLag != 1 || sum.MaxLagConsumerID != "" {
+		t.Fatalf("simple group's lag summary: %+v", sum)
+	}
+	if code, out := rest(t, "GET", v3+"/nosuch", "", ""); code != 404 || !strings.Contains(out, `"error_code":404`) {
+		t.Fatalf("unknown group: %d %s", code, out)
+	}
+}
