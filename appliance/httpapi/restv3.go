@@ -37,11 +37,23 @@ type v3List struct {
 	Data     []any  `json:"data"`
 }
 
-// v3Cluster is the KafkaCluster resource.
+// v3Base is what every v3 resource starts with.
+type v3Base struct {
+	Kind      string `json:"kind"`
+	Metadata  v3Meta `json:"metadata"`
+	ClusterID string `json:"cluster_id"`
+}
+
+// base is a v3 resource's kind, links and cluster id; crn follows the
+// cluster in its resource name ("/topic=t").
+func (s *Server) base(kind, self, crn string) v3Base {
+	id := s.b.ClusterID()
+	return v3Base{Kind: kind, Metadata: v3Meta{Self: self, ResourceName: "crn:///kafka=" + id + crn}, ClusterID: id}
+}
+
+// v3ClusterJSON is the KafkaCluster resource.
 type v3ClusterJSON struct {
-	Kind                   string  `json:"kind"`
-	Metadata               v3Meta  `json:"metadata"`
-	ClusterID              string  `json:"cluster_id"`
+	v3Base
 	Controller             related `json:"controller"`
 	ACLs                   related `json:"acls"`
 	Brokers                related `json:"brokers"`
@@ -53,9 +65,7 @@ type v3ClusterJSON struct {
 
 // v3Topic is the KafkaTopic resource.
 type v3TopicJSON struct {
-	Kind                   string   `json:"kind"`
-	Metadata               v3Meta   `json:"metadata"`
-	ClusterID              string   `json:"cluster_id"`
+	v3Base
 	TopicName              string   `json:"topic_name"`
 	IsInternal             bool     `json:"is_internal"`
 	ReplicationFactor      int      `json:"replication_factor"`
@@ -68,9 +78,7 @@ type v3TopicJSON struct {
 
 // v3PartitionJSON is the KafkaPartition resource.
 type v3PartitionJSON struct {
-	Kind         string  `json:"kind"`
-	Metadata     v3Meta  `json:"metadata"`
-	ClusterID    string  `json:"cluster_id"`
+	v3Base
 	TopicName    string  `json:"topic_name"`
 	PartitionID  int32   `json:"partition_id"`
 	Leader       related `json:"leader"`
@@ -80,9 +88,7 @@ type v3PartitionJSON struct {
 
 // v3ConfigJSON is the KafkaTopicConfig resource.
 type v3ConfigJSON struct {
-	Kind        string   `json:"kind"`
-	Metadata    v3Meta   `json:"metadata"`
-	ClusterID   string   `json:"cluster_id"`
+	v3Base
 	TopicName   string   `json:"topic_name"`
 	Name        string   `json:"name"`
 	Value       *string  `json:"value"`
@@ -107,9 +113,9 @@ func (s *Server) v3ClusterOK(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (s *Server) v3ClusterJSON(r *http.Request) v3ClusterJSON {
-	base, id := s.clusterBase(r), s.b.ClusterID()
+	base := s.clusterBase(r)
 	return v3ClusterJSON{
-		Kind: "KafkaCluster", Metadata: v3Meta{Self: base, ResourceName: "crn:///kafka=" + id}, ClusterID: id,
+		v3Base:     s.base("KafkaCluster", base, ""),
 		Controller: related{base + "/brokers/0"}, ACLs: related{base + "/acls"}, Brokers: related{base + "/brokers"},
 		BrokerConfigs: related{base + "/broker-configs"}, ConsumerGroups: related{base + "/consumer-groups"},
 		Topics: related{base + "/topics"}, PartitionReassignments: related{base + "/topics/-/partitions/-/reassignment"},
@@ -127,9 +133,9 @@ func (s *Server) v3Cluster(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) v3TopicJSON(r *http.Request, t broker.TopicInfo) v3TopicJSON {
-	base, id := s.clusterBase(r)+"/topics/"+t.Name, s.b.ClusterID()
+	base := s.clusterBase(r) + "/topics/" + t.Name
 	return v3TopicJSON{
-		Kind: "KafkaTopic", Metadata: v3Meta{Self: base, ResourceName: "crn:///kafka=" + id + "/topic=" + t.Name}, ClusterID: id,
+		v3Base:    s.base("KafkaTopic", base, "/topic="+t.Name),
 		TopicName: t.Name, IsInternal: broker.InternalTopic(t.Name), ReplicationFactor: 1, PartitionsCount: t.Partitions,
 		Partitions: related{base + "/partitions"}, Configs: related{base + "/configs"},
 		PartitionReassignments: related{base + "/partitions/-/reassignment"}, AuthorizedOperations: []string{},
@@ -270,8 +276,8 @@ func (s *Server) v3PartitionJSON(r *http.Request, t string, p int32) v3Partition
 	cb := s.clusterBase(r)
 	base := cb + "/topics/" + t + "/partitions/" + strconv.Itoa(int(p))
 	return v3PartitionJSON{
-		Kind: "KafkaPartition", Metadata: v3Meta{Self: base, ResourceName: "crn:///kafka=" + s.b.ClusterID() + "/topic=" + t + "/partition=" + strconv.Itoa(int(p))},
-		ClusterID: s.b.ClusterID(), TopicName: t, PartitionID: p,
+		v3Base:    s.base("KafkaPartition", base, "/topic="+t+"/partition="+strconv.Itoa(int(p))),
+		TopicName: t, PartitionID: p,
 		Leader: related{base + "/replicas/0"}, Replicas: related{base + "/replicas"}, Reassignment: related{base + "/reassignment"},
 	}
 }
@@ -314,8 +320,8 @@ func (s *Server) v3Configs(w http.ResponseWriter, r *http.Request) {
 			src = "DYNAMIC_TOPIC_CONFIG"
 		}
 		out.Data = append(out.Data, v3ConfigJSON{
-			Kind: "KafkaTopicConfig", Metadata: v3Meta{Self: base + "/" + v.Def.Name, ResourceName: "crn:///kafka=" + s.b.ClusterID() + "/topic=" + t.Name + "/config=" + v.Def.Name},
-			ClusterID: s.b.ClusterID(), TopicName: t.Name, Name: v.Def.Name, Value: &val, IsDefault: !v.Set, Source: src, Synonyms: []string{},
+			v3Base:    s.base("KafkaTopicConfig", base+"/"+v.Def.Name, "/topic="+t.Name+"/config="+v.Def.Name),
+			TopicName: t.Name, Name: v.Def.Name, Value: &val, IsDefault: !v.Set, Source: src, Synonyms: []string{},
 		})
 	}
 	writeRest(w, http.StatusOK, mediaV3, out)

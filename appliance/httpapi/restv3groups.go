@@ -125,9 +125,7 @@ func (s *Server) describeGroup(g string) (groupView, bool, error) {
 }
 
 type v3GroupJSON struct {
-	Kind              string  `json:"kind"`
-	Metadata          v3Meta  `json:"metadata"`
-	ClusterID         string  `json:"cluster_id"`
+	v3Base
 	ConsumerGroupID   string  `json:"consumer_group_id"`
 	IsSimple          bool    `json:"is_simple"`
 	PartitionAssignor string  `json:"partition_assignor"`
@@ -144,8 +142,8 @@ func (s *Server) v3GroupJSON(r *http.Request, v groupView) v3GroupJSON {
 		state = "EMPTY"
 	}
 	return v3GroupJSON{
-		Kind: "KafkaConsumerGroup", Metadata: v3Meta{Self: base, ResourceName: "crn:///kafka=" + s.b.ClusterID() + "/consumer-group=" + v.id},
-		ClusterID: s.b.ClusterID(), ConsumerGroupID: v.id, IsSimple: v.simple, PartitionAssignor: v.assignor, State: state,
+		v3Base:          s.base("KafkaConsumerGroup", base, "/consumer-group="+v.id),
+		ConsumerGroupID: v.id, IsSimple: v.simple, PartitionAssignor: v.assignor, State: state,
 		Coordinator: related{s.clusterBase(r) + "/brokers/0"}, Consumers: related{base + "/consumers"}, LagSummary: related{base + "/lag-summary"},
 	}
 }
@@ -197,9 +195,7 @@ func (s *Server) v3GroupGet(w http.ResponseWriter, r *http.Request) {
 }
 
 type v3ConsumerJSON struct {
-	Kind            string  `json:"kind"`
-	Metadata        v3Meta  `json:"metadata"`
-	ClusterID       string  `json:"cluster_id"`
+	v3Base
 	ConsumerGroupID string  `json:"consumer_group_id"`
 	ConsumerID      string  `json:"consumer_id"`
 	InstanceID      *string `json:"instance_id"`
@@ -215,7 +211,7 @@ func (s *Server) v3GroupConsumers(w http.ResponseWriter, r *http.Request) {
 	base := s.clusterBase(r) + "/consumer-groups/" + v.id + "/consumers"
 	out := v3List{Kind: "KafkaConsumerList", Metadata: v3Meta{Self: base}, Data: []any{}}
 	for _, m := range v.members {
-		c := v3ConsumerJSON{Kind: "KafkaConsumer", Metadata: v3Meta{Self: base + "/" + m.id}, ClusterID: s.b.ClusterID(),
+		c := v3ConsumerJSON{v3Base: s.base("KafkaConsumer", base+"/"+m.id, ""),
 			ConsumerGroupID: v.id, ConsumerID: m.id, ClientID: m.client, Assignments: related{base + "/" + m.id + "/assignments"}}
 		if m.instance != "" {
 			c.InstanceID = &m.instance
@@ -227,9 +223,7 @@ func (s *Server) v3GroupConsumers(w http.ResponseWriter, r *http.Request) {
 
 // v3LagJSON is a KafkaConsumerLag: one partition's committed offset and lag.
 type v3LagJSON struct {
-	Kind            string `json:"kind"`
-	Metadata        v3Meta `json:"metadata"`
-	ClusterID       string `json:"cluster_id"`
+	v3Base
 	ConsumerGroupID string `json:"consumer_group_id"`
 	TopicName       string `json:"topic_name"`
 	PartitionID     int32  `json:"partition_id"`
@@ -269,8 +263,8 @@ func (s *Server) lags(r *http.Request, v groupView) []v3LagJSON {
 			cur = info.LogStartOffset // nothing committed: all of the log is behind
 		}
 		m := owner[tp]
-		out = append(out, v3LagJSON{Kind: "KafkaConsumerLag", Metadata: v3Meta{Self: base + tp.Topic + "/partitions/" + strconv.Itoa(int(tp.Partition))},
-			ClusterID: s.b.ClusterID(), ConsumerGroupID: v.id, TopicName: tp.Topic, PartitionID: tp.Partition,
+		out = append(out, v3LagJSON{v3Base: s.base("KafkaConsumerLag", base+tp.Topic+"/partitions/"+strconv.Itoa(int(tp.Partition)), ""),
+			ConsumerGroupID: v.id, TopicName: tp.Topic, PartitionID: tp.Partition,
 			CurrentOffset: cur, LogEndOffset: info.HighWatermark, Lag: max(0, info.HighWatermark-cur), ConsumerID: m.id, InstanceID: m.instance, ClientID: m.client})
 	}
 	slices.SortFunc(out, func(a, b v3LagJSON) int {
@@ -296,9 +290,7 @@ func (s *Server) v3GroupLags(w http.ResponseWriter, r *http.Request) {
 
 // v3LagSummaryJSON is a KafkaConsumerGroupLagSummary.
 type v3LagSummaryJSON struct {
-	Kind              string  `json:"kind"`
-	Metadata          v3Meta  `json:"metadata"`
-	ClusterID         string  `json:"cluster_id"`
+	v3Base
 	ConsumerGroupID   string  `json:"consumer_group_id"`
 	MaxLagConsumerID  string  `json:"max_lag_consumer_id"`
 	MaxLagInstanceID  *string `json:"max_lag_instance_id"`
@@ -317,8 +309,8 @@ func (s *Server) v3GroupLagSummary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := s.clusterBase(r)
-	out := v3LagSummaryJSON{Kind: "KafkaConsumerGroupLagSummary", Metadata: v3Meta{Self: base + "/consumer-groups/" + v.id + "/lag-summary"},
-		ClusterID: s.b.ClusterID(), ConsumerGroupID: v.id}
+	out := v3LagSummaryJSON{v3Base: s.base("KafkaConsumerGroupLagSummary", base+"/consumer-groups/"+v.id+"/lag-summary", ""),
+		ConsumerGroupID: v.id}
 	var maxL *v3LagJSON
 	for _, l := range s.lags(r, v) {
 		out.TotalLag += l.Lag
