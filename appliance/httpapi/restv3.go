@@ -466,55 +466,125 @@ func (s *Server) v3Produce(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex()
 	dec := json.NewDecoder(r.Body)
-	started := false
 	enc := json.NewEncoder(w)
+	started := false
 	for {
-		var req v3ProduceReq
-		err := dec.Decode(&req)
-		if errors.Is(err, io.EOF) {
-			if !started { // an empty body: nothing to produce
-				s.v3Fail(w, r, fmt.Errorf("%w: no record in the request body", errBadRequest))
+		// The records already read into memory (up to v3BatchMax) are
+		// produced together: a fsync for them all, not one each. A record
+		// still on its way is not waited for.
+		var batch []v3Pending
+		var stop error
+		for len(batch) < v3BatchMax && (len(batch) == 0 || !started || moreBuffered(dec)) {
+			var pd v3Pending
+			if stop = dec.Decode(&pd.req); stop != nil {
+				break
 			}
-			return
-		}
-		var rep v3ProduceResp
-		if err != nil {
-			if !errors.As(err, new(*http.MaxBytesError)) && !errors.Is(err, errBodyBusy) {
-				err = fmt.Errorf("%w: %v", errBadRequest, err)
-			}
+			pd.rec, pd.p, pd.err = s.v3Record(&pd.req, t)
+			batch = append(batch, pd)
 			if !started {
-				s.v3Fail(w, r, err)
+				break // the first record alone: its failure is the answer's status
+			}
+		}
+		s.v3ProduceBatch(r, t.Name, batch)
+		for _, pd := range batch {
+			if !started {
+				if pd.err != nil {
+					s.v3Fail(w, r, pd.err)
+					return
+				}
+				w.Header().Set("Content-Type", mediaV3)
+				w.WriteHeader(http.StatusOK)
+				started = true
+			}
+			if err := enc.Encode(s.v3Report(r, t.Name, pd)); err != nil {
+				return // the client is gone
+			}
+		}
+		if stop != nil {
+			if errors.Is(stop, io.EOF) {
+				if !started { // an empty body: nothing to produce
+					s.v3Fail(w, r, fmt.Errorf("%w: no record in the request body", errBadRequest))
+				}
 				return
 			}
-			status, body := s.restFailure(r, err)
+			if !errors.As(stop, new(*http.MaxBytesError)) && !errors.Is(stop, errBodyBusy) {
+				stop = fmt.Errorf("%w: %v", errBadRequest, stop)
+			}
+			if !started {
+				s.v3Fail(w, r, stop)
+				return
+			}
+			status, body := s.restFailure(r, stop)
 			enc.Encode(v3ProduceResp{ErrorCode: status, Message: body.Message})
 			return // the stream cannot be resynchronised after a bad or cut record
 		}
-		rec, p, err := s.v3Record(&req, t)
-		var off int64
-		if err == nil {
-			off, err = s.b.Produce(r.Context(), t.Name, p, []broker.Record{rec}, broker.AcksAll)
-		}
-		if err != nil {
-			if !started {
-				s.v3Fail(w, r, err)
-				return
-			}
-			status, body := s.restFailure(r, err)
-			rep = v3ProduceResp{ErrorCode: status, Message: body.Message}
-		} else {
-			rep = v3ProduceResp{ErrorCode: http.StatusOK, ClusterID: s.b.ClusterID(), TopicName: t.Name, PartitionID: &p, Offset: &off,
-				Timestamp: rec.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z07:00"), Key: dataSize(req.Key, rec.Key), Value: dataSize(req.Value, rec.Value)}
-		}
-		if !started {
-			w.Header().Set("Content-Type", mediaV3)
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-		if err := enc.Encode(rep); err != nil {
-			return // the client is gone
-		}
 		_ = rc.Flush()
+	}
+}
+
+// v3BatchMax bounds the records of one v3 produce written together.
+const v3BatchMax = 500
+
+// v3Pending is a record of a v3 produce on its way: the request, the record
+// and partition it makes, and its offset or error once produced.
+type v3Pending struct {
+	req v3ProduceReq
+	rec broker.Record
+	p   int32
+	off int64
+	err error
+}
+
+// v3ProduceBatch produces the valid records of batch, one broker produce per
+// run of records to the same partition, in order, setting each one's offset
+// or error.
+func (s *Server) v3ProduceBatch(r *http.Request, topic string, batch []v3Pending) {
+	for i := 0; i < len(batch); {
+		if batch[i].err != nil {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(batch) && batch[j].err == nil && batch[j].p == batch[i].p {
+			j++
+		}
+		recs := make([]broker.Record, 0, j-i)
+		for k := i; k < j; k++ {
+			recs = append(recs, batch[k].rec)
+		}
+		base, err := s.b.Produce(r.Context(), topic, batch[i].p, recs, broker.AcksAll)
+		for k := i; k < j; k++ {
+			batch[k].off, batch[k].err = base+int64(k-i), err
+		}
+		i = j
+	}
+}
+
+// v3Report is the delivery report of a produced (or failed) record.
+func (s *Server) v3Report(r *http.Request, topic string, pd v3Pending) v3ProduceResp {
+	if pd.err != nil {
+		status, body := s.restFailure(r, pd.err)
+		return v3ProduceResp{ErrorCode: status, Message: body.Message}
+	}
+	return v3ProduceResp{ErrorCode: http.StatusOK, ClusterID: s.b.ClusterID(), TopicName: topic, PartitionID: &pd.p, Offset: &pd.off,
+		Timestamp: pd.rec.Timestamp.UTC().Format("2006-01-02T15:04:05.000Z07:00"), Key: dataSize(pd.req.Key, pd.rec.Key), Value: dataSize(pd.req.Value, pd.rec.Value)}
+}
+
+// moreBuffered reports whether the decoder holds the start of another value
+// in memory (more than white space), so decoding it will not wait for the
+// client.
+func moreBuffered(dec *json.Decoder) bool {
+	br := dec.Buffered()
+	var c [1]byte
+	for {
+		if n, _ := br.Read(c[:]); n == 0 {
+			return false
+		}
+		switch c[0] {
+		case ' ', '\t', '\r', '\n':
+		default:
+			return true
+		}
 	}
 }
 
