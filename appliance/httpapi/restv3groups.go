@@ -211,7 +211,7 @@ func (s *Server) v3GroupConsumers(w http.ResponseWriter, r *http.Request) {
 	base := s.clusterBase(r) + "/consumer-groups/" + v.id + "/consumers"
 	out := v3List{Kind: "KafkaConsumerList", Metadata: v3Meta{Self: base}, Data: []any{}}
 	for _, m := range v.members {
-		c := v3ConsumerJSON{v3Base: s.base("KafkaConsumer", base+"/"+m.id, ""),
+		c := v3ConsumerJSON{v3Base: s.base("KafkaConsumer", base+"/"+m.id, "/consumer-group="+v.id+"/consumer="+m.id),
 			ConsumerGroupID: v.id, ConsumerID: m.id, ClientID: m.client, Assignments: related{base + "/" + m.id + "/assignments"}}
 		if m.instance != "" {
 			c.InstanceID = &m.instance
@@ -263,7 +263,7 @@ func (s *Server) lags(r *http.Request, v groupView) []v3LagJSON {
 			cur = info.LogStartOffset // nothing committed: all of the log is behind
 		}
 		m := owner[tp]
-		out = append(out, v3LagJSON{v3Base: s.base("KafkaConsumerLag", base+tp.Topic+"/partitions/"+strconv.Itoa(int(tp.Partition)), ""),
+		out = append(out, v3LagJSON{v3Base: s.base("KafkaConsumerLag", base+tp.Topic+"/partitions/"+strconv.Itoa(int(tp.Partition)), "/consumer-group="+v.id+"/lag="+tp.Topic+"/partition="+strconv.Itoa(int(tp.Partition))),
 			ConsumerGroupID: v.id, TopicName: tp.Topic, PartitionID: tp.Partition,
 			CurrentOffset: cur, LogEndOffset: info.HighWatermark, Lag: max(0, info.HighWatermark-cur), ConsumerID: m.id, InstanceID: m.instance, ClientID: m.client})
 	}
@@ -309,7 +309,7 @@ func (s *Server) v3GroupLagSummary(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := s.clusterBase(r)
-	out := v3LagSummaryJSON{v3Base: s.base("KafkaConsumerGroupLagSummary", base+"/consumer-groups/"+v.id+"/lag-summary", ""),
+	out := v3LagSummaryJSON{v3Base: s.base("KafkaConsumerGroupLagSummary", base+"/consumer-groups/"+v.id+"/lag-summary", "/consumer-group="+v.id+"/lag-summary"),
 		ConsumerGroupID: v.id}
 	var maxL *v3LagJSON
 	for _, l := range s.lags(r, v) {
