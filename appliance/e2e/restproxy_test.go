@@ -471,3 +471,37 @@ auth:
 		t.Fatalf("subscribe closed: %d", status)
 	}
 }
+
+// TestRESTProxyShutdownCommits: a v2 instance with auto commit that read
+// records has its position committed when katka stops (SIGTERM): after a
+// restart the group's committed offset is where it had read to.
+func TestRESTProxyShutdownCommits(t *testing.T) {
+	k := startRESTKatka(t, "")
+	ctx := kafkaCtx(t, 60*time.Second)
+	k.createTopic(t, ctx, "jsontest", 1)
+	for range 3 {
+		if _, status := confluentCurl(t, k, "", confluentV2Produce); status != 200 {
+			t.Fatalf("produce: %d", status)
+		}
+	}
+	for _, cmd := range []string{confluentV2CreateConsumer, confluentV2Subscribe} {
+		if out, status := confluentCurl(t, k, "", cmd); status/100 != 2 {
+			t.Fatalf("%s: %d %s", cmd, status, out)
+		}
+	}
+	pollRecords(t, k, confluentV2Records, 3)
+	k.stop()
+	if !strings.Contains(k.logTail(50), "stopped") {
+		t.Fatalf("no clean stop:\n%s", k.logTail(20))
+	}
+	if err := k.restart(); err != nil {
+		t.Fatal(err)
+	}
+	offs, err := kadm.NewClient(k.client(t)).FetchOffsets(ctx, "my_json_consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := offs.Lookup("jsontest", 0); !ok || o.At != 3 {
+		t.Fatalf("committed offset after a stop: %+v %v (want 3)", o, ok)
+	}
+}

@@ -149,6 +149,15 @@ var errNoGroups = errors.New("consumer groups are unavailable: katka's group coo
 // members of the same groups Kafka clients see.
 func (s *Server) SetGroups(f func() (*group.Coordinator, error)) { s.rp.groups.Store(&f) }
 
+// CloseConsumers commits (with auto commit) and ends every v2 consumer
+// instance, leaving its group: called at shutdown before the group
+// coordinator closes.
+func (s *Server) CloseConsumers() {
+	if s.rp != nil {
+		s.rp.closeAll()
+	}
+}
+
 // restRoutes registers the REST proxy's routes.
 func (s *Server) restRoutes(mux *http.ServeMux) {
 	if s.rp == nil {

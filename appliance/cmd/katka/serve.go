@@ -167,6 +167,7 @@ func serve(cfg config.Config) error {
 				Groups() (*group.Coordinator, error)
 			}); ok && hs != nil {
 				hs.SetGroups(g.Groups) // the REST proxy's v2 consumers join the Kafka listener's groups
+				closers = append(closers, hs.CloseConsumers) // they commit and leave before the groups close
 			}
 		}
 	}
