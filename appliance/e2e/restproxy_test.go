@@ -385,6 +385,9 @@ func TestRESTProxyLimits(t *testing.T) {
 			t.Fatalf("no %s rejection counted", l)
 		}
 	}
+	if !strings.Contains(metrics, "\nkatka_rest_consumer_instances 2\n") {
+		t.Fatal("katka_rest_consumer_instances is not 2")
+	}
 
 	// Idle expiry: c1 and c2 are left alone; the log says when they go.
 	deadline := time.Now().Add(15 * time.Second)

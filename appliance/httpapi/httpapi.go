@@ -182,7 +182,7 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("DELETE /v1/topics/{topic}", s.deleteTopic)
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
-	s.restRoutes(mux) // Confluent's REST proxy: restproxy.go
+	s.restRoutes(mux, gather) // Confluent's REST proxy: restproxy.go
 	s.mux = mux
 	return s.authn(s.guard(mux))
 }

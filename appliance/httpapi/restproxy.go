@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/group"
 )
@@ -158,10 +160,22 @@ func (s *Server) CloseConsumers() {
 	}
 }
 
-// restRoutes registers the REST proxy's routes.
-func (s *Server) restRoutes(mux *http.ServeMux) {
+// restRoutes registers the REST proxy's routes, and its gauge of open
+// consumer instances (katka_rest_consumer_instances) when gather is a
+// registry.
+func (s *Server) restRoutes(mux *http.ServeMux, gather prometheus.Gatherer) {
 	if s.rp == nil {
 		s.rp = newRestProxy(s)
+		if reg, ok := gather.(prometheus.Registerer); ok {
+			_ = reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "katka_rest_consumer_instances",
+				Help: "REST proxy (v2) consumer instances open.",
+			}, func() float64 {
+				s.rp.mu.Lock()
+				defer s.rp.mu.Unlock()
+				return float64(len(s.rp.instances))
+			}))
+		}
 	}
 	// v3
 	mux.HandleFunc("GET /v3/clusters", s.v3Clusters)

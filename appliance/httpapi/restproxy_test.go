@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/group"
 )
 
@@ -331,5 +332,42 @@ func TestRESTV3ProduceBatched(t *testing.T) {
 	res, err := ls.b.Fetch(context.Background(), "p2", 0, 0, 1<<20, 0)
 	if err != nil || len(res.Records) != 4 || string(res.Records[3].Value) != "v6" {
 		t.Fatalf("partition 0: %+v %v", res.Records, err)
+	}
+}
+
+// TestRESTV3StreamOverBodyLimit: a chunked (streamed) produce is one request
+// body, bounded by max_body_bytes: the records before the limit are written
+// and reported, then a 413 report ends the stream.
+func TestRESTV3StreamOverBodyLimit(t *testing.T) {
+	ls := startLive(t, func(l *config.HTTPLimits) { l.MaxBodyBytes, l.MaxInFlightBodyBytes = config.KiB, config.KiB })
+	if _, err := ls.b.CreateTopic("s", 1, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	rec := `{"value":{"type":"STRING","data":"` + strings.Repeat("x", 60) + `"}}` + "\n"
+	body := io.MultiReader(strings.NewReader(strings.Repeat(rec, 40))) // ~3.2 KiB, sent chunked
+	req, _ := http.NewRequest("POST", ls.url+"/v3/clusters/"+ls.b.ClusterID()+"/topics/s/records", body)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	ok := 0
+	var last v3ProduceResp
+	for dec.More() {
+		last = v3ProduceResp{}
+		if err := dec.Decode(&last); err != nil {
+			t.Fatal(err)
+		}
+		if last.ErrorCode == 200 {
+			ok++
+		}
+	}
+	if resp.StatusCode != 200 || ok == 0 || ok > 1024/len(rec) || last.ErrorCode != 413 || !strings.Contains(last.Message, "max_body_bytes") {
+		t.Fatalf("status %d, %d records reported written, last report %+v", resp.StatusCode, ok, last)
+	}
+	if info, err := ls.b.PartitionInfo("s", 0); err != nil || info.HighWatermark != int64(ok) {
+		t.Fatalf("high watermark %d (%v), %d reported written", info.HighWatermark, err, ok)
 	}
 }
