@@ -371,3 +371,25 @@ func TestRESTV3StreamOverBodyLimit(t *testing.T) {
 		t.Fatalf("high watermark %d (%v), %d reported written", info.HighWatermark, err, ok)
 	}
 }
+
+// TestRESTSubscribePattern: a topic_pattern subscription gets the partitions
+// of the matching topics, and a subscription of both kinds is refused.
+func TestRESTSubscribePattern(t *testing.T) {
+	gs := startGroupServer(t)
+	if _, err := gs.ls.b.CreateTopic("other", 2, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := rest(t, "POST", gs.ls.url+"/consumers/g", mediaV2, `{"name":"p"}`); code != 200 {
+		t.Fatalf("create: %d %s", code, out)
+	}
+	if code, out := rest(t, "POST", gs.base+"p/subscription", mediaV2, `{"topics":["orders"],"topic_pattern":"ord.*"}`); code != 422 {
+		t.Fatalf("both kinds: %d %s", code, out)
+	}
+	if code, out := rest(t, "POST", gs.base+"p/subscription", mediaV2, `{"topic_pattern":"ord.*"}`); code != 204 {
+		t.Fatalf("pattern: %d %s", code, out)
+	}
+	waitFor(t, "p owns the 4 partitions of orders", func() bool { return gs.assigned(t, "p") == 4 })
+	if code, out := rest(t, "GET", gs.base+"p/subscription", "", ""); code != 200 || out != `{"topic_pattern":"ord.*","topics":[]}` {
+		t.Fatalf("subscription: %d %s", code, out)
+	}
+}
