@@ -508,3 +508,41 @@ func TestRESTProxyShutdownCommits(t *testing.T) {
 		t.Fatalf("committed offset after a stop: %+v %v (want 3)", o, ok)
 	}
 }
+
+// TestRESTProxyClassicGroupConflict: a group in use by classic-protocol
+// Kafka consumers (kcat -G, librdkafka 2.0) cannot take a REST instance
+// (which joins with KIP-848): the subscription answers 409 40903 and kcat's
+// group goes on.
+func TestRESTProxyClassicGroupConflict(t *testing.T) {
+	kcat := kcatBinary(t)
+	k := startRESTKatka(t, "groups:\n  initial_rebalance_delay: 0s\n")
+	ctx := kafkaCtx(t, 60*time.Second)
+	k.createTopic(t, ctx, "jsontest", 1)
+	cmd := exec.Command(kcat, "-b", k.KafkaAddr, "-G", "classicgrp", "jsontest")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	adm := kadm.NewClient(k.client(t))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		dg, err := adm.DescribeGroups(ctx, "classicgrp")
+		if g, ok := dg["classicgrp"]; err == nil && ok && g.State == "Stable" && len(g.Members) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kcat's group not stable: %+v %v", dg, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, status := confluentCurl(t, k, "", `curl -X POST -H "Content-Type: application/vnd.kafka.v2+json" -d '{"name":"r"}' http://localhost:8082/consumers/classicgrp`); status != 200 {
+		t.Fatalf("create: %d", status)
+	}
+	out, status := confluentCurl(t, k, "", `curl -X POST -H "Content-Type: application/vnd.kafka.v2+json" -d '{"topics":["jsontest"]}' http://localhost:8082/consumers/classicgrp/instances/r/subscription`)
+	if status != 409 || !strings.Contains(out, `"error_code":40903`) {
+		t.Fatalf("subscribe into a classic group: %d %s", status, out)
+	}
+	if dg, err := adm.DescribeGroups(ctx, "classicgrp"); err != nil || dg["classicgrp"].State != "Stable" || len(dg["classicgrp"].Members) != 1 {
+		t.Fatalf("kcat's group after the refusal: %+v %v", dg, err)
+	}
+}

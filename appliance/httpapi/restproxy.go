@@ -122,6 +122,8 @@ func (s *Server) restFailure(r *http.Request, err error) (int, restError) {
 		return http.StatusServiceUnavailable, restError{codeKafkaRetriable, msg}
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, broker.ErrDiskFull):
 		return http.StatusInsufficientStorage, restError{codeKafkaRetriable, msg}
+	case errors.Is(err, errGroupState):
+		return http.StatusConflict, restError{40903, "Illegal state: " + msg}
 	case errors.Is(err, broker.ErrOffsetOutOfRange):
 		return http.StatusBadRequest, restError{42202, msg}
 	}
@@ -145,6 +147,10 @@ func restDenied(w http.ResponseWriter, ct, msg string) {
 // errNoGroups is returned when the REST proxy has no group coordinator (the
 // Kafka listener, which owns it, is off).
 var errNoGroups = errors.New("consumer groups are unavailable: katka's group coordinator runs with the Kafka listener (kafka.addr or kafka.listeners)")
+
+// errGroupState is a group the instance cannot join as it is: a classic
+// group with Kafka members, or one at groups.max_members.
+var errGroupState = errors.New("the group cannot take this consumer")
 
 // SetGroups gives the REST proxy's v2 consumers the group coordinator of the
 // Kafka listener (the one coordinator of the broker), so REST consumers are

@@ -503,6 +503,11 @@ func (rp *restProxy) heartbeat(c *restConsumer) error {
 			if resp.ErrorMessage != nil {
 				msg += ": " + *resp.ErrorMessage
 			}
+			if errors.Is(kerrv, kerr.GroupIDNotFound) || errors.Is(kerrv, kerr.GroupMaxSizeReached) {
+				// A classic group of that name has Kafka members, or the
+				// group or coordinator is full: the state, not the request.
+				return fmt.Errorf("%w: group %s: %s", errGroupState, c.key.group, msg)
+			}
 			return fmt.Errorf("group %s: %s", c.key.group, msg)
 		}
 		if resp.MemberID != nil && *resp.MemberID != "" {
