@@ -146,6 +146,26 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// waitProgress waits until remaining() is 0, checking every interval, and
+// fails only when it has not gone down for stall: large transfers on a loaded
+// box are slow but progressing, which a fixed deadline would fail.
+func waitProgress(t testing.TB, stall, interval time.Duration, what string, remaining func() int) {
+	t.Helper()
+	best, since := -1, time.Now()
+	for {
+		r := remaining()
+		if r == 0 {
+			return
+		}
+		if best < 0 || r < best {
+			best, since = r, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("no progress for %s waiting for %s: %d remaining", stall, what, r)
+		}
+		time.Sleep(interval)
+	}
+}
+
 // readAll returns every record of every partition of topic.
 func readAll(t testing.TB, b *broker.Broker, topic string) []broker.Record {
 	t.Helper()

@@ -88,14 +88,15 @@ func TestBatchesAreBoundedByBytes(t *testing.T) {
 	}
 	cfg := testConfig(dir, config.PluginInstance{Name: "n", Plugin: "noop", Inputs: []string{"in"}})
 	r := startHost(t, b, cfg)
-	waitFor(t, 60*time.Second, "every partition committed", func() bool {
+	waitProgress(t, 30*time.Second, 200*time.Millisecond, "every partition committed", func() int {
 		o, _ := committed(t, b, cfg.StateTopic, "n")
+		left := 0
 		for p := range parts {
 			if o["in/"+strconv.Itoa(p)] != 1 {
-				return false
+				left++
 			}
 		}
-		return true
+		return left
 	})
 	if st := r.h.Status()[0]; st.Restarts != 0 || st.LastError != "" {
 		t.Fatalf("status %+v", st)
