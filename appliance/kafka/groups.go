@@ -74,6 +74,10 @@ func (s *Server) groups() (*group.Coordinator, error) {
 	return gc, nil
 }
 
+// Groups returns the server's group coordinator (opened on first use), for
+// the HTTP console's group views and offset resets.
+func (s *Server) Groups() (*group.Coordinator, error) { return s.groups() }
+
 // closeGroups stops the server's group coordinator, if one was started; no
 // new one is opened after it.
 func (s *Server) closeGroups() {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/group"
 	"github.com/katka-io/katka/appliance/httpapi"
 	"github.com/katka-io/katka/sensors"
 )
@@ -162,6 +163,9 @@ func serve(cfg config.Config) error {
 				return err
 			}
 			closers = append(closers, func() { kc.Close() })
+			if g, ok := kc.(groupSource); ok && hs != nil {
+				hs.SetGroups(g.Groups) // the console's group views
+			}
 		}
 	}
 	var wg sync.WaitGroup
@@ -177,6 +181,9 @@ func serve(cfg config.Config) error {
 			shutdown()
 			return err
 		}
+	}
+	if hs != nil {
+		hs.AddStatus("inputs", func() any { return inputsStatus(cfg.Sensors) })
 	}
 	if hs != nil && syncStatus != nil {
 		hs.AddStatus("sync", func() any { return syncStatus() })
@@ -194,6 +201,11 @@ func serve(cfg config.Config) error {
 	shutdown()
 	log.Info("stopped")
 	return nil
+}
+
+// groupSource is the Kafka server's access to its group coordinator.
+type groupSource interface {
+	Groups() (*group.Coordinator, error)
 }
 
 func retentionMs(d time.Duration) int64 {
