@@ -153,8 +153,12 @@ sync:
 				cancel()
 				t.Fatal(err)
 			}
-			// Let the page redraw at the new width (charts measure their box).
-			chromedp.Run(sctx, chromedp.Evaluate[any](`window.dispatchEvent(new Event('resize'))`))
+			// The page redraws its charts at the new width.
+			if _, err := chromedp.Run(sctx, chromedp.Poll[bool](`[...document.querySelectorAll('svg.chart')].every(s =>
+				Math.abs(Number(s.getAttribute('width')) - s.parentElement.clientWidth) < 2)`, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+				cancel()
+				t.Fatalf("charts of %s at %dx%d: %v", name, vp.w, vp.h, err)
+			}
 			png, err := chromedp.Run(sctx, chromedp.CaptureScreenshot())
 			cancel()
 			if err != nil {

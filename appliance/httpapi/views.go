@@ -56,11 +56,11 @@ type views struct {
 
 // rateSample is one point of the overview charts.
 type rateSample struct {
-	TimeMs          int64   `json:"time_ms"`
-	RecordsInPerSec float64 `json:"records_in_per_sec"`
-	RecordsOutPerS  float64 `json:"records_out_per_sec"`
-	BytesInPerSec   float64 `json:"bytes_in_per_sec"`
-	BytesOutPerSec  float64 `json:"bytes_out_per_sec"`
+	TimeMs           int64   `json:"time_ms"`
+	RecordsInPerSec  float64 `json:"records_in_per_sec"`
+	RecordsOutPerSec float64 `json:"records_out_per_sec"`
+	BytesInPerSec    float64 `json:"bytes_in_per_sec"`
+	BytesOutPerSec   float64 `json:"bytes_out_per_sec"`
 }
 
 // counters are the broker's traffic counters at one moment.
@@ -115,7 +115,7 @@ func (s *Server) sample(gather prometheus.Gatherer) {
 		d := c.at.Sub(v.last.at).Seconds()
 		rate := func(now, before float64) float64 { return max(0, now-before) / d }
 		v.samples = append(v.samples, rateSample{TimeMs: c.at.UnixMilli(),
-			RecordsInPerSec: rate(c.recordsIn, v.last.recordsIn), RecordsOutPerS: rate(c.recordsOut, v.last.recordsOut),
+			RecordsInPerSec: rate(c.recordsIn, v.last.recordsIn), RecordsOutPerSec: rate(c.recordsOut, v.last.recordsOut),
 			BytesInPerSec: rate(c.bytesIn, v.last.bytesIn), BytesOutPerSec: rate(c.bytesOut, v.last.bytesOut)})
 		if len(v.samples) > rateSamples {
 			v.samples = append(v.samples[:0], v.samples[len(v.samples)-rateSamples:]...)

@@ -153,7 +153,7 @@ const PAGES = [
   { name: 'messages', title: 'Messages', render: messagesPage },
   { name: 'groups', title: 'Groups', render: groupsPage },
   { name: 'inputs', title: 'Inputs', render: inputsPage, status: 'inputs' },
-  { name: 'sync', title: 'Sync', render: statusPage('sync', 'Sync links', ['katka_sync_']), status: 'sync' },
+  { name: 'sync', title: 'Sync', render: statusPage('sync', 'Sync links', ['katka_sync_'], renderSync), status: 'sync' },
   { name: 'plugins', title: 'Plugins', render: statusPage('plugins', 'Plugins', ['katka_plugin_']), status: 'plugins' },
   { name: 'cell', title: 'Cell', render: statusPage('cell', 'Cell', ['katka_cell_']), status: 'cell' },
   { name: 'firmware', title: 'Firmware', render: statusPage('firmware', 'Firmware', ['katka_firmware_']), status: 'firmware' },
@@ -214,7 +214,7 @@ function refreshNow() {
 
 function overviewPage(root) {
   const cards = h('div', { class: 'cards' });
-  const disk = h('div', { class: 'panel' });
+  const disk = h('div', { id: 'disk' });
   const rin = h('div', { class: 'chart-box', id: 'chart-records' });
   const bin = h('div', { class: 'chart-box', id: 'chart-bytes' });
   const err = h('div');
@@ -570,9 +570,9 @@ function inputsPage(root) {
   };
 }
 
-// statusPage renders /v1/status/{name} as nested tables (whatever its
-// shape), with the subsystem's metrics below.
-function statusPage(name, title, prefixes) {
+// statusPage renders /v1/status/{name} with render (by default as tables,
+// whatever its shape), with the subsystem's metrics below.
+function statusPage(name, title, prefixes, render = renderStatus) {
   return root => {
     const err = h('div');
     const body = h('div', { id: `status-${name}` });
@@ -583,33 +583,81 @@ function statusPage(name, title, prefixes) {
       let st, ms;
       try { [st, ms] = await Promise.all([get(`/v1/status/${name}`), get(`/v1/metrics?prefix=${prefixes.join(',')}`)]); } catch (e) { err.replaceChildren(errorBox(e)); return; }
       err.replaceChildren();
-      body.replaceChildren(renderValue(st));
+      body.replaceChildren(...render(st));
       metrics.replaceChildren(metricsTable(ms));
     };
   };
 }
 
-function renderValue(v, depth = 0) {
-  if (v === null || v === undefined) return h('span', { class: 'muted' }, '–');
-  if (Array.isArray(v)) {
-    if (!v.length) return h('span', { class: 'muted' }, 'none');
-    if (v.every(x => x && typeof x === 'object' && !Array.isArray(x))) {
-      const keys = [...new Set(v.flatMap(x => Object.keys(x)))];
-      return table(keys.map(k => k.replaceAll('_', ' ')), v.map(x => h('tr', {}, keys.map(k => h('td', {}, renderValue(x[k], depth + 1))))));
-    }
-    return h('span', {}, v.map(x => typeof x === 'object' ? JSON.stringify(x) : String(x)).join(', '));
+function renderSync(st) {
+  const out = [h('p', {}, `site ${st.site} · updated ${fmtTime(Date.parse(st.updated))}`)];
+  const cols = ['link', 'brokers', 'connected', 'delivery', 'records', 'lag', 'backlog', 'oldest unsent', 'last commit', 'last error'];
+  out.push(h('section', { class: 'panel' }, h('h2', {}, 'Links'), table(cols, (st.links || []).map(l => h('tr', { 'data-link': l.link },
+    h('td', {}, l.link), h('td', {}, (l.brokers || []).join(', ')), h('td', { class: l.connected ? 'good' : 'error' }, l.connected ? 'yes' : 'no'),
+    h('td', {}, l.delivery), h('td', { class: 'num' }, fmtNum(l.records)), h('td', { class: 'num' }, fmtNum(l.lag_records)),
+    h('td', { class: 'num' }, fmtBytes(l.backlog_bytes)), h('td', { class: 'num' }, `${fmtNum(l.oldest_unsent_age_seconds)} s`),
+    h('td', {}, l.last_commit ? fmtTime(Date.parse(l.last_commit)) : '–'),
+    h('td', { class: l.last_error ? 'error' : 'muted' }, l.last_error ? `${l.last_error} (${fmtTime(Date.parse(l.last_error_at))})` : 'none'))))));
+  for (const l of st.links || []) {
+    out.push(h('section', { class: 'panel' }, h('h2', {}, `${l.link}: partitions`),
+      table(['topic', 'partition', 'central topic', 'next offset', 'end offset', 'lag', 'backlog'], (l.partitions || []).map(p => h('tr', {},
+        h('td', {}, p.topic), h('td', { class: 'num' }, p.partition), h('td', {}, p.central_topic || ''),
+        h('td', { class: 'num' }, fmtNum(p.next_offset)), h('td', { class: 'num' }, fmtNum(p.end_offset)),
+        h('td', { class: 'num' }, fmtNum(p.lag_records)), h('td', { class: 'num' }, fmtBytes(p.backlog_bytes || 0)))))));
   }
-  if (typeof v === 'object') {
-    if (depth > 2) return h('code', {}, JSON.stringify(v));
-    return h('dl', { class: 'kv' }, Object.entries(v).flatMap(([k, x]) => [h('dt', {}, k.replaceAll('_', ' ')), h('dd', {}, renderValue(x, depth + 1))]));
+  return out;
+}
+
+const isRecord = x => x && typeof x === 'object' && !Array.isArray(x);
+
+// renderStatus shows any status JSON: an object's plain fields as a list,
+// each list of objects as its own table (lists nested in those rows get
+// tables of their own, titled by the row).
+function renderStatus(v, title = '', depth = 0) {
+  if (Array.isArray(v)) return [h('section', { class: 'panel' }, title ? h('h2', {}, title) : null, ...statusTable(v, title, depth))];
+  if (!isRecord(v)) return [h('p', {}, cell(v))];
+  const plain = Object.entries(v).filter(([, x]) => !(Array.isArray(x) && x.some(isRecord)) && !isRecord(x));
+  const out = [];
+  if (plain.length) {
+    out.push(h('section', { class: 'panel' }, title ? h('h2', {}, title) : null,
+      h('dl', { class: 'kv' }, plain.flatMap(([k, x]) => [h('dt', {}, k.replaceAll('_', ' ')), h('dd', {}, cell(x))]))));
   }
-  if (typeof v === 'number') return h('span', { class: 'num' }, fmtNum(v));
-  return h('span', {}, String(v));
+  for (const [k, x] of Object.entries(v)) {
+    const t = (title ? `${title} › ` : '') + k.replaceAll('_', ' ');
+    if (Array.isArray(x) && x.some(isRecord)) out.push(...renderStatus(x, t, depth + 1));
+    else if (isRecord(x) && depth < 4) out.push(...renderStatus(x, t, depth + 1));
+  }
+  return out;
+}
+
+function statusTable(rows, title, depth) {
+  rows = rows.filter(isRecord);
+  const keys = [...new Set(rows.flatMap(x => Object.keys(x)))];
+  const flat = keys.filter(k => !rows.some(r => Array.isArray(r[k]) && r[k].some(isRecord) || isRecord(r[k])));
+  const nested = keys.filter(k => !flat.includes(k));
+  const out = [table(flat.map(k => k.replaceAll('_', ' ')), rows.map(r => h('tr', {}, flat.map(k => h('td', { class: typeof r[k] === 'number' ? 'num' : '' }, cell(r[k]))))))];
+  rows.forEach((r, i) => {
+    const name = r.name ?? r.link ?? r.id ?? r.node_id ?? i;
+    for (const k of nested) if (r[k] !== undefined) out.push(...renderStatus(r[k], `${title} › ${name} › ${k.replaceAll('_', ' ')}`, depth + 1));
+  });
+  return out;
+}
+
+function cell(v) {
+  if (v === null || v === undefined || v === '') return '–';
+  if (typeof v === 'number') return fmtNum(v);
+  if (typeof v === 'boolean') return v ? 'yes' : 'no';
+  if (Array.isArray(v)) return v.length ? v.map(x => typeof x === 'object' ? JSON.stringify(x) : String(x)).join(', ') : '–';
+  if (typeof v === 'object') return JSON.stringify(v);
+  if (/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d/.test(v) && !Number.isNaN(Date.parse(v))) return fmtTime(Date.parse(v));
+  return String(v);
 }
 
 // ---- start ----
 
 setupToken();
 window.addEventListener('hashchange', show);
+let resizeTimer;
+window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(refreshNow, 150); }); // charts fit their box
 document.addEventListener('visibilitychange', () => { if (!document.hidden) refreshNow(); });
 loadStatuses().then(show);

@@ -24,7 +24,7 @@ export function niceMax(v) {
 export function lineChart(container, series, fmt = String) {
   const width = Math.max(container.clientWidth || 300, 240);
   const height = 180;
-  const pad = { l: 56, r: 10, t: 10, b: 22 };
+  const pad = { l: 76, r: 10, t: 10, b: 22 };
   const svg = el('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', class: 'chart' });
   const all = series.flatMap(s => s.points);
   const t0 = all.length ? Math.min(...all.map(p => p[0])) : Date.now() - 60000;
