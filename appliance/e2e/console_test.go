@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -101,10 +102,23 @@ func TestConsole(t *testing.T) {
 	t0 := time.Now()
 	kcat := kcatBinary(t)
 	central, _ := syncCentral(t)
+	mqttURL := startMosquitto(t, "")
 	k := startKafkaKatkaWith(t, fmt.Sprintf(`sensors:
   simulated:
     enabled: true
     interval: 250ms
+  mqtt:
+    enabled: true
+    qos: 1
+    brokers:
+      - name: plant
+        url: %s
+        client_id: katka-console-test
+    rules:
+      - filter: line/+/temp
+        topic: plant.temperatures
+        key_level: 2
+        format: json
 sync:
   enabled: true
   site: plant-7
@@ -113,7 +127,7 @@ sync:
   backoff_max: 1s
   uplink:
     - topic: sensors.simulated
-`, central.ListenAddrs()[0]))
+`, mqttURL, central.ListenAddrs()[0]))
 	ctx, console := startChromium(t)
 	shots := screenshotDir(t)
 	base := "http://" + k.HTTPAddr + "/"
@@ -264,8 +278,19 @@ sync:
 	// Two more samples so the charts have a line to show.
 	waitJS("chart points", `document.querySelector('#chart-records path.series').getAttribute('d').split('L').length >= 4`)
 	shoot("overview")
+	// MQTT messages arrive through the MQTT input: the inputs page shows the
+	// connection and its counters.
+	pub := mqttConnect(t, paho.NewClientOptions().AddBroker(mqttURL).SetClientID("console-test-pub"))
+	for i := range 6 {
+		if tok := pub.Publish(fmt.Sprintf("line/%d/temp", i%3+1), 1, false, fmt.Sprintf(`{"celsius":%d.5}`, 20+i)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("mqtt publish: %v", tok.Error())
+		}
+	}
+	pub.Disconnect(0)
 	step("open inputs", chromedp.Navigate(base+"#/inputs"))
-	waitJS("the simulated input", `document.querySelector('#inputs')?.textContent.includes('sensors.simulated')`)
+	waitJS("the inputs and their counters", `(() => { const t = document.querySelector('main').textContent;
+		return t.includes('sensors.simulated') && t.includes('line/+/temp -> plant.temperatures') &&
+			[...document.querySelectorAll('tr')].some(tr => tr.textContent.startsWith('katka_mqtt_messages_in_total') && tr.textContent.endsWith('6')); })()`)
 	shoot("inputs")
 	step("open sync", chromedp.Navigate(base+"#/sync"))
 	waitJS("the uplink", `document.querySelector('#status-sync')?.textContent.includes('sensors.simulated')`)
