@@ -24,6 +24,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/katka-io/katka/plugins/plugintest"
+	"github.com/katka-io/katka/plugins/sdk"
 )
 
 // consoleMessages collects what the page writes to the console; the test
@@ -103,6 +106,20 @@ func TestConsole(t *testing.T) {
 	kcat := kcatBinary(t)
 	central, _ := syncCentral(t)
 	mqttURL := startMosquitto(t, "")
+	// A signed firmware artefact waits on the central cluster; the edge's
+	// downlink brings it down.
+	keys := keygen(t)
+	fwFile := filepath.Join(t.TempDir(), "plc-fw-2.1.0.bin")
+	if err := os.WriteFile(fwFile, []byte(strings.Repeat("firmware image ", 40000)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(requireBinary(t), "firmware", "publish", fwFile, "--name", "plc-fw", "--version", "2.1.0", "--hardware", "s7-1500",
+		"--key", filepath.Join(keys, "targets.key"), "--root", filepath.Join(keys, "root.json"), "--brokers", central.ListenAddrs()[0]).CombinedOutput(); err != nil {
+		t.Fatalf("katka firmware publish: %v\n%s", err, out)
+	}
+	// A processor plugin averages the simulated readings.
+	plugins := t.TempDir()
+	plugintest.Build(t, plugins, "./plugins/examples/windowavg", "window-avg", sdk.KindProcessor)
 	k := startKafkaKatkaWith(t, fmt.Sprintf(`sensors:
   simulated:
     enabled: true
@@ -127,7 +144,23 @@ sync:
   backoff_max: 1s
   uplink:
     - topic: sensors.simulated
-`, mqttURL, central.ListenAddrs()[0]))
+  downlink:
+    - central_topic: firmware.manifests
+    - central_topic: firmware.chunks
+firmware:
+  enabled: true
+  root_file: %s
+  quota: 64MiB
+plugins:
+  dir: %s
+  instances:
+    - name: sensor-avg
+      plugin: window-avg
+      inputs: [sensors.simulated]
+      output: sensors.avg
+      settings: ["window=1s", "grace=1s", "field=value"]
+`, mqttURL, central.ListenAddrs()[0], filepath.Join(keys, "root.json"), plugins))
+	t.Logf("console: setup (central, Mosquitto, firmware published, plugin built, katka started) took %v", time.Since(t0).Round(time.Millisecond))
 	ctx, console := startChromium(t)
 	shots := screenshotDir(t)
 	base := "http://" + k.HTTPAddr + "/"
@@ -293,11 +326,47 @@ sync:
 			[...document.querySelectorAll('tr')].some(tr => tr.textContent.startsWith('katka_mqtt_messages_in_total') && tr.textContent.endsWith('6')); })()`)
 	shoot("inputs")
 	step("open sync", chromedp.Navigate(base+"#/sync"))
-	waitJS("the uplink", `document.querySelector('#status-sync')?.textContent.includes('sensors.simulated')`)
+	waitJS("the uplink and the downlink", `(() => { const t = document.querySelector('#status-sync')?.textContent || '';
+		return t.includes('sensors.simulated') && t.includes('firmware.chunks'); })()`)
 	shoot("sync")
+	step("open plugins", chromedp.Navigate(base+"#/plugins"))
+	waitJS("the plugin instance", `(() => { const t = document.querySelector('#status-plugins')?.textContent || '';
+		return t.includes('sensor-avg') && t.includes('window-avg'); })()`)
+	shoot("plugins")
+	step("open firmware", chromedp.Navigate(base+"#/firmware"))
+	waitJS("the artefact", `(() => { const t = document.querySelector('#status-firmware')?.textContent || '';
+		return t.includes('plc-fw') && t.includes('2.1.0'); })()`)
+	shoot("firmware")
+
+	// A second katka, the one node of a cell: the overview names the cell and
+	// the cell page shows the controller.
+	cellDir := t.TempDir()
+	cellCLI(t, "cell", "init", "--name", "plant7", "--out", filepath.Join(cellDir, "ca"))
+	cellCLI(t, "cell", "issue", "--ca", filepath.Join(cellDir, "ca"), "--out", filepath.Join(cellDir, "n1"))
+	peer, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck := startKafkaKatkaWith(t, fmt.Sprintf(`sensors:
+  simulated:
+    enabled: true
+cell:
+  name: plant7
+  credential_dir: %s
+  peer_addr: 127.0.0.1:%d
+  mdns: false
+  seeds: [127.0.0.1:%d]
+  bootstrap_expect: 1
+`, filepath.Join(cellDir, "n1"), peer, peer))
+	step("open the cell node's overview", chromedp.Navigate("http://"+ck.HTTPAddr+"/#/overview"))
+	waitJS("the cell in the overview", `document.querySelector('#card-node .value')?.textContent.startsWith('cell plant7')`)
+	step("open cell", chromedp.Navigate("http://"+ck.HTTPAddr+"/#/cell"))
+	waitJS("the controller", `(() => { const t = document.querySelector('#status-cell')?.textContent || '';
+		return t.includes('plant7') && t.includes('Leader'); })()`)
+	shoot("cell")
 
 	if errs := console.list(); len(errs) > 0 {
 		t.Fatalf("console errors: %q", errs)
 	}
-	t.Logf("console: 7 pages checked in Chromium in %v, screenshots in %s", time.Since(t0).Round(time.Millisecond), shots)
+	t.Logf("console: 10 pages checked in Chromium in %v, screenshots in %s", time.Since(t0).Round(time.Millisecond), shots)
 }

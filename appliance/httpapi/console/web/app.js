@@ -232,7 +232,7 @@ function overviewPage(root) {
     if (statuses.includes('cell')) {
       try {
         const c = await get('/v1/status/cell');
-        node = `cell ${c.name || ''}, node ${c.node_id ?? c.node ?? ''}`.trim();
+        node = `cell ${c.cell}, node ${c.node_id}${c.raft && c.raft.state ? ` (${c.raft.state.toLowerCase()})` : ''}`;
       } catch { node = 'cell'; }
     }
     const card = (label, value, id) => h('div', { class: 'card', id }, h('span', { class: 'label' }, label), h('span', { class: 'value' }, value));
@@ -620,7 +620,7 @@ function renderStatus(v, title = '', depth = 0) {
   const out = [];
   if (plain.length) {
     out.push(h('section', { class: 'panel' }, title ? h('h2', {}, title) : null,
-      h('dl', { class: 'kv' }, plain.flatMap(([k, x]) => [h('dt', {}, k.replaceAll('_', ' ')), h('dd', {}, cell(x))]))));
+      h('dl', { class: 'kv' }, plain.flatMap(([k, x]) => [h('dt', {}, k.replaceAll('_', ' ')), h('dd', {}, cell(x, k))]))));
   }
   for (const [k, x] of Object.entries(v)) {
     const t = (title ? `${title} › ` : '') + k.replaceAll('_', ' ');
@@ -635,7 +635,7 @@ function statusTable(rows, title, depth) {
   const keys = [...new Set(rows.flatMap(x => Object.keys(x)))];
   const flat = keys.filter(k => !rows.some(r => Array.isArray(r[k]) && r[k].some(isRecord) || isRecord(r[k])));
   const nested = keys.filter(k => !flat.includes(k));
-  const out = [table(flat.map(k => k.replaceAll('_', ' ')), rows.map(r => h('tr', {}, flat.map(k => h('td', { class: typeof r[k] === 'number' ? 'num' : '' }, cell(r[k]))))))];
+  const out = [table(flat.map(k => k.replaceAll('_', ' ')), rows.map(r => h('tr', {}, flat.map(k => h('td', { class: typeof r[k] === 'number' ? 'num' : '' }, cell(r[k], k))))))];
   rows.forEach((r, i) => {
     const name = r.name ?? r.link ?? r.id ?? r.node_id ?? i;
     for (const k of nested) if (r[k] !== undefined) out.push(...renderStatus(r[k], `${title} › ${name} › ${k.replaceAll('_', ' ')}`, depth + 1));
@@ -643,9 +643,9 @@ function statusTable(rows, title, depth) {
   return out;
 }
 
-function cell(v) {
+function cell(v, key = '') {
   if (v === null || v === undefined || v === '') return '–';
-  if (typeof v === 'number') return fmtNum(v);
+  if (typeof v === 'number') return /(^|_)(id|pid|port|index|term|version)$/.test(key) ? String(v) : fmtNum(v);
   if (typeof v === 'boolean') return v ? 'yes' : 'no';
   if (Array.isArray(v)) return v.length ? v.map(x => typeof x === 'object' ? JSON.stringify(x) : String(x)).join(', ') : '–';
   if (typeof v === 'object') return JSON.stringify(v);
