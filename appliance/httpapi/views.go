@@ -39,9 +39,13 @@ const (
 const (
 	// maxBrowseLimit is the most records one request returns.
 	maxBrowseLimit = 500
-	// maxBrowseScanBytes is the most key, value and header bytes read per
-	// partition looking for records that match a filter.
+	// maxBrowseScanBytes is the most key, value and header bytes one request
+	// reads (all partitions together) looking for records that match a
+	// filter; the answer's next offsets say where to go on.
 	maxBrowseScanBytes = 16 << 20
+	// browseNewestScan is how many records back from the end a filter over
+	// the newest records (from=latest) searches in each partition.
+	browseNewestScan = 10000
 )
 
 // views is the state of the console views: the groups source and the rate
@@ -470,6 +474,7 @@ func (s *Server) browse(w http.ResponseWriter, r *http.Request) {
 		parts = parts[n : n+1]
 	}
 	filter := strings.ToLower(q.Get("filter"))
+	budget := maxBrowseScanBytes
 	out := browseResp{Messages: []messageJSON{}, Partitions: []browsePartition{}}
 	for _, p := range parts {
 		start := p.LogStartOffset
@@ -486,7 +491,7 @@ func (s *Server) browse(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		msgs, next, scanned, err := s.scan(r, topic, p, start, int(limit), filter, from == "latest")
+		msgs, next, scanned, err := s.scan(r, topic, p, start, int(limit), filter, from == "latest", &budget)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -516,18 +521,17 @@ func (s *Server) browse(w http.ResponseWriter, r *http.Request) {
 }
 
 // scan reads one partition from start up to its high watermark, keeping at
-// most limit matching records (the newest ones when newest is set: the scan
-// then reads everything up to maxBrowseScanBytes from the end). It returns
-// the matches, the offset after the last record read and how many were read.
-func (s *Server) scan(r *http.Request, topic string, p broker.PartitionInfo, start int64, limit int, filter string, newest bool) ([]messageJSON, int64, int, error) {
+// most limit matching records (the newest ones when newest is set; with a
+// filter the scan then starts browseNewestScan records before the end),
+// while *budget (bytes of keys, values and headers) lasts. It returns the
+// matches, the offset after the last record read and how many were read.
+func (s *Server) scan(r *http.Request, topic string, p broker.PartitionInfo, start int64, limit int, filter string, newest bool, budget *int) ([]messageJSON, int64, int, error) {
 	var out []messageJSON
-	off, scanned, read := start, 0, 0
+	off, scanned := start, 0
 	if newest && filter != "" {
-		// Filtering the newest records: read back from the end in chunks
-		// of the budget, so the newest matches are found first.
-		off = max(p.LogStartOffset, p.HighWatermark-int64(maxBrowseLimit)*20)
+		off = max(p.LogStartOffset, p.HighWatermark-browseNewestScan)
 	}
-	for off < p.HighWatermark && read < maxBrowseScanBytes && (newest || len(out) < limit) {
+	for off < p.HighWatermark && *budget > 0 && (newest || len(out) < limit) {
 		res, err := s.b.Fetch(r.Context(), topic, p.Partition, off, 1<<20, 0)
 		if err != nil {
 			return nil, off, scanned, err
@@ -539,12 +543,11 @@ func (s *Server) scan(r *http.Request, topic string, p broker.PartitionInfo, sta
 			off = rec.Offset + 1
 			scanned++
 			m := browseMessage(p.Partition, rec)
-			read += m.Size
-			if filter != "" && !m.matches(filter) {
-				continue
+			*budget -= m.Size
+			if filter == "" || m.matches(filter) {
+				out = append(out, m)
 			}
-			out = append(out, m)
-			if !newest && len(out) == limit {
+			if !newest && len(out) == limit || *budget <= 0 {
 				break
 			}
 		}

@@ -167,6 +167,29 @@ func TestMessageBrowser(t *testing.T) {
 	}
 }
 
+// TestMessageBrowserScanLimit: a filter reads at most maxBrowseScanBytes
+// per request, over all partitions, and the answer says where to go on.
+func TestMessageBrowserScanLimit(t *testing.T) {
+	v := newViewServer(t)
+	if _, err := v.b.CreateTopic("big", 2, broker.TopicConfig{MaxMessageBytes: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	mib := []byte(strings.Repeat("x", 1<<20))
+	for i := range 24 { // 12 MiB in each partition, 24 MiB in all
+		v.produce(t, "big", int32(i%2), broker.Record{Value: mib})
+	}
+	v.produce(t, "big", 1, broker.Record{Value: []byte("needle")})
+	var res browseResp
+	v.call(t, "GET", "/v1/topics/big/messages?from=earliest&filter=needle", "", "", 200, &res)
+	if len(res.Messages) != 0 || res.Scanned != 16 || res.Partitions[0].Next != 12 || res.Partitions[1].Next != 4 {
+		t.Fatalf("a filter over 24 MiB: %d found, %d read, partitions %+v; want 16 records (16 MiB) read", len(res.Messages), res.Scanned, res.Partitions)
+	}
+	v.call(t, "GET", "/v1/topics/big/messages?from=offset&offset=4&partition=1&filter=needle", "", "", 200, &res)
+	if len(res.Messages) != 1 || res.Messages[0].Offset != 12 {
+		t.Fatalf("going on from where the scan stopped: %+v", res.Messages)
+	}
+}
+
 // TestGroupsLagAndReset: lag per partition is the end offset minus the
 // committed one; a reset moves an empty group and is refused (409) while the
 // group has members.

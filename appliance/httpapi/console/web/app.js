@@ -442,8 +442,10 @@ function messagesPage(root, _parts, params) {
     }
     let res;
     try { res = await get(`/v1/topics/${encodeURIComponent(topicSel.value)}/messages?${q}`); } catch (e) { out.replaceChildren(errorBox(e)); return; }
+    const cut = res.partitions.filter(p => p.next < p.high_watermark && fromSel.value !== 'latest');
     info.textContent = `${res.messages.length} shown, ${res.scanned} read · ` +
-      res.partitions.map(p => `p${p.partition}: ${p.log_start_offset}–${p.high_watermark}`).join(', ');
+      res.partitions.map(p => `p${p.partition}: ${p.log_start_offset}–${p.high_watermark}`).join(', ') +
+      (cut.length ? ` · more from ${cut.map(p => `p${p.partition} offset ${p.next}`).join(', ')}` : '');
     out.replaceChildren(...(res.messages.length ? res.messages.slice().reverse().map(renderMessage)
       : [h('p', { class: 'muted' }, 'no messages')]));
   }
