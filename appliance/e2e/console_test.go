@@ -10,6 +10,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -338,7 +339,8 @@ plugins:
 		return t.includes('plc-fw') && t.includes('2.1.0'); })()`)
 	shoot("firmware")
 
-	// A second katka, the one node of a cell: the overview names the cell and
+	// A second katka, the one node of a cell, with HTTP tokens: the page asks
+	// for a token before it calls the API, the overview names the cell and
 	// the cell page shows the controller.
 	cellDir := t.TempDir()
 	cellCLI(t, "cell", "init", "--name", "plant7", "--out", filepath.Join(cellDir, "ca"))
@@ -357,8 +359,15 @@ cell:
   mdns: false
   seeds: [127.0.0.1:%d]
   bootstrap_expect: 1
-`, filepath.Join(cellDir, "n1"), peer, peer))
+http:
+  tokens:
+    - {name: viewer, sha256: %x, role: read}
+`, filepath.Join(cellDir, "n1"), peer, peer, sha256.Sum256([]byte("katka-viewer-secret"))))
 	step("open the cell node's overview", chromedp.Navigate("http://"+ck.HTTPAddr+"/#/overview"))
+	waitJS("the token dialog", `document.getElementById('token-dialog').open`)
+	step("enter the read token",
+		chromedp.SendKeys(chromedp.CSS("#token-input"), "katka-viewer-secret"),
+		chromedp.Click(chromedp.CSS(`#token-form button[value="save"]`)))
 	waitJS("the cell in the overview", `document.querySelector('#card-node .value')?.textContent.startsWith('cell plant7')`)
 	step("open cell", chromedp.Navigate("http://"+ck.HTTPAddr+"/#/cell"))
 	waitJS("the controller", `(() => { const t = document.querySelector('#status-cell')?.textContent || '';

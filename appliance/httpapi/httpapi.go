@@ -186,7 +186,7 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
 	s.viewRoutes(mux, gather) // views.go and the console/ pages
-	console.Routes(mux)
+	console.Routes(mux, s.authRequired)
 	s.mux = mux
 	return s.authn(s.guard(mux))
 }

@@ -339,6 +339,13 @@ func TestOverviewAndMetrics(t *testing.T) {
 // still needs one, and a read token cannot write through the console's
 // endpoints.
 func TestConsolePages(t *testing.T) {
+	open := newViewServer(t)
+	var openAuth struct {
+		TokenRequired bool `json:"token_required"`
+	}
+	if open.call(t, "GET", "/console/auth.json", "", "", 200, &openAuth); openAuth.TokenRequired {
+		t.Error("/console/auth.json: token_required true without tokens")
+	}
 	v := newViewServer(t, config.HTTPToken{Name: "viewer", SHA256: sum("read-secret"), Role: RoleRead},
 		config.HTTPToken{Name: "ops", SHA256: sum("admin-secret"), Role: RoleAdmin})
 	for path, ctype := range map[string]string{"/": "text/html", "/console/app.js": "text/javascript", "/console/chart.js": "text/javascript", "/console/style.css": "text/css"} {
@@ -352,6 +359,12 @@ func TestConsolePages(t *testing.T) {
 		}
 	}
 	v.call(t, "GET", "/console/nope.js", "", "", 404, nil)
+	var auth struct {
+		TokenRequired bool `json:"token_required"`
+	}
+	if v.call(t, "GET", "/console/auth.json", "", "", 200, &auth); !auth.TokenRequired {
+		t.Error("/console/auth.json: token_required false with tokens configured")
+	}
 	v.call(t, "POST", "/", "", `{}`, 401, nil) // only GETs of the pages are open
 	v.call(t, "GET", "/v1/overview", "", "", 401, nil)
 	v.call(t, "GET", "/v1/overview", "read-secret", "", 200, nil)

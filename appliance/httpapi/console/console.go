@@ -6,6 +6,7 @@ package console
 
 import (
 	"embed"
+	"encoding/json"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -22,11 +23,18 @@ const Prefix = "/console/"
 func IsPage(path string) bool { return path == "/" || strings.HasPrefix(path, Prefix) }
 
 // Routes adds the console to mux: GET / serves the page, GET /console/
-// its scripts and styles.
-func Routes(mux *http.ServeMux) {
+// its scripts and styles, and GET /console/auth.json whether the API wants
+// a token (tokenRequired), so the page asks for one before its first call.
+func Routes(mux *http.ServeMux, tokenRequired func() bool) {
 	web, _ := fs.Sub(files, "web") // the embedded folder exists: cannot fail
 	assets := http.StripPrefix(Prefix, http.FileServerFS(web))
 	mux.Handle("GET "+Prefix, headers(assets))
+	mux.Handle("GET "+Prefix+"auth.json", headers(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			TokenRequired bool `json:"token_required"`
+		}{tokenRequired()})
+	})))
 	mux.Handle("GET /{$}", headers(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, web, "index.html")
 	})))

@@ -114,7 +114,7 @@ function setupToken() {
     if (dlg.returnValue === 'clear') localStorage.removeItem(TOKEN_KEY);
     input.value = '';
     updateTokenButton();
-    refreshNow();
+    loadStatuses().then(refreshNow);
   });
   updateTokenButton();
 }
@@ -200,6 +200,7 @@ function show() {
 function refreshNow() {
   clearTimeout(pollTimer);
   const mine = current;
+  if (!mine) return; // not started yet
   const run = async () => {
     if (mine !== current) return;
     if (mine.refresh && !document.hidden) {
@@ -662,4 +663,20 @@ window.addEventListener('hashchange', show);
 let resizeTimer;
 window.addEventListener('resize', () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(refreshNow, 150); }); // charts fit their box
 document.addEventListener('visibilitychange', () => { if (!document.hidden) refreshNow(); });
-loadStatuses().then(show);
+// start asks for a token first when this katka needs one and none is kept,
+// so no API call is made (and refused) before there is one.
+async function start() {
+  let needed = false;
+  try {
+    needed = (await (await fetch('/console/auth.json')).json()).token_required;
+  } catch { /* an older katka: the first 401 asks */ }
+  if (needed && !localStorage.getItem(TOKEN_KEY)) {
+    const dlg = document.getElementById('token-dialog');
+    const closed = new Promise(resolve => dlg.addEventListener('close', resolve, { once: true }));
+    askToken('This katka needs a bearer token (http.tokens). A read token shows everything; changes need an admin token.');
+    await closed;
+  }
+  await loadStatuses();
+  show();
+}
+start();
