@@ -374,6 +374,16 @@ http:
 		return t.includes('plant7') && t.includes('Leader'); })()`)
 	shoot("cell")
 
+	// A katka without the Kafka listener has no group coordinator: the
+	// Groups page is not offered, and opening it asks for nothing.
+	nk := NewKatka(t, t.TempDir(), testConfig)
+	if err := nk.Start(); err != nil {
+		t.Fatal(err)
+	}
+	step("open a katka without Kafka", chromedp.Navigate(nk.URL("/#/groups")))
+	waitJS("no groups without Kafka", `document.querySelector('#groups')?.textContent.includes('Kafka listener, which is off') &&
+		![...document.querySelectorAll('#nav a')].some(a => a.textContent === 'Groups')`)
+
 	if errs := console.list(); len(errs) > 0 {
 		t.Fatalf("console errors: %q", errs)
 	}

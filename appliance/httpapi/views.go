@@ -168,13 +168,16 @@ type diskJSON struct {
 }
 
 type overviewJSON struct {
-	ClusterID       string       `json:"cluster_id"`
-	DataDir         string       `json:"data_dir"`
-	UptimeSeconds   int64        `json:"uptime_seconds"`
-	Topics          int          `json:"topics"`
-	Partitions      int          `json:"partitions"`
-	Records         int64        `json:"records"`
-	Groups          int          `json:"groups"`
+	ClusterID     string `json:"cluster_id"`
+	DataDir       string `json:"data_dir"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+	Topics        int    `json:"topics"`
+	Partitions    int    `json:"partitions"`
+	Records       int64  `json:"records"`
+	Groups        int    `json:"groups"`
+	// GroupsAvailable is false when the Kafka listener, which owns the
+	// group coordinator, is off.
+	GroupsAvailable bool         `json:"groups_available"`
 	Disk            diskJSON     `json:"disk"`
 	RecordsInTotal  float64      `json:"records_in_total"`
 	RecordsOutTotal float64      `json:"records_out_total"`
@@ -210,6 +213,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, gather prometh
 	groups := s.views.groups
 	s.views.mu.Unlock()
 	if groups != nil {
+		out.GroupsAvailable = true
 		if gc, err := groups(); err == nil {
 			out.Groups = len(gc.Stats())
 		}

@@ -321,7 +321,7 @@ func TestOverviewAndMetrics(t *testing.T) {
 	v.call(t, "GET", "/v1/overview", "", "", 200, &ov)
 	if ov.Topics != 2 || ov.Partitions != 3 || // orders and __consumer_offsets
 		ov.Records != 1 || ov.Disk.QuotaBytes != 1<<30 || ov.Disk.UsedBytes <= 0 || ov.Disk.TotalBytes == 0 ||
-		len(ov.Statuses) != 1 || ov.Statuses[0] != "sync" || ov.Groups != 0 {
+		len(ov.Statuses) != 1 || ov.Statuses[0] != "sync" || ov.Groups != 0 || !ov.GroupsAvailable {
 		t.Fatalf("overview: %+v", ov)
 	}
 	if len(ov.Rates) != 1 || ov.Rates[0].RecordsInPerSec < 50 {

@@ -151,13 +151,19 @@ const PAGES = [
   { name: 'overview', title: 'Overview', render: overviewPage },
   { name: 'topics', title: 'Topics', render: topicsPage },
   { name: 'messages', title: 'Messages', render: messagesPage },
-  { name: 'groups', title: 'Groups', render: groupsPage },
+  { name: 'groups', title: 'Groups', render: groupsPage, status: 'groups' },
   { name: 'inputs', title: 'Inputs', render: inputsPage, status: 'inputs' },
   { name: 'sync', title: 'Sync', render: statusPage('sync', 'Sync links', ['katka_sync_'], renderSync), status: 'sync' },
   { name: 'plugins', title: 'Plugins', render: statusPage('plugins', 'Plugins', ['katka_plugin_']), status: 'plugins' },
   { name: 'cell', title: 'Cell', render: statusPage('cell', 'Cell', ['katka_cell_']), status: 'cell' },
   { name: 'firmware', title: 'Firmware', render: statusPage('firmware', 'Firmware', ['katka_firmware_']), status: 'firmware' },
 ];
+
+// withGroups is the overview's running subsystems, plus "groups" when the
+// Kafka listener (and so the group coordinator) runs.
+function withGroups(ov) {
+  return [...(ov.statuses || []), ...(ov.groups_available ? ['groups'] : [])];
+}
 
 function route() {
   const hash = location.hash.replace(/^#\/?/, '');
@@ -177,7 +183,7 @@ function renderNav() {
 async function loadStatuses() {
   try {
     const ov = await get('/v1/overview');
-    statuses = ov.statuses || [];
+    statuses = withGroups(ov);
   } catch { /* shown by the page itself */ }
   renderNav();
 }
@@ -228,7 +234,8 @@ function overviewPage(root) {
     let ov;
     try { ov = await get('/v1/overview'); } catch (e) { err.replaceChildren(errorBox(e)); return; }
     err.replaceChildren();
-    if (JSON.stringify(ov.statuses) !== JSON.stringify(statuses)) { statuses = ov.statuses; renderNav(); }
+    const now = withGroups(ov);
+    if (JSON.stringify(now) !== JSON.stringify(statuses)) { statuses = now; renderNav(); }
     let node = 'single node';
     if (statuses.includes('cell')) {
       try {
@@ -485,6 +492,7 @@ function groupsPage(root) {
   root.append(h('h1', {}, 'Consumer groups'), err, list);
   const open = new Set();
   return async () => {
+    if (!statuses.includes('groups')) { list.replaceChildren(h('p', { class: 'muted' }, 'consumer groups need the Kafka listener, which is off')); return; }
     if (root.querySelector('form.reset input:focus')) return; // the user is typing
     let groups, topics;
     try { [groups, topics] = await Promise.all([get('/v1/groups'), get('/v1/topics')]); } catch (e) { err.replaceChildren(errorBox(e)); return; }
