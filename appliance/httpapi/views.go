@@ -190,6 +190,9 @@ type overviewJSON struct {
 func (s *Server) overview(w http.ResponseWriter, r *http.Request, gather prometheus.Gatherer) {
 	out := overviewJSON{ClusterID: s.b.ClusterID(), DataDir: s.b.DataDir(), Rates: []rateSample{}, Statuses: []string{}}
 	for _, t := range s.b.Topics() {
+		if !s.allowed(r, auth.ResourceTopic, t.Name, auth.OpDescribe) {
+			continue // as GET /v1/topics: only what the caller may describe
+		}
 		out.Topics++
 		parts, err := s.b.Partitions(t.Name)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/group"
@@ -375,4 +376,45 @@ func TestConsolePages(t *testing.T) {
 	v.call(t, "POST", "/v1/groups/g/offsets", "read-secret", `{"topic":"orders","to":"earliest"}`, 403, nil)
 	v.call(t, "PATCH", "/v1/topics/orders/configs", "admin-secret", `{"set":{"retention.ms":"1000"}}`, 200, nil)
 	v.call(t, "POST", "/v1/groups/g/offsets", "admin-secret", `{"topic":"orders","to":"earliest"}`, 200, nil)
+}
+
+// TestViewsApplyACLs: with auth.authorization on, the overview counts and the
+// message browser, configs and groups show only what the caller's ACLs
+// allow.
+func TestViewsApplyACLs(t *testing.T) {
+	v := newViewServer(t, config.HTTPToken{Name: "viewer", SHA256: sum("read-secret"), Role: RoleRead})
+	a, err := auth.NewAuthorizer(auth.AuthorizerConfig{Enabled: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, acl := range []auth.ACL{
+		{Principal: "User:viewer", Host: "*", ResourceType: auth.ResourceTopic, Name: "sensors.", Pattern: auth.PatternPrefixed, Operation: auth.OpRead, Permission: auth.PermissionAllow},
+		{Principal: "User:viewer", Host: "*", ResourceType: auth.ResourceGroup, Name: "dash", Pattern: auth.PatternLiteral, Operation: auth.OpDescribe, Permission: auth.PermissionAllow},
+	} {
+		if err := a.Add(acl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.s.sec.Authorizer = a
+	for _, name := range []string{"sensors.temp", "plant.power"} {
+		if _, err := v.b.CreateTopic(name, 1, broker.TopicConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		v.produce(t, name, 0, broker.Record{Value: []byte("21.5")})
+		v.commit(t, "dash", name, 0, 0)
+		v.commit(t, "other", name, 0, 0)
+	}
+	var ov overviewJSON
+	v.call(t, "GET", "/v1/overview", "read-secret", "", 200, &ov)
+	if ov.Topics != 1 || ov.Records != 1 {
+		t.Fatalf("overview for User:viewer: %d topics, %d records; want sensors.temp only", ov.Topics, ov.Records)
+	}
+	v.call(t, "GET", "/v1/topics/sensors.temp/messages", "read-secret", "", 200, nil)
+	v.call(t, "GET", "/v1/topics/plant.power/messages", "read-secret", "", 403, nil)
+	v.call(t, "GET", "/v1/topics/plant.power/configs", "read-secret", "", 403, nil)
+	var groups []groupJSON
+	v.call(t, "GET", "/v1/groups", "read-secret", "", 200, &groups)
+	if len(groups) != 1 || groups[0].Group != "dash" || len(groups[0].Offsets) != 1 || groups[0].Offsets[0].Topic != "sensors.temp" {
+		t.Fatalf("groups for User:viewer: %+v; want dash with sensors.temp only", groups)
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 
 	"github.com/katka-io/katka/appliance/config"
 )
@@ -37,9 +38,9 @@ func inputsStatus(s config.Sensors) []inputInfo {
 		for _, b := range s.MQTT.Brokers {
 			name := b.Name
 			if name == "" {
-				name = b.URL
+				name = redactURL(b.URL)
 			}
-			out = append(out, inputInfo{Kind: "mqtt", Name: name, Source: b.URL, Topics: topics, Detail: fmt.Sprintf("client id %s, QoS %d", b.ClientID, s.MQTT.QoS)})
+			out = append(out, inputInfo{Kind: "mqtt", Name: name, Source: redactURL(b.URL), Topics: topics, Detail: fmt.Sprintf("client id %s, QoS %d", b.ClientID, s.MQTT.QoS)})
 		}
 	}
 	if s.Modbus.Enabled {
@@ -48,9 +49,18 @@ func inputsStatus(s config.Sensors) []inputInfo {
 			if iv == 0 {
 				iv = s.Modbus.Interval
 			}
-			out = append(out, inputInfo{Kind: "modbus", Name: d.Name, Source: fmt.Sprintf("%s unit %d", d.URL, d.UnitID), Topics: []string{s.Modbus.Topic},
+			out = append(out, inputInfo{Kind: "modbus", Name: d.Name, Source: fmt.Sprintf("%s unit %d", redactURL(d.URL), d.UnitID), Topics: []string{s.Modbus.Topic},
 				Interval: iv.String(), Detail: fmt.Sprintf("%d registers", len(d.Registers))})
 		}
 	}
 	return out
+}
+
+// redactURL drops a password written into a URL (tcp://user:secret@host).
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
 }

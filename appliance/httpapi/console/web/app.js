@@ -458,13 +458,21 @@ function messagesPage(root, _parts, params) {
       : [h('p', { class: 'muted' }, 'no messages')]));
   }
 
+  // Following reads again only when the topic's end offsets moved (the
+  // console's reads count in records out, as every consumer's do).
   let first = true;
+  let seen = '';
   return async () => {
     if (first || follow.checked && document.activeElement?.tagName !== 'INPUT') {
       first = false;
       try {
         await fillTopics();
-        await load();
+        const t = topics.find(t => t.name === topicSel.value);
+        const ends = t ? `${t.name}:${t.partitions.map(p => p.high_watermark).join(',')}` : '';
+        if (ends !== seen) {
+          seen = ends;
+          await load();
+        }
       } catch (e) { out.replaceChildren(errorBox(e)); }
     }
   };
