@@ -73,14 +73,6 @@ type counters struct {
 	recordsIn, recordsOut, bytesIn, bytesOut float64
 }
 
-// SetGroups gives the console views the consumer-group coordinator (the
-// Kafka listener's): without it the group endpoints answer 503 not_running.
-func (s *Server) SetGroups(f func() (*group.Coordinator, error)) {
-	s.views.mu.Lock()
-	s.views.groups = f
-	s.views.mu.Unlock()
-}
-
 // viewRoutes adds the console's endpoints to mux.
 func (s *Server) viewRoutes(mux *http.ServeMux, gather prometheus.Gatherer) {
 	s.views.started = time.Now()

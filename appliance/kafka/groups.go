@@ -74,10 +74,6 @@ func (s *Server) groups() (*group.Coordinator, error) {
 	return gc, nil
 }
 
-// Groups returns the server's group coordinator (opened on first use), for
-// the HTTP console's group views and offset resets.
-func (s *Server) Groups() (*group.Coordinator, error) { return s.groups() }
-
 // closeGroups stops the server's group coordinator, if one was started; no
 // new one is opened after it.
 func (s *Server) closeGroups() {
@@ -129,3 +125,7 @@ func (s *Server) groupTopics() group.Topics {
 
 // errCoordinatorNotAvailable is COORDINATOR_NOT_AVAILABLE: clients retry.
 const errCoordinatorNotAvailable int16 = 15
+
+// Groups returns the server's group coordinator (opened on first use), for
+// in-process members such as the HTTP API's REST proxy consumers.
+func (s *Server) Groups() (*group.Coordinator, error) { return s.groups() }

@@ -163,8 +163,10 @@ func serve(cfg config.Config) error {
 				return err
 			}
 			closers = append(closers, func() { kc.Close() })
-			if g, ok := kc.(groupSource); ok && hs != nil {
-				hs.SetGroups(g.Groups) // the console's group views
+			if g, ok := kc.(interface {
+				Groups() (*group.Coordinator, error)
+			}); ok && hs != nil {
+				hs.SetGroups(g.Groups) // the console's group views and offset resets
 			}
 		}
 	}
@@ -201,11 +203,6 @@ func serve(cfg config.Config) error {
 	shutdown()
 	log.Info("stopped")
 	return nil
-}
-
-// groupSource is the Kafka server's access to its group coordinator.
-type groupSource interface {
-	Groups() (*group.Coordinator, error)
 }
 
 func retentionMs(d time.Duration) int64 {
