@@ -74,11 +74,11 @@ type Server struct {
 	// sec is who may use the API (auth.go); tokens its parsed http.tokens.
 	sec    Security
 	tokens []tokenEntry
+	// views is the web console's state (views.go).
+	views views
 
 	// mux holds the routes; AddRoutes (firmware.go) adds to it.
 	mux *http.ServeMux
-	// views is the web console's state (views.go).
-	views views
 }
 
 // Options configures Listen.
@@ -178,6 +178,8 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	s.viewRoutes(mux, gather) // views.go and the console/ pages
+	console.Routes(mux, s.authRequired)
 	mux.HandleFunc("GET /v1/status/{name}", s.status)
 	mux.HandleFunc("GET /v1/topics", s.listTopics)
 	mux.HandleFunc("POST /v1/topics", s.createTopic)
@@ -185,8 +187,6 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("DELETE /v1/topics/{topic}", s.deleteTopic)
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
-	s.viewRoutes(mux, gather) // views.go and the console/ pages
-	console.Routes(mux, s.authRequired)
 	s.mux = mux
 	return s.authn(s.guard(mux))
 }
