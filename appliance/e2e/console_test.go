@@ -121,7 +121,9 @@ func TestConsole(t *testing.T) {
 	// A processor plugin averages the simulated readings.
 	plugins := t.TempDir()
 	plugintest.Build(t, plugins, "./plugins/examples/windowavg", "window-avg", sdk.KindProcessor)
-	k := startKafkaKatkaWith(t, fmt.Sprintf(`sensors:
+	k := startKafkaKatkaWith(t, fmt.Sprintf(`storage:
+  quota: 4MiB
+sensors:
   simulated:
     enabled: true
     interval: 250ms
@@ -269,10 +271,11 @@ plugins:
 		a.querySelector('.key').textContent === 'order-5' &&
 		a.querySelector('pre.value.json').textContent.includes('\n  "item": "valve-5"') &&
 		a.textContent.includes('source: kcat-console-test'))`)
+	shoot("messages")
 	step("filter", chromedp.SendKeys(chromedp.CSS("#msg-filter"), "valve-2\n"))
 	waitJS("only the filtered record", `document.querySelectorAll('article.message').length === 1 &&
 		document.querySelector('article.message .key').textContent === 'order-2'`)
-	shoot("messages")
+	shoot("messages-filter")
 
 	// A group reads 2 of the 5 records and commits: the page shows lag 3.
 	cl := k.client(t, kgo.ConsumerGroup("billing"), kgo.ConsumeTopics("orders"), kgo.DisableAutoCommit(),

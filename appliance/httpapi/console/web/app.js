@@ -2,7 +2,7 @@
 // dependencies: hash routes (#/topics, #/groups, ...), every page reads the
 // /v1 JSON API and refreshes itself every POLL_MS without reloading.
 
-import { lineChart } from './chart.js';
+import { lineChart, niceBytes } from './chart.js';
 
 const POLL_MS = 2000;
 const TOKEN_KEY = 'katka.token';
@@ -39,7 +39,7 @@ function fmtBytes(n) {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-  return `${i ? n.toFixed(n < 10 ? 2 : 1) : n} ${u[i]}`;
+  return `${i ? +n.toFixed(n < 10 ? 2 : 1) : n} ${u[i]}`;
 }
 
 function fmtNum(n) {
@@ -236,7 +236,7 @@ function overviewPage(root) {
     err.replaceChildren();
     const now = withGroups(ov);
     if (JSON.stringify(now) !== JSON.stringify(statuses)) { statuses = now; renderNav(); }
-    let node = 'single node';
+    let node = 'standalone';
     if (statuses.includes('cell')) {
       try {
         const c = await get('/v1/status/cell');
@@ -268,7 +268,7 @@ function overviewPage(root) {
       { name: 'out', color: '#e8743b', points: pts('records_out_per_sec') }], fmtNum);
     lineChart(bin, [
       { name: 'in', color: '#2f7ed8', points: pts('bytes_in_per_sec') },
-      { name: 'out', color: '#e8743b', points: pts('bytes_out_per_sec') }], v => fmtBytes(v) + '/s');
+      { name: 'out', color: '#e8743b', points: pts('bytes_out_per_sec') }], v => fmtBytes(v) + '/s', niceBytes);
   };
 }
 

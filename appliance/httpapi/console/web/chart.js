@@ -18,10 +18,17 @@ export function niceMax(v) {
   return 10 * p;
 }
 
+// niceBytes is niceMax in powers of 1024, so a byte axis reads 512 KiB, not 488.3 KiB.
+export function niceBytes(v) {
+  let unit = 1;
+  while (v >= 1024 * unit) unit *= 1024;
+  return niceMax(v / unit) * unit;
+}
+
 // lineChart draws series ({name, color, points: [[timeMs, value], ...]}) into
 // a new SVG of the container's width, replacing what was there. fmt formats
-// the y axis values.
-export function lineChart(container, series, fmt = String) {
+// the y axis values, nice rounds the axis' top.
+export function lineChart(container, series, fmt = String, nice = niceMax) {
   const width = Math.max(container.clientWidth || 300, 240);
   const height = 180;
   const pad = { l: 76, r: 10, t: 10, b: 22 };
@@ -29,7 +36,7 @@ export function lineChart(container, series, fmt = String) {
   const all = series.flatMap(s => s.points);
   const t0 = all.length ? Math.min(...all.map(p => p[0])) : Date.now() - 60000;
   const t1 = all.length ? Math.max(...all.map(p => p[0])) : Date.now();
-  const ymax = niceMax(all.length ? Math.max(...all.map(p => p[1])) : 0);
+  const ymax = nice(all.length ? Math.max(...all.map(p => p[1])) : 0);
   const x = t => pad.l + (t1 === t0 ? 0 : (t - t0) / (t1 - t0)) * (width - pad.l - pad.r);
   const y = v => height - pad.b - (v / ymax) * (height - pad.t - pad.b);
   for (const f of [0, 0.5, 1]) {
