@@ -39,10 +39,6 @@ const (
 const (
 	// maxBrowseLimit is the most records one request returns.
 	maxBrowseLimit = 500
-	// maxBrowseScanBytes is the most key, value and header bytes one request
-	// reads (all partitions together) looking for records that match a
-	// filter; the answer's next offsets say where to go on.
-	maxBrowseScanBytes = 16 << 20
 	// browseNewestScan is how many records back from the end a filter over
 	// the newest records (from=latest) searches in each partition.
 	browseNewestScan = 10000
@@ -473,7 +469,10 @@ func (s *Server) browse(w http.ResponseWriter, r *http.Request) {
 		parts = parts[n : n+1]
 	}
 	filter := strings.ToLower(q.Get("filter"))
-	budget := maxBrowseScanBytes
+	// The key, value and header bytes this request may read, all partitions
+	// together (http.limits.fetch_max_bytes, 16 MiB by default); the
+	// answer's next offsets say where to go on.
+	budget := int(s.fetchMax())
 	out := browseResp{Messages: []messageJSON{}, Partitions: []browsePartition{}}
 	for _, p := range parts {
 		start := p.LogStartOffset

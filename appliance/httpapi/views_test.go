@@ -168,8 +168,9 @@ func TestMessageBrowser(t *testing.T) {
 	}
 }
 
-// TestMessageBrowserScanLimit: a filter reads at most maxBrowseScanBytes
-// per request, over all partitions, and the answer says where to go on.
+// TestMessageBrowserScanLimit: a filter reads at most fetch_max_bytes (16
+// MiB by default) per request, over all partitions, and the answer says
+// where to go on.
 func TestMessageBrowserScanLimit(t *testing.T) {
 	v := newViewServer(t)
 	if _, err := v.b.CreateTopic("big", 2, broker.TopicConfig{MaxMessageBytes: 4 << 20}); err != nil {
