@@ -11,9 +11,10 @@ PKG      := ./appliance/cmd/katka
 # tests of Kafka's own client library drive python3-confluent-kafka; the auth
 # tests install kafkajs from npm into the user cache and run it on node; the cell
 # tests build network namespaces with iproute2's ip; the firmware e2e tests drive
-# curl and mosquitto_sub from mosquitto-clients).
-TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2
-TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip
+# curl and mosquitto_sub from mosquitto-clients; the web console's tests drive
+# headless chromium through chromedp).
+TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 chromium
+TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip chromium
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
 

@@ -32,6 +32,10 @@ type diskGuard struct {
 	checked atomic.Int64 // unix nanos of the last disk usage reading
 }
 
+// DiskLimits returns storage.quota (0: none) and storage.min_free (0: none):
+// the bounds a produce checks, for status pages.
+func (b *Broker) DiskLimits() (quota, minFree int64) { return b.disk.quota, b.disk.minFree }
+
 // refresh recomputes the bytes used from the partitions and reads free space.
 func (b *Broker) refreshDisk() {
 	g := &b.disk

@@ -16,6 +16,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/httpapi/console"
 )
 
 // Security says who may use the HTTP API: TLS (with optional client
@@ -116,12 +117,13 @@ func (s *Server) clientRole() string {
 }
 
 // authn checks every request's credential before anything else (the body is
-// not read): /healthz is always open, /metrics open unless MetricsAuth; a
+// not read): /healthz and the console's static pages (no data: they call the
+// API with the visitor's token) are always open, /metrics open unless MetricsAuth; a
 // missing or wrong credential is 401, a read role writing is 403. The
 // request's context carries the principal for the ACL checks.
 func (s *Server) authn(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" && !s.sec.MetricsAuth {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" && !s.sec.MetricsAuth || console.IsPage(r.URL.Path) && r.Method == http.MethodGet {
 			next.ServeHTTP(w, r)
 			return
 		}

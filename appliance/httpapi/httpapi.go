@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/httpapi/console"
 )
 
 // Limit names of the HTTP listener in katka_limit_rejections_total, besides
@@ -72,6 +74,8 @@ type Server struct {
 	// sec is who may use the API (auth.go); tokens its parsed http.tokens.
 	sec    Security
 	tokens []tokenEntry
+	// views is the web console's state (views.go).
+	views views
 
 	// mux holds the routes; AddRoutes (firmware.go) adds to it.
 	mux *http.ServeMux
@@ -141,6 +145,7 @@ func Listen(o Options) (*Server, error) {
 		// and the limits count TCP connections (plainConn finds them).
 		serveLn = tls.NewListener(s.ln, tlsCfg)
 	}
+	go s.sampleRates(gather)
 	go func() { s.done <- s.srv.Serve(serveLn) }()
 	return s, nil
 }
@@ -175,6 +180,8 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	s.viewRoutes(mux, gather) // views.go and the console/ pages
+	console.Routes(mux, s.authRequired)
 	mux.HandleFunc("GET /v1/status/{name}", s.status)
 	mux.HandleFunc("GET /v1/topics", s.listTopics)
 	mux.HandleFunc("POST /v1/topics", s.createTopic)
@@ -534,17 +541,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	num := func(name string, def int64) (int64, error) {
-		v := q.Get(name)
-		if v == "" {
-			return def, nil
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%w: %s %q is not a number", errBadRequest, name, v)
-		}
-		return n, nil
-	}
+	num := func(name string, def int64) (int64, error) { return queryInt(q, name, def) }
 	offset, err := num("offset", 0)
 	var maxBytes, maxWait int64
 	if err == nil {
@@ -583,6 +580,19 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 		out.Records[i] = rj
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// queryInt is the query parameter name as a number, def when it is absent.
+func queryInt(q url.Values, name string, def int64) (int64, error) {
+	v := q.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q is not a number", errBadRequest, name, v)
+	}
+	return n, nil
 }
 
 // capRecords keeps the records whose keys, values and headers fit in

@@ -166,7 +166,7 @@ func serve(cfg config.Config) error {
 			if g, ok := kc.(interface {
 				Groups() (*group.Coordinator, error)
 			}); ok && hs != nil {
-				hs.SetGroups(g.Groups) // the REST proxy's v2 consumers join the Kafka listener's groups
+				hs.SetGroups(g.Groups) // the REST proxy's v2 consumers and the console's group views use the Kafka listener's groups
 				closers = append(closers, hs.CloseConsumers) // they commit and leave before the groups close
 			}
 		}
@@ -184,6 +184,9 @@ func serve(cfg config.Config) error {
 			shutdown()
 			return err
 		}
+	}
+	if hs != nil {
+		hs.AddStatus("inputs", func() any { return inputsStatus(cfg.Sensors) })
 	}
 	if hs != nil && syncStatus != nil {
 		hs.AddStatus("sync", func() any { return syncStatus() })
