@@ -296,6 +296,7 @@ func TestSeedsFormCell(t *testing.T) {
 	if led[1] != 2 || led[2] != 2 || led[3] != 2 {
 		t.Errorf("partition leaders %v, want 2 on each node", led)
 	}
+	checkTopicCommands(t, ctx, follower, nodes)
 
 	// The leader leaves: the other two carry on.
 	old := nodes[0].ControllerID()

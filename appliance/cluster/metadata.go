@@ -52,11 +52,14 @@ type Metadata struct {
 	Nodes map[int32]NodeInfo `json:"nodes"`
 	// Topics by name.
 	Topics map[string]TopicInfo `json:"topics"`
+	// Deleted are tombstones of deleted topics, by name, with their order of
+	// deletion (metadata_topics.go).
+	Deleted map[string]uint64 `json:"deleted,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
 type Command struct {
-	// Op is register_node, create_topic or delete_topic.
+	// Op is register_node, create_topic, delete_topic or create_partitions.
 	Op string `json:"op"`
 	// Node is the node registered.
 	Node *NodeInfo `json:"node,omitempty"`
@@ -101,13 +104,15 @@ func (f *fsm) apply(c Command) error {
 			return ErrTopicExists
 		}
 		f.md.Topics[c.Topic] = *c.TopicInfo
+		delete(f.md.Deleted, c.Topic)
 	case "delete_topic":
 		if _, ok := f.md.Topics[c.Topic]; !ok {
 			return ErrUnknownTopic
 		}
 		delete(f.md.Topics, c.Topic)
+		f.tombstone(c.Topic)
 	default:
-		return fmt.Errorf("unknown command %q", c.Op)
+		return f.applyTopicOp(c)
 	}
 	return nil
 }
@@ -156,7 +161,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 func (f *fsm) view() Metadata {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics))}
+	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted)}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {
