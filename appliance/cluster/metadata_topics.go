@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -86,7 +87,8 @@ func (md Metadata) nodeIDs() []int32 {
 // nodes (rf replicas each, leaders spread) and commits it through the
 // controller; it returns the committed assignment. Replicas beyond the
 // leader are metadata only until replication (issue 16) copies data.
-func (n *Node) CreateTopicAssigned(ctx context.Context, name string, partitions int32, rf int) (TopicInfo, error) {
+// configs are the topic's configs (Kafka names), created with it on every node.
+func (n *Node) CreateTopicAssigned(ctx context.Context, name string, partitions int32, rf int, configs map[string]string) (TopicInfo, error) {
 	md := n.fsm.view()
 	ids := md.nodeIDs()
 	if rf < 1 || rf > len(ids) {
@@ -96,6 +98,7 @@ func (n *Node) CreateTopicAssigned(ctx context.Context, name string, partitions 
 	if err != nil {
 		return TopicInfo{}, err
 	}
+	ti.Configs = maps.Clone(configs)
 	return ti, remoteError(n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti}))
 }
 
@@ -148,14 +151,14 @@ func (n *Node) DeleteTopic(ctx context.Context, name string) error {
 // exist yet (the placement of katka's internal topics: consumer offsets and
 // transaction state).
 func (n *Node) EnsureTopic(ctx context.Context, name string, partitions int32) (TopicInfo, error) {
-	if t, ok := n.fsm.view().Topics[name]; ok {
+	if t, ok := n.fsm.topic(name); ok {
 		return t, nil
 	}
-	ti, err := n.CreateTopicAssigned(ctx, name, partitions, 1)
+	ti, err := n.CreateTopicAssigned(ctx, name, partitions, 1, nil)
 	if errors.Is(err, ErrTopicExists) {
 		// Created by another node meanwhile: the committed one counts,
 		// which this node may not have applied yet.
-		if t, ok := n.fsm.view().Topics[name]; ok {
+		if t, ok := n.fsm.topic(name); ok {
 			return t, nil
 		}
 	}
@@ -174,4 +177,27 @@ func remoteError(err error) error {
 		}
 	}
 	return err
+}
+
+// Topic returns one topic of this node's copy of the metadata (a follower's
+// copy may lag the leader's by a heartbeat).
+func (n *Node) Topic(name string) (TopicInfo, bool) {
+	return n.fsm.topic(name)
+}
+
+// topic returns a deep copy of one topic.
+func (f *fsm) topic(name string) (TopicInfo, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t, ok := f.md.Topics[name]
+	if !ok {
+		return TopicInfo{}, false
+	}
+	t.Partitions = slices.Clone(t.Partitions)
+	for i := range t.Partitions {
+		t.Partitions[i].Replicas = slices.Clone(t.Partitions[i].Replicas)
+		t.Partitions[i].ISR = slices.Clone(t.Partitions[i].ISR)
+	}
+	t.Configs = maps.Clone(t.Configs)
+	return t, true
 }

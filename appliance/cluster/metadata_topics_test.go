@@ -102,14 +102,14 @@ func checkTopicCommands(t *testing.T, ctx context.Context, follower *Node, nodes
 	if _, err := follower.CreatePartitions(ctx, "orders", 9); !errors.Is(err, ErrInvalidPartitions) {
 		t.Errorf("no growth: %v, want %v", err, ErrInvalidPartitions)
 	}
-	if _, err := follower.CreateTopicAssigned(ctx, "orders", 1, 1); !errors.Is(err, ErrTopicExists) {
+	if _, err := follower.CreateTopicAssigned(ctx, "orders", 1, 1, nil); !errors.Is(err, ErrTopicExists) {
 		t.Errorf("create existing: %v, want %v", err, ErrTopicExists)
 	}
-	if _, err := follower.CreateTopicAssigned(ctx, "wide", 1, 4); !errors.Is(err, ErrReplicationFactor) {
+	if _, err := follower.CreateTopicAssigned(ctx, "wide", 1, 4, nil); !errors.Is(err, ErrReplicationFactor) {
 		t.Errorf("replication factor 4 of 3 nodes: %v, want %v", err, ErrReplicationFactor)
 	}
-	rf3, err := follower.CreateTopicAssigned(ctx, "rf3", 3, 3)
-	if err != nil || len(rf3.Partitions[2].Replicas) != 3 {
+	rf3, err := follower.CreateTopicAssigned(ctx, "rf3", 3, 3, map[string]string{"retention.ms": "1000"})
+	if err != nil || len(rf3.Partitions[2].Replicas) != 3 || rf3.Configs["retention.ms"] != "1000" {
 		t.Errorf("replication factor 3: %+v, %v", rf3, err)
 	}
 	if err := follower.DeleteTopic(ctx, "rf3"); err != nil {

@@ -554,7 +554,7 @@ func (n *Node) applyLocal(c Command) error {
 // CreateTopic assigns a new topic's partitions over the registered nodes and
 // commits it through the controller (CreateTopicAssigned).
 func (n *Node) CreateTopic(ctx context.Context, name string, partitions int32, rf int) error {
-	_, err := n.CreateTopicAssigned(ctx, name, partitions, rf)
+	_, err := n.CreateTopicAssigned(ctx, name, partitions, rf, nil)
 	return err
 }
 

@@ -25,8 +25,9 @@ type LocalTopic struct {
 type LocalTopics interface {
 	// Topics lists the broker's topics.
 	Topics() []LocalTopic
-	// CreateTopic creates a topic with n partitions on this node.
-	CreateTopic(name string, n int32) error
+	// CreateTopic creates a topic with n partitions and the topic configs
+	// (Kafka names) on this node.
+	CreateTopic(name string, n int32, configs map[string]string) error
 	// CreatePartitions grows a topic of this node to n partitions.
 	CreatePartitions(name string, n int32) error
 	// DeleteTopic deletes a topic's logs on this node.
@@ -79,7 +80,7 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 		lt, ok := have[name]
 		switch {
 		case !ok:
-			if err := local.CreateTopic(name, int32(len(t.Partitions))); err != nil && !warned[name] {
+			if err := local.CreateTopic(name, int32(len(t.Partitions)), t.Configs); err != nil && !warned[name] {
 				warned[name] = true
 				n.log.Warn("cell: creating a cell topic on this node failed", "topic", name, "err", err)
 			}

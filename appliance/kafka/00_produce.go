@@ -103,6 +103,12 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 	}
 	seen := map[tp]*kmsg.ProduceResponseTopicPartition{}
 	dup := map[tp]bool{}
+	var endpoints map[int32]bool // leaders named in CurrentLeader
+	defer func() {
+		if endpoints != nil {
+			s.produceEndpoints(resp, endpoints)
+		}
+	}()
 	var jobs []*produceJob
 	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
 	for i := range req.Topics {
@@ -118,8 +124,12 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 			terr = codeErrorf(errInvalidTopic, "the request included a produce to internal topic %s", info.Name)
 		}
 		var parts []broker.PartitionInfo
-		if terr == nil && req.Version >= 5 && ackErr == errNone {
-			parts, _ = s.b.Partitions(info.Name)
+		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
+		if terr == nil && ackErr == errNone {
+			leaders = s.cellLeaders(info.Name)
+			if req.Version >= 5 {
+				parts, _ = s.b.Partitions(info.Name)
+			}
 		}
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
@@ -142,6 +152,17 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 				continue
 			case rp.Partition < 0 || rp.Partition >= info.Partitions:
 				fail(codeErrorf(errUnknownTopicOrPartition, "partition %d of topic %s does not exist", rp.Partition, info.Name))
+				continue
+			}
+			if cp, err := s.notLeader(info.Name, leaders, rp.Partition); err != nil {
+				fail(err)
+				if req.Version >= 10 {
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = cp.Leader, cp.LeaderEpoch
+					if endpoints == nil {
+						endpoints = map[int32]bool{}
+					}
+					endpoints[cp.Leader] = true
+				}
 				continue
 			}
 			key := tp{info.Name, rp.Partition}

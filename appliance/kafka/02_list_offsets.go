@@ -30,6 +30,10 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 		st.Topic = rt.Topic
 		infos, terr := s.b.Partitions(rt.Topic)
 		terr = s.authTopic(ctx, c, rt.Topic, auth.OpDescribe, terr)
+		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
+		if terr == nil {
+			leaders = s.cellLeaders(rt.Topic)
+		}
 		st.Partitions = make([]kmsg.ListOffsetsResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
@@ -43,6 +47,10 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 			}
 			if rp.Partition < 0 || int(rp.Partition) >= len(infos) {
 				sp.ErrorCode = errUnknownTopicOrPartition
+				continue
+			}
+			if _, err := s.notLeader(rt.Topic, leaders, rp.Partition); err != nil {
+				sp.ErrorCode = errorCode(err)
 				continue
 			}
 			pi := infos[rp.Partition]

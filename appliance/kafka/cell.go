@@ -11,8 +11,12 @@ const errLeaderNotAvailable int16 = 5
 
 // CellView is the cell (appliance/cluster) as the Kafka layer sees it. With a
 // CellView, Metadata lists every node of the cell as a broker and takes each
-// cell topic's partition leaders from the controller; nil keeps katka the
-// single broker 0.
+// cell topic's partition leaders from the controller, requests for a
+// partition another node leads get NOT_LEADER_OR_FOLLOWER, FindCoordinator
+// names the node leading the key's partition of the internal topic, and
+// topic changes go through the controller; nil keeps katka the single
+// broker 0. Errors of the methods that change topics carry the Kafka error
+// to answer (a *kerr.Error in their chain).
 type CellView interface {
 	// NodeID is this node's broker id.
 	NodeID() int32
@@ -25,9 +29,23 @@ type CellView interface {
 	// Partitions returns a cell topic's partitions, false when the
 	// controller does not know the topic (yet).
 	Partitions(topic string) ([]CellPartition, bool)
-	// CreateTopic creates a topic through the controller; every node then
-	// creates its local logs. It fails when the topic exists.
-	CreateTopic(ctx context.Context, name string, partitions int32) error
+	// DefaultReplicationFactor is topics.default_replication_factor.
+	DefaultReplicationFactor() int16
+	// CreateTopic creates a topic through the controller, rf replicas per
+	// partition and configs (Kafka names), and returns the committed
+	// assignment; every node then creates its local logs. It fails when
+	// the topic exists.
+	CreateTopic(ctx context.Context, name string, partitions int32, rf int16, configs map[string]string) ([]CellPartition, error)
+	// CreatePartitions grows a topic through the controller to count
+	// partitions; every node then grows its local logs.
+	CreatePartitions(ctx context.Context, name string, count int32) error
+	// DeleteTopic deletes a topic through the controller; every node then
+	// deletes its local logs.
+	DeleteTopic(ctx context.Context, name string) error
+	// EnsureTopic returns the placement of an internal topic (consumer
+	// offsets, transaction state), committing one over the cell's nodes
+	// with n partitions when the controller has none yet.
+	EnsureTopic(ctx context.Context, name string, n int32) ([]CellPartition, error)
 }
 
 // cellAutoCreate auto-creates a topic in a cell: through the controller, so
@@ -35,7 +53,7 @@ type CellView interface {
 // LEADER_NOT_AVAILABLE either way; the client asks again and finds it once
 // the local logs exist.
 func (s *Server) cellAutoCreate(ctx context.Context, name string) error {
-	if err := s.cfg.Cell.CreateTopic(ctx, name, s.b.DefaultPartitions()); err != nil {
+	if _, err := s.cfg.Cell.CreateTopic(ctx, name, s.b.DefaultPartitions(), s.cfg.Cell.DefaultReplicationFactor(), nil); err != nil {
 		s.log.Debug("kafka cell auto-create", "topic", name, "err", err)
 	}
 	return codeErrorf(errLeaderNotAvailable, "topic %s is being created in the cell", name)

@@ -174,6 +174,7 @@ func init() {
 		33: {0, 2, (*Server).handleAlterConfigs},
 		37: {0, 3, (*Server).handleCreatePartitions},
 		44: {0, 1, (*Server).handleIncrementalAlterConfigs},
+		60: {0, 2, (*Server).handleDescribeCluster},
 	}
 	for k, h := range groupHandlers() {
 		handlers[k] = h
