@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Topic commands beyond create_topic and delete_topic (metadata.go):
@@ -99,7 +100,11 @@ func (n *Node) CreateTopicAssigned(ctx context.Context, name string, partitions 
 		return TopicInfo{}, err
 	}
 	ti.Configs = maps.Clone(configs)
-	return ti, remoteError(n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti}))
+	if err := remoteError(n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti})); err != nil {
+		return TopicInfo{}, err
+	}
+	n.awaitApplied(ctx, func(md *Metadata) bool { _, ok := md.Topics[name]; return ok })
+	return ti, nil
 }
 
 // CreatePartitions grows a topic to count partitions through the controller;
@@ -137,13 +142,18 @@ func (n *Node) CreatePartitions(ctx context.Context, name string, count int32) (
 	if err := remoteError(n.Apply(ctx, Command{Op: opCreatePartitions, Topic: name, TopicInfo: &grown})); err != nil {
 		return TopicInfo{}, err
 	}
+	n.awaitApplied(ctx, func(md *Metadata) bool { return len(md.Topics[name].Partitions) >= int(count) })
 	return grown, nil
 }
 
 // DeleteTopic deletes a topic through the controller; every node then
 // deletes its local logs (Reconcile).
 func (n *Node) DeleteTopic(ctx context.Context, name string) error {
-	return remoteError(n.Apply(ctx, Command{Op: "delete_topic", Topic: name}))
+	if err := remoteError(n.Apply(ctx, Command{Op: "delete_topic", Topic: name})); err != nil {
+		return err
+	}
+	n.awaitApplied(ctx, func(md *Metadata) bool { _, ok := md.Topics[name]; return !ok })
+	return nil
 }
 
 // EnsureTopic returns a topic of the controller, creating it with partitions
@@ -158,11 +168,40 @@ func (n *Node) EnsureTopic(ctx context.Context, name string, partitions int32) (
 	if errors.Is(err, ErrTopicExists) {
 		// Created by another node meanwhile: the committed one counts,
 		// which this node may not have applied yet.
+		n.awaitApplied(ctx, func(md *Metadata) bool { _, ok := md.Topics[name]; return ok })
 		if t, ok := n.fsm.topic(name); ok {
 			return t, nil
 		}
 	}
 	return ti, err
+}
+
+// applyWait bounds how long a node waits for its own copy of the metadata to
+// show a change the controller leader committed (a follower learns of the
+// commit with the leader's next append or heartbeat, tens of milliseconds).
+const applyWait = 2 * time.Second
+
+// awaitApplied waits until this node's copy of the metadata satisfies cond,
+// at most applyWait: a change made through this node is then visible on it
+// (read your writes), as Kafka clients expect from the broker that answered.
+func (n *Node) awaitApplied(ctx context.Context, cond func(*Metadata) bool) {
+	ctx, cancel := context.WithTimeout(ctx, applyWait)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n.fsm.mu.RLock()
+		ok := cond(&n.fsm.md)
+		n.fsm.mu.RUnlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // remoteError gives an error forwarded from the controller leader (a string

@@ -125,11 +125,12 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 		}
 		var parts []broker.PartitionInfo
 		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
-		if terr == nil && ackErr == errNone {
-			leaders = s.cellLeaders(info.Name)
-			if req.Version >= 5 {
-				parts, _ = s.b.Partitions(info.Name)
-			}
+		if ackErr == errNone && (terr == nil || errorCode(terr) == errUnknownTopicOrPartition) {
+			// Also when this node has no logs of a cell topic yet.
+			leaders = s.cellLeaders(cmp.Or(info.Name, rt.Topic))
+		}
+		if terr == nil && ackErr == errNone && req.Version >= 5 {
+			parts, _ = s.b.Partitions(info.Name)
 		}
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
@@ -143,6 +144,17 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 					sp.ErrorMessage = errorMessage(err)
 				}
 			}
+			if cp, err := s.notLeader(cmp.Or(info.Name, rt.Topic), leaders, rp.Partition); err != nil {
+				fail(err)
+				if req.Version >= 10 {
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = cp.Leader, cp.LeaderEpoch
+					if endpoints == nil {
+						endpoints = map[int32]bool{}
+					}
+					endpoints[cp.Leader] = true
+				}
+				continue
+			}
 			switch {
 			case ackErr != errNone:
 				sp.ErrorCode = ackErr
@@ -152,17 +164,6 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 				continue
 			case rp.Partition < 0 || rp.Partition >= info.Partitions:
 				fail(codeErrorf(errUnknownTopicOrPartition, "partition %d of topic %s does not exist", rp.Partition, info.Name))
-				continue
-			}
-			if cp, err := s.notLeader(info.Name, leaders, rp.Partition); err != nil {
-				fail(err)
-				if req.Version >= 10 {
-					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = cp.Leader, cp.LeaderEpoch
-					if endpoints == nil {
-						endpoints = map[int32]bool{}
-					}
-					endpoints[cp.Leader] = true
-				}
 				continue
 			}
 			key := tp{info.Name, rp.Partition}

@@ -58,13 +58,14 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		terr = s.authTopic(ctx, c, cmp.Or(ti.Name, rt.Topic), auth.OpRead, terr)
 		info := &ti
 		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
-		if terr == nil {
-			leaders = s.cellLeaders(ti.Name)
+		if terr == nil || errorCode(terr) == errUnknownTopicOrPartition {
+			// Also when this node has no logs of a cell topic yet.
+			leaders = s.cellLeaders(cmp.Or(ti.Name, rt.Topic))
 		}
 		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			fp := fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]}
-			if cp, err := s.notLeader(ti.Name, leaders, fp.rp.Partition); err != nil {
+			if cp, err := s.notLeader(cmp.Or(ti.Name, rt.Topic), leaders, fp.rp.Partition); err != nil {
 				fp.terr, fp.leader = err, &cp
 				if req.Version >= 16 {
 					if endpoints == nil {

@@ -31,8 +31,8 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 		infos, terr := s.b.Partitions(rt.Topic)
 		terr = s.authTopic(ctx, c, rt.Topic, auth.OpDescribe, terr)
 		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
-		if terr == nil {
-			leaders = s.cellLeaders(rt.Topic)
+		if terr == nil || errorCode(terr) == errUnknownTopicOrPartition {
+			leaders = s.cellLeaders(rt.Topic) // also when this node has no logs of it yet
 		}
 		st.Partitions = make([]kmsg.ListOffsetsResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
@@ -41,16 +41,16 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 			*sp = kmsg.NewListOffsetsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset, sp.LeaderEpoch = -1, -1, 0
+			if _, err := s.notLeader(rt.Topic, leaders, rp.Partition); err != nil {
+				sp.ErrorCode = errorCode(err)
+				continue
+			}
 			if terr != nil {
 				sp.ErrorCode = errorCode(terr)
 				continue
 			}
 			if rp.Partition < 0 || int(rp.Partition) >= len(infos) {
 				sp.ErrorCode = errUnknownTopicOrPartition
-				continue
-			}
-			if _, err := s.notLeader(rt.Topic, leaders, rp.Partition); err != nil {
-				sp.ErrorCode = errorCode(err)
 				continue
 			}
 			pi := infos[rp.Partition]

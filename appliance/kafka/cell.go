@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 // errLeaderNotAvailable is Kafka's LEADER_NOT_AVAILABLE (5): retriable.
@@ -29,6 +31,8 @@ type CellView interface {
 	// Partitions returns a cell topic's partitions, false when the
 	// controller does not know the topic (yet).
 	Partitions(topic string) ([]CellPartition, bool)
+	// Topics lists the names of the controller's topics.
+	Topics() []string
 	// DefaultReplicationFactor is topics.default_replication_factor.
 	DefaultReplicationFactor() int16
 	// CreateTopic creates a topic through the controller, rf replicas per
@@ -98,9 +102,11 @@ func (s *Server) cellBrokers(c *conn) []kmsg.MetadataResponseBroker {
 }
 
 // cellTopic fills a topic's partitions from the cell: the controller's
-// leaders for a cell topic; a topic the controller does not know yet answers
-// LEADER_NOT_AVAILABLE, as Kafka does right after an auto-create, and the
-// client asks again; katka's internal topics stay on this node.
+// partitions and leaders for a cell topic (also when this node's logs of it
+// lag: a topic created or grown a moment ago); a topic the controller does not
+// know yet answers LEADER_NOT_AVAILABLE, as Kafka does right after an
+// auto-create, and the client asks again; katka's internal topics stay on
+// this node.
 func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
 	if mt.ErrorCode != errNone || mt.Topic == nil {
 		return
@@ -118,14 +124,34 @@ func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
 		return
 	}
 	parts, ok := s.cfg.Cell.Partitions(*mt.Topic)
-	if !ok || len(parts) != len(mt.Partitions) {
+	if !ok {
 		mt.ErrorCode = errLeaderNotAvailable
 		mt.Partitions = nil
 		return
 	}
-	for i := range mt.Partitions {
-		p := &mt.Partitions[i]
-		cp := parts[i]
+	mt.Partitions = make([]kmsg.MetadataResponseTopicPartition, len(parts))
+	for i, cp := range parts {
+		p := kmsg.NewMetadataResponseTopicPartition()
+		p.Partition = int32(i)
 		p.Leader, p.LeaderEpoch, p.Replicas, p.ISR = cp.Leader, cp.LeaderEpoch, cp.Replicas, cp.ISR
+		p.OfflineReplicas = []int32{}
+		mt.Partitions[i] = p
 	}
+}
+
+// cellOnlyTopics lists the cell's topics this node has no logs of yet, for
+// Metadata of all topics.
+func (s *Server) cellOnlyTopics() []broker.TopicInfo {
+	if s.cfg.Cell == nil {
+		return nil
+	}
+	var out []broker.TopicInfo
+	for _, name := range s.cfg.Cell.Topics() {
+		if _, err := s.b.Topic(name); err != nil && !broker.InternalTopic(name) {
+			if parts, ok := s.cfg.Cell.Partitions(name); ok {
+				out = append(out, broker.TopicInfo{Name: name, Partitions: int32(len(parts))})
+			}
+		}
+	}
+	return out
 }

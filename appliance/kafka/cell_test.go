@@ -65,6 +65,16 @@ func (f *fakeCell) place(topic string, n int, rf int16, leaders ...int32) []Cell
 	return parts
 }
 
+func (f *fakeCell) Topics() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for n := range f.topics {
+		out = append(out, n)
+	}
+	return out
+}
+
 func (f *fakeCell) call(s string) {
 	f.mu.Lock()
 	f.calls = append(f.calls, s)
@@ -160,6 +170,31 @@ func TestCellNotLeader(t *testing.T) {
 	dr.Topics = []kmsg.DeleteRecordsRequestTopic{{Topic: "events", Partitions: []kmsg.DeleteRecordsRequestTopicPartition{{Partition: 1, Offset: -1}}}}
 	if d := r.roundTrip(dr, 2).(*kmsg.DeleteRecordsResponse); d.Topics[0].Partitions[0].ErrorCode != errNotLeaderOrFollower {
 		t.Errorf("delete records on node 2's partition: error %d", d.Topics[0].Partitions[0].ErrorCode)
+	}
+
+	// A cell topic this node has no logs of yet: Metadata tells the
+	// controller's view, a produce to node 2's partition is sent there.
+	f.place("elsewhere", 2, 1, 2)
+	md := kmsg.NewPtrMetadataRequest()
+	name := "elsewhere"
+	md.Topics = []kmsg.MetadataRequestTopic{{Topic: &name}}
+	mr := r.roundTrip(md, 12).(*kmsg.MetadataResponse)
+	if mt := mr.Topics[0]; mt.ErrorCode != 0 || len(mt.Partitions) != 2 || mt.Partitions[1].Leader != 2 {
+		t.Errorf("metadata of a cell topic not on this node: %+v", mt)
+	}
+	all := r.roundTrip(kmsg.NewPtrMetadataRequest(), 12).(*kmsg.MetadataResponse)
+	listed := false
+	for _, mt := range all.Topics {
+		listed = listed || *mt.Topic == "elsewhere"
+	}
+	if !listed {
+		t.Error("metadata of all topics lacks the cell topic not on this node")
+	}
+	away := kmsg.NewPtrProduceRequest()
+	away.Acks, away.TimeoutMillis = -1, 5000
+	away.Topics = []kmsg.ProduceRequestTopic{{Topic: "elsewhere", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 1, Records: testBatch(-1, -1, -1, 1)}}}}
+	if p := r.roundTrip(away, 9).(*kmsg.ProduceResponse).Topics[0].Partitions[0]; p.ErrorCode != errNotLeaderOrFollower {
+		t.Errorf("produce to a cell topic not on this node: error %d, want NOT_LEADER_OR_FOLLOWER", p.ErrorCode)
 	}
 
 	// A topic the controller does not hold yet is served here, as before.

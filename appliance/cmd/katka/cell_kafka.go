@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -80,4 +81,14 @@ func (l brokerTopics) CreatePartitions(name string, n int32) error {
 
 func (l brokerTopics) DeleteTopic(name string) error {
 	return l.b.DeleteTopic(name)
+}
+
+func (v cellView) Topics() []string {
+	md := v.n.Metadata()
+	out := make([]string, 0, len(md.Topics))
+	for name := range md.Topics {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }
