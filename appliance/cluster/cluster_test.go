@@ -297,6 +297,7 @@ func TestSeedsFormCell(t *testing.T) {
 		t.Errorf("partition leaders %v, want 2 on each node", led)
 	}
 	checkTopicCommands(t, ctx, follower, nodes)
+	checkProducerIDs(t, ctx, nodes)
 
 	// The leader leaves: the other two carry on.
 	old := nodes[0].ControllerID()

@@ -55,6 +55,9 @@ type Metadata struct {
 	// Deleted are tombstones of deleted topics, by name, with their order of
 	// deletion (metadata_topics.go).
 	Deleted map[string]uint64 `json:"deleted,omitempty"`
+	// ProducerIDsEnd is one past the last producer id handed out in the
+	// cell (producer_ids.go).
+	ProducerIDsEnd int64 `json:"producer_ids_end,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
@@ -67,6 +70,8 @@ type Command struct {
 	Topic string `json:"topic,omitempty"`
 	// TopicInfo is the topic created, its assignment already computed.
 	TopicInfo *TopicInfo `json:"topic_info,omitempty"`
+	// IDs is the producer id block allocated (producer_ids.go).
+	IDs *IDBlock `json:"ids,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -161,7 +166,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 func (f *fsm) view() Metadata {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted)}
+	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
+		ProducerIDsEnd: f.md.ProducerIDsEnd}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

@@ -35,6 +35,8 @@ var (
 // applyTopicOp applies the topic commands of this file; f.mu is held.
 func (f *fsm) applyTopicOp(c Command) error {
 	switch c.Op {
+	case opAllocateProducerIDs:
+		return f.allocateProducerIDs(c.IDs)
 	case opCreatePartitions:
 		old, ok := f.md.Topics[c.Topic]
 		if !ok {
@@ -185,7 +187,12 @@ const applyWait = 2 * time.Second
 // at most applyWait: a change made through this node is then visible on it
 // (read your writes), as Kafka clients expect from the broker that answered.
 func (n *Node) awaitApplied(ctx context.Context, cond func(*Metadata) bool) {
-	ctx, cancel := context.WithTimeout(ctx, applyWait)
+	n.awaitAppliedFor(ctx, applyWait, cond)
+}
+
+// awaitAppliedFor is awaitApplied waiting at most d.
+func (n *Node) awaitAppliedFor(ctx context.Context, d time.Duration, cond func(*Metadata) bool) {
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -210,7 +217,7 @@ func remoteError(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, s := range []error{ErrTopicExists, ErrUnknownTopic, ErrReplicationFactor, ErrInvalidPartitions, ErrNoController} {
+	for _, s := range []error{ErrTopicExists, ErrUnknownTopic, ErrReplicationFactor, ErrInvalidPartitions, ErrNoController, errStaleBlock} {
 		if !errors.Is(err, s) && strings.Contains(err.Error(), s.Error()) {
 			return fmt.Errorf("%w (%v)", s, err)
 		}

@@ -24,7 +24,8 @@ import (
 // controller; CreateTopics takes a replication factor up to 3 through the
 // controller; a 6-partition topic created through node 1 is spread over the
 // nodes (two leaders each); a Produce sent to a node that does not lead the
-// partition gets NOT_LEADER_OR_FOLLOWER; kgo, sarama and kcat produce keyed
+// partition gets NOT_LEADER_OR_FOLLOWER; kgo (idempotent, its producer id from
+// the controller's blocks), sarama and kcat produce keyed
 // records through the cell, each partition's records landing on its
 // leader's disk only; kcat, sarama and a kgo consumer group read them all
 // back, the group coordinated by the node FindCoordinator names (another
@@ -76,11 +77,9 @@ func checkCellKafka(t *testing.T, net *cellNet, nodes []*cellProc, controller in
 		t.Errorf("partition leaders per node %v, want 2 each", led)
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("events"), kgo.RequiredAcks(kgo.AllISRAcks()),
-		// Producer ids are still handed out by each node on its own, so an id
-		// from one node is unknown to the others: idempotence waits for the
-		// controller to hand out producer-id blocks (README checklist).
-		kgo.DisableIdempotentWrite(), kgo.MaxVersions(kversion.V3_0_0()))
+	// kgo's defaults: an idempotent producer, its id from one node's block
+	// of the controller, valid on every partition leader.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic("events"), kgo.MaxVersions(kversion.V3_0_0()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,12 @@ type CellView interface {
 	// offsets, transaction state), committing one over the cell's nodes
 	// with n partitions when the controller has none yet.
 	EnsureTopic(ctx context.Context, name string, n int32) ([]CellPartition, error)
+	// AllocateProducerIDs takes a block of n producer ids, [start, end),
+	// from the controller for this node to hand out.
+	AllocateProducerIDs(ctx context.Context, n int64) (start, end int64, err error)
+	// ProducerIDIssued reports whether a producer id was handed out by any
+	// node of the cell.
+	ProducerIDIssued(ctx context.Context, id int64) bool
 }
 
 // cellAutoCreate auto-creates a topic in a cell: through the controller, so

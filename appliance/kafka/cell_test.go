@@ -24,6 +24,7 @@ type fakeCell struct {
 	topics  map[string][]CellPartition
 	rf      int16
 	calls   []string
+	pidEnd  int64 // producer ids handed out in the "cell"
 }
 
 func newFakeCell() *fakeCell {
@@ -73,6 +74,20 @@ func (f *fakeCell) Topics() []string {
 		out = append(out, n)
 	}
 	return out
+}
+
+func (f *fakeCell) AllocateProducerIDs(ctx context.Context, n int64) (int64, int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	start := f.pidEnd
+	f.pidEnd += n
+	return start, f.pidEnd, nil
+}
+
+func (f *fakeCell) ProducerIDIssued(ctx context.Context, id int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return id >= 0 && id < f.pidEnd
 }
 
 func (f *fakeCell) call(s string) {
@@ -395,5 +410,38 @@ func TestDescribeClusterSingleNode(t *testing.T) {
 	m, err := e.admin(t).BrokerMetadata(ctxT(t))
 	if err != nil || m.Controller != 0 || len(m.Brokers) != 1 {
 		t.Errorf("kadm broker metadata: %+v, %v", m, err)
+	}
+}
+
+// TestCellProducerIDs: in a cell, producer ids come in blocks from the
+// controller, and a produce with an id another node issued (below the cell's
+// end) is taken, one never issued refused with UNKNOWN_PRODUCER_ID; kgo's
+// default idempotent producer works.
+func TestCellProducerIDs(t *testing.T) {
+	e, f := newCellEnv(t)
+	if _, err := e.b.CreateTopic("idem", 1, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	f.place("idem", 1, 1, 1)
+	r := e.raw(t)
+	ip := r.roundTrip(kmsg.NewPtrInitProducerIDRequest(), 4).(*kmsg.InitProducerIDResponse)
+	if ip.ErrorCode != 0 || ip.ProducerID != 0 {
+		t.Fatalf("init producer id: %+v, want id 0 from the cell's first block", ip)
+	}
+	f.AllocateProducerIDs(context.Background(), 1000) // another node's block: ids 1000..1999
+	if f.pidEnd != 2000 {
+		t.Fatalf("the cell handed out %d ids, want 2000 (one block per node)", f.pidEnd)
+	}
+	if p := produceRaw(t, r, "idem", testBatch(1500, 0, 0, 2)); p.ErrorCode != 0 {
+		t.Errorf("produce with another node's producer id: error %d", p.ErrorCode)
+	}
+	if p := produceRaw(t, r, "idem", testBatch(1500, 0, 0, 2)); p.ErrorCode != 0 || p.BaseOffset != 0 {
+		t.Errorf("retried batch: %+v, want the first offset again", p)
+	}
+	if p := produceRaw(t, r, "idem", testBatch(2500, 0, 0, 1)); p.ErrorCode != codeUnknownProducerID {
+		t.Errorf("produce with an id the cell never issued: error %d, want UNKNOWN_PRODUCER_ID", p.ErrorCode)
+	}
+	if err := e.client(t).ProduceSync(ctxT(t), &kgo.Record{Topic: "idem", Value: []byte("kgo")}).FirstErr(); err != nil {
+		t.Fatalf("kgo's idempotent producer in the cell: %v", err)
 	}
 }

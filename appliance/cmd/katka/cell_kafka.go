@@ -92,3 +92,15 @@ func (v cellView) Topics() []string {
 	slices.Sort(out)
 	return out
 }
+
+func (v cellView) AllocateProducerIDs(ctx context.Context, n int64) (int64, int64, error) {
+	b, err := v.n.AllocateProducerIDs(ctx, n)
+	if err != nil {
+		return 0, 0, kafkaCellError(err)
+	}
+	return b.Start, b.End, nil
+}
+
+func (v cellView) ProducerIDIssued(ctx context.Context, id int64) bool {
+	return v.n.ProducerIDIssued(ctx, id)
+}
