@@ -292,6 +292,22 @@ func TestCellCoordinator(t *testing.T) {
 		t.Errorf("DescribeGroups of node 2's group: %+v", d.Groups)
 	}
 
+	// Transactional ids place alike on __transaction_state.
+	ipr := kmsg.NewPtrInitProducerIDRequest()
+	ipr.TransactionalID, ipr.TransactionTimeoutMillis = &theirs, 10000
+	if ip := r.roundTrip(ipr, 4).(*kmsg.InitProducerIDResponse); ip.ErrorCode != errNotCoordinator {
+		t.Errorf("InitProducerId of node 2's transactional id: error %d, want NOT_COORDINATOR", ip.ErrorCode)
+	}
+	end := kmsg.NewPtrEndTxnRequest()
+	end.TransactionalID = theirs
+	if er := r.roundTrip(end, 3).(*kmsg.EndTxnResponse); er.ErrorCode != errNotCoordinator {
+		t.Errorf("EndTxn of node 2's transactional id: error %d, want NOT_COORDINATOR", er.ErrorCode)
+	}
+	ipr.TransactionalID = &mine
+	if ip := r.roundTrip(ipr, 4).(*kmsg.InitProducerIDResponse); ip.ErrorCode != 0 {
+		t.Errorf("InitProducerId of this node's transactional id: error %d", ip.ErrorCode)
+	}
+
 	// A consumer group coordinated here, on a topic led here.
 	if _, err := e.b.CreateTopic("here", 1, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
