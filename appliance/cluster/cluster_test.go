@@ -194,14 +194,7 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	if err := f.apply(Command{Op: "create_topic", Topic: "orders", TopicInfo: &ti}); !errors.Is(err, ErrTopicExists) {
 		t.Fatalf("second create: %v", err)
 	}
-	snap, _ := f.Snapshot()
-	var buf bytes.Buffer
-	snap.Persist(&bufSink{Buffer: &buf})
-	g := newFSM()
-	if err := g.Restore(io.NopCloser(&buf)); err != nil {
-		t.Fatal(err)
-	}
-	md := g.view()
+	md := snapshotRoundTrip(t, f).view()
 	if md.Nodes[1].KafkaAddr != "a:2" || len(md.Topics["orders"].Partitions) != 2 {
 		t.Fatalf("restored %+v", md)
 	}

@@ -38,13 +38,7 @@ func TestFSMTopicCommands(t *testing.T) {
 	if err := f.apply(Command{Op: "delete_topic", Topic: "orders"}); err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := f.Snapshot()
-	var buf bytes.Buffer
-	snap.Persist(&bufSink{Buffer: &buf})
-	g := newFSM()
-	if err := g.Restore(io.NopCloser(&buf)); err != nil {
-		t.Fatal(err)
-	}
+	g := snapshotRoundTrip(t, f)
 	if _, ok := g.view().Deleted["orders"]; !ok {
 		t.Fatalf("tombstone lost in the snapshot: %+v", g.view())
 	}
@@ -69,6 +63,19 @@ func TestFSMTopicCommands(t *testing.T) {
 	if _, ok := d[fmt.Sprintf("t%d", maxTombstones+9)]; !ok {
 		t.Fatal("the newest tombstone was dropped")
 	}
+}
+
+// snapshotRoundTrip persists f's snapshot and restores it into a new FSM.
+func snapshotRoundTrip(t *testing.T, f *fsm) *fsm {
+	t.Helper()
+	snap, _ := f.Snapshot()
+	var buf bytes.Buffer
+	snap.Persist(&bufSink{Buffer: &buf})
+	g := newFSM()
+	if err := g.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
 
 func TestRemoteErrorKeepsSentinels(t *testing.T) {

@@ -148,28 +148,31 @@ func (s *Server) splitCoordinated(groups []string) (mine, others []string) {
 
 // produceEndpoints fills a Produce v10+ answer's NodeEndpoints.
 func (s *Server) produceEndpoints(resp *kmsg.ProduceResponse, ids map[int32]bool) {
-	for _, b := range s.leaderEndpoints(ids) {
-		e := kmsg.NewProduceResponseBroker()
-		e.NodeID, e.Host, e.Port = b.NodeID, b.Host, b.Port
-		if b.Rack != "" {
-			rack := b.Rack
-			e.Rack = &rack
-		}
-		resp.Brokers = append(resp.Brokers, e)
-	}
+	resp.Brokers = endpointsOf(s.leaderEndpoints(ids), func(b CellBroker, rack *string) kmsg.ProduceResponseBroker {
+		return kmsg.ProduceResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: rack}
+	})
 }
 
 // fetchEndpoints fills a Fetch v16+ answer's NodeEndpoints.
 func (s *Server) fetchEndpoints(resp *kmsg.FetchResponse, ids map[int32]bool) {
-	for _, b := range s.leaderEndpoints(ids) {
-		e := kmsg.NewFetchResponseBroker()
-		e.NodeID, e.Host, e.Port = b.NodeID, b.Host, b.Port
+	resp.Brokers = endpointsOf(s.leaderEndpoints(ids), func(b CellBroker, rack *string) kmsg.FetchResponseBroker {
+		return kmsg.FetchResponseBroker{NodeID: b.NodeID, Host: b.Host, Port: b.Port, Rack: rack}
+	})
+}
+
+// endpointsOf turns brokers into one response type's endpoints (a rack only
+// when the broker has one).
+func endpointsOf[T any](bs []CellBroker, mk func(CellBroker, *string) T) []T {
+	out := make([]T, 0, len(bs))
+	for _, b := range bs {
+		var rack *string
 		if b.Rack != "" {
-			rack := b.Rack
-			e.Rack = &rack
+			r := b.Rack
+			rack = &r
 		}
-		resp.Brokers = append(resp.Brokers, e)
+		out = append(out, mk(b, rack))
 	}
+	return out
 }
 
 // groupFor returns the group coordinator for group g, or the error to answer:
