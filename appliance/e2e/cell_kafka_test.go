@@ -101,6 +101,10 @@ func checkCellKafka(t *testing.T, net *cellNet, nodes []*cellProc, controller in
 		t.Errorf("produce to partition 0 (leader %d) through node %d: error %d, want NOT_LEADER_OR_FOLLOWER (6)", leaderOf[0], other, code)
 	}
 
+	if m := cellMetrics(t, nodes[other-1]); !strings.Contains(m, `katka_kafka_cell_redirects_total{error="not_leader"} `) {
+		t.Errorf("node %d counts no redirect in katka_kafka_cell_redirects_total", other)
+	}
+
 	// kgo, sarama and kcat produce through the cell.
 	const nKgo, nSarama, nKcat = 600, 300, 300
 	var recs []*kgo.Record

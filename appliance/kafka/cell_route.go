@@ -5,6 +5,7 @@ import (
 	"math"
 	"unicode/utf16"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -22,6 +23,16 @@ const (
 // __consumer_offsets and __transaction_state: Kafka's defaults of
 // offsets.topic.num.partitions and transaction.state.log.num.partitions.
 const internalTopicPartitions = 50
+
+// newRedirects is katka_kafka_cell_redirects_total: requests a node of a cell
+// answered with NOT_LEADER_OR_FOLLOWER or NOT_COORDINATOR (clients with stale
+// metadata, or following a leader change), per partition or group.
+func newRedirects() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "katka_kafka_cell_redirects_total",
+		Help: "Partitions and groups of Kafka requests this node of a cell sent elsewhere: NOT_LEADER_OR_FOLLOWER (error not_leader) or NOT_COORDINATOR (error not_coordinator).",
+	}, []string{"error"})
+}
 
 // cellLeaders returns the controller's partitions of a topic for the leader
 // checks of a request, nil when this node serves every partition of it: no
@@ -47,6 +58,7 @@ func (s *Server) notLeader(topic string, parts []CellPartition, p int32) (CellPa
 		return CellPartition{}, nil
 	}
 	cp := parts[p]
+	s.redirects.WithLabelValues("not_leader").Inc()
 	return cp, codeErrorf(errNotLeaderOrFollower, "this is node %d; partition %d of %s is led by node %d (leader epoch %d)",
 		s.cfg.Cell.NodeID(), p, topic, cp.Leader, cp.LeaderEpoch)
 }
@@ -127,7 +139,11 @@ func (s *Server) notCoordinator(keyType int8, key string) bool {
 	if !ok || len(parts) == 0 {
 		return true
 	}
-	return parts[coordinatorPartition(key, int32(len(parts)))].Leader != s.cfg.Cell.NodeID()
+	if parts[coordinatorPartition(key, int32(len(parts)))].Leader == s.cfg.Cell.NodeID() {
+		return false
+	}
+	s.redirects.WithLabelValues("not_coordinator").Inc()
+	return true
 }
 
 // splitCoordinated splits groups into those this node coordinates and the

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -187,6 +188,10 @@ func TestCellNotLeader(t *testing.T) {
 		t.Errorf("delete records on node 2's partition: error %d", d.Topics[0].Partitions[0].ErrorCode)
 	}
 
+	if n := testutil.ToFloat64(e.srv.redirects.WithLabelValues("not_leader")); n != 5 {
+		t.Errorf("katka_kafka_cell_redirects_total{error=not_leader} %v, want 5 (2 produces, fetch, list offsets, delete records)", n)
+	}
+
 	// A cell topic this node has no logs of yet: Metadata tells the
 	// controller's view, a produce to node 2's partition is sent there.
 	f.place("elsewhere", 2, 1, 2)
@@ -290,6 +295,10 @@ func TestCellCoordinator(t *testing.T) {
 	dg.Groups = []string{theirs}
 	if d := r.roundTrip(dg, 5).(*kmsg.DescribeGroupsResponse); len(d.Groups) != 1 || d.Groups[0].ErrorCode != errNotCoordinator {
 		t.Errorf("DescribeGroups of node 2's group: %+v", d.Groups)
+	}
+
+	if n := testutil.ToFloat64(e.srv.redirects.WithLabelValues("not_coordinator")); n != 3 {
+		t.Errorf("katka_kafka_cell_redirects_total{error=not_coordinator} %v, want 3", n)
 	}
 
 	// Transactional ids place alike on __transaction_state.
