@@ -194,14 +194,7 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	if err := f.apply(Command{Op: "create_topic", Topic: "orders", TopicInfo: &ti}); !errors.Is(err, ErrTopicExists) {
 		t.Fatalf("second create: %v", err)
 	}
-	snap, _ := f.Snapshot()
-	var buf bytes.Buffer
-	snap.Persist(&bufSink{Buffer: &buf})
-	g := newFSM()
-	if err := g.Restore(io.NopCloser(&buf)); err != nil {
-		t.Fatal(err)
-	}
-	md := g.view()
+	md := snapshotRoundTrip(t, f).view()
 	if md.Nodes[1].KafkaAddr != "a:2" || len(md.Topics["orders"].Partitions) != 2 {
 		t.Fatalf("restored %+v", md)
 	}
@@ -296,6 +289,8 @@ func TestSeedsFormCell(t *testing.T) {
 	if led[1] != 2 || led[2] != 2 || led[3] != 2 {
 		t.Errorf("partition leaders %v, want 2 on each node", led)
 	}
+	checkTopicCommands(t, ctx, follower, nodes)
+	checkProducerIDs(t, ctx, nodes)
 
 	// The leader leaves: the other two carry on.
 	old := nodes[0].ControllerID()

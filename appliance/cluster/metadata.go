@@ -52,11 +52,17 @@ type Metadata struct {
 	Nodes map[int32]NodeInfo `json:"nodes"`
 	// Topics by name.
 	Topics map[string]TopicInfo `json:"topics"`
+	// Deleted are tombstones of deleted topics, by name, with their order of
+	// deletion (metadata_topics.go).
+	Deleted map[string]uint64 `json:"deleted,omitempty"`
+	// ProducerIDsEnd is one past the last producer id handed out in the
+	// cell (producer_ids.go).
+	ProducerIDsEnd int64 `json:"producer_ids_end,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
 type Command struct {
-	// Op is register_node, create_topic or delete_topic.
+	// Op is register_node, create_topic, delete_topic or create_partitions.
 	Op string `json:"op"`
 	// Node is the node registered.
 	Node *NodeInfo `json:"node,omitempty"`
@@ -64,6 +70,8 @@ type Command struct {
 	Topic string `json:"topic,omitempty"`
 	// TopicInfo is the topic created, its assignment already computed.
 	TopicInfo *TopicInfo `json:"topic_info,omitempty"`
+	// IDs is the producer id block allocated (producer_ids.go).
+	IDs *IDBlock `json:"ids,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -101,13 +109,15 @@ func (f *fsm) apply(c Command) error {
 			return ErrTopicExists
 		}
 		f.md.Topics[c.Topic] = *c.TopicInfo
+		delete(f.md.Deleted, c.Topic)
 	case "delete_topic":
 		if _, ok := f.md.Topics[c.Topic]; !ok {
 			return ErrUnknownTopic
 		}
 		delete(f.md.Topics, c.Topic)
+		f.tombstone(c.Topic)
 	default:
-		return fmt.Errorf("unknown command %q", c.Op)
+		return f.applyTopicOp(c)
 	}
 	return nil
 }
@@ -156,7 +166,8 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 func (f *fsm) view() Metadata {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics))}
+	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
+		ProducerIDsEnd: f.md.ProducerIDsEnd}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

@@ -552,19 +552,10 @@ func (n *Node) applyLocal(c Command) error {
 }
 
 // CreateTopic assigns a new topic's partitions over the registered nodes and
-// commits it through the controller.
+// commits it through the controller (CreateTopicAssigned).
 func (n *Node) CreateTopic(ctx context.Context, name string, partitions int32, rf int) error {
-	md := n.fsm.view()
-	ids := make([]int32, 0, len(md.Nodes))
-	for id := range md.Nodes {
-		ids = append(ids, id)
-	}
-	start := len(md.Topics) // rotate where topics start, so leaders spread
-	ti, err := assign(ids, partitions, rf, start)
-	if err != nil {
-		return err
-	}
-	return n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti})
+	_, err := n.CreateTopicAssigned(ctx, name, partitions, rf, nil)
+	return err
 }
 
 // Metadata returns a copy of the controller's metadata as this node knows it

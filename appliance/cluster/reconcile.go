@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"time"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 // LocalTopic is one topic of this node's broker.
@@ -23,8 +25,13 @@ type LocalTopic struct {
 type LocalTopics interface {
 	// Topics lists the broker's topics.
 	Topics() []LocalTopic
-	// CreateTopic creates a topic with n partitions on this node.
-	CreateTopic(name string, n int32) error
+	// CreateTopic creates a topic with n partitions and the topic configs
+	// (Kafka names) on this node.
+	CreateTopic(name string, n int32, configs map[string]string) error
+	// CreatePartitions grows a topic of this node to n partitions.
+	CreatePartitions(name string, n int32) error
+	// DeleteTopic deletes a topic's logs on this node.
+	DeleteTopic(name string) error
 }
 
 // reconcileInterval is how often the local broker and the controller's
@@ -33,7 +40,10 @@ const reconcileInterval = 250 * time.Millisecond
 
 // Reconcile keeps the local broker and the controller's topics in step until
 // the node closes: a topic the controller holds is created locally with its
-// partition count; a topic created locally (Kafka CreateTopics or auto-create
+// partition count, and grown when the controller's count grows; a topic the
+// controller deleted (a tombstone in the metadata) is deleted locally; katka's
+// internal topics (consumer offsets, transaction state) are placed by the
+// controller but their logs stay this node's own; a topic created locally (Kafka CreateTopics or auto-create
 // on this node) is proposed to the controller, its partitions spread over the
 // cell when they are still empty, or all led by this node when it already
 // holds records (the records stay where they are). Until the controller has
@@ -64,12 +74,20 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 		have[t.Name] = t
 	}
 	for name, t := range md.Topics {
+		if broker.InternalTopic(name) {
+			continue // placement only: each node keeps its own log (README)
+		}
 		lt, ok := have[name]
 		switch {
 		case !ok:
-			if err := local.CreateTopic(name, int32(len(t.Partitions))); err != nil && !warned[name] {
+			if err := local.CreateTopic(name, int32(len(t.Partitions)), t.Configs); err != nil && !warned[name] {
 				warned[name] = true
 				n.log.Warn("cell: creating a cell topic on this node failed", "topic", name, "err", err)
+			}
+		case lt.Partitions < int32(len(t.Partitions)):
+			if err := local.CreatePartitions(name, int32(len(t.Partitions))); err != nil && !warned[name] {
+				warned[name] = true
+				n.log.Warn("cell: growing a cell topic on this node failed", "topic", name, "err", err)
 			}
 		case lt.Partitions != int32(len(t.Partitions)) && !warned[name]:
 			warned[name] = true
@@ -79,6 +97,15 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 	}
 	for name, lt := range have {
 		if _, ok := md.Topics[name]; ok || lt.Internal {
+			continue
+		}
+		if _, gone := md.Deleted[name]; gone {
+			if err := local.DeleteTopic(name); err != nil && !warned["delete "+name] {
+				warned["delete "+name] = true
+				n.log.Warn("cell: deleting a topic the cell deleted failed", "topic", name, "err", err)
+			} else if err == nil {
+				n.log.Info("cell: topic deleted on this node", "topic", name)
+			}
 			continue
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)

@@ -98,6 +98,10 @@ type Topics struct {
 	AutoCreate bool `yaml:"auto_create"`
 	// DefaultPartitions is the partition count of auto-created topics.
 	DefaultPartitions int32 `yaml:"default_partitions"`
+	// DefaultReplicationFactor is the replication factor of topics created in
+	// a cell without one (Kafka CreateTopics with -1, auto-create): 1..
+	// MaxReplicationFactor, at most 1 without a cell.
+	DefaultReplicationFactor int16 `yaml:"default_replication_factor"`
 	// Retention is the default retention.ms; 0 or negative keeps data forever.
 	Retention time.Duration `yaml:"retention"`
 	// RetentionBytes is the default retention.bytes per partition; -1 is unlimited.

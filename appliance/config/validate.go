@@ -18,6 +18,9 @@ const (
 	MaxSegmentCache = 64       // MaxSegmentCache is the largest storage.segment_cache.
 	MaxPartitions   = 10000    // MaxPartitions is the largest partition count of one topic.
 	MaxTopicNameLen = 249      // MaxTopicNameLen is Kafka's limit on a topic name's length.
+	// MaxReplicationFactor is the largest topics.default_replication_factor:
+	// a cell is two to five gateways, and a few more as non-voters.
+	MaxReplicationFactor = 16
 )
 
 // Allowed values of the enumerated settings, in the order messages list them.
@@ -67,6 +70,12 @@ func (c *Config) Validate() error {
 
 	t := c.Topics
 	v.partitions("topics.default_partitions", t.DefaultPartitions)
+	switch rf := t.DefaultReplicationFactor; {
+	case rf < 1 || rf > MaxReplicationFactor:
+		v.add("topics.default_replication_factor", "%d is out of range (allowed: 1..%d)", rf, MaxReplicationFactor)
+	case rf > 1 && !c.Cell.Enabled():
+		v.add("topics.default_replication_factor", "%d needs a cell (allowed without a cell: 1)", rf)
+	}
 	if t.RetentionBytes != -1 && t.RetentionBytes < 1 {
 		v.add("topics.retention_bytes", "%s is not allowed (allowed: -1 for unlimited, or a positive size)", t.RetentionBytes)
 	}

@@ -124,7 +124,7 @@ func TestCellFormsOverMDNS(t *testing.T) {
 	}
 
 	// What Kafka clients see.
-	checkCellKafka(t, net, nodes)
+	checkCellKafka(t, net, nodes, leader)
 
 	// SIGKILL the controller leader: the other two elect a new one.
 	old := nodes[leader-1]

@@ -103,6 +103,12 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 	}
 	seen := map[tp]*kmsg.ProduceResponseTopicPartition{}
 	dup := map[tp]bool{}
+	var endpoints map[int32]bool // leaders named in CurrentLeader
+	defer func() {
+		if endpoints != nil {
+			s.produceEndpoints(resp, endpoints)
+		}
+	}()
 	var jobs []*produceJob
 	resp.Topics = make([]kmsg.ProduceResponseTopic, len(req.Topics))
 	for i := range req.Topics {
@@ -118,7 +124,12 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 			terr = codeErrorf(errInvalidTopic, "the request included a produce to internal topic %s", info.Name)
 		}
 		var parts []broker.PartitionInfo
-		if terr == nil && req.Version >= 5 && ackErr == errNone {
+		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
+		if ackErr == errNone && (terr == nil || errorCode(terr) == errUnknownTopicOrPartition) {
+			// Also when this node has no logs of a cell topic yet.
+			leaders = s.cellLeaders(cmp.Or(info.Name, rt.Topic))
+		}
+		if terr == nil && ackErr == errNone && req.Version >= 5 {
 			parts, _ = s.b.Partitions(info.Name)
 		}
 		for j := range rt.Partitions {
@@ -132,6 +143,17 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 				if req.Version >= 8 {
 					sp.ErrorMessage = errorMessage(err)
 				}
+			}
+			if cp, err := s.notLeader(cmp.Or(info.Name, rt.Topic), leaders, rp.Partition); err != nil {
+				fail(err)
+				if req.Version >= 10 {
+					sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = cp.Leader, cp.LeaderEpoch
+					if endpoints == nil {
+						endpoints = map[int32]bool{}
+					}
+					endpoints[cp.Leader] = true
+				}
+				continue
 			}
 			switch {
 			case ackErr != errNone:

@@ -19,8 +19,11 @@ import (
 type fetchPart struct {
 	info *broker.TopicInfo // shared by the topic's partitions
 	terr error
-	rp   *kmsg.FetchRequestTopicPartition
-	sp   *kmsg.FetchResponseTopicPartition
+	// leader is the partition's leadership when another node of the cell
+	// leads it (terr is then NOT_LEADER_OR_FOLLOWER).
+	leader *CellPartition
+	rp     *kmsg.FetchRequestTopicPartition
+	sp     *kmsg.FetchResponseTopicPartition
 }
 
 // handleFetch reads records from many partitions, long-polling up to
@@ -45,6 +48,7 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		n += len(req.Topics[i].Partitions)
 	}
 	parts := make([]fetchPart, 0, n)
+	var endpoints map[int32]bool // leaders named in CurrentLeader
 	resp.Topics = make([]kmsg.FetchResponseTopic, len(req.Topics))
 	for i := range req.Topics {
 		rt := &req.Topics[i]
@@ -53,10 +57,28 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		ti, terr := s.lookupTopic(rt.Topic, rt.TopicID, byID, ids)
 		terr = s.authTopic(ctx, c, cmp.Or(ti.Name, rt.Topic), auth.OpRead, terr)
 		info := &ti
+		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
+		if terr == nil || errorCode(terr) == errUnknownTopicOrPartition {
+			// Also when this node has no logs of a cell topic yet.
+			leaders = s.cellLeaders(cmp.Or(ti.Name, rt.Topic))
+		}
 		st.Partitions = make([]kmsg.FetchResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
-			parts = append(parts, fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]})
+			fp := fetchPart{info: info, terr: terr, rp: &rt.Partitions[j], sp: &st.Partitions[j]}
+			if cp, err := s.notLeader(cmp.Or(ti.Name, rt.Topic), leaders, fp.rp.Partition); err != nil {
+				fp.terr, fp.leader = err, &cp
+				if req.Version >= 16 {
+					if endpoints == nil {
+						endpoints = map[int32]bool{}
+					}
+					endpoints[cp.Leader] = true
+				}
+			}
+			parts = append(parts, fp)
 		}
+	}
+	if endpoints != nil {
+		s.fetchEndpoints(resp, endpoints)
 	}
 	respMax, need := s.fetchCaps(c, req, parts)
 	committed := req.IsolationLevel == 1
@@ -206,6 +228,9 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 		}
 		if p.terr != nil {
 			sp.ErrorCode = errorCode(p.terr)
+			if p.leader != nil {
+				sp.CurrentLeader.LeaderID, sp.CurrentLeader.LeaderEpoch = p.leader.Leader, p.leader.LeaderEpoch
+			}
 			failed = true
 			continue
 		}

@@ -30,6 +30,10 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 		st.Topic = rt.Topic
 		infos, terr := s.b.Partitions(rt.Topic)
 		terr = s.authTopic(ctx, c, rt.Topic, auth.OpDescribe, terr)
+		var leaders []CellPartition // a cell: partitions other nodes lead (cell_route.go)
+		if terr == nil || errorCode(terr) == errUnknownTopicOrPartition {
+			leaders = s.cellLeaders(rt.Topic) // also when this node has no logs of it yet
+		}
 		st.Partitions = make([]kmsg.ListOffsetsResponseTopicPartition, len(rt.Partitions))
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
@@ -37,6 +41,10 @@ func (s *Server) handleListOffsets(ctx context.Context, c *conn, kreq kmsg.Reque
 			*sp = kmsg.NewListOffsetsResponseTopicPartition()
 			sp.Partition = rp.Partition
 			sp.Timestamp, sp.Offset, sp.LeaderEpoch = -1, -1, 0
+			if _, err := s.notLeader(rt.Topic, leaders, rp.Partition); err != nil {
+				sp.ErrorCode = errorCode(err)
+				continue
+			}
 			if terr != nil {
 				sp.ErrorCode = errorCode(terr)
 				continue

@@ -43,6 +43,11 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 			}
 			resp.Topics = append(resp.Topics, metadataTopic(t, nil))
 		}
+		for _, t := range s.cellOnlyTopics() { // in the cell, not yet on this node (cell.go)
+			if s.allowTopic(ctx, c, t.Name, auth.OpDescribe) {
+				resp.Topics = append(resp.Topics, metadataTopic(t, nil))
+			}
+		}
 		return resp, nil
 	}
 	autoCreate := s.b.AutoCreate() && (req.Version < 4 || req.AllowAutoTopicCreation)
@@ -82,6 +87,10 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 			continue
 		}
 		info, err := s.b.Topic(name)
+		if parts, ok := s.cellTopicPartitions(name); ok && errors.Is(err, broker.ErrUnknownTopic) {
+			// In the cell, not yet on this node: the controller's view counts (cell.go).
+			info, err = broker.TopicInfo{Name: name, Partitions: int32(len(parts))}, nil
+		}
 		if errors.Is(err, broker.ErrUnknownTopic) && autoCreate && !s.allowCluster(ctx, c, auth.OpCreate) && !s.allowTopic(ctx, c, name, auth.OpCreate) {
 			err = codeErrorf(errTopicAuthorizationFailed, "not authorized to create %s", name) // Kafka: CREATE on the cluster or the topic
 		} else if errors.Is(err, broker.ErrUnknownTopic) {

@@ -11,13 +11,13 @@ import (
 // UNKNOWN_TOPIC_OR_PARTITION, as Kafka.
 func (s *Server) handleOffsetCommit(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req, addRefused := s.authOffsetCommit(ctx, c, kr.(*kmsg.OffsetCommitRequest))
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
+	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
 		for _, t := range req.Topics {
 			rt := kmsg.OffsetCommitResponseTopic{Topic: t.Topic}
 			for _, p := range t.Partitions {
-				rt.Partitions = append(rt.Partitions, kmsg.OffsetCommitResponseTopicPartition{Partition: p.Partition, ErrorCode: errCoordinatorNotAvailable})
+				rt.Partitions = append(rt.Partitions, kmsg.OffsetCommitResponseTopicPartition{Partition: p.Partition, ErrorCode: code})
 			}
 			resp.Topics = append(resp.Topics, rt)
 		}

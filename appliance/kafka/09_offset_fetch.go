@@ -2,14 +2,37 @@ package kafka
 
 import (
 	"context"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // handleOffsetFetch answers OffsetFetch (batched groups from v8). An unknown
 // group or partition answers offset -1 with no error, as Kafka.
-func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request) (kresp kmsg.Response, err error) {
 	req := kr.(*kmsg.OffsetFetchRequest)
+	if req.Version < 8 && s.notCoordinator(0, req.Group) { // a cell (cell_route.go)
+		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+		resp.ErrorCode = errNotCoordinator
+		return resp, nil
+	}
+	var others []string // batched groups another node of the cell coordinates
+	if req.Version >= 8 && s.cfg.Cell != nil {
+		names := make([]string, len(req.Groups))
+		for i, g := range req.Groups {
+			names[i] = g.Group
+		}
+		if _, others = s.splitCoordinated(names); len(others) > 0 {
+			req.Groups = slices.DeleteFunc(req.Groups, func(g kmsg.OffsetFetchRequestGroup) bool { return slices.Contains(others, g.Group) })
+			defer func() {
+				if resp, _ := kresp.(*kmsg.OffsetFetchResponse); resp != nil {
+					for _, g := range others {
+						resp.Groups = append(resp.Groups, kmsg.OffsetFetchResponseGroup{Group: g, ErrorCode: errNotCoordinator})
+					}
+				}
+			}()
+		}
+	}
 	gc, ok := s.groupsFor(ctx)
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)

@@ -15,10 +15,10 @@ func (s *Server) handleJoinGroup(ctx context.Context, c *conn, kr kmsg.Request) 
 	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
+	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.JoinGroupResponse)
-		resp.ErrorCode, resp.Generation, resp.MemberID = errCoordinatorNotAvailable, -1, req.MemberID
+		resp.ErrorCode, resp.Generation, resp.MemberID = code, -1, req.MemberID
 		return resp, nil
 	}
 	return gc.Join(ctx, req, clientID(c), clientHost(c))

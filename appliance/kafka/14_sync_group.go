@@ -15,10 +15,10 @@ func (s *Server) handleSyncGroup(ctx context.Context, c *conn, kr kmsg.Request) 
 	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
+	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.SyncGroupResponse)
-		resp.ErrorCode = errCoordinatorNotAvailable
+		resp.ErrorCode = code
 		return resp, nil
 	}
 	return gc.Sync(ctx, req)

@@ -23,8 +23,15 @@ func (s *Server) handleDescribeGroups(ctx context.Context, c *conn, kr kmsg.Requ
 	}
 	var no []string
 	req.Groups, no = s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
+	var others []string // coordinated by another node of the cell (cell_route.go)
+	req.Groups, others = s.splitCoordinated(req.Groups)
 	resp, err := gc.DescribeGroups(req)
 	if r := resp; err == nil && r != nil {
+		for _, g := range others {
+			d := kmsg.NewDescribeGroupsResponseGroup()
+			d.Group, d.ErrorCode = g, errNotCoordinator
+			r.Groups = append(r.Groups, d)
+		}
 		for _, g := range no {
 			d := kmsg.NewDescribeGroupsResponseGroup()
 			d.Group, d.ErrorCode = g, errGroupAuthorizationFailed

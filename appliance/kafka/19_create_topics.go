@@ -10,8 +10,11 @@ import (
 )
 
 // handleCreateTopics creates topics with their partition count and configs.
-// One node means a replication factor of 1 (or -1, the default); validate_only
-// checks everything and creates nothing.
+// One node means a replication factor of 1 (or -1, the default); in a cell
+// the topic goes through the controller with a replication factor up to the
+// cell's nodes (-1: topics.default_replication_factor) and the answer tells
+// the committed assignment (cell_topics.go). validate_only checks everything
+// and creates nothing.
 func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
 	req := kreq.(*kmsg.CreateTopicsRequest)
 	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
@@ -31,7 +34,7 @@ func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 		} else if !s.allowCluster(ctx, c, auth.OpCreate) && !s.allowTopic(ctx, c, rt.Topic, auth.OpCreate) {
 			err = codeErrorf(errTopicAuthorizationFailed, "Authorization failed.") // Kafka: CREATE on the cluster or the topic
 		} else {
-			info, err = s.createTopic(c.remote, rt, req.ValidateOnly)
+			info, err = s.createTopic(ctx, c.remote, rt, req.ValidateOnly)
 		}
 		if err != nil {
 			st.ErrorCode = errorCode(err)
@@ -40,7 +43,7 @@ func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 			}
 		} else {
 			st.TopicID = info.ID
-			st.NumPartitions, st.ReplicationFactor = info.Partitions, 1
+			st.NumPartitions, st.ReplicationFactor = info.Partitions, s.replicationFactor(rt.ReplicationFactor)
 			st.Configs = s.createdTopicConfigs(info.Config)
 			if !req.ValidateOnly {
 				s.log.Info("kafka topic created", "topic", info.Name, "partitions", info.Partitions)
@@ -57,7 +60,7 @@ func (s *Server) handleCreateTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 // any other name starting with "__" or "." INVALID_TOPIC_EXCEPTION. A count
 // past what one topic may have is INVALID_PARTITIONS; past the broker's
 // topics.max_partitions, POLICY_VIOLATION.
-func (s *Server) createTopic(client string, rt *kmsg.CreateTopicsRequestTopic, validateOnly bool) (broker.TopicInfo, error) {
+func (s *Server) createTopic(ctx context.Context, client string, rt *kmsg.CreateTopicsRequestTopic, validateOnly bool) (broker.TopicInfo, error) {
 	if err := broker.ValidTopicName(rt.Topic); err != nil {
 		return broker.TopicInfo{}, err
 	}
@@ -69,6 +72,9 @@ func (s *Server) createTopic(client string, rt *kmsg.CreateTopicsRequestTopic, v
 		return broker.TopicInfo{}, s.internalTopicError(client, "create", rt.Topic)
 	}
 	n := rt.NumPartitions
+	if len(rt.ReplicaAssignment) > 0 && s.cfg.Cell != nil {
+		return broker.TopicInfo{}, codeErrorf(errInvalidReplicaAssignment, "a replica assignment is not taken in a cell yet: give a partition count and replication factor")
+	}
 	if len(rt.ReplicaAssignment) > 0 {
 		if n != -1 || rt.ReplicationFactor != -1 {
 			return broker.TopicInfo{}, codeErrorf(errInvalidRequest, "both a replica assignment and a partition count or replication factor were given")
@@ -89,7 +95,11 @@ func (s *Server) createTopic(client string, rt *kmsg.CreateTopicsRequestTopic, v
 		if n < 1 {
 			return broker.TopicInfo{}, codeErrorf(errInvalidPartitions, "number of partitions must be at least 1, got %d", rt.NumPartitions)
 		}
-		if rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1 {
+		if s.cfg.Cell != nil {
+			if err := s.checkCellReplicationFactor(rt.ReplicationFactor); err != nil {
+				return broker.TopicInfo{}, err
+			}
+		} else if rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1 {
 			if rt.ReplicationFactor < 1 {
 				return broker.TopicInfo{}, codeErrorf(errInvalidReplicationFactor, "replication factor must be at least 1, got %d", rt.ReplicationFactor)
 			}
@@ -108,6 +118,9 @@ func (s *Server) createTopic(client string, rt *kmsg.CreateTopicsRequestTopic, v
 		return broker.TopicInfo{}, err
 	}
 	cfg := broker.TopicConfig{Overrides: set}
+	if s.cfg.Cell != nil {
+		return s.cellCreateTopic(ctx, client, rt, n, cfg, validateOnly)
+	}
 	if _, err := s.b.Topic(rt.Topic); err == nil {
 		return broker.TopicInfo{}, codeErrorf(errTopicAlreadyExists, "topic %s already exists", rt.Topic)
 	}

@@ -10,7 +10,8 @@ import (
 )
 
 // handleDeleteTopics deletes topics by name, or by id from v6. Internal topics
-// answer INVALID_TOPIC_EXCEPTION. A delete returns once the topic's directory
+// answer INVALID_TOPIC_EXCEPTION. In a cell a topic the controller holds is
+// deleted through it, then on every node. A delete returns once the topic's directory
 // is renamed aside and that is fsynced; a create of the same name meanwhile
 // waits for it.
 func (s *Server) handleDeleteTopics(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
@@ -48,10 +49,15 @@ func (s *Server) handleDeleteTopics(ctx context.Context, c *conn, kreq kmsg.Requ
 		}
 		if err == nil {
 			info, terr := s.b.Topic(name)
-			if terr == nil {
+			_, inCell := s.cellTopicPartitions(name)
+			switch {
+			case inCell: // through the controller (cell_topics.go)
+				st.TopicID = info.ID
+				err = s.cellDeleteTopic(ctx, name)
+			case terr == nil:
 				st.TopicID = info.ID
 				err = s.b.DeleteTopic(name)
-			} else {
+			default:
 				err = terr
 			}
 		}

@@ -36,6 +36,7 @@ func (s *Server) handleDeleteRecords(ctx context.Context, c *conn, kreq kmsg.Req
 		*st = kmsg.NewDeleteRecordsResponseTopic()
 		st.Topic = rt.Topic
 		st.Partitions = make([]kmsg.DeleteRecordsResponseTopicPartition, len(rt.Partitions))
+		leaders := s.cellLeaders(rt.Topic) // a cell: partitions other nodes lead (cell_route.go)
 		for j := range rt.Partitions {
 			rp := &rt.Partitions[j]
 			sp := &st.Partitions[j]
@@ -44,6 +45,10 @@ func (s *Server) handleDeleteRecords(ctx context.Context, c *conn, kreq kmsg.Req
 			sp.LowWatermark = invalidLowWatermark
 			if !s.allowTopic(ctx, c, rt.Topic, auth.OpDelete) {
 				sp.ErrorCode = errTopicAuthorizationFailed
+				continue
+			}
+			if _, err := s.notLeader(rt.Topic, leaders, rp.Partition); err != nil {
+				sp.ErrorCode = errorCode(err)
 				continue
 			}
 			if rp.Offset < 0 && rp.Offset != deleteRecordsHighWatermark {

@@ -25,9 +25,9 @@ func (s *Server) handleInitProducerID(ctx context.Context, c *conn, kreq kmsg.Re
 		return denied(req, errClusterAuthorizationFailed), nil
 	}
 	if req.TransactionalID != nil {
-		tc, ok := s.txnsFor()
-		if !ok {
-			resp.ErrorCode = errCoordinatorNotAvailable
+		tc, _ := s.txnsFor()
+		if code := s.txnCode(*req.TransactionalID); code != errNone { // NOT_COORDINATOR in a cell (cell_route.go)
+			resp.ErrorCode = code
 			resp.ProducerID, resp.ProducerEpoch = -1, -1
 			return resp, nil
 		}

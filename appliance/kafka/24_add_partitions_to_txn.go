@@ -18,16 +18,21 @@ func (s *Server) handleAddPartitionsToTxn(ctx context.Context, c *conn, kr kmsg.
 		return resp, nil
 	}
 	tc, ok := s.txnsFor()
+	code := errCoordinatorNotAvailable
+	if ok && req.Version < 4 {
+		code = s.txnCode(req.TransactionalID) // NOT_COORDINATOR in a cell (cell_route.go)
+		ok = code == errNone
+	}
 	if !ok {
 		resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
 		if req.Version >= 4 {
-			resp.ErrorCode = errCoordinatorNotAvailable
+			resp.ErrorCode = code
 			return resp, nil
 		}
 		for _, t := range req.Topics {
 			rt := kmsg.AddPartitionsToTxnResponseTopic{Topic: t.Topic}
 			for _, p := range t.Partitions {
-				rt.Partitions = append(rt.Partitions, kmsg.AddPartitionsToTxnResponseTopicPartition{Partition: p, ErrorCode: errCoordinatorNotAvailable})
+				rt.Partitions = append(rt.Partitions, kmsg.AddPartitionsToTxnResponseTopicPartition{Partition: p, ErrorCode: code})
 			}
 			resp.Topics = append(resp.Topics, rt)
 		}

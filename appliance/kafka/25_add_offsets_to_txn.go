@@ -18,10 +18,10 @@ func (s *Server) handleAddOffsetsToTxn(ctx context.Context, c *conn, kr kmsg.Req
 	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	tc, ok := s.txnsFor()
-	if !ok {
+	tc, _ := s.txnsFor()
+	if code := s.txnCode(req.TransactionalID); code != errNone { // NOT_COORDINATOR in a cell (cell_route.go)
 		resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
-		resp.ErrorCode = errCoordinatorNotAvailable
+		resp.ErrorCode = code
 		return resp, nil
 	}
 	return tc.AddOffsets(req, c.remote)

@@ -19,10 +19,10 @@ func (s *Server) handleEndTxn(ctx context.Context, c *conn, kr kmsg.Request) (km
 	if !s.allowTxn(ctx, c, req.TransactionalID, auth.OpWrite) {
 		return denied(req, errTransactionalIDAuth), nil
 	}
-	tc, ok := s.txnsFor()
-	if !ok {
+	tc, _ := s.txnsFor()
+	if code := s.txnCode(req.TransactionalID); code != errNone { // NOT_COORDINATOR in a cell (cell_route.go)
 		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
-		resp.ErrorCode = errCoordinatorNotAvailable
+		resp.ErrorCode = code
 		resp.ProducerID, resp.ProducerEpoch = -1, -1
 		return resp, nil
 	}

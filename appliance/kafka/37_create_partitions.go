@@ -23,7 +23,7 @@ func (s *Server) handleCreatePartitions(ctx context.Context, c *conn, kreq kmsg.
 		st.Topic = rt.Topic
 		err := s.authTopic(ctx, c, rt.Topic, auth.OpAlter, nil)
 		if err == nil {
-			err = s.createPartitions(c.remote, rt, req.ValidateOnly, count[rt.Topic] > 1)
+			err = s.createPartitions(ctx, c.remote, rt, req.ValidateOnly, count[rt.Topic] > 1)
 		}
 		if err != nil {
 			st.ErrorCode = errorCode(err)
@@ -37,8 +37,9 @@ func (s *Server) handleCreatePartitions(ctx context.Context, c *conn, kreq kmsg.
 // createPartitions checks one topic's increase and, unless validateOnly,
 // makes it. Internal topics answer INVALID_TOPIC_EXCEPTION, a count past what
 // one topic may have INVALID_PARTITIONS, and an increase past the broker's
-// topics.max_partitions POLICY_VIOLATION.
-func (s *Server) createPartitions(client string, rt *kmsg.CreatePartitionsRequestTopic, validateOnly, dup bool) error {
+// topics.max_partitions POLICY_VIOLATION. In a cell the increase goes
+// through the controller (cell_topics.go).
+func (s *Server) createPartitions(ctx context.Context, client string, rt *kmsg.CreatePartitionsRequestTopic, validateOnly, dup bool) error {
 	if dup {
 		return codeErrorf(errInvalidRequest, "topic %s is listed more than once in the request", rt.Topic)
 	}
@@ -55,6 +56,18 @@ func (s *Server) createPartitions(client string, rt *kmsg.CreatePartitionsReques
 	if rt.Count > broker.MaxTopicPartitions {
 		return codeErrorf(errInvalidPartitions, "partition count %d is more than a topic may have (%d)", rt.Count, broker.MaxTopicPartitions)
 	}
+	cell := false
+	if s.cfg.Cell != nil {
+		if parts, ok := s.cfg.Cell.Partitions(rt.Topic); ok {
+			cell, info.Partitions = true, int32(len(parts))
+			if rt.Count <= info.Partitions {
+				return codeErrorf(errInvalidPartitions, "topic %s has %d partitions; the new count %d must be larger", rt.Topic, info.Partitions, rt.Count)
+			}
+		}
+	}
+	if rt.Assignment != nil && cell {
+		return codeErrorf(errInvalidReplicaAssignment, "a replica assignment is not taken in a cell yet: give the new count only")
+	}
 	if rt.Assignment != nil {
 		if len(rt.Assignment) != int(rt.Count-info.Partitions) {
 			return codeErrorf(errInvalidReplicaAssignment, "%d assignments given for %d new partitions", len(rt.Assignment), rt.Count-info.Partitions)
@@ -68,7 +81,11 @@ func (s *Server) createPartitions(client string, rt *kmsg.CreatePartitionsReques
 	if validateOnly {
 		return s.checkPartitionBudget(client, rt.Topic, rt.Count-info.Partitions)
 	}
-	if err := s.b.CreatePartitions(rt.Topic, rt.Count); err != nil {
+	if cell {
+		if err := s.cellCreatePartitions(ctx, rt.Topic, rt.Count); err != nil {
+			return err
+		}
+	} else if err := s.b.CreatePartitions(rt.Topic, rt.Count); err != nil {
 		return s.topicAdminError(client, err)
 	}
 	s.log.Info("kafka partitions created", "topic", rt.Topic, "partitions", rt.Count)

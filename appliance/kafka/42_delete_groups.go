@@ -22,8 +22,13 @@ func (s *Server) handleDeleteGroups(ctx context.Context, c *conn, kr kmsg.Reques
 	}
 	var no []string
 	req.Groups, no = s.splitGroups(ctx, c, req.Groups, auth.OpDelete)
+	var others []string // coordinated by another node of the cell (cell_route.go)
+	req.Groups, others = s.splitCoordinated(req.Groups)
 	resp, err := gc.DeleteGroups(req)
 	if r := resp; err == nil && r != nil {
+		for _, g := range others {
+			r.Groups = append(r.Groups, kmsg.DeleteGroupsResponseGroup{Group: g, ErrorCode: errNotCoordinator})
+		}
 		for _, g := range no {
 			r.Groups = append(r.Groups, kmsg.DeleteGroupsResponseGroup{Group: g, ErrorCode: errGroupAuthorizationFailed})
 		}

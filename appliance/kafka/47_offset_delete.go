@@ -15,10 +15,10 @@ func (s *Server) handleOffsetDelete(ctx context.Context, c *conn, kr kmsg.Reques
 	if !s.allowGroup(ctx, c, req.Group, auth.OpDelete) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
+	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
-		resp.ErrorCode = errCoordinatorNotAvailable
+		resp.ErrorCode = code
 		return resp, nil
 	}
 	addRefused := s.authOffsetDelete(ctx, c, req)

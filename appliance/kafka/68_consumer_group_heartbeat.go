@@ -18,10 +18,10 @@ func (s *Server) handleConsumerGroupHeartbeat(ctx context.Context, c *conn, kr k
 	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
+	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.ConsumerGroupHeartbeatResponse)
-		resp.ErrorCode = errCoordinatorNotAvailable
+		resp.ErrorCode = code
 		return resp, nil
 	}
 	return gc.ConsumerHeartbeat(req, clientID(c), clientHost(c), s.groupTopics())

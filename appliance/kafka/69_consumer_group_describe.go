@@ -25,8 +25,15 @@ func (s *Server) handleConsumerGroupDescribe(ctx context.Context, c *conn, kr km
 	}
 	var no []string
 	req.Groups, no = s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
+	var others []string // coordinated by another node of the cell (cell_route.go)
+	req.Groups, others = s.splitCoordinated(req.Groups)
 	resp, err := gc.ConsumerDescribe(req, s.groupTopics())
 	if r := resp; err == nil && r != nil {
+		for _, g := range others {
+			d := kmsg.NewConsumerGroupDescribeResponseGroup()
+			d.Group, d.ErrorCode = g, errNotCoordinator
+			r.Groups = append(r.Groups, d)
+		}
 		for _, g := range no {
 			d := kmsg.NewConsumerGroupDescribeResponseGroup()
 			d.Group, d.ErrorCode = g, errGroupAuthorizationFailed

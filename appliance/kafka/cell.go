@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 // errLeaderNotAvailable is Kafka's LEADER_NOT_AVAILABLE (5): retriable.
@@ -11,8 +13,12 @@ const errLeaderNotAvailable int16 = 5
 
 // CellView is the cell (appliance/cluster) as the Kafka layer sees it. With a
 // CellView, Metadata lists every node of the cell as a broker and takes each
-// cell topic's partition leaders from the controller; nil keeps katka the
-// single broker 0.
+// cell topic's partition leaders from the controller, requests for a
+// partition another node leads get NOT_LEADER_OR_FOLLOWER, FindCoordinator
+// names the node leading the key's partition of the internal topic, and
+// topic changes go through the controller; nil keeps katka the single
+// broker 0. Errors of the methods that change topics carry the Kafka error
+// to answer (a *kerr.Error in their chain).
 type CellView interface {
 	// NodeID is this node's broker id.
 	NodeID() int32
@@ -25,9 +31,31 @@ type CellView interface {
 	// Partitions returns a cell topic's partitions, false when the
 	// controller does not know the topic (yet).
 	Partitions(topic string) ([]CellPartition, bool)
-	// CreateTopic creates a topic through the controller; every node then
-	// creates its local logs. It fails when the topic exists.
-	CreateTopic(ctx context.Context, name string, partitions int32) error
+	// Topics lists the names of the controller's topics.
+	Topics() []string
+	// DefaultReplicationFactor is topics.default_replication_factor.
+	DefaultReplicationFactor() int16
+	// CreateTopic creates a topic through the controller, rf replicas per
+	// partition and configs (Kafka names), and returns the committed
+	// assignment; every node then creates its local logs. It fails when
+	// the topic exists.
+	CreateTopic(ctx context.Context, name string, partitions int32, rf int16, configs map[string]string) ([]CellPartition, error)
+	// CreatePartitions grows a topic through the controller to count
+	// partitions; every node then grows its local logs.
+	CreatePartitions(ctx context.Context, name string, count int32) error
+	// DeleteTopic deletes a topic through the controller; every node then
+	// deletes its local logs.
+	DeleteTopic(ctx context.Context, name string) error
+	// EnsureTopic returns the placement of an internal topic (consumer
+	// offsets, transaction state), committing one over the cell's nodes
+	// with n partitions when the controller has none yet.
+	EnsureTopic(ctx context.Context, name string, n int32) ([]CellPartition, error)
+	// AllocateProducerIDs takes a block of n producer ids, [start, end),
+	// from the controller for this node to hand out.
+	AllocateProducerIDs(ctx context.Context, n int64) (start, end int64, err error)
+	// ProducerIDIssued reports whether a producer id was handed out by any
+	// node of the cell.
+	ProducerIDIssued(ctx context.Context, id int64) bool
 }
 
 // cellAutoCreate auto-creates a topic in a cell: through the controller, so
@@ -35,7 +63,7 @@ type CellView interface {
 // LEADER_NOT_AVAILABLE either way; the client asks again and finds it once
 // the local logs exist.
 func (s *Server) cellAutoCreate(ctx context.Context, name string) error {
-	if err := s.cfg.Cell.CreateTopic(ctx, name, s.b.DefaultPartitions()); err != nil {
+	if _, err := s.cfg.Cell.CreateTopic(ctx, name, s.b.DefaultPartitions(), s.cfg.Cell.DefaultReplicationFactor(), nil); err != nil {
 		s.log.Debug("kafka cell auto-create", "topic", name, "err", err)
 	}
 	return codeErrorf(errLeaderNotAvailable, "topic %s is being created in the cell", name)
@@ -80,9 +108,11 @@ func (s *Server) cellBrokers(c *conn) []kmsg.MetadataResponseBroker {
 }
 
 // cellTopic fills a topic's partitions from the cell: the controller's
-// leaders for a cell topic; a topic the controller does not know yet answers
-// LEADER_NOT_AVAILABLE, as Kafka does right after an auto-create, and the
-// client asks again; katka's internal topics stay on this node.
+// partitions and leaders for a cell topic (also when this node's logs of it
+// lag: a topic created or grown a moment ago); a topic the controller does not
+// know yet answers LEADER_NOT_AVAILABLE, as Kafka does right after an
+// auto-create, and the client asks again; katka's internal topics stay on
+// this node.
 func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
 	if mt.ErrorCode != errNone || mt.Topic == nil {
 		return
@@ -100,14 +130,34 @@ func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
 		return
 	}
 	parts, ok := s.cfg.Cell.Partitions(*mt.Topic)
-	if !ok || len(parts) != len(mt.Partitions) {
+	if !ok {
 		mt.ErrorCode = errLeaderNotAvailable
 		mt.Partitions = nil
 		return
 	}
-	for i := range mt.Partitions {
-		p := &mt.Partitions[i]
-		cp := parts[i]
+	mt.Partitions = make([]kmsg.MetadataResponseTopicPartition, len(parts))
+	for i, cp := range parts {
+		p := kmsg.NewMetadataResponseTopicPartition()
+		p.Partition = int32(i)
 		p.Leader, p.LeaderEpoch, p.Replicas, p.ISR = cp.Leader, cp.LeaderEpoch, cp.Replicas, cp.ISR
+		p.OfflineReplicas = []int32{}
+		mt.Partitions[i] = p
 	}
+}
+
+// cellOnlyTopics lists the cell's topics this node has no logs of yet, for
+// Metadata of all topics.
+func (s *Server) cellOnlyTopics() []broker.TopicInfo {
+	if s.cfg.Cell == nil {
+		return nil
+	}
+	var out []broker.TopicInfo
+	for _, name := range s.cfg.Cell.Topics() {
+		if _, err := s.b.Topic(name); err != nil && !broker.InternalTopic(name) {
+			if parts, ok := s.cfg.Cell.Partitions(name); ok {
+				out = append(out, broker.TopicInfo{Name: name, Partitions: int32(len(parts))})
+			}
+		}
+	}
+	return out
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+
 	"github.com/katka-io/katka/appliance/broker"
 )
 
@@ -51,11 +53,14 @@ func codeErrorf(code int16, format string, args ...any) error {
 // Kafka error code a client expects.
 func errorCode(err error) int16 {
 	var ce *codeError
+	var ke *kerr.Error // errors of the cell (CellView) carry Kafka's
 	switch {
 	case err == nil:
 		return errNone
 	case errors.As(err, &ce):
 		return ce.code
+	case errors.As(err, &ke):
+		return ke.Code
 	case errors.Is(err, broker.ErrUnknownTopic), errors.Is(err, broker.ErrUnknownPartition):
 		return errUnknownTopicOrPartition
 	case errors.Is(err, broker.ErrTopicExists):

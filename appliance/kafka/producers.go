@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,7 @@ type producerTable struct {
 	next     atomic.Int64 // next id to hand out: every id below was issued
 	bootNext int64        // next at start: ids below it were issued before this run
 	blockEnd int64        // ids below it are durable as allocated
+	cell     CellView     // in a cell, blocks come from the controller (nil: none)
 }
 
 func newProducerTable() *producerTable {
@@ -127,6 +129,13 @@ func (t *producerTable) load(ctx context.Context, s *Server) error {
 		t.max = sc.MaxProducerIDs
 	}
 	t.mu.Unlock()
+	if s.cfg.Cell != nil {
+		// A cell: blocks come from the controller, and any id the cell
+		// issued may have state in this node's logs (rebuildProducer).
+		t.cell, t.bootNext = s.cfg.Cell, math.MaxInt64
+		t.loaded.Store(true)
+		return nil
+	}
 	end, err := readProducerIDBlock(ctx, s.b)
 	if err != nil {
 		return err
@@ -194,7 +203,14 @@ func (t *producerTable) issue(ctx context.Context, s *Server) (int64, error) {
 	}
 	t.imu.Lock()
 	id := t.next.Load()
-	if id >= t.blockEnd {
+	if id >= t.blockEnd && t.cell != nil {
+		start, end, err := t.cell.AllocateProducerIDs(ctx, producerIDBlock)
+		if err != nil {
+			t.imu.Unlock()
+			return -1, fmt.Errorf("producer id block from the cell: %w", err)
+		}
+		id, t.blockEnd = start, end
+	} else if id >= t.blockEnd {
 		if err := t.allocateBlock(ctx, s.b, id+producerIDBlock); err != nil {
 			t.imu.Unlock()
 			return -1, err
@@ -208,8 +224,14 @@ func (t *producerTable) issue(ctx context.Context, s *Server) (int64, error) {
 	return id, nil
 }
 
-// issued reports whether id was handed out by this node (now or before a restart).
-func (t *producerTable) issued(id int64) bool { return id >= 0 && id < t.next.Load() }
+// issued reports whether id was handed out by this node (now or before a
+// restart); in a cell, by any node of the cell.
+func (t *producerTable) issued(ctx context.Context, id int64) bool {
+	if t.cell != nil {
+		return t.cell.ProducerIDIssued(ctx, id)
+	}
+	return id >= 0 && id < t.next.Load()
+}
 
 // entry returns id's entry, creating it (and forgetting the longest idle ids
 // beyond the table's bound). The caller holds t.mu.
@@ -292,7 +314,7 @@ func (s *Server) lockProducer(ctx context.Context, info broker.TopicInfo, partit
 	if err := t.load(ctx, s); err != nil {
 		return nil, nil, err
 	}
-	if !t.issued(id) {
+	if !t.issued(ctx, id) {
 		detail := fmt.Sprintf("producer id %d was not issued by this broker (next id %d), produce to %s-%d refused", id, t.next.Load(), info.Name, partition)
 		s.limitRejected(broker.LimitProducerIDs, clientOf(ctx), detail)
 		return nil, nil, codeErrorf(codeUnknownProducerID, "%s", detail)

@@ -112,7 +112,8 @@ type Server struct {
 	ln  net.Listener // the first listener's
 	lns []*listener  // every listener (listener.go)
 
-	auth      authState // login failures (sasl.go)
+	auth      authState              // login failures (sasl.go)
+	redirects *prometheus.CounterVec // in a cell: requests sent to the wrong node (cell_route.go)
 	clusterID string
 	producers *producerTable
 
@@ -174,6 +175,7 @@ func init() {
 		33: {0, 2, (*Server).handleAlterConfigs},
 		37: {0, 3, (*Server).handleCreatePartitions},
 		44: {0, 1, (*Server).handleIncrementalAlterConfigs},
+		60: {0, 2, (*Server).handleDescribeCluster},
 	}
 	for k, h := range groupHandlers() {
 		handlers[k] = h
@@ -203,7 +205,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		lg = slog.Default()
 	}
 	lg = lg.With("component", "kafka")
-	s := &Server{b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState()}
+	s := &Server{b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects()}
 	s.slotCV = sync.NewCond(&s.mu)
 	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
 	if err := s.listenAll(); err != nil {
@@ -223,6 +225,11 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		}
 		if err := cfg.Registerer.Register(s.auth.failures); err != nil {
 			lg.Warn("auth failure metric not registered", "err", err)
+		}
+		if cfg.Cell != nil {
+			if err := cfg.Registerer.Register(s.redirects); err != nil {
+				lg.Warn("cell redirect metric not registered", "err", err)
+			}
 		}
 	}
 	s.wg.Add(1 + len(s.lns))

@@ -40,7 +40,7 @@ func startCell(b *broker.Broker, cfg config.Config, reg prometheus.Registerer, l
 		return nil, err
 	}
 	n.Reconcile(brokerTopics{b})
-	runningCell = n
+	runningCell, runningCellRF = n, cfg.Topics.DefaultReplicationFactor
 	return n, nil
 }
 
@@ -187,11 +187,15 @@ func kafkaCellView() kafka.CellView {
 	if runningCell == nil {
 		return nil
 	}
-	return cellView{runningCell}
+	return cellView{runningCell, runningCellRF}
 }
 
-// cellView adapts a cluster.Node to kafka.CellView.
-type cellView struct{ n *cluster.Node }
+// cellView adapts a cluster.Node to kafka.CellView (the topic changes are in
+// cell_kafka.go).
+type cellView struct {
+	n  *cluster.Node
+	rf int16 // topics.default_replication_factor
+}
 
 func (v cellView) NodeID() int32       { return v.n.NodeID() }
 func (v cellView) ControllerID() int32 { return v.n.ControllerID() }
@@ -213,19 +217,11 @@ func (v cellView) Brokers() []kafka.CellBroker {
 }
 
 func (v cellView) Partitions(topic string) ([]kafka.CellPartition, bool) {
-	t, ok := v.n.Metadata().Topics[topic]
+	t, ok := v.n.Topic(topic)
 	if !ok {
 		return nil, false
 	}
-	out := make([]kafka.CellPartition, len(t.Partitions))
-	for i, p := range t.Partitions {
-		out[i] = kafka.CellPartition{Leader: p.Leader, LeaderEpoch: p.LeaderEpoch, Replicas: p.Replicas, ISR: p.ISR}
-	}
-	return out, true
-}
-
-func (v cellView) CreateTopic(ctx context.Context, name string, partitions int32) error {
-	return v.n.CreateTopic(ctx, name, partitions, 1)
+	return cellPartitions(t), true
 }
 
 // brokerTopics adapts the broker to cluster.LocalTopics for the reconciler.
@@ -249,7 +245,7 @@ func (l brokerTopics) Topics() []cluster.LocalTopic {
 	return out
 }
 
-func (l brokerTopics) CreateTopic(name string, n int32) error {
-	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{})
+func (l brokerTopics) CreateTopic(name string, n int32, configs map[string]string) error {
+	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{Overrides: configs})
 	return err
 }

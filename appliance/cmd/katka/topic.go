@@ -94,6 +94,7 @@ func newTopicCmd() *cobra.Command {
 	}
 
 	var partitions int32
+	var replicas int16
 	var configs []string
 	create := &cobra.Command{
 		Use:   "create TOPIC...",
@@ -113,7 +114,7 @@ func newTopicCmd() *cobra.Command {
 				return err
 			}
 			defer done()
-			res, err := adm.CreateTopics(ctx, partitions, -1, cm, args...)
+			res, err := adm.CreateTopics(ctx, partitions, replicas, cm, args...)
 			if err != nil {
 				return fmt.Errorf("create topics: %w", err)
 			}
@@ -123,12 +124,17 @@ func newTopicCmd() *cobra.Command {
 					errs = append(errs, fmt.Errorf("create topic %s: %w%s", r.Topic, r.Err, detail(r.ErrMessage)))
 					continue
 				}
-				fmt.Printf("created %s (%d partitions, id %s)\n", r.Topic, r.NumPartitions, r.ID)
+				if r.ReplicationFactor > 1 {
+					fmt.Printf("created %s (%d partitions, replication factor %d, id %s)\n", r.Topic, r.NumPartitions, r.ReplicationFactor, r.ID)
+				} else {
+					fmt.Printf("created %s (%d partitions, id %s)\n", r.Topic, r.NumPartitions, r.ID)
+				}
 			}
 			return errors.Join(errs...)
 		},
 	}
 	create.Flags().Int32VarP(&partitions, "partitions", "p", -1, "partition count (-1: the broker's default)")
+	create.Flags().Int16VarP(&replicas, "replication-factor", "r", -1, "replicas per partition, up to the nodes of a cell (-1: topics.default_replication_factor; 1 on a single node)")
 	create.Flags().StringArrayVarP(&configs, "config", "c", nil, "topic config key=value, repeatable (retention.ms, retention.bytes, max.message.bytes, message.timestamp.type, cleanup.policy)")
 
 	list := &cobra.Command{

@@ -1,0 +1,39 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// handleDescribeCluster answers DescribeCluster (KIP-700): the brokers, the
+// controller and the cluster id, as Metadata tells them. A single katka is
+// broker 0 and its own controller; a cell lists every registered node and the
+// controller leader (-1 while there is none). Only the broker endpoints are
+// described (endpoint type 1); controllers (2) answer UNSUPPORTED_ENDPOINT_TYPE
+// as a Kafka broker does.
+func (s *Server) handleDescribeCluster(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
+	req := kr.(*kmsg.DescribeClusterRequest)
+	resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
+	if req.Version >= 1 && req.EndpointType != 1 {
+		const errUnsupportedEndpointType int16 = 119
+		resp.ErrorCode = errUnsupportedEndpointType
+		m := "katka describes brokers only (endpoint type 1)"
+		resp.ErrorMessage = &m
+		return resp, nil
+	}
+	if s.cfg.Cell == nil {
+		resp.ClusterID, resp.ControllerID = s.clusterID, nodeID
+		b := kmsg.NewDescribeClusterResponseBroker()
+		b.NodeID, b.Host, b.Port = nodeID, s.advHostFor(c), s.advPortFor(c)
+		resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
+		return resp, nil
+	}
+	resp.ClusterID, resp.ControllerID = s.cfg.Cell.ClusterID(), s.cfg.Cell.ControllerID()
+	for _, mb := range s.cellBrokers(c) {
+		b := kmsg.NewDescribeClusterResponseBroker()
+		b.NodeID, b.Host, b.Port, b.Rack = mb.NodeID, mb.Host, mb.Port, mb.Rack
+		resp.Brokers = append(resp.Brokers, b)
+	}
+	return resp, nil
+}
