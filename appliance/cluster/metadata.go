@@ -52,6 +52,9 @@ type Metadata struct {
 	Nodes map[int32]NodeInfo `json:"nodes"`
 	// Topics by name.
 	Topics map[string]TopicInfo `json:"topics"`
+	// Removed are the node ids removed from the cell for good (remove_node,
+	// metadata_nodes.go), with the unix time of their removal.
+	Removed map[int32]int64 `json:"removed,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
@@ -156,7 +159,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 func (f *fsm) view() Metadata {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics))}
+	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Removed: maps.Clone(f.md.Removed)}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

@@ -74,6 +74,7 @@ type Node struct {
 	store   *raftboltdb.BoltStore
 	trans   *raft.NetworkTransport
 	m       *metrics
+	ops     *cellOps // routing of writes, member upkeep (ops.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,6 +116,7 @@ func Start(opts Options) (*Node, error) {
 	n := &Node{opts: opts, cred: cred, log: log, advPeer: adv, fsm: newFSM(),
 		peers: map[int32]*peerState{}, rejected: map[string]bool{}, started: time.Now()}
 	n.m = newMetrics(opts.Registerer, n)
+	n.ops = newCellOps(n, opts.Registerer)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	n.pl, err = listenPeers(c.PeerAddr, opts.PeerListener, cred, log)
@@ -122,6 +124,7 @@ func Start(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.pl.rpc = n.handleRPC
+	n.pl.forward = n.serveForward
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
 	n.pl.start()
 
@@ -179,7 +182,7 @@ func (n *Node) startRaft() error {
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t.Heartbeat, t.Election, t.LeaderLease
 	rc.SnapshotThreshold = 1024
 	rc.TrailingLogs = 1024
-	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, n.trans)
+	r, err := raft.NewRaft(rc, n.ops.fsm, store, store, snaps, n.trans)
 	if err != nil {
 		n.trans.Close()
 		store.Close()
@@ -334,6 +337,7 @@ func (n *Node) hello(addr string) {
 		return
 	}
 	n.see(*resp.Self, "hello", true)
+	n.ops.touch(id)
 }
 
 // handleRPC serves the peer RPCs; from is the caller's node id, proven by its
@@ -343,6 +347,7 @@ func (n *Node) handleRPC(ctx context.Context, from int32, req rpcRequest) rpcRes
 	case "hello":
 		if req.From != nil && req.From.NodeID == from && req.From.Cell == n.cred.Cell {
 			n.see(*req.From, "hello", true)
+			n.ops.touch(from)
 		}
 		me := n.self()
 		return rpcResponse{Self: &me}

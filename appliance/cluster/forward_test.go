@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+)
+
+// testCell is an in-process cell: nodes over seeds on 127.0.0.1, each with
+// its own broker routed through the cell (as `katka serve` wires them).
+type testCell struct {
+	nodes   []*Node
+	brokers []*broker.Broker
+}
+
+// startTestCell starts n nodes (node ids 1..n); tweak may change each node's
+// cell config.
+func startTestCell(t *testing.T, n int, tweak func(i int, c *config.Cell)) *testCell {
+	t.Helper()
+	dirs := issue(t, "plant7", n)
+	lns := make([]net.Listener, n)
+	addrs := make([]string, n)
+	for i := range lns {
+		lns[i] = boundPeerPort(t)
+		addrs[i] = lns[i].Addr().String()
+	}
+	fast := RaftTimeouts{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond}
+	tc := &testCell{nodes: make([]*Node, n), brokers: make([]*broker.Broker, n)}
+	t.Cleanup(func() {
+		for i := range tc.nodes {
+			tc.stop(i)
+		}
+	})
+	for i := range n {
+		c := config.Default().Cell
+		c.Name, c.CredentialDir, c.PeerAddr, c.MDNS = "plant7", dirs[i], addrs[i], false
+		c.Seeds = slices.Delete(slices.Clone(addrs), i, i+1)
+		c.BootstrapExpect, c.RebrowseInterval, c.PeerTTL = min(n, 3), 500*time.Millisecond, 5*time.Second
+		if tweak != nil {
+			tweak(i, &c)
+		}
+		b, err := broker.Open(broker.Options{DataDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd, err := Start(Options{Cell: c, DataDir: t.TempDir(), KafkaAddr: fmt.Sprintf("127.0.0.1:%d", 19092+i),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Raft: &fast, PeerListener: lns[i]})
+		if err != nil {
+			b.Close()
+			t.Fatal(err)
+		}
+		b.SetRouter(nd.Router(b))
+		nd.Reconcile(BrokerTopics(b))
+		tc.nodes[i], tc.brokers[i] = nd, b
+	}
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d registered nodes everywhere", n), func() bool {
+		for _, nd := range tc.nodes {
+			if len(nd.Metadata().Nodes) != n || nd.ControllerID() < 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return tc
+}
+
+// stop closes node i (index, node id i+1) and its broker.
+func (tc *testCell) stop(i int) {
+	if tc.nodes[i] != nil {
+		tc.nodes[i].Close()
+		tc.nodes[i] = nil
+	}
+	if tc.brokers[i] != nil {
+		tc.brokers[i].Close()
+		tc.brokers[i] = nil
+	}
+}
+
+// TestWritesRouteToPartitionLeaders: a writer on node 1 produces through
+// its broker API to every partition of a topic spread over 3 nodes; each
+// partition's records land in its leader's log only, in order, and a
+// forwarded write returns the leader's offset.
+func TestWritesRouteToPartitionLeaders(t *testing.T) {
+	tc := startTestCell(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tc.nodes[0].CreateTopic(ctx, "telemetry", 6, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the topic on every broker", func() bool {
+		for _, b := range tc.brokers {
+			if _, err := b.Topic("telemetry"); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	md := tc.nodes[0].Metadata()
+	src := tc.brokers[0]
+	for round := range 3 {
+		for p := range int32(6) {
+			recs := []broker.Record{{Key: []byte("k"), Value: []byte(fmt.Sprintf("p%d-r%d-a", p, round))}, {Value: []byte(fmt.Sprintf("p%d-r%d-b", p, round))}}
+			var base int64
+			var err error
+			if round%2 == 0 {
+				base, err = src.ProduceBatches(ctx, "telemetry", p, recs, broker.AcksAll)
+			} else {
+				base, err = src.Produce(ctx, "telemetry", p, recs, broker.AcksAll)
+			}
+			if err != nil {
+				t.Fatalf("produce to partition %d (leader %d): %v", p, md.Topics["telemetry"].Partitions[p].Leader, err)
+			}
+			if base != int64(2*round) {
+				t.Errorf("partition %d round %d: base offset %d, want %d", p, round, base, 2*round)
+			}
+		}
+	}
+	for p := range int32(6) {
+		leader := md.Topics["telemetry"].Partitions[p].Leader
+		for i, b := range tc.brokers {
+			res, err := b.Fetch(ctx, "telemetry", p, 0, 1<<20, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int32(i+1) != leader {
+				if len(res.Records) != 0 {
+					t.Errorf("partition %d: node %d (not the leader %d) holds %d records", p, i+1, leader, len(res.Records))
+				}
+				continue
+			}
+			var got []string
+			for _, r := range res.Records {
+				got = append(got, string(r.Value))
+			}
+			want := []string{}
+			for round := range 3 {
+				want = append(want, fmt.Sprintf("p%d-r%d-a", p, round), fmt.Sprintf("p%d-r%d-b", p, round))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("partition %d on leader %d: %q, want %q", p, leader, got, want)
+			}
+			if string(res.Records[0].Key) != "k" || res.Records[1].Key != nil {
+				t.Errorf("partition %d: keys %q %q, want \"k\" and null", p, res.Records[0].Key, res.Records[1].Key)
+			}
+		}
+	}
+	// A topic only this node knows (never proposed: internal) stays local.
+	if _, err := src.CreateTopic("__local", 1, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Produce(ctx, "__local", 0, []broker.Record{{Value: []byte("x")}}, broker.AcksAll); err != nil {
+		t.Fatalf("internal topic: %v", err)
+	}
+}
