@@ -130,9 +130,9 @@ func (f *fsm) leaderOf(topic string, partition int32) (leader int32, peerAddr st
 // removeNode applies opRemoveNode: the node leaves the node table for good;
 // each partition it held gets a live node in its place (the one holding the
 // fewest replicas, lowest id first) and, when it led, a new leader (the
-// first remaining in-sync replica, else the new one) with a bumped leader
-// epoch. Without a live node to take them, partitions just lose the replica
-// (a partition with no replica left has leader -1: offline).
+// first remaining in-sync replica, else the first remaining replica) with a
+// bumped leader epoch. Without a live node to take them, partitions just
+// lose the replica (a partition with no replica left has leader -1).
 func (f *fsm) removeNode(c nodeCommand) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -198,9 +198,12 @@ func (f *fsm) removeNode(c nodeCommand) error {
 				switch {
 				case len(isr) > 0:
 					p.Leader = isr[0]
-				case repl >= 0:
-					p.Leader = repl // its data is gone with the removed node
-					isr = []int32{repl}
+				case len(reps) > 0:
+					// No in-sync replica is left: the node is gone for good,
+					// so the partition goes on from a remaining replica
+					// rather than stay offline for ever (unclean).
+					p.Leader = reps[0]
+					isr = []int32{reps[0]}
 				default:
 					p.Leader = -1
 				}

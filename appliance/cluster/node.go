@@ -359,6 +359,17 @@ func (n *Node) handleRPC(ctx context.Context, from int32, req rpcRequest) rpcRes
 			return rpcResponse{Error: err.Error()}
 		}
 		return rpcResponse{}
+	case opRemoveNode:
+		if req.Command == nil || req.Command.Node == nil {
+			return rpcResponse{Error: "remove_node without node"}
+		}
+		if n.raft.State() != raft.Leader {
+			return rpcResponse{Error: ErrNoController.Error()}
+		}
+		if err := n.removeNodeLeader(req.Command.Node.ID); err != nil {
+			return rpcResponse{Error: err.Error()}
+		}
+		return rpcResponse{}
 	}
 	return rpcResponse{Error: fmt.Sprintf("unknown op %q", req.Op)}
 }
@@ -383,6 +394,7 @@ func (n *Node) controllerLoop() {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	leaderCh := n.raft.LeaderCh()
+	var leaderSince time.Time // when this node became leader (zero: it is not)
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -399,9 +411,15 @@ func (n *Node) controllerLoop() {
 			n.maybeBootstrap()
 			continue
 		}
-		if n.raft.State() == raft.Leader {
-			n.manageMembers()
+		if n.raft.State() != raft.Leader {
+			leaderSince = time.Time{}
+			continue
 		}
+		if leaderSince.IsZero() {
+			leaderSince = time.Now()
+		}
+		n.manageMembers()
+		n.replaceAwayVoters(leaderSince)
 	}
 }
 
@@ -465,7 +483,7 @@ func (n *Node) manageMembers() {
 			voters++
 		}
 	}
-	peers := n.verifiedPeers()
+	peers := n.memberCandidates()
 	total := len(servers)
 	for _, p := range peers {
 		if _, ok := in[raftID(p.NodeID)]; !ok {
@@ -538,9 +556,14 @@ func (n *Node) applyLocal(c Command) error {
 	if err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
+	return n.applyData(data)
+}
+
+// applyData commits one encoded command (on the leader).
+func (n *Node) applyData(data []byte) error {
 	t0 := time.Now()
 	fut := n.raft.Apply(data, 5*time.Second)
-	err = fut.Error()
+	err := fut.Error()
 	if err == nil {
 		n.m.apply.Observe(time.Since(t0).Seconds())
 	}
