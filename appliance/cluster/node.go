@@ -117,6 +117,9 @@ func Start(opts Options) (*Node, error) {
 		peers: map[int32]*peerState{}, rejected: map[string]bool{}, started: time.Now()}
 	n.m = newMetrics(opts.Registerer, n)
 	n.ops = newCellOps(n, opts.Registerer)
+	if err := bridgeRaftMetrics(n.ops.m.commit); err != nil {
+		log.Debug("cell: raft metrics not bridged", "err", err)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	n.pl, err = listenPeers(c.PeerAddr, opts.PeerListener, cred, log)

@@ -47,7 +47,8 @@ const (
 type Server struct {
 	b        *broker.Broker
 	lim      config.HTTPLimits
-	statuses sync.Map // name -> func() any, served at GET /v1/status/{name}
+	statuses sync.Map                // name -> func() any, served at GET /v1/status/{name}
+	cell     atomic.Pointer[cellRef] // SetCell: GET /v1/cell, DELETE /v1/cell/nodes/{id}
 	log      *slog.Logger
 	srv      *http.Server
 	ln       net.Listener
@@ -174,6 +175,8 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/status/{name}", s.status)
+	mux.HandleFunc("GET /v1/cell", s.getCell)
+	mux.HandleFunc("DELETE /v1/cell/nodes/{id}", s.removeCellNode)
 	mux.HandleFunc("GET /v1/topics", s.listTopics)
 	mux.HandleFunc("POST /v1/topics", s.createTopic)
 	mux.HandleFunc("GET /v1/topics/{topic}", s.getTopic)
