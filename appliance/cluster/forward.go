@@ -53,8 +53,13 @@ func (r *router) Route(ctx context.Context, topic string, partition int32, recs 
 	if found && leader == n.cred.NodeID {
 		return 0, false, nil
 	}
-	if !found && !n.waitTopic(ctx, topic) {
-		return 0, false, nil // the broker answers unknown topic as before
+	if !found {
+		switch local, err := n.waitTopic(ctx, topic); {
+		case !local:
+			return 0, false, nil // the broker answers unknown topic as before
+		case err != nil:
+			return 0, true, fmt.Errorf("produce to %s-%d: %w", topic, partition, err)
+		}
 	}
 	var base int64 = -1
 	for len(recs) > 0 {
@@ -82,32 +87,34 @@ func (r *router) Route(ctx context.Context, topic string, partition int32, recs 
 	return max(base, 0), true, nil
 }
 
-// waitTopic waits until topic is in the cell's metadata, if this node holds it
-// locally (the reconciler proposes local topics to the controller); false
-// when the topic is unknown here too, or the wait ended.
-func (n *Node) waitTopic(ctx context.Context, topic string) bool {
+// waitTopic waits until topic, which this node holds locally, is in the
+// cell's metadata (the reconciler proposes local topics to the controller):
+// in a cell a topic's partitions are written where the controller placed
+// them, never adopted by whoever wrote first. local is false when this node
+// does not hold the topic either; err says why the wait ended without it.
+func (n *Node) waitTopic(ctx context.Context, topic string) (local bool, err error) {
 	bk := n.ops.broker.Load()
 	if bk == nil {
-		return false
+		return false, nil
 	}
 	if _, err := bk.Topic(topic); err != nil {
-		return false
+		return false, nil
 	}
 	timer := time.NewTimer(forwardRetryFor)
 	defer timer.Stop()
 	for {
 		ch := n.ops.fsm.changes()
 		if _, _, _, ok := n.fsm.leaderOf(topic, 0); ok {
-			return true
+			return true, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return false
+			return true, ctx.Err()
 		case <-timer.C:
-			return false
+			return true, fmt.Errorf("%w: the topic is not in the cell's metadata after %v", ErrNoController, forwardRetryFor)
 		case <-n.ctx.Done():
-			return false
+			return true, broker.ErrClosed
 		}
 	}
 }

@@ -152,6 +152,28 @@ func TestWritesRouteToPartitionLeaders(t *testing.T) {
 			}
 		}
 	}
+	// A topic an input creates on its own node (as sensors do) is placed by
+	// the controller before its first write: the write waits for that, then
+	// goes to the partition's leader; the topic is not adopted by the writer.
+	if _, err := tc.brokers[1].CreateTopic("sensors.local", 3, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	for p := range int32(3) {
+		if _, err := tc.brokers[1].ProduceBatches(ctx, "sensors.local", p, []broker.Record{{Value: []byte("r")}}, broker.AcksAll); err != nil {
+			t.Fatalf("first write to a new local topic's partition %d: %v", p, err)
+		}
+	}
+	leaders := map[int32]bool{}
+	for p, pi := range tc.nodes[1].Metadata().Topics["sensors.local"].Partitions {
+		leaders[pi.Leader] = true
+		b := tc.brokers[pi.Leader-1]
+		if res, err := b.Fetch(ctx, "sensors.local", int32(p), 0, 1<<20, 0); err != nil || len(res.Records) != 1 {
+			t.Errorf("sensors.local-%d on its leader %d: %d records, %v", p, pi.Leader, len(res.Records), err)
+		}
+	}
+	if len(leaders) != 3 {
+		t.Errorf("sensors.local led by %v, want spread over the 3 nodes", leaders)
+	}
 	// A topic only this node knows (never proposed: internal) stays local.
 	if _, err := src.CreateTopic("__local", 1, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
