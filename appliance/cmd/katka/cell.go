@@ -163,7 +163,10 @@ func printCellStatus(w io.Writer, st cluster.Status) {
 	fmt.Fprintln(tw, "NODE\tPEER ADDR\tKAFKA ADDR\tROLE\tCONTROLLER\tLAST CONTACT\tLEADS\tREPLICAS")
 	for _, m := range st.Members {
 		contact := "never"
-		if m.LastContactMs >= 0 {
+		switch {
+		case m.NodeID == st.NodeID:
+			contact = "-" // this node
+		case m.LastContactMs >= 0:
 			contact = (time.Duration(m.LastContactMs) * time.Millisecond).String() + " ago"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%v\t%s\t%d\t%d\n", m.NodeID, m.PeerAddr, m.KafkaAddr, m.Role, m.ControllerLeader, contact, m.PartitionsLed, m.Replicas)

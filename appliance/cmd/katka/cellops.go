@@ -49,7 +49,7 @@ func newCellRemoveNodeCmd() *cobra.Command {
 					Error string `json:"error"`
 				}
 				if json.Unmarshal(body, &e) == nil && e.Error != "" {
-					return fmt.Errorf("remove-node %d: %s (%s)", id, e.Error, resp.Status)
+					return fmt.Errorf("%s (%s)", e.Error, resp.Status)
 				}
 				return fmt.Errorf("remove-node %d: %s", id, resp.Status)
 			}
