@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -180,5 +183,88 @@ func TestWritesRouteToPartitionLeaders(t *testing.T) {
 	}
 	if _, err := src.Produce(ctx, "__local", 0, []broker.Record{{Value: []byte("x")}}, broker.AcksAll); err != nil {
 		t.Fatalf("internal topic: %v", err)
+	}
+}
+
+// TestForwardCodecAndLimits: a request frame round-trips records (null and
+// empty keys, headers, zero timestamps); a frame over maxForwardFrame, one
+// with more than maxForwardItems writes, a truncated one and a hostile record
+// count are refused.
+func TestForwardCodecAndLimits(t *testing.T) {
+	ts := time.UnixMilli(1700000000123)
+	items := []fwdItem{{topic: "t", partition: 5, acks: broker.AcksAll, recs: []broker.Record{
+		{Key: nil, Value: []byte("v"), Timestamp: ts, Headers: []broker.Header{{Key: "h", Value: nil}, {Key: "", Value: []byte{}}}},
+		{Key: []byte{}, Value: nil},
+	}}, {topic: "u", partition: 0, acks: broker.AcksNone}}
+	frame := appendRequest(nil, 77, items)
+	p, err := readFrame(bytes.NewReader(frame), nil, maxForwardFrame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, got, err := parseRequest(p)
+	if err != nil || id != 77 || len(got) != 2 {
+		t.Fatalf("parse: id %d, %d items, %v", id, len(got), err)
+	}
+	r0, r1 := got[0].recs[0], got[0].recs[1]
+	if got[0].topic != "t" || got[0].partition != 5 || got[0].acks != broker.AcksAll || got[1].acks != broker.AcksNone ||
+		r0.Key != nil || string(r0.Value) != "v" || !r0.Timestamp.Equal(ts) || len(r0.Headers) != 2 || r0.Headers[0].Value != nil || r0.Headers[1].Value == nil ||
+		r1.Key == nil || r1.Value != nil || !r1.Timestamp.IsZero() {
+		t.Errorf("round trip: %+v", got)
+	}
+	resp := appendResponse(nil, 77, []fwdResult{{base: 12, code: fwdFailed, kind: errKind(broker.ErrRecordTooLarge), leader: 3, msg: "too big"}})
+	rp, _ := readFrame(bytes.NewReader(resp), nil, maxForwardFrame)
+	if _, res, err := parseResponse(rp); err != nil || !errors.Is(res[0].error(), broker.ErrRecordTooLarge) || res[0].base != 12 || res[0].leader != 3 {
+		t.Errorf("response round trip: %+v %v", res, err)
+	}
+
+	big := make([]byte, 4)
+	binary.BigEndian.PutUint32(big, maxForwardFrame+1)
+	if _, err := readFrame(bytes.NewReader(big), nil, maxForwardFrame); err == nil {
+		t.Error("a frame over maxForwardFrame was read")
+	}
+	many := make([]fwdItem, maxForwardItems+1)
+	for i := range many {
+		many[i].topic = "t"
+	}
+	p, _ = readFrame(bytes.NewReader(appendRequest(nil, 1, many)), nil, maxForwardFrame)
+	if _, _, err := parseRequest(p); err == nil {
+		t.Errorf("a frame with %d writes was accepted", len(many))
+	}
+	whole := appendRequest(nil, 1, items)[4:]
+	if _, _, err := parseRequest(whole[:len(whole)-3]); err == nil {
+		t.Error("a truncated frame was accepted")
+	}
+	hostile := binary.BigEndian.AppendUint64(nil, 1)
+	hostile = binary.AppendUvarint(hostile, 1)
+	hostile = append(appendBytes(hostile, []byte("t")), 0, 0)
+	hostile = binary.AppendUvarint(hostile, 1<<40) // a record count no frame can hold
+	if _, _, err := parseRequest(hostile); err == nil {
+		t.Error("a frame claiming 2^40 records was accepted")
+	}
+}
+
+// TestServeWriteChecksLeadership: the receiving side answers not-leader (with
+// the leader it knows) for a partition it does not lead, and retry for a
+// topic not in its metadata, so the sender refreshes and retries.
+func TestServeWriteChecksLeadership(t *testing.T) {
+	tc := startTestCell(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := tc.nodes[0].CreateTopic(ctx, "lead", 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	n2 := tc.nodes[1]
+	waitFor(t, 10*time.Second, "the topic in node 2's metadata", func() bool { return len(n2.Metadata().Topics["lead"].Partitions) == 3 })
+	for p, pi := range n2.Metadata().Topics["lead"].Partitions {
+		res := n2.serveWrite(fwdItem{topic: "lead", partition: int32(p), acks: broker.AcksAll, recs: []broker.Record{{Value: []byte("x")}}})
+		switch {
+		case pi.Leader == 2 && res.code != fwdOK:
+			t.Errorf("partition %d led by node 2: %+v", p, res)
+		case pi.Leader != 2 && (res.code != fwdNotLeader || res.leader != pi.Leader):
+			t.Errorf("partition %d led by node %d: %+v, want not leader naming %d", p, pi.Leader, res, pi.Leader)
+		}
+	}
+	if res := n2.serveWrite(fwdItem{topic: "nope", recs: []broker.Record{{}}}); res.code != fwdRetry {
+		t.Errorf("unknown topic: %+v, want retry", res)
 	}
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -34,9 +35,18 @@ func TestAwayVoterReplacedThenRemoved(t *testing.T) {
 		c.PeerTTL, c.VoterReplaceAfter = 2*time.Second, 3*time.Second
 	})
 	a := tc.nodes[0]
-	waitFor(t, 10*time.Second, "3 voters and 1 non-voter", func() bool {
-		r := roles(a)
-		return len(r) == 4 && r[4] == "non_voter" && r[1] == "voter" && r[2] == "voter" && r[3] == "voter"
+	var spare int32
+	waitFor(t, 20*time.Second, "3 voters and 1 non-voter", func() bool {
+		voters := 0
+		for id, r := range roles(a) {
+			switch r {
+			case "voter":
+				voters++
+			case "non_voter":
+				spare = id
+			}
+		}
+		return voters == 3 && spare != 0
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -53,9 +63,14 @@ func TestAwayVoterReplacedThenRemoved(t *testing.T) {
 	})
 	// stop a voter that is neither the controller leader nor node 1 (the writer)
 	leader := a.ControllerID()
-	victim := int32(2)
-	if leader == 2 {
-		victim = 3
+	victim := int32(-1)
+	for id, r := range roles(a) {
+		if r == "voter" && id != leader && id != 1 {
+			victim = id
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("no voter to stop besides the leader %d and node 1: %v", leader, roles(a))
 	}
 	var victimParts []int32
 	for p, pi := range a.Metadata().Topics["spread"].Partitions {
@@ -78,11 +93,11 @@ func TestAwayVoterReplacedThenRemoved(t *testing.T) {
 
 	live := tc.nodes[0]
 	if leader == 1 {
-		live = tc.nodes[3] // remove through a follower
+		live = tc.nodes[spare-1] // remove through a follower
 	}
-	waitFor(t, 20*time.Second, "node 4 a voter, the stopped node a non-voter", func() bool {
+	waitFor(t, 20*time.Second, fmt.Sprintf("node %d a voter, the stopped node %d a non-voter", spare, victim), func() bool {
 		r := roles(live)
-		return r[4] == "voter" && r[victim] == "non_voter"
+		return r[spare] == "voter" && r[victim] == "non_voter"
 	})
 	// The away time counts from the last hello (at most a third of peer_ttl
 	// plus a tick before the stop): never earlier than this.
