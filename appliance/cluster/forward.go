@@ -241,7 +241,11 @@ func (f *forwarder) get(addr string) *fwdConn {
 	if c == nil {
 		c = &fwdConn{f: f, addr: addr, queue: make(chan *fwdCall, maxForwardItems), dead: make(chan struct{}), pending: map[uint64][]*fwdCall{}}
 		f.conns[addr] = c
-		f.n.goLoop(c.run)
+		if err := f.n.ctx.Err(); err != nil {
+			c.die(err) // the node is closing
+		} else {
+			go c.run() // ends with the node's context, not waited for by Close
+		}
 	}
 	return c
 }
