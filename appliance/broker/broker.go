@@ -827,7 +827,8 @@ func (b *Broker) partition(name string, p int32) (*topic, *partition, error) {
 // they are as durable as acks asks: with fsync always, acks 1 and all wait for the
 // fsync (shared with concurrent producers); acks 0 returns after the write.
 // Records with a zero Timestamp get the append time; LogAppendTime topics
-// overwrite every timestamp.
+// overwrite every timestamp. In a cell a partition led by another node is
+// written there (SetRouter).
 func (b *Broker) Produce(ctx context.Context, topicName string, partition int32, recs []Record, acks Acks) (int64, error) {
 	if base, routed, err := b.route(ctx, topicName, partition, recs, acks); routed {
 		return base, err
