@@ -470,7 +470,7 @@ func (n *Node) serveWrite(it fwdItem) fwdResult {
 	if bk == nil {
 		return fwdResult{code: fwdRetry, leader: -1, msg: "node not serving writes yet"}
 	}
-	leader, _, parts, found := n.fsm.leaderOf(it.topic, it.partition)
+	leader, _, _, found := n.fsm.leaderOf(it.topic, it.partition)
 	if !found {
 		return fwdResult{code: fwdRetry, leader: -1, msg: fmt.Sprintf("%s-%d is not in this node's metadata (yet)", it.topic, it.partition)}
 	}
@@ -478,13 +478,7 @@ func (n *Node) serveWrite(it fwdItem) fwdResult {
 		return fwdResult{code: fwdNotLeader, leader: leader, msg: fmt.Sprintf("node %d does not lead %s-%d (node %d does)", n.cred.NodeID, it.topic, it.partition, leader)}
 	}
 	base, err := bk.ProduceLocal(n.ctx, it.topic, it.partition, it.recs, it.acks)
-	if errors.Is(err, broker.ErrUnknownTopic) {
-		// the reconciler has not created the cell's topic here yet
-		if _, cerr := bk.CreateTopic(it.topic, parts, broker.TopicConfig{}); cerr == nil || errors.Is(cerr, broker.ErrTopicExists) {
-			base, err = bk.ProduceLocal(n.ctx, it.topic, it.partition, it.recs, it.acks)
-		}
-	}
-	switch {
+	switch { // unknown topic: the reconciler creates the cell's topic here within a tick
 	case err == nil:
 		return fwdResult{base: base, leader: leader}
 	case errors.Is(err, broker.ErrUnknownTopic), errors.Is(err, broker.ErrUnknownPartition), errors.Is(err, broker.ErrClosed):

@@ -61,7 +61,7 @@ func startTestCell(t *testing.T, n int, tweak func(i int, c *config.Cell)) *test
 			t.Fatal(err)
 		}
 		b.SetRouter(nd.Router(b))
-		nd.Reconcile(BrokerTopics(b))
+		nd.Reconcile(testTopics{b})
 		tc.nodes[i], tc.brokers[i] = nd, b
 	}
 	waitFor(t, 30*time.Second, fmt.Sprintf("%d registered nodes everywhere", n), func() bool {
@@ -254,7 +254,10 @@ func TestServeWriteChecksLeadership(t *testing.T) {
 		t.Fatal(err)
 	}
 	n2 := tc.nodes[1]
-	waitFor(t, 10*time.Second, "the topic in node 2's metadata", func() bool { return len(n2.Metadata().Topics["lead"].Partitions) == 3 })
+	waitFor(t, 10*time.Second, "the topic in node 2's metadata and broker", func() bool {
+		_, err := tc.brokers[1].Topic("lead")
+		return err == nil && len(n2.Metadata().Topics["lead"].Partitions) == 3
+	})
 	for p, pi := range n2.Metadata().Topics["lead"].Partitions {
 		res := n2.serveWrite(fwdItem{topic: "lead", partition: int32(p), acks: broker.AcksAll, recs: []broker.Record{{Value: []byte("x")}}})
 		switch {
@@ -267,4 +270,25 @@ func TestServeWriteChecksLeadership(t *testing.T) {
 	if res := n2.serveWrite(fwdItem{topic: "nope", recs: []broker.Record{{}}}); res.code != fwdRetry {
 		t.Errorf("unknown topic: %+v, want retry", res)
 	}
+}
+
+// testTopics is a broker as the reconciler sees it (cmd/katka has the real one).
+type testTopics struct{ b *broker.Broker }
+
+func (l testTopics) Topics() []LocalTopic {
+	var out []LocalTopic
+	for _, t := range l.b.Topics() {
+		lt := LocalTopic{Name: t.Name, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
+		parts, _ := l.b.Partitions(t.Name)
+		for _, p := range parts {
+			lt.Empty = lt.Empty && p.HighWatermark == 0
+		}
+		out = append(out, lt)
+	}
+	return out
+}
+
+func (l testTopics) CreateTopic(name string, n int32) error {
+	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{})
+	return err
 }

@@ -80,31 +80,3 @@ func (o *cellOps) lastContact(id int32) time.Time {
 	defer o.mu.Unlock()
 	return o.contact[id]
 }
-
-// BrokerTopics is a broker seen as LocalTopics by the reconciler.
-func BrokerTopics(b *broker.Broker) LocalTopics { return brokerTopics{b} }
-
-type brokerTopics struct{ b *broker.Broker }
-
-func (l brokerTopics) Topics() []LocalTopic {
-	var out []LocalTopic
-	for _, t := range l.b.Topics() {
-		lt := LocalTopic{Name: t.Name, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
-		parts, err := l.b.Partitions(t.Name)
-		if err != nil {
-			continue
-		}
-		for _, p := range parts {
-			if p.HighWatermark > 0 {
-				lt.Empty = false
-			}
-		}
-		out = append(out, lt)
-	}
-	return out
-}
-
-func (l brokerTopics) CreateTopic(name string, n int32) error {
-	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{})
-	return err
-}

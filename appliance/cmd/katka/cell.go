@@ -39,7 +39,7 @@ func startCell(b *broker.Broker, cfg config.Config, reg prometheus.Registerer, l
 	if err != nil {
 		return nil, err
 	}
-	n.Reconcile(cluster.BrokerTopics(b))
+	n.Reconcile(brokerTopics{b})
 	b.SetRouter(n.Router(b)) // in-process writers reach partitions led elsewhere
 	runningCell = n
 	return n, nil
@@ -233,4 +233,30 @@ func (v cellView) Partitions(topic string) ([]kafka.CellPartition, bool) {
 
 func (v cellView) CreateTopic(ctx context.Context, name string, partitions int32) error {
 	return v.n.CreateTopic(ctx, name, partitions, 1)
+}
+
+// brokerTopics adapts the broker to cluster.LocalTopics for the reconciler.
+type brokerTopics struct{ b *broker.Broker }
+
+func (l brokerTopics) Topics() []cluster.LocalTopic {
+	var out []cluster.LocalTopic
+	for _, t := range l.b.Topics() {
+		lt := cluster.LocalTopic{Name: t.Name, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
+		parts, err := l.b.Partitions(t.Name)
+		if err != nil {
+			continue
+		}
+		for _, p := range parts {
+			if p.HighWatermark > 0 {
+				lt.Empty = false
+			}
+		}
+		out = append(out, lt)
+	}
+	return out
+}
+
+func (l brokerTopics) CreateTopic(name string, n int32) error {
+	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{})
+	return err
 }
