@@ -26,7 +26,7 @@ type testCell struct {
 
 // startTestCell starts n nodes (node ids 1..n); tweak may change each node's
 // cell config.
-func startTestCell(t *testing.T, n int, tweak func(i int, c *config.Cell)) *testCell {
+func startTestCell(t testing.TB, n int, tweak func(i int, c *config.Cell)) *testCell {
 	t.Helper()
 	dirs := issue(t, "plant7", n)
 	lns := make([]net.Listener, n)
