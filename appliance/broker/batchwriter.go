@@ -20,8 +20,16 @@ const MaxWriterBatchBytes = 256 << 10
 // max.message.bytes allow (Produce cuts batches at 16 KiB, Kafka's batch.size),
 // each compressed with the topic's compression.type codec when that makes it
 // smaller, all appended in one write and made durable with one fsync as acks
-// asks. Timestamps, limits and errors are Produce's.
+// asks. Timestamps, limits and errors are Produce's. In a cell a partition
+// led by another node is written there (SetRouter).
 func (b *Broker) ProduceBatches(ctx context.Context, topicName string, partition int32, recs []Record, acks Acks) (int64, error) {
+	if base, routed, err := b.route(ctx, topicName, partition, recs, acks); routed {
+		return base, err
+	}
+	return b.produceBatches(ctx, topicName, partition, recs, acks)
+}
+
+func (b *Broker) produceBatches(ctx context.Context, topicName string, partition int32, recs []Record, acks Acks) (int64, error) {
 	t, p, err := b.partition(topicName, partition)
 	if err != nil {
 		return 0, err

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/katka-io/katka/appliance/storage"
@@ -204,6 +205,8 @@ type Broker struct {
 	clusterID string
 	disk      diskGuard
 	dropMu    sync.Mutex // one drop_oldest at a time
+	// router, set in a cell, sends writes for partitions led elsewhere.
+	router atomic.Pointer[routerRef]
 }
 
 type topic struct {
@@ -824,8 +827,12 @@ func (b *Broker) partition(name string, p int32) (*topic, *partition, error) {
 // they are as durable as acks asks: with fsync always, acks 1 and all wait for the
 // fsync (shared with concurrent producers); acks 0 returns after the write.
 // Records with a zero Timestamp get the append time; LogAppendTime topics
-// overwrite every timestamp.
+// overwrite every timestamp. In a cell a partition led by another node is
+// written there (SetRouter).
 func (b *Broker) Produce(ctx context.Context, topicName string, partition int32, recs []Record, acks Acks) (int64, error) {
+	if base, routed, err := b.route(ctx, topicName, partition, recs, acks); routed {
+		return base, err
+	}
 	t, p, err := b.partition(topicName, partition)
 	if err != nil {
 		return 0, err

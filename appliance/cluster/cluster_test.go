@@ -22,7 +22,7 @@ import (
 
 // issue makes a CA for cell in a temp dir and issues n node bundles; it
 // returns the bundle directories, node ids 1..n.
-func issue(t *testing.T, cell string, n int) []string {
+func issue(t testing.TB, cell string, n int) []string {
 	t.Helper()
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca")
@@ -209,7 +209,7 @@ func (bufSink) Close() error  { return nil }
 // boundPeerPort binds a peer port on 127.0.0.1 for a node the test starts
 // (Options.PeerListener): holding it from the start means no other test
 // process can take the port between choosing and using it.
-func boundPeerPort(t *testing.T) net.Listener {
+func boundPeerPort(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -311,7 +311,7 @@ func TestSeedsFormCell(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

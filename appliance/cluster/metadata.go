@@ -58,6 +58,9 @@ type Metadata struct {
 	// ProducerIDsEnd is one past the last producer id handed out in the
 	// cell (producer_ids.go).
 	ProducerIDsEnd int64 `json:"producer_ids_end,omitempty"`
+	// Removed are the node ids removed from the cell for good (remove_node,
+	// metadata_nodes.go), with the unix time of their removal.
+	Removed map[int32]int64 `json:"removed,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
@@ -167,7 +170,7 @@ func (f *fsm) view() Metadata {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
-		ProducerIDsEnd: f.md.ProducerIDsEnd}
+		ProducerIDsEnd: f.md.ProducerIDsEnd, Removed: maps.Clone(f.md.Removed)}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

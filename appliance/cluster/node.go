@@ -74,6 +74,7 @@ type Node struct {
 	store   *raftboltdb.BoltStore
 	trans   *raft.NetworkTransport
 	m       *metrics
+	ops     *cellOps // routing of writes, member upkeep (ops.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,6 +116,10 @@ func Start(opts Options) (*Node, error) {
 	n := &Node{opts: opts, cred: cred, log: log, advPeer: adv, fsm: newFSM(),
 		peers: map[int32]*peerState{}, rejected: map[string]bool{}, started: time.Now()}
 	n.m = newMetrics(opts.Registerer, n)
+	n.ops = newCellOps(n, opts.Registerer)
+	if err := bridgeRaftMetrics(n.ops.m.commit); err != nil {
+		log.Debug("cell: raft metrics not bridged", "err", err)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	n.pl, err = listenPeers(c.PeerAddr, opts.PeerListener, cred, log)
@@ -122,6 +127,7 @@ func Start(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.pl.rpc = n.handleRPC
+	n.pl.forward = n.serveForward
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
 	n.pl.start()
 
@@ -179,7 +185,7 @@ func (n *Node) startRaft() error {
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = t.Heartbeat, t.Election, t.LeaderLease
 	rc.SnapshotThreshold = 1024
 	rc.TrailingLogs = 1024
-	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, n.trans)
+	r, err := raft.NewRaft(rc, n.ops.fsm, store, store, snaps, n.trans)
 	if err != nil {
 		n.trans.Close()
 		store.Close()
@@ -334,6 +340,7 @@ func (n *Node) hello(addr string) {
 		return
 	}
 	n.see(*resp.Self, "hello", true)
+	n.ops.touch(id)
 }
 
 // handleRPC serves the peer RPCs; from is the caller's node id, proven by its
@@ -343,6 +350,7 @@ func (n *Node) handleRPC(ctx context.Context, from int32, req rpcRequest) rpcRes
 	case "hello":
 		if req.From != nil && req.From.NodeID == from && req.From.Cell == n.cred.Cell {
 			n.see(*req.From, "hello", true)
+			n.ops.touch(from)
 		}
 		me := n.self()
 		return rpcResponse{Self: &me}
@@ -351,6 +359,17 @@ func (n *Node) handleRPC(ctx context.Context, from int32, req rpcRequest) rpcRes
 			return rpcResponse{Error: "apply without command"}
 		}
 		if err := n.applyLocal(*req.Command); err != nil {
+			return rpcResponse{Error: err.Error()}
+		}
+		return rpcResponse{}
+	case opRemoveNode:
+		if req.Command == nil || req.Command.Node == nil {
+			return rpcResponse{Error: "remove_node without node"}
+		}
+		if n.raft.State() != raft.Leader {
+			return rpcResponse{Error: ErrNoController.Error()}
+		}
+		if err := n.removeNodeLeader(req.Command.Node.ID); err != nil {
 			return rpcResponse{Error: err.Error()}
 		}
 		return rpcResponse{}
@@ -378,6 +397,7 @@ func (n *Node) controllerLoop() {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	leaderCh := n.raft.LeaderCh()
+	var leaderSince time.Time // when this node became leader (zero: it is not)
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -394,9 +414,15 @@ func (n *Node) controllerLoop() {
 			n.maybeBootstrap()
 			continue
 		}
-		if n.raft.State() == raft.Leader {
-			n.manageMembers()
+		if n.raft.State() != raft.Leader {
+			leaderSince = time.Time{}
+			continue
 		}
+		if leaderSince.IsZero() {
+			leaderSince = time.Now()
+		}
+		n.manageMembers()
+		n.replaceAwayVoters(leaderSince)
 	}
 }
 
@@ -460,7 +486,7 @@ func (n *Node) manageMembers() {
 			voters++
 		}
 	}
-	peers := n.verifiedPeers()
+	peers := n.memberCandidates()
 	total := len(servers)
 	for _, p := range peers {
 		if _, ok := in[raftID(p.NodeID)]; !ok {
@@ -533,9 +559,14 @@ func (n *Node) applyLocal(c Command) error {
 	if err != nil {
 		return fmt.Errorf("controller: %w", err)
 	}
+	return n.applyData(data)
+}
+
+// applyData commits one encoded command (on the leader).
+func (n *Node) applyData(data []byte) error {
 	t0 := time.Now()
 	fut := n.raft.Apply(data, 5*time.Second)
-	err = fut.Error()
+	err := fut.Error()
 	if err == nil {
 		n.m.apply.Observe(time.Since(t0).Seconds())
 	}

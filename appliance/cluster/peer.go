@@ -36,15 +36,17 @@ const (
 // peerListener accepts mutual-TLS connections and hands each to raft or to
 // the RPC handler by its ALPN protocol.
 type peerListener struct {
-	ln    net.Listener
-	cred  *Credential
-	log   *slog.Logger
-	rpc   func(ctx context.Context, from int32, req rpcRequest) rpcResponse
-	raftC chan net.Conn
-	slots chan struct{} // one per open connection, at most maxPeerConns
-	done  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
+	ln   net.Listener
+	cred *Credential
+	log  *slog.Logger
+	rpc  func(ctx context.Context, from int32, req rpcRequest) rpcResponse
+	// forward serves a forward stream (forward.go) on an RPC connection.
+	forward func(from int32, tc *tls.Conn, r io.Reader)
+	raftC   chan net.Conn
+	slots   chan struct{} // one per open connection, at most maxPeerConns
+	done    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
 
 	mu       sync.Mutex
 	rejected map[string]bool // remote IPs already logged
@@ -130,8 +132,14 @@ func (p *peerListener) handle(raw net.Conn) {
 		defer tc.Close()
 		tc.SetDeadline(time.Now().Add(rpcTimeout))
 		var req rpcRequest
-		if err := json.NewDecoder(io.LimitReader(tc, maxRPCBytes)).Decode(&req); err != nil {
+		dec := json.NewDecoder(io.LimitReader(tc, maxRPCBytes))
+		if err := dec.Decode(&req); err != nil {
 			p.log.Debug("cell rpc: bad request", "from", from, "err", err)
+			return
+		}
+		if req.Op == opForward && p.forward != nil {
+			tc.SetDeadline(time.Time{})
+			p.forward(from, tc, io.MultiReader(dec.Buffered(), tc))
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -9,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Status is the cell as this node sees it, served at GET /v1/status/cell and
-// printed by `katka cell status`.
+// Status is the cell as this node sees it, served at GET /v1/cell (and its
+// older alias GET /v1/status/cell) and printed by `katka cell status`.
 type Status struct {
 	Cell     string `json:"cell"`
 	NodeID   int32  `json:"node_id"`
@@ -27,6 +28,29 @@ type Status struct {
 	Nodes []NodeInfo `json:"nodes"`
 	// Topics counts the topics in the controller's metadata.
 	Topics int `json:"topics"`
+	// Members are the cell's nodes in one list: registered nodes and raft
+	// members, with their role, contact and the partitions each leads.
+	Members []MemberStatus `json:"members"`
+	// Removed are the node ids removed from the cell for good.
+	Removed []int32 `json:"removed"`
+}
+
+// MemberStatus is one node of the cell as GET /v1/cell shows it.
+type MemberStatus struct {
+	NodeID    int32  `json:"node_id"`
+	PeerAddr  string `json:"peer_addr"`
+	KafkaAddr string `json:"kafka_addr"`
+	Rack      string `json:"rack,omitempty"`
+	// Role is voter, non_voter, or none (registered, not a raft member).
+	Role string `json:"role"`
+	// ControllerLeader is true for the raft leader.
+	ControllerLeader bool `json:"controller_leader"`
+	// LastContactMs is how long ago this node last exchanged with it over
+	// mutual TLS (0 for this node itself, -1: not since this node started).
+	LastContactMs int64 `json:"last_contact_ms"`
+	// PartitionsLed counts the partitions it leads; Replicas those it holds.
+	PartitionsLed int `json:"partitions_led"`
+	Replicas      int `json:"replicas"`
 }
 
 // RaftStatus is this node's raft state.
@@ -109,7 +133,60 @@ func (n *Node) Status() Status {
 	}
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].ID < st.Nodes[j].ID })
 	st.Topics = len(md.Topics)
+	st.Members, st.Removed = n.members(st, md), []int32{}
+	for id := range md.Removed {
+		st.Removed = append(st.Removed, id)
+	}
+	slices.Sort(st.Removed)
 	return st
+}
+
+// members joins the node table, the raft configuration and the partition
+// leadership into one row per node.
+func (n *Node) members(st Status, md Metadata) []MemberStatus {
+	byID := map[int32]*MemberStatus{}
+	row := func(id int32) *MemberStatus {
+		m := byID[id]
+		if m == nil {
+			m = &MemberStatus{NodeID: id, Role: "none", LastContactMs: -1}
+			if id == n.cred.NodeID {
+				m.LastContactMs = 0
+			} else if t := n.ops.lastContact(id); !t.IsZero() {
+				m.LastContactMs = time.Since(t).Milliseconds()
+			}
+			byID[id] = m
+		}
+		return m
+	}
+	for _, ni := range md.Nodes {
+		m := row(ni.ID)
+		m.PeerAddr, m.KafkaAddr, m.Rack = ni.PeerAddr, ni.KafkaAddr, ni.Rack
+	}
+	for _, s := range st.Servers {
+		m := row(s.NodeID)
+		m.Role, m.ControllerLeader = s.Role, s.Leader
+		if m.PeerAddr == "" {
+			m.PeerAddr = s.PeerAddr
+		}
+	}
+	for _, t := range md.Topics {
+		for _, p := range t.Partitions {
+			if m := byID[p.Leader]; m != nil {
+				m.PartitionsLed++
+			}
+			for _, r := range p.Replicas {
+				if m := byID[r]; m != nil {
+					m.Replicas++
+				}
+			}
+		}
+	}
+	out := make([]MemberStatus, 0, len(byID))
+	for _, m := range byID {
+		out = append(out, *m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
+	return out
 }
 
 // metrics are the cell's Prometheus metrics.

@@ -38,6 +38,10 @@ type Cell struct {
 	PeerTTL time.Duration `yaml:"peer_ttl"`
 	// Rack is this node's Kafka rack (broker.rack); empty means none.
 	Rack string `yaml:"rack"`
+	// VoterReplaceAfter is how long a controller voter may stay out of
+	// contact before the controller leader replaces it by a live non-voter
+	// (the away node stays a member, as a non-voter).
+	VoterReplaceAfter time.Duration `yaml:"voter_replace_after"`
 }
 
 // Enabled reports whether this katka is a node of a cell.
@@ -50,6 +54,8 @@ func defaultCell() Cell {
 		BootstrapExpect:  3,
 		RebrowseInterval: 5 * time.Second,
 		PeerTTL:          30 * time.Second,
+
+		VoterReplaceAfter: 5 * time.Minute,
 	}
 }
 
@@ -97,5 +103,8 @@ func (v *validator) cell(path string, c Cell, k Kafka) {
 	}
 	if c.PeerTTL <= c.RebrowseInterval {
 		v.add(path+".peer_ttl", "%s must be longer than cell.rebrowse_interval (%s)", c.PeerTTL, c.RebrowseInterval)
+	}
+	if c.VoterReplaceAfter <= c.PeerTTL || c.VoterReplaceAfter > 24*time.Hour {
+		v.add(path+".voter_replace_after", "%s is out of range (allowed: longer than cell.peer_ttl (%s), at most 24h)", c.VoterReplaceAfter, c.PeerTTL)
 	}
 }

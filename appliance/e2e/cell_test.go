@@ -49,7 +49,10 @@ func agreed(nodes []*cellProc, want []int32) (int32, bool) {
 // section sends no multicast packet; that `katka cell status` shows the cell;
 // and that after the controller leader is SIGKILLed the other two elect a new
 // one and the killed node rejoins on restart; and that a network partition
-// isolating the leader leaves the majority in charge (checkCellPartition).
+// isolating the leader leaves the majority in charge (checkCellPartition);
+// that node 1's simulated sensors write to the partitions other nodes lead
+// (checkCellWriters); and that `katka cell remove-node` takes a stopped node
+// out for good (checkCellRemoveNode).
 func TestCellFormsOverMDNS(t *testing.T) {
 	net := newCellNet(t, 5)
 	dir := t.TempDir()
@@ -63,7 +66,11 @@ func TestCellFormsOverMDNS(t *testing.T) {
 		if !strings.Contains(out, fmt.Sprintf("node %d:", i)) {
 			t.Fatalf("cell issue gave %q, want node %d", out, i)
 		}
-		nodes = append(nodes, net.node(i, cellNodeConfig(net.ip(i), cred, "plant7", 3)))
+		conf := cellNodeConfig(net.ip(i), cred, "plant7", 3)
+		if i == 1 {
+			conf = simulatedSensorsConfig(conf) // an in-process writer (checkCellWriters)
+		}
+		nodes = append(nodes, net.node(i, conf))
 	}
 	badCred := filepath.Join(dir, "bad")
 	cellCLI(t, "cell", "issue", "--ca", badCA, "--node-id", "4", "--out", badCred)
@@ -125,6 +132,8 @@ func TestCellFormsOverMDNS(t *testing.T) {
 
 	// What Kafka clients see.
 	checkCellKafka(t, net, nodes, leader)
+	// In-process writers of node 1 reach the partitions other nodes lead.
+	leaderOf := checkCellWriters(t, net, nodes)
 
 	// SIGKILL the controller leader: the other two elect a new one.
 	old := nodes[leader-1]
@@ -155,6 +164,9 @@ func TestCellFormsOverMDNS(t *testing.T) {
 
 	// A network partition isolating the controller leader, then healed.
 	checkCellPartition(t, net, nodes, newLeader)
+
+	// Node 3 removed for good; its partitions go on on nodes 1 and 2.
+	checkCellRemoveNode(t, nodes, leaderOf)
 }
 
 // partition cuts node i from the other nodes both ways with blackhole routes

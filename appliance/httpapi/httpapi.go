@@ -49,7 +49,8 @@ const (
 type Server struct {
 	b        *broker.Broker
 	lim      config.HTTPLimits
-	statuses sync.Map // name -> func() any, served at GET /v1/status/{name}
+	statuses sync.Map                // name -> func() any, served at GET /v1/status/{name}
+	cell     atomic.Pointer[cellRef] // SetCell: GET /v1/cell, DELETE /v1/cell/nodes/{id}
 	log      *slog.Logger
 	srv      *http.Server
 	ln       net.Listener
@@ -183,6 +184,8 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	s.viewRoutes(mux, gather) // views.go and the console/ pages
 	console.Routes(mux, s.authRequired)
 	mux.HandleFunc("GET /v1/status/{name}", s.status)
+	mux.HandleFunc("GET /v1/cell", s.getCell)
+	mux.HandleFunc("DELETE /v1/cell/nodes/{id}", s.removeCellNode)
 	mux.HandleFunc("GET /v1/topics", s.listTopics)
 	mux.HandleFunc("POST /v1/topics", s.createTopic)
 	mux.HandleFunc("GET /v1/topics/{topic}", s.getTopic)

@@ -40,6 +40,7 @@ func startCell(b *broker.Broker, cfg config.Config, reg prometheus.Registerer, l
 		return nil, err
 	}
 	n.Reconcile(brokerTopics{b})
+	b.SetRouter(n.Router(b)) // in-process writers reach partitions led elsewhere
 	runningCell, runningCellRF = n, cfg.Topics.DefaultReplicationFactor
 	return n, nil
 }
@@ -100,7 +101,7 @@ func newCellCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/status/cell", nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/v1/cell", nil)
 			if err != nil {
 				return err
 			}
@@ -134,7 +135,7 @@ func newCellCmd() *cobra.Command {
 	statusCmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8092", "the node's HTTP address (http.addr)")
 	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
 
-	cmd.AddCommand(initCmd, issueCmd, statusCmd)
+	cmd.AddCommand(initCmd, issueCmd, statusCmd, newCellRemoveNodeCmd())
 	return cmd
 }
 
@@ -158,16 +159,22 @@ func printCellStatus(w io.Writer, st cluster.Status) {
 	if !st.Formed {
 		fmt.Fprintln(w, "not formed yet: waiting for cell.bootstrap_expect nodes, or for the cell's leader to add this node")
 	}
-	kafka := map[int32]string{}
-	for _, n := range st.Nodes {
-		kafka[n.ID] = n.KafkaAddr
-	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tPEER ADDR\tKAFKA ADDR\tROLE\tLEADER")
-	for _, s := range st.Servers {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%v\n", s.NodeID, s.PeerAddr, kafka[s.NodeID], s.Role, s.Leader)
+	fmt.Fprintln(tw, "NODE\tPEER ADDR\tKAFKA ADDR\tROLE\tCONTROLLER\tLAST CONTACT\tLEADS\tREPLICAS")
+	for _, m := range st.Members {
+		contact := "never"
+		switch {
+		case m.NodeID == st.NodeID:
+			contact = "-" // this node
+		case m.LastContactMs >= 0:
+			contact = (time.Duration(m.LastContactMs) * time.Millisecond).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%v\t%s\t%d\t%d\n", m.NodeID, m.PeerAddr, m.KafkaAddr, m.Role, m.ControllerLeader, contact, m.PartitionsLed, m.Replicas)
 	}
 	tw.Flush()
+	if len(st.Removed) > 0 {
+		fmt.Fprintf(w, "removed for good: %v\n", st.Removed)
+	}
 	if len(st.Peers) > 0 {
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nPEER\tPEER ADDR\tSOURCE\tVERIFIED\tLAST SEEN")

@@ -150,7 +150,7 @@ func serve(cfg config.Config) error {
 	if cell != nil {
 		closers = append(closers, func() { cell.Close() })
 		if hs != nil {
-			hs.AddStatus("cell", func() any { return cell.Status() })
+			hs.SetCell(cell) // GET /v1/cell (and /v1/status/cell), DELETE /v1/cell/nodes/{id}
 		}
 	}
 	if cfg.Kafka.Addr != "" || len(cfg.Kafka.Listeners) > 0 {
