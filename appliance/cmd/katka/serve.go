@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -42,8 +41,8 @@ func newServeCmd() *cobra.Command {
 			if fl.Changed("http-addr") {
 				cfg.HTTP.Addr = httpAddr
 			}
-			if err := cfg.Validate(); err != nil {
-				return fmt.Errorf("invalid config: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+			if err := validateConfig(cfg); err != nil {
+				return err
 			}
 			return serve(cfg)
 		},
