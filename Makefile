@@ -11,13 +11,15 @@ PKG      := ./appliance/cmd/katka
 # tests of Kafka's own client library drive python3-confluent-kafka; the auth
 # tests install kafkajs from npm into the user cache and run it on node; the cell
 # tests build network namespaces with iproute2's ip; the firmware e2e tests drive
-# curl and mosquitto_sub from mosquitto-clients).
-TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2
-TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip
+# curl and mosquitto_sub from mosquitto-clients; the packaging tests run
+# systemd-analyze from systemd and install the .deb with dpkg, whose postinst
+# needs adduser; make test-arm runs the ARM binaries with qemu-user-static).
+TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 systemd adduser qemu-user-static
+TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip systemd-analyze adduser qemu-aarch64-static qemu-arm-static
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
 
-.PHONY: build run test test-deps test-long bench cross clean plugins
+.PHONY: build run test test-deps test-long bench cross clean plugins package test-arm
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka $(PKG)
@@ -91,6 +93,13 @@ plugins:
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka-linux-arm64 $(PKG)
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka-linux-armv7 $(PKG)
+
+# package builds bin/deb/katka_<version>_{amd64,arm64,armhf}.deb with nfpm
+# (packaging/, used as a Go library): static binary, systemd unit, the
+# /etc/katka/katka.yaml conffile, maintainer scripts.
+package: build cross
+	$(GO) run ./packaging/cmd/mkdeb --version $(VERSION) --out bin/deb \
+		amd64=bin/katka arm64=bin/katka-linux-arm64 armhf=bin/katka-linux-armv7
 
 clean:
 	rm -rf bin
