@@ -104,7 +104,8 @@ cross:
 # crash-torture rounds (SIGKILL, damaged tails, full read-back). make test-long
 # adds the broker and kafka package tests and the bit-rot checks (about 75 s
 # more per package and arch). -trimpath as in make cross, so the standard
-# library compiled for ARM there is reused. Timings in README.md ("ARM").
+# library compiled for ARM there is reused; -race on the host side as in
+# make test, so the e2e package build is reused. Timings in README.md ("ARM").
 ARM_PKGS := ./appliance/storage/
 ARM_E2E  := TestKafkaKcatRoundTrip$$|TestSystemdNotify$$|TestTortureCrash$$
 test-arm: cross
