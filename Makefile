@@ -13,9 +13,10 @@ PKG      := ./appliance/cmd/katka
 # tests build network namespaces with iproute2's ip; the firmware e2e tests drive
 # curl and mosquitto_sub from mosquitto-clients; the packaging tests run
 # systemd-analyze from systemd and install the .deb with dpkg, whose postinst
-# needs adduser; make test-arm runs the ARM binaries with qemu-user-static).
-TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 systemd adduser qemu-user-static
-TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip systemd-analyze adduser qemu-aarch64-static qemu-arm-static
+# needs adduser, and check it with lintian; make test-arm runs the ARM binaries
+# with qemu-user-static).
+TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 systemd adduser lintian qemu-user-static
+TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip systemd-analyze adduser lintian qemu-aarch64-static qemu-arm-static
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
 
@@ -124,7 +125,7 @@ test-arm: cross
 # (packaging/, used as a Go library): static binary, systemd unit, the
 # /etc/katka/katka.yaml conffile, maintainer scripts.
 package: build cross
-	$(GO) run ./packaging/cmd/mkdeb --version $(VERSION) --out bin/deb \
+	$(GO) run ./packaging/cmd/mkdeb --version $(VERSION) --mtime $$(git log -1 --format=%ct 2>/dev/null || echo 0) --out bin/deb \
 		amd64=bin/katka arm64=bin/katka-linux-arm64 armhf=bin/katka-linux-armv7
 
 clean:

@@ -6,6 +6,7 @@ package packaging
 
 import (
 	"bytes"
+	"compress/gzip"
 	"embed"
 	"fmt"
 	"os"
@@ -19,8 +20,11 @@ import (
 	"github.com/goreleaser/nfpm/v2/files"
 )
 
-//go:embed katka.service scripts
+//go:embed katka.service scripts copyright lintian-overrides
 var assets embed.FS
+
+// Maintainer is the package's Maintainer field.
+const Maintainer = "katka maintainers <maintainers@katka-io.invalid>"
 
 // Arches maps the Debian architectures katka ships to the GOARCH/GOARM they
 // are built with.
@@ -52,8 +56,8 @@ type Options struct {
 	Config []byte
 	// OutDir receives katka_<version>_<arch>.deb.
 	OutDir string
-	// MTime stamps every file (reproducible builds); zero is the Unix epoch
-	// plus one day, the same for every build.
+	// MTime stamps every file and the changelog (reproducible builds): the
+	// commit's time; zero is 2026-01-01.
 	MTime time.Time
 }
 
@@ -83,9 +87,13 @@ func Build(o Options) (string, error) {
 	}
 	mtime := o.MTime
 	if mtime.IsZero() {
-		mtime = time.Unix(86400, 0).UTC()
+		mtime = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
 	version := DebVersion(o.Version)
+	changelog := filepath.Join(stage, "changelog.gz")
+	if err := writeChangelog(changelog, version, o.Version, mtime); err != nil {
+		return "", err
+	}
 	info := &nfpm.Info{
 		Name:          "katka",
 		Arch:          o.Arch,
@@ -94,14 +102,13 @@ func Build(o Options) (string, error) {
 		VersionSchema: "none",
 		Section:       "net",
 		Priority:      "optional",
-		Maintainer:    "katka maintainers <katka@localhost>",
+		Maintainer:    Maintainer,
 		Description: "compact Kafka-compatible streaming broker for edge gateways\n" +
 			"katka keeps partitioned, durable write-ahead-log topics that survive power\n" +
 			"cuts, speaks the Apache Kafka wire protocol, ingests MQTT and sensor data,\n" +
 			"runs plugins and mirrors topics to a central Kafka cluster. One static\n" +
 			"binary, run by systemd as the katka user with its data in /var/lib/katka.",
 		Homepage: "https://github.com/katka-io/katka",
-		License:  "Apache-2.0",
 		MTime:    mtime,
 		Overridables: nfpm.Overridables{
 			// adduser for the postinst; init-system-helpers (essential)
@@ -114,6 +121,12 @@ func Build(o Options) (string, error) {
 					FileInfo: &files.ContentFileInfo{Mode: 0o755}},
 				{Source: cfgFile, Destination: ConfigPath, Type: files.TypeConfig,
 					FileInfo: &files.ContentFileInfo{Mode: 0o640}},
+				{Source: filepath.Join(stage, "copyright"), Destination: "/usr/share/doc/katka/copyright",
+					FileInfo: &files.ContentFileInfo{Mode: 0o644}},
+				{Source: changelog, Destination: "/usr/share/doc/katka/changelog.gz",
+					FileInfo: &files.ContentFileInfo{Mode: 0o644}},
+				{Source: filepath.Join(stage, "lintian-overrides"), Destination: "/usr/share/lintian/overrides/katka",
+					FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 			},
 			Scripts: nfpm.Scripts{
 				PostInstall: filepath.Join(stage, "scripts", "postinst"),
@@ -143,6 +156,23 @@ func Build(o Options) (string, error) {
 		return "", fmt.Errorf("write %s: %w", out, err)
 	}
 	return out, nil
+}
+
+// writeChangelog writes the Debian changelog (one entry for this build) that
+// a native package carries as /usr/share/doc/katka/changelog.gz.
+func writeChangelog(path, debVersion, gitVersion string, when time.Time) error {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zw.ModTime = when
+	fmt.Fprintf(zw, "katka (%s) unstable; urgency=medium\n\n  * Built from katka %s; the changes are in the git history.\n\n -- %s  %s\n",
+		debVersion, gitVersion, Maintainer, when.UTC().Format(time.RFC1123Z))
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("changelog: %w", err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("changelog: %w", err)
+	}
+	return nil
 }
 
 var describeRe = regexp.MustCompile(`^v?(\d+\.\d+\.\d+)(?:-(\d+)-g([0-9a-f]+))?(-dirty)?$`)

@@ -75,6 +75,7 @@ func TestDebInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lintian(t, deb)
 	t0 := time.Now()
 	t.Cleanup(func() {
 		// A failed test must not leave the package behind, and the machine
@@ -166,6 +167,25 @@ func TestDebInstall(t *testing.T) {
 	if _, err := user.Lookup("katka"); err != nil {
 		t.Errorf("purge removed the katka user (Debian keeps system users): %v", err)
 	}
+}
+
+// lintian fails on any error or warning lintian reports for a package (the overrides in packaging/lintian-overrides say why each
+// is intended).
+func lintian(t *testing.T, deb string) {
+	t.Helper()
+	l := requireTool(t, "lintian", "lintian")
+	t0 := time.Now()
+	out, err := exec.Command(l, "--fail-on", "error,warning", deb).CombinedOutput()
+	var bad []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" && !strings.Contains(line, "running with root privileges") {
+			bad = append(bad, line)
+		}
+	}
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("lintian %s: %v\n%s", filepath.Base(deb), err, strings.Join(bad, "\n"))
+	}
+	t.Logf("lintian: clean in %v", time.Since(t0).Round(time.Millisecond))
 }
 
 // asKatka is setpriv's arguments to exec a command as the katka user and

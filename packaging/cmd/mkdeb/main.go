@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/katka-io/katka/packaging"
 )
@@ -18,6 +19,7 @@ func main() {
 	version := flag.String("version", "dev", "katka version as git describe prints it")
 	out := flag.String("out", "bin/deb", "directory for the .deb files")
 	cfgPath := flag.String("config", "configs/katka.yaml", "configs/katka.yaml, from which /etc/katka/katka.yaml is derived")
+	mtime := flag.Int64("mtime", 0, "file times as Unix seconds, e.g. the commit's (git log -1 --format=%ct); 0: 2026-01-01")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: mkdeb [--version V] [--out DIR] [--config FILE] ARCH=BINARY...  (ARCH: amd64, arm64, armhf)")
 		flag.PrintDefaults()
@@ -38,7 +40,11 @@ func main() {
 			fmt.Fprintf(os.Stderr, "mkdeb: %q: want ARCH=BINARY\n", a)
 			os.Exit(2)
 		}
-		path, err := packaging.Build(packaging.Options{Version: *version, Arch: arch, Binary: bin, Config: cfg, OutDir: *out})
+		o := packaging.Options{Version: *version, Arch: arch, Binary: bin, Config: cfg, OutDir: *out}
+		if *mtime > 0 {
+			o.MTime = time.Unix(*mtime, 0).UTC()
+		}
+		path, err := packaging.Build(o)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "mkdeb:", err)
 			os.Exit(1)
