@@ -65,6 +65,12 @@ type HTTPLimits struct {
 	MaxConnections int `yaml:"max_connections"`
 	// FetchMaxBytes caps the record bytes of one records read, whatever max_bytes asks.
 	FetchMaxBytes ByteSize `yaml:"fetch_max_bytes"`
+	// MaxConsumerInstances caps the REST proxy's v2 consumer instances open at
+	// once; one more is refused with 429.
+	MaxConsumerInstances int `yaml:"max_consumer_instances"`
+	// ConsumerInstanceTimeout deletes a v2 consumer instance not used this long
+	// (Confluent's consumer.instance.timeout.ms).
+	ConsumerInstanceTimeout time.Duration `yaml:"consumer_instance_timeout"`
 }
 
 // Partition limits of the whole broker, checked by Validate.
@@ -105,6 +111,9 @@ func defaultHTTPLimits() HTTPLimits {
 		MaxInFlightBodyBytes: 32 * MiB,
 		MaxConnections:       256,
 		FetchMaxBytes:        16 * MiB,
+
+		MaxConsumerInstances:    100,
+		ConsumerInstanceTimeout: 5 * time.Minute,
 	}
 }
 
@@ -140,6 +149,8 @@ func (v *validator) limits(c *Config) {
 	}
 	v.atLeast("http.limits.max_connections", h.MaxConnections, 1)
 	v.sizeRange("http.limits.fetch_max_bytes", h.FetchMaxBytes, 1*KiB, 1*GiB)
+	v.atLeast("http.limits.max_consumer_instances", h.MaxConsumerInstances, 1)
+	v.positive("http.limits.consumer_instance_timeout", h.ConsumerInstanceTimeout)
 
 	t := c.Topics
 	if t.MaxPartitions < 1 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -179,9 +180,16 @@ func (c *cellNet) node(i int, config string) *cellProc {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() {
+		if c.t.Failed() && p.cmd != nil {
+			c.t.Logf("node %d status: %s", i, p.rawStatus())
+		}
 		p.kill()
 		if c.t.Failed() {
-			c.t.Logf("node %d log tail:\n%s", i, p.logTail(25))
+			// One t.Logf per line: make test keeps only lines naming a
+			// _test.go file, so a multi-line message would lose the log.
+			for _, l := range strings.Split(p.logTail(40), "\n") {
+				c.t.Logf("node %d log: %s", i, l)
+			}
 		}
 	})
 	return p
@@ -288,6 +296,20 @@ func (p *cellProc) status() (cellStatus, bool) {
 		return cellStatus{}, false
 	}
 	return st, true
+}
+
+// rawStatus is GET /v1/status/cell as one line, for failure reports.
+func (p *cellProc) rawStatus() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr()+"/v1/status/cell", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	return strings.Join(strings.Fields(string(b)), " ")
 }
 
 // cellCLI runs a katka subcommand (cell init, cell issue, cell status) in the

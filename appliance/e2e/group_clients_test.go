@@ -189,6 +189,27 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) tim
 	return 0
 }
 
+// waitProgress waits until remaining() reaches 0, checking every interval;
+// it fails only when remaining has not gone down for stall. Used where the
+// work is large and the box may be loaded: a fixed deadline would fail a slow
+// but progressing run, while a stall still fails within stall.
+func waitProgress(t *testing.T, stall, interval time.Duration, what string, remaining func() int) {
+	t.Helper()
+	best, since := -1, time.Now()
+	for {
+		r := remaining()
+		if r == 0 {
+			return
+		}
+		if best < 0 || r < best {
+			best, since = r, time.Now()
+		} else if time.Since(since) > stall {
+			t.Fatalf("no progress for %v waiting for %s: %d remaining", stall, what, r)
+		}
+		time.Sleep(interval)
+	}
+}
+
 func kcatPath(t *testing.T) string {
 	p, err := exec.LookPath("kcat")
 	if err != nil {

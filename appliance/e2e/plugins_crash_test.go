@@ -126,7 +126,9 @@ plugins:
 
 	// The sink's files hold every record.
 	seen := make([]int, n)
-	waitUntil(t, 60*time.Second, "every record in the sink's files", func() bool {
+	// Each check parses every line written so far: check once a second, and
+	// fail only when the sink stops making progress.
+	waitProgress(t, 30*time.Second, time.Second, "every record in the sink's files", func() int {
 		clear(seen)
 		missing := n
 		files, _ := filepath.Glob(filepath.Join(out, "readings*.jsonl"))
@@ -149,7 +151,7 @@ plugins:
 			}
 			fh.Close()
 		}
-		return missing == 0
+		return missing
 	})
 	dups := 0
 	for _, c := range seen {

@@ -130,12 +130,12 @@ func (s *Server) authn(next http.Handler) http.Handler {
 			s.log.Debug("http request refused: not authenticated", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path, "reason", msg)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="katka"`)
 			w.Header().Set("Connection", "close") // the body is not read
-			writeJSON(w, http.StatusUnauthorized, apiError{Error: msg, Code: "unauthorized"})
+			writeJSON(w, http.StatusUnauthorized, errorBody(r, http.StatusUnauthorized, apiError{Error: msg, Code: "unauthorized"}))
 			return
 		}
-		if cred.role != RoleAdmin && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if cred.role != RoleAdmin && r.Method != http.MethodGet && r.Method != http.MethodHead && !consumerCall(r) {
 			w.Header().Set("Connection", "close")
-			writeJSON(w, http.StatusForbidden, apiError{Error: fmt.Sprintf("%s has role %s, which may only read (GET)", cred.principal, cred.role), Code: "forbidden"})
+			writeJSON(w, http.StatusForbidden, errorBody(r, http.StatusForbidden, apiError{Error: fmt.Sprintf("%s has role %s, which may only read (GET)", cred.principal, cred.role), Code: "forbidden"}))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), cred.principal)))

@@ -75,6 +75,8 @@ type Server struct {
 
 	// mux holds the routes; AddRoutes (firmware.go) adds to it.
 	mux *http.ServeMux
+	// rp is the REST proxy's state: v2 consumer instances (restv2consumer.go).
+	rp *restProxy
 }
 
 // Options configures Listen.
@@ -180,6 +182,7 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("DELETE /v1/topics/{topic}", s.deleteTopic)
 	mux.HandleFunc("POST /v1/topics/{topic}/partitions/{partition}/records", s.produce)
 	mux.HandleFunc("GET /v1/topics/{topic}/partitions/{partition}/records", s.fetch)
+	s.restRoutes(mux, gather) // Confluent's REST proxy: restproxy.go
 	s.mux = mux
 	return s.authn(s.guard(mux))
 }
@@ -196,11 +199,11 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" && !restMediaType(mt) {
 				ct := r.Header.Get("Content-Type")
 				s.b.LimitRejected(broker.LimitHTTPContentType, r.RemoteAddr, fmt.Sprintf("%s %s with Content-Type %q", r.Method, r.URL.Path, ct))
 				w.Header().Set("Connection", "close") // do not read the body to reuse the connection
-				writeJSON(w, http.StatusUnsupportedMediaType, apiError{Error: fmt.Sprintf("request body must be Content-Type: application/json, not %q", ct), Code: "unsupported_media_type"})
+				writeJSON(w, http.StatusUnsupportedMediaType, errorBody(r, http.StatusUnsupportedMediaType, apiError{Error: fmt.Sprintf("request body must be Content-Type: application/json, not %q", ct), Code: "unsupported_media_type"}))
 				return
 			}
 			max := int64(s.maxBody())
@@ -238,7 +241,7 @@ func (s *Server) maxBody() config.ByteSize {
 func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, detail string) {
 	s.b.LimitRejected(broker.LimitHTTPBody, r.RemoteAddr, fmt.Sprintf("%s %s: %s over %s", r.Method, r.URL.Path, detail, s.maxBody()))
 	w.Header().Set("Connection", "close")
-	writeJSON(w, http.StatusRequestEntityTooLarge, apiError{Error: fmt.Sprintf("request body is larger than %s (http.limits.max_body_bytes)", s.maxBody()), Code: "body_too_large"})
+	writeJSON(w, http.StatusRequestEntityTooLarge, errorBody(r, http.StatusRequestEntityTooLarge, apiError{Error: fmt.Sprintf("request body is larger than %s (http.limits.max_body_bytes)", s.maxBody()), Code: "body_too_large"}))
 }
 
 // apiError is the JSON body of every error response.

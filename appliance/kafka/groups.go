@@ -125,3 +125,7 @@ func (s *Server) groupTopics() group.Topics {
 
 // errCoordinatorNotAvailable is COORDINATOR_NOT_AVAILABLE: clients retry.
 const errCoordinatorNotAvailable int16 = 15
+
+// Groups returns the server's group coordinator (opened on first use), for
+// in-process members such as the HTTP API's REST proxy consumers.
+func (s *Server) Groups() (*group.Coordinator, error) { return s.groups() }

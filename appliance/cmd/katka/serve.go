@@ -16,6 +16,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/group"
 	"github.com/katka-io/katka/appliance/httpapi"
 	"github.com/katka-io/katka/sensors"
 )
@@ -161,6 +162,12 @@ func serve(cfg config.Config) error {
 				return err
 			}
 			closers = append(closers, func() { kc.Close() })
+			if g, ok := kc.(interface {
+				Groups() (*group.Coordinator, error)
+			}); ok && hs != nil {
+				hs.SetGroups(g.Groups) // the REST proxy's v2 consumers join the Kafka listener's groups
+				closers = append(closers, hs.CloseConsumers) // they commit and leave before the groups close
+			}
 		}
 	}
 	var wg sync.WaitGroup
