@@ -138,7 +138,8 @@ func TestUnitVerify(t *testing.T) {
 	t.Log(lines[len(lines)-1])
 }
 
-// TestBuildAllArches builds the three packages and checks what each holds.
+// TestBuildAllArches builds the three packages and checks what each holds,
+// and that the same input gives the same bytes.
 // The binary is a stand-in here (packing does not look into it): the real
 // ones are packed by `make package`, installed by TestDebInstall (amd64) and
 // run under qemu by `make test-arm`.
@@ -155,6 +156,13 @@ func TestBuildAllArches(t *testing.T) {
 		}
 		st, _ := os.Stat(deb)
 		t.Logf("%s: %d KiB in %v", filepath.Base(deb), st.Size()/1024, time.Since(t0).Round(time.Millisecond))
+		again, err := Build(Options{Version: "v1.2.3-4-gabcdef0", Arch: arch, Binary: bin, Config: shippedConfig(t), OutDir: filepath.Join(dir, "again")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := readFile(t, deb), readFile(t, again); string(a) != string(b) {
+			t.Errorf("%s: two builds of the same input differ (%d and %d bytes): not reproducible", arch, len(a), len(b))
+		}
 		if want := "katka_1.2.3+git4.abcdef0_" + arch + ".deb"; filepath.Base(deb) != want {
 			t.Errorf("package file %s, want %s", filepath.Base(deb), want)
 		}
@@ -185,4 +193,13 @@ func TestBuildAllArches(t *testing.T) {
 			}
 		}
 	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
