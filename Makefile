@@ -12,13 +12,16 @@ PKG      := ./appliance/cmd/katka
 # tests install kafkajs from npm into the user cache and run it on node; the cell
 # tests build network namespaces with iproute2's ip; the firmware e2e tests drive
 # curl and mosquitto_sub from mosquitto-clients; the web console's tests drive
-# headless chromium through chromedp).
-TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 chromium
-TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip chromium
+# headless chromium through chromedp; the packaging tests run systemd-analyze
+# from systemd and install the .deb with dpkg, whose postinst needs adduser, and
+# check it with lintian; make test-arm runs the ARM binaries with
+# qemu-user-static).
+TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 chromium systemd adduser lintian qemu-user-static
+TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip chromium systemd-analyze adduser lintian qemu-aarch64-static qemu-arm-static
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
 
-.PHONY: build run test test-deps test-long bench cross clean plugins
+.PHONY: build run test test-deps test-long bench cross clean plugins package test-arm
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka $(PKG)
@@ -68,6 +71,7 @@ test: test-deps
 	wait $$unit; u=$$?; echo "== unit packages"; cat $$unitlog; rm -f $$unitlog; \
 	echo "make test: unit rc=$$u, e2e rc=$$e2e, $$(( $$(date +%s) - start )) s after vet"; \
 	[ $$u = 0 ] && [ $$e2e = 0 ]
+	$(MAKE) --no-print-directory test-arm
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
 test-long: test-deps
@@ -75,6 +79,8 @@ test-long: test-deps
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordBatch$$' -fuzztime 60s ./appliance/kafka/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordBatch$$' -fuzztime 60s ./appliance/recordbatch/
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestFrame$$' -fuzztime 60s ./appliance/kafka/
+	$(MAKE) --no-print-directory test-arm ARM_PKGS="./appliance/storage/ ./appliance/broker/ ./appliance/kafka/" \
+		ARM_E2E='TestKafkaKcatRoundTrip$$$$|TestSystemdNotify$$$$|TestTortureCrash$$$$|TestTortureBitRot$$$$'
 	set -o pipefail; KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
 
 bench: test-deps
@@ -100,6 +106,36 @@ plugins:
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka-linux-arm64 $(PKG)
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/katka-linux-armv7 $(PKG)
+
+# test-arm runs katka built for arm64 and armv7 (32-bit: atomics, alignment,
+# int overflow) under qemu-user, no board needed: the storage package's tests,
+# then the real binaries through e2e tests with KATKA_BIN set to a qemu
+# wrapper: kcat producing and consuming 10,000 records, systemd notify, 10
+# crash-torture rounds (SIGKILL, damaged tails, full read-back). make test-long
+# adds the broker and kafka package tests and the bit-rot checks (about 75 s
+# more per package and arch). -trimpath as in make cross, so the standard
+# library compiled for ARM there is reused; -race on the host side as in
+# make test, so the e2e package build is reused. Timings in README.md ("ARM").
+ARM_PKGS := ./appliance/storage/
+ARM_E2E  := TestKafkaKcatRoundTrip$$|TestSystemdNotify$$|TestTortureCrash$$
+test-arm: cross
+	@set -eo pipefail; for a in arm64:arm64::aarch64 armv7:arm:7:arm; do \
+		IFS=: read -r name goarch goarm qemu <<< "$$a"; start=$$(date +%s); \
+		printf '#!/bin/sh\nexec qemu-%s-static "$$(dirname "$$0")/katka-linux-%s" "$$@"\n' $$qemu $$name > bin/katka-linux-$$name-qemu; \
+		chmod +x bin/katka-linux-$$name-qemu; \
+		echo "test-arm $$name: $(ARM_PKGS) and e2e $(ARM_E2E) under qemu-$$qemu-static"; \
+		CGO_ENABLED=0 GOARCH=$$goarch GOARM=$$goarm $(GO) test -trimpath -count=1 -timeout 10m -exec qemu-$$qemu-static $(ARM_PKGS); \
+		KATKA_BIN=$(CURDIR)/bin/katka-linux-$$name-qemu KATKA_TORTURE_ROUNDS=10 $(GO) test -race -count=1 -timeout 8m -v -run '$(ARM_E2E)' ./appliance/e2e/ 2>&1 \
+			| grep -E '^(torture summary|--- |ok|FAIL|PASS|panic)|kcat produced'; \
+		echo "test-arm $$name: $$(( $$(date +%s) - start )) s"; \
+	done
+
+# package builds bin/deb/katka_<version>_{amd64,arm64,armhf}.deb with nfpm
+# (packaging/, used as a Go library): static binary, systemd unit, the
+# /etc/katka/katka.yaml conffile, maintainer scripts.
+package: build cross
+	$(GO) run ./packaging/cmd/mkdeb --version $(VERSION) --mtime $$(git log -1 --format=%ct 2>/dev/null || echo 0) --out bin/deb \
+		amd64=bin/katka arm64=bin/katka-linux-arm64 armhf=bin/katka-linux-armv7
 
 clean:
 	rm -rf bin

@@ -714,7 +714,7 @@ func (l *Log) loadTail(s *segment) error {
 	s.tpos = make([]uint32, len(epos))
 	s.size = 0
 	for i, p := range epos {
-		if p.pos > math.MaxUint32 {
+		if int64(p.pos) > math.MaxUint32 { // int64: the constant overflows int on 32-bit ARM
 			return ErrSegmentTooLarge
 		}
 		s.tpos[i] = uint32(p.pos)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,8 +42,8 @@ func newServeCmd() *cobra.Command {
 			if fl.Changed("http-addr") {
 				cfg.HTTP.Addr = httpAddr
 			}
-			if err := cfg.Validate(); err != nil {
-				return fmt.Errorf("invalid config: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+			if err := validateConfig(cfg); err != nil {
+				return err
 			}
 			return serve(cfg)
 		},
@@ -196,11 +195,21 @@ func serve(cfg config.Config) error {
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))
-
+	// SIGTERM is handled before READY=1, so that systemd's stop right after
+	// start is a clean shutdown.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	// Recovery is done and every listener accepts: a Type=notify unit is up.
+	sd := &sdNotifier{log: log}
+	wdCtx, wdStop := context.WithCancel(ctx)
+	sd.watchdog(wdCtx, func() { b.PartitionCount() })
+	sd.ready(fmt.Sprintf("serving %d partitions", b.PartitionCount()))
+
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
+	sd.stopping()
+	wdStop()
+	sd.wait()
 	shutdown()
 	log.Info("stopped")
 	return nil
