@@ -25,6 +25,7 @@ type suStatus struct {
 	Healthy        bool              `json:"healthy"`
 	Previous       string            `json:"previous"`
 	Bad            map[string]string `json:"bad"`
+	Rejected       map[string]string `json:"rejected"`
 	Results        []struct {
 		Version string `json:"version"`
 		From    string `json:"from"`
@@ -78,7 +79,8 @@ func buildKatkaVersion(t *testing.T, version, out string) {
 // window), 1.3.0 exits at once (rolled back at its exit). Each time B runs
 // again, the version is recorded as bad, counted in
 // katka_firmware_self_update_total{result}, shown by `katka firmware status`
-// and sent as feedback into the status topic.
+// and sent as feedback into the status topic. Last, B's binary published as
+// 1.4.0 fails the `version` check and is rejected without a restart.
 func TestFirmwareSelfUpdate(t *testing.T) {
 	bin := requireBinary(t)
 	if _, err := exec.LookPath("go"); err != nil {
@@ -231,6 +233,13 @@ func TestFirmwareSelfUpdate(t *testing.T) {
 			t.Errorf("katka.new left behind after the rollback of %s: %v", bad.version, err)
 		}
 	}
+	// A signed artefact that is not the katka it claims to be (B's binary
+	// published as 1.4.0) is refused before any restart.
+	publish(binB, "1.4.0")
+	waitUntil(t, 90*time.Second, "katka 1.4.0 rejected", func() bool { return status().Rejected["1.4.0"] != "" })
+	if st := status(); st.Rejected["1.4.0"] != "`version` says \"katka 1.1.0\", want \"katka 1.4.0\"" || !st.Healthy || st.RunningVersion != "1.1.0" {
+		t.Errorf("after 1.4.0: rejected %q, healthy %v, running %s", st.Rejected["1.4.0"], st.Healthy, st.RunningVersion)
+	}
 	select {
 	case err := <-supDone:
 		t.Fatalf("the supervisor exited: %v", err)
@@ -238,7 +247,7 @@ func TestFirmwareSelfUpdate(t *testing.T) {
 	}
 
 	metrics := httpGet(t, "http://"+httpAddr+"/metrics")
-	for r, want := range map[string]float64{"staged": 3, "committed": 1, "rolled_back": 2, "rejected": 0} {
+	for r, want := range map[string]float64{"staged": 3, "committed": 1, "rolled_back": 2, "rejected": 1} {
 		if v := metricValue(metrics, "katka_firmware_self_update_total", `result="`+r+`"`); v != want {
 			t.Errorf("katka_firmware_self_update_total{result=%q} = %v, want %v", r, v, want)
 		}
@@ -247,7 +256,7 @@ func TestFirmwareSelfUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("katka firmware status: %v\n%s", err, out)
 	}
-	for _, want := range []string{"running 1.1.0", "committed", "rolled_back", "bad (never tried again): 1.2.0", "bad (never tried again): 1.3.0"} {
+	for _, want := range []string{"running 1.1.0", "committed", "rolled_back", "bad (never tried again): 1.2.0", "bad (never tried again): 1.3.0", "rejected (not staged): 1.4.0"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("katka firmware status lacks %q:\n%s", want, out)
 		}
@@ -275,7 +284,7 @@ func TestFirmwareSelfUpdate(t *testing.T) {
 		})
 		all := strings.Join(fb, "\n")
 		return strings.Contains(all, "katka.gw1 1.1.0 running running=1.1.0") && strings.Contains(all, "katka.gw1 1.2.0 failed running=1.1.0") &&
-			strings.Contains(all, "katka.gw1 1.3.0 failed running=1.1.0")
+			strings.Contains(all, "katka.gw1 1.3.0 failed running=1.1.0") && strings.Contains(all, "katka.gw1 1.4.0 failed running=1.1.0")
 	})
 	t.Logf("feedback:\n%s", strings.Join(fb, "\n"))
 }

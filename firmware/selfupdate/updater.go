@@ -2,6 +2,7 @@ package selfupdate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -140,11 +141,13 @@ func (u *Updater) Run(ctx context.Context) {
 		return
 	}
 	sub := u.o.Store.Subscribe()
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-sub:
+		case <-retry:
 		}
 		m, ok := u.candidate()
 		if !ok {
@@ -154,7 +157,16 @@ func (u *Updater) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			u.reject(ctx, m, err.Error())
+			var bad badArtefact
+			if errors.As(err, &bad) {
+				u.reject(ctx, m, err.Error())
+				continue
+			}
+			// A local problem (permissions, disk full): not the artefact's
+			// fault, so it is tried again a minute later.
+			u.setNote(fmt.Sprintf("staging %s failed, retrying: %v", m.Version, err))
+			u.log.Error("self-update cannot stage; retrying in a minute", "version", m.Version, "err", err)
+			retry = time.After(time.Minute)
 			continue
 		}
 		u.total.WithLabelValues(ResultStaged).Inc()
@@ -220,7 +232,7 @@ func (u *Updater) stage(ctx context.Context, m firmware.Manifest) error {
 		err = cerr
 	}
 	if err == nil && sum != m.SHA256 {
-		err = fmt.Errorf("copy has sha256 %s, manifest says %s", sum, m.SHA256)
+		err = badArtefact{fmt.Errorf("copy has sha256 %s, manifest says %s", sum, m.SHA256)}
 	}
 	if err == nil {
 		err = checkVersion(ctx, tmp, m.Version)
@@ -241,19 +253,23 @@ func (u *Updater) stage(ctx context.Context, m firmware.Manifest) error {
 	return err
 }
 
+// badArtefact is a staging error that is the artefact's fault: the version
+// is rejected for good (other errors are retried).
+type badArtefact struct{ error }
+
 // checkVersion runs `BIN version` and expects "katka VERSION".
 func checkVersion(ctx context.Context, bin, version string) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(cctx, bin, "version").Output()
 	if err != nil {
-		return fmt.Errorf("`%s version` failed: %v", filepath.Base(bin), err)
+		return badArtefact{fmt.Errorf("`%s version` failed: %v", filepath.Base(bin), err)}
 	}
 	if got := strings.TrimSpace(string(out)); got != "katka "+version {
 		if len(got) > 100 {
 			got = got[:100]
 		}
-		return fmt.Errorf("`version` says %q, want %q", got, "katka "+version)
+		return badArtefact{fmt.Errorf("`version` says %q, want %q", got, "katka "+version)}
 	}
 	return nil
 }
