@@ -129,6 +129,16 @@ func startSelfUpdate(ctx context.Context, wg *sync.WaitGroup, st *store.Store, c
 // HTTP listener, the Kafka listeners accepting connections, and sync running
 // (its status file written since this process started).
 func serveHealthy(ctx context.Context, cfg config.Config, hs *httpapi.Server, started time.Time) error {
+	if cfg.HTTP.TLS.ClientAuth == "require" {
+		// No client certificate of its own to show: the listener accepting
+		// connections is what can be checked.
+		conn, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", hs.Addr().String())
+		if err != nil {
+			return fmt.Errorf("http listener: %w", err)
+		}
+		conn.Close()
+		return kafkaAndSyncHealthy(ctx, cfg, started)
+	}
 	scheme, tr := "http", &http.Transport{}
 	if cfg.HTTP.TLS.CertFile != "" {
 		// Talking to itself on its own address: the certificate names a host.
@@ -145,6 +155,12 @@ func serveHealthy(ctx context.Context, cfg config.Config, hs *httpapi.Server, st
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("/healthz: %s", resp.Status)
 	}
+	return kafkaAndSyncHealthy(ctx, cfg, started)
+}
+
+// kafkaAndSyncHealthy checks the Kafka listeners accept connections and sync
+// wrote its status since started.
+func kafkaAndSyncHealthy(ctx context.Context, cfg config.Config, started time.Time) error {
 	addrs := []string{cfg.Kafka.Addr}
 	for _, l := range cfg.Kafka.Listeners {
 		addrs = append(addrs, l.Addr)
