@@ -166,6 +166,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, 30*time.Second)
 	}
+	if c != nil { // stopped right after a commit handed over the running trial
+		s.stop(c)
+	}
 	return nil
 }
 

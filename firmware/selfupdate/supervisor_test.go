@@ -6,13 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
 // script writes an executable shell script that, when healthy, writes the
-// health marker for its pid and version, then logs NAME to dir/started and
-// sleeps.
+// health marker for its pid and version, then logs its pid to dir/pids and
+// NAME to dir/started, and sleeps.
 func script(t *testing.T, path, name, version string, healthy bool) string {
 	t.Helper()
 	dir := filepath.Dir(path)
@@ -20,7 +21,7 @@ func script(t *testing.T, path, name, version string, healthy bool) string {
 	if healthy {
 		body += fmt.Sprintf("printf '{\"pid\":%%d,\"version\":\"%s\"}' $$ > %s/state/healthy.json.w && mv %s/state/healthy.json.w %s/state/healthy.json\n", version, dir, dir, dir)
 	}
-	body += fmt.Sprintf("echo %s >> %s/started\nexec sleep 600\n", name, dir)
+	body += fmt.Sprintf("echo $$ >> %s/pids\necho %s >> %s/started\nexec sleep 600\n", dir, name, dir)
 	if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +62,16 @@ func runUntilStarted(t *testing.T, dir string, maxAttempts int, want ...string) 
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	// Every child is stopped when Run returns (none outlives the supervisor).
+	pids, _ := os.ReadFile(filepath.Join(dir, "pids"))
+	for _, p := range strings.Fields(string(pids)) {
+		var pid int
+		fmt.Sscan(p, &pid)
+		if syscall.Kill(pid, 0) == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("child %d outlived the supervisor", pid)
+		}
 	}
 }
 
