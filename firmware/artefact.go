@@ -95,3 +95,12 @@ func BuildManifest(path string, o BuildOptions) (Manifest, error) {
 	m.SHA256 = hex.EncodeToString(whole.Sum(nil))
 	return m, m.Check()
 }
+
+// HashReader returns the hex sha256 of everything r yields.
+func HashReader(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -318,6 +318,11 @@ func TestValidateRejects(t *testing.T) {
 		want   string // the whole one-line message
 	}{
 		{"empty data_dir", func(c *Config) { c.DataDir = " " }, "data_dir: must not be empty (e.g. ./data)"},
+		{"self_update without the store", func(c *Config) { c.Firmware.SelfUpdate.Enabled = true }, "firmware.self_update.enabled: needs firmware.enabled: the artefacts come from the firmware store"},
+		{"self_update name", func(c *Config) { c.Firmware.SelfUpdate.Name = "katka/x" }, `firmware.self_update.name: "katka/x" is not an artefact name prefix (allowed: 1-60 of a-z A-Z 0-9 . _ -)`},
+		{"self_update health_window short", func(c *Config) { c.Firmware.SelfUpdate.HealthWindow = 500 * time.Millisecond }, "firmware.self_update.health_window: 500ms is out of range (allowed: 1s..1h)"},
+		{"self_update health_window long", func(c *Config) { c.Firmware.SelfUpdate.HealthWindow = 2 * time.Hour }, "firmware.self_update.health_window: 2h0m0s is out of range (allowed: 1s..1h)"},
+		{"self_update max_attempts", func(c *Config) { c.Firmware.SelfUpdate.MaxAttempts = 11 }, "firmware.self_update.max_attempts: 11 is out of range (allowed: 1..10)"},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, `log.level: "verbose" is not allowed (allowed: debug, info, warn, error)`},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: "xml" is not allowed (allowed: text, json)`},
 		{"kafka addr no port", func(c *Config) { c.Kafka.Addr = "localhost" }, `kafka.addr: "localhost" is not a host:port address (e.g. 127.0.0.1:9092, or empty to disable)`},

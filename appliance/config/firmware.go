@@ -2,7 +2,9 @@ package config
 
 import (
 	"net/url"
+	"regexp"
 	"strings"
+	"time"
 )
 
 // Firmware configures the edge firmware store: it verifies signed artefacts
@@ -30,6 +32,30 @@ type Firmware struct {
 	BaseURL string `yaml:"base_url"`
 	// MQTT announces available artefacts and takes device feedback.
 	MQTT FirmwareMQTT `yaml:"mqtt"`
+	// SelfUpdate installs katka artefacts for this gateway's platform
+	// (firmware/README.md, "Self-update"); needs `katka supervise`.
+	SelfUpdate SelfUpdate `yaml:"self_update"`
+}
+
+// SelfUpdate configures katka's A/B self-update: an available artefact named
+// <name>-<platform> (e.g. katka-linux-arm64) with a higher version than the
+// running one is staged beside the binary, started by `katka supervise` for
+// a trial, committed once healthy within HealthWindow, else rolled back.
+type SelfUpdate struct {
+	// Enabled turns self-update on (the store must be enabled too).
+	Enabled bool `yaml:"enabled"`
+	// Name is the artefact name prefix: artefacts are <name>-<platform>.
+	Name string `yaml:"name"`
+	// HealthWindow is how long a new binary may take to report healthy.
+	HealthWindow time.Duration `yaml:"health_window"`
+	// MaxAttempts bounds the trial starts of one version (a power cut
+	// during a trial costs one) before it is recorded as bad.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Dir holds the self-update state and markers; "" is <data_dir>/selfupdate.
+	Dir string `yaml:"dir"`
+	// Binary is the katka binary that is replaced; "" is the running
+	// supervisor's executable. Its directory must be writable.
+	Binary string `yaml:"binary"`
 }
 
 // FirmwareMQTT is the MQTT side of the firmware store.
@@ -60,6 +86,25 @@ func defaultFirmware() Firmware {
 			AnnounceTopic: "katka/firmware/{hardware}/{name}",
 			FeedbackTopic: "katka/firmware/feedback/#",
 		},
+		SelfUpdate: SelfUpdate{Name: "katka", HealthWindow: 2 * time.Minute, MaxAttempts: 2},
+	}
+}
+
+var selfUpdateNameRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,60}$`)
+
+func (v *validator) selfUpdate(path string, f Firmware) {
+	s := f.SelfUpdate
+	if !selfUpdateNameRE.MatchString(s.Name) {
+		v.add(path+".name", "%q is not an artefact name prefix (allowed: 1-60 of a-z A-Z 0-9 . _ -)", s.Name)
+	}
+	if s.HealthWindow < time.Second || s.HealthWindow > time.Hour {
+		v.add(path+".health_window", "%s is out of range (allowed: 1s..1h)", s.HealthWindow)
+	}
+	if s.MaxAttempts < 1 || s.MaxAttempts > 10 {
+		v.add(path+".max_attempts", "%d is out of range (allowed: 1..10)", s.MaxAttempts)
+	}
+	if s.Enabled && !f.Enabled {
+		v.add(path+".enabled", "needs firmware.enabled: the artefacts come from the firmware store")
 	}
 }
 
@@ -75,6 +120,7 @@ func (v *validator) firmware(path string, f Firmware) {
 	if f.Quota < 1*MiB {
 		v.add(path+".quota", "%s is too small (allowed: at least 1MiB)", f.Quota)
 	}
+	v.selfUpdate(path+".self_update", f)
 	if f.Enabled && f.RootFile == "" {
 		v.add(path+".root_file", "must be set when firmware is enabled (root.json from `katka firmware keygen`)")
 	}

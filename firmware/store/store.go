@@ -123,6 +123,8 @@ type Store struct {
 	orphans   map[string]int64 // name/version -> first chunk offset seen before its manifest
 	announcer *announcer
 	changed   chan struct{} // wakes the announcer
+	subMu     sync.Mutex
+	subs      []chan struct{} // Subscribe
 }
 
 // New opens the store: the pinned root, state.json and partial files (each
@@ -299,37 +301,9 @@ func (s *Store) save() {
 	}
 }
 
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
+func writeFileSync(path string, data []byte) error { return firmware.WriteFileSync(path, data) }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return firmware.SyncDir(dir) }
 
 // rejectOnce records a rejection: logged, counted and kept for the status
 // once per key, even across restarts.
@@ -743,6 +717,7 @@ func hashReader(r io.Reader) (string, int64, error) {
 }
 
 func (s *Store) notifyAnnouncer() {
+	s.notifySubs()
 	select {
 	case s.changed <- struct{}{}:
 	default:

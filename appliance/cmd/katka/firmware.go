@@ -537,6 +537,7 @@ func newFirmwareStatusCmd() *cobra.Command {
 				}
 				tw.Flush()
 			}
+			printSelfUpdateStatus(c, addr)
 			return nil
 		},
 	}
@@ -563,6 +564,9 @@ func startFirmware(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cf
 	if hs != nil {
 		hs.AddRoutes(st.Routes)
 		hs.AddStatus("firmware", func() any { return st.Status() })
+	}
+	if err := startSelfUpdate(ctx, wg, st, cfg, reg, log, hs); err != nil {
+		return err
 	}
 	wg.Go(func() { st.Run(ctx) })
 	log.Info("firmware store started", "root_version", st.Status().RootVersion, "quota", cfg.Firmware.Quota.String())
