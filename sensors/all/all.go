@@ -4,6 +4,7 @@ package all
 
 import (
 	// Each input registers itself in its init.
+	_ "github.com/katka-io/katka/sensors/can"
 	_ "github.com/katka-io/katka/sensors/modbus"
 	_ "github.com/katka-io/katka/sensors/mqtt"
 	_ "github.com/katka-io/katka/sensors/simulated"
