@@ -19,7 +19,8 @@ import (
 func TestShippedConfigsStart(t *testing.T) {
 	for _, name := range []string{"katka.yaml", "factory.yaml", "vehicle.yaml"} {
 		t.Run(name, func(t *testing.T) {
-			cfg, err := config.Load("../configs/" + name)
+			t.Chdir("..") // the configs name their files (a DBC, a CAN log) from the repository root
+			cfg, err := config.Load("configs/" + name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +45,7 @@ func TestShippedConfigsStart(t *testing.T) {
 
 func TestRegistry(t *testing.T) {
 	names := sensors.Names()
-	for _, want := range []string{"modbus", "mqtt", "simulated", "system"} {
+	for _, want := range []string{"can", "modbus", "mqtt", "simulated", "system"} {
 		found := false
 		for _, n := range names {
 			found = found || n == want
