@@ -7,6 +7,7 @@ import (
 	_ "github.com/katka-io/katka/sensors/can"
 	_ "github.com/katka-io/katka/sensors/modbus"
 	_ "github.com/katka-io/katka/sensors/mqtt"
+	_ "github.com/katka-io/katka/sensors/opcua"
 	_ "github.com/katka-io/katka/sensors/simulated"
 	_ "github.com/katka-io/katka/sensors/system"
 )
