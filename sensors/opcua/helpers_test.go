@@ -131,7 +131,8 @@ func (ts *testServer) start(t testing.TB, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ts.srv.Close() })
+	srv := ts.srv
+	t.Cleanup(func() { go srv.Close() }) // gopcua's Close waits for its goroutines with a long timeout
 }
 
 // set changes node i to v and notifies the subscribers.
@@ -184,4 +185,102 @@ func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors, log *slog.Log
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// proxy forwards TCP connections from its own port to a target port, so a
+// test can reset every connection (as a server process that restarts does)
+// or cut the link (as a pulled cable does).
+type proxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	holed  bool
+}
+
+// newProxy listens on 127.0.0.1:port and forwards to 127.0.0.1:target.
+func newProxy(t testing.TB, port, target int) *proxy {
+	t.Helper()
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{l: l, target: fmt.Sprintf("127.0.0.1:%d", target)}
+	t.Cleanup(func() { l.Close(); p.reset() })
+	go p.accept()
+	return p
+}
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		go p.pipe(c, s)
+		go p.pipe(s, c)
+	}
+}
+
+// pipe copies from a to b; while the link is cut, bytes wait (as TCP's
+// retransmissions would make them: nothing is lost, all is late).
+func (p *proxy) pipe(a, b net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := a.Read(buf)
+		if err != nil {
+			a.Close()
+			b.Close()
+			return
+		}
+		for p.isHoled() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, err := b.Write(buf[:n]); err != nil {
+			a.Close()
+			return
+		}
+	}
+}
+
+// isHoled reports whether the link is cut.
+func (p *proxy) isHoled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.holed
+}
+
+// retarget forwards new connections to another port.
+func (p *proxy) retarget(port int) {
+	p.mu.Lock()
+	p.target = fmt.Sprintf("127.0.0.1:%d", port)
+	p.mu.Unlock()
+}
+
+// reset closes every forwarded connection.
+func (p *proxy) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// hole cuts (true) or restores (false) the link, without closing anything.
+func (p *proxy) hole(on bool) {
+	p.mu.Lock()
+	p.holed = on
+	p.mu.Unlock()
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -160,7 +161,7 @@ func (in *Input) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 	opts := []opcua.Option{
 		opcua.AutoReconnect(true),
 		opcua.ReconnectInterval(time.Second),
-		opcua.RequestTimeout(10 * time.Second),
+		opcua.RequestTimeout(5 * time.Second),
 		opcua.DialTimeout(5 * time.Second),
 		opcua.SessionTimeout(time.Minute),
 	}
@@ -180,10 +181,16 @@ func (in *Input) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 	}
 	mode := ua.MessageSecurityModeFromString(s.SecurityMode)
 	ep, err := opcua.SelectEndpoint(eps, s.SecurityPolicy, mode)
-	if err != nil {
+	switch {
+	case err == nil:
+		opts = append(opts, opcua.SecurityFromEndpoint(ep, token))
+	case s.SecurityPolicy == "None" && s.Auth == "anonymous":
+		// The server lists no endpoint under the URL katka dialled (behind a
+		// port forward, say); policy None needs nothing from the list.
+		opts = append(opts, opcua.SecurityPolicy("None"), opcua.SecurityModeString("None"))
+	default:
 		return nil, fmt.Errorf("the server offers no endpoint with policy %s and mode %s: %w", s.SecurityPolicy, s.SecurityMode, err)
 	}
-	opts = append(opts, opcua.SecurityFromEndpoint(ep, token))
 	switch s.Auth {
 	case "username":
 		opts = append(opts, opcua.AuthUsername(s.Username, s.Password))
@@ -269,8 +276,12 @@ func (in *Input) writeLoop(ctx context.Context, c *opcua.Client, notifs <-chan *
 		timer = time.NewTimer(time.Hour)
 		check = time.NewTicker(200 * time.Millisecond)
 		state = opcua.Connected
+		sick  = make(chan error, 1)
 	)
 	timer.Stop()
+	hctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go in.watch(hctx, c, sick)
 	defer check.Stop()
 	flush := func() {
 		in.write(ctx, recs)
@@ -302,6 +313,9 @@ func (in *Input) writeLoop(ctx context.Context, c *opcua.Client, notifs <-chan *
 				up.Set(0)
 				state = st
 			}
+		case err := <-sick:
+			flush()
+			return err
 		case n := <-notifs:
 			if len(recs) == 0 {
 				first = time.Now()
@@ -312,6 +326,45 @@ func (in *Input) writeLoop(ctx context.Context, c *opcua.Client, notifs <-chan *
 			}
 		}
 		timer.Stop()
+	}
+}
+
+// Health checks: the client ignores publish timeouts, so a half-open link
+// (cut without a reset, or a server that stopped answering) would leave the
+// subscription silent for ever. watch reads the server's clock every
+// healthEvery and reports after healthFailures failures in a row.
+const (
+	healthEvery    = 2 * time.Second
+	healthFailures = 3
+)
+
+// watch reads ServerStatus.CurrentTime until ctx is done and sends an error
+// on sick when the server stopped answering.
+func (in *Input) watch(ctx context.Context, c *opcua.Client, sick chan<- error) {
+	tick := time.NewTicker(healthEvery)
+	defer tick.Stop()
+	req := &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime), AttributeID: ua.AttributeIDValue}}}
+	failed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, healthEvery)
+		_, err := c.Read(rctx, req)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			failed = 0
+			continue
+		}
+		if failed++; failed >= healthFailures {
+			sick <- fmt.Errorf("the server did not answer %d reads of its clock in a row (%w); connecting anew", failed, err)
+			return
+		}
 	}
 }
 
