@@ -5,7 +5,10 @@ package opcua
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -172,8 +175,14 @@ func (in *Input) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 	case "certificate":
 		token = ua.UserTokenTypeCertificate
 	}
+	var certDER []byte
 	if s.CertFile != "" {
-		opts = append(opts, opcua.CertificateFile(s.CertFile), opcua.PrivateKeyFile(s.KeyFile))
+		cert, key, err := loadKeyPair(s.CertFile, s.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		certDER = cert
+		opts = append(opts, opcua.Certificate(cert), opcua.PrivateKey(key))
 	}
 	eps, err := opcua.GetEndpoints(ctx, s.Endpoint)
 	if err != nil {
@@ -195,15 +204,48 @@ func (in *Input) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 	case "username":
 		opts = append(opts, opcua.AuthUsername(s.Username, s.Password))
 	case "certificate":
-		cert, err := os.ReadFile(s.CertFile)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, opcua.AuthCertificate(cert))
+		opts = append(opts, opcua.AuthCertificate(certDER))
 	default:
 		opts = append(opts, opcua.AuthAnonymous())
 	}
 	return opts, nil
+}
+
+// loadKeyPair reads an application certificate and its RSA key, each PEM or DER.
+func loadKeyPair(certFile, keyFile string) ([]byte, *rsa.PrivateKey, error) {
+	der := func(path string) ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if blk, _ := pem.Decode(b); blk != nil {
+			return blk.Bytes, nil
+		}
+		return b, nil
+	}
+	cert, err := der(certFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cert_file: %w", err)
+	}
+	if _, err := x509.ParseCertificate(cert); err != nil {
+		return nil, nil, fmt.Errorf("cert_file %s: %w", certFile, err)
+	}
+	kb, err := der(keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key_file: %w", err)
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(kb); err == nil {
+		return cert, k, nil
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key_file %s: not an RSA key in PKCS#1 or PKCS#8: %w", keyFile, err)
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("key_file %s: not an RSA key (OPC UA needs RSA)", keyFile)
+	}
+	return cert, rk, nil
 }
 
 // session runs one client until it is closed for good or ctx is done.
