@@ -29,6 +29,8 @@ import (
 
 // testServer is a gopcua server with n Double variables ns=<ns>;s=v<i>.
 type testServer struct {
+	mu    sync.Mutex // guards values: gopcua's nodes have no lock of their own
+	vals  []*ua.DataValue
 	srv   *server.Server
 	ns    *server.NodeNameSpace
 	nodes []*server.Node
@@ -116,8 +118,22 @@ func (ts *testServer) start(t testing.TB, n int) {
 	root, _ := ts.srv.Namespace(0)
 	root.Objects().AddRef(ts.ns.Objects(), id.HasComponent, true)
 	ts.nodes = nil
+	ts.mu.Lock()
+	if len(ts.vals) != n {
+		ts.vals = make([]*ua.DataValue, n)
+		for i := range ts.vals {
+			ts.vals[i] = &ua.DataValue{EncodingMask: ua.DataValueValue, Value: ua.MustVariant(float64(0))}
+		}
+	}
+	ts.mu.Unlock()
 	for i := range n {
-		nd := ts.ns.AddNewVariableStringNode(fmt.Sprintf("v%d", i), float64(0))
+		// The value is read through a function under ts.mu, so that the
+		// server's goroutines and set never touch a node at the same time.
+		nd := ts.ns.AddNewVariableStringNode(fmt.Sprintf("v%d", i), func() *ua.DataValue {
+			ts.mu.Lock()
+			defer ts.mu.Unlock()
+			return ts.vals[i]
+		})
 		ts.ns.Objects().AddRef(nd, id.HasComponent, true)
 		ts.nodes = append(ts.nodes, nd)
 	}
@@ -137,13 +153,14 @@ func (ts *testServer) start(t testing.TB, n int) {
 
 // set changes node i to v and notifies the subscribers.
 func (ts *testServer) set(i int, v float64) {
-	nd := ts.nodes[i]
 	now := time.Now()
-	nd.SetAttribute(ua.AttributeIDValue, &ua.DataValue{
+	ts.mu.Lock()
+	ts.vals[i] = &ua.DataValue{
 		EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,
 		Value:        ua.MustVariant(v), SourceTimestamp: now, ServerTimestamp: now,
-	})
-	ts.srv.ChangeNotification(nd.ID())
+	}
+	ts.mu.Unlock()
+	ts.srv.ChangeNotification(ts.nodes[i].ID())
 }
 
 // nodeConfigs lists the n test variables of namespace ns as monitored items.
