@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/katka-io/katka/appliance/config"
+	_ "github.com/katka-io/katka/sensors/all" // the shipped config names every input
+	"github.com/katka-io/katka/sensors/simulated"
 )
 
 // requireTool returns a tool's path; a missing tool fails under CI=true and
@@ -80,8 +82,8 @@ func TestPackagedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("packaged config: %v", err)
 	}
-	if cfg.DataDir != DataDir || cfg.Sensors.Simulated.Enabled || cfg.Plugins.Dir != "/usr/local/lib/katka/plugins" {
-		t.Errorf("packaged config: data_dir %q, simulated %v, plugins.dir %q", cfg.DataDir, cfg.Sensors.Simulated.Enabled, cfg.Plugins.Dir)
+	if cfg.DataDir != DataDir || simulated.ConfigOf(cfg.Sensors).Enabled || cfg.Plugins.Dir != "/usr/local/lib/katka/plugins" {
+		t.Errorf("packaged config: data_dir %q, simulated %v, plugins.dir %q", cfg.DataDir, simulated.ConfigOf(cfg.Sensors).Enabled, cfg.Plugins.Dir)
 	}
 	if _, err := PackagedConfig([]byte("data_dir: ./elsewhere\n")); err == nil || !strings.Contains(err.Error(), "occurs 0 times") {
 		t.Errorf("a config the edits do not fit: %v", err)

@@ -31,14 +31,6 @@ func TestDefaultValidates(t *testing.T) {
 	}
 }
 
-func TestDefaultIsFresh(t *testing.T) {
-	a := Default()
-	a.Sensors.Simulated.Sensors[0].ID = "changed"
-	if b := Default(); b.Sensors.Simulated.Sensors[0].ID != "temp-1" {
-		t.Fatal("Default() shares its sensor slice between calls")
-	}
-}
-
 func TestLoadEmptyPathIsDefault(t *testing.T) {
 	c, err := Load("")
 	if err != nil {
@@ -93,47 +85,6 @@ func allKeys(t reflect.Type) []string {
 	return keys
 }
 
-func TestLoadOverlaysDefaults(t *testing.T) {
-	p := writeConfig(t, `
-data_dir: /var/lib/katka
-storage:
-  fsync: interval
-  segment_bytes: 16MiB
-topics:
-  retention_bytes: 10GB
-  create:
-    - name: telemetry
-      partitions: 6
-      retention: 72h
-    - name: alarms
-      partitions: 1
-      retention_bytes: 1GiB
-sensors:
-  simulated:
-    enabled: false
-`)
-	c, err := Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	want := Default()
-	want.DataDir = "/var/lib/katka"
-	want.Storage.Fsync = "interval"
-	want.Storage.SegmentBytes = 16 * MiB
-	want.Topics.RetentionBytes = 10 * GB
-	want.Topics.Create = []TopicSpec{
-		{Name: "telemetry", Partitions: 6, Retention: 72 * time.Hour},
-		{Name: "alarms", Partitions: 1, RetentionBytes: GiB},
-	}
-	want.Sensors.Simulated.Enabled = false
-	if !reflect.DeepEqual(c, want) {
-		t.Fatalf("got  %+v\nwant %+v", c, want)
-	}
-}
-
 func TestLoadEdgeCases(t *testing.T) {
 	tests := []struct {
 		name, body string
@@ -143,29 +94,8 @@ func TestLoadEdgeCases(t *testing.T) {
 		{"comments only", "# nothing\n", func(c Config) bool { return reflect.DeepEqual(c, Default()) }},
 		{"null section keeps defaults", "storage:\n", func(c Config) bool { return reflect.DeepEqual(c, Default()) }},
 		{"null string empties it", "kafka:\n  addr:\n", func(c Config) bool { return c.Kafka.Addr == "" }},
-		{"null list empties it", "sensors:\n  simulated:\n    sensors: ~\n", func(c Config) bool {
-			return c.Sensors.Simulated.Sensors == nil
-		}},
-		{"list replaces default list", "sensors:\n  simulated:\n    sensors:\n      - id: s\n        kind: step\n", func(c Config) bool {
-			return reflect.DeepEqual(c.Sensors.Simulated.Sensors, []SimSensor{{ID: "s", Kind: "step"}})
-		}},
 		{"byte size as integer", "storage:\n  segment_bytes: 131072\n", func(c Config) bool { return c.Storage.SegmentBytes == 128*KiB }},
 		{"hex integer", "storage:\n  segment_cache: 0x10\n", func(c Config) bool { return c.Storage.SegmentCache == 16 }},
-		{"float from integer", "sensors:\n  simulated:\n    sensors:\n      - {id: a, kind: sine, min: -3, max: 1e2, period: 1m}\n", func(c Config) bool {
-			s := c.Sensors.Simulated.Sensors[0]
-			return s.Min == -3 && s.Max == 100 && s.Period == time.Minute
-		}},
-		{"anchors and merge keys", `
-sensors:
-  simulated:
-    sensors:
-      - &base {id: a, kind: sine, min: 1, max: 2, period: 10s, unit: C}
-      - <<: *base
-        id: b
-`, func(c Config) bool {
-			s := c.Sensors.Simulated.Sensors
-			return len(s) == 2 && s[1].ID == "b" && s[1].Unit == "C" && s[1].Period == 10*time.Second
-		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -370,11 +300,6 @@ func TestValidateRejects(t *testing.T) {
 		{"retention bytes 0", func(c *Config) { c.Topics.RetentionBytes = 0 }, "topics.retention_bytes: 0 is not allowed (allowed: -1 for unlimited, or a positive size)"},
 		{"topic name chars", func(c *Config) { c.Topics.Create = []TopicSpec{{Name: "a b", Partitions: 1}} }, `topics.create[0].name: topic name "a b" contains ' ' (allowed: a-z, A-Z, 0-9, '.', '_', '-')`},
 		{"topic name dot", func(c *Config) { c.Topics.Create = []TopicSpec{{Name: "..", Partitions: 1}} }, `topics.create[0].name: topic name ".." is not allowed`},
-		{"mqtt tls keys on a plain url", func(c *Config) {
-			c.Sensors.MQTT.Enabled = true
-			c.Sensors.MQTT.Brokers = []MQTTBroker{{URL: "tcp://127.0.0.1:1883", ClientID: "k", CAFile: "ca.pem"}}
-			c.Sensors.MQTT.Rules = []MQTTRule{{Filter: "a/#", Topic: "a"}}
-		}, `sensors.mqtt.brokers[0].url: "tcp://127.0.0.1:1883" is not TLS but TLS settings are given, which would be ignored (use ssl, tls, mqtts, wss)`},
 		{"topic name empty", func(c *Config) { c.Topics.Create = []TopicSpec{{Partitions: 1}} }, "topics.create[0].name: topic name is empty (allowed: 1..249 characters from a-z, A-Z, 0-9, '.', '_', '-')"},
 		{"topic name long", func(c *Config) { c.Topics.Create = []TopicSpec{{Name: strings.Repeat("a", 250), Partitions: 1}} }, "topics.create[0].name: topic name is 250 characters long (allowed: 1..249)"},
 		{"topic partitions", func(c *Config) {
@@ -384,17 +309,6 @@ func TestValidateRejects(t *testing.T) {
 		{"duplicate topic", func(c *Config) {
 			c.Topics.Create = []TopicSpec{{Name: "a", Partitions: 1}, {Name: "b", Partitions: 1}, {Name: "a", Partitions: 2}}
 		}, `topics.create[2].name: "a" is already listed at topics.create[0] (topic names must be unique)`},
-		{"sim topic", func(c *Config) { c.Sensors.Simulated.Topic = "a/b" }, `sensors.simulated.topic: topic name "a/b" contains '/' (allowed: a-z, A-Z, 0-9, '.', '_', '-')`},
-		{"sim partitions", func(c *Config) { c.Sensors.Simulated.Partitions = 0 }, "sensors.simulated.partitions: 0 is out of range (allowed: 1..10000)"},
-		{"sim interval", func(c *Config) { c.Sensors.Simulated.Interval = 0 }, "sensors.simulated.interval: 0s must be positive (e.g. 1s)"},
-		{"sim no sensors", func(c *Config) { c.Sensors.Simulated.Sensors = nil }, "sensors.simulated.sensors: is empty but the source is enabled (add a sensor or set enabled: false)"},
-		{"sensor kind", func(c *Config) { c.Sensors.Simulated.Sensors[1].Kind = "square" }, `sensors.simulated.sensors[1].kind: "square" is not allowed (allowed: sine, random_walk, step, counter)`},
-		{"sensor min max", func(c *Config) { c.Sensors.Simulated.Sensors[0].Min = 30 }, "sensors.simulated.sensors[0].max: 24 is below min 30 (allowed: max >= min)"},
-		{"sensor nan", func(c *Config) { c.Sensors.Simulated.Sensors[0].Min = math.NaN() }, "sensors.simulated.sensors[0].min: NaN is not allowed (allowed: a finite number)"},
-		{"sensor period", func(c *Config) { c.Sensors.Simulated.Sensors[0].Period = 0 }, "sensors.simulated.sensors[0].period: 0s must be positive for kind sine (e.g. 60s)"},
-		{"sensor noise", func(c *Config) { c.Sensors.Simulated.Sensors[0].Noise = -1 }, "sensors.simulated.sensors[0].noise: -1 is not allowed (allowed: a standard deviation >= 0)"},
-		{"sensor id empty", func(c *Config) { c.Sensors.Simulated.Sensors[2].ID = "" }, "sensors.simulated.sensors[2].id: must not be empty (it is the record key)"},
-		{"sensor id duplicate", func(c *Config) { c.Sensors.Simulated.Sensors[2].ID = "temp-1" }, `sensors.simulated.sensors[2].id: "temp-1" is already used at sensors.simulated.sensors[0] (sensor ids must be unique)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -434,8 +348,6 @@ func TestValidateAccepts(t *testing.T) {
 		{"topic spec inherits", func(c *Config) {
 			c.Topics.Create = []TopicSpec{{Name: "a.b_c-D9", Partitions: 10000, RetentionBytes: 0}, {Name: strings.Repeat("x", 249), Partitions: 1, RetentionBytes: -1}}
 		}},
-		{"disabled source without sensors", func(c *Config) { c.Sensors.Simulated.Enabled = false; c.Sensors.Simulated.Sensors = nil }},
-		{"min equals max", func(c *Config) { c.Sensors.Simulated.Sensors[1].Min = 1; c.Sensors.Simulated.Sensors[1].Max = 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -445,27 +357,6 @@ func TestValidateAccepts(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-	}
-}
-
-func TestValidateReportsEveryProblemOnItsOwnLine(t *testing.T) {
-	c := Default()
-	c.Log.Level = "loud"
-	c.Storage.Fsync = "never"
-	c.Sensors.Simulated.Sensors[0].Kind = "saw"
-	err := c.Validate()
-	if err == nil {
-		t.Fatal("Validate accepted a bad config")
-	}
-	lines := strings.Split(err.Error(), "\n")
-	want := []string{"log.level: ", "storage.fsync: ", "sensors.simulated.sensors[0].kind: "}
-	if len(lines) != len(want) {
-		t.Fatalf("got %d lines, want %d:\n%v", len(lines), len(want), err)
-	}
-	for i, w := range want {
-		if !strings.HasPrefix(lines[i], w) {
-			t.Errorf("line %d = %q, want prefix %q", i, lines[i], w)
-		}
 	}
 }
 

@@ -155,9 +155,14 @@ func (w *walker) walkStruct(n *yaml.Node, v reflect.Value, path string, depth in
 		return nil // "storage:" with nothing under it changes nothing
 	}
 	fs := yamlFields(v.Type())
+	allowed := allowedKeys(fs)
+	isSensors := v.Type() == sensorsType
+	if isSensors {
+		allowed = strings.Join(append([]string{allowed}, sensorsKeys(v)...), ", ")
+	}
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: %s: expected a mapping with keys (%s), got %s",
-			n.Line, showPath(path), allowedKeys(fs), kindName(n))
+			n.Line, showPath(path), allowed, kindName(n))
 	}
 	// Merge keys (<<: *anchor) first, so that keys written here override them.
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -190,10 +195,17 @@ func (w *walker) walkStruct(n *yaml.Node, v reflect.Value, path string, depth in
 				break
 			}
 		}
-		if idx < 0 {
-			return fmt.Errorf("line %d: %s: unknown key (allowed: %s)", k.Line, sub, allowedKeys(fs))
+		target := reflect.Value{}
+		if idx >= 0 {
+			target = v.Field(idx)
+		} else if isSensors {
+			// An input section: decoded into the input's own config type.
+			target, _ = inputField(v, k.Value)
 		}
-		if err := w.walk(val, v.Field(idx), sub, depth+1); err != nil {
+		if !target.IsValid() {
+			return fmt.Errorf("line %d: %s: unknown key (allowed: %s)", k.Line, sub, allowed)
+		}
+		if err := w.walk(val, target, sub, depth+1); err != nil {
 			return err
 		}
 	}

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -25,10 +24,9 @@ const (
 
 // Allowed values of the enumerated settings, in the order messages list them.
 var (
-	logLevels   = []string{"debug", "info", "warn", "error"}
-	logFormats  = []string{"text", "json"}
-	fsyncModes  = []string{"always", "interval"}
-	sensorKinds = []string{"sine", "random_walk", "step", "counter"}
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
+	fsyncModes = []string{"always", "interval"}
 )
 
 // Validate checks every value of c. It returns nil, or one line per problem (joined with
@@ -105,13 +103,7 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	if p := c.Sensors.Partitioner; !slices.Contains(partitioners, p) && !slices.ContainsFunc(c.Plugins.Instances, func(in PluginInstance) bool { return in.Name == p }) {
-		v.add("sensors.partitioner", "%q is not allowed (allowed: %s, or the name of a partitioner instance in plugins.instances)", p, strings.Join(partitioners, ", "))
-	}
-	v.simulated("sensors.simulated", c.Sensors.Simulated)
-	v.mqtt("sensors.mqtt", c.Sensors.MQTT)
-	v.system("sensors.system", c.Sensors.System)
-	v.modbus("sensors.modbus", c.Sensors.Modbus)
+	v.sensors(c)
 	v.sync("sync", c.Sync)
 	v.firmware("firmware", c.Firmware)
 	v.plugins("plugins", c.Plugins)
@@ -211,48 +203,5 @@ func (v *validator) advertisedAddr(path, addr string) {
 	}
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
 		v.add(path, "%q has port %q (allowed: 1..65535)", addr, port)
-	}
-}
-
-// simulated checks the simulated sensor source.
-func (v *validator) simulated(path string, s Simulated) {
-	if err := ValidTopicName(s.Topic); err != nil {
-		v.add(path+".topic", "%v", err)
-	}
-	v.partitions(path+".partitions", s.Partitions)
-	v.positive(path+".interval", s.Interval)
-	if s.Enabled && len(s.Sensors) == 0 {
-		v.add(path+".sensors", "is empty but the source is enabled (add a sensor or set enabled: false)")
-	}
-	firstUse := make(map[string]string)
-	for i, sn := range s.Sensors {
-		p := fmt.Sprintf("%s.sensors[%d]", path, i)
-		if sn.ID == "" {
-			v.add(p+".id", "must not be empty (it is the record key)")
-		} else if first, dup := firstUse[sn.ID]; dup {
-			v.add(p+".id", "%q is already used at %s (sensor ids must be unique)", sn.ID, first)
-		} else {
-			firstUse[sn.ID] = p
-		}
-		v.oneOf(p+".kind", sn.Kind, sensorKinds)
-		finite := true
-		for _, f := range []struct {
-			name string
-			val  float64
-		}{{"min", sn.Min}, {"max", sn.Max}} {
-			if math.IsNaN(f.val) || math.IsInf(f.val, 0) {
-				v.add(p+"."+f.name, "%v is not allowed (allowed: a finite number)", f.val)
-				finite = false
-			}
-		}
-		if finite && sn.Min > sn.Max {
-			v.add(p+".max", "%v is below min %v (allowed: max >= min)", sn.Max, sn.Min)
-		}
-		if (sn.Kind == "sine" || sn.Kind == "step") && sn.Period <= 0 {
-			v.add(p+".period", "%s must be positive for kind %s (e.g. 60s)", sn.Period, sn.Kind)
-		}
-		if !(sn.Noise >= 0) || math.IsInf(sn.Noise, 0) { // also catches NaN
-			v.add(p+".noise", "%v is not allowed (allowed: a standard deviation >= 0)", sn.Noise)
-		}
 	}
 }

@@ -4,8 +4,10 @@ package all
 
 import (
 	// Each input registers itself in its init.
+	_ "github.com/katka-io/katka/sensors/can"
 	_ "github.com/katka-io/katka/sensors/modbus"
 	_ "github.com/katka-io/katka/sensors/mqtt"
+	_ "github.com/katka-io/katka/sensors/opcua"
 	_ "github.com/katka-io/katka/sensors/simulated"
 	_ "github.com/katka-io/katka/sensors/system"
 )

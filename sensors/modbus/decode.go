@@ -5,8 +5,6 @@ import (
 	"math"
 	"math/bits"
 	"sort"
-
-	"github.com/katka-io/katka/appliance/config"
 )
 
 // maxBlockRegisters is the most registers one Read Holding/Input Registers request
@@ -37,7 +35,7 @@ type block struct {
 }
 
 // newRegister checks one configured register and applies its defaults.
-func newRegister(r config.ModbusRegister) (register, error) {
+func newRegister(r RegisterConfig) (register, error) {
 	reg := register{name: r.Name, typ: r.Type, scale: r.Scale, offset: r.Offset, unit: r.Unit}
 	if r.Name == "" {
 		return reg, fmt.Errorf("register at address %d: name is empty", r.Address)

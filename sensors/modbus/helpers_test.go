@@ -108,17 +108,15 @@ func testLog() *slog.Logger {
 }
 
 // sensorsConfig is the default sensors config with only the given Modbus devices on.
-func sensorsConfig(t *testing.T, interval time.Duration, devs ...config.ModbusDevice) config.Sensors {
+func sensorsConfig(t *testing.T, interval time.Duration, devs ...DeviceConfig) config.Sensors {
 	t.Helper()
 	full := config.Default()
 	s := &full.Sensors
-	s.Simulated.Enabled = false
-	s.System.Enabled = false
-	s.MQTT.Enabled = false
-	s.Modbus.Enabled = true
-	s.Modbus.Interval = interval
-	s.Modbus.Timeout = 500 * time.Millisecond
-	s.Modbus.Devices = devs
+	m := ConfigOf(*s) // the only input registered in this test binary
+	m.Enabled = true
+	m.Interval = interval
+	m.Timeout = 500 * time.Millisecond
+	m.Devices = devs
 	if err := full.Validate(); err != nil {
 		t.Fatalf("test config does not validate: %v", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/kafka"
 )
 
@@ -28,14 +27,14 @@ func TestReadBackWithKafkaClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	cfg := sensorsConfig(t, 50*time.Millisecond, config.ModbusDevice{Name: dev, URL: "tcp://" + addr,
-		Registers: []config.ModbusRegister{
+	cfg := sensorsConfig(t, 50*time.Millisecond, DeviceConfig{Name: dev, URL: "tcp://" + addr,
+		Registers: []RegisterConfig{
 			{Name: "word", Table: "holding", Address: 0, Type: "uint16", Scale: 0.5},
 			{Name: "pi", Table: "input", Address: 5, Type: "float32", Unit: "rad"},
 		}})
 	start(t, b, cfg)
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()), kgo.ConsumeTopics(cfg.Modbus.Topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()), kgo.ConsumeTopics(ConfigOf(cfg).Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/katka-io/katka/appliance/config"
 )
 
 // badAnswer is one way a broken device answers a read of 3 holding registers.
@@ -110,12 +108,12 @@ func TestMalformedResponses(t *testing.T) {
 	dev := uniq("broken-1") // fresh metric series with -count
 	addr := fakeDevice(t)
 	b := openBroker(t)
-	cfg := sensorsConfig(t, 20*time.Millisecond, config.ModbusDevice{Name: dev, URL: "tcp://" + addr, UnitID: 7,
-		Registers: []config.ModbusRegister{
+	cfg := sensorsConfig(t, 20*time.Millisecond, DeviceConfig{Name: dev, URL: "tcp://" + addr, UnitID: 7,
+		Registers: []RegisterConfig{
 			{Name: "count", Table: "holding", Address: 3, Type: "uint16"},
 			{Name: "flow", Table: "holding", Address: 4, Type: "float32", Unit: "l/s"},
 		}})
-	r := newReader(b, cfg.Modbus.Topic)
+	r := newReader(b, ConfigOf(cfg).Topic)
 	start(t, b, cfg)
 	got := r.waitFor(t, 20*time.Second, dev+"/count", dev+"/flow")
 	if got[dev+"/count"].Value != 42 || got[dev+"/flow"].Value != 2.5 {
@@ -141,7 +139,7 @@ func TestDecodeNeverPanics(t *testing.T) {
 	for _, typ := range []string{"int16", "uint16", "int32", "uint32", "float32"} {
 		for _, bo := range []string{"big", "little"} {
 			for _, wo := range []string{"high_first", "low_first"} {
-				r, err := newRegister(config.ModbusRegister{Name: "x", Table: "input", Type: typ, ByteOrder: bo, WordOrder: wo})
+				r, err := newRegister(RegisterConfig{Name: "x", Table: "input", Type: typ, ByteOrder: bo, WordOrder: wo})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -154,13 +152,13 @@ func TestDecodeNeverPanics(t *testing.T) {
 			}
 		}
 	}
-	f, _ := newRegister(config.ModbusRegister{Name: "f", Table: "holding", Type: "float32"})
+	f, _ := newRegister(RegisterConfig{Name: "f", Table: "holding", Type: "float32"})
 	for _, w := range [][]uint16{{0x7FC0, 0}, {0x7F80, 0}, {0xFF80, 0}} { // NaN, +Inf, -Inf
 		if v, err := f.decode(w); err == nil {
 			t.Errorf("%04x: value %v, want an error", w, v)
 		}
 	}
-	big, _ := newRegister(config.ModbusRegister{Name: "b", Table: "holding", Type: "float32", Scale: 1e300})
+	big, _ := newRegister(RegisterConfig{Name: "b", Table: "holding", Type: "float32", Scale: 1e300})
 	if v, err := big.decode([]uint16{0x7F7F, 0xFFFF}); err == nil { // max float32 * 1e300 overflows
 		t.Errorf("overflow: value %v, want an error", v)
 	}
@@ -168,10 +166,10 @@ func TestDecodeNeverPanics(t *testing.T) {
 
 // TestPlan checks how registers are grouped into requests.
 func TestPlan(t *testing.T) {
-	reg := func(table string, addr int, typ string) config.ModbusRegister {
-		return config.ModbusRegister{Name: table + typ + string(rune('a'+addr%26)) + string(rune('0'+addr/26%10)), Table: table, Address: addr, Type: typ}
+	reg := func(table string, addr int, typ string) RegisterConfig {
+		return RegisterConfig{Name: table + typ + string(rune('a'+addr%26)) + string(rune('0'+addr/26%10)), Table: table, Address: addr, Type: typ}
 	}
-	rcs := []config.ModbusRegister{
+	rcs := []RegisterConfig{
 		reg("holding", 10, "int32"), reg("holding", 12, "int16"), reg("holding", 11, "uint16"), // 10..12 one request
 		reg("holding", 14, "uint16"),  // gap at 13: new request
 		reg("input", 10, "float32"),   // other table
@@ -201,8 +199,8 @@ func TestPlan(t *testing.T) {
 
 // TestNewRejects checks that New names what is wrong.
 func TestNewRejects(t *testing.T) {
-	good := config.ModbusDevice{Name: "d", URL: "tcp://127.0.0.1:502", Registers: []config.ModbusRegister{{Name: "r", Table: "holding", Type: "int16"}}}
-	cfg := config.Default().Sensors.Modbus
+	good := DeviceConfig{Name: "d", URL: "tcp://127.0.0.1:502", Registers: []RegisterConfig{{Name: "r", Table: "holding", Type: "int16"}}}
+	cfg := *DefaultConfig()
 	w := newTestWriter(t)
 	if _, err := New(cfg, good, w, nil); err != nil {
 		t.Fatalf("good device: %v", err)
@@ -212,20 +210,20 @@ func TestNewRejects(t *testing.T) {
 	if d, err := New(cfg, noPort, w, nil); err != nil || d.url != "tcp://plc.local:502" {
 		t.Fatalf("url without port: %v %v", d, err)
 	}
-	for name, mut := range map[string]func(*config.ModbusDevice){
-		"url scheme":  func(d *config.ModbusDevice) { d.URL = "rtu:///dev/ttyUSB0" },
-		"unit id":     func(d *config.ModbusDevice) { d.UnitID = 256 },
-		"table":       func(d *config.ModbusDevice) { d.Registers[0].Table = "coil" },
-		"type":        func(d *config.ModbusDevice) { d.Registers[0].Type = "int64" },
-		"byte order":  func(d *config.ModbusDevice) { d.Registers[0].ByteOrder = "middle" },
-		"word order":  func(d *config.ModbusDevice) { d.Registers[0].WordOrder = "high" },
-		"address":     func(d *config.ModbusDevice) { d.Registers[0].Address, d.Registers[0].Type = 65535, "int32" },
-		"duplicate":   func(d *config.ModbusDevice) { d.Registers = append(d.Registers, d.Registers[0]) },
-		"no register": func(d *config.ModbusDevice) { d.Registers = nil },
-		"no name":     func(d *config.ModbusDevice) { d.Name = "" },
+	for name, mut := range map[string]func(*DeviceConfig){
+		"url scheme":  func(d *DeviceConfig) { d.URL = "rtu:///dev/ttyUSB0" },
+		"unit id":     func(d *DeviceConfig) { d.UnitID = 256 },
+		"table":       func(d *DeviceConfig) { d.Registers[0].Table = "coil" },
+		"type":        func(d *DeviceConfig) { d.Registers[0].Type = "int64" },
+		"byte order":  func(d *DeviceConfig) { d.Registers[0].ByteOrder = "middle" },
+		"word order":  func(d *DeviceConfig) { d.Registers[0].WordOrder = "high" },
+		"address":     func(d *DeviceConfig) { d.Registers[0].Address, d.Registers[0].Type = 65535, "int32" },
+		"duplicate":   func(d *DeviceConfig) { d.Registers = append(d.Registers, d.Registers[0]) },
+		"no register": func(d *DeviceConfig) { d.Registers = nil },
+		"no name":     func(d *DeviceConfig) { d.Name = "" },
 	} {
 		d := good
-		d.Registers = append([]config.ModbusRegister(nil), good.Registers...)
+		d.Registers = append([]RegisterConfig(nil), good.Registers...)
 		mut(&d)
 		if _, err := New(cfg, d, w, nil); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -45,7 +45,7 @@ func init() { sensors.Add("modbus", factory) }
 // factory builds one input per device when the Modbus input is enabled and ensures
 // its topic.
 func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
-	c := cfg.Modbus
+	c := ConfigOf(cfg)
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -61,7 +61,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 	}
 	ins := make([]sensors.Input, 0, len(c.Devices))
 	for i, d := range c.Devices {
-		dev, err := New(c, d, w, env.Log)
+		dev, err := New(*c, d, w, env.Log)
 		if err != nil {
 			return nil, fmt.Errorf("devices[%d]: %w", i, err)
 		}
@@ -108,7 +108,7 @@ type Device struct {
 
 // New checks the device's config and returns the input polling it and writing
 // through w; a nil log discards logs.
-func New(cfg config.Modbus, dev config.ModbusDevice, w *sensors.Writer, lg *slog.Logger) (*Device, error) {
+func New(cfg Config, dev DeviceConfig, w *sensors.Writer, lg *slog.Logger) (*Device, error) {
 	if w == nil {
 		return nil, errors.New("writer is nil")
 	}

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/katka-io/katka/appliance/config"
 )
 
 // decodeCase is one register of the test device: the bytes it sends, in wire order
@@ -55,21 +53,21 @@ var decodeCases = []decodeCase{
 // (they share requests), odd cases in the input table with a free register between
 // two (each its own request; the gaps are not readable). It adds one uint16 that
 // overlaps the first int32 case. It returns the registers and the device's tables.
-func layout() ([]config.ModbusRegister, map[string]decodeCase, *handler) {
+func layout() ([]RegisterConfig, map[string]decodeCase, *handler) {
 	h := &handler{holding: map[uint16]uint16{}, input: map[uint16]uint16{}}
 	cases := map[string]decodeCase{}
-	var regs []config.ModbusRegister
+	var regs []RegisterConfig
 	hAddr, iAddr := uint16(0), uint16(1000)
 	for i, c := range decodeCases {
 		table, tab, addr := "holding", h.holding, &hAddr
 		if i%2 == 1 {
 			table, tab, addr = "input", h.input, &iAddr
 		}
-		regs = append(regs, config.ModbusRegister{Name: c.name, Table: table, Address: int(*addr), Type: c.typ,
+		regs = append(regs, RegisterConfig{Name: c.name, Table: table, Address: int(*addr), Type: c.typ,
 			ByteOrder: c.byteOrder, WordOrder: c.wordOrder, Scale: c.scale, Offset: c.offset, Unit: c.unit})
 		if c.typ == "int32" && c.byteOrder == "big" && c.wordOrder == "high_first" {
 			overlap := decodeCase{name: "i32_high_word", typ: "uint16", want: 0xF8A4}
-			regs = append(regs, config.ModbusRegister{Name: overlap.name, Table: table, Address: int(*addr), Type: "uint16"})
+			regs = append(regs, RegisterConfig{Name: overlap.name, Table: table, Address: int(*addr), Type: "uint16"})
 			cases[overlap.name] = overlap
 		}
 		for j := 0; j < len(c.wire); j += 2 {
@@ -92,14 +90,14 @@ func TestDecodesEveryTypeAndOrder(t *testing.T) {
 	startServer(t, addr, h)
 	b := openBroker(t)
 	dev := uniq("press-1") // fresh metric series with -count
-	cfg := sensorsConfig(t, 50*time.Millisecond, config.ModbusDevice{Name: dev, URL: "tcp://" + addr, UnitID: 1, Registers: regs})
+	cfg := sensorsConfig(t, 50*time.Millisecond, DeviceConfig{Name: dev, URL: "tcp://" + addr, UnitID: 1, Registers: regs})
 	start(t, b, cfg)
 
 	var keys []string
 	for name := range cases {
 		keys = append(keys, dev+"/"+name)
 	}
-	r := newReader(b, cfg.Modbus.Topic)
+	r := newReader(b, ConfigOf(cfg).Topic)
 	got := r.waitFor(t, 10*time.Second, keys...)
 	for name, c := range cases {
 		v := got[dev+"/"+name]
@@ -133,7 +131,7 @@ func TestDecodesEveryTypeAndOrder(t *testing.T) {
 }
 
 // mustRegisters converts configured registers or fails the test.
-func mustRegisters(t *testing.T, rcs []config.ModbusRegister) []register {
+func mustRegisters(t *testing.T, rcs []RegisterConfig) []register {
 	t.Helper()
 	var out []register
 	for _, rc := range rcs {
@@ -154,10 +152,10 @@ func TestDeviceDownThenUp(t *testing.T) {
 	h := &handler{holding: map[uint16]uint16{7: 42}, input: map[uint16]uint16{}}
 	addr := freeAddr(t)
 	b := openBroker(t)
-	cfg := sensorsConfig(t, 50*time.Millisecond, config.ModbusDevice{Name: dev, URL: "tcp://" + addr,
-		Registers: []config.ModbusRegister{{Name: "level", Table: "holding", Address: 7, Type: "uint16", Unit: "%"}}})
+	cfg := sensorsConfig(t, 50*time.Millisecond, DeviceConfig{Name: dev, URL: "tcp://" + addr,
+		Registers: []RegisterConfig{{Name: "level", Table: "holding", Address: 7, Type: "uint16", Unit: "%"}}})
 	start(t, b, cfg)
-	r := newReader(b, cfg.Modbus.Topic)
+	r := newReader(b, ConfigOf(cfg).Topic)
 
 	waitMetric(t, "connect errors", func() float64 { return testutil.ToFloat64(pollErrors.WithLabelValues(dev, errConnect)) }, 2)
 	if recs := r.poll(t); len(recs) != 0 {
@@ -209,13 +207,13 @@ func TestExceptionSkipsOnlyItsRegisters(t *testing.T) {
 	addr := freeAddr(t)
 	startServer(t, addr, h)
 	b := openBroker(t)
-	cfg := sensorsConfig(t, 50*time.Millisecond, config.ModbusDevice{Name: dev, URL: "tcp://" + addr,
-		Registers: []config.ModbusRegister{
+	cfg := sensorsConfig(t, 50*time.Millisecond, DeviceConfig{Name: dev, URL: "tcp://" + addr,
+		Registers: []RegisterConfig{
 			{Name: "ok", Table: "holding", Address: 0, Type: "int16"},
 			{Name: "missing", Table: "input", Address: 9, Type: "float32"},
 		}})
 	start(t, b, cfg)
-	r := newReader(b, cfg.Modbus.Topic)
+	r := newReader(b, ConfigOf(cfg).Topic)
 	r.waitFor(t, 10*time.Second, dev+"/ok")
 	waitMetric(t, "exceptions", func() float64 { return testutil.ToFloat64(pollErrors.WithLabelValues(dev, errException)) }, 2)
 	for _, rec := range r.poll(t) {

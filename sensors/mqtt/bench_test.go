@@ -11,7 +11,6 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/sensors/internal/mosq"
 )
 
@@ -81,13 +80,13 @@ func BenchmarkDrain(b *testing.B) {
 	})
 	// batch_wait 0 is how the input batched before the linger (whatever had
 	// arrived); the default lingers up to 5ms after a batch's first message.
-	for _, linger := range []time.Duration{0, config.Default().Sensors.MQTT.BatchWait} {
+	for _, linger := range []time.Duration{0, DefaultConfig().BatchWait} {
 		b.Run("katka/batch_wait="+linger.String(), func(b *testing.B) {
 			id := fmt.Sprintf("bench-katka-%d-%s", b.N, linger)
 			preload(b, mq.URL, id, b.N)
 			br := openBroker(b)
 			cfg := mqttConfig(mq.URL, id, ruleFor("bench/+", "bench", 4, 2))
-			cfg.MQTT.BatchWait = linger
+			ConfigOf(cfg).BatchWait = linger
 			b.ResetTimer()
 			stop := runInputs(b, br, cfg)
 			waitCount(b, br, "bench", int64(b.N), 5*time.Minute)

@@ -18,6 +18,7 @@ import (
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/sensors"
 	"github.com/katka-io/katka/sensors/internal/mosq"
+	"github.com/katka-io/katka/sensors/simulated" // configs here switch it off
 )
 
 // openBroker opens a katka broker (fsync always) in a temp dir.
@@ -129,13 +130,14 @@ func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors) (stop func())
 }
 
 // mqttConfig is a sensors config with only the MQTT input, on url.
-func mqttConfig(url, clientID string, rules ...config.MQTTRule) config.Sensors {
+func mqttConfig(url, clientID string, rules ...RuleConfig) config.Sensors {
 	s := config.Default().Sensors
-	s.Simulated.Enabled = false
-	s.MQTT.Enabled = true
-	s.MQTT.MaxMessageBytes = 1024
-	s.MQTT.Brokers = []config.MQTTBroker{{Name: "test", URL: url, ClientID: clientID}}
-	s.MQTT.Rules = rules
+	simulated.ConfigOf(s).Enabled = false
+	m := ConfigOf(s)
+	m.Enabled = true
+	m.MaxMessageBytes = 1024
+	m.Brokers = []BrokerConfig{{Name: "test", URL: url, ClientID: clientID}}
+	m.Rules = rules
 	return s
 }
 
@@ -155,8 +157,8 @@ func headerOf(r broker.Record, key string) string {
 func TestIngestAndDeadLetters(t *testing.T) {
 	mq := mosq.Start(t, "max_inflight_messages 100")
 	b := openBroker(t)
-	temp := config.MQTTRule{Filter: "factory/+/line/+/temp", Topic: "temperature", Partitions: 4, KeyLevel: 2, Format: "json", TimestampField: "ts"}
-	lamp := config.MQTTRule{Filter: "office/#", Topic: "office", KeyLevel: -1}
+	temp := RuleConfig{Filter: "factory/+/line/+/temp", Topic: "temperature", Partitions: 4, KeyLevel: 2, Format: "json", TimestampField: "ts"}
+	lamp := RuleConfig{Filter: "office/#", Topic: "office", KeyLevel: -1}
 
 	// A first run subscribes to both filters; the session keeps both subscriptions.
 	stop := runInputs(t, b, mqttConfig(mq.URL, "katka-test-dl", temp, lamp))
@@ -264,9 +266,9 @@ func TestIngestAndDeadLetters(t *testing.T) {
 func TestQueuedWhileAwayAreIngested(t *testing.T) {
 	mq := mosq.Start(t, "")
 	b := openBroker(t)
-	rule := config.MQTTRule{Filter: "q/+", Topic: "queued", KeyLevel: 2}
+	rule := RuleConfig{Filter: "q/+", Topic: "queued", KeyLevel: 2}
 	cfg := mqttConfig(mq.URL, "katka-test-queued", rule)
-	cfg.MQTT.QoS = 2
+	ConfigOf(cfg).QoS = 2
 	stop := runInputs(t, b, cfg)
 	waitConnected(t, "test")
 	stop()
@@ -334,6 +336,6 @@ func waitConnected(t testing.TB, name string) {
 }
 
 // ruleFor is a raw rule with key level k.
-func ruleFor(filter, topic string, partitions int32, k int) config.MQTTRule {
-	return config.MQTTRule{Filter: filter, Topic: topic, Partitions: partitions, KeyLevel: k}
+func ruleFor(filter, topic string, partitions int32, k int) RuleConfig {
+	return RuleConfig{Filter: filter, Topic: topic, Partitions: partitions, KeyLevel: k}
 }

@@ -46,7 +46,7 @@ const errLogEvery = 10 * time.Second
 
 // factory builds one Input per configured broker when the MQTT input is enabled.
 func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
-	c := cfg.MQTT
+	c := ConfigOf(cfg)
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -56,7 +56,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 	}
 	var out []sensors.Input
 	for i := range c.Brokers {
-		in, err := New(c, i, w, env.Log)
+		in, err := New(*c, i, w, env.Log)
 		if err != nil {
 			return nil, err
 		}
@@ -71,8 +71,8 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 // Input is one MQTT broker connection feeding katka.
 type Input struct {
 	name     string
-	cfg      config.MQTT
-	bcfg     config.MQTTBroker
+	cfg      Config
+	bcfg     BrokerConfig
 	tls      *tls.Config
 	mapper   mapper
 	w        *sensors.Writer
@@ -85,7 +85,7 @@ type Input struct {
 
 // New checks the configuration of broker i of cfg and returns its input, writing
 // through w. A nil log discards log output.
-func New(cfg config.MQTT, i int, w *sensors.Writer, log *slog.Logger) (*Input, error) {
+func New(cfg Config, i int, w *sensors.Writer, log *slog.Logger) (*Input, error) {
 	if i < 0 || i >= len(cfg.Brokers) {
 		return nil, fmt.Errorf("brokers[%d]: no such broker", i)
 	}
@@ -149,7 +149,7 @@ func New(cfg config.MQTT, i int, w *sensors.Writer, log *slog.Logger) (*Input, e
 }
 
 // tlsKeys lists the TLS settings of b that are set.
-func tlsKeys(b config.MQTTBroker) []string {
+func tlsKeys(b BrokerConfig) []string {
 	var set []string
 	for _, k := range []struct {
 		name string
@@ -169,7 +169,7 @@ func tlsKeys(b config.MQTTBroker) []string {
 }
 
 // tlsConfig loads the CA and client certificate files of b.
-func tlsConfig(b config.MQTTBroker) (*tls.Config, error) {
+func tlsConfig(b BrokerConfig) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: b.ServerName, InsecureSkipVerify: b.InsecureSkipVerify}
 	if tc.ServerName == "" {
 		// paho's proxy path (all_proxy set) dials without filling it in.

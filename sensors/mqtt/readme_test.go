@@ -32,7 +32,7 @@ func TestReadmeConfigsLoad(t *testing.T) {
 	}
 	for _, b := range blocks {
 		s := loadSensors(t, b)
-		if !s.MQTT.Enabled || len(s.MQTT.Brokers) == 0 || len(s.MQTT.Rules) == 0 {
+		if m := ConfigOf(s); !m.Enabled || len(m.Brokers) == 0 || len(m.Rules) == 0 {
 			t.Errorf("README.md yaml block does not configure the MQTT input:\n%s", b)
 		}
 	}

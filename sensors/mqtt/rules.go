@@ -44,10 +44,10 @@ type rule struct {
 }
 
 // compileRules checks and compiles the configured rules.
-func compileRules(cfgs []config.MQTTRule) ([]*rule, error) {
+func compileRules(cfgs []RuleConfig) ([]*rule, error) {
 	var out []*rule
 	for i, c := range cfgs {
-		if err := config.ValidMQTTFilter(c.Filter); err != nil {
+		if err := ValidFilter(c.Filter); err != nil {
 			return nil, fmt.Errorf("rules[%d].filter: %w", i, err)
 		}
 		if err := config.ValidTopicName(c.Topic); err != nil {

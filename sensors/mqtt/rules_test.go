@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/katka-io/katka/appliance/config"
 )
 
 func TestMatchFilter(t *testing.T) {
@@ -33,7 +31,7 @@ func TestMatchFilter(t *testing.T) {
 	}
 }
 
-func testMapper(t *testing.T, rules ...config.MQTTRule) *mapper {
+func testMapper(t *testing.T, rules ...RuleConfig) *mapper {
 	t.Helper()
 	rs, err := compileRules(rules)
 	if err != nil {
@@ -54,8 +52,8 @@ func header(t *testing.T, m mapped, key string) string {
 
 func TestMapMessage(t *testing.T) {
 	m := testMapper(t,
-		config.MQTTRule{Filter: "factory/+/line/+/temp", Topic: "temperature", KeyLevel: 2, Format: "json", TimestampField: "meta.ts", Partitions: 6},
-		config.MQTTRule{Filter: "raw/#", Topic: "raw", KeyLevel: -1},
+		RuleConfig{Filter: "factory/+/line/+/temp", Topic: "temperature", KeyLevel: 2, Format: "json", TimestampField: "meta.ts", Partitions: 6},
+		RuleConfig{Filter: "raw/#", Topic: "raw", KeyLevel: -1},
 	)
 	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
@@ -129,7 +127,7 @@ func TestParseTimestamp(t *testing.T) {
 		{`{"ts":true}`, "", time.Time{}, true},
 		{`{"ts":17}`, "rfc3339", time.Time{}, true},
 	} {
-		rs, err := compileRules([]config.MQTTRule{{Filter: "a", Topic: "t", Format: "json", TimestampField: "ts", TimestampFormat: tt.format}})
+		rs, err := compileRules([]RuleConfig{{Filter: "a", Topic: "t", Format: "json", TimestampField: "ts", TimestampFormat: tt.format}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -288,7 +288,7 @@ func TestMutualTLS(t *testing.T) {
 		TLS:   &mosq.TLS{CAFile: p.ca.File, CertFile: p.serverCert, KeyFile: p.serverKey, RequireCertificate: true},
 		Users: map[string]string{"katka": "katka-secret", "sensor": "sensor-secret"},
 	})
-	good := config.MQTTBroker{
+	good := BrokerConfig{
 		URL: mq.URL, Username: "katka", Password: "katka-secret",
 		CAFile: p.ca.File, CertFile: p.clientCert, KeyFile: p.clientKey, ServerName: tlsServerName,
 	}
@@ -298,27 +298,27 @@ func TestMutualTLS(t *testing.T) {
 	// string of wantErr and one of anyOf if given; nil wantErr: the config works.
 	cases := []struct {
 		name    string
-		edit    func(*config.MQTTBroker)
+		edit    func(*BrokerConfig)
 		wantErr []string
 		anyOf   []string
 	}{
-		{"ok", func(*config.MQTTBroker) {}, nil, nil},
+		{"ok", func(*BrokerConfig) {}, nil, nil},
 		// TLS 1.3: the broker refuses the client certificate after the client's
 		// handshake; the client reads its alert, or a reset if the broker closed
 		// before the CONNECT was written (timing): the advice is the same.
-		{"no-client-cert", func(c *config.MQTTBroker) { c.CertFile, c.KeyFile = "", "" },
+		{"no-client-cert", func(c *BrokerConfig) { c.CertFile, c.KeyFile = "", "" },
 			[]string{"network Error : ", "does it require a client certificate? (cert_file and key_file are not set)"},
 			[]string{"remote error: tls: certificate required", "connection reset by peer", "broken pipe", "EOF"}},
-		{"client-cert-of-other-ca", func(c *config.MQTTBroker) { c.CertFile, c.KeyFile = p.strangerCert, p.strangerKey },
+		{"client-cert-of-other-ca", func(c *BrokerConfig) { c.CertFile, c.KeyFile = p.strangerCert, p.strangerKey },
 			[]string{"network Error : ", "does it trust the CA that signed cert_file " + p.strangerCert + "?"},
 			[]string{"remote error: tls: unknown certificate authority", "connection reset by peer", "broken pipe", "EOF"}},
-		{"wrong-ca", func(c *config.MQTTBroker) { c.CAFile = p.other.File },
+		{"wrong-ca", func(c *BrokerConfig) { c.CAFile = p.other.File },
 			[]string{"x509: certificate signed by unknown authority", "not signed by a CA in ca_file " + p.other.File}, nil},
-		{"no-server-name", func(c *config.MQTTBroker) { c.ServerName = "" },
+		{"no-server-name", func(c *BrokerConfig) { c.ServerName = "" },
 			[]string{"x509: cannot validate certificate for 127.0.0.1", "set server_name to a name in the broker's certificate"}, nil},
-		{"wrong-password", func(c *config.MQTTBroker) { c.Password = "not-the-password" },
+		{"wrong-password", func(c *BrokerConfig) { c.Password = "not-the-password" },
 			[]string{"not Authorized", `the broker refused the credentials: check username \"katka\" and password`}, nil},
-		{"no-credentials", func(c *config.MQTTBroker) { c.Username, c.Password = "", "" },
+		{"no-credentials", func(c *BrokerConfig) { c.Username, c.Password = "", "" },
 			[]string{"not Authorized", "without credentials: set username and password"}, nil},
 	}
 	const queued = 5
@@ -340,8 +340,8 @@ func TestMutualTLS(t *testing.T) {
 			bc := good
 			bc.Name, bc.ClientID = name, id
 			tc.edit(&bc)
-			cfg := mqttConfig(mq.URL, id, config.MQTTRule{Filter: filter, Topic: topic, KeyLevel: 3})
-			cfg.MQTT.Brokers = []config.MQTTBroker{bc}
+			cfg := mqttConfig(mq.URL, id, RuleConfig{Filter: filter, Topic: topic, KeyLevel: 3})
+			ConfigOf(cfg).Brokers = []BrokerConfig{bc}
 			b := openBroker(t)
 			logs := runLogged(t, b, cfg)
 
@@ -400,29 +400,29 @@ func TestTLSSettingsChecked(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing.pem")
 	cases := []struct {
 		name    string
-		b       config.MQTTBroker
+		b       BrokerConfig
 		wantErr string // "" for no error
 	}{
-		{"tcp with ca_file", config.MQTTBroker{URL: "tcp://127.0.0.1:1883", CAFile: p.ca.File},
+		{"tcp with ca_file", BrokerConfig{URL: "tcp://127.0.0.1:1883", CAFile: p.ca.File},
 			"brokers[0]: ca_file set but url tcp://127.0.0.1:1883 is not TLS, where TLS settings are ignored (use ssl://, tls://, mqtts:// or wss://)"},
-		{"mqtt with client cert", config.MQTTBroker{URL: "mqtt://127.0.0.1:1883", CertFile: p.clientCert, KeyFile: p.clientKey, ServerName: tlsServerName},
+		{"mqtt with client cert", BrokerConfig{URL: "mqtt://127.0.0.1:1883", CertFile: p.clientCert, KeyFile: p.clientKey, ServerName: tlsServerName},
 			"brokers[0]: cert_file, key_file, server_name set but url mqtt://127.0.0.1:1883 is not TLS"},
-		{"ws with insecure_skip_verify", config.MQTTBroker{URL: "ws://127.0.0.1:9001", InsecureSkipVerify: true},
+		{"ws with insecure_skip_verify", BrokerConfig{URL: "ws://127.0.0.1:9001", InsecureSkipVerify: true},
 			"brokers[0]: insecure_skip_verify set but url ws://127.0.0.1:9001 is not TLS"},
-		{"tcp with password", config.MQTTBroker{URL: "tcp://127.0.0.1:1883", Username: "katka", Password: "secret"}, ""},
-		{"missing ca_file", config.MQTTBroker{URL: "ssl://127.0.0.1:8883", CAFile: missing},
+		{"tcp with password", BrokerConfig{URL: "tcp://127.0.0.1:1883", Username: "katka", Password: "secret"}, ""},
+		{"missing ca_file", BrokerConfig{URL: "ssl://127.0.0.1:8883", CAFile: missing},
 			"brokers[0]: ca_file: open " + missing + ": no such file or directory"},
-		{"ca_file without a certificate", config.MQTTBroker{URL: "mqtts://127.0.0.1:8883", CAFile: p.clientKey},
+		{"ca_file without a certificate", BrokerConfig{URL: "mqtts://127.0.0.1:8883", CAFile: p.clientKey},
 			"brokers[0]: ca_file " + p.clientKey + ": no PEM certificate found"},
-		{"key of another certificate", config.MQTTBroker{URL: "tls://127.0.0.1:8883", CertFile: p.clientCert, KeyFile: p.strangerKey},
+		{"key of another certificate", BrokerConfig{URL: "tls://127.0.0.1:8883", CertFile: p.clientCert, KeyFile: p.strangerKey},
 			"brokers[0]: cert_file " + p.clientCert + ", key_file " + p.strangerKey + ": tls: private key does not match public key"},
-		{"wss with everything", config.MQTTBroker{URL: "wss://127.0.0.1:8884/mqtt", CAFile: p.ca.File, CertFile: p.clientCert, KeyFile: p.clientKey, ServerName: tlsServerName}, ""},
+		{"wss with everything", BrokerConfig{URL: "wss://127.0.0.1:8884/mqtt", CAFile: p.ca.File, CertFile: p.clientCert, KeyFile: p.clientKey, ServerName: tlsServerName}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := mqttConfig("", "katka-check", config.MQTTRule{Filter: "a/#", Topic: "a"}).MQTT
+			cfg := *ConfigOf(mqttConfig("", "katka-check", RuleConfig{Filter: "a/#", Topic: "a"}))
 			tc.b.ClientID = "katka-check"
-			cfg.Brokers = []config.MQTTBroker{tc.b}
+			cfg.Brokers = []BrokerConfig{tc.b}
 			in, err := New(cfg, 0, w, nil)
 			switch {
 			case tc.wantErr == "" && err != nil:

@@ -7,8 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
-
-	"github.com/katka-io/katka/appliance/config"
 )
 
 // walkSteps is how many typical steps a random walk needs to cross its range.
@@ -103,7 +101,7 @@ func (s *sensor) read(elapsed time.Duration) float64 {
 
 // newSensor checks one sensor's settings and builds its generator. The random source
 // is seeded from the sensor id, so a sensor's noise is reproducible.
-func newSensor(c config.SimSensor) (*sensor, error) {
+func newSensor(c SensorConfig) (*sensor, error) {
 	if c.ID == "" {
 		return nil, errors.New("id is empty")
 	}

@@ -14,7 +14,7 @@ func init() { sensors.Add("simulated", factory) }
 
 // factory builds the simulated source when it is enabled and ensures its topic.
 func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
-	c := cfg.Simulated
+	c := ConfigOf(cfg)
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -25,7 +25,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := New(c, writerProducer{w: w, partitions: c.Partitions}, env.Log.With("sensor", "simulated"))
+	src, err := New(*c, writerProducer{w: w, partitions: c.Partitions}, env.Log.With("sensor", "simulated"))
 	if err != nil {
 		return nil, err
 	}

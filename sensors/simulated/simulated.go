@@ -69,7 +69,7 @@ type reading struct {
 // New checks cfg and returns a source writing to p. cfg.Enabled and cfg.Partitions are
 // not used here: whether to run and how to create the topic are the caller's choices.
 // A nil log discards log output.
-func New(cfg config.Simulated, p Producer, log *slog.Logger) (*Source, error) {
+func New(cfg Config, p Producer, log *slog.Logger) (*Source, error) {
 	if p == nil {
 		return nil, errors.New("simulated: producer is nil")
 	}

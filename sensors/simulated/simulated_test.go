@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/katka-io/katka/appliance/config"
 )
 
 // record is one call to fakeProducer.Produce.
@@ -53,8 +51,8 @@ func (f *fakeProducer) perKey() map[string]int {
 }
 
 // testConfig is the default simulated config with a short interval.
-func testConfig(interval time.Duration) config.Simulated {
-	c := config.Default().Sensors.Simulated
+func testConfig(interval time.Duration) Config {
+	c := *DefaultConfig()
 	c.Interval = interval
 	return c
 }
@@ -62,7 +60,7 @@ func testConfig(interval time.Duration) config.Simulated {
 func TestGeneratorsStayInBounds(t *testing.T) {
 	for _, kind := range []string{"sine", "random_walk", "step", "counter"} {
 		t.Run(kind, func(t *testing.T) {
-			sn, err := newSensor(config.SimSensor{ID: "s", Kind: kind, Min: -2, Max: 3, Period: time.Minute, Noise: 0.5})
+			sn, err := newSensor(SensorConfig{ID: "s", Kind: kind, Min: -2, Max: 3, Period: time.Minute, Noise: 0.5})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,7 +105,7 @@ func TestStepAlternates(t *testing.T) {
 }
 
 func TestCounterWraps(t *testing.T) {
-	sn, err := newSensor(config.SimSensor{ID: "c", Kind: "counter", Min: 5, Max: 8})
+	sn, err := newSensor(SensorConfig{ID: "c", Kind: "counter", Min: 5, Max: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +118,7 @@ func TestCounterWraps(t *testing.T) {
 }
 
 func TestNoiseIsSeededBySensorID(t *testing.T) {
-	c := config.SimSensor{ID: "temp-1", Kind: "random_walk", Min: 0, Max: 10, Noise: 1}
+	c := SensorConfig{ID: "temp-1", Kind: "random_walk", Min: 0, Max: 10, Noise: 1}
 	a, _ := newSensor(c)
 	b, _ := newSensor(c)
 	for i := range 100 {
@@ -134,23 +132,23 @@ func TestNewRejects(t *testing.T) {
 	good := testConfig(time.Second)
 	tests := []struct {
 		name   string
-		mutate func(c *config.Simulated)
+		mutate func(c *Config)
 		want   string
 	}{
-		{"topic", func(c *config.Simulated) { c.Topic = "" }, "topic name is empty"},
-		{"interval", func(c *config.Simulated) { c.Interval = 0 }, "interval 0s must be positive"},
-		{"kind", func(c *config.Simulated) { c.Sensors[0].Kind = "saw" }, `sensors[0] "temp-1": kind "saw" is not known`},
-		{"period", func(c *config.Simulated) { c.Sensors[0].Period = 0 }, "needs a positive period"},
-		{"min max", func(c *config.Simulated) { c.Sensors[1].Min = 2 }, `sensors[1] "pressure-1": min 2 is above max 1.1`},
-		{"infinite", func(c *config.Simulated) { c.Sensors[1].Max = math.Inf(1) }, "must be finite"},
-		{"noise", func(c *config.Simulated) { c.Sensors[2].Noise = math.NaN() }, "noise NaN"},
-		{"empty id", func(c *config.Simulated) { c.Sensors[2].ID = "" }, "id is empty"},
-		{"duplicate id", func(c *config.Simulated) { c.Sensors[2].ID = "temp-1" }, `id "temp-1" is used twice`},
+		{"topic", func(c *Config) { c.Topic = "" }, "topic name is empty"},
+		{"interval", func(c *Config) { c.Interval = 0 }, "interval 0s must be positive"},
+		{"kind", func(c *Config) { c.Sensors[0].Kind = "saw" }, `sensors[0] "temp-1": kind "saw" is not known`},
+		{"period", func(c *Config) { c.Sensors[0].Period = 0 }, "needs a positive period"},
+		{"min max", func(c *Config) { c.Sensors[1].Min = 2 }, `sensors[1] "pressure-1": min 2 is above max 1.1`},
+		{"infinite", func(c *Config) { c.Sensors[1].Max = math.Inf(1) }, "must be finite"},
+		{"noise", func(c *Config) { c.Sensors[2].Noise = math.NaN() }, "noise NaN"},
+		{"empty id", func(c *Config) { c.Sensors[2].ID = "" }, "id is empty"},
+		{"duplicate id", func(c *Config) { c.Sensors[2].ID = "temp-1" }, `id "temp-1" is used twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := good
-			c.Sensors = append([]config.SimSensor(nil), good.Sensors...)
+			c.Sensors = append([]SensorConfig(nil), good.Sensors...)
 			tt.mutate(&c)
 			_, err := New(c, &fakeProducer{}, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -23,14 +23,15 @@ func TestTickIsOneBatch(t *testing.T) {
 	}
 	defer b.Close()
 	cfg := config.Default().Sensors
-	cfg.Simulated = testConfig(time.Hour) // one tick: the one at start
-	cfg.Simulated.Enabled = true
-	cfg.Simulated.Partitions = 1
+	sim := ConfigOf(cfg)
+	*sim = testConfig(time.Hour) // one tick: the one at start
+	sim.Enabled = true
+	sim.Partitions = 1
 	ins, err := sensors.Build(cfg, sensors.Env{Broker: b})
 	if err != nil || len(ins) != 1 {
 		t.Fatalf("build: %d inputs, %v", len(ins), err)
 	}
-	topic := cfg.Simulated.Topic
+	topic := sim.Topic
 	ch, err := b.Notify(topic, 0) // before Run: the tick's write closes it
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +56,7 @@ func TestTickIsOneBatch(t *testing.T) {
 		counts = append(counts, binary.BigEndian.Uint32(rest[57:]))
 		rest = rest[l:]
 	}
-	if n := len(cfg.Simulated.Sensors); len(counts) != 1 || counts[0] != uint32(n) {
+	if n := len(sim.Sensors); len(counts) != 1 || counts[0] != uint32(n) {
 		t.Fatalf("batches with %v records, want one batch of the %d readings", counts, n)
 	}
 }

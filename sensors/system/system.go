@@ -29,7 +29,7 @@ func init() { katkasensors.Add("system", factory) }
 
 // factory builds the input when it is enabled and ensures its topic.
 func factory(cfg config.Sensors, env katkasensors.Env) ([]katkasensors.Input, error) {
-	c := cfg.System
+	c := ConfigOf(cfg)
 	if !c.Enabled {
 		return nil, nil
 	}
@@ -40,7 +40,7 @@ func factory(cfg config.Sensors, env katkasensors.Env) ([]katkasensors.Input, er
 	if err != nil {
 		return nil, err
 	}
-	in, err := New(c, w, env.Log)
+	in, err := New(*c, w, env.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -49,14 +49,14 @@ func factory(cfg config.Sensors, env katkasensors.Env) ([]katkasensors.Input, er
 
 // Input reads the host's metrics every interval.
 type Input struct {
-	cfg  config.System
+	cfg  Config
 	w    *katkasensors.Writer
 	log  *slog.Logger
 	host string
 }
 
 // New checks cfg and returns the input writing through w; a nil log discards logs.
-func New(cfg config.System, w *katkasensors.Writer, log *slog.Logger) (*Input, error) {
+func New(cfg Config, w *katkasensors.Writer, log *slog.Logger) (*Input, error) {
 	if w == nil {
 		return nil, errors.New("writer is nil")
 	}

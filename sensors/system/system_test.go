@@ -23,9 +23,8 @@ func TestWritesReadings(t *testing.T) {
 	}
 	defer b.Close()
 	cfg := config.Default().Sensors
-	cfg.Simulated.Enabled = false
-	cfg.System.Enabled = true
-	cfg.System.Interval = 50 * time.Millisecond
+	ConfigOf(cfg).Enabled = true // only this input is registered here
+	ConfigOf(cfg).Interval = 50 * time.Millisecond
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	if err := sensors.Start(ctx, &wg, cfg, sensors.Env{Broker: b}); err != nil {

@@ -5,6 +5,12 @@ import (
 	"net/url"
 
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/sensors/can"
+	"github.com/katka-io/katka/sensors/modbus"
+	"github.com/katka-io/katka/sensors/mqtt"
+	"github.com/katka-io/katka/sensors/opcua"
+	"github.com/katka-io/katka/sensors/simulated"
+	"github.com/katka-io/katka/sensors/system"
 )
 
 // inputInfo is one configured input as GET /v1/status/inputs (and the web
@@ -22,36 +28,49 @@ type inputInfo struct {
 // inputsStatus lists the enabled inputs of the sensors config.
 func inputsStatus(s config.Sensors) []inputInfo {
 	out := []inputInfo{}
-	if s.Simulated.Enabled {
-		out = append(out, inputInfo{Kind: "simulated", Name: "simulated", Source: fmt.Sprintf("%d simulated sensors", len(s.Simulated.Sensors)),
-			Topics: []string{s.Simulated.Topic}, Interval: s.Simulated.Interval.String()})
+	if c := simulated.ConfigOf(s); c.Enabled {
+		out = append(out, inputInfo{Kind: "simulated", Name: "simulated", Source: fmt.Sprintf("%d simulated sensors", len(c.Sensors)),
+			Topics: []string{c.Topic}, Interval: c.Interval.String()})
 	}
-	if s.System.Enabled {
-		out = append(out, inputInfo{Kind: "system", Name: "system", Source: "this host", Topics: []string{s.System.Topic},
-			Interval: s.System.Interval.String(), Detail: fmt.Sprint(s.System.Collect)})
+	if c := system.ConfigOf(s); c.Enabled {
+		out = append(out, inputInfo{Kind: "system", Name: "system", Source: "this host", Topics: []string{c.Topic},
+			Interval: c.Interval.String(), Detail: fmt.Sprint(c.Collect)})
 	}
-	if s.MQTT.Enabled {
+	if c := mqtt.ConfigOf(s); c.Enabled {
 		var topics []string
-		for _, r := range s.MQTT.Rules {
+		for _, r := range c.Rules {
 			topics = append(topics, r.Filter+" -> "+r.Topic)
 		}
-		for _, b := range s.MQTT.Brokers {
+		for _, b := range c.Brokers {
 			name := b.Name
 			if name == "" {
 				name = redactURL(b.URL)
 			}
-			out = append(out, inputInfo{Kind: "mqtt", Name: name, Source: redactURL(b.URL), Topics: topics, Detail: fmt.Sprintf("client id %s, QoS %d", b.ClientID, s.MQTT.QoS)})
+			out = append(out, inputInfo{Kind: "mqtt", Name: name, Source: redactURL(b.URL), Topics: topics, Detail: fmt.Sprintf("client id %s, QoS %d", b.ClientID, c.QoS)})
 		}
 	}
-	if s.Modbus.Enabled {
-		for _, d := range s.Modbus.Devices {
+	if c := modbus.ConfigOf(s); c.Enabled {
+		for _, d := range c.Devices {
 			iv := d.Interval
 			if iv == 0 {
-				iv = s.Modbus.Interval
+				iv = c.Interval
 			}
-			out = append(out, inputInfo{Kind: "modbus", Name: d.Name, Source: fmt.Sprintf("%s unit %d", redactURL(d.URL), d.UnitID), Topics: []string{s.Modbus.Topic},
+			out = append(out, inputInfo{Kind: "modbus", Name: d.Name, Source: fmt.Sprintf("%s unit %d", redactURL(d.URL), d.UnitID), Topics: []string{c.Topic},
 				Interval: iv.String(), Detail: fmt.Sprintf("%d registers", len(d.Registers))})
 		}
+	}
+	if c := opcua.ConfigOf(s); c.Enabled {
+		for _, sv := range c.Servers {
+			out = append(out, inputInfo{Kind: "opcua", Name: sv.Name, Source: redactURL(sv.Endpoint), Topics: []string{c.Topic},
+				Detail: fmt.Sprintf("%d monitored items, security %s/%s", len(sv.Nodes), sv.SecurityPolicy, sv.SecurityMode)})
+		}
+	}
+	if c := can.ConfigOf(s); c.Enabled {
+		src := fmt.Sprint(c.Interfaces)
+		if len(c.Interfaces) == 0 {
+			src = fmt.Sprintf("replay of %v", c.Replay.Files)
+		}
+		out = append(out, inputInfo{Kind: "can", Name: "can", Source: src, Topics: []string{c.Topic}, Detail: "DBC " + c.DBCFile + ", rate " + c.Rate})
 	}
 	return out
 }

@@ -6,15 +6,17 @@ import (
 	"testing"
 
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/sensors/mqtt"
 )
 
 // TestInputsStatusHidesSecrets: GET /v1/status/inputs lists the enabled
 // inputs with where they read and write, never a password.
 func TestInputsStatusHidesSecrets(t *testing.T) {
 	s := config.Default().Sensors
-	s.MQTT.Enabled = true
-	s.MQTT.Brokers = []config.MQTTBroker{{URL: "tcp://plc:hunter2@10.0.0.5:1883", ClientID: "gw", Password: "s3cret"}}
-	s.MQTT.Rules = []config.MQTTRule{{Filter: "line/#", Topic: "plant.raw"}}
+	m := mqtt.ConfigOf(s)
+	m.Enabled = true
+	m.Brokers = []mqtt.BrokerConfig{{URL: "tcp://plc:hunter2@10.0.0.5:1883", ClientID: "gw", Password: "s3cret"}}
+	m.Rules = []mqtt.RuleConfig{{Filter: "line/#", Topic: "plant.raw"}}
 	got := inputsStatus(s)
 	raw, _ := json.Marshal(got)
 	if strings.Contains(string(raw), "hunter2") || strings.Contains(string(raw), "s3cret") {
