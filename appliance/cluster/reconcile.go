@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -95,6 +96,7 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 				"local", lt.Partitions, "cell", len(t.Partitions))
 		}
 	}
+	allRegistered := n.membersRegistered(md)
 	for name, lt := range have {
 		if _, ok := md.Topics[name]; ok || lt.Internal {
 			continue
@@ -107,6 +109,9 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 				n.log.Info("cell: topic deleted on this node", "topic", name)
 			}
 			continue
+		}
+		if !allRegistered {
+			continue // the cell is still forming: spread over every member, next tick
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 		var err error
@@ -130,4 +135,26 @@ func (n *Node) adoptTopic(ctx context.Context, name string, partitions int32) er
 		return err
 	}
 	return n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti})
+}
+
+// membersRegistered reports whether every server of the raft configuration
+// is in the metadata's node table. Right after a cell forms, the leader
+// registers the members one by one; a local topic proposed before that would
+// be spread over the members registered so far only (an input writing from
+// the first second put all of a 6-partition topic on two of three nodes).
+func (n *Node) membersRegistered(md Metadata) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		id, err := strconv.Atoi(string(s.ID))
+		if err != nil {
+			return false
+		}
+		if _, ok := md.Nodes[int32(id)]; !ok {
+			return false
+		}
+	}
+	return true
 }
