@@ -55,22 +55,25 @@ test-deps:
 	fi
 
 # Every package runs under the race detector. The unit packages (with the two
-# vendored libraries) and the e2e package run side by side: the e2e tests spend
-# most of their time waiting for katka processes, which the unit tests' CPU
-# fills; the unit output is printed when both are done. The e2e package runs
+# vendored libraries), the e2e crash torture and the rest of the e2e package
+# run side by side: the e2e tests spend most of their time waiting for katka
+# processes and fsyncs, which the others fill; the torture and unit output is
+# printed when all are done. The e2e package runs
 # with -v so the torture summary (rounds, acknowledged records, lost, phantoms,
 # damage kinds) and each test's time are printed; the rest stays quiet.
 E2E_FILTER := '^(torture|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE|running tests:|\s+Test[A-Za-z0-9_/]* \()|_test.go:'
 test: test-deps
 	$(GO) vet ./...
-	@set -o pipefail; start=$$(date +%s); unitlog=$$(mktemp); \
+	@set -o pipefail; start=$$(date +%s); unitlog=$$(mktemp); torturelog=$$(mktemp); \
 	( $(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /appliance/e2e) && \
 	  (cd third_party/tidwall-wal && $(GO) test -race -count=1 .) && \
 	  (cd third_party/franz-go-kmsg && $(GO) test -race -count=1 ./...) ) >$$unitlog 2>&1 & unit=$$!; \
-	$(GO) test -race -count=1 -timeout 25m -v ./appliance/e2e/ 2>&1 | grep -E $(E2E_FILTER); e2e=$$?; \
+	$(GO) test -race -count=1 -timeout 25m -v -run 'TestTorture' ./appliance/e2e/ 2>&1 | grep -E $(E2E_FILTER) >$$torturelog & torture=$$!; \
+	$(GO) test -race -count=1 -timeout 25m -v -skip 'TestTorture' ./appliance/e2e/ 2>&1 | grep -E $(E2E_FILTER); e2e=$$?; \
+	wait $$torture; tt=$$?; echo "== e2e torture"; cat $$torturelog; rm -f $$torturelog; \
 	wait $$unit; u=$$?; echo "== unit packages"; cat $$unitlog; rm -f $$unitlog; \
-	echo "make test: unit rc=$$u, e2e rc=$$e2e, $$(( $$(date +%s) - start )) s after vet"; \
-	[ $$u = 0 ] && [ $$e2e = 0 ]
+	echo "make test: unit rc=$$u, e2e rc=$$e2e, e2e torture rc=$$tt, $$(( $$(date +%s) - start )) s after vet"; \
+	[ $$u = 0 ] && [ $$e2e = 0 ] && [ $$tt = 0 ]
 	$(MAKE) --no-print-directory test-arm
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
