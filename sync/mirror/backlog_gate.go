@@ -15,7 +15,7 @@ import (
 
 // stallRelease is how long the downlink holds lower-priority partitions back
 // while the partitions with a backlog give nothing at all.
-const stallRelease = 3 * time.Second
+const stallRelease = 10 * time.Second
 
 // backlogGate gives the downlink its priorities: while a central partition of
 // some priority has a backlog (its next offset is below the end the central
