@@ -99,13 +99,18 @@ func (g *backlogGate) ends(ctx context.Context, adm *kadm.Client) error {
 	return nil
 }
 
-// saw takes a fetched partition's position and end.
+// saw takes a fetched partition's end and, when it has records, position.
 func (g *backlogGate) saw(fp kgo.FetchTopicPartition) {
-	if g == nil || len(fp.Records) == 0 {
+	if g == nil {
 		return
 	}
 	k := tp{fp.Topic, fp.Partition}
-	g.next[k] = fp.Records[len(fp.Records)-1].Offset + 1
+	if _, ok := g.next[k]; !ok {
+		return
+	}
+	if len(fp.Records) > 0 {
+		g.next[k] = fp.Records[len(fp.Records)-1].Offset + 1
+	}
 	end := fp.LastStableOffset
 	if end < 0 {
 		end = fp.HighWatermark

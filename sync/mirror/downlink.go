@@ -154,9 +154,12 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 	}
 	if d.limiter != nil {
 		// Fetch no more than the cap's burst at a time, so what kgo fetches
-		// ahead while the downlink waits for the cap stays small.
+		// ahead while the downlink waits for the cap stays small; one
+		// partition gets half of it, so a response always has room for
+		// another partition's records (a new higher-priority backlog shows
+		// in the next response even when a busy partition comes first).
 		n := int32(capChunk(d.limiter, 1<<20))
-		opts = append(opts, kgo.FetchMaxBytes(n), kgo.FetchMaxPartitionBytes(n))
+		opts = append(opts, kgo.FetchMaxBytes(n), kgo.FetchMaxPartitionBytes(n/2))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -200,6 +203,10 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) > 0 {
 				fps = append(fps, fp)
+			} else {
+				// A partition the response had no room for still tells
+				// its end: a new higher-priority backlog shows here.
+				gate.saw(fp)
 			}
 		})
 		byPriority(fps, func(fp kgo.FetchTopicPartition) int { return gate.priority(fp.Topic) })

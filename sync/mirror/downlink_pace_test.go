@@ -54,9 +54,27 @@ func (c countingConn) Write(p []byte) (int, error) {
 }
 
 // seedCentralRecords creates topic centrally with parts partitions and writes
-// n uncompressed records of size value bytes (keys k0, k1, ...), spread over
-// the partitions; it returns their record bytes (key + value).
+// n records to it (see produceCentral); it returns their record bytes.
 func seedCentralRecords(t testing.TB, brokers []string, topic string, parts int32, n, size int) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = kadm.NewClient(cl).CreateTopic(ctx, parts, 1, nil, topic)
+	cl.Close()
+	if err != nil {
+		t.Fatalf("create central %s: %v", topic, err)
+	}
+	return produceCentral(t, brokers, topic, 0, n, size)
+}
+
+// produceCentral writes n uncompressed records of size value bytes (keys
+// k<from>, k<from+1>, ...) to the central topic, round robin over its
+// partitions; it returns their record bytes (key + value).
+func produceCentral(t testing.TB, brokers []string, topic string, from, n, size int) int64 {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.ProducerBatchMaxBytes(512<<10))
@@ -66,16 +84,13 @@ func seedCentralRecords(t testing.TB, brokers []string, topic string, parts int3
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, parts, 1, nil, topic); err != nil {
-		t.Fatalf("create central %s: %v", topic, err)
-	}
 	val := make([]byte, size)
 	for i := range val {
 		val[i] = byte('a' + i%26)
 	}
 	var total int64
 	recs := make([]*kgo.Record, 0, n)
-	for i := range n {
+	for i := from; i < from+n; i++ {
 		k := fmt.Appendf(nil, "k%d", i)
 		recs = append(recs, &kgo.Record{Topic: topic, Key: k, Value: val})
 		total += int64(len(k) + size)
@@ -250,4 +265,50 @@ func checkDownlinkOrder(t testing.TB, b *broker.Broker, topic, centralTopic stri
 	if got := localCount(b, topic); got != int64(n) {
 		t.Fatalf("local %s: %d records, want %d", topic, got, n)
 	}
+}
+
+// TestDownlinkFreshCommandsOvertakeChunks: while the downlink is busy with a
+// firmware chunk backlog (24 chunks of 256 KiB under a 4 MB/s cap), 3,000 new
+// commands (priority 10) arrive centrally: they are all local before the
+// chunk backlog is done, and within 8 chunks of their arrival (measured: 3).
+// kfake fills a fetch response partition by partition and leaves out those it
+// has no room for, so with one partition allowed the whole response (the
+// first version of the cap) the chunks took every response and the commands
+// came only after the last chunk; now one partition gets half a response.
+func TestDownlinkFreshCommandsOvertakeChunks(t *testing.T) {
+	c := central(t, nil)
+	const chunks, cmds = 24, 3000
+	seedCentralRecords(t, c.ListenAddrs(), "firmware.chunks", 1, chunks, 256<<10)
+	seedCentralRecords(t, c.ListenAddrs(), "commands.plant-7", 1, 1, 200)
+	b := openBroker(t, t.TempDir())
+	cfg := syncConfig(c.ListenAddrs())
+	cfg.Downlink = []config.SyncDownlink{
+		{CentralTopic: "firmware.chunks"},
+		{CentralTopic: "commands.plant-7", LocalTopic: "commands", Priority: 10},
+	}
+	cfg.DownlinkMaxBytesPerSec = 4 * config.MB
+	startService(t, b, cfg)
+	topics := []string{"commands", "firmware.chunks"}
+	var at int64
+	watchLocal(t, b, topics, 60*time.Second, func() bool {
+		at = localCount(b, "firmware.chunks")
+		return at >= 3 && localCount(b, "commands") >= 1
+	})
+	produceCentral(t, c.ListenAddrs(), "commands.plant-7", 1, cmds, 200)
+	chunksAtCommands := int64(-1)
+	watchLocal(t, b, topics, 60*time.Second, func() bool {
+		ch, cm := localCount(b, "firmware.chunks"), localCount(b, "commands")
+		if cm >= cmds+1 && chunksAtCommands < 0 {
+			chunksAtCommands = ch
+		}
+		if ch >= chunks && chunksAtCommands < 0 {
+			t.Fatalf("the chunk backlog was done (%d chunks) with %d of %d new commands local", ch, cm-1, cmds)
+		}
+		return ch >= chunks && cm >= cmds+1
+	})
+	t.Logf("new commands produced with %d chunks local; all local with %d of %d", at, chunksAtCommands, chunks)
+	if chunksAtCommands > at+8 {
+		t.Errorf("the new commands were local only with %d chunks (produced at %d)", chunksAtCommands, at)
+	}
+	checkDownlinkOrder(t, b, "commands", "commands.plant-7", cmds+1)
 }
