@@ -44,6 +44,9 @@ type Sync struct {
 	BatchBytes ByteSize `yaml:"batch_bytes"`
 	// MaxBytesPerSec caps the uplink's record bytes per second; 0 is no cap.
 	MaxBytesPerSec ByteSize `yaml:"max_bytes_per_sec"`
+	// DownlinkMaxBytesPerSec caps the record bytes per second the downlink
+	// fetches from the central cluster; 0 is no cap.
+	DownlinkMaxBytesPerSec ByteSize `yaml:"downlink_max_bytes_per_sec"`
 	// BackoffMin and BackoffMax bound the exponential backoff between reconnects.
 	BackoffMin time.Duration `yaml:"backoff_min"`
 	BackoffMax time.Duration `yaml:"backoff_max"`
@@ -98,6 +101,9 @@ type SyncDownlink struct {
 	// LocalTopic receives the records; "" means the same name. It is created
 	// with the central partition count if missing.
 	LocalTopic string `yaml:"local_topic"`
+	// Priority orders central topics when several have a backlog: a topic is
+	// fetched only while no topic of a higher priority has one.
+	Priority int `yaml:"priority"`
 }
 
 // Allowed values of the sync settings.
@@ -144,9 +150,8 @@ func (v *validator) sync(path string, s Sync) {
 	if s.BatchBytes < 64*KiB || s.BatchBytes > 256*MiB {
 		v.add(path+".batch_bytes", "%s is out of range (allowed: 64KiB..256MiB)", s.BatchBytes)
 	}
-	if s.MaxBytesPerSec < 0 || (s.MaxBytesPerSec > 0 && s.MaxBytesPerSec < 1*KiB) {
-		v.add(path+".max_bytes_per_sec", "%s is not allowed (allowed: 0 for no cap, or at least 1KiB)", s.MaxBytesPerSec)
-	}
+	v.bandwidthCap(path+".max_bytes_per_sec", s.MaxBytesPerSec)
+	v.bandwidthCap(path+".downlink_max_bytes_per_sec", s.DownlinkMaxBytesPerSec)
 	v.positive(path+".backoff_min", s.BackoffMin)
 	if s.BackoffMax < s.BackoffMin {
 		v.add(path+".backoff_max", "%s is below backoff_min %s (allowed: >= backoff_min)", s.BackoffMax, s.BackoffMin)
@@ -233,5 +238,12 @@ func (v *validator) sync(path string, s Sync) {
 				v.add(p+".local_topic", "%v", err)
 			}
 		}
+	}
+}
+
+// bandwidthCap checks a link's bytes-per-second cap.
+func (v *validator) bandwidthCap(path string, c ByteSize) {
+	if c < 0 || (c > 0 && c < 1*KiB) {
+		v.add(path, "%s is not allowed (allowed: 0 for no cap, or at least 1KiB)", c)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/time/rate"
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
@@ -29,6 +30,9 @@ type Downlink struct {
 	m     *metrics
 	state *linkState
 	opts  []kgo.Opt
+	// limiter is sync.downlink_max_bytes_per_sec (nil: no cap), counted on
+	// the record bytes fetched from the central cluster.
+	limiter *rate.Limiter
 
 	mu    sync.Mutex
 	parts map[tp]*PartitionStatus // by local topic and partition
@@ -40,7 +44,7 @@ type Downlink struct {
 func newDownlink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, log *slog.Logger) *Downlink {
 	return &Downlink{b: b, cfg: cfg, log: log.With("link", "downlink"), m: m, opts: opts,
 		state: &linkState{st: LinkStatus{Link: "downlink", Brokers: cfg.Brokers, Delivery: "exactly_once"}},
-		parts: map[tp]*PartitionStatus{}}
+		parts: map[tp]*PartitionStatus{}, limiter: newCap(cfg.DownlinkMaxBytesPerSec)}
 }
 
 func localName(d config.SyncDownlink) string {
@@ -96,6 +100,7 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 	adm := kadm.NewClient(meta)
 	consume := map[string]map[int32]kgo.Offset{}
 	local := map[string]string{} // central -> local topic
+	gate := newBacklogGate(d.cfg.Downlink)
 	for _, m := range d.cfg.Downlink {
 		n, err := ensureTopic(setupCtx, adm, m.CentralTopic, 0, 0, nil, false)
 		if err != nil {
@@ -127,29 +132,63 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 				off = kgo.NewOffset().AtEnd()
 			}
 			consume[m.CentralTopic][p] = off
+			gate.start(tp{m.CentralTopic, p}, next, ok, d.cfg.StartFrom == "latest")
 			d.mu.Lock()
 			d.parts[tp{lt, p}] = &PartitionStatus{Topic: lt, Partition: p, CentralTopic: m.CentralTopic, Next: map[bool]int64{true: next, false: -1}[ok]}
 			d.mu.Unlock()
 		}
 	}
+	if err := gate.ends(setupCtx, adm); err != nil {
+		meta.Close()
+		return err
+	}
 	meta.Close()
-	cl, err := kgo.NewClient(append(append([]kgo.Opt(nil), d.opts...),
+	opts := append(append([]kgo.Opt(nil), d.opts...),
 		kgo.ConsumePartitions(consume), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(time.Second),
-		kgo.WithHooks(connHook{link: "downlink", m: d.m, st: d.state, live: &d.live}))...)
+		kgo.WithHooks(connHook{link: "downlink", m: d.m, st: d.state, live: &d.live}))
+	if gate != nil {
+		// Control records (transaction markers) take offsets too: keeping
+		// them tells when a partition has no backlog left.
+		opts = append(opts, kgo.KeepControlRecords())
+	}
+	if d.limiter != nil {
+		// Fetch no more than the cap's burst at a time, so what kgo fetches
+		// ahead while the downlink waits for the cap stays small; one
+		// partition gets half of it, so a response always has room for
+		// another partition's records (a new higher-priority backlog shows
+		// in the next response even when a busy partition comes first).
+		n := int32(capChunk(d.limiter, 1<<20))
+		opts = append(opts, kgo.FetchMaxBytes(n), kgo.FetchMaxPartitionBytes(n/2))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("central consumer: %w", err)
 	}
 	defer cl.Close()
+	gate.apply(cl, d.log)
 	d.log.Info("downlink connected", "brokers", d.cfg.Brokers, "topics", len(consume))
 	d.setConnected(true)
 	d.live.Store(true)
 	defer d.live.Store(false)
 	bo.reset()
 	for {
-		fs := cl.PollFetches(ctx)
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if gate.holding() {
+			pctx, cancel = context.WithTimeout(ctx, stallRelease)
+		}
+		fs := cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(fs.Err0(), context.DeadlineExceeded) {
+			// The partitions holding the others back gave nothing for a
+			// while: their backlog is not real (e.g. only aborted records
+			// up to the end), so stop holding back.
+			gate.release()
+			gate.apply(cl, d.log)
+			continue
 		}
 		var ferr error
 		fs.EachError(func(t string, p int32, err error) {
@@ -160,17 +199,40 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 		if ferr != nil {
 			return ferr
 		}
-		var werr error
+		var fps []kgo.FetchTopicPartition
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if werr != nil || len(fp.Records) == 0 {
-				return
+			if len(fp.Records) > 0 {
+				fps = append(fps, fp)
+			} else {
+				// A partition the response had no room for still tells
+				// its end: a new higher-priority backlog shows here.
+				gate.saw(fp)
 			}
-			werr = d.write(ctx, local[fp.Topic], fp)
 		})
-		if werr != nil {
-			return werr
+		byPriority(fps, func(fp kgo.FetchTopicPartition) int { return gate.priority(fp.Topic) })
+		for _, fp := range fps {
+			if err := waitCap(ctx, d.limiter, fetchedSize(fp.Records)); err != nil {
+				return err
+			}
+			if err := d.write(ctx, local[fp.Topic], fp); err != nil {
+				return err
+			}
+			gate.saw(fp)
+		}
+		gate.apply(cl, d.log)
+	}
+}
+
+// fetchedSize is the record bytes of fetched records, as the cap counts them.
+func fetchedSize(rs []*kgo.Record) int {
+	n := 0
+	for _, r := range rs {
+		n += len(r.Key) + len(r.Value)
+		for _, h := range r.Headers {
+			n += len(h.Key) + len(h.Value)
 		}
 	}
+	return n
 }
 
 // write appends one fetched central partition's records to the local partition.
@@ -178,6 +240,9 @@ func (d *Downlink) write(ctx context.Context, lt string, fp kgo.FetchTopicPartit
 	recs := make([]broker.Record, 0, len(fp.Records))
 	size := 0
 	for _, r := range fp.Records {
+		if r.Attrs.IsControl() {
+			continue // a transaction marker (kept only to know the position)
+		}
 		hs := make([]broker.Header, 0, len(r.Headers)+3)
 		for _, h := range r.Headers {
 			hs = append(hs, broker.Header{Key: h.Key, Value: h.Value})
@@ -193,9 +258,12 @@ func (d *Downlink) write(ctx context.Context, lt string, fp kgo.FetchTopicPartit
 	last := fp.Records[len(fp.Records)-1].Offset
 	// One write, as few record batches as possible, compressed per the local
 	// topic's compression.type (Produce would cut them at 16 KiB).
-	if _, err := d.b.ProduceBatches(ctx, lt, fp.Partition, recs, broker.AcksAll); err != nil {
-		return fmt.Errorf("write downlinked records to %s-%d: %w", lt, fp.Partition, err)
+	if len(recs) > 0 {
+		if _, err := d.b.ProduceBatches(ctx, lt, fp.Partition, recs, broker.AcksAll); err != nil {
+			return fmt.Errorf("write downlinked records to %s-%d: %w", lt, fp.Partition, err)
+		}
 	}
+	d.m.downBytes.WithLabelValues(lt).Add(float64(fetchedSize(fp.Records)))
 	d.m.downRecords.WithLabelValues(lt).Add(float64(len(recs)))
 	d.records.Add(int64(len(recs)))
 	d.bytes.Add(int64(size))

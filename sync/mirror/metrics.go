@@ -15,6 +15,7 @@ type metrics struct {
 	backlogBytes  *prometheus.GaugeVec
 	backlogAge    *prometheus.GaugeVec
 	downRecords   *prometheus.CounterVec
+	downBytes     *prometheus.CounterVec
 	downLag       *prometheus.GaugeVec
 	upBatchSecond prometheus.Histogram
 	cpAhead       *prometheus.CounterVec
@@ -44,6 +45,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Age of the oldest local record not yet committed centrally (0 when none), per local topic."}, []string{"topic"}),
 		downRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_sync_downlink_records_total",
 			Help: "Central records written to local topics, per local topic."}, []string{"topic"}),
+		downBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_sync_downlink_bytes_total",
+			Help: "Record bytes (key, value, headers, before compression) fetched from the central cluster and written locally, per local topic; what sync.downlink_max_bytes_per_sec caps."}, []string{"topic"}),
 		downLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "katka_sync_downlink_lag_records",
 			Help: "Central records not yet written locally, per local topic."}, []string{"topic"}),
 		upBatchSecond: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "katka_sync_uplink_batch_seconds",
@@ -53,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.connected, m.exactlyOnce, m.errors, m.upRecords, m.upBytes, m.upTxns, m.upSkipped,
-			m.backlogRecs, m.backlogBytes, m.backlogAge, m.downRecords, m.downLag, m.upBatchSecond, m.cpAhead)
+			m.backlogRecs, m.backlogBytes, m.backlogAge, m.downRecords, m.downBytes, m.downLag, m.upBatchSecond, m.cpAhead)
 	}
 	return m
 }

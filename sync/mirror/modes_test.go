@@ -96,6 +96,7 @@ func TestSyncConfigValidation(t *testing.T) {
 	c.Sync.Uplink = []config.SyncUplink{{Topic: "a", Regex: "b"}, {Regex: "("}}
 	c.Sync.Compression = "brotli"
 	c.Sync.Brokers = []string{"nohost"}
+	c.Sync.DownlinkMaxBytesPerSec = 100
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("invalid sync config accepted")
@@ -106,6 +107,7 @@ func TestSyncConfigValidation(t *testing.T) {
 		"sync.compression: \"brotli\" is not allowed (allowed: zstd, lz4, snappy, gzip, none)",
 		"sync.uplink[0]: has both topic and regex",
 		"sync.uplink[1].regex:",
+		"sync.downlink_max_bytes_per_sec: 100 is not allowed (allowed: 0 for no cap, or at least 1KiB)",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,15 +95,7 @@ func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, lo
 			u.boot[s.tp] = info.HighWatermark
 		}
 	}
-	if cfg.MaxBytesPerSec > 0 {
-		// A burst of a quarter second keeps the measured rate close to the cap.
-		burst := int(cfg.MaxBytesPerSec / 4)
-		if burst < 64<<10 {
-			burst = 64 << 10
-		}
-		u.limiter = rate.NewLimiter(rate.Limit(cfg.MaxBytesPerSec), burst)
-		u.limiter.AllowN(time.Now(), burst) // start empty: no initial burst
-	}
+	u.limiter = newCap(cfg.MaxBytesPerSec)
 	return u, nil
 }
 
@@ -133,7 +124,7 @@ func (u *Uplink) sources() []source {
 			}
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].priority > out[j].priority })
+	byPriority(out, func(s source) int { return s.priority })
 	return out
 }
 
@@ -244,10 +235,8 @@ func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 				central[s.central] = n
 			}
 		}
-		if u.limiter != nil {
-			if err := u.wait(ctx, b.bytes); err != nil {
-				return err
-			}
+		if err := waitCap(ctx, u.limiter, b.bytes); err != nil {
+			return err
 		}
 		if err := u.send(ctx, cl, txn, cpParts, central, b); err != nil {
 			return err
@@ -370,18 +359,6 @@ func (u *Uplink) transactional(resp *kmsg.ApiVersionsResponse) bool {
 	return txn
 }
 
-// wait blocks until the bandwidth cap allows n more bytes.
-func (u *Uplink) wait(ctx context.Context, n int) error {
-	for n > 0 {
-		c := min(n, u.limiter.Burst())
-		if err := u.limiter.WaitN(ctx, c); err != nil {
-			return fmt.Errorf("bandwidth cap: %w", err)
-		}
-		n -= c
-	}
-	return nil
-}
-
 // partBatch is one partition's share of a batch: the records to send and the
 // local position after them. They are built together and travel together, so a
 // position can only move for a partition whose records the batch produces.
@@ -413,10 +390,7 @@ func recordSize(r *broker.Record) int {
 // collect gathers the next batch from the local partitions, highest priority
 // first, waiting for new records if there are none. It only reads local logs.
 func (u *Uplink) collect(ctx context.Context) (*batch, error) {
-	limit := int(u.cfg.BatchBytes)
-	if u.limiter != nil && u.limiter.Burst() < limit {
-		limit = u.limiter.Burst()
-	}
+	limit := capChunk(u.limiter, int(u.cfg.BatchBytes))
 	for {
 		srcs := u.sources()
 		// Take the notification channels before reading, so a record appended
