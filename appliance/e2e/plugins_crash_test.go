@@ -180,7 +180,7 @@ plugins:
 	got := map[win]int{}
 	outDups := 0
 	avgCl := k.client(t, kgo.ConsumeTopics("readings.avg"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	waitUntil(t, 60*time.Second, "every window in readings.avg", func() bool {
+	waitProgress(t, 30*time.Second, 100*time.Millisecond, "every window in readings.avg", func() int {
 		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		fs := avgCl.PollFetches(pctx)
 		cancel()
@@ -202,7 +202,7 @@ plugins:
 				outDups++
 			}
 		})
-		return len(got) == len(want)
+		return len(want) - len(got)
 	})
 	// Records move in batches: on average at least 100 per call.
 	resp, err := http.Get("http://" + k.HTTPAddr + "/metrics")
