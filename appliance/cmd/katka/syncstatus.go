@@ -21,6 +21,7 @@ func newSyncCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "sync", Short: "Central Kafka link (uplink and downlink)"}
 	var cfgPath, dataDir string
 	var asJSON, parts, check bool
+	var stOut *outputFlag
 	st := &cobra.Command{
 		Use:   "status",
 		Short: "Show each sync link: connected, delivery mode, lag, backlog bytes and age, last error",
@@ -42,7 +43,7 @@ func newSyncCmd() *cobra.Command {
 				return fmt.Errorf("%w (is katka running with this config?)", err)
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
+			if asJSON || stOut.json() {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				return enc.Encode(s)
@@ -91,7 +92,8 @@ func newSyncCmd() *cobra.Command {
 	f := st.Flags()
 	f.StringVar(&cfgPath, "config", "", "katka config file (finds data_dir and sync.status_file)")
 	f.StringVar(&dataDir, "data-dir", "", "data directory (overrides data_dir)")
-	f.BoolVar(&asJSON, "json", false, "print the status as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the status as JSON (same as --output json)")
+	stOut = addOutputFlag(st)
 	f.BoolVar(&parts, "partitions", false, "list every mirrored partition")
 	f.BoolVar(&check, "check", false, "also connect to the central cluster now")
 	cmd.AddCommand(st)
