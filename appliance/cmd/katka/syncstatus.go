@@ -27,12 +27,9 @@ func newSyncCmd() *cobra.Command {
 		Short: "Show each sync link: connected, delivery mode, lag, backlog bytes and age, last error",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(cfgPath)
+			cfg, err := loadConfigDataDir(cmd, cfgPath, dataDir)
 			if err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("data-dir") {
-				cfg.DataDir = dataDir
 			}
 			path := mirror.StatusPath(cfg.DataDir, cfg.Sync.StatusFile)
 			s, err := mirror.ReadStatusFile(path)
