@@ -100,3 +100,26 @@ type manifestRow struct {
 	Signature string    `json:"signature,omitempty"`
 	Error     string    `json:"error,omitempty"`
 }
+
+// pluginRow is one plugin of `katka plugin list -o json`.
+type pluginRow struct {
+	Name      string   `json:"name"`
+	Kind      string   `json:"kind"`
+	Version   string   `json:"version"`
+	Checksum  string   `json:"checksum"`
+	Instances []string `json:"instances"`
+	Command   string   `json:"command"`
+}
+
+// pluginInstanceRow is one instance of `katka plugin status -o json`.
+type pluginInstanceRow struct {
+	Instance   string  `json:"instance"`
+	Plugin     string  `json:"plugin"`
+	Kind       string  `json:"kind"`
+	Up         bool    `json:"up"`
+	Restarts   float64 `json:"restarts"`
+	RecordsIn  float64 `json:"records_in"`
+	RecordsOut float64 `json:"records_out"`
+	Errors     float64 `json:"errors"`
+	Commits    float64 `json:"commits"`
+}
