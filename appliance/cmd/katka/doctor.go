@@ -23,8 +23,9 @@ func init() { registerCommand(newDoctorCmd) }
 
 // Thresholds of `katka doctor`.
 const (
-	// doctorMinFsyncRate is the fsyncs per second below which acks=all
-	// produce latency suffers (each produce batch waits for one).
+	// doctorMinFsyncRate is the default of --min-fsync-rate: the fsyncs per
+	// second below which acks=all produce latency suffers (each produce
+	// batch waits for one).
 	doctorMinFsyncRate = 20
 	// doctorFsyncRounds and doctorFsyncBudget bound the fsync probe.
 	doctorFsyncRounds = 50
@@ -49,9 +50,10 @@ type checkResult struct {
 
 // doctor runs the checks on one config.
 type doctor struct {
-	cfg     config.Config
-	cfgPath string
-	results []checkResult
+	cfg          config.Config
+	cfgPath      string
+	minFsyncRate float64
+	results      []checkResult
 }
 
 func (d *doctor) ok(name, format string, a ...any) {
@@ -69,6 +71,7 @@ func (d *doctor) problem(name, detail, advice string) {
 func newDoctorCmd() *cobra.Command {
 	var cfgPath, dataDir string
 	var out *outputFlag
+	var minFsync float64
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check the host for katka: data dir fsync rate, free space, clock, listener ports, permissions, multicast",
@@ -83,7 +86,7 @@ func newDoctorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d := &doctor{cfg: cfg, cfgPath: cfgPath}
+			d := &doctor{cfg: cfg, cfgPath: cfgPath, minFsyncRate: minFsync}
 			d.run()
 			problems := d.print(cmd.OutOrStdout(), out.json())
 			if problems > 0 {
@@ -94,6 +97,7 @@ func newDoctorCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "YAML config file (default: the built-in defaults)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "data directory (overrides data_dir)")
+	cmd.Flags().Float64Var(&minFsync, "min-fsync-rate", doctorMinFsyncRate, "fsyncs per second of the data directory's disk below which it is a problem")
 	out = addOutputFlag(cmd)
 	return cmd
 }
@@ -214,8 +218,8 @@ func (d *doctor) checkFsync() {
 	el := time.Since(start)
 	rate := float64(n) / el.Seconds()
 	detail := fmt.Sprintf("%.0f fsyncs/s (%d in %v)", rate, n, el.Round(time.Millisecond))
-	if rate < doctorMinFsyncRate {
-		d.problem("fsync rate", detail, fmt.Sprintf("below %d/s: acks=all produces will be slow; use a faster disk or storage.fsync: interval", doctorMinFsyncRate))
+	if rate < d.minFsyncRate {
+		d.problem("fsync rate", detail, fmt.Sprintf("below %g/s: acks=all produces will be slow; use a faster disk or storage.fsync: interval", d.minFsyncRate))
 		return
 	}
 	d.ok("fsync rate", "%s", detail)
