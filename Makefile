@@ -16,7 +16,7 @@ PKG      := ./appliance/cmd/katka
 # from systemd and install the .deb with dpkg, whose postinst needs adduser, and
 # check it with lintian; make test-arm runs the ARM binaries with
 # qemu-user-static).
-TEST_PKGS := kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 chromium systemd adduser lintian qemu-user-static
+TEST_PKGS := bash-completion kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 chromium systemd adduser lintian qemu-user-static
 TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip chromium systemd-analyze adduser lintian qemu-aarch64-static qemu-arm-static
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
@@ -35,6 +35,7 @@ test-deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	$(PY_GRPC) >/dev/null 2>&1 || missing="$$missing python3-grpcio"; \
 	$(PY_CONFLUENT) >/dev/null 2>&1 || missing="$$missing python3-confluent-kafka"; \
+	[ -f /usr/share/bash-completion/bash_completion ] || missing="$$missing bash-completion"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		echo "installing:$$missing"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PKGS)) >/dev/null || exit 1; \
@@ -45,6 +46,7 @@ test-deps:
 			echo "warning: $$t missing; tests that need it will skip (run as root to install)"; \
 		fi; \
 	done; \
+	if [ ! -f /usr/share/bash-completion/bash_completion ] && [ "$$CI" = "true" ]; then echo "FAIL: bash-completion is missing and CI=true"; exit 1; fi; \
 	if ! $(PY_GRPC) >/dev/null 2>&1; then \
 		if [ "$$CI" = "true" ]; then echo "FAIL: python3-grpcio is missing and CI=true"; exit 1; fi; \
 		echo "warning: python3-grpcio missing; the Python plugin test will skip"; \

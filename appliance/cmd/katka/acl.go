@@ -284,6 +284,7 @@ func newACLCmd() *cobra.Command {
 	af.add(add, false)
 
 	var lf aclFlags
+	var listOut *outputFlag
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List ACLs (all, or those the flags select)",
@@ -294,6 +295,7 @@ func newACLCmd() *cobra.Command {
 				return err
 			}
 			return run(func(ctx context.Context, cl *kgo.Client) error {
+				rows := []aclRow{}
 				w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(w, "PRINCIPAL\tHOST\tRESOURCE\tPATTERN\tNAME\tOPERATION\tPERMISSION")
 				for _, f := range fs {
@@ -309,15 +311,22 @@ func newACLCmd() *cobra.Command {
 					}
 					for _, r := range resp.Resources {
 						for _, a := range r.ACLs {
-							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Principal, a.Host, auth.ResourceType(r.ResourceType), auth.PatternType(r.ResourcePatternType), r.ResourceName, auth.Operation(a.Operation), auth.Permission(a.PermissionType))
+							row := aclRow{a.Principal, a.Host, auth.ResourceType(r.ResourceType).String(), auth.PatternType(r.ResourcePatternType).String(),
+								r.ResourceName, auth.Operation(a.Operation).String(), auth.Permission(a.PermissionType).String()}
+							rows = append(rows, row)
+							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", row.Principal, row.Host, row.Resource, row.Pattern, row.Name, row.Operation, row.Permission)
 						}
 					}
+				}
+				if listOut.json() {
+					return writeJSON(cmd.OutOrStdout(), rows)
 				}
 				return w.Flush()
 			})
 		},
 	}
 	lf.add(list, true)
+	listOut = addOutputFlag(list)
 
 	var rf aclFlags
 	remove := &cobra.Command{

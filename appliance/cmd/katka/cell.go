@@ -94,6 +94,7 @@ func newCellCmd() *cobra.Command {
 
 	var httpAddr string
 	var asJSON bool
+	var stOut *outputFlag
 	statusCmd := &cobra.Command{
 		Use:   "status [--http HOST:PORT]",
 		Short: "Show the cell as the local node sees it: nodes, roles, controller leader and term",
@@ -120,7 +121,7 @@ func newCellCmd() *cobra.Command {
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("cell status: %s: %s", resp.Status, body)
 			}
-			if asJSON {
+			if asJSON || stOut.json() {
 				_, err := cmd.OutOrStdout().Write(body)
 				return err
 			}
@@ -133,7 +134,8 @@ func newCellCmd() *cobra.Command {
 		},
 	}
 	statusCmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8092", "the node's HTTP address (http.addr)")
-	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	statusCmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON (same as --output json)")
+	stOut = addOutputFlag(statusCmd)
 
 	cmd.AddCommand(initCmd, issueCmd, statusCmd, newCellRemoveNodeCmd())
 	return cmd

@@ -382,6 +382,7 @@ func fmtBytes(n int64) string {
 func newFirmwareListCmd() *cobra.Command {
 	var kf kafkaFlags
 	var topic, rootPath string
+	var listOut *outputFlag
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the manifests in a cluster's manifest topic (verified against --root when given)",
@@ -431,6 +432,7 @@ func newFirmwareListCmd() *cobra.Command {
 				keys = append(keys, k)
 			}
 			sort.Strings(keys)
+			rows := []manifestRow{}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tCHUNKS\tHARDWARE\tEXPIRES\tSIGNATURE")
 			for _, k := range keys {
@@ -443,6 +445,7 @@ func newFirmwareListCmd() *cobra.Command {
 					err = json.Unmarshal(env.Signed, &m)
 				}
 				if err != nil {
+					rows = append(rows, manifestRow{Key: k, Error: "malformed: " + err.Error()})
 					fmt.Fprintf(tw, "%s\t?\t?\t?\t?\t?\tmalformed: %v\n", k, err)
 					continue
 				}
@@ -457,7 +460,12 @@ func newFirmwareListCmd() *cobra.Command {
 				if hw == "" {
 					hw = "*"
 				}
+				rows = append(rows, manifestRow{Key: k, Name: m.Name, Version: m.Version, Size: m.Size, Chunks: len(m.Chunks),
+					Hardware: m.Selector.Hardware, Expires: m.Expires, Signature: sig})
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", m.Name, m.Version, fmtBytes(m.Size), len(m.Chunks), hw, m.Expires.Format(time.RFC3339), sig)
+			}
+			if listOut.json() {
+				return writeJSON(cmd.OutOrStdout(), rows)
 			}
 			return tw.Flush()
 		},
@@ -465,6 +473,7 @@ func newFirmwareListCmd() *cobra.Command {
 	kf.add(cmd)
 	cmd.Flags().StringVar(&topic, "manifest-topic", firmware.DefaultManifestTopic, "manifest topic")
 	cmd.Flags().StringVar(&rootPath, "root", "", "root.json to verify the manifests with")
+	listOut = addOutputFlag(cmd)
 	return cmd
 }
 
@@ -495,6 +504,7 @@ type firmwareStatus struct {
 func newFirmwareStatusCmd() *cobra.Command {
 	var addr string
 	var asJSON bool
+	var stOut *outputFlag
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show a running katka's firmware store: artefacts, download progress, rejections",
@@ -513,7 +523,7 @@ func newFirmwareStatusCmd() *cobra.Command {
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("GET /v1/status/firmware: %s: %s (is firmware.enabled on?)", resp.Status, strings.TrimSpace(string(body)))
 			}
-			if asJSON {
+			if asJSON || stOut.json() {
 				_, err := os.Stdout.Write(body)
 				return err
 			}
@@ -542,7 +552,8 @@ func newFirmwareStatusCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&addr, "http", "127.0.0.1:8092", "HTTP address of the running katka")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON (same as --output json)")
+	stOut = addOutputFlag(cmd)
 	return cmd
 }
 

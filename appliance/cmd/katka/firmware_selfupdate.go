@@ -40,12 +40,9 @@ func newSuperviseCmd() *cobra.Command {
 		Short: "Run `katka serve` as a child and own self-update: trial, commit, rollback (firmware/README.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(cfgPath)
+			cfg, err := loadConfigDataDir(cmd, cfgPath, dataDir)
 			if err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("data-dir") {
-				cfg.DataDir = dataDir
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("invalid config: %s", strings.ReplaceAll(err.Error(), "\n", "; "))

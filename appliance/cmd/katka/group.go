@@ -33,6 +33,7 @@ func newGroupCmd() *cobra.Command {
 		return kadm.NewClient(cl), ctx, func() { cancel(); cl.Close() }, nil
 	}
 
+	var listOut *outputFlag
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List consumer groups with their state",
@@ -46,6 +47,18 @@ func newGroupCmd() *cobra.Command {
 			gs, err := adm.ListGroups(ctx)
 			if err != nil {
 				return fmt.Errorf("list groups: %w", err)
+			}
+			if listOut.json() {
+				type groupRow struct {
+					Group        string `json:"group"`
+					State        string `json:"state"`
+					ProtocolType string `json:"protocol_type"`
+				}
+				rows := []groupRow{}
+				for _, g := range gs.Sorted() {
+					rows = append(rows, groupRow{g.Group, g.State, g.ProtocolType})
+				}
+				return writeJSON(cmd.OutOrStdout(), rows)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "GROUP\tSTATE\tPROTOCOL TYPE")
@@ -263,6 +276,7 @@ func newGroupCmd() *cobra.Command {
 	reset.Flags().StringVar(&toDatetime, "to-datetime", "", "reset to the first record at or after this RFC 3339 time")
 	reset.Flags().BoolVar(&execute, "execute", false, "commit the new offsets (without it, only print them)")
 
+	listOut = addOutputFlag(list)
 	cmd.AddCommand(list, describe, del, reset)
 	return cmd
 }

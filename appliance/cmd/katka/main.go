@@ -30,6 +30,15 @@ func registerCommand(f func() *cobra.Command) { commands = append(commands, f) }
 var startKafka func(ctx context.Context, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger, authz *auth.Authorizer) (io.Closer, error)
 
 func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "katka:", err)
+		os.Exit(1)
+	}
+}
+
+// newRootCmd builds the katka command tree; cobra adds `katka completion
+// bash|zsh|fish|powershell` and the hidden __complete it calls back.
+func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "katka",
 		Short:         "katka: a compact Kafka-compatible streaming broker for edge gateways",
@@ -44,8 +53,5 @@ func main() {
 	for _, f := range commands {
 		root.AddCommand(f())
 	}
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "katka:", err)
-		os.Exit(1)
-	}
+	return root
 }

@@ -27,6 +27,7 @@ func newPluginCmd() *cobra.Command {
 		Short: "List installed plugins and show the running plugin instances",
 	}
 	var cfgPath, dir string
+	var listOut *outputFlag
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the plugins in the plugins directory and verify their checksums",
@@ -43,6 +44,7 @@ func newPluginCmd() *cobra.Command {
 			if len(ms) == 0 && len(errs) > 0 {
 				return fmt.Errorf("plugin list: %w", errors.Join(errs...))
 			}
+			rows := []pluginRow{}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tKIND\tVERSION\tCHECKSUM\tINSTANCES\tCOMMAND")
 			for _, m := range ms {
@@ -57,12 +59,19 @@ func newPluginCmd() *cobra.Command {
 						insts = append(insts, in.Name)
 					}
 				}
+				rows = append(rows, pluginRow{m.Name, string(m.Kind), m.Version, sum, append([]string{}, insts...), m.Path()})
 				if len(insts) == 0 {
 					insts = []string{"-"}
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Kind, m.Version, sum, strings.Join(insts, ","), m.Path())
 			}
-			w.Flush()
+			if listOut.json() {
+				if err := writeJSON(cmd.OutOrStdout(), rows); err != nil {
+					return err
+				}
+			} else {
+				w.Flush()
+			}
 			for _, err := range errs {
 				fmt.Fprintln(cmd.ErrOrStderr(), "problem:", err)
 			}
@@ -74,8 +83,10 @@ func newPluginCmd() *cobra.Command {
 	}
 	list.Flags().StringVar(&cfgPath, "config", "", "katka config file (for plugins.dir and the instances)")
 	list.Flags().StringVar(&dir, "dir", "", "plugins directory (default: plugins.dir of the config)")
+	listOut = addOutputFlag(list)
 
 	var httpAddr string
+	var statusOut *outputFlag
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show each plugin instance of a running katka (from its /metrics)",
@@ -84,6 +95,13 @@ func newPluginCmd() *cobra.Command {
 			insts, err := pluginStatus(httpAddr)
 			if err != nil {
 				return err
+			}
+			if statusOut.json() {
+				rows := []pluginInstanceRow{}
+				for _, s := range insts {
+					rows = append(rows, pluginInstanceRow{s.instance, s.plugin, s.kind, s.up > 0, s.restarts, s.in, s.out, s.errors, s.commits})
+				}
+				return writeJSON(cmd.OutOrStdout(), rows)
 			}
 			if len(insts) == 0 {
 				fmt.Fprintln(cmd.OutOrStdout(), "no plugin instances running")
@@ -102,6 +120,7 @@ func newPluginCmd() *cobra.Command {
 		},
 	}
 	status.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:8092", "katka's HTTP address (host:port)")
+	statusOut = addOutputFlag(status)
 	cmd.AddCommand(list, status)
 	return cmd
 }

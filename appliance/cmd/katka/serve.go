@@ -96,6 +96,7 @@ func serve(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
+	registerDiskGauges(reg, b, cfg.DataDir)
 	var closers []func()
 	shutdown := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -165,7 +166,7 @@ func serve(cfg config.Config) error {
 			if g, ok := kc.(interface {
 				Groups() (*group.Coordinator, error)
 			}); ok && hs != nil {
-				hs.SetGroups(g.Groups) // the REST proxy's v2 consumers and the console's group views use the Kafka listener's groups
+				hs.SetGroups(g.Groups)                       // the REST proxy's v2 consumers and the console's group views use the Kafka listener's groups
 				closers = append(closers, hs.CloseConsumers) // they commit and leave before the groups close
 			}
 		}

@@ -21,17 +21,15 @@ func newSyncCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "sync", Short: "Central Kafka link (uplink and downlink)"}
 	var cfgPath, dataDir string
 	var asJSON, parts, check bool
+	var stOut *outputFlag
 	st := &cobra.Command{
 		Use:   "status",
 		Short: "Show each sync link: connected, delivery mode, lag, backlog bytes and age, last error",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(cfgPath)
+			cfg, err := loadConfigDataDir(cmd, cfgPath, dataDir)
 			if err != nil {
 				return err
-			}
-			if cmd.Flags().Changed("data-dir") {
-				cfg.DataDir = dataDir
 			}
 			path := mirror.StatusPath(cfg.DataDir, cfg.Sync.StatusFile)
 			s, err := mirror.ReadStatusFile(path)
@@ -42,7 +40,7 @@ func newSyncCmd() *cobra.Command {
 				return fmt.Errorf("%w (is katka running with this config?)", err)
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
+			if asJSON || stOut.json() {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				return enc.Encode(s)
@@ -91,7 +89,8 @@ func newSyncCmd() *cobra.Command {
 	f := st.Flags()
 	f.StringVar(&cfgPath, "config", "", "katka config file (finds data_dir and sync.status_file)")
 	f.StringVar(&dataDir, "data-dir", "", "data directory (overrides data_dir)")
-	f.BoolVar(&asJSON, "json", false, "print the status as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the status as JSON (same as --output json)")
+	stOut = addOutputFlag(st)
 	f.BoolVar(&parts, "partitions", false, "list every mirrored partition")
 	f.BoolVar(&check, "check", false, "also connect to the central cluster now")
 	cmd.AddCommand(st)

@@ -137,6 +137,7 @@ func newTopicCmd() *cobra.Command {
 	create.Flags().Int16VarP(&replicas, "replication-factor", "r", -1, "replicas per partition, up to the nodes of a cell (-1: topics.default_replication_factor; 1 on a single node)")
 	create.Flags().StringArrayVarP(&configs, "config", "c", nil, "topic config key=value, repeatable (retention.ms, retention.bytes, max.message.bytes, message.timestamp.type, cleanup.policy)")
 
+	var listOut *outputFlag
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List topics with their partition counts",
@@ -150,6 +151,18 @@ func newTopicCmd() *cobra.Command {
 			td, err := adm.ListTopics(ctx)
 			if err != nil {
 				return fmt.Errorf("list topics: %w", err)
+			}
+			if listOut.json() {
+				type topicRow struct {
+					Topic      string `json:"topic"`
+					Partitions int    `json:"partitions"`
+					ID         string `json:"id"`
+				}
+				rows := []topicRow{}
+				for _, d := range td.Sorted() {
+					rows = append(rows, topicRow{d.Topic, len(d.Partitions), d.ID.String()})
+				}
+				return writeJSON(cmd.OutOrStdout(), rows)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "TOPIC\tPARTITIONS\tID")
@@ -312,6 +325,7 @@ func newTopicCmd() *cobra.Command {
 			return errors.Join(errs...)
 		},
 	}
+	listOut = addOutputFlag(list)
 	cmd.AddCommand(create, list, describe, alter, del)
 	return cmd
 }

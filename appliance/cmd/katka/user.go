@@ -86,6 +86,7 @@ same users are managed with AlterUserScramCredentials (kadm, kafka-configs).`,
 	}
 	add.Flags().StringSliceVar(&mechs, "mechanism", []string{"SCRAM-SHA-256", "SCRAM-SHA-512"}, "SCRAM mechanisms to store credentials for (PLAIN logins use them too)")
 	add.Flags().IntVar(&iterations, "iterations", 0, "PBKDF2 iterations, 4096..16384 (default: auth.scram_iterations)")
+	var listOut *outputFlag
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List users and the mechanisms they have credentials for",
@@ -98,6 +99,9 @@ same users are managed with AlterUserScramCredentials (kadm, kafka-configs).`,
 			us, err := s.Users()
 			if err != nil {
 				return err
+			}
+			if listOut.json() {
+				return writeJSON(cmd.OutOrStdout(), userRows(us))
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "USER\tMECHANISMS")
@@ -128,6 +132,7 @@ same users are managed with AlterUserScramCredentials (kadm, kafka-configs).`,
 			return nil
 		},
 	}
+	listOut = addOutputFlag(list)
 	cmd.AddCommand(add, list, del)
 	return cmd
 }
