@@ -293,6 +293,8 @@ func (l testTopics) CreateTopic(name string, n int32, _ map[string]string) error
 	return err
 }
 
-func (l testTopics) CreatePartitions(name string, n int32) error { return l.b.CreatePartitions(name, n) }
+func (l testTopics) CreatePartitions(name string, n int32) error {
+	return l.b.CreatePartitions(name, n)
+}
 
 func (l testTopics) DeleteTopic(name string) error { return l.b.DeleteTopic(name) }

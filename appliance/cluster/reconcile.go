@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -96,7 +97,8 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 				"local", lt.Partitions, "cell", len(t.Partitions))
 		}
 	}
-	allRegistered := n.membersRegistered(md)
+	// Asked only when a local topic is to be proposed, not on every tick.
+	registered := sync.OnceValue(func() bool { return n.membersRegistered(md) })
 	for name, lt := range have {
 		if _, ok := md.Topics[name]; ok || lt.Internal {
 			continue
@@ -110,7 +112,7 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 			}
 			continue
 		}
-		if !allRegistered {
+		if !registered() {
 			continue // the cell is still forming: spread over every member, next tick
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
