@@ -489,3 +489,31 @@ func batchesOf(data []byte) [][]byte {
 	}
 	return out
 }
+
+// A truncation exactly at a sealed segment's first offset leaves that
+// segment as an empty tail; the log reopens and appends after it.
+func TestTruncateBackAtSegmentBoundary(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, 1024)
+	appendGroups(t, l, 0, 120, 5, 50)
+	segs := l.Segments()
+	if len(segs) < 4 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	at := segs[2].BaseOffset
+	end, err := l.TruncateBack(at)
+	if err != nil || end != at {
+		t.Fatalf("TruncateBack(%d) = %d, %v", at, end, err)
+	}
+	after := l.Segments()
+	if len(after) != 3 || after[2].BaseOffset != at || after[2].Bytes != 0 || after[2].Sealed {
+		t.Fatalf("segments after the cut: %+v", after)
+	}
+	wantLog(t, l, 0, int(at), 50)
+	l.Close()
+	l = openT(t, dir, 1024)
+	defer l.Close()
+	wantLog(t, l, 0, int(at), 50)
+	appendGroups(t, l, int(at), int(at)+40, 4, 50)
+	wantLog(t, l, 0, int(at)+40, 50)
+}
