@@ -3,9 +3,13 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/katka-io/katka/appliance/config"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // controllerOf returns the controller leader of tc as its first running
@@ -16,6 +20,16 @@ func controllerOf(tc *testCell) *Node {
 			if id := n.ControllerID(); id > 0 {
 				return tc.nodes[id-1]
 			}
+		}
+	}
+	return nil
+}
+
+// otherThan returns the first running node of tc that is not n.
+func otherThan(tc *testCell, n *Node) *Node {
+	for _, o := range tc.nodes {
+		if o != nil && o != n {
+			return o
 		}
 	}
 	return nil
@@ -48,13 +62,7 @@ func awaitMetadata(t *testing.T, n *Node, d time.Duration, what string, cond fun
 func TestChangeISRThroughController(t *testing.T) {
 	tc := startTestCell(t, 3, nil)
 	ctl := controllerOf(tc)
-	var follower *Node
-	for _, n := range tc.nodes {
-		if n != ctl {
-			follower = n
-			break
-		}
-	}
+	follower := otherThan(tc, ctl)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := follower.CreateTopic(ctx, "orders", 3, 3); err != nil {
@@ -99,4 +107,128 @@ func TestChangeISRThroughController(t *testing.T) {
 			t.Fatalf("node %d after growing: %+v", leader.NodeID(), got)
 		}
 	}
+}
+
+// TestFencingFailsOver: in a cell of three, a follower of the controller is
+// closed: the controller fences it within the session timeout, the
+// partitions it led move to an in-sync replica with the next leader epoch,
+// it leaves every ISR; restarted, it is unfenced at its next heartbeat.
+// Then the controller leader itself leaves: the new one fences it only after
+// a full session timeout of grace and never fences the live node.
+func TestFencingFailsOver(t *testing.T) {
+	const session = time.Second
+	tc := startTestCell(t, 3, func(_ int, c *config.Cell) {
+		c.HeartbeatInterval, c.SessionTimeout = 100*time.Millisecond, session
+	})
+	ctl := controllerOf(tc)
+	victim := otherThan(tc, ctl)
+	vid := victim.NodeID()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ctl.CreateTopic(ctx, "orders", 6, 3); err != nil {
+		t.Fatal(err)
+	}
+	before := ctl.Metadata().Topics["orders"]
+	led := 0
+	for _, p := range before.Partitions {
+		if p.Leader == vid {
+			led++
+		}
+	}
+	if led == 0 {
+		t.Fatalf("node %d leads no partition: %+v", vid, before)
+	}
+	// Let every node's heartbeats reach the controller before the kill, so
+	// the fencing below is measured from a heard node, not the grace.
+	awaitHeartbeats(t, ctl, tc)
+
+	opts := victim.opts
+	opts.PeerListener = nil
+	t0 := time.Now()
+	tc.stop(int(vid - 1))
+	took := awaitMetadata(t, ctl, session+3*time.Second, fmt.Sprintf("node %d fenced", vid), func(md Metadata) bool {
+		_, ok := md.Fenced[vid]
+		return ok
+	})
+	t.Logf("node %d fenced %v after it was closed (session timeout %v)", vid, time.Since(t0).Round(time.Millisecond), session)
+	_ = took
+	after := ctl.Metadata().Topics["orders"]
+	for i, p := range after.Partitions {
+		old := before.Partitions[i]
+		switch {
+		case old.Leader == vid:
+			if p.Leader == vid || p.Leader < 0 || !slices.Contains(old.ISR, p.Leader) || p.LeaderEpoch != old.LeaderEpoch+1 {
+				t.Errorf("partition %d led by %d at epoch %d: now leader %d epoch %d, want an in-sync replica at epoch %d",
+					i, old.Leader, old.LeaderEpoch, p.Leader, p.LeaderEpoch, old.LeaderEpoch+1)
+			}
+		case p.Leader != old.Leader || p.LeaderEpoch != old.LeaderEpoch:
+			t.Errorf("partition %d not led by %d moved: %+v -> %+v", i, vid, old, p)
+		}
+		if slices.Contains(p.ISR, vid) || len(p.ISR) != 2 {
+			t.Errorf("partition %d: ISR %v, want the two live nodes", i, p.ISR)
+		}
+	}
+	if got := testutil.ToFloat64(ctl.live.elections); got != float64(led) {
+		t.Errorf("leader elections counted %v, want %d", got, led)
+	}
+	if got := ctl.fsm.replicationCounts(); got.fenced != 1 || got.underReplicated != 6 || got.offline != 0 {
+		t.Errorf("counts %+v, want 1 fenced, 6 under-replicated, 0 offline", got)
+	}
+
+	restarted, err := Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.nodes[vid-1] = restarted
+	awaitMetadata(t, ctl, 10*time.Second, fmt.Sprintf("node %d unfenced", vid), func(md Metadata) bool {
+		_, ok := md.Fenced[vid]
+		return !ok
+	})
+	awaitMetadata(t, restarted, 10*time.Second, fmt.Sprintf("node %d seeing itself unfenced", vid), func(md Metadata) bool {
+		_, ok := md.Fenced[vid]
+		return !ok && len(md.Topics["orders"].Partitions) == 6
+	})
+
+	// The controller leader leaves (Close hands leadership over): the new
+	// leader waits a session timeout before fencing it, and fences no one
+	// else.
+	awaitHeartbeats(t, ctl, tc)
+	oldCtl := ctl.NodeID()
+	tc.stop(int(oldCtl - 1))
+	survivor := otherThan(tc, nil)
+	waitFor(t, 10*time.Second, "a new controller leader", func() bool {
+		id := survivor.ControllerID()
+		return id > 0 && id != oldCtl
+	})
+	newCtl := tc.nodes[survivor.ControllerID()-1]
+	elected := time.Now()
+	awaitMetadata(t, survivor, session+5*time.Second, fmt.Sprintf("node %d fenced", oldCtl), func(md Metadata) bool {
+		for id := range md.Fenced {
+			if id != oldCtl {
+				t.Fatalf("live node %d fenced", id)
+			}
+		}
+		_, ok := md.Fenced[oldCtl]
+		return ok
+	})
+	if waited := time.Since(elected); waited < session-100*time.Millisecond {
+		t.Errorf("node %d fenced %v after node %d became controller, before the session timeout's grace (%v)", oldCtl, waited, newCtl.NodeID(), session)
+	}
+}
+
+// awaitHeartbeats waits until the controller ctl has heard every running
+// node of tc but itself.
+func awaitHeartbeats(t *testing.T, ctl *Node, tc *testCell) {
+	t.Helper()
+	t0 := time.Now()
+	waitFor(t, 10*time.Second, "heartbeats from every node", func() bool {
+		ctl.live.mu.Lock()
+		defer ctl.live.mu.Unlock()
+		for _, n := range tc.nodes {
+			if n != nil && n != ctl && ctl.live.heard[n.NodeID()].at.Before(t0) {
+				return false
+			}
+		}
+		return true
+	})
 }
