@@ -146,12 +146,11 @@ func TestFencingFailsOver(t *testing.T) {
 	opts.PeerListener = nil
 	t0 := time.Now()
 	tc.stop(int(vid - 1))
-	took := awaitMetadata(t, ctl, session+3*time.Second, fmt.Sprintf("node %d fenced", vid), func(md Metadata) bool {
+	awaitMetadata(t, ctl, session+3*time.Second, fmt.Sprintf("node %d fenced", vid), func(md Metadata) bool {
 		_, ok := md.Fenced[vid]
 		return ok
 	})
 	t.Logf("node %d fenced %v after it was closed (session timeout %v)", vid, time.Since(t0).Round(time.Millisecond), session)
-	_ = took
 	after := ctl.Metadata().Topics["orders"]
 	for i, p := range after.Partitions {
 		old := before.Partitions[i]
@@ -173,6 +172,15 @@ func TestFencingFailsOver(t *testing.T) {
 	}
 	if got := ctl.fsm.replicationCounts(); got.fenced != 1 || got.underReplicated != 6 || got.offline != 0 {
 		t.Errorf("counts %+v, want 1 fenced, 6 under-replicated, 0 offline", got)
+	}
+	st := ctl.Status()
+	for _, m := range st.Members {
+		if m.Fenced != (m.NodeID == vid) || (m.NodeID == vid && m.PartitionsLed != 0) {
+			t.Errorf("GET /v1/cell member %+v, want only node %d fenced, leading nothing", m, vid)
+		}
+	}
+	if st.UnderReplicatedPartitions != 6 || st.OfflinePartitions != 0 {
+		t.Errorf("GET /v1/cell: %d under-replicated, %d offline partitions, want 6 and 0", st.UnderReplicatedPartitions, st.OfflinePartitions)
 	}
 
 	restarted, err := Start(opts)
