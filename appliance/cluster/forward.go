@@ -392,15 +392,7 @@ func (c *fwdConn) read(r io.Reader) {
 // request frame's writes run concurrently by partition (in order within
 // one), and the answer frame goes back when all are done.
 func (n *Node) serveForward(from int32, tc *tls.Conn, r io.Reader) {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-n.ctx.Done():
-			tc.Close()
-		case <-stop:
-		}
-	}()
+	defer n.closeOnStop(tc)()
 	sem := make(chan struct{}, maxForwardInflight)
 	var wmu sync.Mutex
 	var wg sync.WaitGroup

@@ -74,7 +74,8 @@ type Node struct {
 	store   *raftboltdb.BoltStore
 	trans   *raft.NetworkTransport
 	m       *metrics
-	ops     *cellOps // routing of writes, member upkeep (ops.go)
+	ops     *cellOps  // routing of writes, member upkeep (ops.go)
+	live    *liveness // heartbeats and fencing (liveness.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,6 +110,7 @@ func Start(opts Options) (*Node, error) {
 	if cred.Cell != c.Name {
 		return nil, fmt.Errorf("cell.credential_dir %s: credential is for cell %q, config says %q", c.CredentialDir, cred.Cell, c.Name)
 	}
+	livenessDefaults(&opts.Cell)
 	adv := c.AdvertisedPeerAddr
 	if adv == "" {
 		adv = c.PeerAddr
@@ -117,6 +119,7 @@ func Start(opts Options) (*Node, error) {
 		peers: map[int32]*peerState{}, rejected: map[string]bool{}, started: time.Now()}
 	n.m = newMetrics(opts.Registerer, n)
 	n.ops = newCellOps(n, opts.Registerer)
+	n.live = newLiveness(n, opts.Registerer)
 	if err := bridgeRaftMetrics(n.ops.m.commit); err != nil {
 		log.Debug("cell: raft metrics not bridged", "err", err)
 	}
@@ -128,6 +131,7 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.pl.rpc = n.handleRPC
 	n.pl.forward = n.serveForward
+	n.pl.heartbeat = n.serveHeartbeats
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
 	n.pl.start()
 
@@ -149,6 +153,8 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.goLoop(n.peerLoop)
 	n.goLoop(n.controllerLoop)
+	n.goLoop(n.heartbeatLoop)
+	n.goLoop(n.livenessLoop)
 	log.Info("cell node started", "cell", c.Name, "node_id", cred.NodeID, "peer_addr", adv, "mdns", n.disc != nil, "seeds", len(c.Seeds))
 	return n, nil
 }

@@ -47,6 +47,8 @@ type peerListener struct {
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
+	// heartbeat serves a heartbeat stream (liveness.go).
+	heartbeat func(from int32, tc *tls.Conn, r io.Reader)
 
 	mu       sync.Mutex
 	rejected map[string]bool // remote IPs already logged
@@ -140,6 +142,11 @@ func (p *peerListener) handle(raw net.Conn) {
 		if req.Op == opForward && p.forward != nil {
 			tc.SetDeadline(time.Time{})
 			p.forward(from, tc, io.MultiReader(dec.Buffered(), tc))
+			return
+		}
+		if req.Op == opHeartbeat && p.heartbeat != nil {
+			tc.SetDeadline(time.Time{})
+			p.heartbeat(from, tc, io.MultiReader(dec.Buffered(), tc))
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
