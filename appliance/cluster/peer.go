@@ -42,13 +42,15 @@ type peerListener struct {
 	rpc  func(ctx context.Context, from int32, req rpcRequest) rpcResponse
 	// forward serves a forward stream (forward.go) on an RPC connection.
 	forward func(from int32, tc *tls.Conn, r io.Reader)
-	raftC   chan net.Conn
-	slots   chan struct{} // one per open connection, at most maxPeerConns
-	done    chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
 	// heartbeat serves a heartbeat stream (liveness.go).
 	heartbeat func(from int32, tc *tls.Conn, r io.Reader)
+	// replicate serves a replica stream (replica_serve.go).
+	replicate func(from int32, tc *tls.Conn, r io.Reader)
+	raftC     chan net.Conn
+	slots     chan struct{} // one per open connection, at most maxPeerConns
+	done      chan struct{}
+	once      sync.Once
+	wg        sync.WaitGroup
 
 	mu       sync.Mutex
 	rejected map[string]bool // remote IPs already logged
@@ -147,6 +149,11 @@ func (p *peerListener) handle(raw net.Conn) {
 		if req.Op == opHeartbeat && p.heartbeat != nil {
 			tc.SetDeadline(time.Time{})
 			p.heartbeat(from, tc, io.MultiReader(dec.Buffered(), tc))
+			return
+		}
+		if req.Op == opReplicate && p.replicate != nil {
+			tc.SetDeadline(time.Time{})
+			p.replicate(from, tc, io.MultiReader(dec.Buffered(), tc))
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)

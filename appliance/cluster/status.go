@@ -38,6 +38,8 @@ type Status struct {
 	// replica list (liveness.go).
 	OfflinePartitions         int `json:"offline_partitions"`
 	UnderReplicatedPartitions int `json:"under_replicated_partitions"`
+	// Replication lists under-replicated and offline partitions.
+	Replication ReplicationStatus `json:"replication"`
 }
 
 // MemberStatus is one node of the cell as GET /v1/cell shows it.
@@ -144,6 +146,7 @@ func (n *Node) Status() Status {
 	st.Members, st.Removed = n.members(st, md), []int32{}
 	rc := n.fsm.replicationCounts()
 	st.OfflinePartitions, st.UnderReplicatedPartitions = rc.offline, rc.underReplicated
+	st.Replication = replication(md)
 	for id := range md.Removed {
 		st.Removed = append(st.Removed, id)
 	}
