@@ -136,12 +136,14 @@ func Start(opts Options) (*Node, error) {
 	n.pl.heartbeat = n.serveHeartbeats
 	n.pl.replicate = n.serveReplicate
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
+	n.pl.starting.Store(true)
 	n.pl.start()
 
 	if err := n.startRaft(); err != nil {
 		n.pl.close()
 		return nil, err
 	}
+	n.pl.starting.Store(false)
 	n.disc = opts.Discovery
 	if n.disc == nil && c.MDNS {
 		n.disc, err = NewMDNS(c.Interfaces, c.RebrowseInterval, log)

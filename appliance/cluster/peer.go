@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -42,6 +43,9 @@ type peerListener struct {
 	rpc  func(ctx context.Context, from int32, req rpcRequest) rpcResponse
 	// forward serves a forward stream (forward.go) on an RPC connection.
 	forward func(from int32, tc *tls.Conn, r io.Reader)
+	// starting is set while the node's raft is not up yet: RPCs are
+	// refused then (their handlers read the raft state).
+	starting atomic.Bool
 	// heartbeat serves a heartbeat stream (liveness.go).
 	heartbeat func(from int32, tc *tls.Conn, r io.Reader)
 	// replicate serves a replica stream (replica_serve.go).
@@ -134,6 +138,9 @@ func (p *peerListener) handle(raw net.Conn) {
 		}
 	case alpnRPC:
 		defer tc.Close()
+		if p.starting.Load() {
+			return // raft is not up yet: the caller retries
+		}
 		tc.SetDeadline(time.Now().Add(rpcTimeout))
 		var req rpcRequest
 		dec := json.NewDecoder(io.LimitReader(tc, maxRPCBytes))
