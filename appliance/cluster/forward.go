@@ -392,15 +392,7 @@ func (c *fwdConn) read(r io.Reader) {
 // request frame's writes run concurrently by partition (in order within
 // one), and the answer frame goes back when all are done.
 func (n *Node) serveForward(from int32, tc *tls.Conn, r io.Reader) {
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-n.ctx.Done():
-			tc.Close()
-		case <-stop:
-		}
-	}()
+	defer n.closeOnStop(tc)()
 	sem := make(chan struct{}, maxForwardInflight)
 	var wmu sync.Mutex
 	var wg sync.WaitGroup
@@ -482,6 +474,9 @@ func (n *Node) serveWrite(it fwdItem) fwdResult {
 	case err == nil:
 		return fwdResult{base: base, leader: leader}
 	case errors.Is(err, broker.ErrUnknownTopic), errors.Is(err, broker.ErrUnknownPartition), errors.Is(err, broker.ErrClosed):
+		return fwdResult{code: fwdRetry, leader: leader, msg: err.Error()}
+	case errors.Is(err, broker.ErrNotLeader):
+		// The metadata says this node leads, its broker not yet (or no more).
 		return fwdResult{code: fwdRetry, leader: leader, msg: err.Error()}
 	}
 	return fwdResult{code: fwdFailed, kind: errKind(err), leader: leader, msg: err.Error()}

@@ -61,11 +61,19 @@ type Metadata struct {
 	// Removed are the node ids removed from the cell for good (remove_node,
 	// metadata_nodes.go), with the unix time of their removal.
 	Removed map[int32]int64 `json:"removed,omitempty"`
+	// Fenced are the registered nodes the controller stopped hearing from
+	// (fence_node, liveness.go), with the unix time in ms of their fencing:
+	// they lead nothing and are never elected until unfenced.
+	Fenced map[int32]int64 `json:"fenced,omitempty"`
+	// UncleanElections counts leaders elected outside the ISR (topics with
+	// unclean.leader.election.enable), metadata_replication.go.
+	UncleanElections int64 `json:"unclean_elections,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
 type Command struct {
-	// Op is register_node, create_topic, delete_topic or create_partitions.
+	// Op is register_node, create_topic, delete_topic, create_partitions,
+	// allocate_producer_ids, change_isr, fence_node or unfence_node.
 	Op string `json:"op"`
 	// Node is the node registered.
 	Node *NodeInfo `json:"node,omitempty"`
@@ -75,6 +83,17 @@ type Command struct {
 	TopicInfo *TopicInfo `json:"topic_info,omitempty"`
 	// IDs is the producer id block allocated (producer_ids.go).
 	IDs *IDBlock `json:"ids,omitempty"`
+	// Partition, Leader, LeaderEpoch and ISR are a change_isr's
+	// (metadata_replication.go): the leader's view it changes from, the ISR
+	// it sets.
+	Partition   int32   `json:"partition,omitempty"`
+	Leader      int32   `json:"leader,omitempty"`
+	LeaderEpoch int32   `json:"leader_epoch,omitempty"`
+	ISR         []int32 `json:"isr,omitempty"`
+	// NodeID is the node fenced or unfenced (fence_node, unfence_node).
+	NodeID int32 `json:"node_id,omitempty"`
+	// At is when the command was proposed (unix ms), for fence_node.
+	At int64 `json:"at,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -119,6 +138,9 @@ func (f *fsm) apply(c Command) error {
 		}
 		delete(f.md.Topics, c.Topic)
 		f.tombstone(c.Topic)
+	case opChangeISR, opFenceNode, opUnfenceNode:
+		_, err := f.applyReplication(c)
+		return err
 	default:
 		return f.applyTopicOp(c)
 	}
@@ -170,7 +192,8 @@ func (f *fsm) view() Metadata {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
-		ProducerIDsEnd: f.md.ProducerIDsEnd, Removed: maps.Clone(f.md.Removed)}
+		ProducerIDsEnd: f.md.ProducerIDsEnd, Removed: maps.Clone(f.md.Removed), Fenced: maps.Clone(f.md.Fenced),
+		UncleanElections: f.md.UncleanElections}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

@@ -72,6 +72,8 @@ func (c *cellFSM) Apply(l *raft.Log) any {
 		} else {
 			res = c.fsm.Apply(l)
 		}
+	case opFenceNode, opUnfenceNode:
+		res = c.applyElecting(l)
 	default:
 		res = c.fsm.Apply(l)
 	}
@@ -144,6 +146,7 @@ func (f *fsm) removeNode(c nodeCommand) error {
 		return fmt.Errorf("node %d is not in the cell", id)
 	}
 	delete(f.md.Nodes, id)
+	delete(f.md.Fenced, id)
 	if f.md.Removed == nil {
 		f.md.Removed = map[int32]int64{}
 	}
@@ -193,22 +196,20 @@ func (f *fsm) removeNode(c nodeCommand) error {
 				reps = slices.Delete(reps, at, at+1)
 			}
 			isr := slices.DeleteFunc(slices.Clone(p.ISR), func(r int32) bool { return r == id })
-			if p.Leader == id {
-				p.LeaderEpoch++
-				switch {
-				case len(isr) > 0:
-					p.Leader = isr[0]
-				case len(reps) > 0:
-					// No in-sync replica is left: the node is gone for good,
-					// so the partition goes on from a remaining replica
-					// rather than stay offline for ever (unclean).
-					p.Leader = reps[0]
-					isr = []int32{reps[0]}
-				default:
-					p.Leader = -1
-				}
+			if len(isr) == 0 && len(reps) > 0 {
+				// No in-sync replica is left: the node is gone for good
+				// (with every acknowledged record), so the partition goes
+				// on from a remaining replica, live first, rather than
+				// stay offline for ever (unclean).
+				first := slices.IndexFunc(reps, f.live)
+				isr = []int32{reps[max(first, 0)]}
 			}
 			p.Replicas, p.ISR = reps, isr
+			if p.Leader == id || p.Leader < 0 {
+				// The first live in-sync replica, else none until one is
+				// unfenced (metadata_replication.go).
+				f.elect(name, t, int32(i), p)
+			}
 		}
 		if changed {
 			t.Partitions = slices.Clone(t.Partitions)

@@ -217,7 +217,8 @@ func remoteError(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, s := range []error{ErrTopicExists, ErrUnknownTopic, ErrReplicationFactor, ErrInvalidPartitions, ErrNoController, errStaleBlock} {
+	for _, s := range []error{ErrTopicExists, ErrUnknownTopic, ErrReplicationFactor, ErrInvalidPartitions, ErrNoController, errStaleBlock,
+		ErrStaleEpoch, ErrInvalidISR, ErrIneligibleReplica} {
 		if !errors.Is(err, s) && strings.Contains(err.Error(), s.Error()) {
 			return fmt.Errorf("%w (%v)", s, err)
 		}

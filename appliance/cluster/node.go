@@ -74,7 +74,9 @@ type Node struct {
 	store   *raftboltdb.BoltStore
 	trans   *raft.NetworkTransport
 	m       *metrics
-	ops     *cellOps // routing of writes, member upkeep (ops.go)
+	ops     *cellOps  // routing of writes, member upkeep (ops.go)
+	live    *liveness // heartbeats and fencing (liveness.go)
+	repl    *replicas // partition replication (replica.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,6 +111,7 @@ func Start(opts Options) (*Node, error) {
 	if cred.Cell != c.Name {
 		return nil, fmt.Errorf("cell.credential_dir %s: credential is for cell %q, config says %q", c.CredentialDir, cred.Cell, c.Name)
 	}
+	livenessDefaults(&opts.Cell)
 	adv := c.AdvertisedPeerAddr
 	if adv == "" {
 		adv = c.PeerAddr
@@ -117,6 +120,8 @@ func Start(opts Options) (*Node, error) {
 		peers: map[int32]*peerState{}, rejected: map[string]bool{}, started: time.Now()}
 	n.m = newMetrics(opts.Registerer, n)
 	n.ops = newCellOps(n, opts.Registerer)
+	n.live = newLiveness(n, opts.Registerer)
+	n.repl = &replicas{n: n, lagMax: DefaultReplicaLagMax, fetchers: map[int32]*replicaFetcher{}, isrBusy: map[replKey]bool{}}
 	if err := bridgeRaftMetrics(n.ops.m.commit); err != nil {
 		log.Debug("cell: raft metrics not bridged", "err", err)
 	}
@@ -128,13 +133,17 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.pl.rpc = n.handleRPC
 	n.pl.forward = n.serveForward
+	n.pl.heartbeat = n.serveHeartbeats
+	n.pl.replicate = n.serveReplicate
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
+	n.pl.starting.Store(true)
 	n.pl.start()
 
 	if err := n.startRaft(); err != nil {
 		n.pl.close()
 		return nil, err
 	}
+	n.pl.starting.Store(false)
 	n.disc = opts.Discovery
 	if n.disc == nil && c.MDNS {
 		n.disc, err = NewMDNS(c.Interfaces, c.RebrowseInterval, log)
@@ -149,6 +158,9 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.goLoop(n.peerLoop)
 	n.goLoop(n.controllerLoop)
+	n.goLoop(n.heartbeatLoop)
+	n.goLoop(n.livenessLoop)
+	n.goLoop(n.replicaLoop)
 	log.Info("cell node started", "cell", c.Name, "node_id", cred.NodeID, "peer_addr", adv, "mdns", n.disc != nil, "seeds", len(c.Seeds))
 	return n, nil
 }

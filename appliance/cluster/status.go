@@ -33,6 +33,13 @@ type Status struct {
 	Members []MemberStatus `json:"members"`
 	// Removed are the node ids removed from the cell for good.
 	Removed []int32 `json:"removed"`
+	// OfflinePartitions counts partitions without a leader, and
+	// UnderReplicatedPartitions those whose ISR is smaller than their
+	// replica list (liveness.go).
+	OfflinePartitions         int `json:"offline_partitions"`
+	UnderReplicatedPartitions int `json:"under_replicated_partitions"`
+	// Replication lists under-replicated and offline partitions.
+	Replication ReplicationStatus `json:"replication"`
 }
 
 // MemberStatus is one node of the cell as GET /v1/cell shows it.
@@ -48,6 +55,9 @@ type MemberStatus struct {
 	// LastContactMs is how long ago this node last exchanged with it over
 	// mutual TLS (0 for this node itself, -1: not since this node started).
 	LastContactMs int64 `json:"last_contact_ms"`
+	// Fenced is true while the controller has fenced it (no heartbeat
+	// within cell.session_timeout): it leads nothing.
+	Fenced bool `json:"fenced"`
 	// PartitionsLed counts the partitions it leads; Replicas those it holds.
 	PartitionsLed int `json:"partitions_led"`
 	Replicas      int `json:"replicas"`
@@ -134,6 +144,9 @@ func (n *Node) Status() Status {
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].ID < st.Nodes[j].ID })
 	st.Topics = len(md.Topics)
 	st.Members, st.Removed = n.members(st, md), []int32{}
+	rc := n.fsm.replicationCounts()
+	st.OfflinePartitions, st.UnderReplicatedPartitions = rc.offline, rc.underReplicated
+	st.Replication = replication(md)
 	for id := range md.Removed {
 		st.Removed = append(st.Removed, id)
 	}
@@ -161,6 +174,7 @@ func (n *Node) members(st Status, md Metadata) []MemberStatus {
 	for _, ni := range md.Nodes {
 		m := row(ni.ID)
 		m.PeerAddr, m.KafkaAddr, m.Rack = ni.PeerAddr, ni.KafkaAddr, ni.Rack
+		_, m.Fenced = md.Fenced[ni.ID]
 	}
 	for _, s := range st.Servers {
 		m := row(s.NodeID)

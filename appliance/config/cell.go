@@ -42,6 +42,13 @@ type Cell struct {
 	// contact before the controller leader replaces it by a live non-voter
 	// (the away node stays a member, as a non-voter).
 	VoterReplaceAfter time.Duration `yaml:"voter_replace_after"`
+	// HeartbeatInterval is how often every node tells the controller leader
+	// it is alive (katka-rpc/1).
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// SessionTimeout is how long the controller leader waits without a
+	// node's heartbeat before it fences the node: the partitions it leads
+	// get new leaders from their ISR.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 }
 
 // Enabled reports whether this katka is a node of a cell.
@@ -56,6 +63,8 @@ func defaultCell() Cell {
 		PeerTTL:          30 * time.Second,
 
 		VoterReplaceAfter: 5 * time.Minute,
+		HeartbeatInterval: 500 * time.Millisecond,
+		SessionTimeout:    3 * time.Second,
 	}
 }
 
@@ -106,5 +115,11 @@ func (v *validator) cell(path string, c Cell, k Kafka) {
 	}
 	if c.VoterReplaceAfter <= c.PeerTTL || c.VoterReplaceAfter > 24*time.Hour {
 		v.add(path+".voter_replace_after", "%s is out of range (allowed: longer than cell.peer_ttl (%s), at most 24h)", c.VoterReplaceAfter, c.PeerTTL)
+	}
+	if c.HeartbeatInterval < 10*time.Millisecond || c.HeartbeatInterval > 10*time.Second {
+		v.add(path+".heartbeat_interval", "%s is out of range (allowed: 10ms..10s)", c.HeartbeatInterval)
+	}
+	if c.SessionTimeout <= 2*c.HeartbeatInterval || c.SessionTimeout > time.Minute {
+		v.add(path+".session_timeout", "%s is out of range (allowed: longer than twice cell.heartbeat_interval (%s), at most 1m0s)", c.SessionTimeout, c.HeartbeatInterval)
 	}
 }

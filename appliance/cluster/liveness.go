@@ -1,0 +1,405 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/katka-io/katka/appliance/config"
+)
+
+// Liveness: every node sends a heartbeat to the controller leader every
+// cell.heartbeat_interval over one long-lived katka-rpc/1 connection (a
+// heartbeat stream, switched on by the request {"op":"heartbeat"}, then one
+// JSON line each way per heartbeat). The controller leader fences a
+// registered node it has not heard from for cell.session_timeout
+// (fence_node: the partitions it leads move to their ISR) and unfences it at
+// its next heartbeat (unfence_node), once the node has applied the metadata
+// up to its fencing. A new controller leader gives every node a full session
+// timeout before fencing it; the leader never fences itself.
+const (
+	opHeartbeat = "heartbeat"
+	// maxHeartbeatLine bounds one heartbeat message on the stream.
+	maxHeartbeatLine = 4 << 10
+	// maxLoggedElections bounds the elections named in one log line.
+	maxLoggedElections = 16
+)
+
+// heartbeatMsg is one heartbeat, node to controller leader.
+type heartbeatMsg struct {
+	// Applied is the sender's last applied raft index.
+	Applied uint64 `json:"applied"`
+}
+
+// heartbeatAck answers a heartbeat.
+type heartbeatAck struct {
+	// Error is set when the receiver is not the controller leader (the
+	// stream then ends).
+	Error string `json:"error,omitempty"`
+}
+
+// heard is the controller leader's record of one node's last heartbeat.
+type heard struct {
+	at      time.Time
+	applied uint64
+}
+
+// liveness is a node's part in failure detection: its heartbeat sender and,
+// on the controller leader, the table of heartbeats and the fencing loop.
+type liveness struct {
+	n         *Node
+	elections prometheus.Counter
+
+	mu         sync.Mutex
+	heard      map[int32]heard  // last heartbeat per node (controller leader)
+	fenceIndex map[int32]uint64 // raft index of each node's fencing, as this leader committed it
+	poke       chan struct{}    // a fenced node was heard: unfence it now
+}
+
+func newLiveness(n *Node, reg prometheus.Registerer) *liveness {
+	l := &liveness{n: n, heard: map[int32]heard{}, fenceIndex: map[int32]uint64{}, poke: make(chan struct{}, 1),
+		elections: prometheus.NewCounter(prometheus.CounterOpts{Name: "katka_cell_leader_elections_total",
+			Help: "Controller leader: partition leaders elected because a node was fenced or unfenced (liveness)."})}
+	if reg != nil {
+		reg.MustRegister(l.elections,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "katka_cell_fenced_nodes",
+				Help: "Registered nodes the controller has fenced (no heartbeat for cell.session_timeout)."},
+				func() float64 { return float64(n.fsm.replicationCounts().fenced) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "katka_cell_offline_partitions",
+				Help: "Partitions with no leader (every in-sync replica fenced), as the controller's metadata says."},
+				func() float64 { return float64(n.fsm.replicationCounts().offline) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "katka_cell_under_replicated_partitions",
+				Help: "Partitions whose ISR is smaller than their replica list, as the controller's metadata says."},
+				func() float64 { return float64(n.fsm.replicationCounts().underReplicated) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "katka_cell_unclean_leader_elections_total",
+				Help: "Leaders elected outside the ISR in the cell's life (unclean.leader.election.enable): acknowledged records may be lost."},
+				func() float64 { return float64(n.fsm.replicationCounts().unclean) }))
+	}
+	return l
+}
+
+// replicationCounts are the metadata's replication gauges.
+type replicationCounts struct {
+	fenced, offline, underReplicated int
+	unclean                          int64
+}
+
+func (f *fsm) replicationCounts() replicationCounts {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c := replicationCounts{fenced: len(f.md.Fenced), unclean: f.md.UncleanElections}
+	for _, t := range f.md.Topics {
+		for _, p := range t.Partitions {
+			if p.Leader < 0 {
+				c.offline++
+			}
+			if len(p.ISR) < len(p.Replicas) {
+				c.underReplicated++
+			}
+		}
+	}
+	return c
+}
+
+// serveHeartbeats serves a heartbeat stream from node from, on the
+// controller leader, until it ends, this node stops leading, or a
+// heartbeat is two session timeouts late.
+func (n *Node) serveHeartbeats(from int32, tc *tls.Conn, r io.Reader) {
+	defer n.closeOnStop(tc)()
+	br := bufio.NewReaderSize(r, maxHeartbeatLine)
+	enc := json.NewEncoder(tc)
+	for {
+		tc.SetReadDeadline(time.Now().Add(2 * n.opts.Cell.SessionTimeout))
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if n.ctx.Err() == nil && err != io.EOF {
+				n.log.Debug("cell: heartbeat stream ended", "from", from, "err", err)
+			}
+			return
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue // the newline after the stream's request
+		}
+		var hb heartbeatMsg
+		if err := json.Unmarshal(line, &hb); err != nil {
+			n.log.Warn("cell: bad heartbeat, closing the stream", "from", from, "err", err)
+			return
+		}
+		var ack heartbeatAck
+		if n.raft.State() != raft.Leader {
+			ack.Error = ErrNoController.Error()
+		} else {
+			n.live.record(from, hb)
+			n.ops.touch(from)
+		}
+		tc.SetWriteDeadline(time.Now().Add(rpcTimeout))
+		if err := enc.Encode(ack); err != nil || ack.Error != "" {
+			return
+		}
+	}
+}
+
+// record notes a heartbeat; a fenced node's wakes the fencing loop.
+func (l *liveness) record(from int32, hb heartbeatMsg) {
+	l.mu.Lock()
+	l.heard[from] = heard{at: time.Now(), applied: hb.Applied}
+	l.mu.Unlock()
+	if l.n.fsm.fenced(from) {
+		select {
+		case l.poke <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// fenced reports whether node id is fenced.
+func (f *fsm) fenced(id int32) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, ok := f.md.Fenced[id]
+	return ok
+}
+
+// heartbeatLoop sends this node's heartbeats to the controller leader over
+// one connection, dialled again when the leader changes or the connection
+// fails.
+func (n *Node) heartbeatLoop() {
+	interval := n.opts.Cell.HeartbeatInterval
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var hs *heartbeatStream
+	defer func() { hs.close() }()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		addr, _ := n.raft.LeaderWithID()
+		if n.raft.State() == raft.Leader || addr == "" {
+			hs.close()
+			hs = nil
+			continue
+		}
+		if hs != nil && hs.addr != string(addr) {
+			hs.close()
+			hs = nil
+		}
+		if hs == nil {
+			var err error
+			if hs, err = n.dialHeartbeats(string(addr)); err != nil {
+				n.log.Debug("cell: heartbeat stream to the controller leader failed", "peer_addr", addr, "err", err)
+				continue
+			}
+		}
+		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex()}, n.opts.Cell.SessionTimeout); err != nil {
+			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
+			hs.close()
+			hs = nil
+		}
+	}
+}
+
+// heartbeatStream is this node's connection to the controller leader.
+type heartbeatStream struct {
+	addr string
+	tc   *tls.Conn
+	br   *bufio.Reader
+}
+
+func (n *Node) dialHeartbeats(addr string) (*heartbeatStream, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.opts.Cell.SessionTimeout)
+	defer cancel()
+	tc, err := dialPeer(ctx, n.cred, addr, alpnRPC)
+	if err != nil {
+		return nil, err
+	}
+	tc.SetWriteDeadline(time.Now().Add(rpcTimeout))
+	if err := json.NewEncoder(tc).Encode(rpcRequest{Op: opHeartbeat}); err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("heartbeat stream to %s: %w", addr, err)
+	}
+	return &heartbeatStream{addr: addr, tc: tc, br: bufio.NewReaderSize(tc, maxHeartbeatLine)}, nil
+}
+
+// beat sends one heartbeat and reads its answer, waiting at most wait.
+func (h *heartbeatStream) beat(hb heartbeatMsg, wait time.Duration) error {
+	h.tc.SetDeadline(time.Now().Add(wait))
+	if err := json.NewEncoder(h.tc).Encode(hb); err != nil {
+		return err
+	}
+	line, err := h.br.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	var ack heartbeatAck
+	if err := json.Unmarshal(line, &ack); err != nil {
+		return err
+	}
+	if ack.Error != "" {
+		return fmt.Errorf("controller: %s", ack.Error)
+	}
+	return nil
+}
+
+func (h *heartbeatStream) close() {
+	if h != nil {
+		h.tc.Close()
+	}
+}
+
+// livenessLoop (controller leader) fences nodes whose heartbeats stopped
+// and unfences fenced nodes that are heard again.
+func (n *Node) livenessLoop() {
+	tick := time.NewTicker(n.opts.Cell.HeartbeatInterval)
+	defer tick.Stop()
+	var leaderSince time.Time
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.live.poke:
+		}
+		if n.raft.State() != raft.Leader {
+			leaderSince = time.Time{}
+			continue
+		}
+		if leaderSince.IsZero() {
+			leaderSince = time.Now()
+		}
+		n.live.check(leaderSince)
+	}
+}
+
+// check is one round of the fencing loop on the controller leader.
+func (l *liveness) check(leaderSince time.Time) {
+	n := l.n
+	timeout := n.opts.Cell.SessionTimeout
+	md := n.fsm.view()
+	now := time.Now()
+	for _, id := range md.nodeIDs() {
+		_, fenced := md.Fenced[id]
+		if id == n.cred.NodeID {
+			if fenced { // fenced by an earlier leader: this one is alive
+				l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
+			}
+			continue
+		}
+		l.mu.Lock()
+		h, fi := l.heard[id], l.fenceIndex[id]
+		l.mu.Unlock()
+		switch {
+		case !fenced && now.Sub(later(h.at, leaderSince)) > timeout:
+			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(later(h.at, leaderSince)))
+		case fenced && now.Sub(h.at) <= timeout && h.applied >= fi:
+			l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// apply commits a fence_node or unfence_node and logs what it moved; silent
+// is how long a fenced node was not heard.
+func (l *liveness) apply(c Command, silent time.Duration) {
+	n := l.n
+	data, err := json.Marshal(c)
+	if err != nil {
+		return
+	}
+	fut := n.raft.Apply(data, fenceTimeout)
+	if err := fut.Error(); err != nil {
+		n.log.Debug("cell: "+c.Op+" not committed", "node_id", c.NodeID, "err", err)
+		return
+	}
+	res, ok := fut.Response().(replicationResult)
+	if !ok {
+		n.log.Warn("cell: "+c.Op+" refused", "node_id", c.NodeID, "err", fut.Response())
+		return
+	}
+	if c.Op == opFenceNode {
+		l.mu.Lock()
+		l.fenceIndex[c.NodeID] = fut.Index()
+		l.mu.Unlock()
+	}
+	l.elections.Add(float64(len(res.Elections)))
+	var moved, offline []Election
+	for _, e := range res.Elections {
+		if e.To < 0 {
+			offline = append(offline, e)
+		} else {
+			moved = append(moved, e)
+		}
+		if e.Unclean {
+			n.log.Warn("cell: unclean leader election: records acknowledged by the old in-sync replicas may be lost",
+				"topic", e.Topic, "partition", e.Partition, "leader", e.To, "leader_epoch", e.LeaderEpoch)
+		}
+	}
+	attrs := []any{"node_id", c.NodeID, "leaders_moved", len(moved), "moved", electionList(moved)}
+	if c.Op == opFenceNode {
+		attrs = append(attrs, "offline", len(offline), "offline_partitions", electionList(offline), "silent", silent.Round(time.Millisecond))
+		n.log.Warn("cell: node fenced: no heartbeat within cell.session_timeout", attrs...)
+	} else {
+		n.log.Info("cell: node unfenced", attrs...)
+	}
+}
+
+// electionList names elections for a log line, at most maxLoggedElections.
+func electionList(es []Election) slog.Value {
+	var b strings.Builder
+	for i, e := range es {
+		if i == maxLoggedElections {
+			fmt.Fprintf(&b, " and %d more", len(es)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(e.String())
+	}
+	return slog.StringValue(b.String())
+}
+
+// livenessDefaults fills in heartbeat timings a config left zero (options
+// built by hand: tests, embedders).
+func livenessDefaults(c *config.Cell) {
+	d := config.Default().Cell
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = d.HeartbeatInterval
+	}
+	if c.SessionTimeout <= 2*c.HeartbeatInterval {
+		c.SessionTimeout = max(d.SessionTimeout, 3*c.HeartbeatInterval)
+	}
+}
+
+// closeOnStop closes c when the node stops, so a stream served on it ends;
+// call the function returned when the stream ended by itself.
+func (n *Node) closeOnStop(c io.Closer) (done func()) {
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-n.ctx.Done():
+			c.Close()
+		case <-stop:
+		}
+	}()
+	return func() { close(stop) }
+}
