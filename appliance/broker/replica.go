@@ -616,7 +616,12 @@ func (b *Broker) TruncateReplica(topicName string, partition int32, offset int64
 	if err != nil {
 		return 0, fmt.Errorf("truncate %s-%d to %d: %w", topicName, partition, offset, err)
 	}
-	if err := c.TruncateFromEnd(end); err != nil {
+	if end <= p.log.StartOffset() {
+		err = c.Clear() // emptied: no epoch of the old contents is left (Kafka's truncateFullyAndStartAt)
+	} else {
+		err = c.TruncateFromEnd(end)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("truncate %s-%d to %d: %w", topicName, partition, offset, err)
 	}
 	if p.hw.Load() > end {

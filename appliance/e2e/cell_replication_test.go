@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/katka-io/katka/appliance/cluster"
 	"github.com/katka-io/katka/appliance/storage"
 )
 
@@ -111,8 +114,8 @@ func TestCellReplicationFaults(t *testing.T) {
 
 	faults := []func(){
 		func() { faultKillLeader(t, ctx, adm, nodes) },
-		func() { faultPause(t, ctx, adm, nodes[rand.IntN(3)]) },
-		func() { faultIsolate(t, ctx, adm, net, nodes) },
+		func() { faultPause(t, nodes, nodes[rand.IntN(3)]) },
+		func() { faultIsolate(t, net, nodes) },
 		func() { faultKillLeader(t, ctx, adm, nodes) },
 		func() { faultPowerCut(t, nodes) },
 	}
@@ -281,16 +284,16 @@ func faultKillLeader(t *testing.T, ctx context.Context, adm *kadm.Client, nodes 
 // faultPause stops a node with SIGSTOP until the cell has fenced it (no
 // partition counts it in sync any more: longer than the session timeout),
 // then lets it go on.
-func faultPause(t *testing.T, ctx context.Context, adm *kadm.Client, n *cellProc) {
+func faultPause(t *testing.T, nodes []*cellProc, n *cellProc) {
 	t.Logf("fault: SIGSTOP node %d until the cell fences it", n.i)
 	n.cmd.Process.Signal(syscall.SIGSTOP)
-	waitUntil(t, 30*time.Second, "the paused node to leave every ISR", func() bool { return outOfISR(ctx, adm, int32(n.i)) })
+	waitUntil(t, 30*time.Second, "the paused node to leave every ISR", func() bool { return outOfISR(nodes, int32(n.i)) })
 	n.cmd.Process.Signal(syscall.SIGCONT)
 }
 
 // faultIsolate cuts a node from the other nodes (clients still reach it)
 // until the cell has fenced it, then heals the cut.
-func faultIsolate(t *testing.T, ctx context.Context, adm *kadm.Client, net *cellNet, nodes []*cellProc) {
+func faultIsolate(t *testing.T, net *cellNet, nodes []*cellProc) {
 	i := 1 + rand.IntN(len(nodes))
 	var others []int
 	for j := 1; j <= len(nodes); j++ {
@@ -300,29 +303,51 @@ func faultIsolate(t *testing.T, ctx context.Context, adm *kadm.Client, net *cell
 	}
 	t.Logf("fault: node %d cut from the other nodes until the cell fences it", i)
 	net.partition(i, others)
-	waitUntil(t, 30*time.Second, "the isolated node to leave every ISR", func() bool { return outOfISR(ctx, adm, int32(i)) })
+	waitUntil(t, 30*time.Second, "the isolated node to leave every ISR", func() bool { return outOfISR(nodes, int32(i)) })
 	net.heal(i, others)
 }
 
-// outOfISR reports whether no partition of the topic, as a node other than
-// id tells it, leads with id or counts id in sync.
-func outOfISR(ctx context.Context, adm *kadm.Client, id int32) bool {
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	md, err := adm.Metadata(cctx, replTopic)
-	if err != nil || md.Controller == id {
-		return false
-	}
-	td, ok := md.Topics[replTopic]
-	if !ok || len(td.Partitions) == 0 {
-		return false
-	}
-	for _, p := range td.Partitions {
-		if p.Leader == id || slices.Contains(p.ISR, id) {
-			return false
+// outOfISR reports whether node id leads no partition of the topic and is
+// in no partition's ISR, as another node's controller metadata says (asked
+// over HTTP: a Kafka metadata request may land on the node cut off, whose
+// copy is stale).
+func outOfISR(nodes []*cellProc, id int32) bool {
+	for _, n := range nodes {
+		if int32(n.i) == id {
+			continue
 		}
+		st, ok := n.replication()
+		if !ok {
+			continue
+		}
+		out := 0
+		for _, p := range st.UnderReplicated {
+			if p.Topic == replTopic && p.Leader != id && !slices.Contains(p.ISR, id) {
+				out++
+			}
+		}
+		return out == replPartitions
 	}
-	return true
+	return false
+}
+
+// replication reads the replication part of a node's cell status.
+func (p *cellProc) replication() (cluster.ReplicationStatus, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr()+"/v1/cell", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return cluster.ReplicationStatus{}, false
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Replication cluster.ReplicationStatus `json:"replication"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return cluster.ReplicationStatus{}, false
+	}
+	return st.Replication, true
 }
 
 // faultPowerCut SIGKILLs every node at once and restarts them all.
