@@ -146,16 +146,17 @@ func TestCellReplicationFaults(t *testing.T) {
 	wg.Wait()
 
 	final := readAll(t, ctx, seeds, adm)
-	checkAcked(t, log, final)
+	lost, dups, vanished := checkAcked(t, log, final)
 	// Replicas: stop the nodes and compare their logs with the final read.
 	for _, n := range nodes {
 		n.stop()
 	}
+	diverged := 0
 	for _, n := range nodes {
-		checkReplicaLog(t, n, final)
+		diverged += checkReplicaLog(t, n, final)
 	}
-	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; 0 lost, 0 duplicated, 0 divergent",
-		rounds, len(log.acked), log.failed, countFinal(final), len(log.consumed))
+	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records",
+		rounds, len(log.acked), log.failed, countFinal(final), len(log.consumed), lost, dups, vanished, diverged)
 }
 
 func mustClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
@@ -431,11 +432,10 @@ func countFinal(final map[int32][]kgo.Record) int {
 // checkAcked: every acknowledged record is in the final log at its offset,
 // no value appears twice, each producer's records of a partition are in
 // order, and every record the group read is still there.
-func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
+func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) (lost, dups, vanished int) {
 	t.Helper()
 	seen := map[string]bool{}
 	lastSeq := map[string]int{}
-	dups := 0
 	for p, rs := range final {
 		for _, r := range rs {
 			v := string(r.Value)
@@ -455,7 +455,6 @@ func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
 			lastSeq[k] = n
 		}
 	}
-	lost := 0
 	for v, r := range log.acked {
 		rs := final[r.Partition]
 		if r.Offset >= int64(len(rs)) || string(rs[r.Offset].Value) != v {
@@ -465,7 +464,6 @@ func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
 			}
 		}
 	}
-	vanished := 0
 	for _, r := range log.consumed {
 		rs := final[r.Partition]
 		if r.Offset >= int64(len(rs)) || !slices.Equal(rs[r.Offset].Value, r.Value) {
@@ -478,11 +476,12 @@ func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
 	if lost+dups+vanished > 0 {
 		t.Errorf("%d acknowledged records lost, %d duplicated, %d consumed records vanished", lost, dups, vanished)
 	}
+	return lost, dups, vanished
 }
 
 // checkReplicaLog opens a stopped node's copy of every partition and checks
 // it equals the final log wherever both have records.
-func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) {
+func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) (diverged int) {
 	t.Helper()
 	for p := int32(0); p < replPartitions; p++ {
 		dir := filepath.Join(n.dataDir, replTopic, strconv.Itoa(int(p)))
@@ -493,7 +492,6 @@ func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) {
 		}
 		rs := final[p]
 		end := min(l.EndOffset(), int64(len(rs)))
-		diverged := 0
 		for off := l.StartOffset(); off < end; {
 			recs, err := l.Read(off, end, 1<<20)
 			if err != nil || len(recs) == 0 {
@@ -515,4 +513,5 @@ func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) {
 		}
 		l.Close()
 	}
+	return diverged
 }
