@@ -187,7 +187,7 @@ func (n *Node) heartbeatLoop() {
 			return
 		case <-tick.C:
 		}
-		addr, _ := n.raft.LeaderWithID()
+		addr, leaderID := n.raft.LeaderWithID()
 		if n.raft.State() == raft.Leader || addr == "" {
 			hs.close()
 			hs = nil
@@ -208,6 +208,8 @@ func (n *Node) heartbeatLoop() {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
+		} else if id, ok := parseNodeID(leaderID); ok {
+			n.ops.touch(id) // a mutual-TLS exchange: the leader's last contact
 		}
 	}
 }
