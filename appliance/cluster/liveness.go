@@ -263,11 +263,18 @@ func (h *heartbeatStream) close() {
 }
 
 // livenessLoop (controller leader) fences nodes whose heartbeats stopped
-// and unfences fenced nodes that are heard again.
+// and unfences fenced nodes that are heard again. A new leader gives every
+// node a session timeout of grace from its election, except the previous
+// controller leader: raft's last contact with it (as this node saw it while
+// following) is when it was last heard, so a dead controller that also led
+// partitions is fenced a session timeout after its death, not after the
+// election plus the grace.
 func (n *Node) livenessLoop() {
 	tick := time.NewTicker(n.opts.Cell.HeartbeatInterval)
 	defer tick.Stop()
 	var leaderSince time.Time
+	prev := int32(-1) // the controller leader this node last followed
+	var prevContact time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -277,23 +284,43 @@ func (n *Node) livenessLoop() {
 		}
 		if n.raft.State() != raft.Leader {
 			leaderSince = time.Time{}
+			if _, id := n.raft.LeaderWithID(); id != "" {
+				if v, ok := parseNodeID(id); ok {
+					prev, prevContact = v, n.raft.LastContact()
+				}
+			}
 			continue
 		}
 		if leaderSince.IsZero() {
 			leaderSince = time.Now()
+			n.live.heardLeader(prev, prevContact)
 		}
-		n.live.check(leaderSince)
+		n.live.check(leaderSince, prev)
 	}
 }
 
-// check is one round of the fencing loop on the controller leader.
-func (l *liveness) check(leaderSince time.Time) {
+// heardLeader records raft's last contact with the previous controller
+// leader as its last heartbeat (leaders send none).
+func (l *liveness) heardLeader(id int32, at time.Time) {
+	if id < 0 || id == l.n.cred.NodeID || at.IsZero() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.heard[id]; h.at.Before(at) {
+		l.heard[id] = heard{at: at, applied: h.applied}
+	}
+}
+
+// check is one round of the fencing loop on the controller leader; prev is
+// the previous controller leader, which gets no grace (livenessLoop).
+func (l *liveness) check(leaderSince time.Time, prev int32) {
 	n := l.n
 	timeout := n.opts.Cell.SessionTimeout
-	md := n.fsm.view()
+	ids, fencedIDs := n.fsm.nodesFenced()
 	now := time.Now()
-	for _, id := range md.nodeIDs() {
-		_, fenced := md.Fenced[id]
+	for _, id := range ids {
+		fenced := fencedIDs[id]
 		if id == n.cred.NodeID {
 			if fenced { // fenced by an earlier leader: this one is alive
 				l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
@@ -303,13 +330,28 @@ func (l *liveness) check(leaderSince time.Time) {
 		l.mu.Lock()
 		h, fi := l.heard[id], l.fenceIndex[id]
 		l.mu.Unlock()
+		last := later(h.at, leaderSince)
+		if id == prev && !h.at.IsZero() {
+			last = h.at
+		}
 		switch {
-		case !fenced && now.Sub(later(h.at, leaderSince)) > timeout:
-			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(later(h.at, leaderSince)))
+		case !fenced && now.Sub(last) > timeout:
+			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(last))
 		case fenced && now.Sub(h.at) <= timeout && h.applied >= fi:
 			l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
 		}
 	}
+}
+
+// nodesFenced lists the registered nodes, lowest first, and the fenced ones.
+func (f *fsm) nodesFenced() ([]int32, map[int32]bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fenced := make(map[int32]bool, len(f.md.Fenced))
+	for id := range f.md.Fenced {
+		fenced[id] = true
+	}
+	return f.md.nodeIDs(), fenced
 }
 
 func later(a, b time.Time) time.Time {
