@@ -177,6 +177,18 @@ func printCellStatus(w io.Writer, st cluster.Status) {
 	if len(st.Removed) > 0 {
 		fmt.Fprintf(w, "removed for good: %v\n", st.Removed)
 	}
+	var fenced []int32
+	for _, m := range st.Members {
+		if m.Fenced {
+			fenced = append(fenced, m.NodeID)
+		}
+	}
+	if len(fenced) > 0 {
+		fmt.Fprintf(w, "fenced (no heartbeat within cell.session_timeout): %v\n", fenced)
+	}
+	if st.OfflinePartitions > 0 || st.UnderReplicatedPartitions > 0 {
+		fmt.Fprintf(w, "partitions: %d offline, %d under-replicated\n", st.OfflinePartitions, st.UnderReplicatedPartitions)
+	}
 	if len(st.Peers) > 0 {
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "\nPEER\tPEER ADDR\tSOURCE\tVERIFIED\tLAST SEEN")
