@@ -1,9 +1,13 @@
 package cluster
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -250,4 +254,53 @@ func awaitHeartbeats(t *testing.T, ctl *Node, tc *testCell) {
 		}
 		return true
 	})
+}
+
+// TestHeartbeatStreamLimits: on a one-node cell's controller, a heartbeat
+// stream answers each heartbeat and records it; a line longer than
+// maxHeartbeatLine closes the stream.
+func TestHeartbeatStreamLimits(t *testing.T) {
+	dirs := issue(t, "plant7", 2)
+	c := config.Default().Cell
+	ln := boundPeerPort(t)
+	c.Name, c.CredentialDir, c.PeerAddr, c.MDNS, c.BootstrapExpect = "plant7", dirs[0], ln.Addr().String(), false, 1
+	fast := RaftTimeouts{Heartbeat: 200 * time.Millisecond, Election: 200 * time.Millisecond, LeaderLease: 100 * time.Millisecond}
+	n, err := Start(Options{Cell: c, DataDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Raft: &fast, PeerListener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	waitFor(t, 10*time.Second, "the node leading", func() bool { return n.ControllerID() == 1 })
+	other, err := LoadCredential(dirs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tc, err := dialPeer(ctx, other, ln.Addr().String(), alpnRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := tc.Write([]byte(`{"op":"heartbeat"}` + "\n" + `{"applied":7}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(tc)
+	if line, err := br.ReadString('\n'); err != nil || line != "{}\n" {
+		t.Fatalf("heartbeat answer %q, %v; want {}", line, err)
+	}
+	n.live.mu.Lock()
+	h := n.live.heard[2]
+	n.live.mu.Unlock()
+	if h.applied != 7 || h.at.IsZero() {
+		t.Fatalf("heartbeat of node 2 recorded as %+v", h)
+	}
+	long := append([]byte(`{"applied":1,"pad":"`), bytes.Repeat([]byte("x"), maxHeartbeatLine)...)
+	if _, err := tc.Write(append(long, "\"}\n"...)); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("a %d-byte heartbeat was answered %q, want the stream closed", len(long), line)
+	}
 }
