@@ -32,6 +32,9 @@ const (
 	opHeartbeat = "heartbeat"
 	// maxHeartbeatLine bounds one heartbeat message on the stream.
 	maxHeartbeatLine = 4 << 10
+	// livenessCheckEvery is the longest time between two rounds of the
+	// controller leader's fencing loop.
+	livenessCheckEvery = 100 * time.Millisecond
 	// maxLoggedElections bounds the elections named in one log line.
 	maxLoggedElections = 16
 )
@@ -270,7 +273,9 @@ func (h *heartbeatStream) close() {
 // partitions is fenced a session timeout after its death, not after the
 // election plus the grace.
 func (n *Node) livenessLoop() {
-	tick := time.NewTicker(n.opts.Cell.HeartbeatInterval)
+	// Checked more often than heartbeats come, so a fence follows the
+	// session timeout closely (a check reads two small maps).
+	tick := time.NewTicker(min(n.opts.Cell.HeartbeatInterval, livenessCheckEvery))
 	defer tick.Stop()
 	var leaderSince time.Time
 	prev := int32(-1) // the controller leader this node last followed
