@@ -87,6 +87,7 @@ test-long: test-deps
 	$(MAKE) --no-print-directory test-arm ARM_PKGS="./appliance/storage/ ./appliance/broker/ ./appliance/kafka/" \
 		ARM_E2E='TestKafkaKcatRoundTrip$$$$|TestSystemdNotify$$$$|TestTortureCrash$$$$|TestTortureBitRot$$$$'
 	set -o pipefail; KATKA_TORTURE_ROUNDS=500 $(GO) test -count=1 -timeout 90m -v -run Torture ./appliance/e2e/ 2>&1 | grep -E '^(torture|--- |ok|FAIL|PASS|panic)|_test.go:'
+	set -o pipefail; KATKA_FAULT_SECONDS=1200 $(GO) test -count=1 -timeout 40m -v -run 'TestCellReplicationFaults$$' ./appliance/e2e/ 2>&1 | grep -E '^(--- |ok|FAIL|PASS|panic)|_test.go:'
 
 bench: test-deps
 	@# katka vs NATS JetStream (nats-server installed into bin/ on first use; kcat and

@@ -92,7 +92,13 @@ func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partitio
 	if err := b.makeRoom(t, need); err != nil {
 		return 0, 0, err
 	}
-	base, end, err := p.log.AppendBatches([][]byte{batch})
+	p.roleMu.RLock()
+	if err := p.checkLeader(acks); err != nil {
+		p.roleMu.RUnlock()
+		return 0, 0, err
+	}
+	base, end, err := p.log.AppendBatchesEpoch([][]byte{batch}, p.leaderEpoch())
+	p.roleMu.RUnlock()
 	if err != nil {
 		if err := p.goneErr(nil); err != nil {
 			return 0, 0, err
@@ -108,18 +114,9 @@ func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partitio
 		b.m.recordsIn(topicName, int(h.NumRecords), len(batch))
 	}
 	if p.interval {
-		p.advance(end)
-		return base, appendTime, nil
+		p.raise(end)
 	}
-	if acks == AcksNone {
-		go p.syncTo(end)
-		return base, appendTime, nil
-	}
-	if err := p.syncTo(end); err != nil {
-		if err := p.goneErr(nil); err != nil {
-			return 0, 0, err
-		}
-		b.m.produceError(topicName)
+	if err := b.acknowledge(ctx, p, end, acks); err != nil {
 		return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
 	}
 	return base, appendTime, nil
@@ -161,7 +158,7 @@ func (b *Broker) FetchBatchParts(ctx context.Context, topicName string, partitio
 		hw := p.hw.Load()
 		start := p.log.StartOffset()
 		res := BatchFetch{HighWatermark: hw, LogStartOffset: start}
-		if offset < start || offset > hw {
+		if offset < start || offset > p.fetchable(hw) {
 			return res, fmt.Errorf("fetch %s-%d at %d: %w (log start %d, high watermark %d)", topicName, partition, offset, ErrOffsetOutOfRange, start, hw)
 		}
 		limit = min(limit, hw)

@@ -91,7 +91,13 @@ func (b *Broker) produceBatches(ctx context.Context, topicName string, partition
 	if err := b.makeRoom(t, int64(need)); err != nil {
 		return 0, err
 	}
-	base, end, err := p.log.AppendBatches(batches)
+	p.roleMu.RLock()
+	if err := p.checkLeader(acks); err != nil {
+		p.roleMu.RUnlock()
+		return 0, err
+	}
+	base, end, err := p.log.AppendBatchesEpoch(batches, p.leaderEpoch())
+	p.roleMu.RUnlock()
 	if err != nil {
 		if err := p.goneErr(nil); err != nil {
 			return 0, err
@@ -102,18 +108,9 @@ func (b *Broker) produceBatches(ctx context.Context, topicName string, partition
 	b.disk.used.Add(int64(need))
 	b.m.recordsIn(topicName, len(recs), size)
 	if p.interval {
-		p.advance(end)
-		return base, nil
+		p.raise(end)
 	}
-	if acks == AcksNone {
-		go p.syncTo(end)
-		return base, nil
-	}
-	if err := p.syncTo(end); err != nil {
-		if err := p.goneErr(nil); err != nil {
-			return 0, err
-		}
-		b.m.produceError(topicName)
+	if err := b.acknowledge(ctx, p, end, acks); err != nil {
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
 	}
 	return base, nil

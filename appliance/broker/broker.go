@@ -295,6 +295,7 @@ func Open(opts Options) (*Broker, error) {
 	if opts.Fsync == FsyncInterval {
 		b.every(opts.FsyncInterval, b.syncPartitions)
 	}
+	b.every(time.Second, b.checkpointHW) // replicated partitions only
 	b.every(opts.RetentionCheckInterval, func() {
 		b.ApplyRetention(time.Now())
 		b.CompactTopics(time.Now())
@@ -397,6 +398,10 @@ func (b *Broker) openPartition(t *topic, p int32) (*partition, error) {
 	}
 	part := &partition{topic: t.info.Name, id: p, log: l, notify: make(chan struct{}), interval: b.opts.Fsync == FsyncInterval}
 	part.hw.Store(l.EndOffset())
+	if err := part.loadHW(); err != nil {
+		l.Close()
+		return nil, err
+	}
 	return part, nil
 }
 
@@ -861,7 +866,13 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 	// Written as batches compressed per the topic's compression.type
 	// (producer and uncompressed: uncompressed).
 	codec, _ := storage.CodecByName(t.info.Config.CompressionType)
-	base, end, err := p.append(recs, storage.BatchFormat{Codec: codec, LogAppendTime: logAppend})
+	p.roleMu.RLock()
+	if err := p.checkLeader(acks); err != nil {
+		p.roleMu.RUnlock()
+		return 0, err
+	}
+	base, end, err := p.append(recs, storage.BatchFormat{Codec: codec, LogAppendTime: logAppend, LeaderEpoch: p.leaderEpoch()})
+	p.roleMu.RUnlock()
 	if err == nil {
 		b.disk.used.Add(need)
 	}
@@ -873,21 +884,34 @@ func (b *Broker) Produce(ctx context.Context, topicName string, partition int32,
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
 	}
 	b.m.recordsIn(topicName, len(recs), size)
-	if p.interval {
-		return base, nil
-	}
-	if acks == AcksNone {
-		go p.syncTo(end) // make them visible soon; nobody waits
-		return base, nil
-	}
-	if err := p.syncTo(end); err != nil {
-		if err := p.goneErr(nil); err != nil {
-			return 0, err
-		}
-		b.m.produceError(topicName)
+	if err := b.acknowledge(ctx, p, end, acks); err != nil {
 		return 0, fmt.Errorf("produce to %s-%d: %w", topicName, partition, err)
 	}
 	return base, nil
+}
+
+// acknowledge waits until a write ending at end is as durable as acks asks:
+// nothing for acks 0 (made visible soon), this node's fsync for acks 1 and
+// all (none with fsync: interval), and on a replicated partition's leader
+// every in-sync replica for acks all.
+func (b *Broker) acknowledge(ctx context.Context, p *partition, end int64, acks Acks) error {
+	if acks == AcksNone && !p.interval {
+		go p.syncTo(end) // make them visible soon; nobody waits
+		return nil
+	}
+	if !p.interval {
+		if err := p.syncTo(end); err != nil {
+			if err := p.goneErr(nil); err != nil {
+				return err
+			}
+			b.m.produceError(p.topic)
+			return err
+		}
+	}
+	if acks == AcksAll {
+		return b.waitReplicated(ctx, p, end)
+	}
+	return nil
 }
 
 // Fetch returns records from offset, waiting up to maxWait for at least one if
@@ -908,7 +932,7 @@ func (b *Broker) Fetch(ctx context.Context, topicName string, partition int32, o
 		hw := p.hw.Load()
 		start := p.log.StartOffset()
 		res := FetchResult{HighWatermark: hw, LogStartOffset: start}
-		if offset < start || offset > hw {
+		if offset < start || offset > p.fetchable(hw) {
 			return res, fmt.Errorf("fetch %s-%d at %d: %w (log start %d, high watermark %d)", topicName, partition, offset, ErrOffsetOutOfRange, start, hw)
 		}
 		if offset < hw {
@@ -1022,6 +1046,7 @@ func (b *Broker) Close() error {
 		<-ch
 	}
 	b.wg.Wait()
+	b.checkpointHW()
 	err := b.closeTopics()
 	if uerr := b.lock.Unlock(); err == nil {
 		err = uerr

@@ -32,11 +32,15 @@ type Metrics struct {
 	compactByteC *prometheus.CounterVec
 	retSegmentsC *prometheus.CounterVec
 	retBytesC    *prometheus.CounterVec
+	replBytesC   *prometheus.CounterVec
+	replTruncC   *prometheus.CounterVec
 	limits       *limiter
 
 	partBytes *prometheus.Desc
 	partHW    *prometheus.Desc
 	partStart *prometheus.Desc
+	partURP   *prometheus.Desc
+	partISR   *prometheus.Desc
 }
 
 // NewMetrics creates the broker metrics and registers them on reg (nil: not registered).
@@ -61,6 +65,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		retBytesC:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_retention_deleted_bytes_total", Help: "Bytes deleted by retention, per topic."}, []string{"topic"}),
 		partBytes:    prometheus.NewDesc("katka_partition_bytes", "Bytes on disk of a partition's log.", []string{"topic", "partition"}, nil),
 		partHW:       prometheus.NewDesc("katka_partition_high_watermark", "High watermark (next offset visible to consumers).", []string{"topic", "partition"}, nil),
+		replBytesC:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_replica_bytes_in_total", Help: "Record batch bytes this node copied from partition leaders as a follower, per topic."}, []string{"topic"}),
+		replTruncC:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "katka_replica_truncated_offsets_total", Help: "Offsets a follower cut from its log to match its leader's (by leader epoch), per topic."}, []string{"topic"}),
+		partURP:      prometheus.NewDesc("katka_partition_under_replicated", "1 on the leader of a replicated partition whose in-sync replicas are fewer than its replicas.", []string{"topic", "partition"}, nil),
+		partISR:      prometheus.NewDesc("katka_partition_in_sync_replicas", "In-sync replicas of a replicated partition this node leads.", []string{"topic", "partition"}, nil),
 		limits:       newLimiter(),
 		partStart:    prometheus.NewDesc("katka_partition_log_start_offset", "First offset still in the partition's log.", []string{"topic", "partition"}, nil),
 	}
@@ -71,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC, m.limits.c}
+	return []prometheus.Collector{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.fsyncH, m.recoveryC, m.droppedC, m.lostC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC, m.replBytesC, m.replTruncC, m.limits.c}
 }
 
 // Describe implements prometheus.Collector.
@@ -82,6 +90,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.partBytes
 	ch <- m.partHW
 	ch <- m.partStart
+	ch <- m.partURP
+	ch <- m.partISR
 }
 
 // Collect implements prometheus.Collector.
@@ -98,6 +108,14 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.partBytes, prometheus.GaugeValue, float64(i.Bytes), lbl...)
 		ch <- prometheus.MustNewConstMetric(m.partHW, prometheus.GaugeValue, float64(i.HighWatermark), lbl...)
 		ch <- prometheus.MustNewConstMetric(m.partStart, prometheus.GaugeValue, float64(i.LogStartOffset), lbl...)
+		if r := p.replica(); r != nil && r.Leads() {
+			urp := 0.0
+			if len(r.ISR) < len(r.Replicas) {
+				urp = 1
+			}
+			ch <- prometheus.MustNewConstMetric(m.partURP, prometheus.GaugeValue, urp, lbl...)
+			ch <- prometheus.MustNewConstMetric(m.partISR, prometheus.GaugeValue, float64(len(r.ISR)), lbl...)
+		}
 	}
 }
 
@@ -144,8 +162,16 @@ func (m *Metrics) retention(topic string, n int, bytes int64) {
 	m.retBytesC.WithLabelValues(topic).Add(float64(bytes))
 }
 
+func (m *Metrics) replicaIn(topic string, bytes int) {
+	m.replBytesC.WithLabelValues(topic).Add(float64(bytes))
+}
+
+func (m *Metrics) replicaTruncated(topic string, n int64) {
+	m.replTruncC.WithLabelValues(topic).Add(float64(n))
+}
+
 func (m *Metrics) forgetTopic(topic string) {
-	for _, v := range []*prometheus.CounterVec{m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC} {
+	for _, v := range []*prometheus.CounterVec{m.replBytesC, m.replTruncC, m.recordsInC, m.bytesInC, m.recordsOutC, m.bytesOutC, m.corruptC, m.produceErrC, m.fullRejectC, m.droppedSegC, m.droppedByteC, m.compactRecC, m.compactByteC, m.retSegmentsC, m.retBytesC} {
 		v.DeleteLabelValues(topic)
 	}
 }

@@ -21,6 +21,17 @@ type partition struct {
 	compactedTo atomic.Int64 // sealed offset up to which compaction last ran
 	nmu         sync.Mutex
 	notify      chan struct{}
+
+	// Replication (replica.go): the replica state the cell set (nil: not
+	// replicated), the leader-epoch checkpoint (opened on first use, under
+	// rmu), the leader's high watermark as a follower last heard it, and the
+	// high watermark last checkpointed.
+	repl         atomic.Pointer[replState]
+	roleMu       sync.RWMutex // writers hold it shared from leadership check to append; role changes, replica appends and truncations exclusively
+	rmu          sync.Mutex
+	epochs       *storage.EpochCache
+	leaderHWSeen atomic.Int64
+	hwSaved      atomic.Int64
 }
 
 // append writes recs as batches encoded as f says.
@@ -31,7 +42,7 @@ func (p *partition) append(recs []Record, f storage.BatchFormat) (base, end int6
 	}
 	end = base + int64(len(recs))
 	if p.interval {
-		p.advance(end)
+		p.raise(end)
 	}
 	return base, end, nil
 }
@@ -41,7 +52,7 @@ func (p *partition) syncTo(end int64) error {
 	if err := p.log.SyncTo(end); err != nil {
 		return err
 	}
-	p.advance(p.log.DurableOffset())
+	p.raise(p.log.DurableOffset())
 	return nil
 }
 
@@ -56,10 +67,7 @@ func (p *partition) advance(hw int64) {
 			break
 		}
 	}
-	p.nmu.Lock()
-	close(p.notify)
-	p.notify = make(chan struct{})
-	p.nmu.Unlock()
+	p.wake()
 }
 
 func (p *partition) waitCh() <-chan struct{} {
@@ -80,10 +88,7 @@ func (p *partition) close() error { return p.log.Close() }
 func (p *partition) retire() {
 	p.gone.Store(true)
 	p.close()
-	p.nmu.Lock()
-	close(p.notify)
-	p.notify = make(chan struct{})
-	p.nmu.Unlock()
+	p.wake()
 }
 
 // goneErr turns an error from a deleted partition's log into ErrUnknownTopic.

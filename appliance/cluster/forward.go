@@ -475,6 +475,9 @@ func (n *Node) serveWrite(it fwdItem) fwdResult {
 		return fwdResult{base: base, leader: leader}
 	case errors.Is(err, broker.ErrUnknownTopic), errors.Is(err, broker.ErrUnknownPartition), errors.Is(err, broker.ErrClosed):
 		return fwdResult{code: fwdRetry, leader: leader, msg: err.Error()}
+	case errors.Is(err, broker.ErrNotLeader):
+		// The metadata says this node leads, its broker not yet (or no more).
+		return fwdResult{code: fwdRetry, leader: leader, msg: err.Error()}
 	}
 	return fwdResult{code: fwdFailed, kind: errKind(err), leader: leader, msg: err.Error()}
 }

@@ -58,7 +58,8 @@ type fwdResult struct {
 // fwdKinds are the broker errors a forwarded write's failure keeps, so
 // callers can still test it with errors.Is.
 var fwdKinds = []error{broker.ErrUnknownTopic, broker.ErrUnknownPartition, broker.ErrRecordTooLarge,
-	broker.ErrDiskFull, broker.ErrClosed, broker.ErrCorrupt}
+	broker.ErrDiskFull, broker.ErrClosed, broker.ErrCorrupt, broker.ErrNotEnoughReplicas,
+	broker.ErrNotEnoughReplicasAfterAppend, broker.ErrReplicationTimeout}
 
 func errKind(err error) byte {
 	for i, k := range fwdKinds {

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 )
 
@@ -102,7 +103,10 @@ func (f *fsm) replicationCounts() replicationCounts {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	c := replicationCounts{fenced: len(f.md.Fenced), unclean: f.md.UncleanElections}
-	for _, t := range f.md.Topics {
+	for name, t := range f.md.Topics {
+		if broker.InternalTopic(name) {
+			continue // placed, not replicated: as in GET /v1/cell (replica_status.go)
+		}
 		for _, p := range t.Partitions {
 			if p.Leader < 0 {
 				c.offline++

@@ -183,8 +183,8 @@ func TestFencingFailsOver(t *testing.T) {
 			t.Errorf("GET /v1/cell member %+v, want only node %d fenced, leading nothing", m, vid)
 		}
 	}
-	if st.UnderReplicatedPartitions != 6 || st.OfflinePartitions != 0 {
-		t.Errorf("GET /v1/cell: %d under-replicated, %d offline partitions, want 6 and 0", st.UnderReplicatedPartitions, st.OfflinePartitions)
+	if len(st.Replication.UnderReplicated) != 6 || len(st.Replication.Offline) != 0 {
+		t.Errorf("GET /v1/cell: %d under-replicated, %d offline partitions, want 6 and 0", len(st.Replication.UnderReplicated), len(st.Replication.Offline))
 	}
 
 	restarted, err := Start(opts)

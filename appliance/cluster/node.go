@@ -76,6 +76,7 @@ type Node struct {
 	m       *metrics
 	ops     *cellOps  // routing of writes, member upkeep (ops.go)
 	live    *liveness // heartbeats and fencing (liveness.go)
+	repl    *replicas // partition replication (replica.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -120,6 +121,7 @@ func Start(opts Options) (*Node, error) {
 	n.m = newMetrics(opts.Registerer, n)
 	n.ops = newCellOps(n, opts.Registerer)
 	n.live = newLiveness(n, opts.Registerer)
+	n.repl = &replicas{n: n, lagMax: DefaultReplicaLagMax, fetchers: map[int32]*replicaFetcher{}, isrBusy: map[replKey]bool{}}
 	if err := bridgeRaftMetrics(n.ops.m.commit); err != nil {
 		log.Debug("cell: raft metrics not bridged", "err", err)
 	}
@@ -132,13 +134,16 @@ func Start(opts Options) (*Node, error) {
 	n.pl.rpc = n.handleRPC
 	n.pl.forward = n.serveForward
 	n.pl.heartbeat = n.serveHeartbeats
+	n.pl.replicate = n.serveReplicate
 	n.pl.onReject = func() { n.m.peerRejected.Inc() }
+	n.pl.starting.Store(true)
 	n.pl.start()
 
 	if err := n.startRaft(); err != nil {
 		n.pl.close()
 		return nil, err
 	}
+	n.pl.starting.Store(false)
 	n.disc = opts.Discovery
 	if n.disc == nil && c.MDNS {
 		n.disc, err = NewMDNS(c.Interfaces, c.RebrowseInterval, log)
@@ -155,6 +160,7 @@ func Start(opts Options) (*Node, error) {
 	n.goLoop(n.controllerLoop)
 	n.goLoop(n.heartbeatLoop)
 	n.goLoop(n.livenessLoop)
+	n.goLoop(n.replicaLoop)
 	log.Info("cell node started", "cell", c.Name, "node_id", cred.NodeID, "peer_addr", adv, "mdns", n.disc != nil, "seeds", len(c.Seeds))
 	return n, nil
 }

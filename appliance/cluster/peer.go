@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -42,13 +43,18 @@ type peerListener struct {
 	rpc  func(ctx context.Context, from int32, req rpcRequest) rpcResponse
 	// forward serves a forward stream (forward.go) on an RPC connection.
 	forward func(from int32, tc *tls.Conn, r io.Reader)
-	raftC   chan net.Conn
-	slots   chan struct{} // one per open connection, at most maxPeerConns
-	done    chan struct{}
-	once    sync.Once
-	wg      sync.WaitGroup
+	// starting is set while the node's raft is not up yet: RPCs are
+	// refused then (their handlers read the raft state).
+	starting atomic.Bool
 	// heartbeat serves a heartbeat stream (liveness.go).
 	heartbeat func(from int32, tc *tls.Conn, r io.Reader)
+	// replicate serves a replica stream (replica_serve.go).
+	replicate func(from int32, tc *tls.Conn, r io.Reader)
+	raftC     chan net.Conn
+	slots     chan struct{} // one per open connection, at most maxPeerConns
+	done      chan struct{}
+	once      sync.Once
+	wg        sync.WaitGroup
 
 	mu       sync.Mutex
 	rejected map[string]bool // remote IPs already logged
@@ -132,6 +138,9 @@ func (p *peerListener) handle(raw net.Conn) {
 		}
 	case alpnRPC:
 		defer tc.Close()
+		if p.starting.Load() {
+			return // raft is not up yet: the caller retries
+		}
 		tc.SetDeadline(time.Now().Add(rpcTimeout))
 		var req rpcRequest
 		dec := json.NewDecoder(io.LimitReader(tc, maxRPCBytes))
@@ -147,6 +156,11 @@ func (p *peerListener) handle(raw net.Conn) {
 		if req.Op == opHeartbeat && p.heartbeat != nil {
 			tc.SetDeadline(time.Time{})
 			p.heartbeat(from, tc, io.MultiReader(dec.Buffered(), tc))
+			return
+		}
+		if req.Op == opReplicate && p.replicate != nil {
+			tc.SetDeadline(time.Time{})
+			p.replicate(from, tc, io.MultiReader(dec.Buffered(), tc))
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)

@@ -19,6 +19,8 @@ const (
 	errNotLeaderOrFollower      int16 = 6
 	errRequestTimedOut          int16 = 7
 	errMessageTooLarge          int16 = 10
+	errNotEnoughReplicas        int16 = 19
+	errNotEnoughReplicasAfter   int16 = 20
 	errInvalidTopic             int16 = 17
 	errInvalidRequiredAcks      int16 = 21
 	errUnsupportedVersion       int16 = 35
@@ -33,6 +35,7 @@ const (
 	errTransactionalIDAuth      int16 = 53
 	errKafkaStorageError        int16 = 56
 	errFetchSessionIDNotFound   int16 = 70
+	errFencedLeaderEpoch        int16 = 74
 	errInvalidRecord            int16 = 87
 	errUnknownTopicID           int16 = 100
 )
@@ -73,6 +76,16 @@ func errorCode(err error) int16 {
 		return errOffsetOutOfRange
 	case errors.Is(err, broker.ErrCorrupt):
 		return errKafkaStorageError
+	case errors.Is(err, broker.ErrNotEnoughReplicas):
+		return errNotEnoughReplicas
+	case errors.Is(err, broker.ErrNotEnoughReplicasAfterAppend):
+		return errNotEnoughReplicasAfter
+	case errors.Is(err, broker.ErrNotLeader):
+		return errNotLeaderOrFollower
+	case errors.Is(err, broker.ErrFencedEpoch):
+		return errFencedLeaderEpoch
+	case errors.Is(err, broker.ErrReplicationTimeout):
+		return errRequestTimedOut
 	case errors.Is(err, broker.ErrClosed):
 		// Shutting down: the client refreshes metadata and retries elsewhere or later.
 		return errNotLeaderOrFollower

@@ -168,6 +168,7 @@ func init() {
 		20: {0, 6, (*Server).handleDeleteTopics},
 		21: {0, 2, (*Server).handleDeleteRecords},
 		22: {0, 5, (*Server).handleInitProducerID},
+		23: {0, 4, (*Server).handleOffsetForLeaderEpoch},
 		29: {0, 3, (*Server).handleDescribeAcls},
 		30: {0, 3, (*Server).handleCreateAcls},
 		31: {0, 3, (*Server).handleDeleteAcls},

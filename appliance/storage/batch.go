@@ -33,6 +33,16 @@ func ParseBatchHeader(b []byte) (BatchHeader, error) {
 	return h, nil
 }
 
+// ParseBatchEpoch returns the partitionLeaderEpoch field of a record batch
+// (bytes 12-16 of its header), -1 if b is too short to hold one. It checks
+// nothing else: ParseBatchHeader gives the same value as LeaderEpoch.
+func ParseBatchEpoch(b []byte) int32 {
+	if len(b) < 16 {
+		return -1
+	}
+	return int32(binary.BigEndian.Uint32(b[12:]))
+}
+
 // CheckBatchCRC reports whether the batch's CRC-32C matches its bytes.
 func CheckBatchCRC(b []byte) bool { return recordbatch.CheckCRC(b) }
 
@@ -129,6 +139,10 @@ type BatchFormat struct {
 	// LogAppendTime sets the batches' timestamp type to LogAppendTime (the
 	// records' timestamps are then the append time, set by the caller).
 	LogAppendTime bool
+	// LeaderEpoch is written into each batch's partitionLeaderEpoch field
+	// (not covered by the batch CRC): the leader epoch the records were
+	// appended in, for replication (0 outside a cell).
+	LeaderEpoch int32
 }
 
 // withRecords returns a copy of the batch header bytes hdr followed by
@@ -187,6 +201,7 @@ func encodeBatch(dst []byte, recs []Record, prod *ProducerBatch, f BatchFormat) 
 	if f.LogAppendTime {
 		h.Attributes |= recordbatch.AttrLogAppendTime
 	}
+	h.LeaderEpoch = f.LeaderEpoch
 	dst = recordbatch.AppendHeader(dst, &h)
 	for i := range recs {
 		r := &recs[i]

@@ -278,8 +278,8 @@ func entrySpan(head []byte, frameLen int) (kind byte, off, count int64, ok bool)
 const spanHeadLen = entryHeaderLen + 27
 
 // appendBatchEntry encodes the entry of batch at base offset off onto dst:
-// the batch bytes are copied with their base offset set to off and the
-// partition leader epoch to 0 (neither is covered by the batch's CRC).
+// the batch bytes are copied with their base offset set to off and their
+// partition leader epoch kept (neither is covered by the batch's CRC).
 func appendBatchEntry(dst []byte, off int64, batch []byte) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, kindBatch)
@@ -288,7 +288,6 @@ func appendBatchEntry(dst []byte, off int64, batch []byte) []byte {
 	b := len(dst)
 	dst = append(dst, batch...)
 	binary.BigEndian.PutUint64(dst[b:], uint64(off))
-	binary.BigEndian.PutUint32(dst[b+12:], 0)
 	return finishEntry(dst, start)
 }
 

@@ -136,6 +136,26 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 	if err != nil {
 		return actions, fmt.Errorf("recover log %s: %w", l.dir, err)
 	}
+	// A TruncateBack cut short by a crash is finished before anything else.
+	segs, startHint, done, err := finishTruncate(l.dir, segs, startHint)
+	if done != nil {
+		l.log.Warn("log recovery", "dir", l.dir, "action", done.Kind, "segment", done.Segment, "detail", done.Detail)
+		if l.opts.OnRecovery != nil {
+			l.opts.OnRecovery(*done)
+		}
+		actions = append(actions, *done)
+	}
+	if err != nil {
+		return actions, fmt.Errorf("recover log %s: %w", l.dir, err)
+	}
+	return actions, l.attach(segs, startHint)
+}
+
+// attach opens the library on a directory whose segments are segs (checked
+// and repaired) and sets every field that describes the log's contents;
+// startHint is the persisted log start (-1 if none). l.w is only replaced on
+// success. The caller holds mu or has not shared l yet.
+func (l *Log) attach(segs []*segmentFile, startHint int64) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("open log %s: tidwall/wal panicked: %v: %w", l.dir, v, ErrCorrupt)
@@ -151,7 +171,7 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 		FilePerms:        0o640,
 	})
 	if err != nil {
-		return actions, fmt.Errorf("open log %s: %w", l.dir, err)
+		return fmt.Errorf("open log %s: %w", l.dir, err)
 	}
 	last, _ := w.LastIndex()
 	if len(segs) == 0 { // a new log: tidwall created segment 1
@@ -162,7 +182,7 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 	tail := segs[len(segs)-1]
 	if want := tail.index + uint64(tail.entries) - 1; last != want {
 		w.Close()
-		return actions, fmt.Errorf("open log %s: wal reports last index %d, the tail segment's %d entries end at %d: %w",
+		return fmt.Errorf("open log %s: wal reports last index %d, the tail segment's %d entries end at %d: %w",
 			l.dir, last, tail.entries, want, ErrCorrupt)
 	}
 	start, end := segs[0].base, tail.end
@@ -176,7 +196,7 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 	for _, s := range segs {
 		l.size += s.size
 	}
-	return actions, nil
+	return nil
 }
 
 // heal reopens a log whose write failed (a full disk, say): the library's
@@ -323,13 +343,16 @@ func (l *Log) AppendFormat(recs []Record, f BatchFormat) (base int64, err error)
 // malformed or fails its CRC is refused and nothing is written. The batches
 // are not durable until SyncTo covers them.
 func (l *Log) AppendBatches(batches [][]byte) (base, end int64, err error) {
-	for i, b := range batches {
-		if _, err := ParseBatchHeader(b); err != nil {
-			return 0, 0, fmt.Errorf("append to %s: batch %d: %w", l.dir, i, err)
-		}
-		if !CheckBatchCRC(b) {
-			return 0, 0, fmt.Errorf("append to %s: batch %d: record batch CRC-32C mismatch", l.dir, i)
-		}
+	return l.AppendBatchesEpoch(batches, 0)
+}
+
+// AppendBatchesEpoch is AppendBatches with epoch written into every batch's
+// partitionLeaderEpoch field (not covered by the batch CRC): what a
+// partition leader appends, so that followers and OffsetForLeaderEpoch can
+// tell which leader wrote which offsets.
+func (l *Log) AppendBatchesEpoch(batches [][]byte, epoch int32) (base, end int64, err error) {
+	if err := l.checkBatches(batches); err != nil {
+		return 0, 0, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -340,19 +363,82 @@ func (l *Log) AppendBatches(batches [][]byte) (base, end int64, err error) {
 	if len(batches) == 0 {
 		return base, end, nil
 	}
+	if end, err = l.writeBatches(batches, epoch, false); err != nil {
+		return 0, 0, err
+	}
+	return base, end, nil
+}
+
+// ErrNotContiguous is wrapped by AppendReplicated's error when the batches
+// do not continue the log exactly: the first must start at EndOffset and
+// each next one where the previous one ends.
+var ErrNotContiguous = errors.New("replicated batches are not contiguous with the log")
+
+// AppendReplicated writes record batches as a follower copies them from its
+// leader: each keeps its base offset and partitionLeaderEpoch exactly as the
+// leader stored them. The first batch must start at EndOffset and each next
+// one at the previous one's end (base offset + last offset delta + 1); if
+// not, nothing is written and the error wraps ErrNotContiguous. Batches are
+// checked as AppendBatches checks them (header, length, CRC). It returns the
+// new end offset; the batches are not durable until SyncTo covers them.
+func (l *Log) AppendReplicated(batches [][]byte) (end int64, err error) {
+	if err := l.checkBatches(batches); err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.writable(); err != nil {
+		return 0, err
+	}
+	end = l.end
+	for i, b := range batches {
+		h, _ := ParseBatchHeader(b) // checked above
+		if h.BaseOffset != end {
+			return 0, fmt.Errorf("append replicated to %s: batch %d starts at offset %d, expected %d: %w", l.dir, i, h.BaseOffset, end, ErrNotContiguous)
+		}
+		end = h.NextOffset()
+	}
+	if len(batches) == 0 {
+		return end, nil
+	}
+	return l.writeBatches(batches, 0, true)
+}
+
+// writeBatches writes checked batches from the log's end, each with the
+// next base offset and epoch (or its own epoch, if own), and returns the new
+// end; mu is held.
+func (l *Log) writeBatches(batches [][]byte, epoch int32, own bool) (end int64, err error) {
 	l.buf = l.buf[:0]
 	l.spans = l.spans[:0]
+	end = l.end
 	for _, b := range batches {
 		count := int64(int32(binary.BigEndian.Uint32(b[23:]))) + 1
 		start := len(l.buf)
-		l.buf = appendBatchEntryHead(l.buf, end, b)
+		e := epoch
+		if own {
+			e = ParseBatchEpoch(b)
+		}
+		l.buf = appendBatchEntryHead(l.buf, end, e, b)
 		l.spans = append(l.spans, entrySpanRec{off: end, count: count, start: start, end: len(l.buf), body: b[batchHeadLen:]})
 		end += count
 	}
 	if err := l.writeEntries(); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	return base, end, nil
+	return end, nil
+}
+
+// checkBatches checks each batch's header, length and CRC before an append.
+func (l *Log) checkBatches(batches [][]byte) error {
+	for i, b := range batches {
+		if _, err := ParseBatchHeader(b); err != nil {
+			return fmt.Errorf("append to %s: batch %d: %w", l.dir, i, err)
+		}
+		if !CheckBatchCRC(b) {
+			return fmt.Errorf("append to %s: batch %d: record batch CRC-32C mismatch", l.dir, i)
+		}
+	}
+	return nil
 }
 
 // entrySpanRec is one entry being appended: its offsets and its bytes in l.buf,
@@ -371,19 +457,20 @@ func (e *entrySpanRec) size() int { return e.end - e.start + len(e.body) }
 // base offset, length, partition leader epoch (the batch CRC does not cover them).
 const batchHeadLen = 16
 
-// appendBatchEntryHead appends, for the entry holding batch at offset off, the
-// entry's header and the batch's rewritten first 16 bytes, then the length
+// appendBatchEntryHead appends, for the entry holding batch at offset off in
+// leader epoch epoch, the entry's header and the batch's rewritten first 16
+// bytes, then the length
 // trailer, and fills in the CRC-32C over all of it and batch[16:]: the entry
 // is dst[start:start+37] + batch[16:] + dst[start+37:], and the batch's bytes
 // are not copied (writeEntries hands them to the library as they are).
-func appendBatchEntryHead(dst []byte, off int64, batch []byte) []byte {
+func appendBatchEntryHead(dst []byte, off int64, epoch int32, batch []byte) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0, kindBatch)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
 	dst = append(dst, batch[35:43]...) // max timestamp
 	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
 	dst = append(dst, batch[8:12]...) // batch length
-	dst = binary.BigEndian.AppendUint32(dst, 0)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(epoch))
 	head := len(dst)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(dst)-start+len(batch)-batchHeadLen+4))
 	crc := crc32.Update(0, castagnoli, dst[start+4:head])
@@ -517,6 +604,10 @@ func (l *Log) SyncTo(end int64) error {
 	}
 	l.scond.Broadcast()
 	l.smu.Unlock()
+	if err == nil && target < end {
+		// Only TruncateBack makes the log end below what an append returned.
+		return fmt.Errorf("sync %s to %d: the log ends at %d: %w", l.dir, end, target, ErrTruncated)
+	}
 	return err
 }
 
@@ -684,9 +775,9 @@ func (l *Log) read(offset, limit int64, c *collector) error {
 		if first {
 			limit = min(limit, l.end)
 			c.to = limit
-			if offset < l.start || offset > l.end {
+			if start, end := l.start, l.end; offset < start || offset > end {
 				l.mu.Unlock()
-				return fmt.Errorf("read %s at offset %d: %w (log holds %d..%d)", l.dir, offset, ErrOutOfRange, l.start, l.end)
+				return fmt.Errorf("read %s at offset %d: %w (log holds %d..%d)", l.dir, offset, ErrOutOfRange, start, end)
 			}
 			first = false
 		}
@@ -696,11 +787,12 @@ func (l *Log) read(offset, limit int64, c *collector) error {
 		}
 		i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > offset }) - 1
 		if i < 0 { // below the first segment: retention removed it during this read
+			start := l.start
 			l.mu.Unlock()
 			if c.n > 0 {
 				return nil
 			}
-			return fmt.Errorf("read %s at offset %d: %w (log starts at %d)", l.dir, offset, ErrOutOfRange, l.start)
+			return fmt.Errorf("read %s at offset %d: %w (log starts at %d)", l.dir, offset, ErrOutOfRange, start)
 		}
 		if i == len(l.segs)-1 {
 			err := l.readTail(offset, limit, c)
@@ -1060,9 +1152,9 @@ func (l *Log) AdvanceStart(off int64) error {
 		l.mu.Unlock()
 		return ErrClosed
 	}
-	if off > l.end {
+	if end := l.end; off > end {
 		l.mu.Unlock()
-		return fmt.Errorf("advance start of %s to %d: %w (end %d)", l.dir, off, ErrOutOfRange, l.end)
+		return fmt.Errorf("advance start of %s to %d: %w (end %d)", l.dir, off, ErrOutOfRange, end)
 	}
 	if off <= l.start {
 		l.mu.Unlock()

@@ -264,7 +264,7 @@ func listSegments(dir string, actions *[]RecoveryAction) ([]*segmentFile, error)
 		case name[20:] == ".START":
 			// A completed atomic write of tidwall's TruncateFront: finish it.
 			start = &segmentFile{index: idx, path: path}
-		case strings.HasSuffix(name, ".TEMP") || strings.HasSuffix(name, ".REPAIR") || name[20:] == ".END":
+		case strings.HasSuffix(name, ".TEMP") || strings.HasSuffix(name, ".REPAIR") || name[20:] == truncTmp || name[20:] == ".END":
 			if err := os.Remove(path); err != nil {
 				return nil, fmt.Errorf("remove leftover %s: %w", path, err)
 			}
@@ -458,8 +458,11 @@ func applyRepair(s *segmentFile, rep segmentRepair, tail bool, actions *[]Recove
 }
 
 // atomicWrite replaces path with data: temp file, fsync, rename, directory fsync.
-func atomicWrite(path string, data []byte) error {
-	tmp := path + ".REPAIR"
+func atomicWrite(path string, data []byte) error { return atomicWriteTmp(path, ".REPAIR", data) }
+
+// atomicWriteTmp is atomicWrite through the temp file path+suffix.
+func atomicWriteTmp(path, suffix string, data []byte) error {
+	tmp := path + suffix
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)

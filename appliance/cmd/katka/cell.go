@@ -186,8 +186,19 @@ func printCellStatus(w io.Writer, st cluster.Status) {
 	if len(fenced) > 0 {
 		fmt.Fprintf(w, "fenced (no heartbeat within cell.session_timeout): %v\n", fenced)
 	}
-	if st.OfflinePartitions > 0 || st.UnderReplicatedPartitions > 0 {
-		fmt.Fprintf(w, "partitions: %d offline, %d under-replicated\n", st.OfflinePartitions, st.UnderReplicatedPartitions)
+	r := st.Replication
+	fmt.Fprintf(w, "partitions %d, under-replicated %d, offline %d\n", r.Partitions, len(r.UnderReplicated), len(r.Offline))
+	for _, l := range []struct {
+		what string
+		refs []cluster.PartitionRef
+	}{{"offline", r.Offline}, {"under-replicated", r.UnderReplicated}} {
+		for i, p := range l.refs {
+			if i == 10 {
+				fmt.Fprintf(w, "  ... and %d more %s\n", len(l.refs)-i, l.what)
+				break
+			}
+			fmt.Fprintf(w, "  %s %s-%d: leader %d, replicas %v, in sync %v\n", l.what, p.Topic, p.Partition, p.Leader, p.Replicas, p.ISR)
+		}
 	}
 	if len(st.Peers) > 0 {
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)

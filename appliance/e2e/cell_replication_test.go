@@ -1,0 +1,493 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/katka-io/katka/appliance/storage"
+)
+
+// replTopic is the fault test's topic: 6 partitions, replication factor 3.
+const (
+	replTopic      = "repl"
+	replPartitions = 6
+)
+
+// faultSeconds is how long the fault test injects faults: 60 s in make test,
+// KATKA_FAULT_SECONDS (make test-long: 1200) otherwise.
+func faultSeconds(t *testing.T) time.Duration {
+	if s := os.Getenv("KATKA_FAULT_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("KATKA_FAULT_SECONDS=%q: want a positive number of seconds", s)
+		}
+		return time.Duration(n) * time.Second
+	}
+	return 60 * time.Second
+}
+
+// ackLog collects what the producers had acknowledged and what the group
+// consumer read.
+type ackLog struct {
+	mu       sync.Mutex
+	acked    map[string]kgo.Record // by value
+	consumed []kgo.Record
+	failed   int
+}
+
+// TestCellReplicationFaults runs kgo idempotent producers (acks=all) and a
+// consumer group against a 3-node cell with a 6-partition topic of
+// replication factor 3 while faults run one after another: SIGKILL of a
+// partition leader, SIGSTOP longer than the session timeout, a node cut
+// from the other nodes (but not from clients), and a power cut of the whole
+// cell. Then every acknowledged record must be in the log exactly once, in
+// per-producer order; nothing a consumer read may have vanished; and every
+// replica's log must equal the leader's below the high watermark.
+func TestCellReplicationFaults(t *testing.T) {
+	net := newCellNet(t, 3)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	cellCLI(t, "cell", "init", "--name", "repl", "--out", ca)
+	var nodes []*cellProc
+	var seeds []string
+	for i := 1; i <= 3; i++ {
+		cred := filepath.Join(dir, fmt.Sprintf("n%d", i))
+		cellCLI(t, "cell", "issue", "--ca", ca, "--out", cred)
+		nodes = append(nodes, net.node(i, cellNodeConfig(net.ip(i), cred, "repl", 3)))
+		seeds = append(seeds, net.ip(i)+":9092")
+	}
+	for _, n := range nodes {
+		n.start()
+	}
+	waitUntil(t, 30*time.Second, "3 nodes to form the cell", func() bool {
+		_, ok := agreed(nodes, []int32{1, 2, 3})
+		return ok
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	adm := kadm.NewClient(mustClient(t, kgo.SeedBrokers(seeds...)))
+	defer adm.Close()
+	waitUntil(t, 20*time.Second, "the replicated topic to be created", func() bool {
+		r, err := adm.CreateTopic(ctx, replPartitions, 3, nil, replTopic)
+		return (err == nil && r.Err == nil) || (r.Err != nil && strings.Contains(r.Err.Error(), "TOPIC_ALREADY_EXISTS"))
+	})
+	waitFullISR(t, ctx, adm, 30*time.Second)
+
+	log := &ackLog{acked: map[string]kgo.Record{}}
+	wctx, stopWork := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var produced atomic.Int64
+	for pid := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			produceLoop(t, wctx, seeds, pid, log, &produced)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		consumeLoop(t, wctx, seeds, log)
+	}()
+	waitUntil(t, 30*time.Second, "the producers' first acknowledgements", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return len(log.acked) > 100
+	})
+
+	faults := []func(){
+		func() { faultKillLeader(t, ctx, adm, nodes) },
+		func() { faultPause(t, ctx, adm, nodes[rand.IntN(3)]) },
+		func() { faultIsolate(t, ctx, adm, net, nodes) },
+		func() { faultKillLeader(t, ctx, adm, nodes) },
+		func() { faultPowerCut(t, nodes) },
+	}
+	until := time.Now().Add(faultSeconds(t))
+	rounds := 0
+	for i := 0; time.Now().Before(until); i++ {
+		faults[i%len(faults)]()
+		rounds++
+		waitUntil(t, 60*time.Second, "the cell to have every partition fully in sync again", func() bool {
+			return fullISR(ctx, adm)
+		})
+		log.mu.Lock()
+		n := len(log.acked)
+		log.mu.Unlock()
+		t.Logf("fault round %d done: %d records acknowledged so far", rounds, n)
+	}
+	// A marker: records acknowledged after the last fault prove the
+	// producers and the consumer still work.
+	log.mu.Lock()
+	before := len(log.acked)
+	log.mu.Unlock()
+	waitUntil(t, 30*time.Second, "records acknowledged after the last fault", func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return len(log.acked) > before+200
+	})
+	stopWork()
+	wg.Wait()
+
+	final := readAll(t, ctx, seeds, adm)
+	checkAcked(t, log, final)
+	// Replicas: stop the nodes and compare their logs with the final read.
+	for _, n := range nodes {
+		n.stop()
+	}
+	for _, n := range nodes {
+		checkReplicaLog(t, n, final)
+	}
+	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; 0 lost, 0 duplicated, 0 divergent",
+		rounds, len(log.acked), log.failed, countFinal(final), len(log.consumed))
+}
+
+func mustClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	c, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// fullISR reports whether every partition of the topic has a leader and
+// three in-sync replicas.
+func fullISR(ctx context.Context, adm *kadm.Client) bool {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	md, err := adm.Metadata(cctx, replTopic)
+	if err != nil {
+		return false
+	}
+	td, ok := md.Topics[replTopic]
+	if !ok || len(td.Partitions) != replPartitions {
+		return false
+	}
+	for _, p := range td.Partitions {
+		if p.Err != nil || p.Leader < 0 || len(p.ISR) != 3 {
+			return false
+		}
+	}
+	return true
+}
+
+func waitFullISR(t *testing.T, ctx context.Context, adm *kadm.Client, d time.Duration) {
+	t.Helper()
+	waitUntil(t, d, "every partition to have 3 in-sync replicas", func() bool { return fullISR(ctx, adm) })
+}
+
+// produceLoop produces records "<pid>-<seq>" round robin over the
+// partitions with an idempotent acks=all producer, at most 256 in flight.
+func produceLoop(t *testing.T, ctx context.Context, seeds []string, pid int, log *ackLog, produced *atomic.Int64) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.RecordDeliveryTimeout(2*time.Minute), kgo.MaxBufferedRecords(256))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer cl.Close()
+	tick := time.NewTicker(2 * time.Millisecond) // about 2 x 500 records/s
+	defer tick.Stop()
+	for seq := 0; ; seq++ {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			cl.Flush(fctx)
+			cancel()
+			return
+		case <-tick.C:
+		}
+		r := &kgo.Record{Topic: replTopic, Partition: int32(seq % replPartitions), Value: []byte(fmt.Sprintf("%d-%d", pid, seq))}
+		produced.Add(1)
+		cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			if err != nil {
+				log.failed++
+				return
+			}
+			log.acked[string(r.Value)] = *r
+		})
+	}
+}
+
+// consumeLoop reads the topic in a consumer group, recording every record.
+func consumeLoop(t *testing.T, ctx context.Context, seeds []string, log *ackLog) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumerGroup("repl-check"), kgo.ConsumeTopics(replTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer cl.Close()
+	for ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			log.mu.Lock()
+			log.consumed = append(log.consumed, *r)
+			log.mu.Unlock()
+		})
+	}
+}
+
+// leaderOf returns the node id leading partition p.
+func leaderOf(ctx context.Context, adm *kadm.Client, p int32) int32 {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	md, err := adm.Metadata(cctx, replTopic)
+	if err != nil {
+		return -1
+	}
+	for _, pd := range md.Topics[replTopic].Partitions {
+		if pd.Partition == p {
+			return pd.Leader
+		}
+	}
+	return -1
+}
+
+// faultKillLeader SIGKILLs the leader of a random partition, waits until
+// another node leads it, then restarts the killed node.
+func faultKillLeader(t *testing.T, ctx context.Context, adm *kadm.Client, nodes []*cellProc) {
+	p := int32(rand.IntN(replPartitions))
+	l := leaderOf(ctx, adm, p)
+	if l < 1 || int(l) > len(nodes) {
+		t.Fatalf("no leader for partition %d", p)
+	}
+	t.Logf("fault: SIGKILL node %d (leads partition %d)", l, p)
+	nodes[l-1].kill()
+	waitUntil(t, 30*time.Second, "another node to lead the killed node's partition", func() bool {
+		nl := leaderOf(ctx, adm, p)
+		return nl > 0 && nl != l
+	})
+	nodes[l-1].start()
+}
+
+// faultPause stops a node with SIGSTOP until the cell has fenced it (no
+// partition counts it in sync any more: longer than the session timeout),
+// then lets it go on.
+func faultPause(t *testing.T, ctx context.Context, adm *kadm.Client, n *cellProc) {
+	t.Logf("fault: SIGSTOP node %d until the cell fences it", n.i)
+	n.cmd.Process.Signal(syscall.SIGSTOP)
+	waitUntil(t, 30*time.Second, "the paused node to leave every ISR", func() bool { return outOfISR(ctx, adm, int32(n.i)) })
+	n.cmd.Process.Signal(syscall.SIGCONT)
+}
+
+// faultIsolate cuts a node from the other nodes (clients still reach it)
+// until the cell has fenced it, then heals the cut.
+func faultIsolate(t *testing.T, ctx context.Context, adm *kadm.Client, net *cellNet, nodes []*cellProc) {
+	i := 1 + rand.IntN(len(nodes))
+	var others []int
+	for j := 1; j <= len(nodes); j++ {
+		if j != i {
+			others = append(others, j)
+		}
+	}
+	t.Logf("fault: node %d cut from the other nodes until the cell fences it", i)
+	net.partition(i, others)
+	waitUntil(t, 30*time.Second, "the isolated node to leave every ISR", func() bool { return outOfISR(ctx, adm, int32(i)) })
+	net.heal(i, others)
+}
+
+// outOfISR reports whether no partition of the topic, as a node other than
+// id tells it, leads with id or counts id in sync.
+func outOfISR(ctx context.Context, adm *kadm.Client, id int32) bool {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	md, err := adm.Metadata(cctx, replTopic)
+	if err != nil || md.Controller == id {
+		return false
+	}
+	td, ok := md.Topics[replTopic]
+	if !ok || len(td.Partitions) == 0 {
+		return false
+	}
+	for _, p := range td.Partitions {
+		if p.Leader == id || slices.Contains(p.ISR, id) {
+			return false
+		}
+	}
+	return true
+}
+
+// faultPowerCut SIGKILLs every node at once and restarts them all.
+func faultPowerCut(t *testing.T, nodes []*cellProc) {
+	t.Logf("fault: power cut of the whole cell")
+	for _, n := range nodes {
+		n.kill()
+	}
+	for _, n := range nodes {
+		n.start()
+	}
+	waitUntil(t, 60*time.Second, "the cell to form again after the power cut", func() bool {
+		_, ok := agreed(nodes, []int32{1, 2, 3})
+		return ok
+	})
+}
+
+// stop ends the node with SIGTERM and waits for it.
+func (p *cellProc) stop() {
+	if p.cmd == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.t.Errorf("node %d did not stop on SIGTERM within 30 s", p.i)
+	}
+	p.kill()
+}
+
+// readAll reads every partition from its start to its high watermark.
+func readAll(t *testing.T, ctx context.Context, seeds []string, adm *kadm.Client) map[int32][]kgo.Record {
+	t.Helper()
+	ends, err := adm.ListEndOffsets(ctx, replTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]int64{}
+	offsets := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		want[o.Partition] = o.Offset
+		offsets[o.Partition] = kgo.NewOffset().AtStart()
+	})
+	cl := mustClient(t, kgo.SeedBrokers(seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{replTopic: offsets}))
+	defer cl.Close()
+	out := map[int32][]kgo.Record{}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	done := func() bool {
+		for p, end := range want {
+			if int64(len(out[p])) < end {
+				return false
+			}
+		}
+		return true
+	}
+	for !done() {
+		fs := cl.PollFetches(rctx)
+		if rctx.Err() != nil {
+			t.Fatalf("reading the topic back timed out: %v", fs.Errors())
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Offset != int64(len(out[r.Partition])) {
+				t.Fatalf("partition %d: offset %d read after %d records (a gap)", r.Partition, r.Offset, len(out[r.Partition]))
+			}
+			out[r.Partition] = append(out[r.Partition], *r)
+		})
+	}
+	return out
+}
+
+func countFinal(final map[int32][]kgo.Record) int {
+	n := 0
+	for _, rs := range final {
+		n += len(rs)
+	}
+	return n
+}
+
+// checkAcked: every acknowledged record is in the final log at its offset,
+// no value appears twice, each producer's records of a partition are in
+// order, and every record the group read is still there.
+func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
+	t.Helper()
+	seen := map[string]bool{}
+	lastSeq := map[string]int{}
+	dups := 0
+	for p, rs := range final {
+		for _, r := range rs {
+			v := string(r.Value)
+			if seen[v] {
+				dups++
+				if dups < 5 {
+					t.Errorf("partition %d offset %d: value %s appears twice", p, r.Offset, v)
+				}
+			}
+			seen[v] = true
+			pid, seq, _ := strings.Cut(v, "-")
+			n, _ := strconv.Atoi(seq)
+			k := fmt.Sprintf("%s/%d", pid, p)
+			if last, ok := lastSeq[k]; ok && n <= last {
+				t.Errorf("partition %d offset %d: producer %s's record %d after %d (out of order)", p, r.Offset, pid, n, last)
+			}
+			lastSeq[k] = n
+		}
+	}
+	lost := 0
+	for v, r := range log.acked {
+		rs := final[r.Partition]
+		if r.Offset >= int64(len(rs)) || string(rs[r.Offset].Value) != v {
+			lost++
+			if lost < 5 {
+				t.Errorf("acknowledged record %s (partition %d offset %d) is not in the log", v, r.Partition, r.Offset)
+			}
+		}
+	}
+	vanished := 0
+	for _, r := range log.consumed {
+		rs := final[r.Partition]
+		if r.Offset >= int64(len(rs)) || !slices.Equal(rs[r.Offset].Value, r.Value) {
+			vanished++
+			if vanished < 5 {
+				t.Errorf("consumed record %s (partition %d offset %d) vanished", r.Value, r.Partition, r.Offset)
+			}
+		}
+	}
+	if lost+dups+vanished > 0 {
+		t.Errorf("%d acknowledged records lost, %d duplicated, %d consumed records vanished", lost, dups, vanished)
+	}
+}
+
+// checkReplicaLog opens a stopped node's copy of every partition and checks
+// it equals the final log wherever both have records.
+func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) {
+	t.Helper()
+	for p := int32(0); p < replPartitions; p++ {
+		dir := filepath.Join(n.dataDir, replTopic, strconv.Itoa(int(p)))
+		l, _, err := storage.Open(dir, storage.Options{})
+		if err != nil {
+			t.Errorf("node %d partition %d: open: %v", n.i, p, err)
+			continue
+		}
+		rs := final[p]
+		end := min(l.EndOffset(), int64(len(rs)))
+		diverged := 0
+		for off := l.StartOffset(); off < end; {
+			recs, err := l.Read(off, end, 1<<20)
+			if err != nil || len(recs) == 0 {
+				t.Errorf("node %d partition %d: read at %d: %v", n.i, p, off, err)
+				break
+			}
+			for _, r := range recs {
+				if r.Offset < end && !slices.Equal(r.Value, rs[r.Offset].Value) {
+					diverged++
+					if diverged < 3 {
+						t.Errorf("node %d partition %d offset %d holds %q, the leader %q", n.i, p, r.Offset, r.Value, rs[r.Offset].Value)
+					}
+				}
+			}
+			off = recs[len(recs)-1].Offset + 1
+		}
+		if l.EndOffset() < int64(len(rs)) {
+			t.Errorf("node %d partition %d ends at %d, below the high watermark %d: a stopped in-sync replica lacks records", n.i, p, l.EndOffset(), len(rs))
+		}
+		l.Close()
+	}
+}
