@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 )
 
@@ -32,6 +33,9 @@ const (
 	opHeartbeat = "heartbeat"
 	// maxHeartbeatLine bounds one heartbeat message on the stream.
 	maxHeartbeatLine = 4 << 10
+	// livenessCheckEvery is the longest time between two rounds of the
+	// controller leader's fencing loop.
+	livenessCheckEvery = 100 * time.Millisecond
 	// maxLoggedElections bounds the elections named in one log line.
 	maxLoggedElections = 16
 )
@@ -99,7 +103,10 @@ func (f *fsm) replicationCounts() replicationCounts {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	c := replicationCounts{fenced: len(f.md.Fenced), unclean: f.md.UncleanElections}
-	for _, t := range f.md.Topics {
+	for name, t := range f.md.Topics {
+		if broker.InternalTopic(name) {
+			continue // placed, not replicated: as in GET /v1/cell (replica_status.go)
+		}
 		for _, p := range t.Partitions {
 			if p.Leader < 0 {
 				c.offline++
@@ -187,7 +194,7 @@ func (n *Node) heartbeatLoop() {
 			return
 		case <-tick.C:
 		}
-		addr, _ := n.raft.LeaderWithID()
+		addr, leaderID := n.raft.LeaderWithID()
 		if n.raft.State() == raft.Leader || addr == "" {
 			hs.close()
 			hs = nil
@@ -208,6 +215,8 @@ func (n *Node) heartbeatLoop() {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
+		} else if id, ok := parseNodeID(leaderID); ok {
+			n.ops.touch(id) // a mutual-TLS exchange: the leader's last contact
 		}
 	}
 }
@@ -261,11 +270,20 @@ func (h *heartbeatStream) close() {
 }
 
 // livenessLoop (controller leader) fences nodes whose heartbeats stopped
-// and unfences fenced nodes that are heard again.
+// and unfences fenced nodes that are heard again. A new leader gives every
+// node a session timeout of grace from its election, except the previous
+// controller leader: raft's last contact with it (as this node saw it while
+// following) is when it was last heard, so a dead controller that also led
+// partitions is fenced a session timeout after its death, not after the
+// election plus the grace.
 func (n *Node) livenessLoop() {
-	tick := time.NewTicker(n.opts.Cell.HeartbeatInterval)
+	// Checked more often than heartbeats come, so a fence follows the
+	// session timeout closely (a check reads two small maps).
+	tick := time.NewTicker(min(n.opts.Cell.HeartbeatInterval, livenessCheckEvery))
 	defer tick.Stop()
 	var leaderSince time.Time
+	prev := int32(-1) // the controller leader this node last followed
+	var prevContact time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -275,23 +293,43 @@ func (n *Node) livenessLoop() {
 		}
 		if n.raft.State() != raft.Leader {
 			leaderSince = time.Time{}
+			if _, id := n.raft.LeaderWithID(); id != "" {
+				if v, ok := parseNodeID(id); ok {
+					prev, prevContact = v, n.raft.LastContact()
+				}
+			}
 			continue
 		}
 		if leaderSince.IsZero() {
 			leaderSince = time.Now()
+			n.live.heardLeader(prev, prevContact)
 		}
-		n.live.check(leaderSince)
+		n.live.check(leaderSince, prev)
 	}
 }
 
-// check is one round of the fencing loop on the controller leader.
-func (l *liveness) check(leaderSince time.Time) {
+// heardLeader records raft's last contact with the previous controller
+// leader as its last heartbeat (leaders send none).
+func (l *liveness) heardLeader(id int32, at time.Time) {
+	if id < 0 || id == l.n.cred.NodeID || at.IsZero() {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.heard[id]; h.at.Before(at) {
+		l.heard[id] = heard{at: at, applied: h.applied}
+	}
+}
+
+// check is one round of the fencing loop on the controller leader; prev is
+// the previous controller leader, which gets no grace (livenessLoop).
+func (l *liveness) check(leaderSince time.Time, prev int32) {
 	n := l.n
 	timeout := n.opts.Cell.SessionTimeout
-	md := n.fsm.view()
+	ids, fencedIDs := n.fsm.nodesFenced()
 	now := time.Now()
-	for _, id := range md.nodeIDs() {
-		_, fenced := md.Fenced[id]
+	for _, id := range ids {
+		fenced := fencedIDs[id]
 		if id == n.cred.NodeID {
 			if fenced { // fenced by an earlier leader: this one is alive
 				l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
@@ -301,13 +339,28 @@ func (l *liveness) check(leaderSince time.Time) {
 		l.mu.Lock()
 		h, fi := l.heard[id], l.fenceIndex[id]
 		l.mu.Unlock()
+		last := later(h.at, leaderSince)
+		if id == prev && !h.at.IsZero() {
+			last = h.at
+		}
 		switch {
-		case !fenced && now.Sub(later(h.at, leaderSince)) > timeout:
-			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(later(h.at, leaderSince)))
+		case !fenced && now.Sub(last) > timeout:
+			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(last))
 		case fenced && now.Sub(h.at) <= timeout && h.applied >= fi:
 			l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
 		}
 	}
+}
+
+// nodesFenced lists the registered nodes, lowest first, and the fenced ones.
+func (f *fsm) nodesFenced() ([]int32, map[int32]bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fenced := make(map[int32]bool, len(f.md.Fenced))
+	for id := range f.md.Fenced {
+		fenced[id] = true
+	}
+	return f.md.nodeIDs(), fenced
 }
 
 func later(a, b time.Time) time.Time {

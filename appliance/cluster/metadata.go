@@ -130,6 +130,7 @@ func (f *fsm) apply(c Command) error {
 		if _, ok := f.md.Topics[c.Topic]; ok {
 			return ErrTopicExists
 		}
+		f.admitNew(c.Topic, *c.TopicInfo, 0)
 		f.md.Topics[c.Topic] = *c.TopicInfo
 		delete(f.md.Deleted, c.Topic)
 	case "delete_topic":

@@ -248,6 +248,32 @@ func (f *fsm) elect(name string, t TopicInfo, i int32, p *PartitionInfo) Electio
 	return e
 }
 
+// placeable lists the nodes new replicas may go to: registered and not
+// fenced, lowest id first.
+func (md Metadata) placeable() []int32 {
+	return slices.DeleteFunc(md.nodeIDs(), func(id int32) bool { _, fenced := md.Fenced[id]; return fenced })
+}
+
+// admitNew makes new partitions (from index `from` of t) safe against fences
+// committed after their assignment was proposed: fenced replicas leave the
+// ISR (not the last one) and a fenced leader is replaced by election. The
+// partitions are changed in place; f.mu is held.
+func (f *fsm) admitNew(name string, t TopicInfo, from int) {
+	if len(f.md.Fenced) == 0 {
+		return
+	}
+	for i := from; i < len(t.Partitions); i++ {
+		p := &t.Partitions[i]
+		isr := slices.DeleteFunc(slices.Clone(p.ISR), func(r int32) bool { _, fenced := f.md.Fenced[r]; return fenced })
+		if len(isr) > 0 {
+			p.ISR = isr
+		}
+		if !slices.Contains(p.ISR, p.Leader) || !f.live(p.Leader) {
+			f.elect(name, t, int32(i), p)
+		}
+	}
+}
+
 // ChangeISR sets a partition's ISR through the controller, for the
 // partition's leader (this node) at leaderEpoch, and waits until this node's
 // copy of the metadata shows the change. It fails with ErrStaleEpoch when

@@ -317,3 +317,36 @@ func TestFSMReplicationThroughRaft(t *testing.T) {
 		t.Fatalf("restored %+v", restored)
 	}
 }
+
+// TestFSMNewPartitionsAvoidFencedNodes: a topic or partitions whose
+// assignment names a node fenced before the commit get a live leader and an
+// ISR without the fenced node; placement skips fenced nodes.
+func TestFSMNewPartitionsAvoidFencedNodes(t *testing.T) {
+	f := replFSM(t, nil, PartitionInfo{Replicas: []int32{1, 2}, Leader: 1, ISR: []int32{1, 2}})
+	fence(t, f, 2, 1)
+	if got := f.view().placeable(); !slices.Equal(got, []int32{1, 3}) {
+		t.Fatalf("placeable %v, want [1 3]", got)
+	}
+	ti := TopicInfo{ReplicationFactor: 2, Partitions: []PartitionInfo{
+		{Replicas: []int32{2, 3}, Leader: 2, ISR: []int32{2, 3}},
+		{Replicas: []int32{3, 2}, Leader: 3, ISR: []int32{3, 2}},
+	}}
+	if err := f.apply(Command{Op: "create_topic", Topic: "u", TopicInfo: &ti}); err != nil {
+		t.Fatal(err)
+	}
+	u := f.view().Topics["u"].Partitions
+	if u[0].Leader != 3 || u[0].LeaderEpoch != 1 || !slices.Equal(u[0].ISR, []int32{3}) {
+		t.Errorf("partition 0 led by fenced 2 at creation: %+v, want leader 3 epoch 1 ISR [3]", u[0])
+	}
+	if u[1].Leader != 3 || u[1].LeaderEpoch != 0 || !slices.Equal(u[1].ISR, []int32{3}) {
+		t.Errorf("partition 1: %+v, want leader 3 epoch 0 ISR [3]", u[1])
+	}
+	grown := TopicInfo{ReplicationFactor: 2, Partitions: append(slices.Clone(ti.Partitions),
+		PartitionInfo{Replicas: []int32{2, 1}, Leader: 2, ISR: []int32{2, 1}})}
+	if err := f.apply(Command{Op: opCreatePartitions, Topic: "u", TopicInfo: &grown}); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.view().Topics["u"].Partitions[2]; p.Leader != 1 || !slices.Equal(p.ISR, []int32{1}) {
+		t.Errorf("new partition 2: %+v, want leader 1 ISR [1]", p)
+	}
+}

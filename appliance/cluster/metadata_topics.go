@@ -47,7 +47,9 @@ func (f *fsm) applyTopicOp(c Command) error {
 		}
 		// The existing partitions stay as they are (their leaders may have
 		// changed since the proposer looked); only the new ones are taken.
-		old.Partitions = append(old.Partitions, c.TopicInfo.Partitions[len(old.Partitions):]...)
+		n := len(old.Partitions)
+		old.Partitions = append(old.Partitions, c.TopicInfo.Partitions[n:]...)
+		f.admitNew(c.Topic, old, n)
 		f.md.Topics[c.Topic] = old
 		return nil
 	}
@@ -93,9 +95,9 @@ func (md Metadata) nodeIDs() []int32 {
 // configs are the topic's configs (Kafka names), created with it on every node.
 func (n *Node) CreateTopicAssigned(ctx context.Context, name string, partitions int32, rf int, configs map[string]string) (TopicInfo, error) {
 	md := n.fsm.view()
-	ids := md.nodeIDs()
+	ids := md.placeable()
 	if rf < 1 || rf > len(ids) {
-		return TopicInfo{}, fmt.Errorf("%w: %d (allowed: 1..%d, the registered nodes of the cell)", ErrReplicationFactor, rf, len(ids))
+		return TopicInfo{}, fmt.Errorf("%w: %d (allowed: 1..%d, the registered nodes of the cell that are not fenced)", ErrReplicationFactor, rf, len(ids))
 	}
 	ti, err := assign(ids, partitions, rf, len(md.Topics)) // rotate where topics start, so leaders spread
 	if err != nil {
@@ -122,7 +124,7 @@ func (n *Node) CreatePartitions(ctx context.Context, name string, count int32) (
 	if count <= int32(len(t.Partitions)) {
 		return TopicInfo{}, fmt.Errorf("%w: topic %s has %d partitions, the new count %d must be larger", ErrInvalidPartitions, name, len(t.Partitions), count)
 	}
-	ids := md.nodeIDs()
+	ids := md.placeable()
 	rf := max(t.ReplicationFactor, 1)
 	if rf > len(ids) {
 		return TopicInfo{}, fmt.Errorf("%w: topic %s has %d replicas, the cell %d nodes", ErrReplicationFactor, name, rf, len(ids))

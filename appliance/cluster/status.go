@@ -33,11 +33,6 @@ type Status struct {
 	Members []MemberStatus `json:"members"`
 	// Removed are the node ids removed from the cell for good.
 	Removed []int32 `json:"removed"`
-	// OfflinePartitions counts partitions without a leader, and
-	// UnderReplicatedPartitions those whose ISR is smaller than their
-	// replica list (liveness.go).
-	OfflinePartitions         int `json:"offline_partitions"`
-	UnderReplicatedPartitions int `json:"under_replicated_partitions"`
 	// Replication lists under-replicated and offline partitions.
 	Replication ReplicationStatus `json:"replication"`
 }
@@ -144,8 +139,6 @@ func (n *Node) Status() Status {
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].ID < st.Nodes[j].ID })
 	st.Topics = len(md.Topics)
 	st.Members, st.Removed = n.members(st, md), []int32{}
-	rc := n.fsm.replicationCounts()
-	st.OfflinePartitions, st.UnderReplicatedPartitions = rc.offline, rc.underReplicated
 	st.Replication = replication(md)
 	for id := range md.Removed {
 		st.Removed = append(st.Removed, id)

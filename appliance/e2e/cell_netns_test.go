@@ -278,7 +278,22 @@ type cellStatus struct {
 		ID        int32  `json:"id"`
 		KafkaAddr string `json:"kafka_addr"`
 	} `json:"nodes"`
-	Topics int `json:"topics"`
+	Topics  int `json:"topics"`
+	Members []struct {
+		NodeID int32 `json:"node_id"`
+		Fenced bool  `json:"fenced"`
+	} `json:"members"`
+}
+
+// fenced lists the members the controller has fenced.
+func (st cellStatus) fenced() []int32 {
+	var out []int32
+	for _, m := range st.Members {
+		if m.Fenced {
+			out = append(out, m.NodeID)
+		}
+	}
+	return out
 }
 
 // status reads the node's cell status; ok is false while it is not answering.

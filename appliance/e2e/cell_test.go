@@ -154,13 +154,31 @@ func TestCellFormsOverMDNS(t *testing.T) {
 		return true
 	})
 	t.Logf("new controller leader node %d seen %v after the SIGKILL of node %d", newLeader, time.Since(tk).Round(10*time.Millisecond), leader)
+	// The new controller fences the killed one a session timeout (3 s)
+	// after raft last heard from it, not after its election plus a grace.
+	waitUntil(t, 30*time.Second, "the killed node fenced", func() bool {
+		st, ok := nodes[newLeader-1].status()
+		return ok && slices.Equal(st.fenced(), []int32{leader})
+	})
+	t.Logf("node %d fenced %v after its SIGKILL (cell.session_timeout 3s)", leader, time.Since(tk).Round(10*time.Millisecond))
 
-	// The killed node rejoins on restart and follows the new leader.
+	// The killed node rejoins on restart, follows the new leader and is
+	// unfenced.
 	old.start()
+	tr := time.Now()
 	waitUntil(t, 30*time.Second, "the killed node to rejoin", func() bool {
 		l, ok := agreed(nodes, want)
 		return ok && l == newLeader
 	})
+	waitUntil(t, 30*time.Second, "the restarted node unfenced everywhere", func() bool {
+		for _, n := range nodes {
+			if st, ok := n.status(); !ok || len(st.fenced()) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("node %d unfenced %v after its restart", leader, time.Since(tr).Round(10*time.Millisecond))
 
 	// A network partition isolating the controller leader, then healed.
 	checkCellPartition(t, net, nodes, newLeader)

@@ -177,6 +177,15 @@ func printCellStatus(w io.Writer, st cluster.Status) {
 	if len(st.Removed) > 0 {
 		fmt.Fprintf(w, "removed for good: %v\n", st.Removed)
 	}
+	var fenced []int32
+	for _, m := range st.Members {
+		if m.Fenced {
+			fenced = append(fenced, m.NodeID)
+		}
+	}
+	if len(fenced) > 0 {
+		fmt.Fprintf(w, "fenced (no heartbeat within cell.session_timeout): %v\n", fenced)
+	}
 	r := st.Replication
 	fmt.Fprintf(w, "partitions %d, under-replicated %d, offline %d\n", r.Partitions, len(r.UnderReplicated), len(r.Offline))
 	for _, l := range []struct {
