@@ -34,6 +34,11 @@ type PartitionInfo struct {
 	LeaderEpoch int32 `json:"leader_epoch"`
 	// ISR are the in-sync replicas.
 	ISR []int32 `json:"isr"`
+	// Target, while a reassignment is in flight, is the replica set
+	// wanted; Adding are its replicas not in the set before
+	// (metadata_reassign.go).
+	Target []int32 `json:"target,omitempty"`
+	Adding []int32 `json:"adding,omitempty"`
 }
 
 // TopicInfo is one topic of the cell.
@@ -94,6 +99,8 @@ type Command struct {
 	NodeID int32 `json:"node_id,omitempty"`
 	// At is when the command was proposed (unix ms), for fence_node.
 	At int64 `json:"at,omitempty"`
+	// Replicas is a reassign_partition's target (nil: cancel).
+	Replicas []int32 `json:"replicas,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -139,7 +146,7 @@ func (f *fsm) apply(c Command) error {
 		}
 		delete(f.md.Topics, c.Topic)
 		f.tombstone(c.Topic)
-	case opChangeISR, opFenceNode, opUnfenceNode:
+	case opChangeISR, opFenceNode, opUnfenceNode, opReassign:
 		_, err := f.applyReplication(c)
 		return err
 	default:
@@ -200,6 +207,8 @@ func (f *fsm) view() Metadata {
 		for i := range t.Partitions {
 			t.Partitions[i].Replicas = slices.Clone(t.Partitions[i].Replicas)
 			t.Partitions[i].ISR = slices.Clone(t.Partitions[i].ISR)
+			t.Partitions[i].Target = slices.Clone(t.Partitions[i].Target)
+			t.Partitions[i].Adding = slices.Clone(t.Partitions[i].Adding)
 		}
 		t.Configs = maps.Clone(t.Configs)
 		md.Topics[n] = t

@@ -98,6 +98,8 @@ func (f *fsm) applyReplication(c Command) (replicationResult, error) {
 		return f.fenceNode(c)
 	case opUnfenceNode:
 		return f.unfenceNode(c)
+	case opReassign:
+		return f.reassign(c)
 	}
 	return replicationResult{}, fmt.Errorf("unknown command %q", c.Op)
 }
@@ -135,7 +137,8 @@ func (f *fsm) changeISR(c Command) error {
 		}
 	}
 	p.ISR = isr
-	f.md.Topics[c.Topic] = t // t.Partitions shares its array: the partition is changed in place
+	f.finishReassignment(c.Topic, t, c.Partition, p) // every target replica in sync: the move is done
+	f.md.Topics[c.Topic] = t                         // t.Partitions shares its array: the partition is changed in place
 	return nil
 }
 

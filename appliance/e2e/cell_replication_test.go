@@ -375,6 +375,20 @@ func (p *cellProc) stop() {
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
+		// A goroutine dump (SIGQUIT) into the node's log says where it hangs.
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		<-p.done
+		p.cmd = nil
+		dump, _ := os.ReadFile(p.logPath)
+		i := strings.Index(string(dump), "goroutine ")
+		if i < 0 {
+			i = len(dump)
+		}
+		for _, l := range strings.Split(string(dump[i:]), "\n") {
+			if strings.Contains(l, "katka") || strings.HasPrefix(l, "goroutine ") {
+				p.t.Logf("node %d stack: %s", p.i, l)
+			}
+		}
 		p.t.Errorf("node %d did not stop on SIGTERM within 30 s", p.i)
 	}
 	p.kill()
