@@ -73,6 +73,10 @@ type Metadata struct {
 	// UncleanElections counts leaders elected outside the ISR (topics with
 	// unclean.leader.election.enable), metadata_replication.go.
 	UncleanElections int64 `json:"unclean_elections,omitempty"`
+	// Incarnations are each node's process run as the controller last
+	// admitted it (liveness.go): a node heard with another one restarted
+	// and is fenced before it may lead or count as in sync again.
+	Incarnations map[int32]string `json:"incarnations,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
@@ -101,6 +105,9 @@ type Command struct {
 	At int64 `json:"at,omitempty"`
 	// Replicas is a reassign_partition's target (nil: cancel).
 	Replicas []int32 `json:"replicas,omitempty"`
+	// Incarnation is the process run of the node an unfence_node admits
+	// (liveness.go): recorded so a restart is noticed.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -201,7 +208,7 @@ func (f *fsm) view() Metadata {
 	defer f.mu.RUnlock()
 	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
 		ProducerIDsEnd: f.md.ProducerIDsEnd, Removed: maps.Clone(f.md.Removed), Fenced: maps.Clone(f.md.Fenced),
-		UncleanElections: f.md.UncleanElections}
+		UncleanElections: f.md.UncleanElections, Incarnations: maps.Clone(f.md.Incarnations)}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

@@ -88,8 +88,18 @@ func TestCellWipedNodeAndReassign(t *testing.T) {
 	before := acked()
 	t0 := time.Now()
 	wiped.start()
+	// The marker that the cell noticed the restart: the controller fenced
+	// the node's new run (so it led nothing with its empty disk).
+	waitUntil(t, 30*time.Second, "the controller to fence the wiped node's new run", func() bool {
+		for _, n := range nodes {
+			if n.logHas("node fenced: it restarted", fmt.Sprintf("node_id=%d", wiped.i)) {
+				return true
+			}
+		}
+		return false
+	})
 	waitUntil(t, 90*time.Second, "the wiped node to be a full replica again", func() bool {
-		return fullISR(ctx, adm) && acked() > before+200
+		return cellInSync(nodes) && acked() > before+200
 	})
 	t.Logf("node %d wiped and restarted: every partition fully in sync again after %v", wiped.i, time.Since(t0).Round(100*time.Millisecond))
 
@@ -139,12 +149,13 @@ func TestCellWipedNodeAndReassign(t *testing.T) {
 
 	final := readAll(t, ctx, seeds, adm)
 	lost, dups, vanished := checkAcked(t, log, final)
+	isr := isrOf(t, ctx, adm)
 	for _, n := range nodes {
 		n.stop()
 	}
 	diverged := 0
 	for _, n := range nodes {
-		diverged += checkReplicaLog(t, n, final)
+		diverged += checkReplicaLog(t, n, final, isr)
 	}
 	t.Logf("%d records acknowledged, %d read back: %d lost, %d duplicated, %d vanished, %d divergent", len(log.acked), countFinal(final), lost, dups, vanished, diverged)
 }

@@ -105,11 +105,11 @@ func followReassignment(ctx context.Context, adm *kadm.Client, topic string, par
 						fmt.Fprintln(os.Stderr, line)
 					}
 					last = line
-					if sameSet(p.Replicas, target) {
+					if sameSet(p.Replicas, target) || moveDone(ctx, adm, topic, partition) {
 						if tty {
 							fmt.Fprintln(os.Stderr)
 						}
-						fmt.Printf("moved %s-%d to nodes %v in %v (leader %d)\n", topic, partition, p.Replicas, time.Since(t0).Round(time.Millisecond), p.Leader)
+						fmt.Printf("moved %s-%d to nodes %v in %v\n", topic, partition, target, time.Since(t0).Round(time.Millisecond))
 						return nil
 					}
 				}
@@ -124,6 +124,22 @@ func followReassignment(ctx context.Context, adm *kadm.Client, topic string, par
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// moveDone asks the cell whether the partition's move is over (no
+// reassignment listed for it): a direct admin request, where the client's
+// metadata may be seconds old.
+func moveDone(ctx context.Context, adm *kadm.Client, topic string, partition int32) bool {
+	res, err := adm.ListPartitionReassignments(ctx, kadm.TopicsSet{topic: {partition: {}}})
+	if err != nil {
+		return false
+	}
+	for _, r := range res.Sorted() {
+		if r.Topic == topic && r.Partition == partition {
+			return false
+		}
+	}
+	return true
 }
 
 // bar draws done/total as a text bar of width cells.
