@@ -179,6 +179,9 @@ func cellInSync(nodes []*cellProc) bool {
 		if !ok || st.Raft.State != "Leader" {
 			continue
 		}
+		if !admitted(nodes, n) {
+			return false
+		}
 		rs, ok := n.replication()
 		if !ok || rs.Partitions < replPartitions {
 			return false
@@ -193,6 +196,52 @@ func cellInSync(nodes []*cellProc) bool {
 		return true
 	}
 	return false
+}
+
+// admitted reports whether the controller leader ctl has admitted every
+// node's current process run (a restarted node is fenced first, and leads
+// nothing until then).
+func admitted(nodes []*cellProc, ctl *cellProc) bool {
+	var cs struct {
+		Members []struct {
+			NodeID      int32  `json:"node_id"`
+			Incarnation string `json:"incarnation"`
+		} `json:"members"`
+	}
+	if !getJSON(ctl, &cs) {
+		return false
+	}
+	for _, n := range nodes {
+		var own struct {
+			Incarnation string `json:"incarnation"`
+		}
+		if !getJSON(n, &own) || own.Incarnation == "" {
+			return false
+		}
+		found := false
+		for _, m := range cs.Members {
+			if m.NodeID == int32(n.i) {
+				found = m.Incarnation == own.Incarnation
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// getJSON decodes a node's GET /v1/cell into v.
+func getJSON(p *cellProc, v any) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr()+"/v1/cell", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(v) == nil
 }
 
 // fullISR reports whether every partition of the topic has a leader and
