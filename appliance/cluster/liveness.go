@@ -358,7 +358,7 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 		fenced := fencedIDs[id]
 		if id == n.cred.NodeID {
 			switch {
-			case n.fsm.incarnation(id) != n.incarnation && !fenced && n.fsm.holdsReplicatedNode(id):
+			case n.fsm.incarnation(id) != n.incarnation && n.fsm.incarnation(id) != "" && !fenced && n.fsm.holdsReplicatedNode(id):
 				l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, 0, "restarted")
 			case fenced || n.fsm.incarnation(id) != n.incarnation: // fenced by an earlier leader, or restarted: this one is alive
 				l.apply(Command{Op: opUnfenceNode, NodeID: id, Incarnation: n.incarnation}, 0, "")
@@ -372,11 +372,14 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 		if id == prev && !h.at.IsZero() {
 			last = h.at
 		}
-		restarted := h.incarnation != "" && h.incarnation != n.fsm.incarnation(id)
+		// A first run ever heard (the cell is new) is admitted as it is.
+		known := n.fsm.incarnation(id)
+		restarted := h.incarnation != "" && h.incarnation != known
+		first := restarted && known == ""
 		switch {
 		case !fenced && now.Sub(last) > timeout:
 			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(last), "")
-		case !fenced && restarted && n.fsm.holdsReplicatedNode(id):
+		case !fenced && restarted && !first && n.fsm.holdsReplicatedNode(id):
 			// A new process run: what it holds may be older than the ISR
 			// says, or gone (a replaced disk). It leaves every ISR and
 			// leadership first, and joins again once caught up.

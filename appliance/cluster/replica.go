@@ -81,7 +81,15 @@ func (r *replicas) once() {
 		}
 		for i, pi := range t.Partitions {
 			p := int32(i)
-			if len(pi.Replicas) < 2 || !slices.Contains(pi.Replicas, self) {
+			switch {
+			case len(pi.Replicas) < 2 && slices.Contains(pi.Replicas, self):
+				// One replica, here: writes as on a single node.
+				bk.ClearReplicaState(name, p)
+				continue
+			case !slices.Contains(pi.Replicas, self):
+				// Not a replica here: the local log takes no write.
+				r.unfollow(replKey{name, p}, -1)
+				bk.SetReplicaState(name, p, broker.ReplicaState{Self: self, Leader: pi.Leader, LeaderEpoch: pi.LeaderEpoch, Replicas: pi.Replicas, ISR: pi.ISR, MinInsync: t.MinInsync()})
 				continue
 			}
 			st := broker.ReplicaState{Self: self, Leader: pi.Leader, LeaderEpoch: pi.LeaderEpoch,

@@ -273,9 +273,17 @@ func waitFullISR(t *testing.T, ctx context.Context, adm *kadm.Client, d time.Dur
 // produceLoop produces records "<pid>-<seq>" round robin over the
 // partitions with an idempotent acks=all producer, at most 256 in flight.
 func produceLoop(t *testing.T, ctx context.Context, seeds []string, pid int, log *ackLog, produced *atomic.Int64) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5*time.Millisecond),
-		kgo.RecordDeliveryTimeout(2*time.Minute), kgo.MaxBufferedRecords(256))
+	opts := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.RecordDeliveryTimeout(2 * time.Minute), kgo.MaxBufferedRecords(256)}
+	if p := os.Getenv("KATKA_KGO_LOG"); p != "" { // the client's own log, for debugging
+		f, err := os.Create(fmt.Sprintf("%s.%d", p, pid))
+		if err == nil {
+			defer f.Close()
+			opts = append(opts, kgo.WithLogger(kgo.BasicLogger(f, kgo.LogLevelInfo, nil)))
+		}
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Error(err)
 		return

@@ -92,6 +92,8 @@ func serve(cfg config.Config) error {
 		MaxPartitions:          cfg.Topics.MaxPartitions,
 		Logger:                 log,
 		Metrics:                metrics,
+		// In a cell no partition takes writes before the cell said who leads it.
+		ReplicaGate: cfg.Cell.Enabled(),
 	})
 	if err != nil {
 		return err
