@@ -1,0 +1,167 @@
+package linkstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// lines is a slog handler keeping every record as "LEVEL msg k=v ...".
+type lines struct {
+	mu  sync.Mutex
+	out []string
+}
+
+func (h *lines) Enabled(context.Context, slog.Level) bool { return true }
+func (h *lines) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *lines) WithGroup(string) slog.Handler            { return h }
+func (h *lines) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.mu.Lock()
+	h.out = append(h.out, b.String())
+	h.mu.Unlock()
+	return nil
+}
+
+// take returns the lines at level INFO and above logged since the last take.
+func (h *lines) take() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, l := range h.out {
+		if !strings.HasPrefix(l, "DEBUG") {
+			out = append(out, l)
+		}
+	}
+	h.out = nil
+	return out
+}
+
+// clock is a manual clock.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time      { return c.t }
+func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
+func newClock() *clock               { return &clock{t: time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)} }
+func expect(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("line %d:\n got %s\nwant %s", i, got[i], want[i])
+		}
+	}
+}
+
+func TestLinkLogsEachStateChangeOnce(t *testing.T) {
+	h, c := &lines{}, newClock()
+	reg := prometheus.NewRegistry()
+	r := NewRegistry(reg)
+	l := r.New(Options{Name: "sync/uplink", Log: slog.New(h), RetryMin: 500 * time.Millisecond, RetryMax: 30 * time.Second, Now: c.now})
+	up := func() float64 { return testutil.ToFloat64(r.up.WithLabelValues("sync/uplink")) }
+	if up() != 0 {
+		t.Fatal("gauge not 0 before the first connection")
+	}
+
+	l.Up("delivery", "exactly_once")
+	for range 100 {
+		l.Up() // every successful request: nothing logged
+	}
+	expect(t, h.take(), "INFO link up link=sync/uplink delivery=exactly_once")
+	if up() != 1 {
+		t.Fatal("gauge not 1 while up")
+	}
+
+	c.add(time.Minute)
+	refused := errors.New("dial tcp 127.0.0.1:9092: connect: connection refused")
+	l.Down(errors.New("read: connection reset by peer"))
+	for range 40 { // 40 retries over 25.3 s: no line
+		c.add(25300 * time.Millisecond / 40)
+		l.Down(refused)
+	}
+	expect(t, h.take(), "WARN link lost; retrying link=sync/uplink err=read: connection reset by peer retry=backoff 500ms doubling to 30s")
+	if up() != 0 {
+		t.Fatal("gauge not 0 while down")
+	}
+	s := l.Snapshot()
+	if s.State != Down || s.FailedAttempts != 41 || s.LastError != refused.Error() || !s.Since.Equal(newClock().t.Add(time.Minute)) {
+		t.Fatalf("snapshot while down: %+v", s)
+	}
+
+	l.Up()
+	l.Up()
+	expect(t, h.take(), "INFO link back after 25.3s link=sync/uplink down_for=25.3s failed_attempts=41")
+	if up() != 1 || l.Snapshot().State != Up || l.Snapshot().FailedAttempts != 0 {
+		t.Fatalf("after back: gauge %v, %+v", up(), l.Snapshot())
+	}
+}
+
+func TestLinkRemindsWhileDown(t *testing.T) {
+	h, c := &lines{}, newClock()
+	l := New(Options{Name: "mqtt/plant", Log: slog.New(h), RetryMin: time.Second, RetryMax: time.Second, Remind: 5 * time.Minute, Now: c.now})
+	boom := errors.New("connection refused")
+	l.Down(boom) // never up: unreachable
+	// 12 minutes of retries every second: two reminders, at 5 and 10 minutes.
+	for range 12 * 60 {
+		c.add(time.Second)
+		l.Down(boom)
+	}
+	expect(t, h.take(),
+		"WARN link unreachable; retrying link=mqtt/plant err=connection refused retry=every 1s",
+		"WARN link still down after 5m0s link=mqtt/plant down_for=5m0s failed_attempts=301 since_last_line=300 err=connection refused retry=every 1s",
+		"WARN link still down after 10m0s link=mqtt/plant down_for=10m0s failed_attempts=601 since_last_line=300 err=connection refused retry=every 1s")
+	c.add(1500 * time.Millisecond)
+	l.Up()
+	expect(t, h.take(), "INFO link up after 12m2s link=mqtt/plant down_for=12m2s failed_attempts=721")
+	// A second outage is a "lost" and a "back".
+	l.Down(boom)
+	c.add(180 * time.Millisecond)
+	l.Up()
+	expect(t, h.take(),
+		"WARN link lost; retrying link=mqtt/plant err=connection refused retry=every 1s",
+		"INFO link back after 180ms link=mqtt/plant down_for=180ms failed_attempts=1")
+}
+
+func TestLinkDebugPerRetry(t *testing.T) {
+	h, c := &lines{}, newClock()
+	l := New(Options{Name: "modbus/pump", Log: slog.New(h), Now: c.now})
+	l.Down(nil)
+	l.Down(errors.New("timeout"))
+	h.mu.Lock()
+	got := append([]string(nil), h.out...)
+	h.mu.Unlock()
+	expect(t, got,
+		"WARN link unreachable; retrying link=modbus/pump err=unknown error retry=with backoff",
+		"DEBUG link retry failed link=modbus/pump err=timeout failed_attempts=2")
+}
+
+func TestRegistrySnapshotAndNil(t *testing.T) {
+	var nilReg *Registry
+	l := nilReg.New(Options{Name: "can/can0"})
+	l.Up()
+	if len(nilReg.Snapshot()) != 0 || l.Snapshot().State != Up {
+		t.Fatal("nil registry")
+	}
+	r := NewRegistry(nil)
+	r.New(Options{Name: "sync/uplink"}).Down(errors.New("x"))
+	r.New(Options{Name: "mqtt/a"})
+	s := r.Snapshot()
+	if len(s) != 2 || s[0].Link != "mqtt/a" || s[0].State != Starting || s[1].State != Down || s[1].LastError != "x" {
+		t.Fatalf("snapshot %+v", s)
+	}
+}
