@@ -1,52 +1,39 @@
 package linkstate
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/katka-io/katka/appliance/linkstate/logtest"
 )
 
-// lines is a slog handler keeping every record as "LEVEL msg k=v ...".
+// lines records a link's log lines.
 type lines struct {
-	mu  sync.Mutex
-	out []string
+	r    *logtest.Recorder
+	seen int
 }
 
-func (h *lines) Enabled(context.Context, slog.Level) bool { return true }
-func (h *lines) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *lines) WithGroup(string) slog.Handler            { return h }
-func (h *lines) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
-	b.WriteString(r.Level.String() + " " + r.Message)
-	r.Attrs(func(a slog.Attr) bool {
-		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
-		return true
-	})
-	h.mu.Lock()
-	h.out = append(h.out, b.String())
-	h.mu.Unlock()
-	return nil
-}
+func newLines() *lines { return &lines{r: logtest.New()} }
+
+// log is the logger to give the link.
+func (h *lines) log() *slog.Logger { return h.r.Logger() }
 
 // take returns the lines at level INFO and above logged since the last take.
 func (h *lines) take() []string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	all := h.r.Lines()
 	var out []string
-	for _, l := range h.out {
+	for _, l := range all[h.seen:] {
 		if !strings.HasPrefix(l, "DEBUG") {
 			out = append(out, l)
 		}
 	}
-	h.out = nil
+	h.seen = len(all)
 	return out
 }
 
@@ -69,10 +56,10 @@ func expect(t *testing.T, got []string, want ...string) {
 }
 
 func TestLinkLogsEachStateChangeOnce(t *testing.T) {
-	h, c := &lines{}, newClock()
+	h, c := newLines(), newClock()
 	reg := prometheus.NewRegistry()
 	r := NewRegistry(reg)
-	l := r.New(Options{Name: "sync/uplink", Log: slog.New(h), RetryMin: 500 * time.Millisecond, RetryMax: 30 * time.Second, Now: c.now})
+	l := r.New(Options{Name: "sync/uplink", Log: h.log(), RetryMin: 500 * time.Millisecond, RetryMax: 30 * time.Second, Now: c.now})
 	up := func() float64 { return testutil.ToFloat64(r.up.WithLabelValues("sync/uplink")) }
 	if up() != 0 {
 		t.Fatal("gauge not 0 before the first connection")
@@ -112,8 +99,8 @@ func TestLinkLogsEachStateChangeOnce(t *testing.T) {
 }
 
 func TestLinkRemindsWhileDown(t *testing.T) {
-	h, c := &lines{}, newClock()
-	l := New(Options{Name: "mqtt/plant", Log: slog.New(h), RetryMin: time.Second, RetryMax: time.Second, Remind: 5 * time.Minute, Now: c.now})
+	h, c := newLines(), newClock()
+	l := New(Options{Name: "mqtt/plant", Log: h.log(), RetryMin: time.Second, RetryMax: time.Second, Remind: 5 * time.Minute, Now: c.now})
 	boom := errors.New("connection refused")
 	l.Down(boom) // never up: unreachable
 	// 12 minutes of retries every second: two reminders, at 5 and 10 minutes.
@@ -138,14 +125,11 @@ func TestLinkRemindsWhileDown(t *testing.T) {
 }
 
 func TestLinkDebugPerRetry(t *testing.T) {
-	h, c := &lines{}, newClock()
-	l := New(Options{Name: "modbus/pump", Log: slog.New(h), Now: c.now})
+	h, c := newLines(), newClock()
+	l := New(Options{Name: "modbus/pump", Log: h.log(), Now: c.now})
 	l.Down(nil)
 	l.Down(errors.New("timeout"))
-	h.mu.Lock()
-	got := append([]string(nil), h.out...)
-	h.mu.Unlock()
-	expect(t, got,
+	expect(t, h.r.Lines(),
 		"WARN link unreachable; retrying link=modbus/pump err=unknown error retry=with backoff",
 		"DEBUG link retry failed link=modbus/pump err=timeout failed_attempts=2")
 }
@@ -163,5 +147,42 @@ func TestRegistrySnapshotAndNil(t *testing.T) {
 	s := r.Snapshot()
 	if len(s) != 2 || s[0].Link != "mqtt/a" || s[0].State != Starting || s[1].State != Down || s[1].LastError != "x" {
 		t.Fatalf("snapshot %+v", s)
+	}
+}
+
+func TestLinkSeenSettles(t *testing.T) {
+	h, c := newLines(), newClock()
+	l := New(Options{Name: "sync/downlink", Log: h.log(), Settle: time.Second, Now: c.now})
+	l.Seen() // starting: answers alone do not make it up
+	if l.Snapshot().State != Starting {
+		t.Fatal("Seen moved a starting link")
+	}
+	l.Up()
+	l.Seen()
+	expect(t, h.take(), "INFO link up link=sync/downlink")
+
+	c.add(time.Minute)
+	l.Down(errors.New("EOF"))
+	c.add(2 * time.Second)
+	// The peer restarted: a new connection answers, an old one fails, and
+	// only then do answers keep coming.
+	l.Seen()
+	c.add(10 * time.Millisecond)
+	l.Down(errors.New("EOF on an old connection"))
+	c.add(300 * time.Millisecond)
+	l.Seen() // first answer after the last failure: the outage ends here
+	c.add(900 * time.Millisecond)
+	l.Seen() // not yet settled
+	if l.Snapshot().State != Down {
+		t.Fatal("back before Settle")
+	}
+	c.add(100 * time.Millisecond)
+	l.Seen()
+	l.Seen()
+	expect(t, h.take(),
+		"WARN link lost; retrying link=sync/downlink err=EOF retry=with backoff",
+		"INFO link back after 2.3s link=sync/downlink down_for=2.3s failed_attempts=2")
+	if s := l.Snapshot(); s.State != Up || !s.Since.Equal(c.t.Add(-time.Second)) {
+		t.Fatalf("after settling: %+v", s)
 	}
 }
