@@ -131,6 +131,20 @@ func (l *Link) Up(attrs ...any) {
 	l.up(l.o.Now(), attrs)
 }
 
+// UpSince is Up for a link found working late: it has worked since at (a
+// process that kept running for a while), so an outage ended at at.
+func (l *Link) UpSince(at time.Time, attrs ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state == Up {
+		return
+	}
+	if at.Before(l.since) {
+		at = l.since
+	}
+	l.up(at, attrs)
+}
+
 // Seen records weaker evidence: the peer answered a request. A down link is
 // back once answers keep coming for Settle without a failure in between
 // (the outage then ends at the first of them); a link still starting or

@@ -180,7 +180,7 @@ func serve(cfg config.Config) error {
 	for _, start := range []func() error{
 		func() error { return startFirmware(ctx, &wg, b, cfg, reg, log, hs) }, // before sync: creates the local firmware topics
 		func() error { return startSync(ctx, &wg, b, cfg, reg, links, log) },
-		func() error { return startPlugins(ctx, &wg, b, cfg, reg, log) },
+		func() error { return startPlugins(ctx, &wg, b, cfg, reg, links, log) },
 		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, links, log) }, // may use partitioner plugins
 	} {
 		if err := start(); err != nil {
