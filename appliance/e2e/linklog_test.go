@@ -65,6 +65,36 @@ func linkStatus(t *testing.T, k *kafkaKatka, name string) (linkSnapshot, bool) {
 	return linkSnapshot{}, false
 }
 
+// syncLinkState is the logged state of a sync link in GET /v1/status/sync.
+type syncLinkState struct {
+	State          string `json:"state"`
+	FailedAttempts int    `json:"failed_attempts"`
+}
+
+// syncLinkStates returns the logged state of each sync link, by link.
+func syncLinkStates(t *testing.T, k *kafkaKatka) map[string]syncLinkState {
+	t.Helper()
+	resp, err := http.Get("http://" + k.HTTPAddr + "/v1/status/sync")
+	if err != nil {
+		t.Fatalf("GET /v1/status/sync: %v", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Links []struct {
+			Link string `json:"link"`
+			syncLinkState
+		} `json:"links"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("decode /v1/status/sync: %v", err)
+	}
+	out := map[string]syncLinkState{}
+	for _, l := range st.Links {
+		out[l.Link] = l.syncLinkState
+	}
+	return out
+}
+
 // centralEnd sums the end offsets of a topic on the central katka (0 if it
 // cannot be read).
 func centralEnd(t *testing.T, central *kafkaKatka, topic string) int64 {
@@ -124,6 +154,12 @@ sync:
 		})
 	}
 
+	// The sync status says the same (as `katka sync status --json` does).
+	st := syncLinkStates(t, edge)
+	if st["uplink"].State != "down" || st["downlink"].State != "down" || st["uplink"].FailedAttempts < 5 {
+		t.Errorf("sync status while central is down: %+v", st)
+	}
+
 	// It comes back on the same address and data.
 	if err := central.restart(); err != nil {
 		t.Fatal(err)
@@ -135,6 +171,9 @@ sync:
 	mark := centralEnd(t, central, topic)
 	waitUntil(t, 15*time.Second, "records at the central katka again", func() bool { return centralEnd(t, central, topic) > mark })
 
+	if st := syncLinkStates(t, edge); st["uplink"].State != "up" || st["downlink"].State != "up" {
+		t.Errorf("sync status after central is back: %+v", st)
+	}
 	// The markers are in; now count: one WARN and one INFO per link, nothing per retry.
 	for _, l := range links {
 		if s, _ := linkStatus(t, edge, l); s.State != "up" {

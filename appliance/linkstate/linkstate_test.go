@@ -186,3 +186,24 @@ func TestLinkSeenSettles(t *testing.T) {
 		t.Fatalf("after settling: %+v", s)
 	}
 }
+
+func TestLinkUpSince(t *testing.T) {
+	h, c := newLines(), newClock()
+	l := New(Options{Name: "plugin/s", Log: h.log(), Now: c.now})
+	started := c.t
+	c.add(10 * time.Second)
+	l.UpSince(started, "pid", 7) // ran for 10 s: up as of its start
+	if s := l.Snapshot(); s.State != Up || !s.Since.Equal(started) {
+		t.Fatalf("%+v", s)
+	}
+	l.Down(errors.New("exited"))
+	c.add(4 * time.Second)
+	restarted := c.t
+	c.add(10 * time.Second)
+	l.UpSince(restarted, "pid", 8)
+	l.UpSince(restarted.Add(-time.Hour)) // already up: nothing
+	expect(t, h.take(),
+		"INFO link up link=plugin/s pid=7",
+		"WARN link lost; retrying link=plugin/s err=exited retry=with backoff",
+		"INFO link back after 4s link=plugin/s down_for=4s failed_attempts=1 pid=8")
+}

@@ -107,12 +107,19 @@ func (s *Service) refresh(ctx context.Context) {
 func (s *Service) Status() Status {
 	st := Status{Site: s.cfg.Site, Updated: time.Now().UTC()}
 	if s.up != nil {
-		st.Links = append(st.Links, s.up.state.snapshot())
+		st.Links = append(st.Links, withLink(s.up.state.snapshot(), s.up.link))
 	}
 	if s.down != nil {
-		st.Links = append(st.Links, s.down.state.snapshot())
+		st.Links = append(st.Links, withLink(s.down.state.snapshot(), s.down.link))
 	}
 	return st
+}
+
+// withLink adds the logged state of l to ls.
+func withLink(ls LinkStatus, l *linkstate.Link) LinkStatus {
+	s := l.Snapshot()
+	ls.State, ls.StateSince, ls.FailedAttempts = s.State.String(), s.Since, s.FailedAttempts
+	return ls
 }
 
 func sortParts(ps []PartitionStatus) {

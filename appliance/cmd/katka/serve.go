@@ -191,7 +191,7 @@ func serve(cfg config.Config) error {
 		}
 	}
 	if hs != nil {
-		hs.AddStatus("inputs", func() any { return inputsStatus(cfg.Sensors) })
+		hs.AddStatus("inputs", func() any { return inputsStatus(cfg.Sensors, links.Snapshot()) })
 		hs.AddStatus("links", func() any { return links.Snapshot() }) // up/down of every link and input
 	}
 	if hs != nil && syncStatus != nil {
