@@ -154,6 +154,24 @@ sync:
 		})
 	}
 
+	// Reconnects follow the backoff: the uplink ends its session (inside a
+	// transaction kgo alone retried AddPartitionsToTxn without a pause, 8000
+	// dials/s) and from then on each attempt is one session error and one
+	// failed attempt.
+	sessionErrs := func() float64 {
+		return metricValue(scrapeMetrics(t, edge), "katka_sync_errors_total", `link="uplink"`)
+	}
+	waitUntil(t, 15*time.Second, "the uplink session ended", func() bool { return sessionErrs() >= 1 })
+	e0, a0 := sessionErrs(), syncLinkStates(t, edge)["uplink"].FailedAttempts
+	waitUntil(t, 15*time.Second, "two more reconnects", func() bool { return sessionErrs() >= e0+2 })
+	e1, a1 := sessionErrs(), syncLinkStates(t, edge)["uplink"].FailedAttempts
+	if a1-a0 > int(e1-e0)+1 {
+		t.Errorf("failed attempts grew by %d over %v reconnects: retries without backoff", a1-a0, e1-e0)
+	}
+	if up := metricValue(scrapeMetrics(t, edge), "katka_link_up", `link="sync/uplink"`); up != 0 {
+		t.Errorf("katka_link_up{link=\"sync/uplink\"} = %v while central is down", up)
+	}
+
 	// The sync status says the same (as `katka sync status --json` does).
 	st := syncLinkStates(t, edge)
 	if st["uplink"].State != "down" || st["downlink"].State != "down" || st["uplink"].FailedAttempts < 5 {

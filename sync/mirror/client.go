@@ -279,7 +279,14 @@ type connHook struct {
 	st   *linkState
 	ln   *linkstate.Link
 	live *atomic.Bool // set while the link's session is established
+	// giveUp, when set, is called with the error of a failed dial once the
+	// link has been down for giveUpAfter: it ends the session.
+	giveUp func(error)
 }
+
+// giveUpAfter is how long a session's dials may keep failing before the
+// session ends and reconnects follow the link's backoff.
+const giveUpAfter = time.Second
 
 func (h connHook) set(c bool, err error) {
 	if !h.live.Load() {
@@ -302,7 +309,11 @@ func (h connHook) set(c bool, err error) {
 // OnBrokerConnect implements kgo.HookBrokerConnect.
 func (h connHook) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
-		h.set(false, fmt.Errorf("connect to %s:%d: %w", meta.Host, meta.Port, err))
+		err = fmt.Errorf("connect to %s:%d: %w", meta.Host, meta.Port, err)
+		h.set(false, err)
+		if s := h.ln.Snapshot(); h.giveUp != nil && h.live.Load() && s.State == linkstate.Down && time.Since(s.Since) >= giveUpAfter {
+			h.giveUp(err)
+		}
 	}
 }
 

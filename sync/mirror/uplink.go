@@ -163,7 +163,18 @@ func (u *Uplink) setConnected(c bool) {
 
 // session is one connection to the central cluster: fence, read checkpoints,
 // then mirror batches until an error.
-func (u *Uplink) session(ctx context.Context, bo *backoff) error {
+func (u *Uplink) session(parent context.Context, bo *backoff) (err error) {
+	// A central cluster that stays unreachable ends the session (giveUp),
+	// so that reconnects follow the backoff: inside a transaction kgo retries
+	// AddPartitionsToTxn on a refused dial without any pause (measured: 8000
+	// dials/s and a whole core on the edge while the central cluster was down).
+	ctx, stop := context.WithCancelCause(parent)
+	defer stop(nil)
+	defer func() {
+		if cause := context.Cause(ctx); cause != nil && parent.Err() == nil && err != nil {
+			err = cause
+		}
+	}()
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	versions, err := probe(setupCtx, u.cfg, u.opts)
@@ -172,7 +183,8 @@ func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 	}
 	txn := u.transactional(versions)
 	opts := append(append([]kgo.Opt(nil), u.opts...), producerOpts(u.cfg)...)
-	opts = append(opts, kgo.WithHooks(connHook{link: "uplink", m: u.m, st: u.state, ln: u.link, live: &u.live}))
+	opts = append(opts, kgo.WithHooks(connHook{link: "uplink", m: u.m, st: u.state, ln: u.link, live: &u.live,
+		giveUp: func(err error) { stop(fmt.Errorf("central cluster unreachable for %s, ending the session (reconnects back off): %w", giveUpAfter, err)) }}))
 	if txn {
 		opts = append(opts, kgo.TransactionalID(u.txnID()), kgo.TransactionTimeout(60*time.Second))
 	}
