@@ -145,25 +145,30 @@ func (l *Link) UpSince(at time.Time, attrs ...any) {
 	l.up(at, attrs)
 }
 
-// Seen records weaker evidence: the peer answered a request. A down link is
-// back once answers keep coming for Settle without a failure in between
-// (the outage then ends at the first of them); a link still starting or
-// already up is not changed.
-func (l *Link) Seen() {
+// Seen records weaker evidence: the peer answered a request (or a poll).
+// A down link is back once answers keep coming for Settle without a failure
+// in between (the outage then ends at the first of them), so a link that
+// answers and fails by turns stays down instead of logging two lines per
+// retry. A link still starting is up at once; one already up is not changed.
+func (l *Link) Seen(attrs ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.state != Down {
-		return
-	}
 	now := l.o.Now()
-	if l.seenAt.IsZero() {
-		l.seenAt = now
+	switch {
+	case l.state == Up:
 		return
-	}
-	if now.Sub(l.seenAt) >= l.o.Settle {
-		l.up(l.seenAt, nil)
+	case l.state == Starting:
+		l.up(now, attrs)
+	case l.seenAt.IsZero():
+		l.seenAt = now
+	case now.Sub(l.seenAt) >= l.o.Settle:
+		l.up(l.seenAt, attrs)
 	}
 }
+
+// Settle returns how long a link must keep working before it counts as
+// back (Options.Settle), for callers that confirm with UpSince on a timer.
+func (l *Link) Settle() time.Duration { return l.o.Settle }
 
 // up moves the link to Up as of now and logs it; l.mu is held.
 func (l *Link) up(now time.Time, attrs []any) {

@@ -153,13 +153,10 @@ func TestRegistrySnapshotAndNil(t *testing.T) {
 func TestLinkSeenSettles(t *testing.T) {
 	h, c := newLines(), newClock()
 	l := New(Options{Name: "sync/downlink", Log: h.log(), Settle: time.Second, Now: c.now})
-	l.Seen() // starting: answers alone do not make it up
-	if l.Snapshot().State != Starting {
-		t.Fatal("Seen moved a starting link")
-	}
-	l.Up()
+	l.Seen("topics", 1) // starting: the first answer makes it up
 	l.Seen()
-	expect(t, h.take(), "INFO link up link=sync/downlink")
+	l.Up()
+	expect(t, h.take(), "INFO link up link=sync/downlink topics=1")
 
 	c.add(time.Minute)
 	l.Down(errors.New("EOF"))
@@ -206,4 +203,25 @@ func TestLinkUpSince(t *testing.T) {
 		"INFO link up link=plugin/s pid=7",
 		"WARN link lost; retrying link=plugin/s err=exited retry=with backoff",
 		"INFO link back after 4s link=plugin/s down_for=4s failed_attempts=1 pid=8")
+}
+
+// TestLinkFlappingStaysDown: a peer that answers and fails by turns (a Modbus
+// device timing out on every other poll, two MQTT clients with one client id
+// kicking each other out) logs one WARN, not two lines per retry.
+func TestLinkFlappingStaysDown(t *testing.T) {
+	h, c := newLines(), newClock()
+	l := New(Options{Name: "modbus/pump", Log: h.log(), Settle: time.Second, Now: c.now})
+	l.Seen()
+	for range 100 {
+		c.add(300 * time.Millisecond)
+		l.Down(errors.New("i/o timeout"))
+		c.add(300 * time.Millisecond)
+		l.Seen()
+	}
+	expect(t, h.take(),
+		"INFO link up link=modbus/pump",
+		"WARN link lost; retrying link=modbus/pump err=i/o timeout retry=with backoff")
+	if s := l.Snapshot(); s.State != Down || s.FailedAttempts != 100 {
+		t.Fatalf("%+v", s)
+	}
 }

@@ -543,7 +543,10 @@ func (in *Input) readSocketCAN(ctx context.Context, iface string, out chan<- chu
 		conn, err := socketcan.DialContext(ctx, "can", iface)
 		if err == nil {
 			up.Set(1)
-			link.Up()
+			// Up once the interface has stayed open for linkstate's Settle,
+			// so one that opens and fails by turns stays down.
+			at := time.Now()
+			confirm := time.AfterFunc(link.Settle(), func() { link.UpSince(at) })
 			wait = first
 			stop := context.AfterFunc(ctx, func() { conn.Close() })
 			rx := socketcan.NewReceiver(conn)
@@ -558,6 +561,7 @@ func (in *Input) readSocketCAN(ctx context.Context, iface string, out chan<- chu
 				}
 			}
 			err = rx.Err()
+			confirm.Stop()
 			stop()
 			conn.Close()
 			up.Set(0)

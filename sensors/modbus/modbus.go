@@ -298,9 +298,11 @@ func (d *Device) Poll(ctx context.Context) (int, error) {
 	}
 	if linkErr == nil {
 		// Every request was answered: up (logged once, when it changes).
-		// Only a whole poll counts, so a device that answers one request
-		// and times out on the next stays down instead of flapping.
-		d.link.Up("url", d.url)
+		// Only whole polls count, and after an outage only polls answered
+		// for a second (linkstate's Settle), so a device that answers one
+		// request, or one poll, and times out on the next stays down
+		// instead of logging two lines per retry.
+		d.link.Seen("url", d.url)
 	}
 	if len(recs) == 0 {
 		return 0, first

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/appliance/linkstate/logtest"
 	"github.com/katka-io/katka/sensors"
@@ -85,6 +87,39 @@ func TestLinkLogBrokerGoneAndBack(t *testing.T) {
 	if t.Failed() {
 		t.Logf("log:\n%s", rec)
 	}
+}
+
+// TestLinkLogClientIDFight runs two inputs with one client id against a real
+// Mosquitto: each connection takes the session over and kicks the other out,
+// again and again. That is one WARN per input, not two lines per reconnect.
+func TestLinkLogClientIDFight(t *testing.T) {
+	mq := mosq.Start(t, "")
+	b := openBroker(t)
+	cfg := mqttConfig(mq.URL, "katka-test-fight", RuleConfig{Filter: "fight/+", Topic: "fight", KeyLevel: 2})
+	m := ConfigOf(cfg)
+	m.ReconnectMin, m.ReconnectMax = 20*time.Millisecond, 200*time.Millisecond
+	m.Brokers = []BrokerConfig{{Name: "fight-a", URL: mq.URL, ClientID: "katka-test-fight"}, {Name: "fight-b", URL: mq.URL, ClientID: "katka-test-fight"}}
+	rec := logtest.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if err := sensors.Start(ctx, &wg, cfg, sensors.Env{Broker: b, Log: rec.Logger(), Links: linkstate.NewRegistry(nil)}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); wg.Wait() }()
+	ok := func(name string) float64 { return testutil.ToFloat64(connects.WithLabelValues(name, "ok")) }
+	a0, b0 := ok("fight-a"), ok("fight-b")
+	// The marker: each input connected ten times more (and was kicked out).
+	waitUntilTrue(t, 15*time.Second, "ten reconnects of each input", func() bool { return ok("fight-a") >= a0+10 && ok("fight-b") >= b0+10 })
+	for _, name := range []string{"fight-a", "fight-b"} {
+		lines := append(rec.Lines("INFO", "link=mqtt/"+name+" "), rec.Lines("WARN", "link=mqtt/"+name+" ")...)
+		if len(lines) > 2 {
+			t.Errorf("%d lines for %s over ten reconnects, want at most 2 (up, lost):\n%s", len(lines), name, strings.Join(lines, "\n"))
+		}
+		if n := len(rec.Lines("WARN", "link=mqtt/"+name+" ")); n != 1 {
+			t.Errorf("%d WARN lines for %s, want 1", n, name)
+		}
+	}
+	t.Logf("%v and %v connects:\n%s\n%s", ok("fight-a")-a0, ok("fight-b")-b0, strings.Join(rec.Lines("WARN"), "\n"), strings.Join(rec.Lines("INFO link"), "\n"))
 }
 
 // waitUntilTrue polls cond (a state read, not a sleep-and-hope) until it holds.

@@ -330,13 +330,20 @@ func (in *Input) Run(ctx context.Context) error {
 		connects.WithLabelValues(ins, "ok").Inc()
 		up.Set(1)
 		backoff = in.cfg.ReconnectMin
-		in.link.Up("filters", len(filters)) // "link up" the first time, then "link back after N s"
+		// "link up" the first time, then "link back after N s", once the
+		// connection has lasted linkstate's Settle: two clients with one
+		// client id kick each other out at every reconnect, and that is
+		// one WARN, not two lines per retry.
+		at := time.Now()
+		confirm := time.AfterFunc(in.link.Settle(), func() { in.link.UpSince(at, "filters", len(filters)) })
 		select {
 		case err := <-lost:
+			confirm.Stop()
 			up.Set(0)
 			in.link.Down(err)
 			sleep(ctx, backoff)
 		case <-ctx.Done():
+			confirm.Stop()
 		}
 	}
 	up.Set(0)
