@@ -184,7 +184,9 @@ func (u *Uplink) session(parent context.Context, bo *backoff) (err error) {
 	txn := u.transactional(versions)
 	opts := append(append([]kgo.Opt(nil), u.opts...), producerOpts(u.cfg)...)
 	opts = append(opts, kgo.WithHooks(connHook{link: "uplink", m: u.m, st: u.state, ln: u.link, live: &u.live,
-		giveUp: func(err error) { stop(fmt.Errorf("central cluster unreachable for %s, ending the session (reconnects back off): %w", giveUpAfter, err)) }}))
+		giveUp: func(err error) {
+			stop(fmt.Errorf("central cluster unreachable for %s, ending the session (reconnects back off): %w", giveUpAfter, err))
+		}}))
 	if txn {
 		opts = append(opts, kgo.TransactionalID(u.txnID()), kgo.TransactionTimeout(60*time.Second))
 	}
