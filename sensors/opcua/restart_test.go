@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
 )
 
 // TestServerRestartResubscribes kills the OPC UA server process (node-opcua,
@@ -15,6 +18,7 @@ import (
 // its secured session, the changes made after the restart arrive, and the
 // log says once that the link was lost and once that it is back.
 func TestServerRestartResubscribes(t *testing.T) {
+	t.Parallel()
 	katka := newPKI(t, "katka")
 	us := startUAServer(t, uaOptions{variables: uaVariables, users: map[string]string{"katka": "s3cret"}, trustClients: []pki{katka}})
 	name := fmt.Sprintf("restart-%d", time.Now().UnixNano())
@@ -60,19 +64,8 @@ func TestLinkCut30s(t *testing.T) {
 	if testing.Short() {
 		t.Skip("takes over 30 s")
 	}
-	t.Parallel() // beside TestDeadConnectionConnectsAnew: both mostly wait
-	us := startUAServer(t, uaOptions{variables: uaVariables, anonymous: true})
-	front := freePort(t)
-	px := newProxy(t, front, us.cfg.Port)
-	name := fmt.Sprintf("cut-%d", time.Now().UnixNano())
-	var logs lockedBuffer
-	b := openBroker(t)
-	cfg := testConfig(ServerConfig{Name: name, Endpoint: fmt.Sprintf("opc.tcp://127.0.0.1:%d", front), SecurityPolicy: "None", SecurityMode: "None",
-		Auth: "anonymous", PublishInterval: 50 * time.Millisecond, Nodes: uaNodes(uaVariables)})
-	runInputs(t, b, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	waitSubscribed(t, name, 1)
-	us.set(1)
-	waitValue(t, b, ConfigOf(cfg).Topic, 1)
+	t.Parallel() // the tests with a node-opcua server mostly wait: side by side
+	us, px, b, cfg, name, logs := proxiedInput(t, "cut")
 
 	px.hole(true)
 	k := 10
@@ -127,18 +120,7 @@ func TestLinkCut30s(t *testing.T) {
 // connection staleAfterProbe, then connects anew and the changes arrive.
 func TestDeadConnectionConnectsAnew(t *testing.T) {
 	t.Parallel()
-	us := startUAServer(t, uaOptions{variables: uaVariables, anonymous: true})
-	front := freePort(t)
-	px := newProxy(t, front, us.cfg.Port)
-	name := fmt.Sprintf("dead-%d", time.Now().UnixNano())
-	var logs lockedBuffer
-	b := openBroker(t)
-	cfg := testConfig(ServerConfig{Name: name, Endpoint: fmt.Sprintf("opc.tcp://127.0.0.1:%d", front), SecurityPolicy: "None", SecurityMode: "None",
-		Auth: "anonymous", PublishInterval: 50 * time.Millisecond, Nodes: uaNodes(uaVariables)})
-	runInputs(t, b, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	waitSubscribed(t, name, 1)
-	us.set(1)
-	waitValue(t, b, ConfigOf(cfg).Topic, 1)
+	us, px, b, cfg, name, logs := proxiedInput(t, "dead")
 
 	px.freeze()
 	frozen := time.Now()
@@ -156,4 +138,23 @@ func TestDeadConnectionConnectsAnew(t *testing.T) {
 	if lost, up := logs.lines("OPC UA link lost"), logs.lines("OPC UA link back"); len(lost) != 1 || len(up) != 1 || testutil.ToFloat64(subscribes.WithLabelValues(name)) != 2 {
 		t.Fatalf("want one line for the lost link, one for its return and a second subscription; log:\n%s", logs.String())
 	}
+}
+
+// proxiedInput starts a node-opcua server behind a proxy and an input
+// subscribed through the proxy to its variables, whose value 1 has arrived.
+func proxiedInput(t *testing.T, prefix string) (*uaServer, *proxy, *broker.Broker, config.Sensors, string, *lockedBuffer) {
+	t.Helper()
+	us := startUAServer(t, uaOptions{variables: uaVariables, anonymous: true})
+	front := freePort(t)
+	px := newProxy(t, front, us.cfg.Port)
+	name := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+	logs := &lockedBuffer{}
+	b := openBroker(t)
+	cfg := testConfig(ServerConfig{Name: name, Endpoint: fmt.Sprintf("opc.tcp://127.0.0.1:%d", front), SecurityPolicy: "None", SecurityMode: "None",
+		Auth: "anonymous", PublishInterval: 50 * time.Millisecond, Nodes: uaNodes(uaVariables)})
+	runInputs(t, b, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	waitSubscribed(t, name, 1)
+	us.set(1)
+	waitValue(t, b, ConfigOf(cfg).Topic, 1)
+	return us, px, b, cfg, name, logs
 }

@@ -59,6 +59,7 @@ func uaNodes(n int) []NodeConfig {
 // refused identities and certificates (one log line and a metric each), and
 // nodes configured by browse path.
 func TestNodeOPCUA(t *testing.T) {
+	t.Parallel()
 	katka, operator, stranger := newPKI(t, "katka"), newPKI(t, "operator"), newPKI(t, "stranger")
 	us := startUAServer(t, uaOptions{variables: uaVariables, users: map[string]string{"katka": "s3cret"},
 		trustClients: []pki{katka}, trustUsers: []pki{operator}})
