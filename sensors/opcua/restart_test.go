@@ -3,6 +3,7 @@ package opcua
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +55,36 @@ func TestServerRestartResubscribes(t *testing.T) {
 	}
 	t.Logf("log: %s", lost[0])
 	t.Logf("log: %s", back[0])
+}
+
+// TestServerLateOneLine starts the input before its server: the refused
+// connections give one log line however often katka retries, and when the
+// server is up the input subscribes by itself and says so once.
+func TestServerLateOneLine(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	name := fmt.Sprintf("late-%d", time.Now().UnixNano())
+	var logs lockedBuffer
+	b := openBroker(t)
+	cfg := testConfig(ServerConfig{Name: name, Endpoint: fmt.Sprintf("opc.tcp://127.0.0.1:%d", port), SecurityPolicy: "None", SecurityMode: "None",
+		Auth: "anonymous", PublishInterval: 50 * time.Millisecond, Nodes: uaNodes(uaVariables)})
+	runInputs(t, b, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	refused := errorsTotal.WithLabelValues(name, errConnect)
+	for deadline := time.Now().Add(30 * time.Second); testutil.ToFloat64(refused) < 4; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v connect errors within 30 s, want 4; log:\n%s", testutil.ToFloat64(refused), logs.String())
+		}
+	}
+	us := startUAServer(t, uaOptions{port: port, variables: uaVariables, anonymous: true})
+	waitSubscribed(t, name, 1)
+	us.set(1)
+	waitValue(t, b, ConfigOf(cfg).Topic, 1)
+	failed, up := logs.lines("OPC UA connection failed"), logs.lines("OPC UA link up: subscribed")
+	if len(failed) != 1 || len(up) != 1 || strings.Count(logs.String(), "\n") != 2 {
+		t.Fatalf("after %v refused connections, want one line for them and one when subscribed; log:\n%s", testutil.ToFloat64(refused), logs.String())
+	}
+	t.Logf("%v refused connections; log: %s", testutil.ToFloat64(refused), failed[0])
+	t.Logf("log: %s", up[0])
 }
 
 // TestLinkCut30s cuts the link for 30 s (no reset, nothing arrives either

@@ -135,6 +135,7 @@ type uaServer struct {
 
 // uaOptions choose the identities a uaServer accepts.
 type uaOptions struct {
+	port         int // 0: a free one
 	variables    int
 	users        map[string]string
 	anonymous    bool
@@ -149,7 +150,10 @@ func startUAServer(t testing.TB, o uaOptions) *uaServer {
 	node, modules := uaServerModules(t)
 	dir := t.TempDir()
 	cert := newPKI(t, "server")
-	cfg := uaServerConfig{Port: freePort(t), Cert: cert.certFile, Key: cert.keyFile, URI: "urn:katka:test:server",
+	if o.port == 0 {
+		o.port = freePort(t)
+	}
+	cfg := uaServerConfig{Port: o.port, Cert: cert.certFile, Key: cert.keyFile, URI: "urn:katka:test:server",
 		PKI: filepath.Join(dir, "pki"), UserPKI: filepath.Join(dir, "userpki"), Users: o.users, Anonymous: o.anonymous, Variables: o.variables}
 	for store, certs := range map[string][]pki{cfg.PKI: o.trustClients, cfg.UserPKI: o.trustUsers} {
 		trusted := filepath.Join(store, "trusted", "certs")
