@@ -192,8 +192,8 @@ func testConfig(s ServerConfig) config.Sensors {
 	return cfg
 }
 
-// runInputs runs the inputs of cfg on b until the test ends.
-func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors, log *slog.Logger) {
+// runInputs runs the inputs of cfg on b until the test ends or stop is called.
+func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors, log *slog.Logger) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -201,7 +201,9 @@ func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors, log *slog.Log
 		cancel()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
+	t.Cleanup(stop)
+	return stop
 }
 
 // proxy forwards TCP connections from its own port to a target port, so a

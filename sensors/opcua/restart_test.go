@@ -68,7 +68,7 @@ func TestServerLateOneLine(t *testing.T) {
 	b := openBroker(t)
 	cfg := testConfig(ServerConfig{Name: name, Endpoint: fmt.Sprintf("opc.tcp://127.0.0.1:%d", port), SecurityPolicy: "None", SecurityMode: "None",
 		Auth: "anonymous", PublishInterval: 50 * time.Millisecond, Nodes: uaNodes(uaVariables)})
-	runInputs(t, b, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	stop := runInputs(t, b, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	refused := errorsTotal.WithLabelValues(name, errConnect)
 	for deadline := time.Now().Add(30 * time.Second); testutil.ToFloat64(refused) < 4; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -76,6 +76,9 @@ func TestServerLateOneLine(t *testing.T) {
 		}
 	}
 	us := startUAServer(t, uaOptions{port: port, variables: uaVariables, anonymous: true})
+	// The input stops before the server does (cleanups run last first): a
+	// client closed in the middle of gopcua's own reconnection races with it.
+	t.Cleanup(stop)
 	waitSubscribed(t, name, 1)
 	us.set(1)
 	waitValue(t, b, ConfigOf(cfg).Topic, 1)
