@@ -54,27 +54,27 @@ func (s *Server) cellLeaders(topic string) []CellPartition {
 // Kafka answers so to Produce, Fetch, ListOffsets and DeleteRecords, and
 // clients refresh their metadata and go to the leader.
 func (s *Server) notLeader(topic string, parts []CellPartition, p int32) (CellPartition, error) {
-	if p < 0 || int(p) >= len(parts) {
-		return CellPartition{}, nil
+	cp := CellPartition{Leader: -1, LeaderEpoch: -1}
+	if p >= 0 && int(p) < len(parts) {
+		cp = parts[p]
+		if cp.Leader != s.cfg.Cell.NodeID() {
+			s.redirects.WithLabelValues("not_leader").Inc()
+			return cp, codeErrorf(errNotLeaderOrFollower, "this is node %d; partition %d of %s is led by node %d (leader epoch %d)",
+				s.cfg.Cell.NodeID(), p, topic, cp.Leader, cp.LeaderEpoch)
+		}
 	}
-	cp := parts[p]
-	if cp.Leader == s.cfg.Cell.NodeID() {
-		if len(cp.Replicas) < 2 {
-			return CellPartition{}, nil
-		}
-		// A replicated partition: served once this node's broker has taken
-		// the leadership the metadata gives it (after a restart, only once
-		// the controller has admitted this run), never before.
-		if rs, ok := s.b.ReplicaState(topic, p); ok && rs.Leads() && rs.LeaderEpoch == cp.LeaderEpoch {
-			return CellPartition{}, nil
-		}
+	// The metadata says this node leads, or does not know the topic (yet):
+	// served only once the broker holds the leadership too (a replicated
+	// partition after the replica manager took it in this epoch; in a cell
+	// every partition is gated until the cell said who leads it), so a
+	// restarted node replaying the cell's metadata never serves from a log
+	// it no longer leads.
+	if rs, ok := s.b.ReplicaState(topic, p); ok && (!rs.Leads() || (len(cp.Replicas) > 1 && rs.LeaderEpoch != cp.LeaderEpoch)) {
 		s.redirects.WithLabelValues("not_leader").Inc()
-		return cp, codeErrorf(errNotLeaderOrFollower, "this is node %d; it is taking over the leadership of partition %d of %s (leader epoch %d): retry",
+		return cp, codeErrorf(errNotLeaderOrFollower, "this is node %d; it does not lead partition %d of %s yet (leader epoch %d): retry",
 			s.cfg.Cell.NodeID(), p, topic, cp.LeaderEpoch)
 	}
-	s.redirects.WithLabelValues("not_leader").Inc()
-	return cp, codeErrorf(errNotLeaderOrFollower, "this is node %d; partition %d of %s is led by node %d (leader epoch %d)",
-		s.cfg.Cell.NodeID(), p, topic, cp.Leader, cp.LeaderEpoch)
+	return CellPartition{}, nil
 }
 
 // cellBroker finds a node of the cell among its registered brokers.
