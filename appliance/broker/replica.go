@@ -283,6 +283,12 @@ func (b *Broker) SetReplicaState(topicName string, partition int32, st ReplicaSt
 				if of := old.followers[id]; of != nil {
 					*f = *of
 				}
+				if slices.Contains(old.ISR, id) && !slices.Contains(st.ISR, id) {
+					// Left the ISR (fenced, lagging, restarted): what it
+					// reported before counts no more; its next fetch says
+					// where its log ends now (a wiped disk: nowhere).
+					f.leo, f.lastFetchLEO = -1, -1
+				}
 				if old.pending[id] && !slices.Contains(st.ISR, id) {
 					r.pending[id] = true
 				}
