@@ -258,7 +258,8 @@ func awaitHeartbeats(t *testing.T, ctl *Node, tc *testCell) {
 
 // TestHeartbeatStreamLimits: on a one-node cell's controller, a heartbeat
 // stream answers each heartbeat and records it; a line longer than
-// maxHeartbeatLine closes the stream.
+// maxHeartbeatLine closes the stream. The controller lifts a fence on itself
+// (one an earlier leader committed) and never fences itself.
 func TestHeartbeatStreamLimits(t *testing.T) {
 	dirs := issue(t, "plant7", 2)
 	c := config.Default().Cell
@@ -303,4 +304,12 @@ func TestHeartbeatStreamLimits(t *testing.T) {
 	if line, err := br.ReadString('\n'); err == nil {
 		t.Fatalf("a %d-byte heartbeat was answered %q, want the stream closed", len(long), line)
 	}
+
+	if err := n.Apply(ctx, Command{Op: "register_node", Node: &NodeInfo{ID: 1, PeerAddr: ln.Addr().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Apply(ctx, Command{Op: opFenceNode, NodeID: 1, At: 1}); err != nil {
+		t.Fatal(err)
+	}
+	awaitMetadata(t, n, 5*time.Second, "the controller's fence on itself lifted", func(md Metadata) bool { return len(md.Fenced) == 0 })
 }
