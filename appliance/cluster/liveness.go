@@ -74,7 +74,7 @@ type liveness struct {
 func newLiveness(n *Node, reg prometheus.Registerer) *liveness {
 	l := &liveness{n: n, heard: map[int32]heard{}, fenceIndex: map[int32]uint64{}, poke: make(chan struct{}, 1),
 		elections: prometheus.NewCounter(prometheus.CounterOpts{Name: "katka_cell_leader_elections_total",
-			Help: "Controller leader: partition leaders elected because a node was fenced or unfenced (liveness)."})}
+			Help: "Controller leader: partition leaders elected because a node was fenced, unfenced or removed."})}
 	if reg != nil {
 		reg.MustRegister(l.elections,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "katka_cell_fenced_nodes",
@@ -117,6 +117,21 @@ func (f *fsm) replicationCounts() replicationCounts {
 		}
 	}
 	return c
+}
+
+// countElections counts the partition leaders elected between two views of
+// the metadata (remove_node's, which returns no elections).
+func (l *liveness) countElections(before, after Metadata) {
+	n := 0
+	for name, t := range after.Topics {
+		old := before.Topics[name].Partitions
+		for i, p := range t.Partitions {
+			if i < len(old) && p.LeaderEpoch != old[i].LeaderEpoch && p.Leader >= 0 {
+				n++
+			}
+		}
+	}
+	l.elections.Add(float64(n))
 }
 
 // serveHeartbeats serves a heartbeat stream from node from, on the
@@ -393,7 +408,6 @@ func (l *liveness) apply(c Command, silent time.Duration) {
 		l.fenceIndex[c.NodeID] = fut.Index()
 		l.mu.Unlock()
 	}
-	l.elections.Add(float64(len(res.Elections)))
 	var moved, offline []Election
 	for _, e := range res.Elections {
 		if e.To < 0 {
@@ -406,6 +420,7 @@ func (l *liveness) apply(c Command, silent time.Duration) {
 				"topic", e.Topic, "partition", e.Partition, "leader", e.To, "leader_epoch", e.LeaderEpoch)
 		}
 	}
+	l.elections.Add(float64(len(moved)))
 	attrs := []any{"node_id", c.NodeID, "leaders_moved", len(moved), "moved", electionList(moved)}
 	if c.Op == opFenceNode {
 		attrs = append(attrs, "offline", len(offline), "offline_partitions", electionList(offline), "silent", silent.Round(time.Millisecond))
