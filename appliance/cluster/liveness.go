@@ -317,23 +317,28 @@ func (n *Node) livenessLoop() {
 		}
 		if leaderSince.IsZero() {
 			leaderSince = time.Now()
-			n.live.heardLeader(prev, prevContact)
+			if !n.live.heardLeader(prev, prevContact) {
+				prev = -1 // every node gets the grace
+			}
 		}
 		n.live.check(leaderSince, prev)
 	}
 }
 
 // heardLeader records raft's last contact with the previous controller
-// leader as its last heartbeat (leaders send none).
-func (l *liveness) heardLeader(id int32, at time.Time) {
-	if id < 0 || id == l.n.cred.NodeID || at.IsZero() {
-		return
+// leader as its last heartbeat (leaders send none). A contact older than the
+// session timeout says this node was cut off itself, not that the leader
+// died: it is not used (false), and the previous leader gets the grace too.
+func (l *liveness) heardLeader(id int32, at time.Time) bool {
+	if id < 0 || id == l.n.cred.NodeID || at.IsZero() || time.Since(at) > l.n.opts.Cell.SessionTimeout {
+		return false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if h := l.heard[id]; h.at.Before(at) {
 		l.heard[id] = heard{at: at, applied: h.applied}
 	}
+	return true
 }
 
 // check is one round of the fencing loop on the controller leader; prev is
@@ -355,8 +360,8 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 		h, fi := l.heard[id], l.fenceIndex[id]
 		l.mu.Unlock()
 		last := later(h.at, leaderSince)
-		if id == prev && !h.at.IsZero() {
-			last = h.at
+		if id == prev {
+			last = h.at // seeded by heardLeader
 		}
 		switch {
 		case !fenced && now.Sub(last) > timeout:

@@ -171,6 +171,11 @@ func TestFencingFailsOver(t *testing.T) {
 			t.Errorf("partition %d: ISR %v, want the two live nodes", i, p.ISR)
 		}
 	}
+	// Counted once the fence's commit returned to the fencing loop, a
+	// moment after the FSM applied it.
+	waitFor(t, 5*time.Second, fmt.Sprintf("%d leader elections counted", led), func() bool {
+		return testutil.ToFloat64(ctl.live.elections) >= float64(led)
+	})
 	if got := testutil.ToFloat64(ctl.live.elections); got != float64(led) {
 		t.Errorf("leader elections counted %v, want %d", got, led)
 	}
@@ -234,9 +239,9 @@ func TestFencingFailsOver(t *testing.T) {
 	if md := newCtl.Metadata(); len(md.Fenced) != 1 {
 		t.Fatalf("fenced %v, want only node %d", md.Fenced, oldCtl)
 	}
-	if got := testutil.ToFloat64(newCtl.live.elections); got < 1 {
-		t.Errorf("new controller counted %v leader elections, want the partitions node %d led", got, oldCtl)
-	}
+	waitFor(t, 5*time.Second, "the new controller's leader elections counted", func() bool {
+		return testutil.ToFloat64(newCtl.live.elections) >= 1
+	})
 }
 
 // awaitHeartbeats waits until the controller ctl has heard every running
