@@ -440,6 +440,30 @@ func (b *Broker) ReplicaFetch(topicName string, partition int32, replica, leader
 	return res, nil
 }
 
+// ReadToLogEnd reads records from offset up to the log end, past the high
+// watermark: records a replicated partition's leader holds that its
+// followers may not have yet. Only for this node's own bookkeeping, such as
+// rebuilding an idempotent producer's sequences after a leader change (a
+// batch retried across the change may sit above the high watermark); never
+// for consumers.
+func (b *Broker) ReadToLogEnd(topicName string, partition int32, offset int64, maxBytes int) (FetchResult, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return FetchResult{}, err
+	}
+	end := p.log.EndOffset()
+	res := FetchResult{HighWatermark: end, LogStartOffset: p.log.StartOffset()}
+	if offset >= end {
+		return res, nil
+	}
+	recs, err := p.log.Read(offset, end, maxBytes)
+	if err != nil {
+		return res, fmt.Errorf("read %s-%d at %d: %w", topicName, partition, offset, err)
+	}
+	res.Records = recs
+	return res, nil
+}
+
 // ReplicaNotify returns a channel closed when the partition's log or high
 // watermark next moves, for a replica fetch waiting for records.
 func (b *Broker) ReplicaNotify(topicName string, partition int32) (<-chan struct{}, error) {
@@ -592,7 +616,12 @@ func (b *Broker) TruncateReplica(topicName string, partition int32, offset int64
 	if err != nil {
 		return 0, fmt.Errorf("truncate %s-%d to %d: %w", topicName, partition, offset, err)
 	}
-	if err := c.TruncateFromEnd(end); err != nil {
+	if end <= p.log.StartOffset() {
+		err = c.Clear() // emptied: no epoch of the old contents is left (Kafka's truncateFullyAndStartAt)
+	} else {
+		err = c.TruncateFromEnd(end)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("truncate %s-%d to %d: %w", topicName, partition, offset, err)
 	}
 	if p.hw.Load() > end {

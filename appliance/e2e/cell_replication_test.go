@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/katka-io/katka/appliance/cluster"
 	"github.com/katka-io/katka/appliance/storage"
 )
 
@@ -111,8 +114,8 @@ func TestCellReplicationFaults(t *testing.T) {
 
 	faults := []func(){
 		func() { faultKillLeader(t, ctx, adm, nodes) },
-		func() { faultPause(t, ctx, adm, nodes[rand.IntN(3)]) },
-		func() { faultIsolate(t, ctx, adm, net, nodes) },
+		func() { faultPause(t, nodes, nodes[rand.IntN(3)]) },
+		func() { faultIsolate(t, net, nodes) },
 		func() { faultKillLeader(t, ctx, adm, nodes) },
 		func() { faultPowerCut(t, nodes) },
 	}
@@ -143,16 +146,17 @@ func TestCellReplicationFaults(t *testing.T) {
 	wg.Wait()
 
 	final := readAll(t, ctx, seeds, adm)
-	checkAcked(t, log, final)
+	lost, dups, vanished := checkAcked(t, log, final)
 	// Replicas: stop the nodes and compare their logs with the final read.
 	for _, n := range nodes {
 		n.stop()
 	}
+	diverged := 0
 	for _, n := range nodes {
-		checkReplicaLog(t, n, final)
+		diverged += checkReplicaLog(t, n, final)
 	}
-	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; 0 lost, 0 duplicated, 0 divergent",
-		rounds, len(log.acked), log.failed, countFinal(final), len(log.consumed))
+	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records",
+		rounds, len(log.acked), log.failed, countFinal(final), len(log.consumed), lost, dups, vanished, diverged)
 }
 
 func mustClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
@@ -281,16 +285,16 @@ func faultKillLeader(t *testing.T, ctx context.Context, adm *kadm.Client, nodes 
 // faultPause stops a node with SIGSTOP until the cell has fenced it (no
 // partition counts it in sync any more: longer than the session timeout),
 // then lets it go on.
-func faultPause(t *testing.T, ctx context.Context, adm *kadm.Client, n *cellProc) {
+func faultPause(t *testing.T, nodes []*cellProc, n *cellProc) {
 	t.Logf("fault: SIGSTOP node %d until the cell fences it", n.i)
 	n.cmd.Process.Signal(syscall.SIGSTOP)
-	waitUntil(t, 30*time.Second, "the paused node to leave every ISR", func() bool { return outOfISR(ctx, adm, int32(n.i)) })
+	waitUntil(t, 30*time.Second, "the paused node to leave every ISR", func() bool { return outOfISR(nodes, int32(n.i)) })
 	n.cmd.Process.Signal(syscall.SIGCONT)
 }
 
 // faultIsolate cuts a node from the other nodes (clients still reach it)
 // until the cell has fenced it, then heals the cut.
-func faultIsolate(t *testing.T, ctx context.Context, adm *kadm.Client, net *cellNet, nodes []*cellProc) {
+func faultIsolate(t *testing.T, net *cellNet, nodes []*cellProc) {
 	i := 1 + rand.IntN(len(nodes))
 	var others []int
 	for j := 1; j <= len(nodes); j++ {
@@ -300,29 +304,51 @@ func faultIsolate(t *testing.T, ctx context.Context, adm *kadm.Client, net *cell
 	}
 	t.Logf("fault: node %d cut from the other nodes until the cell fences it", i)
 	net.partition(i, others)
-	waitUntil(t, 30*time.Second, "the isolated node to leave every ISR", func() bool { return outOfISR(ctx, adm, int32(i)) })
+	waitUntil(t, 30*time.Second, "the isolated node to leave every ISR", func() bool { return outOfISR(nodes, int32(i)) })
 	net.heal(i, others)
 }
 
-// outOfISR reports whether no partition of the topic, as a node other than
-// id tells it, leads with id or counts id in sync.
-func outOfISR(ctx context.Context, adm *kadm.Client, id int32) bool {
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	md, err := adm.Metadata(cctx, replTopic)
-	if err != nil || md.Controller == id {
-		return false
-	}
-	td, ok := md.Topics[replTopic]
-	if !ok || len(td.Partitions) == 0 {
-		return false
-	}
-	for _, p := range td.Partitions {
-		if p.Leader == id || slices.Contains(p.ISR, id) {
-			return false
+// outOfISR reports whether node id leads no partition of the topic and is
+// in no partition's ISR, as another node's controller metadata says (asked
+// over HTTP: a Kafka metadata request may land on the node cut off, whose
+// copy is stale).
+func outOfISR(nodes []*cellProc, id int32) bool {
+	for _, n := range nodes {
+		if int32(n.i) == id {
+			continue
 		}
+		st, ok := n.replication()
+		if !ok {
+			continue
+		}
+		out := 0
+		for _, p := range st.UnderReplicated {
+			if p.Topic == replTopic && p.Leader != id && !slices.Contains(p.ISR, id) {
+				out++
+			}
+		}
+		return out == replPartitions
 	}
-	return true
+	return false
+}
+
+// replication reads the replication part of a node's cell status.
+func (p *cellProc) replication() (cluster.ReplicationStatus, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.httpAddr()+"/v1/cell", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return cluster.ReplicationStatus{}, false
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Replication cluster.ReplicationStatus `json:"replication"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return cluster.ReplicationStatus{}, false
+	}
+	return st.Replication, true
 }
 
 // faultPowerCut SIGKILLs every node at once and restarts them all.
@@ -406,11 +432,10 @@ func countFinal(final map[int32][]kgo.Record) int {
 // checkAcked: every acknowledged record is in the final log at its offset,
 // no value appears twice, each producer's records of a partition are in
 // order, and every record the group read is still there.
-func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
+func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) (lost, dups, vanished int) {
 	t.Helper()
 	seen := map[string]bool{}
 	lastSeq := map[string]int{}
-	dups := 0
 	for p, rs := range final {
 		for _, r := range rs {
 			v := string(r.Value)
@@ -430,7 +455,6 @@ func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
 			lastSeq[k] = n
 		}
 	}
-	lost := 0
 	for v, r := range log.acked {
 		rs := final[r.Partition]
 		if r.Offset >= int64(len(rs)) || string(rs[r.Offset].Value) != v {
@@ -440,7 +464,6 @@ func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
 			}
 		}
 	}
-	vanished := 0
 	for _, r := range log.consumed {
 		rs := final[r.Partition]
 		if r.Offset >= int64(len(rs)) || !slices.Equal(rs[r.Offset].Value, r.Value) {
@@ -453,11 +476,12 @@ func checkAcked(t *testing.T, log *ackLog, final map[int32][]kgo.Record) {
 	if lost+dups+vanished > 0 {
 		t.Errorf("%d acknowledged records lost, %d duplicated, %d consumed records vanished", lost, dups, vanished)
 	}
+	return lost, dups, vanished
 }
 
 // checkReplicaLog opens a stopped node's copy of every partition and checks
 // it equals the final log wherever both have records.
-func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) {
+func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) (diverged int) {
 	t.Helper()
 	for p := int32(0); p < replPartitions; p++ {
 		dir := filepath.Join(n.dataDir, replTopic, strconv.Itoa(int(p)))
@@ -468,7 +492,6 @@ func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) {
 		}
 		rs := final[p]
 		end := min(l.EndOffset(), int64(len(rs)))
-		diverged := 0
 		for off := l.StartOffset(); off < end; {
 			recs, err := l.Read(off, end, 1<<20)
 			if err != nil || len(recs) == 0 {
@@ -490,4 +513,5 @@ func checkReplicaLog(t *testing.T, n *cellProc, final map[int32][]kgo.Record) {
 		}
 		l.Close()
 	}
+	return diverged
 }

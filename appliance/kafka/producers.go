@@ -76,6 +76,11 @@ type producerState struct {
 	batches []seqBatch // oldest first, at most cachedBatches
 	used    time.Time
 	scanned bool // the log was searched for this producer's batches after a restart
+	// leaderEpoch is the partition's leader epoch the state was built in
+	// (-1: not replicated): after a leader change, what other leaders
+	// appended is only in the log, so the state is rebuilt from it.
+	leaderEpoch int32
+	built       bool
 }
 
 // producerEntry is one producer id's state on every partition it wrote to.
@@ -321,7 +326,19 @@ func (s *Server) lockProducer(ctx context.Context, info broker.TopicInfo, partit
 	}
 	e, st := t.acquire(producerKey{id: id, topic: info.ID, partition: partition})
 	st.mu.Lock()
-	if st.epoch < 0 && !st.scanned && id < t.bootNext {
+	le := int32(-1)
+	if rs, ok := s.b.ReplicaState(info.Name, partition); ok {
+		le = rs.LeaderEpoch
+	}
+	if !st.built || st.leaderEpoch != le {
+		// New here, or leadership moved since: batches other leaders wrote
+		// (replicated into this log) are not in the state.
+		if st.built {
+			st.epoch, st.batches, st.scanned = -1, st.batches[:0], false
+		}
+		st.leaderEpoch, st.built = le, true
+	}
+	if st.epoch < 0 && !st.scanned && (id < t.bootNext || le >= 0) {
 		s.rebuildProducer(ctx, info.Name, partition, id, logAppend, st)
 	}
 	return st, func() { st.mu.Unlock(); t.release(e) }, nil
@@ -395,8 +412,11 @@ func (s *Server) rebuildProducer(ctx context.Context, topic string, partition in
 	}
 	t0 := time.Now()
 	found := 0
-	for off := max(pi.LogStartOffset, pi.HighWatermark-producerScanRecords); off < pi.HighWatermark; {
-		res, err := s.b.Fetch(ctx, topic, partition, off, 4<<20, 0)
+	// Up to the log end: on a new leader, a batch retried across the leader
+	// change may be above the high watermark still.
+	end, _ := s.b.ReadToLogEnd(topic, partition, math.MaxInt64, 0) // only the log end
+	for off := max(pi.LogStartOffset, end.HighWatermark-producerScanRecords); off < end.HighWatermark; {
+		res, err := s.b.ReadToLogEnd(topic, partition, off, 4<<20)
 		if err != nil || len(res.Records) == 0 {
 			if err != nil {
 				s.log.Warn("producer state rebuild stopped early", "topic", topic, "partition", partition, "offset", off, "err", err)

@@ -263,7 +263,9 @@ type EpochEntry struct {
 // assign, an epoch is only taken when it is above every epoch before it
 // (batches with a negative epoch, and entries of the per-record format, which
 // read as epoch 0, are handled the same way), and the first entry's start is
-// raised to the log start.
+// raised to the log start. Every entry is checked (CRC-32C) as reads check
+// it; at a damaged entry it returns the entries found before it and the
+// error.
 func (l *Log) ScanEpochs() ([]EpochEntry, error) {
 	l.mu.Lock()
 	off, end := l.start, l.end

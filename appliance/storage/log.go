@@ -785,6 +785,11 @@ func (l *Log) read(offset, limit int64, c *collector) error {
 			l.mu.Unlock()
 			return nil
 		}
+		// Going on from where the previous segment's read stopped: nothing
+		// below it is served again. That offset is a segment boundary unless
+		// TruncateBack changed the segments meanwhile, and then a read from
+		// an index point before it must not repeat what was served.
+		c.from = max(c.from, offset)
 		i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > offset }) - 1
 		if i < 0 { // below the first segment: retention removed it during this read
 			start := l.start

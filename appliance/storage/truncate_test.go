@@ -237,16 +237,8 @@ func TestTruncateBackConcurrentReaders(t *testing.T) {
 	l := openT(t, dir, 4096)
 	defer l.Close()
 	appendGroups(t, l, 0, 400, 5, size)
-	var stop atomic.Bool
 	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	report := func(err error) {
-		select {
-		case errc <- err:
-		default:
-		}
-		stop.Store(true)
-	}
+	stop, report, errc := firstError()
 	var mu sync.Mutex // the writer and the truncater: appends must start at the end
 	for r := 0; r < 3; r++ {
 		wg.Add(1)
@@ -479,6 +471,19 @@ func TestSyncToAfterTruncateBack(t *testing.T) {
 	}
 }
 
+// firstError is the stop flag of a test's goroutines and the report that
+// raises it, keeping the first error in errc.
+func firstError() (stop *atomic.Bool, report func(error), errc chan error) {
+	stop, errc = new(atomic.Bool), make(chan error, 1)
+	return stop, func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
+		stop.Store(true)
+	}, errc
+}
+
 // batchesOf splits concatenated stored batches into their bytes.
 func batchesOf(data []byte) [][]byte {
 	var out [][]byte
@@ -488,4 +493,203 @@ func batchesOf(data []byte) [][]byte {
 		data = data[n:]
 	}
 	return out
+}
+
+// A truncation exactly at a sealed segment's first offset leaves that
+// segment as an empty tail; the log reopens and appends after it.
+func TestTruncateBackAtSegmentBoundary(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, 1024)
+	appendGroups(t, l, 0, 120, 5, 50)
+	segs := l.Segments()
+	if len(segs) < 4 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	at := segs[2].BaseOffset
+	end, err := l.TruncateBack(at)
+	if err != nil || end != at {
+		t.Fatalf("TruncateBack(%d) = %d, %v", at, end, err)
+	}
+	after := l.Segments()
+	if len(after) != 3 || after[2].BaseOffset != at || after[2].Bytes != 0 || after[2].Sealed {
+		t.Fatalf("segments after the cut: %+v", after)
+	}
+	wantLog(t, l, 0, int(at), 50)
+	l.Close()
+	l = openT(t, dir, 1024)
+	defer l.Close()
+	wantLog(t, l, 0, int(at), 50)
+	appendGroups(t, l, int(at), int(at)+40, 4, 50)
+	wantLog(t, l, 0, int(at)+40, 50)
+}
+
+// Logs of the per-record format (one offset per entry, compacted
+// placeholders) truncate at every offset exactly, and take batches after.
+func TestTruncateBackPerRecordFormat(t *testing.T) {
+	for _, at := range []int64{399, 260, 131, 130, 77, 38, 37, 20} {
+		dir := filepath.Join(t.TempDir(), "p0")
+		if err := os.CopyFS(dir, os.DirFS(filepath.Join("testdata", "v1-log"))); err != nil {
+			t.Fatal(err)
+		}
+		l := openT(t, dir, 8<<10)
+		all, err := l.Read(v1Start, v1Records, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, err := l.TruncateBack(at)
+		want := at // every offset is an entry boundary; at or below the start the log restarts there
+		if err != nil || end != want {
+			t.Fatalf("TruncateBack(%d) = %d, %v", at, end, err)
+		}
+		check := func() {
+			t.Helper()
+			if l.EndOffset() != want {
+				t.Fatalf("at %d: end %d", at, l.EndOffset())
+			}
+			if at <= v1Start {
+				if l.StartOffset() != at {
+					t.Fatalf("at %d: start %d", at, l.StartOffset())
+				}
+				return
+			}
+			got, err := l.Read(v1Start, want, 1<<30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var exp []Record
+			for _, r := range all {
+				if r.Offset < want {
+					exp = append(exp, r)
+				}
+			}
+			if len(got) != len(exp) {
+				t.Fatalf("at %d: %d records, want %d", at, len(got), len(exp))
+			}
+			for i := range got {
+				if got[i].Offset != exp[i].Offset || !bytes.Equal(got[i].Value, exp[i].Value) {
+					t.Fatalf("at %d: record %d is %d, want %d", at, i, got[i].Offset, exp[i].Offset)
+				}
+			}
+		}
+		check()
+		l.Close()
+		l = openT(t, dir, 8<<10)
+		check()
+		b := producedBatch(t, recordbatch.CodecZstd, 0, 10, 90, -1, -1)
+		if base, _, err := l.AppendBatches([][]byte{b}); err != nil || base != want {
+			t.Fatalf("at %d: append after truncation: base %d, %v", at, base, err)
+		}
+		if recs, err := l.Read(want, want+10, 1<<20); err != nil || len(recs) != 10 || recs[0].Offset != want {
+			t.Fatalf("at %d: read the appended batch: %d records, %v", at, len(recs), err)
+		}
+		l.Close()
+	}
+}
+
+// Truncations race with appends, compaction, retention and reads (-race):
+// every record read is rec(its offset), offsets increase, and the log
+// reopens to the same records.
+func TestTruncateBackWithCompactionAndRetention(t *testing.T) {
+	dir := t.TempDir()
+	const size = 70
+	l := openT(t, dir, 2048)
+	appendGroups(t, l, 0, 300, 4, size)
+	var wmu sync.Mutex // appends start at the end the writer saw
+	var wg sync.WaitGroup
+	stop, report, errc := firstError()
+	checkRecs := func(recs []Record) {
+		for i, x := range recs {
+			if !bytes.Equal(x.Value, rec(int(x.Offset), size).Value) || (i > 0 && x.Offset <= recs[i-1].Offset) {
+				prev := int64(-1)
+				if i > 0 {
+					prev = recs[i-1].Offset
+				}
+				report(fmt.Errorf("record %d of %d: offset %d (after %d) holds %q, want %q", i, len(recs), x.Offset, prev, x.Value, rec(int(x.Offset), size).Value))
+				return
+			}
+		}
+	}
+	run := func(f func(rng *rand.Rand)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
+			for !stop.Load() {
+				f(rng)
+			}
+		}()
+	}
+	run(func(rng *rand.Rand) { // appender
+		wmu.Lock()
+		end := int(l.EndOffset())
+		recs := make([]Record, 1+rng.IntN(5))
+		for j := range recs {
+			recs[j] = rec(end+j, size)
+		}
+		_, err := l.Append(recs)
+		wmu.Unlock()
+		if err != nil {
+			report(err)
+		}
+	})
+	run(func(rng *rand.Rand) { // compaction drops every 7th offset
+		if _, _, err := l.Compact(func(r *Record) bool { return r.Offset%7 != 0 }); err != nil {
+			report(fmt.Errorf("compact: %w", err))
+		}
+	})
+	run(func(rng *rand.Rand) { // retention keeps about 400 offsets
+		if end := l.EndOffset(); end > 400 {
+			if err := l.AdvanceStart(end - 400); err != nil && !errors.Is(err, ErrOutOfRange) {
+				report(fmt.Errorf("advance start: %w", err))
+			}
+		}
+	})
+	run(func(rng *rand.Rand) { // reader
+		s, e := l.StartOffset(), l.EndOffset()
+		if e <= s {
+			return
+		}
+		recs, err := l.Read(s+rng.Int64N(e-s), e, 16<<10)
+		if err != nil && !errors.Is(err, ErrOutOfRange) {
+			report(fmt.Errorf("read: %w", err))
+		}
+		checkRecs(recs)
+	})
+	rng := rand.New(rand.NewPCG(5, 5))
+	for i := 0; i < 60 && !stop.Load(); i++ {
+		wmu.Lock()
+		s, e := l.StartOffset(), l.EndOffset()
+		off := e - 1 - rng.Int64N(max(1, min(e-s, 80)))
+		if rng.IntN(15) == 0 {
+			off = s - rng.Int64N(3) // now and then below the start
+		}
+		_, err := l.TruncateBack(max(off, 0))
+		wmu.Unlock()
+		if err != nil {
+			report(fmt.Errorf("truncate at %d: %w", off, err))
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if err := l.SyncTo(l.EndOffset()); err != nil {
+		t.Fatal(err)
+	}
+	s, e := l.StartOffset(), l.EndOffset()
+	before, err := l.Read(s, e, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRecs(before)
+	l.Close()
+	l = openT(t, dir, 2048)
+	defer l.Close()
+	after, err := l.Read(s, e, 1<<30)
+	if err != nil || l.StartOffset() != s || l.EndOffset() != e || len(after) != len(before) {
+		t.Fatalf("reopened: %d..%d with %d records (%v), want %d..%d with %d", l.StartOffset(), l.EndOffset(), len(after), err, s, e, len(before))
+	}
+	checkRecs(after)
 }
