@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -277,6 +278,11 @@ func TestHeartbeatStreamLimits(t *testing.T) {
 	}
 	defer n.Close()
 	waitFor(t, 10*time.Second, "the node leading", func() bool { return n.ControllerID() == 1 })
+	// Raft's pipelined replication is off (node.go: it can deadlock raft's
+	// shutdown after a deposed leader meets a newer term).
+	if _, err := n.trans.AppendEntriesPipeline("2", "127.0.0.1:1"); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("raft pipeline: %v, want %v", err, raft.ErrPipelineReplicationNotSupported)
+	}
 	other, err := LoadCredential(dirs[1])
 	if err != nil {
 		t.Fatal(err)
