@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,8 @@ const (
 type heartbeatMsg struct {
 	// Applied is the sender's last applied raft index.
 	Applied uint64 `json:"applied"`
+	// Incarnation is the sender's process incarnation (Node.Incarnation).
+	Incarnation int64 `json:"incarnation,omitempty"`
 }
 
 // heartbeatAck answers a heartbeat.
@@ -55,8 +58,9 @@ type heartbeatAck struct {
 
 // heard is the controller leader's record of one node's last heartbeat.
 type heard struct {
-	at      time.Time
-	applied uint64
+	at          time.Time
+	applied     uint64
+	incarnation int64
 }
 
 // liveness is a node's part in failure detection: its heartbeat sender and,
@@ -176,7 +180,7 @@ func (n *Node) serveHeartbeats(from int32, tc *tls.Conn, r io.Reader) {
 // record notes a heartbeat; a fenced node's wakes the fencing loop.
 func (l *liveness) record(from int32, hb heartbeatMsg) {
 	l.mu.Lock()
-	l.heard[from] = heard{at: time.Now(), applied: hb.Applied}
+	l.heard[from] = heard{at: time.Now(), applied: hb.Applied, incarnation: hb.Incarnation}
 	l.mu.Unlock()
 	if l.n.fsm.fenced(from) {
 		select {
@@ -226,7 +230,7 @@ func (n *Node) heartbeatLoop() {
 				continue
 			}
 		}
-		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex()}, n.opts.Cell.SessionTimeout); err != nil {
+		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.Incarnation()}, n.opts.Cell.SessionTimeout); err != nil {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
@@ -336,7 +340,7 @@ func (l *liveness) heardLeader(id int32, at time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if h := l.heard[id]; h.at.Before(at) {
-		l.heard[id] = heard{at: at, applied: h.applied}
+		l.heard[id] = heard{at: at, applied: h.applied, incarnation: h.incarnation}
 	}
 	return true
 }
@@ -346,7 +350,7 @@ func (l *liveness) heardLeader(id int32, at time.Time) bool {
 func (l *liveness) check(leaderSince time.Time, prev int32) {
 	n := l.n
 	timeout := n.opts.Cell.SessionTimeout
-	ids, fencedIDs := n.fsm.nodesFenced()
+	ids, fencedIDs, incarnations := n.fsm.nodesFenced()
 	now := time.Now()
 	for _, id := range ids {
 		fenced := fencedIDs[id]
@@ -354,11 +358,17 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 			if fenced { // fenced by an earlier leader: this one is alive
 				l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
 			}
+			if incarnations[id] != n.Incarnation() {
+				l.recordIncarnation(id, n.Incarnation())
+			}
 			continue
 		}
 		l.mu.Lock()
 		h, fi := l.heard[id], l.fenceIndex[id]
 		l.mu.Unlock()
+		if h.incarnation != 0 && h.incarnation != incarnations[id] && now.Sub(h.at) <= timeout {
+			l.recordIncarnation(id, h.incarnation)
+		}
 		last := later(h.at, leaderSince)
 		if id == prev {
 			last = h.at // seeded by heardLeader
@@ -372,15 +382,26 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 	}
 }
 
-// nodesFenced lists the registered nodes, lowest first, and the fenced ones.
-func (f *fsm) nodesFenced() ([]int32, map[int32]bool) {
+// nodesFenced lists the registered nodes, lowest first, the fenced ones and
+// the incarnations.
+func (f *fsm) nodesFenced() ([]int32, map[int32]bool, map[int32]int64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fenced := make(map[int32]bool, len(f.md.Fenced))
 	for id := range f.md.Fenced {
 		fenced[id] = true
 	}
-	return f.md.nodeIDs(), fenced
+	return f.md.nodeIDs(), fenced, maps.Clone(f.md.Incarnations)
+}
+
+// recordIncarnation commits a node's new process incarnation, so that ISR
+// additions from fetch state of its previous process are refused.
+func (l *liveness) recordIncarnation(id int32, inc int64) {
+	if err := l.n.applyLocal(Command{Op: opNodeIncarnation, NodeID: id, Incarnation: inc}); err != nil {
+		l.n.log.Debug("cell: node incarnation not committed", "node_id", id, "err", err)
+		return
+	}
+	l.n.log.Info("cell: node incarnation recorded", "node_id", id, "incarnation", inc)
 }
 
 func later(a, b time.Time) time.Time {

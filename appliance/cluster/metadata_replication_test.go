@@ -350,3 +350,46 @@ func TestFSMNewPartitionsAvoidFencedNodes(t *testing.T) {
 		t.Errorf("new partition 2: %+v, want leader 1 ISR [1]", p)
 	}
 }
+
+// TestFSMIncarnations: node_incarnation records a node's process
+// incarnation; change_isr refuses to add a replica named with another one
+// (its fetch state is from a process since restarted, KIP-903), checks only
+// the replicas it adds and names, and remove_node forgets it.
+func TestFSMIncarnations(t *testing.T) {
+	f := replFSM(t, nil, PartitionInfo{Replicas: []int32{1, 2, 3}, Leader: 1, ISR: []int32{1}})
+	for _, c := range []Command{{Op: opNodeIncarnation, NodeID: 2, Incarnation: 100}, {Op: opNodeIncarnation, NodeID: 2, Incarnation: 200}} {
+		if err := f.apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.apply(Command{Op: opNodeIncarnation, NodeID: 9, Incarnation: 1}); !errors.Is(err, ErrUnknownNode) {
+		t.Errorf("incarnation of an unknown node: %v", err)
+	}
+	isr := func(incs map[int32]int64, isr ...int32) error {
+		return f.apply(Command{Op: opChangeISR, Topic: "t", Leader: 1, ISR: isr, Incarnations: incs})
+	}
+	if err := isr(map[int32]int64{2: 100}, 1, 2); !errors.Is(err, ErrIneligibleReplica) {
+		t.Fatalf("adding node 2 with its previous incarnation: %v, want %v", err, ErrIneligibleReplica)
+	}
+	if err := isr(map[int32]int64{3: 5}, 1, 3); !errors.Is(err, ErrIneligibleReplica) {
+		t.Fatalf("adding node 3 with an incarnation never heard: %v, want %v", err, ErrIneligibleReplica)
+	}
+	if err := isr(map[int32]int64{2: 200}, 1, 2); err != nil {
+		t.Fatalf("adding node 2 with its current incarnation: %v", err)
+	}
+	if err := isr(map[int32]int64{2: 100}, 1, 2, 3); err != nil {
+		t.Fatalf("node 2 already in the ISR (not checked), node 3 not named: %v", err)
+	}
+	wantPart(t, f, 0, 1, 0, 1, 2, 3)
+	md := f.view()
+	md.Incarnations[2] = 7
+	if f.view().Incarnations[2] != 200 {
+		t.Fatal("a view shares its incarnations with the FSM")
+	}
+	if err := f.removeNode(nodeCommand{Op: opRemoveNode, NodeID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.view().Incarnations[2]; ok {
+		t.Error("removed node 2 keeps its incarnation")
+	}
+}
