@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -45,8 +44,6 @@ const (
 type heartbeatMsg struct {
 	// Applied is the sender's last applied raft index.
 	Applied uint64 `json:"applied"`
-	// Incarnation is the sender's process incarnation (Node.Incarnation).
-	Incarnation int64 `json:"incarnation,omitempty"`
 }
 
 // heartbeatAck answers a heartbeat.
@@ -58,9 +55,8 @@ type heartbeatAck struct {
 
 // heard is the controller leader's record of one node's last heartbeat.
 type heard struct {
-	at          time.Time
-	applied     uint64
-	incarnation int64
+	at      time.Time
+	applied uint64
 }
 
 // liveness is a node's part in failure detection: its heartbeat sender and,
@@ -180,7 +176,7 @@ func (n *Node) serveHeartbeats(from int32, tc *tls.Conn, r io.Reader) {
 // record notes a heartbeat; a fenced node's wakes the fencing loop.
 func (l *liveness) record(from int32, hb heartbeatMsg) {
 	l.mu.Lock()
-	l.heard[from] = heard{at: time.Now(), applied: hb.Applied, incarnation: hb.Incarnation}
+	l.heard[from] = heard{at: time.Now(), applied: hb.Applied}
 	l.mu.Unlock()
 	if l.n.fsm.fenced(from) {
 		select {
@@ -230,7 +226,7 @@ func (n *Node) heartbeatLoop() {
 				continue
 			}
 		}
-		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.Incarnation()}, n.opts.Cell.SessionTimeout); err != nil {
+		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex()}, n.opts.Cell.SessionTimeout); err != nil {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
@@ -340,7 +336,7 @@ func (l *liveness) heardLeader(id int32, at time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if h := l.heard[id]; h.at.Before(at) {
-		l.heard[id] = heard{at: at, applied: h.applied, incarnation: h.incarnation}
+		l.heard[id] = heard{at: at, applied: h.applied}
 	}
 	return true
 }
@@ -350,7 +346,7 @@ func (l *liveness) heardLeader(id int32, at time.Time) bool {
 func (l *liveness) check(leaderSince time.Time, prev int32) {
 	n := l.n
 	timeout := n.opts.Cell.SessionTimeout
-	ids, fencedIDs, incarnations := n.fsm.nodesFenced()
+	ids, fencedIDs := n.fsm.nodesFenced()
 	now := time.Now()
 	for _, id := range ids {
 		fenced := fencedIDs[id]
@@ -358,17 +354,11 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 			if fenced { // fenced by an earlier leader: this one is alive
 				l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
 			}
-			if incarnations[id] != n.Incarnation() {
-				l.recordIncarnation(id, n.Incarnation())
-			}
 			continue
 		}
 		l.mu.Lock()
 		h, fi := l.heard[id], l.fenceIndex[id]
 		l.mu.Unlock()
-		if h.incarnation != 0 && h.incarnation != incarnations[id] && now.Sub(h.at) <= timeout {
-			l.recordIncarnation(id, h.incarnation)
-		}
 		last := later(h.at, leaderSince)
 		if id == prev {
 			last = h.at // seeded by heardLeader
@@ -382,26 +372,15 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 	}
 }
 
-// nodesFenced lists the registered nodes, lowest first, the fenced ones and
-// the incarnations.
-func (f *fsm) nodesFenced() ([]int32, map[int32]bool, map[int32]int64) {
+// nodesFenced lists the registered nodes, lowest first, and the fenced ones.
+func (f *fsm) nodesFenced() ([]int32, map[int32]bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fenced := make(map[int32]bool, len(f.md.Fenced))
 	for id := range f.md.Fenced {
 		fenced[id] = true
 	}
-	return f.md.nodeIDs(), fenced, maps.Clone(f.md.Incarnations)
-}
-
-// recordIncarnation commits a node's new process incarnation, so that ISR
-// additions from fetch state of its previous process are refused.
-func (l *liveness) recordIncarnation(id int32, inc int64) {
-	if err := l.n.applyLocal(Command{Op: opNodeIncarnation, NodeID: id, Incarnation: inc}); err != nil {
-		l.n.log.Debug("cell: node incarnation not committed", "node_id", id, "err", err)
-		return
-	}
-	l.n.log.Info("cell: node incarnation recorded", "node_id", id, "incarnation", inc)
+	return f.md.nodeIDs(), fenced
 }
 
 func later(a, b time.Time) time.Time {

@@ -68,10 +68,6 @@ type Metadata struct {
 	// UncleanElections counts leaders elected outside the ISR (topics with
 	// unclean.leader.election.enable), metadata_replication.go.
 	UncleanElections int64 `json:"unclean_elections,omitempty"`
-	// Incarnations are each node's process incarnation as the controller
-	// last heard it (node_incarnation, liveness.go): a replica is added to
-	// an ISR only with its current one (KIP-903).
-	Incarnations map[int32]int64 `json:"incarnations,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
@@ -98,12 +94,6 @@ type Command struct {
 	NodeID int32 `json:"node_id,omitempty"`
 	// At is when the command was proposed (unix ms), for fence_node.
 	At int64 `json:"at,omitempty"`
-	// Incarnation is the node's process incarnation (node_incarnation).
-	Incarnation int64 `json:"incarnation,omitempty"`
-	// Incarnations are, for change_isr, the incarnation each added
-	// replica fetched with; an added replica named here must have its
-	// current one.
-	Incarnations map[int32]int64 `json:"incarnations,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -149,7 +139,7 @@ func (f *fsm) apply(c Command) error {
 		}
 		delete(f.md.Topics, c.Topic)
 		f.tombstone(c.Topic)
-	case opChangeISR, opFenceNode, opUnfenceNode, opNodeIncarnation:
+	case opChangeISR, opFenceNode, opUnfenceNode:
 		_, err := f.applyReplication(c)
 		return err
 	default:
@@ -204,7 +194,7 @@ func (f *fsm) view() Metadata {
 	defer f.mu.RUnlock()
 	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
 		ProducerIDsEnd: f.md.ProducerIDsEnd, Removed: maps.Clone(f.md.Removed), Fenced: maps.Clone(f.md.Fenced),
-		UncleanElections: f.md.UncleanElections, Incarnations: maps.Clone(f.md.Incarnations)}
+		UncleanElections: f.md.UncleanElections}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

@@ -147,7 +147,6 @@ func (f *fsm) removeNode(c nodeCommand) error {
 	}
 	delete(f.md.Nodes, id)
 	delete(f.md.Fenced, id)
-	delete(f.md.Incarnations, id)
 	if f.md.Removed == nil {
 		f.md.Removed = map[int32]int64{}
 	}

@@ -23,8 +23,6 @@ const (
 	opChangeISR   = "change_isr"
 	opFenceNode   = "fence_node"
 	opUnfenceNode = "unfence_node"
-	// opNodeIncarnation records a node's process incarnation (liveness.go).
-	opNodeIncarnation = "node_incarnation"
 )
 
 // Errors of the replication commands.
@@ -100,15 +98,6 @@ func (f *fsm) applyReplication(c Command) (replicationResult, error) {
 		return f.fenceNode(c)
 	case opUnfenceNode:
 		return f.unfenceNode(c)
-	case opNodeIncarnation:
-		if _, ok := f.md.Nodes[c.NodeID]; !ok {
-			return replicationResult{}, fmt.Errorf("node_incarnation %d: %w", c.NodeID, ErrUnknownNode)
-		}
-		if f.md.Incarnations == nil {
-			f.md.Incarnations = map[int32]int64{}
-		}
-		f.md.Incarnations[c.NodeID] = c.Incarnation
-		return replicationResult{}, nil
 	}
 	return replicationResult{}, fmt.Errorf("unknown command %q", c.Op)
 }
@@ -141,15 +130,8 @@ func (f *fsm) changeISR(c Command) error {
 		return fmt.Errorf("change_isr %s/%d: %w: %v is not a set of the replicas %v", c.Topic, c.Partition, ErrInvalidISR, c.ISR, p.Replicas)
 	}
 	for _, r := range isr {
-		if slices.Contains(p.ISR, r) {
-			continue
-		}
-		if _, fenced := f.md.Fenced[r]; fenced {
+		if _, fenced := f.md.Fenced[r]; fenced && !slices.Contains(p.ISR, r) {
 			return fmt.Errorf("change_isr %s/%d: node %d: %w", c.Topic, c.Partition, r, ErrIneligibleReplica)
-		}
-		if inc, ok := c.Incarnations[r]; ok && inc != f.md.Incarnations[r] {
-			return fmt.Errorf("change_isr %s/%d: node %d fetched as incarnation %d, its current one is %d: %w",
-				c.Topic, c.Partition, r, inc, f.md.Incarnations[r], ErrIneligibleReplica)
 		}
 	}
 	p.ISR = isr
@@ -292,22 +274,6 @@ func (f *fsm) admitNew(name string, t TopicInfo, from int) {
 	}
 }
 
-// Incarnation is this node's process incarnation (its start time in unix
-// ns): a follower sends it with its fetches so that its leader can name it
-// in ChangeISRIncarnations, and the controller learns it from heartbeats
-// (Metadata.Incarnations).
-func (n *Node) Incarnation() int64 { return n.started.UnixNano() }
-
-// ChangeISRIncarnations is ChangeISR naming, for replicas it adds, the
-// incarnation each fetched with: an added replica whose incarnation is not
-// the one the controller last heard (its fetch state is from a process that
-// has since restarted: Kafka's KIP-903) is refused with
-// ErrIneligibleReplica. Replicas not in incarnations are not checked.
-func (n *Node) ChangeISRIncarnations(ctx context.Context, topic string, partition int32, leaderEpoch int32, isr []int32, incarnations map[int32]int64) error {
-	return n.changeISR(ctx, Command{Op: opChangeISR, Topic: topic, Partition: partition, Leader: n.cred.NodeID,
-		LeaderEpoch: leaderEpoch, ISR: slices.Clone(isr), Incarnations: incarnations})
-}
-
 // ChangeISR sets a partition's ISR through the controller, for the
 // partition's leader (this node) at leaderEpoch, and waits until this node's
 // copy of the metadata shows the change. It fails with ErrStaleEpoch when
@@ -316,11 +282,7 @@ func (n *Node) ChangeISRIncarnations(ctx context.Context, topic string, partitio
 // ErrIneligibleReplica when it adds a fenced node (errors.Is works on every
 // node: errors forwarded from the controller leader get their sentinel back).
 func (n *Node) ChangeISR(ctx context.Context, topic string, partition int32, leaderEpoch int32, isr []int32) error {
-	return n.changeISR(ctx, Command{Op: opChangeISR, Topic: topic, Partition: partition, Leader: n.cred.NodeID, LeaderEpoch: leaderEpoch, ISR: slices.Clone(isr)})
-}
-
-func (n *Node) changeISR(ctx context.Context, c Command) error {
-	topic, partition, leaderEpoch, isr := c.Topic, c.Partition, c.LeaderEpoch, c.ISR
+	c := Command{Op: opChangeISR, Topic: topic, Partition: partition, Leader: n.cred.NodeID, LeaderEpoch: leaderEpoch, ISR: slices.Clone(isr)}
 	if err := remoteError(n.Apply(ctx, c)); err != nil {
 		return err
 	}
