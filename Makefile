@@ -9,7 +9,9 @@ PKG      := ./appliance/cmd/katka
 # Debian packages the test suite drives for real (kcat = librdkafka; the
 # Python plugin example runs on Debian's python3 with python3-grpcio; the e2e
 # tests of Kafka's own client library drive python3-confluent-kafka; the auth
-# tests install kafkajs from npm into the user cache and run it on node; the cell
+# tests install kafkajs from npm into the user cache and run it on node; the OPC
+# UA tests install node-opcua the same way (npm ci from the lock committed in
+# sensors/opcua/testdata/uaserver) and run it as their server; the cell
 # tests build network namespaces with iproute2's ip; the firmware e2e tests drive
 # curl and mosquitto_sub from mosquitto-clients; the web console's tests drive
 # headless chromium through chromedp; the packaging tests run systemd-analyze

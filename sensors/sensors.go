@@ -18,6 +18,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 )
 
 // Broker is the part of the broker's in-process API inputs use; *broker.Broker has it.
@@ -49,6 +50,10 @@ type Env struct {
 	// name (ok false: no such instance), for sensors.partitioner values other
 	// than hash and round_robin.
 	Partitioner func(name string) (fn PartitionFunc, ok bool, err error)
+	// Links, when set, keeps the state of the inputs' links (an MQTT broker,
+	// a Modbus device, a CAN interface) for /v1/status/links and katka_link_up;
+	// inputs create their linkstate.Link with Links.New (a nil Links works).
+	Links *linkstate.Registry
 }
 
 // PartitionFunc picks the partition of each of recs among n partitions of

@@ -62,22 +62,54 @@ func (b *Broker) AppendBatch(ctx context.Context, topicName string, partition in
 // the batch on a LogAppendTime topic (Unix milliseconds; -1 on other topics),
 // which a produce response reports.
 func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partition int32, batch []byte, acks Acks, beforeVisible func(base int64)) (int64, int64, error) {
-	appendTime := int64(-1)
-	t, p, err := b.partition(topicName, partition)
+	base, appendTime, end, err := b.AppendBatchDeferred(ctx, topicName, partition, batch, acks, beforeVisible)
 	if err != nil {
 		return 0, 0, err
 	}
+	if err := b.Acknowledge(ctx, topicName, partition, end, acks); err != nil {
+		return 0, 0, err
+	}
+	return base, appendTime, nil
+}
+
+// Acknowledge waits until a partition's offsets below end are as durable
+// as acks asks (this node's fsync; on a replicated partition's leader with
+// acks all, every in-sync replica): the second half of
+// AppendBatchDeferred, and the wait for a duplicate batch an idempotent
+// producer retried (it is answered once the first copy is acknowledged).
+func (b *Broker) Acknowledge(ctx context.Context, topicName string, partition int32, end int64, acks Acks) error {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return err
+	}
+	if err := b.acknowledge(ctx, p, end, acks); err != nil {
+		return fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+	}
+	return nil
+}
+
+// AppendBatchDeferred is AppendBatchTime without the wait for durability:
+// it returns once the batch is in the log, with the offset after it, for a
+// caller that records the batch (an idempotent producer's sequence) before
+// it waits with Acknowledge, so a retry of it arriving meanwhile is known
+// as a duplicate.
+func (b *Broker) AppendBatchDeferred(ctx context.Context, topicName string, partition int32, batch []byte, acks Acks, beforeVisible func(base int64)) (base, appendTime, end int64, err error) {
+	appendTime = -1
+	t, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return 0, 0, 0, err
+	}
 	h, err := storage.ParseBatchHeader(batch)
 	if err != nil {
-		return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+		return 0, 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
 	}
 	if max := t.info.Config.MaxMessageBytes; max > 0 && int64(len(batch)) > max && !h.Control() {
-		return 0, 0, fmt.Errorf("append batch to %s-%d: %w: %d bytes, limit %d", topicName, partition, ErrRecordTooLarge, len(batch), max)
+		return 0, 0, 0, fmt.Errorf("append batch to %s-%d: %w: %d bytes, limit %d", topicName, partition, ErrRecordTooLarge, len(batch), max)
 	}
 	if codec, ok := storage.CodecByName(t.info.Config.CompressionType); ok && !h.Control() && h.Codec() != codec {
 		// compression.type names a codec: recompress, as Kafka does.
 		if batch, err = storage.RecompressBatch(batch, codec); err != nil {
-			return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+			return 0, 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
 		}
 	}
 	if t.info.Config.TimestampType == "LogAppendTime" && !h.Control() {
@@ -90,21 +122,21 @@ func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partitio
 	}
 	need := int64(len(batch) + 32)
 	if err := b.makeRoom(t, need); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	p.roleMu.RLock()
 	if err := p.checkLeader(acks); err != nil {
 		p.roleMu.RUnlock()
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	base, end, err := p.log.AppendBatchesEpoch([][]byte{batch}, p.leaderEpoch())
+	base, end, err = p.log.AppendBatchesEpoch([][]byte{batch}, p.leaderEpoch())
 	p.roleMu.RUnlock()
 	if err != nil {
 		if err := p.goneErr(nil); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		b.m.produceError(topicName)
-		return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
+		return 0, 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
 	}
 	b.disk.used.Add(need)
 	if beforeVisible != nil {
@@ -116,10 +148,7 @@ func (b *Broker) AppendBatchTime(ctx context.Context, topicName string, partitio
 	if p.interval {
 		p.raise(end)
 	}
-	if err := b.acknowledge(ctx, p, end, acks); err != nil {
-		return 0, 0, fmt.Errorf("append batch to %s-%d: %w", topicName, partition, err)
-	}
-	return base, appendTime, nil
+	return base, appendTime, end, nil
 }
 
 // FetchBatches returns the stored record batches from the one holding offset

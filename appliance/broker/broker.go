@@ -174,6 +174,12 @@ type Options struct {
 	Logger       *slog.Logger
 	// Metrics, if set, receives the broker's counters.
 	Metrics *Metrics
+	// ReplicaGate, set in a cell, makes every partition (but katka's
+	// internal topics') refuse writes until the cell sets its replica state
+	// (SetReplicaState) or clears it (ClearReplicaState: one replica): a
+	// node back from a restart never writes into a log it may no longer
+	// lead before its copy of the cell's metadata says so.
+	ReplicaGate bool
 }
 
 // Broker owns every topic in one data directory.
@@ -401,6 +407,9 @@ func (b *Broker) openPartition(t *topic, p int32) (*partition, error) {
 	if err := part.loadHW(); err != nil {
 		l.Close()
 		return nil, err
+	}
+	if b.opts.ReplicaGate && !InternalTopic(t.info.Name) {
+		part.repl.Store(gatedState())
 	}
 	return part, nil
 }

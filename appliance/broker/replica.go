@@ -303,6 +303,35 @@ func (b *Broker) SetReplicaState(topicName string, partition int32, st ReplicaSt
 	return nil
 }
 
+// gatedState is the replica state a partition starts with under
+// Options.ReplicaGate: no leader, so writes are refused.
+func gatedState() *replState {
+	return &replState{ReplicaState: ReplicaState{Self: -1, Leader: -1, LeaderEpoch: -1}, changed: make(chan struct{})}
+}
+
+// ClearReplicaState makes a partition unreplicated (the cell gives it one
+// replica, on this node): it takes writes as on a single node.
+func (b *Broker) ClearReplicaState(topicName string, partition int32) error {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return err
+	}
+	p.roleMu.Lock()
+	defer p.roleMu.Unlock()
+	if old := p.repl.Swap(nil); old != nil {
+		close(old.changed)
+		// One replica: the high watermark is what is durable here again,
+		// and no stale checkpoint may hold it back at the next start.
+		if err := os.Remove(filepath.Join(p.log.Dir(), hwFile)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("unreplicate %s-%d: %w", topicName, partition, err)
+		}
+		p.hwSaved.Store(0)
+		p.raise(p.localEnd())
+		p.wake()
+	}
+	return nil
+}
+
 // ReplicaState returns a partition's replica state; ok is false when the
 // partition is not replicated.
 func (b *Broker) ReplicaState(topicName string, partition int32) (ReplicaState, bool) {
@@ -711,7 +740,7 @@ func (b *Broker) AppendReplica(ctx context.Context, topicName string, partition 
 // has: it could otherwise show consumers records the cell then loses).
 func (b *Broker) checkpointHW() {
 	for _, p := range b.allPartitions() {
-		if p.replica() == nil {
+		if r := p.replica(); r == nil || r.Self < 0 { // not replicated, or still gated
 			continue
 		}
 		hw := p.hw.Load()

@@ -51,7 +51,8 @@ func (r *router) Route(ctx context.Context, topic string, partition int32, recs 
 	}
 	leader, _, _, found := n.fsm.leaderOf(topic, partition)
 	if found && leader == n.cred.NodeID {
-		return 0, false, nil
+		base, err := n.produceHere(ctx, topic, partition, recs, acks)
+		return base, true, err
 	}
 	if !found {
 		switch local, err := n.waitTopic(ctx, topic); {
@@ -70,11 +71,7 @@ func (r *router) Route(ctx context.Context, topic string, partition int32, recs 
 		}
 		b, local, err := n.forward(ctx, topic, partition, recs[:cut], acks)
 		if local {
-			bk := n.ops.broker.Load()
-			if bk == nil {
-				return 0, true, fmt.Errorf("produce to %s-%d: %w", topic, partition, broker.ErrClosed)
-			}
-			b, err = bk.ProduceLocal(ctx, topic, partition, recs[:cut], acks)
+			b, err = n.produceHere(ctx, topic, partition, recs[:cut], acks)
 		}
 		if err != nil {
 			return 0, true, err
@@ -85,6 +82,39 @@ func (r *router) Route(ctx context.Context, topic string, partition int32, recs 
 		recs = recs[cut:]
 	}
 	return max(base, 0), true, nil
+}
+
+// produceHere writes to a partition the metadata says this node leads; while
+// the broker has not taken that leadership yet (the replica manager applies
+// the metadata within a tick) it retries, for up to forwardRetryFor.
+func (n *Node) produceHere(ctx context.Context, topic string, partition int32, recs []broker.Record, acks broker.Acks) (int64, error) {
+	bk := n.ops.broker.Load()
+	if bk == nil {
+		return 0, fmt.Errorf("produce to %s-%d: %w", topic, partition, broker.ErrClosed)
+	}
+	deadline := time.Now().Add(forwardRetryFor)
+	for {
+		changed := n.ops.fsm.changes()
+		base, err := bk.ProduceLocal(ctx, topic, partition, recs, acks)
+		if !errors.Is(err, broker.ErrNotLeader) || time.Now().After(deadline) {
+			return base, err
+		}
+		if l, _, _, ok := n.fsm.leaderOf(topic, partition); ok && l != n.cred.NodeID {
+			return base, err // moved meanwhile: the caller's retry goes to the new leader
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return base, err
+		case <-n.ctx.Done():
+			t.Stop()
+			return base, err
+		}
+		t.Stop()
+	}
 }
 
 // waitTopic waits until topic, which this node holds locally, is in the

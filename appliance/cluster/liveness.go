@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -44,6 +46,9 @@ const (
 type heartbeatMsg struct {
 	// Applied is the sender's last applied raft index.
 	Applied uint64 `json:"applied"`
+	// Incarnation names the sender's process run: a new one means it
+	// restarted (its data may be older than the ISR thinks, or gone).
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // heartbeatAck answers a heartbeat.
@@ -55,8 +60,9 @@ type heartbeatAck struct {
 
 // heard is the controller leader's record of one node's last heartbeat.
 type heard struct {
-	at      time.Time
-	applied uint64
+	at          time.Time
+	applied     uint64
+	incarnation string
 }
 
 // liveness is a node's part in failure detection: its heartbeat sender and,
@@ -176,9 +182,9 @@ func (n *Node) serveHeartbeats(from int32, tc *tls.Conn, r io.Reader) {
 // record notes a heartbeat; a fenced node's wakes the fencing loop.
 func (l *liveness) record(from int32, hb heartbeatMsg) {
 	l.mu.Lock()
-	l.heard[from] = heard{at: time.Now(), applied: hb.Applied}
+	l.heard[from] = heard{at: time.Now(), applied: hb.Applied, incarnation: hb.Incarnation}
 	l.mu.Unlock()
-	if l.n.fsm.fenced(from) {
+	if l.n.fsm.fenced(from) || l.n.fsm.incarnation(from) != hb.Incarnation {
 		select {
 		case l.poke <- struct{}{}:
 		default:
@@ -186,7 +192,27 @@ func (l *liveness) record(from int32, hb heartbeatMsg) {
 	}
 }
 
+// newIncarnation names a process run: 8 random bytes in hex.
+func newIncarnation() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// incarnation is the process run of node id the controller last admitted.
+func (f *fsm) incarnation(id int32) string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.md.Incarnations[id]
+}
+
 // fenced reports whether node id is fenced.
+func (f *fsm) holdsReplicatedNode(id int32) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.holdsReplicated(id)
+}
+
 func (f *fsm) fenced(id int32) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -226,7 +252,7 @@ func (n *Node) heartbeatLoop() {
 				continue
 			}
 		}
-		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex()}, n.opts.Cell.SessionTimeout); err != nil {
+		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.incarnation}, n.opts.Cell.SessionTimeout); err != nil {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
@@ -351,8 +377,11 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 	for _, id := range ids {
 		fenced := fencedIDs[id]
 		if id == n.cred.NodeID {
-			if fenced { // fenced by an earlier leader: this one is alive
-				l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
+			switch {
+			case n.fsm.incarnation(id) != n.incarnation && n.fsm.incarnation(id) != "" && !fenced && n.fsm.holdsReplicatedNode(id):
+				l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, 0, "restarted")
+			case fenced || n.fsm.incarnation(id) != n.incarnation: // fenced by an earlier leader, or restarted: this one is alive
+				l.apply(Command{Op: opUnfenceNode, NodeID: id, Incarnation: n.incarnation}, 0, "")
 			}
 			continue
 		}
@@ -363,11 +392,20 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 		if id == prev {
 			last = h.at // seeded by heardLeader
 		}
+		// A first run ever heard (the cell is new) is admitted as it is.
+		known := n.fsm.incarnation(id)
+		restarted := h.incarnation != "" && h.incarnation != known
+		first := restarted && known == ""
 		switch {
 		case !fenced && now.Sub(last) > timeout:
-			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(last))
-		case fenced && now.Sub(h.at) <= timeout && h.applied >= fi:
-			l.apply(Command{Op: opUnfenceNode, NodeID: id}, 0)
+			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, now.Sub(last), "")
+		case !fenced && restarted && !first && n.fsm.holdsReplicatedNode(id):
+			// A new process run: what it holds may be older than the ISR
+			// says, or gone (a replaced disk). It leaves every ISR and
+			// leadership first, and joins again once caught up.
+			l.apply(Command{Op: opFenceNode, NodeID: id, At: now.UnixMilli()}, 0, "restarted")
+		case (fenced || restarted) && now.Sub(h.at) <= timeout && h.applied >= fi:
+			l.apply(Command{Op: opUnfenceNode, NodeID: id, Incarnation: h.incarnation}, 0, "")
 		}
 	}
 }
@@ -392,7 +430,7 @@ func later(a, b time.Time) time.Time {
 
 // apply commits a fence_node or unfence_node and logs what it moved; silent
 // is how long a fenced node was not heard.
-func (l *liveness) apply(c Command, silent time.Duration) {
+func (l *liveness) apply(c Command, silent time.Duration, why string) {
 	n := l.n
 	data, err := json.Marshal(c)
 	if err != nil {
@@ -427,10 +465,14 @@ func (l *liveness) apply(c Command, silent time.Duration) {
 	}
 	l.elections.Add(float64(len(moved)))
 	attrs := []any{"node_id", c.NodeID, "leaders_moved", len(moved), "moved", electionList(moved)}
-	if c.Op == opFenceNode {
+	switch {
+	case c.Op == opFenceNode && why == "restarted":
+		attrs = append(attrs, "offline", len(offline), "offline_partitions", electionList(offline))
+		n.log.Warn("cell: node fenced: it restarted, and rejoins the in-sync replicas once caught up", attrs...)
+	case c.Op == opFenceNode:
 		attrs = append(attrs, "offline", len(offline), "offline_partitions", electionList(offline), "silent", silent.Round(time.Millisecond))
 		n.log.Warn("cell: node fenced: no heartbeat within cell.session_timeout", attrs...)
-	} else {
+	default:
 		n.log.Info("cell: node unfenced", attrs...)
 	}
 }

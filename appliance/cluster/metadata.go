@@ -34,6 +34,11 @@ type PartitionInfo struct {
 	LeaderEpoch int32 `json:"leader_epoch"`
 	// ISR are the in-sync replicas.
 	ISR []int32 `json:"isr"`
+	// Target, while a reassignment is in flight, is the replica set
+	// wanted; Adding are its replicas not in the set before
+	// (metadata_reassign.go).
+	Target []int32 `json:"target,omitempty"`
+	Adding []int32 `json:"adding,omitempty"`
 }
 
 // TopicInfo is one topic of the cell.
@@ -68,6 +73,10 @@ type Metadata struct {
 	// UncleanElections counts leaders elected outside the ISR (topics with
 	// unclean.leader.election.enable), metadata_replication.go.
 	UncleanElections int64 `json:"unclean_elections,omitempty"`
+	// Incarnations are each node's process run as the controller last
+	// admitted it (liveness.go): a node heard with another one restarted
+	// and is fenced before it may lead or count as in sync again.
+	Incarnations map[int32]string `json:"incarnations,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
@@ -94,6 +103,11 @@ type Command struct {
 	NodeID int32 `json:"node_id,omitempty"`
 	// At is when the command was proposed (unix ms), for fence_node.
 	At int64 `json:"at,omitempty"`
+	// Replicas is a reassign_partition's target (nil: cancel).
+	Replicas []int32 `json:"replicas,omitempty"`
+	// Incarnation is the process run of the node an unfence_node admits
+	// (liveness.go): recorded so a restart is noticed.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -139,7 +153,7 @@ func (f *fsm) apply(c Command) error {
 		}
 		delete(f.md.Topics, c.Topic)
 		f.tombstone(c.Topic)
-	case opChangeISR, opFenceNode, opUnfenceNode:
+	case opChangeISR, opFenceNode, opUnfenceNode, opReassign:
 		_, err := f.applyReplication(c)
 		return err
 	default:
@@ -194,12 +208,14 @@ func (f *fsm) view() Metadata {
 	defer f.mu.RUnlock()
 	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
 		ProducerIDsEnd: f.md.ProducerIDsEnd, Removed: maps.Clone(f.md.Removed), Fenced: maps.Clone(f.md.Fenced),
-		UncleanElections: f.md.UncleanElections}
+		UncleanElections: f.md.UncleanElections, Incarnations: maps.Clone(f.md.Incarnations)}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {
 			t.Partitions[i].Replicas = slices.Clone(t.Partitions[i].Replicas)
 			t.Partitions[i].ISR = slices.Clone(t.Partitions[i].ISR)
+			t.Partitions[i].Target = slices.Clone(t.Partitions[i].Target)
+			t.Partitions[i].Adding = slices.Clone(t.Partitions[i].Adding)
 		}
 		t.Configs = maps.Clone(t.Configs)
 		md.Topics[n] = t

@@ -72,7 +72,7 @@ func (c *cellFSM) Apply(l *raft.Log) any {
 		} else {
 			res = c.fsm.Apply(l)
 		}
-	case opFenceNode, opUnfenceNode:
+	case opFenceNode, opUnfenceNode, opReassign:
 		res = c.applyElecting(l)
 	default:
 		res = c.fsm.Apply(l)

@@ -98,6 +98,8 @@ func (f *fsm) applyReplication(c Command) (replicationResult, error) {
 		return f.fenceNode(c)
 	case opUnfenceNode:
 		return f.unfenceNode(c)
+	case opReassign:
+		return f.reassign(c)
 	}
 	return replicationResult{}, fmt.Errorf("unknown command %q", c.Op)
 }
@@ -135,7 +137,8 @@ func (f *fsm) changeISR(c Command) error {
 		}
 	}
 	p.ISR = isr
-	f.md.Topics[c.Topic] = t // t.Partitions shares its array: the partition is changed in place
+	f.finishReassignment(c.Topic, t, c.Partition, p) // every target replica in sync: the move is done
+	f.md.Topics[c.Topic] = t                         // t.Partitions shares its array: the partition is changed in place
 	return nil
 }
 
@@ -175,6 +178,12 @@ func (f *fsm) unfenceNode(c Command) (replicationResult, error) {
 		return replicationResult{}, fmt.Errorf("unfence_node %d: %w", id, ErrUnknownNode)
 	}
 	delete(f.md.Fenced, id)
+	if c.Incarnation != "" {
+		if f.md.Incarnations == nil {
+			f.md.Incarnations = map[int32]string{}
+		}
+		f.md.Incarnations[id] = c.Incarnation
+	}
 	var res replicationResult
 	f.eachPartition(func(name string, t TopicInfo, i int32, p *PartitionInfo) {
 		if p.Leader < 0 && slices.Contains(p.Replicas, id) {
@@ -184,6 +193,20 @@ func (f *fsm) unfenceNode(c Command) (replicationResult, error) {
 		}
 	})
 	return res, nil
+}
+
+// holdsReplicated reports whether node id leads or is in sync for a
+// partition with more than one replica: what a restart must take from it
+// until it has caught up again. f.mu is held (read).
+func (f *fsm) holdsReplicated(id int32) bool {
+	for _, t := range f.md.Topics {
+		for _, p := range t.Partitions {
+			if len(p.Replicas) > 1 && (p.Leader == id || slices.Contains(p.ISR, id)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // eachPartition calls fn for every partition, topics by name (the elections
@@ -301,7 +324,12 @@ func (n *Node) ChangeISR(ctx context.Context, topic string, partition int32, lea
 		}
 		got := slices.Clone(p.ISR)
 		slices.Sort(got)
-		return slices.Equal(got, want)
+		if slices.Equal(got, want) {
+			return true
+		}
+		// A reassignment the change finished cut the ISR to its target.
+		inReplicas := slices.DeleteFunc(slices.Clone(want), func(r int32) bool { return !slices.Contains(p.Replicas, r) })
+		return p.Target == nil && len(inReplicas) < len(want) && slices.Equal(got, inReplicas)
 	})
 	return nil
 }

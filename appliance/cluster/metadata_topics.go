@@ -220,7 +220,7 @@ func remoteError(err error) error {
 		return nil
 	}
 	for _, s := range []error{ErrTopicExists, ErrUnknownTopic, ErrReplicationFactor, ErrInvalidPartitions, ErrNoController, errStaleBlock,
-		ErrStaleEpoch, ErrInvalidISR, ErrIneligibleReplica} {
+		ErrStaleEpoch, ErrInvalidISR, ErrIneligibleReplica, ErrInvalidReplicas, ErrNoReassignment} {
 		if !errors.Is(err, s) && strings.Contains(err.Error(), s.Error()) {
 			return fmt.Errorf("%w (%v)", s, err)
 		}

@@ -77,6 +77,9 @@ type Node struct {
 	ops     *cellOps  // routing of writes, member upkeep (ops.go)
 	live    *liveness // heartbeats and fencing (liveness.go)
 	repl    *replicas // partition replication (replica.go)
+	// incarnation names this process run (random): the controller fences
+	// a node heard with a new one before it leads again (liveness.go).
+	incarnation string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -119,6 +122,7 @@ func Start(opts Options) (*Node, error) {
 	n := &Node{opts: opts, cred: cred, log: log, advPeer: adv, fsm: newFSM(),
 		peers: map[int32]*peerState{}, rejected: map[string]bool{}, started: time.Now()}
 	n.m = newMetrics(opts.Registerer, n)
+	n.incarnation = newIncarnation()
 	n.ops = newCellOps(n, opts.Registerer)
 	n.live = newLiveness(n, opts.Registerer)
 	n.repl = &replicas{n: n, lagMax: DefaultReplicaLagMax, fetchers: map[int32]*replicaFetcher{}, isrBusy: map[replKey]bool{}}

@@ -70,6 +70,10 @@ func (r *replicas) once() {
 	}
 	md := n.fsm.view()
 	self := n.cred.NodeID
+	// Until the controller has admitted this process run (fenced it after
+	// a restart and let it back), it leads nothing: its log may be older
+	// than the metadata says, or gone (a wiped disk).
+	admitted := md.Incarnations[self] == n.incarnation
 	want := map[int32]map[replKey]int32{}
 	for name, t := range md.Topics {
 		if broker.InternalTopic(name) {
@@ -77,11 +81,22 @@ func (r *replicas) once() {
 		}
 		for i, pi := range t.Partitions {
 			p := int32(i)
-			if len(pi.Replicas) < 2 || !slices.Contains(pi.Replicas, self) {
+			switch {
+			case len(pi.Replicas) < 2 && slices.Contains(pi.Replicas, self):
+				// One replica, here: writes as on a single node.
+				bk.ClearReplicaState(name, p)
+				continue
+			case !slices.Contains(pi.Replicas, self):
+				// Not a replica here: the local log takes no write.
+				r.unfollow(replKey{name, p}, -1)
+				bk.SetReplicaState(name, p, broker.ReplicaState{Self: self, Leader: pi.Leader, LeaderEpoch: pi.LeaderEpoch, Replicas: pi.Replicas, ISR: pi.ISR, MinInsync: t.MinInsync()})
 				continue
 			}
 			st := broker.ReplicaState{Self: self, Leader: pi.Leader, LeaderEpoch: pi.LeaderEpoch,
 				Replicas: pi.Replicas, ISR: pi.ISR, MinInsync: t.MinInsync()}
+			if pi.Leader == self && !admitted {
+				st.Leader = -1 // not yet: writes are refused (NOT_LEADER), clients retry
+			}
 			if pi.Leader != self {
 				// Stop fetching for it before anything else (it may be ours now).
 				r.unfollow(replKey{name, p}, pi.Leader)
@@ -90,9 +105,9 @@ func (r *replicas) once() {
 				continue // not created here yet: the reconciler does within a tick
 			}
 			switch {
-			case pi.Leader == self:
-				r.maintainISR(bk, name, p, pi)
-			case pi.Leader >= 0:
+			case pi.Leader == self && admitted:
+				r.maintainISR(bk, name, p, pi, md.Fenced)
+			case pi.Leader >= 0 && pi.Leader != self:
 				if want[pi.Leader] == nil {
 					want[pi.Leader] = map[replKey]int32{}
 				}
@@ -139,7 +154,7 @@ func (r *replicas) unfollow(k replKey, leader int32) {
 // caught up (their log reaches the high watermark and this leader's epoch),
 // through the controller. A follower joining counts in the high watermark
 // from the proposal on (broker.ProposeISRAddition).
-func (r *replicas) maintainISR(bk *broker.Broker, topic string, p int32, pi PartitionInfo) {
+func (r *replicas) maintainISR(bk *broker.Broker, topic string, p int32, pi PartitionInfo, fenced map[int32]int64) {
 	k := replKey{topic, p}
 	r.mu.Lock()
 	busy := r.isrBusy[k]
@@ -159,7 +174,7 @@ func (r *replicas) maintainISR(bk *broker.Broker, topic string, p int32, pi Part
 		case f.InSync && now.Sub(f.CaughtUp) > r.lagMax:
 			isr = slices.DeleteFunc(isr, func(id int32) bool { return id == f.ID })
 			removed = append(removed, f.ID)
-		case !f.InSync && f.LogEnd >= 0 && f.LogEnd >= st.HighWatermark && f.LogEnd >= st.EpochStart:
+		case !f.InSync && f.LogEnd >= 0 && f.LogEnd >= st.HighWatermark && f.LogEnd >= st.EpochStart && !isFenced(fenced, f.ID):
 			isr = append(isr, f.ID)
 			added = append(added, f.ID)
 		}
@@ -192,6 +207,11 @@ func (r *replicas) maintainISR(bk *broker.Broker, topic string, p int32, pi Part
 		}
 		r.n.log.Info("cell: ISR changed", "topic", topic, "partition", p, "epoch", pi.LeaderEpoch, "isr", isr, "joined", added, "left", removed)
 	}()
+}
+
+func isFenced(fenced map[int32]int64, id int32) bool {
+	_, ok := fenced[id]
+	return ok
 }
 
 // replicaFetcher fetches every partition this node follows from one leader

@@ -16,6 +16,9 @@ type Status struct {
 	Cell     string `json:"cell"`
 	NodeID   int32  `json:"node_id"`
 	PeerAddr string `json:"peer_addr"`
+	// Incarnation names this process run (random at start); the cell
+	// admits it after a restart (members' incarnation).
+	Incarnation string `json:"incarnation"`
 	// Formed reports that this node belongs to a formed cell (has raft state).
 	Formed bool `json:"formed"`
 	// Raft is this node's view of the controller.
@@ -53,6 +56,9 @@ type MemberStatus struct {
 	// Fenced is true while the controller has fenced it (no heartbeat
 	// within cell.session_timeout): it leads nothing.
 	Fenced bool `json:"fenced"`
+	// Incarnation is the node's process run the controller last admitted
+	// (a restarted node is fenced until its new run is admitted).
+	Incarnation string `json:"incarnation,omitempty"`
 	// PartitionsLed counts the partitions it leads; Replicas those it holds.
 	PartitionsLed int `json:"partitions_led"`
 	Replicas      int `json:"replicas"`
@@ -100,7 +106,7 @@ type PeerStatus struct {
 
 // Status reports the cell as this node sees it.
 func (n *Node) Status() Status {
-	st := Status{Cell: n.cred.Cell, NodeID: n.cred.NodeID, PeerAddr: n.advPeer, Formed: n.formed()}
+	st := Status{Cell: n.cred.Cell, NodeID: n.cred.NodeID, PeerAddr: n.advPeer, Formed: n.formed(), Incarnation: n.incarnation}
 	stats := n.raft.Stats()
 	addr, lid := n.raft.LeaderWithID()
 	st.Raft = RaftStatus{State: n.raft.State().String(), LeaderID: -1, LeaderAddr: string(addr), LastContactMs: -1}
@@ -168,6 +174,7 @@ func (n *Node) members(st Status, md Metadata) []MemberStatus {
 		m := row(ni.ID)
 		m.PeerAddr, m.KafkaAddr, m.Rack = ni.PeerAddr, ni.KafkaAddr, ni.Rack
 		_, m.Fenced = md.Fenced[ni.ID]
+		m.Incarnation = md.Incarnations[ni.ID]
 	}
 	for _, s := range st.Servers {
 		m := row(s.NodeID)

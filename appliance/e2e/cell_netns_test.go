@@ -184,6 +184,13 @@ func (c *cellNet) node(i int, config string) *cellProc {
 			c.t.Logf("node %d status: %s", i, p.rawStatus())
 		}
 		p.kill()
+		if keep := os.Getenv("KATKA_KEEP_CELL_LOGS"); keep != "" { // for debugging: every run's log
+			for r := 1; r <= p.starts; r++ {
+				if data, err := os.ReadFile(filepath.Join(filepath.Dir(p.config), fmt.Sprintf("log%d", r))); err == nil {
+					os.WriteFile(filepath.Join(keep, fmt.Sprintf("node%d-run%d.log", i, r)), data, 0o644)
+				}
+			}
+		}
 		if c.t.Failed() {
 			// One t.Logf per line: make test keeps only lines naming a
 			// _test.go file, so a multi-line message would lose the log.

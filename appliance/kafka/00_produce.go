@@ -267,13 +267,26 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		fail(err)
 		return
 	}
-	defer unlock()
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	verdict, dup, err := st.check(b.ProducerEpoch, b.BaseSequence, b.LastSequence())
 	if err != nil {
 		fail(err)
 		return
 	}
 	if verdict == seqDuplicate {
+		// A retry: answered with the first copy's offset once that copy is
+		// as durable as acks asks (replicated, in a cell).
+		locked = false
+		unlock()
+		if err := s.b.Acknowledge(ctx, info.Name, rp.Partition, dup.base+int64(dup.last-dup.first)+1, acks); err != nil {
+			fail(err)
+			return
+		}
 		sp.BaseOffset = dup.base
 		if logAppend {
 			sp.LogAppendTime = dup.appendTime
@@ -291,18 +304,29 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		// before any consumer may read the batch.
 		beforeVisible = s.openTxnAt(ctx, info, rp.Partition, b.ProducerID, b.ProducerEpoch)
 	}
-	base, at, err := s.b.AppendBatchTime(ctx, info.Name, rp.Partition, rp.Records, acks, beforeVisible)
+	base, at, end, err := s.b.AppendBatchDeferred(ctx, info.Name, rp.Partition, rp.Records, acks, beforeVisible)
 	if err != nil {
 		fail(err)
 		return
 	}
+	// Recorded as soon as it is in the log: a retry of it (the wait below
+	// failed, or the answer was lost) is then a duplicate, never a second
+	// copy; the wait runs outside the producer's lock.
 	sb := seqBatch{first: b.BaseSequence, last: b.LastSequence(), base: base, appendTime: -1}
-	sp.BaseOffset = base
 	if logAppend {
 		sb.appendTime = at
-		sp.LogAppendTime = at
 	}
 	st.record(b.ProducerEpoch, sb, time.Now())
+	locked = false
+	unlock()
+	if err := s.b.Acknowledge(ctx, info.Name, rp.Partition, end, acks); err != nil {
+		fail(err)
+		return
+	}
+	sp.BaseOffset = base
+	if logAppend {
+		sp.LogAppendTime = at
+	}
 }
 
 // errAcks0Failed closes the connection after a failed acks=0 produce.

@@ -56,6 +56,10 @@ type CellView interface {
 	// ProducerIDIssued reports whether a producer id was handed out by any
 	// node of the cell.
 	ProducerIDIssued(ctx context.Context, id int64) bool
+	// Reassign moves a partition's replicas to replicas through the
+	// controller (nil: cancel the move in flight); the move ends by itself
+	// when the new replicas have caught up.
+	Reassign(ctx context.Context, topic string, partition int32, replicas []int32) error
 }
 
 // cellAutoCreate auto-creates a topic in a cell: through the controller, so
@@ -83,6 +87,9 @@ type CellPartition struct {
 	LeaderEpoch int32
 	Replicas    []int32
 	ISR         []int32
+	// Adding and Removing are the replicas a reassignment in flight adds
+	// and takes away (both nil when none is).
+	Adding, Removing []int32
 }
 
 // cellBrokers is the Metadata broker list of a cell; this node is listed

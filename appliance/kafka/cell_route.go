@@ -54,10 +54,24 @@ func (s *Server) cellLeaders(topic string) []CellPartition {
 // Kafka answers so to Produce, Fetch, ListOffsets and DeleteRecords, and
 // clients refresh their metadata and go to the leader.
 func (s *Server) notLeader(topic string, parts []CellPartition, p int32) (CellPartition, error) {
-	if p < 0 || int(p) >= len(parts) || parts[p].Leader == s.cfg.Cell.NodeID() {
+	if p < 0 || int(p) >= len(parts) {
 		return CellPartition{}, nil
 	}
 	cp := parts[p]
+	if cp.Leader == s.cfg.Cell.NodeID() {
+		if len(cp.Replicas) < 2 {
+			return CellPartition{}, nil
+		}
+		// A replicated partition: served once this node's broker has taken
+		// the leadership the metadata gives it (after a restart, only once
+		// the controller has admitted this run), never before.
+		if rs, ok := s.b.ReplicaState(topic, p); ok && rs.Leads() && rs.LeaderEpoch == cp.LeaderEpoch {
+			return CellPartition{}, nil
+		}
+		s.redirects.WithLabelValues("not_leader").Inc()
+		return cp, codeErrorf(errNotLeaderOrFollower, "this is node %d; it is taking over the leadership of partition %d of %s (leader epoch %d): retry",
+			s.cfg.Cell.NodeID(), p, topic, cp.LeaderEpoch)
+	}
 	s.redirects.WithLabelValues("not_leader").Inc()
 	return cp, codeErrorf(errNotLeaderOrFollower, "this is node %d; partition %d of %s is led by node %d (leader epoch %d)",
 		s.cfg.Cell.NodeID(), p, topic, cp.Leader, cp.LeaderEpoch)

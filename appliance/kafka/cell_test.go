@@ -91,6 +91,10 @@ func (f *fakeCell) ProducerIDIssued(ctx context.Context, id int64) bool {
 	return id >= 0 && id < f.pidEnd
 }
 
+func (f *fakeCell) Reassign(ctx context.Context, topic string, partition int32, replicas []int32) error {
+	return fmt.Errorf("reassign in the fake cell: %w", kerr.InvalidReplicaAssignment)
+}
+
 func (f *fakeCell) call(s string) {
 	f.mu.Lock()
 	f.calls = append(f.calls, s)

@@ -36,6 +36,7 @@ const (
 	errKafkaStorageError        int16 = 56
 	errFetchSessionIDNotFound   int16 = 70
 	errFencedLeaderEpoch        int16 = 74
+	errNoReassignmentInProgress int16 = 85
 	errInvalidRecord            int16 = 87
 	errUnknownTopicID           int16 = 100
 )

@@ -176,6 +176,8 @@ func init() {
 		33: {0, 2, (*Server).handleAlterConfigs},
 		37: {0, 3, (*Server).handleCreatePartitions},
 		44: {0, 1, (*Server).handleIncrementalAlterConfigs},
+		45: {0, 1, (*Server).handleAlterPartitionReassignments},
+		46: {0, 0, (*Server).handleListPartitionReassignments},
 		60: {0, 2, (*Server).handleDescribeCluster},
 	}
 	for k, h := range groupHandlers() {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	pb "github.com/katka-io/katka/plugins/proto"
 	"github.com/katka-io/katka/plugins/sdk"
 )
@@ -32,6 +33,13 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Log receives katka's and the plugins' log lines.
 	Log *slog.Logger
+	// Links keeps each instance's process state (plugin/<instance>) for
+	// /v1/status/links and katka_link_up (nil: not kept).
+	Links *linkstate.Registry
+	// StableAfter is how long a started plugin must keep running before it
+	// counts as up (default 10 s): a plugin that crashes at every start
+	// logs one WARN and reminders, not two lines per restart.
+	StableAfter time.Duration
 }
 
 // Host supervises the configured plugin instances.
@@ -44,6 +52,8 @@ type Host struct {
 	store  *store
 	insts  []*instance
 	byName map[string]*instance
+	// stableAfter: a plugin running this long counts as up (Options.StableAfter).
+	stableAfter time.Duration
 }
 
 // New discovers the plugins in opts.Config.Dir and checks every configured
@@ -55,13 +65,16 @@ func New(b *broker.Broker, opts Options) (*Host, error) {
 		log = slog.Default()
 	}
 	h := &Host{
-		b: b, cfg: opts.Config, defP: opts.DefaultPartitions, log: log,
+		b: b, cfg: opts.Config, defP: opts.DefaultPartitions, log: log, stableAfter: opts.StableAfter,
 		m:      NewMetrics(opts.Registerer),
 		store:  &store{b: b, topic: opts.Config.StateTopic},
 		byName: map[string]*instance{},
 	}
 	if h.defP < 1 {
 		h.defP = 1
+	}
+	if h.stableAfter <= 0 {
+		h.stableAfter = 10 * time.Second
 	}
 	if len(opts.Config.Instances) == 0 {
 		return h, nil
@@ -100,6 +113,8 @@ func New(b *broker.Broker, opts Options) (*Host, error) {
 		}
 		in := &instance{h: h, cfg: ic, man: m, settings: map[string]string{},
 			log: log.With("plugin", ic.Name), kick: make(chan struct{}, 1)}
+		in.link = opts.Links.New(linkstate.Options{Name: "plugin/" + ic.Name, Log: in.log,
+			RetryMin: opts.Config.RestartMin, RetryMax: opts.Config.RestartMax})
 		for _, s := range ic.Settings {
 			k, v, _ := strings.Cut(s, "=")
 			in.settings[strings.TrimSpace(k)] = v
@@ -201,6 +216,9 @@ type instance struct {
 	ck       *checkpoint // committed positions; only the supervisor goroutine touches it
 	rr       int32
 	kick     chan struct{} // a caller timed the process out
+	// link logs the process's state changes once each (stopped, back
+	// after N s), not a line per restart.
+	link *linkstate.Link
 
 	mu       sync.Mutex
 	cur      *proc
@@ -232,7 +250,11 @@ func (in *instance) supervise(ctx context.Context) {
 		if time.Since(start) > 10*time.Second {
 			backoff = in.h.cfg.RestartMin
 		}
-		in.log.Warn("plugin stopped; restarting", "err", err, "backoff", backoff)
+		if err == nil {
+			err = errExited
+		}
+		in.link.Down(err) // one WARN when it stops, a reminder every 5 min while it keeps failing
+		in.log.Debug("plugin stopped; restarting", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -260,14 +282,13 @@ func (in *instance) runOnce(ctx context.Context) error {
 	if err != nil {
 		reason := "start"
 		if errors.Is(err, ErrChecksum) {
-			reason = "checksum"
-			in.log.Error("plugin refused", "err", err)
+			reason = "checksum" // the error says so in the link's line
 		}
 		in.h.m.errors.With(withReason(in.labels, reason)).Inc()
 		return err
 	}
 	defer p.kill()
-	in.log.Info("plugin started", "pid", p.pid, "path", in.man.Path(), "version", in.man.Version)
+	in.log.Debug("plugin started", "pid", p.pid, "path", in.man.Path(), "version", in.man.Version)
 	req := &pb.ConfigureRequest{Instance: in.cfg.Name, Settings: in.settings}
 	for k, v := range in.ck.state {
 		req.State = append(req.State, &pb.StateEntry{Key: k, Value: v})
@@ -277,6 +298,13 @@ func (in *instance) runOnce(ctx context.Context) error {
 	}
 	in.setProc(p)
 	defer in.setProc(nil)
+	// Up (logged once: "link up", then "link back after N s") once the
+	// process has run for stableAfter, as of its start.
+	started := time.Now()
+	stable := time.AfterFunc(in.h.stableAfter, func() {
+		in.link.UpSince(started, "pid", p.pid, "path", in.man.Path(), "version", in.man.Version)
+	})
+	defer stable.Stop()
 	select {
 	case <-in.kick:
 	default:
@@ -310,7 +338,7 @@ func (in *instance) call(ctx context.Context, p *proc, method string, f func(con
 	switch {
 	case errors.Is(cctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
 		reason = "timeout"
-		in.log.Error("plugin call timed out; killing it", "method", method, "timeout", in.h.cfg.CallTimeout)
+		in.log.Debug("plugin call timed out; killing it", "method", method, "timeout", in.h.cfg.CallTimeout) // the error says so
 		p.kill()
 		err = fmt.Errorf("plugin %s: %s: %w after %s", in.cfg.Name, method, errTimeout, in.h.cfg.CallTimeout)
 	case p.exited() || status.Code(err) == codes.Unavailable:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sensors"
 )
 
@@ -55,6 +56,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 	if err != nil {
 		return nil, err
 	}
+	in.links = env.Links
 	return []sensors.Input{in}, nil
 }
 
@@ -100,6 +102,8 @@ type Input struct {
 	log   *slog.Logger
 	state []sigState // by signal.idx
 	byMsg bool       // key: message
+	// links holds the interfaces' link states (can/<interface>); nil: alone.
+	links *linkstate.Registry
 
 	lastWriteLog time.Time
 }
@@ -531,14 +535,19 @@ func (in *Input) replayFile(ctx context.Context, path string, out chan<- chunk) 
 // when it fails, until ctx is done.
 func (in *Input) readSocketCAN(ctx context.Context, iface string, out chan<- chunk) {
 	up := interfaceUp.WithLabelValues(iface)
-	lastErr := ""
-	for wait := 100 * time.Millisecond; ctx.Err() == nil; wait = min(2*wait, 30*time.Second) {
+	const first, most = 100 * time.Millisecond, 30 * time.Second
+	// One line per state change (unreachable or lost, back after N s), a
+	// reminder every 5 minutes while down, never a line per retry.
+	link := in.links.New(linkstate.Options{Name: "can/" + iface, Log: in.log.With("interface", iface), RetryMin: first, RetryMax: most})
+	for wait := first; ctx.Err() == nil; wait = min(2*wait, most) {
 		conn, err := socketcan.DialContext(ctx, "can", iface)
 		if err == nil {
 			up.Set(1)
-			in.log.Info("interface open", "interface", iface)
-			lastErr = ""
-			wait = 100 * time.Millisecond
+			// Up once the interface has stayed open for linkstate's Settle,
+			// so one that opens and fails by turns stays down.
+			at := time.Now()
+			confirm := time.AfterFunc(link.Settle(), func() { link.UpSince(at) })
+			wait = first
 			stop := context.AfterFunc(ctx, func() { conn.Close() })
 			rx := socketcan.NewReceiver(conn)
 			for rx.Receive() {
@@ -552,6 +561,7 @@ func (in *Input) readSocketCAN(ctx context.Context, iface string, out chan<- chu
 				}
 			}
 			err = rx.Err()
+			confirm.Stop()
 			stop()
 			conn.Close()
 			up.Set(0)
@@ -562,10 +572,7 @@ func (in *Input) readSocketCAN(ctx context.Context, iface string, out chan<- chu
 				err = errors.New("interface closed")
 			}
 		}
-		if msg := err.Error(); msg != lastErr {
-			lastErr = msg
-			in.log.Error("SocketCAN interface unavailable, retrying", "interface", iface, "err", err)
-		}
+		link.Down(fmt.Errorf("SocketCAN interface %s unavailable: %w", iface, err))
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):

@@ -17,8 +17,19 @@ import (
 	canlib "go.einride.tech/can"
 	"go.einride.tech/can/pkg/socketcan"
 
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sensors"
 )
+
+// linkOf returns the state of the named link of r.
+func linkOf(r *linkstate.Registry, name string) linkstate.Snapshot {
+	for _, s := range r.Snapshot() {
+		if s.Link == name {
+			return s
+		}
+	}
+	return linkstate.Snapshot{}
+}
 
 // syncBuffer is a log sink safe for concurrent use.
 type syncBuffer struct {
@@ -49,19 +60,34 @@ func TestSocketCANMissingInterface(t *testing.T) {
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
-	if err := sensors.Start(ctx, &wg, cfg, sensors.Env{Broker: b, Log: slog.New(slog.NewTextHandler(logs, nil))}); err != nil {
+	links := linkstate.NewRegistry(nil)
+	if err := sensors.Start(ctx, &wg, cfg, sensors.Env{Broker: b, Log: slog.New(slog.NewTextHandler(logs, nil)), Links: links}); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); wg.Wait() }()
-	want := "SocketCAN interface unavailable, retrying"
+	want := "link unreachable; retrying"
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), want); {
 		if time.Now().After(deadline) {
 			t.Fatalf("no %q in the log:\n%s", want, logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !strings.Contains(logs.String(), "interface="+iface) {
+	if !strings.Contains(logs.String(), "interface="+iface) || !strings.Contains(logs.String(), "link=can/"+iface) {
 		t.Fatalf("log does not name the interface:\n%s", logs.String())
+	}
+	// Retries every 100 ms doubling: a third failed open is a marker after
+	// which a line per retry would show.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if s := linkOf(links, "can/"+iface); s.FailedAttempts >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 3 failed opens within 10s: %+v", links.Snapshot())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Fatalf("%d WARN lines, want 1:\n%s", n, logs.String())
 	}
 }
 

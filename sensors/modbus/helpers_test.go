@@ -16,6 +16,8 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
+	"github.com/katka-io/katka/appliance/linkstate/logtest"
 	"github.com/katka-io/katka/sensors"
 )
 
@@ -123,16 +125,20 @@ func sensorsConfig(t *testing.T, interval time.Duration, devs ...DeviceConfig) c
 	return *s
 }
 
-// start runs the registered inputs of cfg on b until the test ends.
-func start(t *testing.T, b *broker.Broker, cfg config.Sensors) {
+// start runs the registered inputs of cfg on b until the test ends and returns
+// their log lines (also written to stderr with -v).
+func start(t *testing.T, b *broker.Broker, cfg config.Sensors) *logtest.Recorder {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	if err := sensors.Start(ctx, &wg, cfg, sensors.Env{Broker: b, Log: testLog()}); err != nil {
+	rec := logtest.New()
+	lg := slog.New(slog.NewMultiHandler(rec, testLog().Handler()))
+	if err := sensors.Start(ctx, &wg, cfg, sensors.Env{Broker: b, Log: lg, Links: linkstate.NewRegistry(nil)}); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	return rec
 }
 
 // reader reads a topic's records from every partition, remembering where it is.

@@ -6,7 +6,9 @@
 //
 // A device that is down is reconnected with a capped exponential backoff; failed
 // connects, requests, decodes and writes are counted in katka_modbus_errors_total and
-// logged at most once per logEvery per device, and never stop the input.
+// never stop the input. The connection's state changes are logged once each
+// (linkstate: lost, back after N s), never per retry; refused requests and
+// undecodable values are logged at most once per logEvery per device.
 package modbus
 
 import (
@@ -26,6 +28,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sensors"
 )
 
@@ -65,6 +68,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 		if err != nil {
 			return nil, fmt.Errorf("devices[%d]: %w", i, err)
 		}
+		dev.link = env.Links.New(dev.linkOptions())
 		ins = append(ins, dev)
 	}
 	return ins, nil
@@ -100,6 +104,8 @@ type Device struct {
 	libLog     *log.Logger
 
 	client *mb.ModbusClient // nil while disconnected
+	// link logs the connection's state changes once each (lost, back after N s).
+	link *linkstate.Link
 
 	failing    bool      // the last connect or poll failed
 	lastLog    time.Time // when a failure was last logged
@@ -173,6 +179,7 @@ func New(cfg Config, dev DeviceConfig, w *sensors.Writer, lg *slog.Logger) (*Dev
 		log:        lg,
 		libLog:     log.New(libWriter{lg}, "", 0),
 	}
+	d.link = linkstate.New(d.linkOptions())
 	// Show the series at 0 from the start, so a rate over them works from the first error.
 	polls.WithLabelValues(d.name)
 	readings.WithLabelValues(d.name)
@@ -197,7 +204,7 @@ func (d *Device) Run(ctx context.Context) error {
 					return nil
 				}
 				pollErrors.WithLabelValues(d.name, errConnect).Inc()
-				d.failed(errConnect, err, "retry_in", backoff)
+				d.link.Down(err)
 				if !sleep(ctx, backoff) {
 					return nil
 				}
@@ -238,8 +245,9 @@ func (d *Device) Poll(ctx context.Context) (int, error) {
 	polls.WithLabelValues(d.name).Inc()
 	defer func() { pollSeconds.WithLabelValues(d.name).Observe(time.Since(start).Seconds()) }()
 	var (
-		recs  []broker.Record
-		first error
+		recs    []broker.Record
+		first   error
+		linkErr error // a request without a valid answer
 	)
 	fail := func(kind string, err error) {
 		pollErrors.WithLabelValues(d.name, kind).Inc()
@@ -251,10 +259,19 @@ func (d *Device) Poll(ctx context.Context) (int, error) {
 	for _, b := range d.blocks {
 		words, err := d.read(b)
 		if err != nil {
+			err = fmt.Errorf("read %s: %w", b, err)
 			kind := kindOf(err)
-			fail(kind, fmt.Errorf("read %s: %w", b, err))
 			if kind == errException {
+				fail(kind, err) // the device answered, refusing this request
 				continue
+			}
+			// No answer or a broken one: the link is down and the
+			// connection is reopened.
+			pollErrors.WithLabelValues(d.name, kind).Inc()
+			d.link.Down(err)
+			linkErr = err
+			if first == nil {
+				first = err
 			}
 			d.disconnect()
 			break
@@ -278,6 +295,14 @@ func (d *Device) Poll(ctx context.Context) (int, error) {
 			}
 			recs = append(recs, broker.Record{Key: []byte(d.name + "/" + r.name), Value: value, Timestamp: ts})
 		}
+	}
+	if linkErr == nil {
+		// Every request was answered: up (logged once, when it changes).
+		// Only whole polls count, and after an outage only polls answered
+		// for a second (linkstate's Settle), so a device that answers one
+		// request, or one poll, and times out on the next stays down
+		// instead of logging two lines per retry.
+		d.link.Seen("url", d.url)
 	}
 	if len(recs) == 0 {
 		return 0, first
@@ -360,6 +385,12 @@ func (d *Device) disconnect() {
 	}
 	d.client = nil
 	connected.WithLabelValues(d.name).Set(0)
+}
+
+// linkOptions describe the device's link: modbus/<device name>, retried
+// with the input's backoff.
+func (d *Device) linkOptions() linkstate.Options {
+	return linkstate.Options{Name: "modbus/" + d.name, Log: d.log, RetryMin: backoffMin, RetryMax: backoffMax}
 }
 
 // failed logs a failure: always when the device was healthy until now, then at most

@@ -3,6 +3,7 @@ package modbus
 import (
 	"encoding/binary"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,10 +155,18 @@ func TestDeviceDownThenUp(t *testing.T) {
 	b := openBroker(t)
 	cfg := sensorsConfig(t, 50*time.Millisecond, DeviceConfig{Name: dev, URL: "tcp://" + addr,
 		Registers: []RegisterConfig{{Name: "level", Table: "holding", Address: 7, Type: "uint16", Unit: "%"}}})
-	start(t, b, cfg)
+	logs := start(t, b, cfg)
 	r := newReader(b, ConfigOf(cfg).Topic)
+	link := "link=modbus/" + dev
+	waitLine := func(what string) {
+		t.Helper()
+		if _, ok := logs.Wait(15*time.Second, what, link); !ok {
+			t.Fatalf("no line %q within 15s; log:\n%s", what, logs)
+		}
+	}
 
-	waitMetric(t, "connect errors", func() float64 { return testutil.ToFloat64(pollErrors.WithLabelValues(dev, errConnect)) }, 2)
+	waitLine("WARN link unreachable; retrying")
+	waitMetric(t, "connect errors", func() float64 { return testutil.ToFloat64(pollErrors.WithLabelValues(dev, errConnect)) }, 3)
 	if recs := r.poll(t); len(recs) != 0 {
 		t.Fatalf("%d records while the device is down", len(recs))
 	}
@@ -173,10 +182,14 @@ func TestDeviceDownThenUp(t *testing.T) {
 	if c := testutil.ToFloat64(connected.WithLabelValues(dev)); c != 1 {
 		t.Fatalf("connected = %v with the device up", c)
 	}
+	waitLine("INFO link up after ")
 
 	// The device goes away while connected, then comes back with a new value.
 	stop()
 	waitMetric(t, "connected = 0", func() float64 { return 1 - testutil.ToFloat64(connected.WithLabelValues(dev)) }, 1)
+	waitLine("WARN link lost; retrying")
+	connects := testutil.ToFloat64(pollErrors.WithLabelValues(dev, errConnect))
+	waitMetric(t, "failed reconnects", func() float64 { return testutil.ToFloat64(pollErrors.WithLabelValues(dev, errConnect)) }, connects+2)
 	r.poll(t) // drop what was written before
 	h.mu.Lock()
 	h.holding[7] = 43
@@ -192,6 +205,17 @@ func TestDeviceDownThenUp(t *testing.T) {
 			t.Fatal("no reading of the new value after the device came back")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	waitLine("INFO link back after ")
+	// Every state change once, no line per failed attempt.
+	if warns := logs.Lines("WARN"); len(warns) != 2 {
+		t.Errorf("%d WARN lines, want 2 (unreachable, lost):\n%s", len(warns), strings.Join(warns, "\n"))
+	}
+	for _, l := range logs.Lines("INFO link ", link) {
+		t.Log(l)
+	}
+	if n := len(logs.Lines("INFO link ", link)); n != 2 {
+		t.Errorf("%d INFO link lines, want 2 (up after, back after)", n)
 	}
 	t.Logf("errors: connect %v, io %v, timeout %v, protocol %v", testutil.ToFloat64(pollErrors.WithLabelValues(dev, errConnect)),
 		testutil.ToFloat64(pollErrors.WithLabelValues(dev, errIO)), testutil.ToFloat64(pollErrors.WithLabelValues(dev, errTimeout)),

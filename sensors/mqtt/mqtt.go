@@ -36,6 +36,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sensors"
 )
 
@@ -60,6 +61,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 		if err != nil {
 			return nil, err
 		}
+		in.link = env.Links.New(in.linkOptions())
 		if err := in.ensureTopics(env.Broker); err != nil {
 			return nil, err
 		}
@@ -78,6 +80,9 @@ type Input struct {
 	w        *sensors.Writer
 	log      *slog.Logger
 	queueCap int
+	// link logs the connection's state changes once each (lost, back after
+	// N s), not once per reconnect attempt.
+	link *linkstate.Link
 
 	mu      sync.Mutex
 	running bool
@@ -145,7 +150,21 @@ func New(cfg Config, i int, w *sensors.Writer, log *slog.Logger) (*Input, error)
 	// The queue holds what arrived while a batch is written: more than the MQTT
 	// broker's in-flight window, so the client's reader never waits on us.
 	in.queueCap = max(4*cfg.BatchMaxMessages, 4096)
+	in.link = linkstate.New(in.linkOptions())
 	return in, nil
+}
+
+// linkOptions describe the input's link to its MQTT broker: named
+// mqtt/<broker name> (the URL without its password when unnamed).
+func (in *Input) linkOptions() linkstate.Options {
+	name := in.bcfg.Name
+	if name == "" {
+		name = in.bcfg.URL
+		if u, err := url.Parse(in.bcfg.URL); err == nil {
+			name = u.Redacted()
+		}
+	}
+	return linkstate.Options{Name: "mqtt/" + name, Log: in.log, RetryMin: in.cfg.ReconnectMin, RetryMax: in.cfg.ReconnectMax}
 }
 
 // tlsKeys lists the TLS settings of b that are set.
@@ -293,15 +312,14 @@ func (in *Input) Run(ctx context.Context) error {
 		filters[r.Filter] = byte(in.cfg.QoS)
 	}
 	backoff := in.cfg.ReconnectMin
-	var lastLog time.Time
 	for ctx.Err() == nil {
 		err := in.connect(ctx, client, filters)
 		if err != nil {
-			connects.WithLabelValues(ins, "error").Inc()
-			if time.Since(lastLog) >= errLogEvery {
-				in.log.Warn("mqtt connect failed; retrying", "err", err, "backoff", backoff)
-				lastLog = time.Now()
+			if ctx.Err() != nil {
+				break // shutting down: not a failure of the link
 			}
+			connects.WithLabelValues(ins, "error").Inc()
+			in.link.Down(err) // one WARN when lost, a reminder at most every 5 min
 			if client.IsConnected() {
 				client.Disconnect(0)
 			}
@@ -312,13 +330,20 @@ func (in *Input) Run(ctx context.Context) error {
 		connects.WithLabelValues(ins, "ok").Inc()
 		up.Set(1)
 		backoff = in.cfg.ReconnectMin
-		in.log.Info("mqtt connected and subscribed", "filters", len(filters))
+		// "link up" the first time, then "link back after N s", once the
+		// connection has lasted linkstate's Settle: two clients with one
+		// client id kick each other out at every reconnect, and that is
+		// one WARN, not two lines per retry.
+		at := time.Now()
+		confirm := time.AfterFunc(in.link.Settle(), func() { in.link.UpSince(at, "filters", len(filters)) })
 		select {
 		case err := <-lost:
+			confirm.Stop()
 			up.Set(0)
-			in.log.Warn("mqtt connection lost; reconnecting", "err", err)
+			in.link.Down(err)
 			sleep(ctx, backoff)
 		case <-ctx.Done():
+			confirm.Stop()
 		}
 	}
 	up.Set(0)

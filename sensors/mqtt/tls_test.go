@@ -353,7 +353,7 @@ func TestMutualTLS(t *testing.T) {
 			// Failing: wait for a retry after the first failure, so a config that
 			// connects on a later attempt would show too.
 			deadline := time.Now().Add(5 * time.Second)
-			for testutil.ToFloat64(connects.WithLabelValues(name, "error")) < 2 || !strings.Contains(logs.String(), "mqtt connect failed") {
+			for testutil.ToFloat64(connects.WithLabelValues(name, "error")) < 2 || !strings.Contains(logs.String(), "link unreachable; retrying") {
 				if time.Now().After(deadline) {
 					t.Fatalf("no failed connection attempts reported within 5s; log:\n%s", logs)
 				}
@@ -361,7 +361,7 @@ func TestMutualTLS(t *testing.T) {
 			}
 			var line string
 			for l := range strings.Lines(logs.String()) {
-				if strings.Contains(l, "mqtt connect failed") {
+				if strings.Contains(l, "link unreachable; retrying") {
 					line = l
 					break
 				}

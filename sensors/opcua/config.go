@@ -2,9 +2,12 @@ package opcua
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gopcua/opcua/ua"
@@ -47,6 +50,10 @@ type ServerConfig struct {
 	// RSA key, needed by every policy but None and by auth: certificate.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// IdentityCertFile and IdentityKeyFile are the user certificate and RSA key
+	// of auth: certificate; empty means the application certificate.
+	IdentityCertFile string `yaml:"identity_cert_file"`
+	IdentityKeyFile  string `yaml:"identity_key_file"`
 	// PublishInterval is the subscription's publishing interval.
 	PublishInterval time.Duration `yaml:"publish_interval"`
 	// Nodes are the monitored items.
@@ -57,7 +64,12 @@ type ServerConfig struct {
 type NodeConfig struct {
 	// NodeID is the node's id, e.g. ns=2;s=Line1.Temperature.
 	NodeID string `yaml:"node_id"`
-	// Name ends the record key; empty means the node id.
+	// BrowsePath names the node by the browse names on the way to it from the
+	// Objects folder, e.g. 2:Line1/2:Temperature (namespace index:name; no
+	// index is namespace 0); katka resolves it on every connect. Set either
+	// node_id or browse_path.
+	BrowsePath string `yaml:"browse_path"`
+	// Name ends the record key; empty means the node id or browse path.
 	Name string `yaml:"name"`
 	// SamplingInterval is how often the server samples the value; 0 is the
 	// publish interval, -1 the fastest the server offers.
@@ -66,6 +78,48 @@ type NodeConfig struct {
 	QueueSize int `yaml:"queue_size"`
 	// Deadband is an absolute deadband: smaller changes are not reported (0: every change).
 	Deadband float64 `yaml:"deadband"`
+}
+
+// key is the node's record key name: its name, else its node id or browse path.
+func (n NodeConfig) key() string {
+	switch {
+	case n.Name != "":
+		return n.Name
+	case n.NodeID != "":
+		return n.NodeID
+	}
+	return n.BrowsePath
+}
+
+// MaxBrowsePathElements bounds the elements of a browse path.
+const MaxBrowsePathElements = 32
+
+// ParseBrowsePath splits a browse path (2:Line1/2:Temperature) into its
+// qualified names: "ns:name" elements separated by "/", where an element
+// without a numeric namespace index before its first ":" is in namespace 0.
+func ParseBrowsePath(p string) ([]*ua.QualifiedName, error) {
+	p = strings.TrimPrefix(p, "/")
+	if p == "" {
+		return nil, errors.New("is empty")
+	}
+	elems := strings.Split(p, "/")
+	if len(elems) > MaxBrowsePathElements {
+		return nil, fmt.Errorf("has %d elements (allowed: up to %d)", len(elems), MaxBrowsePathElements)
+	}
+	out := make([]*ua.QualifiedName, 0, len(elems))
+	for i, e := range elems {
+		qn := &ua.QualifiedName{Name: e}
+		if ns, name, ok := strings.Cut(e, ":"); ok {
+			if n, err := strconv.ParseUint(ns, 10, 16); err == nil {
+				qn = &ua.QualifiedName{NamespaceIndex: uint16(n), Name: name}
+			}
+		}
+		if qn.Name == "" {
+			return nil, fmt.Errorf("element %d has no browse name", i+1)
+		}
+		out = append(out, qn)
+	}
+	return out, nil
 }
 
 // sample is this input's documented section of configs/katka.yaml.
@@ -135,6 +189,9 @@ func (c *Config) Validate(v *config.Validator, path string, _ *config.Config) {
 		if (s.SecurityPolicy != "None" || s.Auth == "certificate") && (s.CertFile == "" || s.KeyFile == "") {
 			v.Add(p+".cert_file", "cert_file and key_file are needed with security_policy %s and auth %s", s.SecurityPolicy, s.Auth)
 		}
+		if (s.IdentityCertFile == "") != (s.IdentityKeyFile == "") {
+			v.Add(p+".identity_cert_file", "identity_cert_file and identity_key_file go together (or leave both empty to use cert_file)")
+		}
 		v.Positive(p+".publish_interval", s.PublishInterval)
 		if len(s.Nodes) == 0 {
 			v.Add(p+".nodes", "is empty (list at least one node)")
@@ -145,13 +202,19 @@ func (c *Config) Validate(v *config.Validator, path string, _ *config.Config) {
 		keys := map[string]string{}
 		for j, n := range s.Nodes {
 			np := fmt.Sprintf("%s.nodes[%d]", p, j)
-			if _, err := ua.ParseNodeID(n.NodeID); err != nil || n.NodeID == "" {
-				v.Add(np+".node_id", "%q is not a node id (e.g. ns=2;s=Line1.Temperature or ns=3;i=1001)", n.NodeID)
+			switch {
+			case n.NodeID != "" && n.BrowsePath != "":
+				v.Add(np+".browse_path", "is set with node_id (set one of them)")
+			case n.BrowsePath != "":
+				if _, err := ParseBrowsePath(n.BrowsePath); err != nil {
+					v.Add(np+".browse_path", "%q: %v (e.g. 2:Line1/2:Temperature)", n.BrowsePath, err)
+				}
+			default:
+				if _, err := ua.ParseNodeID(n.NodeID); err != nil || n.NodeID == "" {
+					v.Add(np+".node_id", "%q is not a node id (e.g. ns=2;s=Line1.Temperature or ns=3;i=1001; or set browse_path)", n.NodeID)
+				}
 			}
-			key := n.Name
-			if key == "" {
-				key = n.NodeID
-			}
+			key := n.key()
 			if first, dup := keys[key]; dup {
 				v.Add(np+".name", "%q is already used at %s (record keys must be unique per server)", key, first)
 			} else {

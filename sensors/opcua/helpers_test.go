@@ -67,7 +67,7 @@ func newPKI(t testing.TB, name string) pki {
 	tmpl := x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageContentCommitment | x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature | x509.KeyUsageDataEncipherment | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
@@ -192,8 +192,8 @@ func testConfig(s ServerConfig) config.Sensors {
 	return cfg
 }
 
-// runInputs runs the inputs of cfg on b until the test ends.
-func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors, log *slog.Logger) {
+// runInputs runs the inputs of cfg on b until the test ends or stop is called.
+func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors, log *slog.Logger) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -201,7 +201,9 @@ func runInputs(t testing.TB, b *broker.Broker, cfg config.Sensors, log *slog.Log
 		cancel()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	stop = sync.OnceFunc(func() { cancel(); wg.Wait() })
+	t.Cleanup(stop)
+	return stop
 }
 
 // proxy forwards TCP connections from its own port to a target port, so a
@@ -213,6 +215,7 @@ type proxy struct {
 	mu     sync.Mutex
 	conns  []net.Conn
 	holed  bool
+	frozen map[net.Conn]bool // connections whose bytes wait for ever
 }
 
 // newProxy listens on 127.0.0.1:port and forwards to 127.0.0.1:target.
@@ -261,7 +264,7 @@ func (p *proxy) pipe(a, b net.Conn) {
 			b.Close()
 			return
 		}
-		for p.isHoled() {
+		for p.isHoled(a) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		if _, err := b.Write(buf[:n]); err != nil {
@@ -271,11 +274,24 @@ func (p *proxy) pipe(a, b net.Conn) {
 	}
 }
 
-// isHoled reports whether the link is cut.
-func (p *proxy) isHoled() bool {
+// isHoled reports whether the link of c is cut.
+func (p *proxy) isHoled(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.holed
+	return p.holed || p.frozen[c]
+}
+
+// freeze makes the connections open now silent for ever (as a middlebox
+// that dropped their state does), while new connections pass.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.frozen == nil {
+		p.frozen = map[net.Conn]bool{}
+	}
+	for _, c := range p.conns {
+		p.frozen[c] = true
+	}
 }
 
 // retarget forwards new connections to another port.

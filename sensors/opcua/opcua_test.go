@@ -178,34 +178,42 @@ func waitValue(t *testing.T, b *broker.Broker, topic string, v float64) {
 // lastValues reports whether every node's last record in topic has value v.
 func lastValues(t *testing.T, b *broker.Broker, topic string, v float64) bool {
 	t.Helper()
-	{
-		last := map[string]float64{}
-		info, err := b.Topic(topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for p := range info.Partitions {
-			for off := int64(0); ; {
-				res, err := b.Fetch(t.Context(), topic, p, off, 1<<20, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(res.Records) == 0 {
-					break
-				}
-				for _, r := range res.Records {
-					var c change
-					if json.Unmarshal(r.Value, &c) == nil {
-						last[c.Name] = c.Value
-					}
-				}
-				off = res.Records[len(res.Records)-1].Offset + 1
-			}
-		}
-		done := len(last) > 0
-		for _, x := range last {
-			done = done && x == v
-		}
-		return done
+	last := map[string]float64{}
+	for _, c := range readTopic(t, b, topic) {
+		last[c.Name] = c.Value
 	}
+	done := len(last) > 0
+	for _, x := range last {
+		done = done && x == v
+	}
+	return done
+}
+
+// readTopic returns the changes in topic, partition by partition in offset order.
+func readTopic(t *testing.T, b *broker.Broker, topic string) []change {
+	t.Helper()
+	var out []change
+	info, err := b.Topic(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range info.Partitions {
+		for off := int64(0); ; {
+			res, err := b.Fetch(t.Context(), topic, p, off, 1<<20, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Records) == 0 {
+				break
+			}
+			for _, r := range res.Records {
+				var c change
+				if json.Unmarshal(r.Value, &c) == nil {
+					out = append(out, c)
+				}
+			}
+			off = res.Records[len(res.Records)-1].Offset + 1
+		}
+	}
+	return out
 }

@@ -29,6 +29,7 @@ func factory(cfg config.Sensors, env sensors.Env) ([]sensors.Input, error) {
 	if err != nil {
 		return nil, err
 	}
+	src.link = src.newLink(env.Links)
 	return []sensors.Input{src}, nil
 }
 

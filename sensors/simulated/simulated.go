@@ -17,10 +17,8 @@ import (
 	"time"
 
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 )
-
-// errLogEvery is the least time between two logged produce errors.
-const errLogEvery = 10 * time.Second
 
 // Producer is what the source writes to; the broker satisfies it via a small adapter.
 type Producer interface {
@@ -53,9 +51,9 @@ type Source struct {
 
 	running atomic.Bool
 
-	// Produce error logging, touched only by the Run goroutine.
-	lastErrLog time.Time
-	suppressed int
+	// link logs when writes start failing (disk full, quota) and when they
+	// work again, once each, with a reminder every 5 minutes in between.
+	link *linkstate.Link
 }
 
 // reading is the JSON value of one record.
@@ -89,6 +87,7 @@ func New(cfg Config, p Producer, log *slog.Logger) (*Source, error) {
 		log:      log.With("source", "simulated", "topic", cfg.Topic),
 		now:      time.Now,
 	}
+	s.link = s.newLink(nil)
 	seen := make(map[string]bool, len(cfg.Sensors))
 	for i, c := range cfg.Sensors {
 		sn, err := newSensor(c)
@@ -159,23 +158,30 @@ func (s *Source) emit(ctx context.Context, start time.Time) {
 				return // shutting down
 			}
 			s.produceFailed(sn.id, err)
+			continue
 		}
+		s.link.Up()
 	}
 	if tick && len(readings) > 0 {
-		if err := tp.ProduceTick(ctx, s.topic, readings); err != nil && ctx.Err() == nil {
+		err := tp.ProduceTick(ctx, s.topic, readings)
+		switch {
+		case err == nil:
+			s.link.Up()
+		case ctx.Err() == nil:
 			s.produceFailed(fmt.Sprintf("%d sensors", len(readings)), err)
 		}
 	}
 }
 
-// produceFailed logs a produce error unless one was logged within errLogEvery.
+// newLink is the state of the source's writes to its topic
+// (simulated/<topic>), kept in links (which may be nil).
+func (s *Source) newLink(links *linkstate.Registry) *linkstate.Link {
+	return links.New(linkstate.Options{Name: "simulated/" + s.topic, Log: s.log, RetryMin: s.interval, RetryMax: s.interval,
+		Now: func() time.Time { return s.now() }})
+}
+
+// produceFailed records a failed produce: logged when writes start failing,
+// then at most once per linkstate.DefaultRemind.
 func (s *Source) produceFailed(id string, err error) {
-	now := s.now()
-	if !s.lastErrLog.IsZero() && now.Sub(s.lastErrLog) < errLogEvery {
-		s.suppressed++
-		return
-	}
-	s.log.Error("simulated sensors: produce failed", "sensor", id, "err", err, "suppressed", s.suppressed)
-	s.lastErrLog = now
-	s.suppressed = 0
+	s.link.Down(fmt.Errorf("produce reading of %s: %w", id, err))
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/katka-io/katka/appliance/linkstate"
 )
 
 // record is one call to fakeProducer.Produce.
@@ -277,14 +279,14 @@ func TestRunStopsOnCancel(t *testing.T) {
 	}
 }
 
-// countHandler counts log records at error level.
+// countHandler counts log records at warn level and above.
 type countHandler struct {
 	slog.Handler
 	errors atomic.Int64
 }
 
 func (h *countHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelError {
+	if r.Level >= slog.LevelWarn {
 		h.errors.Add(1)
 	}
 	return nil
@@ -312,14 +314,21 @@ func TestProduceErrorsAreRateLimited(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := h.errors.Load(); got != 1 {
-		t.Fatalf("%d error logs for %d failed produces within 10s, want 1", got, p.calls.Load())
+		t.Fatalf("%d warn logs for %d failed produces, want 1", got, p.calls.Load())
 	}
 
-	// After the quiet period the next failure is logged again, with the count skipped.
+	// After the reminder interval the next failure is logged again ("still down").
 	now := time.Now()
-	src.now = func() time.Time { return now.Add(errLogEvery) }
+	src.now = func() time.Time { return now.Add(linkstate.DefaultRemind) }
 	src.produceFailed("temp-1", errors.New("disk full"))
 	if got := h.errors.Load(); got != 2 {
-		t.Fatalf("%d error logs after the quiet period, want 2", got)
+		t.Fatalf("%d warn logs after the reminder interval, want 2", got)
+	}
+	// Writes work again (Run has returned: no other goroutine): back, once.
+	p.err = nil
+	src.emit(t.Context(), now)
+	src.emit(t.Context(), now)
+	if s := src.link.Snapshot(); s.State != linkstate.Up || h.errors.Load() != 2 {
+		t.Fatalf("after writes work again: %+v, %d warn logs", s, h.errors.Load())
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	katkasensors "github.com/katka-io/katka/sensors"
 )
 
@@ -44,6 +45,7 @@ func factory(cfg config.Sensors, env katkasensors.Env) ([]katkasensors.Input, er
 	if err != nil {
 		return nil, err
 	}
+	in.link = in.newLink(env.Links)
 	return []katkasensors.Input{in}, nil
 }
 
@@ -53,6 +55,15 @@ type Input struct {
 	w    *katkasensors.Writer
 	log  *slog.Logger
 	host string
+	// link logs when writes start failing (disk full, quota) and when they
+	// work again, once each, with a reminder every 5 minutes in between.
+	link *linkstate.Link
+}
+
+// newLink is the state of the input's writes to its topic (system/<topic>),
+// kept in links (which may be nil).
+func (in *Input) newLink(links *linkstate.Registry) *linkstate.Link {
+	return links.New(linkstate.Options{Name: "system/" + in.cfg.Topic, Log: in.log, RetryMin: in.cfg.Interval, RetryMax: in.cfg.Interval})
 }
 
 // New checks cfg and returns the input writing through w; a nil log discards logs.
@@ -78,7 +89,9 @@ func New(cfg Config, w *katkasensors.Writer, log *slog.Logger) (*Input, error) {
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	return &Input{cfg: cfg, w: w, log: log.With("sensor", "system"), host: host}, nil
+	in := &Input{cfg: cfg, w: w, log: log.With("sensor", "system"), host: host}
+	in.link = in.newLink(nil)
+	return in, nil
 }
 
 // Reading is the JSON value of one record; groups not collected are left out.
@@ -144,16 +157,17 @@ func (in *Input) Run(ctx context.Context) error {
 	defer in.log.Info("system input stopped")
 	tk := time.NewTicker(in.cfg.Interval)
 	defer tk.Stop()
-	var lastLog time.Time
 	for {
 		r := in.Read(ctx)
 		value, err := json.Marshal(r)
 		if err == nil {
 			err = in.w.Write(ctx, in.cfg.Topic, in.cfg.Partitions, []broker.Record{{Key: []byte(in.host), Value: value, Timestamp: r.TS}})
 		}
-		if err != nil && ctx.Err() == nil && time.Since(lastLog) > 10*time.Second {
-			in.log.Error("system input: write failed", "err", err)
-			lastLog = time.Now()
+		switch {
+		case err == nil:
+			in.link.Up()
+		case ctx.Err() == nil:
+			in.link.Down(fmt.Errorf("write reading: %w", err)) // once, then a reminder every 5 minutes
 		}
 		select {
 		case <-ctx.Done():

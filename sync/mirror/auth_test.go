@@ -113,7 +113,7 @@ func centralTopics(t testing.TB, cl *kgo.Client) []string {
 // startService runs the links of cfg on b until the test ends.
 func startService(t testing.TB, b *broker.Broker, cfg config.Sync) *Service {
 	t.Helper()
-	svc, err := New(b, cfg, "", nil, testLogger(t))
+	svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestSyncSASLWrongPassword(t *testing.T) {
 			bad := good
 			bad.SASL.Password = "wrong"
 			ctx, cancel := context.WithCancel(context.Background())
-			svc, err := New(b, bad, "", nil, testLogger(t))
+			svc, err := New(b, bad, "", nil, nil, testLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}

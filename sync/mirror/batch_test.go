@@ -114,7 +114,7 @@ func TestUplinkSendsRecordsBeforeCompactedGapAndDamage(t *testing.T) {
 	}
 	cfg := syncConfig(c.ListenAddrs())
 	cfg.Uplink = []config.SyncUplink{{Topic: "hist"}}
-	svc, err := New(b, cfg, "", nil, testLogger(t))
+	svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

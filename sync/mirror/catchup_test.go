@@ -48,7 +48,7 @@ func catchUp(t testing.TB, total int64, capBytes config.ByteSize) (recs int64, r
 	cfg := syncConfig(c.ListenAddrs())
 	cfg.Uplink = []config.SyncUplink{{Topic: "backlog"}}
 	cfg.MaxBytesPerSec = capBytes
-	svc, err := New(b, cfg, "", nil, testLogger(t))
+	svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

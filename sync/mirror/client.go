@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 )
 
 // Header keys added to every mirrored record. The uplink adds the katka.origin.*
@@ -269,17 +270,32 @@ func (b *backoff) reset() { b.cur = 0 }
 // connHook tells a link whether its client can reach the central cluster right
 // now: a failed dial marks it disconnected (with the error), any successful
 // read marks it connected. kgo retries inside a session, so without this the
-// status would lag an outage by the request timeouts.
+// status would lag an outage by the request timeouts, and a central cluster
+// that goes away mid-transfer (kgo retrying inside one batch) would leave no
+// line in the log: ln logs the first failure and the first answer after it.
 type connHook struct {
 	link string
 	m    *metrics
 	st   *linkState
+	ln   *linkstate.Link
 	live *atomic.Bool // set while the link's session is established
+	// giveUp, when set, is called with the error of a failed dial once the
+	// link has been down for giveUpAfter: it ends the session.
+	giveUp func(error)
 }
+
+// giveUpAfter is how long a session's dials may keep failing before the
+// session ends and reconnects follow the link's backoff.
+const giveUpAfter = time.Second
 
 func (h connHook) set(c bool, err error) {
 	if !h.live.Load() {
 		return
+	}
+	if c {
+		h.ln.Seen() // an answer; back once answers keep coming (Settle)
+	} else {
+		h.ln.Down(err)
 	}
 	h.m.connected.WithLabelValues(h.link).Set(map[bool]float64{true: 1, false: 0}[c])
 	h.st.update(func(s *LinkStatus) {
@@ -293,7 +309,11 @@ func (h connHook) set(c bool, err error) {
 // OnBrokerConnect implements kgo.HookBrokerConnect.
 func (h connHook) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
-		h.set(false, fmt.Errorf("connect to %s:%d: %w", meta.Host, meta.Port, err))
+		err = fmt.Errorf("connect to %s:%d: %w", meta.Host, meta.Port, err)
+		h.set(false, err)
+		if s := h.ln.Snapshot(); h.giveUp != nil && h.live.Load() && s.State == linkstate.Down && time.Since(s.Since) >= giveUpAfter {
+			h.giveUp(err)
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 )
 
 // Downlink mirrors central topics into local topics, central partition p into
@@ -29,6 +30,7 @@ type Downlink struct {
 	log   *slog.Logger
 	m     *metrics
 	state *linkState
+	link  *linkstate.Link // logs lost / back once each
 	opts  []kgo.Opt
 	// limiter is sync.downlink_max_bytes_per_sec (nil: no cap), counted on
 	// the record bytes fetched from the central cluster.
@@ -41,8 +43,8 @@ type Downlink struct {
 	live           atomic.Bool // session established (for connHook)
 }
 
-func newDownlink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, log *slog.Logger) *Downlink {
-	return &Downlink{b: b, cfg: cfg, log: log.With("link", "downlink"), m: m, opts: opts,
+func newDownlink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, link *linkstate.Link, log *slog.Logger) *Downlink {
+	return &Downlink{b: b, cfg: cfg, log: log.With("link", "downlink"), m: m, opts: opts, link: link,
 		state: &linkState{st: LinkStatus{Link: "downlink", Brokers: cfg.Brokers, Delivery: "exactly_once"}},
 		parts: map[tp]*PartitionStatus{}, limiter: newCap(cfg.DownlinkMaxBytesPerSec)}
 }
@@ -66,7 +68,8 @@ func (d *Downlink) Run(ctx context.Context) {
 		d.m.errors.WithLabelValues("downlink").Inc()
 		d.state.update(func(s *LinkStatus) { s.LastError, s.LastErrorAt = err.Error(), time.Now() })
 		w := bo.next()
-		d.log.Warn("downlink session ended; reconnecting", "err", err, "in", w.Round(time.Millisecond))
+		d.link.Down(err) // one WARN when the link is lost, not one per retry
+		d.log.Debug("downlink session ended; reconnecting", "err", err, "in", w.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
@@ -146,7 +149,7 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 	opts := append(append([]kgo.Opt(nil), d.opts...),
 		kgo.ConsumePartitions(consume), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(time.Second),
-		kgo.WithHooks(connHook{link: "downlink", m: d.m, st: d.state, live: &d.live}))
+		kgo.WithHooks(connHook{link: "downlink", m: d.m, st: d.state, ln: d.link, live: &d.live}))
 	if gate != nil {
 		// Control records (transaction markers) take offsets too: keeping
 		// them tells when a partition has no backlog left.
@@ -167,7 +170,7 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 	}
 	defer cl.Close()
 	gate.apply(cl, d.log)
-	d.log.Info("downlink connected", "brokers", d.cfg.Brokers, "topics", len(consume))
+	d.link.Up("brokers", d.cfg.Brokers, "topics", len(consume))
 	d.setConnected(true)
 	d.live.Store(true)
 	defer d.live.Store(false)
@@ -218,6 +221,9 @@ func (d *Downlink) session(ctx context.Context, bo *backoff) error {
 				return err
 			}
 			gate.saw(fp)
+		}
+		if len(fps) > 0 {
+			d.link.Up() // central records arrived: the link works
 		}
 		gate.apply(cl, d.log)
 	}

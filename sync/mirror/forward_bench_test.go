@@ -80,7 +80,7 @@ func BenchmarkUplinkForwardCost(b *testing.B) {
 			raw := telemetryBacklog(b, br, "tele", n)
 			cfg := syncConfig(c.ListenAddrs())
 			cfg.Uplink = []config.SyncUplink{{Topic: "tele"}}
-			svc, err := New(br, cfg, "", nil, testLogger(b))
+			svc, err := New(br, cfg, "", nil, nil, testLogger(b))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 )
 
 // Service runs the configured links and keeps their status.
@@ -31,8 +32,9 @@ type Service struct {
 
 // New prepares the links of cfg (which must be valid and enabled) on b. Metrics
 // are registered on reg when it is not nil; the status is written every second
-// to statusPath when it is not empty.
-func New(b *broker.Broker, cfg config.Sync, statusPath string, reg prometheus.Registerer, log *slog.Logger) (*Service, error) {
+// to statusPath when it is not empty. The links' state changes (lost, back
+// after N s) are logged once each and kept in links (which may be nil).
+func New(b *broker.Broker, cfg config.Sync, statusPath string, reg prometheus.Registerer, links *linkstate.Registry, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -47,14 +49,20 @@ func New(b *broker.Broker, cfg config.Sync, statusPath string, reg prometheus.Re
 	s := &Service{cfg: cfg, log: log, statusPath: statusPath}
 	m := newMetrics(reg)
 	if len(cfg.Uplink) > 0 {
-		if s.up, err = newUplink(b, cfg, opts, m, log); err != nil {
+		if s.up, err = newUplink(b, cfg, opts, m, newLink(links, "uplink", cfg, log), log); err != nil {
 			return nil, err
 		}
 	}
 	if len(cfg.Downlink) > 0 {
-		s.down = newDownlink(b, cfg, opts, m, log)
+		s.down = newDownlink(b, cfg, opts, m, newLink(links, "downlink", cfg, log), log)
 	}
 	return s, nil
+}
+
+// newLink is the state of one link (sync/uplink, sync/downlink), logged with
+// the service's logger.
+func newLink(links *linkstate.Registry, name string, cfg config.Sync, log *slog.Logger) *linkstate.Link {
+	return links.New(linkstate.Options{Name: "sync/" + name, Log: log, RetryMin: cfg.BackoffMin, RetryMax: cfg.BackoffMax})
 }
 
 // Run runs the links until ctx ends.
@@ -99,12 +107,19 @@ func (s *Service) refresh(ctx context.Context) {
 func (s *Service) Status() Status {
 	st := Status{Site: s.cfg.Site, Updated: time.Now().UTC()}
 	if s.up != nil {
-		st.Links = append(st.Links, s.up.state.snapshot())
+		st.Links = append(st.Links, withLink(s.up.state.snapshot(), s.up.link))
 	}
 	if s.down != nil {
-		st.Links = append(st.Links, s.down.state.snapshot())
+		st.Links = append(st.Links, withLink(s.down.state.snapshot(), s.down.link))
 	}
 	return st
+}
+
+// withLink adds the logged state of l to ls.
+func withLink(ls LinkStatus, l *linkstate.Link) LinkStatus {
+	s := l.Snapshot()
+	ls.State, ls.StateSince, ls.FailedAttempts = s.State.String(), s.Since, s.FailedAttempts
+	return ls
 }
 
 func sortParts(ps []PartitionStatus) {

@@ -126,7 +126,7 @@ func TestUplinkExactlyOnceAcrossRestartsAndOutage(t *testing.T) {
 	cfg.Uplink = []config.SyncUplink{{Topic: "telemetry"}}
 	cfg.BatchBytes = 256 << 10
 	run := func(d time.Duration) {
-		svc, err := New(b, cfg, "", nil, testLogger(t))
+		svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +142,7 @@ func TestUplinkExactlyOnceAcrossRestartsAndOutage(t *testing.T) {
 	g.Up()
 	run(200 * time.Millisecond)
 	produceLocal(t, b, "telemetry", 4, 20000, 100)
-	svc, err := New(b, cfg, "", nil, testLogger(t))
+	svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func TestUplinkFallsBackToAtLeastOnce(t *testing.T) {
 	cfg := syncConfig(c.ListenAddrs())
 	cfg.Uplink = []config.SyncUplink{{Topic: "alarms"}}
 	for round := 0; round < 2; round++ {
-		svc, err := New(b, cfg, "", nil, testLogger(t))
+		svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func TestUplinkPriority(t *testing.T) {
 	cfg := syncConfig(c.ListenAddrs())
 	cfg.Uplink = []config.SyncUplink{{Regex: "tele.*"}, {Topic: "alarms", Priority: 10}}
 	cfg.MaxBytesPerSec = 2 * config.MB
-	svc, err := New(b, cfg, "", nil, testLogger(t))
+	svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

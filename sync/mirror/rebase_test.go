@@ -95,7 +95,7 @@ func TestUplinkRebasesWhenCheckpointIsAheadAfterPowerCut(t *testing.T) {
 	cfg.Uplink = []config.SyncUplink{{Topic: "events"}}
 	// start runs the uplink on b; the returned func stops it.
 	start := func(b *broker.Broker) (*Service, func()) {
-		svc, err := New(b, cfg, "", nil, testLogger(t))
+		svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +139,7 @@ func TestUplinkRebasesWhenCheckpointIsAheadAfterPowerCut(t *testing.T) {
 	if info, _ := b.PartitionInfo("events", 0); info.HighWatermark != 1000 {
 		t.Fatalf("partition 0 ends at %d after the cut, want 1000", info.HighWatermark)
 	}
-	svc, err := New(b, cfg, "", nil, testLogger(t))
+	svc, err := New(b, cfg, "", nil, nil, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,13 @@ type LinkStatus struct {
 	Brokers []string `json:"brokers"`
 	// Connected is true while a session with the central cluster is up.
 	Connected bool `json:"connected"`
+	// State is the link's logged state (starting, up, down: see
+	// appliance/linkstate), since StateSince, with the failed attempts since
+	// it went down. Unlike Connected it turns up only once the central
+	// cluster keeps answering, as the log's "link back after" line does.
+	State          string    `json:"state"`
+	StateSince     time.Time `json:"state_since"`
+	FailedAttempts int       `json:"failed_attempts,omitempty"`
 	// Delivery is exactly_once or at_least_once (the mode in force).
 	Delivery string `json:"delivery"`
 	// LastError is the error that ended the last session, if any.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 )
 
 // tp names one local partition.
@@ -49,6 +50,7 @@ type Uplink struct {
 	log     *slog.Logger
 	m       *metrics
 	state   *linkState
+	link    *linkstate.Link // logs lost / back once each
 	rules   []rule
 	skip    map[string]bool // downlink targets: never mirrored back up
 	limiter *rate.Limiter
@@ -69,8 +71,8 @@ type Uplink struct {
 }
 
 // newUplink prepares the uplink; it does not connect.
-func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, log *slog.Logger) (*Uplink, error) {
-	u := &Uplink{b: b, cfg: cfg, log: log.With("link", "uplink"), m: m, opts: opts,
+func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, link *linkstate.Link, log *slog.Logger) (*Uplink, error) {
+	u := &Uplink{b: b, cfg: cfg, log: log.With("link", "uplink"), m: m, opts: opts, link: link,
 		state: &linkState{st: LinkStatus{Link: "uplink", Brokers: cfg.Brokers, Delivery: cfg.Delivery}}, // "auto" until connected
 		pos:   map[tp]int64{}, line: map[tp]lineage{}, boot: map[tp]int64{}, verified: map[tp]bool{},
 		skip: map[string]bool{cfg.CheckpointTopic: true}}
@@ -140,7 +142,8 @@ func (u *Uplink) Run(ctx context.Context) {
 		u.m.errors.WithLabelValues("uplink").Inc()
 		u.state.update(func(s *LinkStatus) { s.LastError, s.LastErrorAt = err.Error(), time.Now() })
 		d := bo.next()
-		u.log.Warn("uplink session ended; reconnecting", "err", err, "in", d.Round(time.Millisecond))
+		u.link.Down(err) // one WARN when the link is lost, not one per retry
+		u.log.Debug("uplink session ended; reconnecting", "err", err, "in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
@@ -160,7 +163,18 @@ func (u *Uplink) setConnected(c bool) {
 
 // session is one connection to the central cluster: fence, read checkpoints,
 // then mirror batches until an error.
-func (u *Uplink) session(ctx context.Context, bo *backoff) error {
+func (u *Uplink) session(parent context.Context, bo *backoff) (err error) {
+	// A central cluster that stays unreachable ends the session (giveUp),
+	// so that reconnects follow the backoff: inside a transaction kgo retries
+	// AddPartitionsToTxn on a refused dial without any pause (measured: 8000
+	// dials/s and a whole core on the edge while the central cluster was down).
+	ctx, stop := context.WithCancelCause(parent)
+	defer stop(nil)
+	defer func() {
+		if cause := context.Cause(ctx); cause != nil && parent.Err() == nil && err != nil {
+			err = cause
+		}
+	}()
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	versions, err := probe(setupCtx, u.cfg, u.opts)
@@ -169,7 +183,10 @@ func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 	}
 	txn := u.transactional(versions)
 	opts := append(append([]kgo.Opt(nil), u.opts...), producerOpts(u.cfg)...)
-	opts = append(opts, kgo.WithHooks(connHook{link: "uplink", m: u.m, st: u.state, live: &u.live}))
+	opts = append(opts, kgo.WithHooks(connHook{link: "uplink", m: u.m, st: u.state, ln: u.link, live: &u.live,
+		giveUp: func(err error) {
+			stop(fmt.Errorf("central cluster unreachable for %s, ending the session (reconnects back off): %w", giveUpAfter, err))
+		}}))
 	if txn {
 		opts = append(opts, kgo.TransactionalID(u.txnID()), kgo.TransactionTimeout(60*time.Second))
 	}
@@ -211,7 +228,7 @@ func (u *Uplink) session(ctx context.Context, bo *backoff) error {
 	if txn {
 		mode = "exactly_once"
 	}
-	u.log.Info("uplink connected", "brokers", u.cfg.Brokers, "delivery", mode, "checkpoints", len(pos))
+	u.link.Up("brokers", u.cfg.Brokers, "delivery", mode, "checkpoints", len(pos))
 	u.state.update(func(s *LinkStatus) { s.Delivery = mode })
 	u.m.exactlyOnce.WithLabelValues("uplink").Set(map[bool]float64{true: 1, false: 0}[txn])
 	u.setConnected(true)
@@ -689,6 +706,7 @@ func (u *Uplink) send(ctx context.Context, cl *kgo.Client, txn bool, cpParts int
 	u.records.Add(recs)
 	u.bytes.Add(bytes)
 	u.state.update(func(s *LinkStatus) { s.LastCommit = time.Now() })
+	u.link.Up() // a batch committed: the link works
 	return nil
 }
 

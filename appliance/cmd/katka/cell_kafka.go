@@ -19,7 +19,7 @@ var runningCellRF int16 = 1
 func cellPartitions(t cluster.TopicInfo) []kafka.CellPartition {
 	out := make([]kafka.CellPartition, len(t.Partitions))
 	for i, p := range t.Partitions {
-		out[i] = kafka.CellPartition{Leader: p.Leader, LeaderEpoch: p.LeaderEpoch, Replicas: p.Replicas, ISR: p.ISR}
+		out[i] = kafka.CellPartition{Leader: p.Leader, LeaderEpoch: p.LeaderEpoch, Replicas: p.Replicas, ISR: p.ISR, Adding: p.Adding, Removing: p.Removing()}
 	}
 	return out
 }
@@ -40,6 +40,8 @@ func kafkaCellError(err error) error {
 		{cluster.ErrReplicationFactor, kerr.InvalidReplicationFactor},
 		{cluster.ErrInvalidPartitions, kerr.InvalidPartitions},
 		{cluster.ErrNoController, kerr.NotController},
+		{cluster.ErrInvalidReplicas, kerr.InvalidReplicaAssignment},
+		{cluster.ErrNoReassignment, kerr.NoReassignmentInProgress},
 	} {
 		if errors.Is(err, m.err) {
 			return fmt.Errorf("%w: %v", m.kerr, err)
@@ -61,6 +63,10 @@ func (v cellView) CreateTopic(ctx context.Context, name string, partitions int32
 func (v cellView) CreatePartitions(ctx context.Context, name string, count int32) error {
 	_, err := v.n.CreatePartitions(ctx, name, count)
 	return kafkaCellError(err)
+}
+
+func (v cellView) Reassign(ctx context.Context, topic string, partition int32, replicas []int32) error {
+	return kafkaCellError(v.n.Reassign(ctx, topic, partition, replicas))
 }
 
 func (v cellView) DeleteTopic(ctx context.Context, name string) error {

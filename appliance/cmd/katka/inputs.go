@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sensors/can"
 	"github.com/katka-io/katka/sensors/modbus"
 	"github.com/katka-io/katka/sensors/mqtt"
@@ -23,10 +25,42 @@ type inputInfo struct {
 	Topics   []string `json:"topics"`
 	Interval string   `json:"interval,omitempty"`
 	Detail   string   `json:"detail,omitempty"`
+	// Links is the state of the input's links (up or down since when, the
+	// last error): its MQTT broker, Modbus device, CAN interfaces, or its
+	// writes to its topic.
+	Links []linkstate.Snapshot `json:"links,omitempty"`
 }
 
-// inputsStatus lists the enabled inputs of the sensors config.
-func inputsStatus(s config.Sensors) []inputInfo {
+// inputsStatus lists the enabled inputs of the sensors config, each with the
+// state of its links among links.
+func inputsStatus(s config.Sensors, links []linkstate.Snapshot) []inputInfo {
+	out := configuredInputs(s)
+	for i := range out {
+		in := &out[i]
+		for _, l := range links {
+			kind, name, _ := strings.Cut(l.Link, "/")
+			if kind != in.Kind {
+				continue
+			}
+			switch kind {
+			case "simulated", "system": // their link is their topic
+				if len(in.Topics) > 0 && name == in.Topics[0] {
+					in.Links = append(in.Links, l)
+				}
+			case "can": // one input, a link per interface
+				in.Links = append(in.Links, l)
+			default:
+				if name == in.Name {
+					in.Links = append(in.Links, l)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// configuredInputs lists the enabled inputs of the sensors config.
+func configuredInputs(s config.Sensors) []inputInfo {
 	out := []inputInfo{}
 	if c := simulated.ConfigOf(s); c.Enabled {
 		out = append(out, inputInfo{Kind: "simulated", Name: "simulated", Source: fmt.Sprintf("%d simulated sensors", len(c.Sensors)),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/plugins/host"
 )
 
@@ -25,12 +26,13 @@ var pluginHost *host.Host
 // stop when ctx ends and wg tracks them. A plugin that is misconfigured (no
 // such plugin, wrong kind for its inputs) stops katka at start with the field
 // named; a plugin that fails at run time is restarted and never stops katka.
-func startPlugins(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger) error {
+func startPlugins(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, links *linkstate.Registry, log *slog.Logger) error {
 	h, err := host.New(b, host.Options{
 		Config:            cfg.Plugins,
 		DefaultPartitions: cfg.Topics.DefaultPartitions,
 		Registerer:        reg,
 		Log:               log.With("component", "plugins"),
+		Links:             links,
 	})
 	if err != nil {
 		return fmt.Errorf("plugins: %w", err)

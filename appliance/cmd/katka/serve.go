@@ -18,6 +18,7 @@ import (
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/group"
 	"github.com/katka-io/katka/appliance/httpapi"
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sensors"
 )
 
@@ -92,6 +93,8 @@ func serve(cfg config.Config) error {
 		MaxPartitions:          cfg.Topics.MaxPartitions,
 		Logger:                 log,
 		Metrics:                metrics,
+		// In a cell no partition takes writes before the cell said who leads it.
+		ReplicaGate: cfg.Cell.Enabled(),
 	})
 	if err != nil {
 		return err
@@ -171,12 +174,16 @@ func serve(cfg config.Config) error {
 			}
 		}
 	}
+	// links logs the state changes of the sync links and the inputs (lost,
+	// back after N s) once each, and serves them as katka_link_up and
+	// /v1/status/links.
+	links := linkstate.NewRegistry(reg)
 	var wg sync.WaitGroup
 	for _, start := range []func() error{
 		func() error { return startFirmware(ctx, &wg, b, cfg, reg, log, hs) }, // before sync: creates the local firmware topics
-		func() error { return startSync(ctx, &wg, b, cfg, reg, log) },
-		func() error { return startPlugins(ctx, &wg, b, cfg, reg, log) },
-		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, log) }, // may use partitioner plugins
+		func() error { return startSync(ctx, &wg, b, cfg, reg, links, log) },
+		func() error { return startPlugins(ctx, &wg, b, cfg, reg, links, log) },
+		func() error { return startSensors(ctx, &wg, b, cfg.Sensors, links, log) }, // may use partitioner plugins
 	} {
 		if err := start(); err != nil {
 			cancel()
@@ -186,7 +193,8 @@ func serve(cfg config.Config) error {
 		}
 	}
 	if hs != nil {
-		hs.AddStatus("inputs", func() any { return inputsStatus(cfg.Sensors) })
+		hs.AddStatus("inputs", func() any { return inputsStatus(cfg.Sensors, links.Snapshot()) })
+		hs.AddStatus("links", func() any { return links.Snapshot() }) // up/down of every link and input
 	}
 	if hs != nil && syncStatus != nil {
 		hs.AddStatus("sync", func() any { return syncStatus() })

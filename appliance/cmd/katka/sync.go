@@ -9,6 +9,7 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sync/mirror"
 )
 
@@ -19,11 +20,11 @@ var syncStatus func() mirror.Status
 // startSync starts the uplink and downlink to the central Kafka cluster when
 // sync is enabled; they stop when ctx ends and wg tracks them. Their status is
 // written to the sync status file every second (`katka sync status`).
-func startSync(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, log *slog.Logger) error {
+func startSync(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg config.Config, reg prometheus.Registerer, links *linkstate.Registry, log *slog.Logger) error {
 	if !cfg.Sync.Enabled {
 		return nil
 	}
-	svc, err := mirror.New(b, cfg.Sync, mirror.StatusPath(cfg.DataDir, cfg.Sync.StatusFile), reg, log)
+	svc, err := mirror.New(b, cfg.Sync, mirror.StatusPath(cfg.DataDir, cfg.Sync.StatusFile), reg, links, log)
 	if err != nil {
 		return err
 	}

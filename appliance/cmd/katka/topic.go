@@ -326,7 +326,7 @@ func newTopicCmd() *cobra.Command {
 		},
 	}
 	listOut = addOutputFlag(list)
-	cmd.AddCommand(create, list, describe, alter, del)
+	cmd.AddCommand(create, list, describe, alter, del, reassignCmd(admin))
 	return cmd
 }
 

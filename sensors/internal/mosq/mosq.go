@@ -24,8 +24,12 @@ type Broker struct {
 	// TLS listener.
 	Addr, URL string
 
-	cmd *exec.Cmd
-	out *syncBuffer
+	bin, conf string
+	out       *syncBuffer
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
 }
 
 // Binary returns the path of mosquitto, skipping (or with CI=true failing) t if it
@@ -122,28 +126,57 @@ log_type warning
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{Addr: fmt.Sprintf("127.0.0.1:%d", port), out: &syncBuffer{}}
+	b := &Broker{Addr: fmt.Sprintf("127.0.0.1:%d", port), out: &syncBuffer{}, bin: bin, conf: path}
 	b.URL = scheme + "://" + b.Addr
-	b.cmd = exec.Command(bin, "-c", path)
-	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
-	if err := b.cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { b.cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		b.cmd.Process.Kill()
-		<-exited
+		b.Kill()
 		if t.Failed() {
 			t.Logf("mosquitto output:\n%s", b.out.String())
 		}
 	})
+	b.launch(t)
+	return b
+}
+
+// Kill stops the broker with SIGKILL (clients see their connections reset)
+// and waits until it has exited; Restart starts it again.
+func (b *Broker) Kill() {
+	b.mu.Lock()
+	cmd, exited := b.cmd, b.exited
+	b.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Kill()
+	<-exited
+}
+
+// Restart starts the broker again on the same address and configuration
+// after Kill, and waits until it listens.
+func (b *Broker) Restart(t testing.TB) {
+	t.Helper()
+	b.launch(t)
+}
+
+// launch starts mosquitto and waits until it listens.
+func (b *Broker) launch(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(b.bin, "-c", b.conf)
+	cmd.Stdout, cmd.Stderr = b.out, b.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start mosquitto: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	b.mu.Lock()
+	b.cmd, b.exited = cmd, exited
+	b.mu.Unlock()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			return b
+			return
 		}
 		select {
 		case <-exited:
