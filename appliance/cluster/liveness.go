@@ -80,7 +80,7 @@ type liveness struct {
 func newLiveness(n *Node, reg prometheus.Registerer) *liveness {
 	l := &liveness{n: n, heard: map[int32]heard{}, fenceIndex: map[int32]uint64{}, poke: make(chan struct{}, 1),
 		elections: prometheus.NewCounter(prometheus.CounterOpts{Name: "katka_cell_leader_elections_total",
-			Help: "Controller leader: partition leaders elected because a node was fenced or unfenced (liveness)."})}
+			Help: "Controller leader: partition leaders elected because a node was fenced, unfenced or removed."})}
 	if reg != nil {
 		reg.MustRegister(l.elections,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "katka_cell_fenced_nodes",
@@ -123,6 +123,21 @@ func (f *fsm) replicationCounts() replicationCounts {
 		}
 	}
 	return c
+}
+
+// countElections counts the partition leaders elected between two views of
+// the metadata (remove_node's, which returns no elections).
+func (l *liveness) countElections(before, after Metadata) {
+	n := 0
+	for name, t := range after.Topics {
+		old := before.Topics[name].Partitions
+		for i, p := range t.Partitions {
+			if i < len(old) && p.LeaderEpoch != old[i].LeaderEpoch && p.Leader >= 0 {
+				n++
+			}
+		}
+	}
+	l.elections.Add(float64(n))
 }
 
 // serveHeartbeats serves a heartbeat stream from node from, on the
@@ -328,23 +343,28 @@ func (n *Node) livenessLoop() {
 		}
 		if leaderSince.IsZero() {
 			leaderSince = time.Now()
-			n.live.heardLeader(prev, prevContact)
+			if !n.live.heardLeader(prev, prevContact) {
+				prev = -1 // every node gets the grace
+			}
 		}
 		n.live.check(leaderSince, prev)
 	}
 }
 
 // heardLeader records raft's last contact with the previous controller
-// leader as its last heartbeat (leaders send none).
-func (l *liveness) heardLeader(id int32, at time.Time) {
-	if id < 0 || id == l.n.cred.NodeID || at.IsZero() {
-		return
+// leader as its last heartbeat (leaders send none). A contact older than the
+// session timeout says this node was cut off itself, not that the leader
+// died: it is not used (false), and the previous leader gets the grace too.
+func (l *liveness) heardLeader(id int32, at time.Time) bool {
+	if id < 0 || id == l.n.cred.NodeID || at.IsZero() || time.Since(at) > l.n.opts.Cell.SessionTimeout {
+		return false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if h := l.heard[id]; h.at.Before(at) {
 		l.heard[id] = heard{at: at, applied: h.applied}
 	}
+	return true
 }
 
 // check is one round of the fencing loop on the controller leader; prev is
@@ -369,8 +389,8 @@ func (l *liveness) check(leaderSince time.Time, prev int32) {
 		h, fi := l.heard[id], l.fenceIndex[id]
 		l.mu.Unlock()
 		last := later(h.at, leaderSince)
-		if id == prev && !h.at.IsZero() {
-			last = h.at
+		if id == prev {
+			last = h.at // seeded by heardLeader
 		}
 		// A first run ever heard (the cell is new) is admitted as it is.
 		known := n.fsm.incarnation(id)
@@ -431,7 +451,6 @@ func (l *liveness) apply(c Command, silent time.Duration, why string) {
 		l.fenceIndex[c.NodeID] = fut.Index()
 		l.mu.Unlock()
 	}
-	l.elections.Add(float64(len(res.Elections)))
 	var moved, offline []Election
 	for _, e := range res.Elections {
 		if e.To < 0 {
@@ -444,6 +463,7 @@ func (l *liveness) apply(c Command, silent time.Duration, why string) {
 				"topic", e.Topic, "partition", e.Partition, "leader", e.To, "leader_epoch", e.LeaderEpoch)
 		}
 	}
+	l.elections.Add(float64(len(moved)))
 	attrs := []any{"node_id", c.NodeID, "leaders_moved", len(moved), "moved", electionList(moved)}
 	switch {
 	case c.Op == opFenceNode && why == "restarted":

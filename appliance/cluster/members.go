@@ -84,6 +84,7 @@ func (n *Node) removeNodeLeader(id int32) error {
 		if err := n.applyNodeCommand(cmd); err != nil {
 			return fmt.Errorf("remove node %d: %w", id, err)
 		}
+		n.live.countElections(md, n.fsm.view())
 	}
 	if inRaft {
 		if err := n.raft.RemoveServer(raftID(id), 0, 5*time.Second).Error(); err != nil {

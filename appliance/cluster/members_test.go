@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
@@ -104,8 +105,15 @@ func TestAwayVoterReplacedThenRemoved(t *testing.T) {
 	if took := time.Since(stopped); took < 3*time.Second-2*time.Second {
 		t.Errorf("voter replaced %v after it stopped, well before voter_replace_after (3s)", took)
 	}
+	ctl := controllerOf(tc)
+	elected := testutil.ToFloat64(ctl.live.elections)
 	if err := live.RemoveNode(ctx, victim); err != nil {
 		t.Fatalf("remove node %d: %v", victim, err)
+	}
+	if now := controllerOf(tc); now != ctl {
+		t.Logf("the controller moved from node %d to %d: leader elections of the removal not checked", ctl.NodeID(), now.NodeID())
+	} else if got := testutil.ToFloat64(ctl.live.elections) - elected; got != float64(len(victimParts)) {
+		t.Errorf("the removal counted %v leader elections, want %d (the partitions node %d led)", got, len(victimParts), victim)
 	}
 	if err := live.RemoveNode(ctx, 99); !errors.Is(err, ErrUnknownNode) {
 		t.Errorf("removing an unknown node: %v, want %v", err, ErrUnknownNode)

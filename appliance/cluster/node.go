@@ -190,7 +190,20 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("cell: raft snapshots: %w", err)
 	}
 	n.store = store
-	n.trans = raft.NewNetworkTransportWithLogger(&raftLayer{p: n.pl, cred: n.cred, adv: tcpAddr(n.advPeer)}, 3, 10*time.Second, hl)
+	// MaxRPCsInFlight 1 turns raft's pipelined replication off: in
+	// hashicorp/raft v1.7 a follower refusing an append (a deposed leader
+	// meeting a newer term) can leave the pipeline's sender and decoder
+	// waiting on each other, and raft.Shutdown then never returns (seen in
+	// TestCellReplicationFaults: a node cut off and healed hung at SIGTERM;
+	// grafana/pyroscope#5518 describes the same deadlock). The controller
+	// commits a few entries a second at most: pipelining buys nothing here.
+	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:          &raftLayer{p: n.pl, cred: n.cred, adv: tcpAddr(n.advPeer)},
+		MaxPool:         3,
+		Timeout:         10 * time.Second,
+		Logger:          hl,
+		MaxRPCsInFlight: 1,
+	})
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(strconv.Itoa(int(n.cred.NodeID)))
 	rc.Logger = hl
