@@ -148,6 +148,10 @@ func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
 		p.Partition = int32(i)
 		p.Leader, p.LeaderEpoch, p.Replicas, p.ISR = cp.Leader, cp.LeaderEpoch, cp.Replicas, cp.ISR
 		p.OfflineReplicas = []int32{}
+		if cp.Leader < 0 {
+			// Offline: no in-sync replica is alive (Kafka's answer; clients retry).
+			p.ErrorCode = errLeaderNotAvailable
+		}
 		mt.Partitions[i] = p
 	}
 }
