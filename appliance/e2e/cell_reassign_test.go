@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -25,36 +23,10 @@ import (
 // leader onto the node that did not hold it. Nothing acknowledged is lost or
 // duplicated, and every replica's log equals the leader's.
 func TestCellWipedNodeAndReassign(t *testing.T) {
-	net := newCellNet(t, 4)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca")
-	cellCLI(t, "cell", "init", "--name", "move", "--out", ca)
-	var nodes []*cellProc
-	var seeds []string
-	for i := 1; i <= 4; i++ {
-		cred := filepath.Join(dir, fmt.Sprintf("n%d", i))
-		cellCLI(t, "cell", "issue", "--ca", ca, "--out", cred)
-		nodes = append(nodes, net.node(i, cellNodeConfig(net.ip(i), cred, "move", 3)))
-		seeds = append(seeds, net.ip(i)+":9092")
-	}
-	for _, n := range nodes {
-		n.start()
-	}
-	var controller int32
-	waitUntil(t, 30*time.Second, "4 nodes to form the cell", func() bool {
-		var ok bool
-		controller, ok = agreed(nodes, []int32{1, 2, 3, 4})
-		return ok
-	})
+	c := startReplCell(t, 4, "move")
+	nodes, seeds, adm, controller := c.nodes, c.seeds, c.adm, c.controller
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	adm := kadm.NewClient(mustClient(t, kgo.SeedBrokers(seeds...)))
-	defer adm.Close()
-	waitUntil(t, 20*time.Second, "the replicated topic to be created", func() bool {
-		r, err := adm.CreateTopic(ctx, replPartitions, 3, nil, replTopic)
-		return (err == nil && r.Err == nil) || (r.Err != nil && strings.Contains(r.Err.Error(), "TOPIC_ALREADY_EXISTS"))
-	})
-	waitFullISR(t, ctx, adm, 30*time.Second)
 
 	log := &ackLog{acked: map[string]kgo.Record{}}
 	wctx, stopWork := context.WithCancel(ctx)

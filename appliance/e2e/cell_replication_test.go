@@ -61,34 +61,10 @@ type ackLog struct {
 // per-producer order; nothing a consumer read may have vanished; and every
 // replica's log must equal the leader's below the high watermark.
 func TestCellReplicationFaults(t *testing.T) {
-	net := newCellNet(t, 3)
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca")
-	cellCLI(t, "cell", "init", "--name", "repl", "--out", ca)
-	var nodes []*cellProc
-	var seeds []string
-	for i := 1; i <= 3; i++ {
-		cred := filepath.Join(dir, fmt.Sprintf("n%d", i))
-		cellCLI(t, "cell", "issue", "--ca", ca, "--out", cred)
-		nodes = append(nodes, net.node(i, cellNodeConfig(net.ip(i), cred, "repl", 3)))
-		seeds = append(seeds, net.ip(i)+":9092")
-	}
-	for _, n := range nodes {
-		n.start()
-	}
-	waitUntil(t, 30*time.Second, "3 nodes to form the cell", func() bool {
-		_, ok := agreed(nodes, []int32{1, 2, 3})
-		return ok
-	})
+	c := startReplCell(t, 3, "repl")
+	net, nodes, seeds, adm := c.net, c.nodes, c.seeds, c.adm
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	adm := kadm.NewClient(mustClient(t, kgo.SeedBrokers(seeds...)))
-	defer adm.Close()
-	waitUntil(t, 20*time.Second, "the replicated topic to be created", func() bool {
-		r, err := adm.CreateTopic(ctx, replPartitions, 3, nil, replTopic)
-		return (err == nil && r.Err == nil) || (r.Err != nil && strings.Contains(r.Err.Error(), "TOPIC_ALREADY_EXISTS"))
-	})
-	waitFullISR(t, ctx, adm, 30*time.Second)
 
 	log := &ackLog{acked: map[string]kgo.Record{}}
 	wctx, stopWork := context.WithCancel(ctx)
@@ -158,6 +134,52 @@ func TestCellReplicationFaults(t *testing.T) {
 	}
 	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records",
 		rounds, len(log.acked), log.failed, countFinal(final), len(log.consumed), lost, dups, vanished, diverged)
+}
+
+// replCell is a cell of real nodes in namespaces with the fault tests'
+// topic created (replication factor 3) and fully in sync.
+type replCell struct {
+	net        *cellNet
+	nodes      []*cellProc
+	seeds      []string
+	adm        *kadm.Client
+	controller int32 // the controller leader when the cell formed
+}
+
+// startReplCell starts n nodes (3 voters) of a cell named cell, waits until
+// they agree, creates replTopic with replication factor 3 and waits until
+// every partition is fully in sync.
+func startReplCell(t *testing.T, n int, cell string) *replCell {
+	t.Helper()
+	c := &replCell{net: newCellNet(t, n)}
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	cellCLI(t, "cell", "init", "--name", cell, "--out", ca)
+	var want []int32
+	for i := 1; i <= n; i++ {
+		cred := filepath.Join(dir, fmt.Sprintf("n%d", i))
+		cellCLI(t, "cell", "issue", "--ca", ca, "--out", cred)
+		c.nodes = append(c.nodes, c.net.node(i, cellNodeConfig(c.net.ip(i), cred, cell, 3)))
+		c.seeds = append(c.seeds, c.net.ip(i)+":9092")
+		want = append(want, int32(i))
+	}
+	for _, p := range c.nodes {
+		p.start()
+	}
+	waitUntil(t, 30*time.Second, fmt.Sprintf("%d nodes to form the cell", n), func() bool {
+		var ok bool
+		c.controller, ok = agreed(c.nodes, want)
+		return ok
+	})
+	c.adm = kadm.NewClient(mustClient(t, kgo.SeedBrokers(c.seeds...)))
+	t.Cleanup(c.adm.Close)
+	ctx := context.Background()
+	waitUntil(t, 20*time.Second, "the replicated topic to be created", func() bool {
+		r, err := c.adm.CreateTopic(ctx, replPartitions, 3, nil, replTopic)
+		return (err == nil && r.Err == nil) || (r.Err != nil && strings.Contains(r.Err.Error(), "TOPIC_ALREADY_EXISTS"))
+	})
+	waitFullISR(t, ctx, c.adm, 30*time.Second)
+	return c
 }
 
 func mustClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
