@@ -24,8 +24,8 @@ import (
 // replicaMaxWait for records.
 const (
 	maxReplicaFrame   = 64 << 20
-	replicaPartBytes  = 1 << 20
-	replicaFetchBytes = 8 << 20
+	replicaPartBytes  = 8 << 20
+	replicaFetchBytes = 16 << 20
 	replicaMaxWait    = 500 // ms
 	maxReplicaItems   = 1 << 16
 )

@@ -32,6 +32,7 @@ type loadSpec struct {
 	topic       string
 	topics      int
 	partitions  int32
+	replication int16
 	recordSize  int
 	records     int64
 	duration    time.Duration
@@ -76,6 +77,8 @@ func (s *loadSpec) validate() error {
 		return fmt.Errorf("--rate %g must not be negative", s.rate)
 	case s.records <= 0 && s.duration <= 0:
 		return errors.New("give --records or --duration")
+	case s.replication == 0 || s.replication < -1:
+		return fmt.Errorf("--replication-factor %d must be -1 (the cluster's default) or at least 1", s.replication)
 	case s.keys < 0:
 		return fmt.Errorf("--keys %d must not be negative", s.keys)
 	}
@@ -247,6 +250,7 @@ with Kafka's default message.max.bytes of 1,000,012 bytes.`,
 	f.StringVar(&s.topic, "topic", "bench", "topic to use (created if missing); with --topics N, the prefix of N topics")
 	f.IntVar(&s.topics, "topics", 1, "number of topics (named <topic>-0 .. <topic>-N-1 when more than one)")
 	f.Int32Var(&s.partitions, "partitions", 1, "partitions per topic if a topic is created")
+	f.Int16Var(&s.replication, "replication-factor", -1, "replicas per partition if a topic is created (-1: the cluster's topics.default_replication_factor)")
 	f.IntVar(&s.recordSize, "record-size", 100, "value size in bytes")
 	f.Int64Var(&s.records, "records", 1_000_000, "records to produce in all (0 with --duration: until the duration is over)")
 	f.DurationVar(&s.duration, "duration", 0, "produce for this long (with --rate: rate x duration records)")
@@ -291,7 +295,7 @@ func prepareTopics(ctx context.Context, kf *kafkaFlags, s *loadSpec) (int32, err
 	names := s.topicNames()
 	cctx, cancel := context.WithTimeout(ctx, kf.timeout)
 	defer cancel()
-	resp, err := adm.CreateTopics(cctx, s.partitions, -1, configs, names...)
+	resp, err := adm.CreateTopics(cctx, s.partitions, s.replication, configs, names...)
 	if err != nil {
 		return 0, fmt.Errorf("create topics: %w", err)
 	}
