@@ -132,7 +132,7 @@ test-arm: cross
 		printf '#!/bin/sh\nexec qemu-%s-static "$$(dirname "$$0")/katka-linux-%s" "$$@"\n' $$qemu $$name > bin/katka-linux-$$name-qemu; \
 		chmod +x bin/katka-linux-$$name-qemu; \
 		echo "test-arm $$name: $(ARM_PKGS) and e2e $(ARM_E2E) under qemu-$$qemu-static"; \
-		CGO_ENABLED=0 GOARCH=$$goarch GOARM=$$goarm $(GO) test -trimpath -count=1 -timeout 10m -exec qemu-$$qemu-static $(ARM_PKGS); \
+		KATKA_TEST_EXEC=qemu-$$qemu-static CGO_ENABLED=0 GOARCH=$$goarch GOARM=$$goarm $(GO) test -trimpath -count=1 -timeout 10m -exec qemu-$$qemu-static $(ARM_PKGS); \
 		KATKA_BIN=$(CURDIR)/bin/katka-linux-$$name-qemu KATKA_TORTURE_ROUNDS=10 $(GO) test -race -count=1 -timeout 8m -v -run '$(ARM_E2E)' ./appliance/e2e/ 2>&1 \
 			| grep -E '^(torture summary|--- |ok|FAIL|PASS|panic)|kcat produced'; \
 		echo "test-arm $$name: $$(( $$(date +%s) - start )) s"; \

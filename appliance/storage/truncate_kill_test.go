@@ -91,6 +91,11 @@ func TestTruncateBackSIGKILL(t *testing.T) {
 	rng := rand.New(rand.NewPCG(42, 42))
 	for round := 0; round < 16; round++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		if emu := os.Getenv("KATKA_TEST_EXEC"); emu != "" {
+			// Under qemu-user (make test-arm) the test binary is not a
+			// host executable: the child runs through the same emulator.
+			cmd = exec.Command(emu, os.Args[0], "-test.run=^$")
+		}
 		cmd.Env = append(os.Environ(), "KATKA_TRUNC_CHILD="+dir, fmt.Sprintf("KATKA_TRUNC_SEED=%d", round),
 			fmt.Sprintf("KATKA_TRUNC_KILL=%d", 1+rng.IntN(10)))
 		stdout, err := cmd.StdoutPipe()
