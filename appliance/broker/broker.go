@@ -552,6 +552,13 @@ func (b *Broker) finish(name string, free int, publish func()) {
 // A create of a name being deleted waits for the delete to end. The directories
 // and logs are made without the lock other topics need.
 func (b *Broker) CreateTopic(name string, n int32, cfg TopicConfig) (TopicInfo, error) {
+	return b.CreateTopicID(name, n, cfg, [16]byte{})
+}
+
+// CreateTopicID is CreateTopic with the topic id given (all zero: a new
+// random one): in a cell every node holds a topic under the id the
+// controller committed, so clients may address it by id on any node.
+func (b *Broker) CreateTopicID(name string, n int32, cfg TopicConfig, id [16]byte) (TopicInfo, error) {
 	if err := ValidTopicName(name); err != nil {
 		return TopicInfo{}, err
 	}
@@ -572,7 +579,7 @@ func (b *Broker) CreateTopic(name string, n int32, cfg TopicConfig) (TopicInfo, 
 		}
 		return TopicInfo{}, err
 	}
-	t, err := b.makeTopic(name, n, cfg)
+	t, err := b.makeTopic(name, n, cfg, id)
 	if err != nil {
 		b.finish(name, int(n), nil)
 		return TopicInfo{}, err
@@ -584,10 +591,12 @@ func (b *Broker) CreateTopic(name string, n int32, cfg TopicConfig) (TopicInfo, 
 
 // makeTopic creates a topic's directory, partition logs and metadata; the
 // caller holds the name busy.
-func (b *Broker) makeTopic(name string, n int32, cfg TopicConfig) (*topic, error) {
-	info := TopicInfo{Name: name, Partitions: n, Config: b.resolve(cfg), Created: time.Now().UTC()}
-	if _, err := rand.Read(info.ID[:]); err != nil {
-		return nil, fmt.Errorf("create topic %s: topic id: %w", name, err)
+func (b *Broker) makeTopic(name string, n int32, cfg TopicConfig, id [16]byte) (*topic, error) {
+	info := TopicInfo{Name: name, ID: id, Partitions: n, Config: b.resolve(cfg), Created: time.Now().UTC()}
+	if info.ID == ([16]byte{}) {
+		if _, err := rand.Read(info.ID[:]); err != nil {
+			return nil, fmt.Errorf("create topic %s: topic id: %w", name, err)
+		}
 	}
 	dir := filepath.Join(b.opts.DataDir, name)
 	if err := os.Mkdir(dir, 0o750); errors.Is(err, os.ErrExist) {

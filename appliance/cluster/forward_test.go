@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -278,7 +279,7 @@ type testTopics struct{ b *broker.Broker }
 func (l testTopics) Topics() []LocalTopic {
 	var out []LocalTopic
 	for _, t := range l.b.Topics() {
-		lt := LocalTopic{Name: t.Name, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
+		lt := LocalTopic{Name: t.Name, ID: t.IDString(), Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
 		parts, _ := l.b.Partitions(t.Name)
 		for _, p := range parts {
 			lt.Empty = lt.Empty && p.HighWatermark == 0
@@ -288,8 +289,12 @@ func (l testTopics) Topics() []LocalTopic {
 	return out
 }
 
-func (l testTopics) CreateTopic(name string, n int32, _ map[string]string) error {
-	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{})
+func (l testTopics) CreateTopic(name string, n int32, _ map[string]string, id string) error {
+	var tid [16]byte
+	if b, err := hex.DecodeString(id); err == nil && len(b) == len(tid) {
+		copy(tid[:], b)
+	}
+	_, err := l.b.CreateTopicID(name, n, broker.TopicConfig{}, tid)
 	return err
 }
 

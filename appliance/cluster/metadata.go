@@ -49,6 +49,10 @@ type TopicInfo struct {
 	ReplicationFactor int `json:"replication_factor"`
 	// Configs are topic configs set explicitly (Kafka names).
 	Configs map[string]string `json:"configs,omitempty"`
+	// ID is the topic id (hex, 16 bytes) every node creates the topic's
+	// logs with, so clients may address it by id anywhere; empty for
+	// topics committed before ids were.
+	ID string `json:"id,omitempty"`
 }
 
 // Metadata is the cluster metadata the controller replicates.

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -94,6 +96,20 @@ func (md Metadata) nodeIDs() []int32 {
 // leader are metadata only until replication (issue 16) copies data.
 // configs are the topic's configs (Kafka names), created with it on every node.
 func (n *Node) CreateTopicAssigned(ctx context.Context, name string, partitions int32, rf int, configs map[string]string) (TopicInfo, error) {
+	return n.CreateTopicID(ctx, name, partitions, rf, configs, "")
+}
+
+// CreateTopicID is CreateTopicAssigned with the topic id given (hex; ""
+// makes a new random one): a topic a node already holds is proposed under
+// its own id.
+func (n *Node) CreateTopicID(ctx context.Context, name string, partitions int32, rf int, configs map[string]string, id string) (TopicInfo, error) {
+	if id == "" {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return TopicInfo{}, fmt.Errorf("create topic %s: topic id: %w", name, err)
+		}
+		id = hex.EncodeToString(b[:])
+	}
 	md := n.fsm.view()
 	ids := md.placeable()
 	if rf < 1 || rf > len(ids) {
@@ -103,7 +119,7 @@ func (n *Node) CreateTopicAssigned(ctx context.Context, name string, partitions 
 	if err != nil {
 		return TopicInfo{}, err
 	}
-	ti.Configs = maps.Clone(configs)
+	ti.Configs, ti.ID = maps.Clone(configs), id
 	if err := remoteError(n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti})); err != nil {
 		return TopicInfo{}, err
 	}

@@ -13,7 +13,9 @@ import (
 
 // LocalTopic is one topic of this node's broker.
 type LocalTopic struct {
-	Name       string
+	Name string
+	// ID is the topic's id on this node (hex).
+	ID         string
 	Partitions int32
 	// Internal is true for katka's and Kafka's internal topics, which stay
 	// on every node (consumer offsets, transaction state).
@@ -27,9 +29,10 @@ type LocalTopic struct {
 type LocalTopics interface {
 	// Topics lists the broker's topics.
 	Topics() []LocalTopic
-	// CreateTopic creates a topic with n partitions and the topic configs
-	// (Kafka names) on this node.
-	CreateTopic(name string, n int32, configs map[string]string) error
+	// CreateTopic creates a topic with n partitions, the topic configs
+	// (Kafka names) and the cell's topic id (hex; "" for a new one) on this
+	// node.
+	CreateTopic(name string, n int32, configs map[string]string, id string) error
 	// CreatePartitions grows a topic of this node to n partitions.
 	CreatePartitions(name string, n int32) error
 	// DeleteTopic deletes a topic's logs on this node.
@@ -82,7 +85,7 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 		lt, ok := have[name]
 		switch {
 		case !ok:
-			if err := local.CreateTopic(name, int32(len(t.Partitions)), t.Configs); err != nil && !warned[name] {
+			if err := local.CreateTopic(name, int32(len(t.Partitions)), t.Configs, t.ID); err != nil && !warned[name] {
 				warned[name] = true
 				n.log.Warn("cell: creating a cell topic on this node failed", "topic", name, "err", err)
 			}
@@ -118,9 +121,9 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 		var err error
 		if lt.Empty {
-			err = n.CreateTopic(ctx, name, lt.Partitions, 1)
+			_, err = n.CreateTopicID(ctx, name, lt.Partitions, 1, nil, lt.ID)
 		} else {
-			err = n.adoptTopic(ctx, name, lt.Partitions)
+			err = n.adoptTopic(ctx, name, lt.Partitions, lt.ID)
 		}
 		cancel()
 		if err != nil && !errors.Is(err, ErrTopicExists) && !strings.Contains(err.Error(), ErrTopicExists.Error()) && !warned["propose "+name] {
@@ -131,11 +134,12 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 }
 
 // adoptTopic commits a topic whose partitions all stay on this node.
-func (n *Node) adoptTopic(ctx context.Context, name string, partitions int32) error {
+func (n *Node) adoptTopic(ctx context.Context, name string, partitions int32, id string) error {
 	ti, err := assign([]int32{n.cred.NodeID}, partitions, 1, 0)
 	if err != nil {
 		return err
 	}
+	ti.ID = id
 	return n.Apply(ctx, Command{Op: "create_topic", Topic: name, TopicInfo: &ti})
 }
 

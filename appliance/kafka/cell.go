@@ -56,6 +56,9 @@ type CellView interface {
 	// ProducerIDIssued reports whether a producer id was handed out by any
 	// node of the cell.
 	ProducerIDIssued(ctx context.Context, id int64) bool
+	// TopicID is the id the controller committed for a topic (false: the
+	// topic is unknown, or was committed without one).
+	TopicID(topic string) ([16]byte, bool)
 	// Reassign moves a partition's replicas to replicas through the
 	// controller (nil: cancel the move in flight); the move ends by itself
 	// when the new replicas have caught up.
@@ -125,10 +128,15 @@ func (s *Server) cellTopic(mt *kmsg.MetadataResponseTopic) {
 		return
 	}
 	self := s.cfg.Cell.NodeID()
-	// Every node made its own topic id, so none is told: clients then
-	// address topics by name (Produce v12, Fetch v12), which every node
-	// resolves alike. The controller will hand out one id per topic.
+	// The controller's topic id, when this node's logs carry it too (a
+	// topic committed before ids were, or created here under another id, is
+	// told without one: clients then address it by name, Produce/Fetch v12).
 	mt.TopicID = [16]byte{}
+	if id, ok := s.cfg.Cell.TopicID(*mt.Topic); ok {
+		if info, err := s.b.Topic(*mt.Topic); err == nil && info.ID == id {
+			mt.TopicID = id
+		}
+	}
 	if mt.IsInternal {
 		for i := range mt.Partitions {
 			p := &mt.Partitions[i]

@@ -91,6 +91,8 @@ func (f *fakeCell) ProducerIDIssued(ctx context.Context, id int64) bool {
 	return id >= 0 && id < f.pidEnd
 }
 
+func (f *fakeCell) TopicID(topic string) ([16]byte, bool) { return [16]byte{}, false }
+
 func (f *fakeCell) Reassign(ctx context.Context, topic string, partition int32, replicas []int32) error {
 	return fmt.Errorf("reassign in the fake cell: %w", kerr.InvalidReplicaAssignment)
 }

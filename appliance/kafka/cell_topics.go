@@ -49,7 +49,8 @@ func (s *Server) cellCreateTopic(ctx context.Context, client string, rt *kmsg.Cr
 	if _, err := s.cfg.Cell.CreateTopic(ctx, rt.Topic, n, s.replicationFactor(rt.ReplicationFactor), cfg.Overrides); err != nil {
 		return broker.TopicInfo{}, err
 	}
-	info, err := s.b.CreateTopic(rt.Topic, n, cfg)
+	id, _ := s.cfg.Cell.TopicID(rt.Topic) // this node's logs carry the cell's id
+	info, err := s.b.CreateTopicID(rt.Topic, n, cfg, id)
 	if errors.Is(err, broker.ErrTopicExists) {
 		info, err = s.b.Topic(rt.Topic) // the reconciler was first
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -262,7 +263,7 @@ type brokerTopics struct{ b *broker.Broker }
 func (l brokerTopics) Topics() []cluster.LocalTopic {
 	var out []cluster.LocalTopic
 	for _, t := range l.b.Topics() {
-		lt := cluster.LocalTopic{Name: t.Name, Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
+		lt := cluster.LocalTopic{Name: t.Name, ID: t.IDString(), Partitions: t.Partitions, Internal: broker.InternalTopic(t.Name), Empty: true}
 		parts, err := l.b.Partitions(t.Name)
 		if err != nil {
 			continue
@@ -277,7 +278,11 @@ func (l brokerTopics) Topics() []cluster.LocalTopic {
 	return out
 }
 
-func (l brokerTopics) CreateTopic(name string, n int32, configs map[string]string) error {
-	_, err := l.b.CreateTopic(name, n, broker.TopicConfig{Overrides: configs})
+func (l brokerTopics) CreateTopic(name string, n int32, configs map[string]string, id string) error {
+	var tid [16]byte
+	if b, err := hex.DecodeString(id); err == nil && len(b) == len(tid) {
+		copy(tid[:], b)
+	}
+	_, err := l.b.CreateTopicID(name, n, broker.TopicConfig{Overrides: configs}, tid)
 	return err
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -63,6 +64,20 @@ func (v cellView) CreateTopic(ctx context.Context, name string, partitions int32
 func (v cellView) CreatePartitions(ctx context.Context, name string, count int32) error {
 	_, err := v.n.CreatePartitions(ctx, name, count)
 	return kafkaCellError(err)
+}
+
+func (v cellView) TopicID(topic string) ([16]byte, bool) {
+	var id [16]byte
+	t, ok := v.n.Topic(topic)
+	if !ok {
+		return id, false
+	}
+	b, err := hex.DecodeString(t.ID)
+	if err != nil || len(b) != len(id) {
+		return id, false
+	}
+	copy(id[:], b)
+	return id, true
 }
 
 func (v cellView) Reassign(ctx context.Context, topic string, partition int32, replicas []int32) error {
