@@ -37,11 +37,7 @@ func TestCellWipedNodeAndReassign(t *testing.T) {
 		defer wg.Done()
 		produceLoop(t, wctx, seeds, 0, log, &produced)
 	}()
-	acked := func() int {
-		log.mu.Lock()
-		defer log.mu.Unlock()
-		return len(log.acked)
-	}
+	acked := log.count
 	waitUntil(t, 30*time.Second, "the first acknowledgements", func() bool { return acked() > 200 })
 
 	// A replaced SSD: a node other than the controller leader loses its data
@@ -119,17 +115,8 @@ func TestCellWipedNodeAndReassign(t *testing.T) {
 	stopWork()
 	wg.Wait()
 
-	final := readAll(t, ctx, seeds, adm)
-	lost, dups, vanished := checkAcked(t, log, final)
-	isr := isrOf(t, ctx, adm)
-	for _, n := range nodes {
-		n.stop()
-	}
-	diverged := 0
-	for _, n := range nodes {
-		diverged += checkReplicaLog(t, n, final, isr)
-	}
-	t.Logf("%d records acknowledged, %d read back: %d lost, %d duplicated, %d vanished, %d divergent", len(log.acked), countFinal(final), lost, dups, vanished, diverged)
+	v := c.verify(t, ctx, log)
+	t.Logf("%d records acknowledged, %d read back: %d lost, %d duplicated, %d vanished, %d divergent", len(log.acked), v.read, v.lost, v.dups, v.vanished, v.diverged)
 }
 
 func sameInt32s(a, b []int32) bool {

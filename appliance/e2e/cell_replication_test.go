@@ -82,11 +82,7 @@ func TestCellReplicationFaults(t *testing.T) {
 		defer wg.Done()
 		consumeLoop(t, wctx, seeds, log)
 	}()
-	waitUntil(t, 30*time.Second, "the producers' first acknowledgements", func() bool {
-		log.mu.Lock()
-		defer log.mu.Unlock()
-		return len(log.acked) > 100
-	})
+	waitUntil(t, 30*time.Second, "the producers' first acknowledgements", func() bool { return log.count() > 100 })
 
 	faults := []func(){
 		func() { faultKillLeader(t, ctx, adm, nodes) },
@@ -103,37 +99,18 @@ func TestCellReplicationFaults(t *testing.T) {
 		waitUntil(t, 60*time.Second, "the cell to have every partition fully in sync again", func() bool {
 			return cellInSync(nodes) && fullISR(ctx, adm)
 		})
-		log.mu.Lock()
-		n := len(log.acked)
-		log.mu.Unlock()
-		t.Logf("fault round %d done: %d records acknowledged so far", rounds, n)
+		t.Logf("fault round %d done: %d records acknowledged so far", rounds, log.count())
 	}
 	// A marker: records acknowledged after the last fault prove the
 	// producers and the consumer still work.
-	log.mu.Lock()
-	before := len(log.acked)
-	log.mu.Unlock()
-	waitUntil(t, 30*time.Second, "records acknowledged after the last fault", func() bool {
-		log.mu.Lock()
-		defer log.mu.Unlock()
-		return len(log.acked) > before+200
-	})
+	before := log.count()
+	waitUntil(t, 30*time.Second, "records acknowledged after the last fault", func() bool { return log.count() > before+200 })
 	stopWork()
 	wg.Wait()
 
-	final := readAll(t, ctx, seeds, adm)
-	lost, dups, vanished := checkAcked(t, log, final)
-	// Replicas: stop the nodes and compare their logs with the final read.
-	isr := isrOf(t, ctx, adm)
-	for _, n := range nodes {
-		n.stop()
-	}
-	diverged := 0
-	for _, n := range nodes {
-		diverged += checkReplicaLog(t, n, final, isr)
-	}
+	v := c.verify(t, ctx, log)
 	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records",
-		rounds, len(log.acked), log.failed, countFinal(final), len(log.consumed), lost, dups, vanished, diverged)
+		rounds, len(log.acked), log.failed, v.read, len(log.consumed), v.lost, v.dups, v.vanished, v.diverged)
 }
 
 // replCell is a cell of real nodes in namespaces with the fault tests'
@@ -180,6 +157,35 @@ func startReplCell(t *testing.T, n int, cell string) *replCell {
 	})
 	waitFullISR(t, ctx, c.adm, 30*time.Second)
 	return c
+}
+
+// verified are the counts of a replication test's final checks.
+type verified struct{ read, lost, dups, vanished, diverged int }
+
+// verify reads the topic back and checks what log acknowledged and consumed
+// against it (checkAcked), then stops every node and compares its logs
+// with the read (checkReplicaLog).
+func (c *replCell) verify(t *testing.T, ctx context.Context, log *ackLog) verified {
+	t.Helper()
+	final := readAll(t, ctx, c.seeds, c.adm)
+	var v verified
+	v.read = countFinal(final)
+	v.lost, v.dups, v.vanished = checkAcked(t, log, final)
+	isr := isrOf(t, ctx, c.adm)
+	for _, n := range c.nodes {
+		n.stop()
+	}
+	for _, n := range c.nodes {
+		v.diverged += checkReplicaLog(t, n, final, isr)
+	}
+	return v
+}
+
+// count is how many records the producers had acknowledged so far.
+func (l *ackLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
 }
 
 func mustClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {

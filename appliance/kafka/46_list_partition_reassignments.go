@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -50,7 +51,7 @@ func (s *Server) handleListPartitionReassignments(ctx context.Context, c *conn, 
 			if p.Adding == nil && p.Removing == nil {
 				continue
 			}
-			if want != nil && !containsInt32(want, int32(i)) {
+			if want != nil && !slices.Contains(want, int32(i)) {
 				continue
 			}
 			sp := kmsg.NewListPartitionReassignmentsResponseTopicPartition()
@@ -68,13 +69,4 @@ func (s *Server) handleListPartitionReassignments(ctx context.Context, c *conn, 
 		}
 	}
 	return resp, nil
-}
-
-func containsInt32(l []int32, v int32) bool {
-	for _, x := range l {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
