@@ -70,6 +70,13 @@ func newLogger(c config.Log) *slog.Logger {
 // serve runs katka until SIGINT or SIGTERM, then shuts down cleanly: sensors
 // stop, listeners close, every partition is flushed and the data dir unlocked.
 func serve(cfg config.Config) error {
+	// SIGINT and SIGTERM are caught from the first moment: one that comes
+	// while katka starts (its HTTP listener already answers, systemd's stop
+	// right after start) is a clean shutdown once the start is done, never
+	// the default kill.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	log := newLogger(cfg.Log)
 	slog.SetDefault(log)
 	reg := prometheus.NewRegistry()
@@ -204,10 +211,6 @@ func serve(cfg config.Config) error {
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))
-	// SIGTERM is handled before READY=1, so that systemd's stop right after
-	// start is a clean shutdown.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	// Recovery is done and every listener accepts: a Type=notify unit is up.
 	sd := &sdNotifier{log: log}
 	wdCtx, wdStop := context.WithCancel(ctx)
