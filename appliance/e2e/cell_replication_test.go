@@ -198,10 +198,15 @@ func mustClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 }
 
 // cellInSync reports whether the controller leader's metadata has the
-// topic's partitions all led and fully in sync (read from the controller
-// leader over HTTP: a node still replaying the controller's log, such as a
-// wiped one, answers Kafka metadata from an old state).
-func cellInSync(nodes []*cellProc) bool {
+// fault test's topic's partitions all led and fully in sync.
+func cellInSync(nodes []*cellProc) bool { return topicInSync(nodes, replTopic, replPartitions) }
+
+// topicInSync reports whether the controller leader's metadata has a
+// topic's partitions (at least partitions of them) all led and fully in sync
+// (read from the controller leader over HTTP: a node still replaying the
+// controller's log, such as a wiped one, answers Kafka metadata from an old
+// state).
+func topicInSync(nodes []*cellProc, topic string, partitions int) bool {
 	for _, n := range nodes {
 		st, ok := n.status()
 		if !ok || st.Raft.State != "Leader" {
@@ -211,12 +216,12 @@ func cellInSync(nodes []*cellProc) bool {
 			return false
 		}
 		rs, ok := n.replication()
-		if !ok || rs.Partitions < replPartitions {
+		if !ok || rs.Partitions < partitions {
 			return false
 		}
 		for _, l := range [][]cluster.PartitionRef{rs.UnderReplicated, rs.Offline} {
 			for _, p := range l {
-				if p.Topic == replTopic {
+				if p.Topic == topic {
 					return false
 				}
 			}

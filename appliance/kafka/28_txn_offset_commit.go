@@ -15,7 +15,7 @@ import (
 func (s *Server) handleTxnOffsetCommit(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req, addRefused := s.authTxnOffsetCommit(ctx, c, kr.(*kmsg.TxnOffsetCommitRequest))
 	tc, tok := s.txnsFor()
-	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	gc, code := s.groupFor(req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
 	if !tok {
 		code = errCoordinatorNotAvailable
 	}

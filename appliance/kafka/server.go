@@ -27,7 +27,6 @@ import (
 
 	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
-	"github.com/katka-io/katka/appliance/group"
 )
 
 // DefaultMaxRequestBytes is Kafka's socket.request.max.bytes default: a frame
@@ -117,9 +116,7 @@ type Server struct {
 	clusterID string
 	producers *producerTable
 
-	gmu     sync.Mutex         // guards gc and gclosed
-	gc      *group.Coordinator // opened at Listen, replaced if its broker closes
-	gclosed bool
+	groupSet groupSet // the group coordinators (groups.go)
 
 	tx txnState // transaction coordinator and partition index (txn.go)
 
@@ -216,8 +213,10 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	}
 	s.clusterID = b.ClusterID() // random, kept in the data directory
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if _, err := s.groups(); err != nil { // replays __consumer_offsets
-		lg.Warn("consumer groups not ready; retried at first use", "err", err)
+	if cfg.Cell == nil {
+		if _, code := s.groupCoordinator(0); code != errNone { // replays __consumer_offsets
+			lg.Warn("consumer groups not ready; retried at first use")
+		}
 	}
 	if _, err := s.txns(); err != nil { // replays __transaction_state, resumes markers
 		lg.Warn("transaction coordinator not ready; retried at first use", "err", err)

@@ -207,17 +207,26 @@ func (w txnMarkers) WriteMarkers(ctx context.Context, job txn.MarkerJob) error {
 		}
 	}
 	if job.Commit && len(job.Offsets) > 0 {
-		gc, err := s.groups()
-		if err != nil {
-			return fmt.Errorf("apply committed offsets: %w", err)
+		byGroup := map[string][]group.Commit{}
+		for _, o := range job.Offsets {
+			byGroup[o.Group] = append(byGroup[o.Group], group.Commit{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset,
+				Epoch: o.LeaderEpoch, Metadata: o.Metadata, CommitMs: o.CommitMs})
 		}
-		commits := make([]group.Commit, len(job.Offsets))
-		for i, o := range job.Offsets {
-			commits[i] = group.Commit{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset,
-				Epoch: o.LeaderEpoch, Metadata: o.Metadata, CommitMs: o.CommitMs}
-		}
-		if err := gc.ApplyTxnOffsets(commits); err != nil {
-			return fmt.Errorf("apply committed offsets: %w", err)
+		for g, commits := range byGroup {
+			gc, code := s.groupFor(g)
+			if code == errNotCoordinator {
+				// Transactions in a cell are coordinated per node (the
+				// markers of other nodes' groups are not sent there yet):
+				// the offsets are dropped, not retried forever.
+				s.log.Warn("transaction offsets of a group another node coordinates not applied", "group", g, "offsets", len(commits))
+				continue
+			}
+			if code != errNone {
+				return fmt.Errorf("apply committed offsets of group %s: %w", g, codeErrorf(code, "its coordinator is not on this node"))
+			}
+			if err := gc.ApplyTxnOffsets(commits); err != nil {
+				return fmt.Errorf("apply committed offsets of group %s: %w", g, err)
+			}
 		}
 	}
 	return nil
