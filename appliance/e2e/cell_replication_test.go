@@ -82,6 +82,16 @@ func TestCellReplicationFaults(t *testing.T) {
 		defer wg.Done()
 		consumeLoop(t, wctx, seeds, log)
 	}()
+	// The group's committed offsets, read over and over: they must never go
+	// backwards (its coordinator moves with __consumer_offsets' leadership).
+	commits := &commitLog{acked: map[int32]int64{}, seen: map[int32]int64{}}
+	kc := mustClient(t, kgo.SeedBrokers(seeds...))
+	defer kc.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		offsetMonitor(wctx, kc, "repl-check", commits)
+	}()
 	waitUntil(t, 30*time.Second, "the producers' first acknowledgements", func() bool { return log.count() > 100 })
 
 	faults := []func(){
@@ -109,8 +119,11 @@ func TestCellReplicationFaults(t *testing.T) {
 	wg.Wait()
 
 	v := c.verify(t, ctx, log)
-	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records",
-		rounds, len(log.acked), log.failed, v.read, len(log.consumed), v.lost, v.dups, v.vanished, v.diverged)
+	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records; committed offsets %v, %d times read going backwards",
+		rounds, len(log.acked), log.failed, v.read, len(log.consumed), v.lost, v.dups, v.vanished, v.diverged, commits.seen, commits.regressed)
+	if commits.regressed > 0 {
+		t.Errorf("the group's committed offsets went backwards %d times", commits.regressed)
+	}
 }
 
 // replCell is a cell of real nodes in namespaces with the fault tests'
