@@ -233,6 +233,9 @@ type rpcRequest struct {
 	From *Announcement `json:"from,omitempty"`
 	// Command is a controller command to apply on the leader (apply).
 	Command *Command `json:"command,omitempty"`
+	// Kind and Payload are an upper layer's call (call, peer_call.go).
+	Kind    string          `json:"kind,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
 // rpcResponse answers an rpcRequest.

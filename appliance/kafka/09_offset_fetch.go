@@ -46,7 +46,7 @@ func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request
 	}
 	s.authOffsetFetch(ctx, c, req, resp)
 	if req.Version >= 7 {
-		s.markUnstable(req, resp)
+		s.markUnstable(ctx, req, resp)
 	}
 	return resp, nil
 }
@@ -55,7 +55,7 @@ func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request
 // of a require_stable OffsetFetch that have a transactional offset commit
 // pending, as Kafka does, so a consumer does not start from an offset its
 // group's transaction may still replace.
-func (s *Server) markUnstable(req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
+func (s *Server) markUnstable(ctx context.Context, req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
 	if !req.RequireStable {
 		return
 	}
@@ -69,7 +69,10 @@ func (s *Server) markUnstable(req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFet
 	}
 	pending := func(group string) map[tp]bool {
 		var m map[tp]bool
-		for _, o := range tc.PendingOffsets(group) {
+		// This node's transactions, and in a cell those of other nodes'
+		// coordinators this node handed offsets of the group to.
+		offs := append(tc.PendingOffsets(group), s.remotePendingOffsets(ctx, group)...)
+		for _, o := range offs {
 			if m == nil {
 				m = map[tp]bool{}
 			}

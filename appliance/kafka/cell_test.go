@@ -97,6 +97,10 @@ func (f *fakeCell) ProducerIDIssued(ctx context.Context, id int64) bool {
 
 func (f *fakeCell) TopicID(topic string) ([16]byte, bool) { return [16]byte{}, false }
 
+func (f *fakeCell) PeerCall(ctx context.Context, id int32, kind string, in, out any) error {
+	return fmt.Errorf("call %s on node %d: the fake cell has no other nodes", kind, id)
+}
+
 func (f *fakeCell) Reassign(ctx context.Context, topic string, partition int32, replicas []int32) error {
 	return fmt.Errorf("reassign in the fake cell: %w", kerr.InvalidReplicaAssignment)
 }
