@@ -14,7 +14,7 @@ import (
 // partition (README.md, "Memory per partition").
 func BenchmarkActivePartitionMemory(b *testing.B) {
 	const logs = 256
-	for _, batchBytes := range []int{16 << 10, 1 << 20} {
+	for _, batchBytes := range []int{120, 1 << 10, 16 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("batch=%dKiB", batchBytes>>10), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				dir := b.TempDir()
