@@ -552,6 +552,7 @@ func (l *Log) mirror() {
 			base: next, end: next, idx: &segIndex{}})
 		l.tailBytes = 0
 		l.dirDirty = true
+		l.trimIndexes(t)
 	}
 	if l.tailBytes > seg {
 		roll(l.end)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Reads of sealed segments run outside the partition mutex. A sealed segment's
@@ -125,15 +126,18 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 	r.seg.fmu.Lock()
 	h := r.seg.hint
 	x := r.seg.idx
+	r.seg.idxUsed = time.Now().UnixNano()
 	r.seg.fmu.Unlock()
 	if x == nil {
-		// A segment found at open: index it from its entry heads, once.
+		// A segment found at open, or whose index a roll dropped
+		// (trimIndexes): index it from its entry heads.
 		x = indexFile(br, f, id.size, r.base)
 		r.seg.fmu.Lock()
 		if r.seg.idx == nil {
 			r.seg.idx = x
 		}
 		r.seg.fmu.Unlock()
+		indexBuilds.Add(1)
 	}
 	startOff, startPos := r.base, int64(0)
 	if pt, ok := x.find(r.from); ok && int64(pt.pos) < id.size {
