@@ -39,24 +39,28 @@ const keepIndexed = 4
 // indexBuilds counts sealed-segment indexes built by reads (tests).
 var indexBuilds atomic.Int64
 
-// trimIndexes is called when the tail has just been sealed (a roll), mu
-// held: the sealed tail's points are copied to a slice of their exact size
-// (append left up to twice that), and only the keepIndexed sealed segments
-// used last keep an index.
-func (l *Log) trimIndexes(sealed *segmentFile) {
-	now := time.Now().UnixNano()
-	sealed.fmu.Lock()
-	if x := sealed.idx; x != nil {
-		sealed.idx = &segIndex{pts: slices.Clone(x.pts), lastPos: x.lastPos}
+// sealIndex is called when the tail t has just been sealed (a roll), mu
+// held: its points are copied to a slice of their exact size (append left up
+// to twice that) and it counts as just used.
+func (l *Log) sealIndex(t *segmentFile) {
+	t.fmu.Lock()
+	if x := t.idx; x != nil {
+		t.idx = &segIndex{pts: slices.Clone(x.pts), lastPos: x.lastPos}
 	}
-	sealed.idxUsed = now
-	sealed.fmu.Unlock()
+	t.idxUsed = time.Now().UnixNano()
+	t.fmu.Unlock()
+}
+
+// trimIndexes keeps the index of the keepIndexed sealed segments used last
+// and drops the others'; mu held. It runs at every roll and after a read
+// built an index.
+func (l *Log) trimIndexes() {
 	type use struct {
 		s *segmentFile
 		t int64
 	}
 	var indexed []use
-	for _, s := range l.segs[:len(l.segs)-1] {
+	for _, s := range l.segs[:max(len(l.segs)-1, 0)] {
 		s.fmu.Lock()
 		if s.idx != nil {
 			indexed = append(indexed, use{s, s.idxUsed})

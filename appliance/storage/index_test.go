@@ -11,7 +11,8 @@ import (
 // (before, every segment written or read since open kept its index: 4 MiB
 // per GiB), that a read of a segment whose index was dropped finds its batch
 // (the index is rebuilt from the entry heads, and then steps over at most
-// indexInterval bytes), and that the next roll trims again.
+// indexInterval bytes), that the next roll trims again, and that reading the
+// whole log after a reopen (indexes built by reads, no roll) keeps as few.
 func TestSealedIndexesBounded(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, 64<<10)
@@ -70,5 +71,19 @@ func TestSealedIndexesBounded(t *testing.T) {
 	write(400) // at least one more roll
 	if segs, bytes := indexed(); segs > keepIndexed {
 		t.Fatalf("after reads and a roll, %d sealed segments keep an index (%d bytes), want at most %d", segs, bytes, keepIndexed)
+	}
+	// A consumer reading the whole log after a reopen (no roll meanwhile)
+	// leaves at most keepIndexed indexes too.
+	l.Close()
+	l = openT(t, dir, 64<<10)
+	for off := int64(0); off < int64(n*per); {
+		_, next, err := l.ReadBatches(off, int64(n*per), 16<<10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off = next
+	}
+	if segs, bytes := indexed(); segs > keepIndexed {
+		t.Fatalf("after reading the whole log, %d sealed segments keep an index (%d bytes), want at most %d", segs, bytes, keepIndexed)
 	}
 }

@@ -552,7 +552,8 @@ func (l *Log) mirror() {
 			base: next, end: next, idx: &segIndex{}})
 		l.tailBytes = 0
 		l.dirDirty = true
-		l.trimIndexes(t)
+		l.sealIndex(t)
+		l.trimIndexes()
 	}
 	if l.tailBytes > seg {
 		roll(l.end)
@@ -806,7 +807,7 @@ func (l *Log) read(offset, limit int64, c *collector) error {
 			return err
 		}
 		s := l.segs[i]
-		r := sealedRead{seg: s, base: s.base, from: offset, to: min(l.segs[i+1].base, limit)}
+		r := sealedRead{log: l, seg: s, base: s.base, from: offset, to: min(l.segs[i+1].base, limit)}
 		s.pin()
 		l.mu.Unlock()
 

@@ -78,6 +78,7 @@ var sealedReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 
 // sealedRead is one read of offsets [from, to) of a sealed segment whose first
 // offset is base.
 type sealedRead struct {
+	log      *Log // whose indexes a read that builds one trims (nil in tests)
 	seg      *segmentFile
 	base     int64
 	from, to int64
@@ -138,6 +139,13 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 		}
 		r.seg.fmu.Unlock()
 		indexBuilds.Add(1)
+		if r.log != nil {
+			// A consumer reading the history from the start must not leave
+			// an index on every segment it passed.
+			r.log.mu.Lock()
+			r.log.trimIndexes()
+			r.log.mu.Unlock()
+		}
 	}
 	startOff, startPos := r.base, int64(0)
 	if pt, ok := x.find(r.from); ok && int64(pt.pos) < id.size {
