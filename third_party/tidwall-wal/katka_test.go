@@ -114,7 +114,7 @@ func TestKatkaTailNotInMemory(t *testing.T) {
 // a reopen and truncations inside the tail.
 func TestKatkaTailPositionsSparse(t *testing.T) {
 	dir := t.TempDir()
-	opts := &Options{NoSync: true, SegmentSize: 1 << 20, NoCopy: true, AllowEmpty: true}
+	opts := &Options{NoSync: true, SegmentSize: 4 << 20, NoCopy: true, AllowEmpty: true}
 	l, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +129,7 @@ func TestKatkaTailPositionsSparse(t *testing.T) {
 		for range 1 + rng.IntN(7) {
 			size := 1 + rng.IntN(300)
 			if rng.IntN(10) == 0 {
-				size = tailSpeculate - 20 + rng.IntN(2000) // around and past one speculative read
+				size = tailChunk - 300 + rng.IntN(2000) // around and past one chunk of heads
 			}
 			data := bytes.Repeat([]byte{byte(idx), byte(idx >> 8)}, size)[:size]
 			want[idx] = data

@@ -764,11 +764,12 @@ func (l *Log) loadTail(s *segment) error {
 	return nil
 }
 
-// tailEntryAt returns where tail entry i (0-based in segment s) starts and,
-// when that is known without reading, where it ends (end < 0 otherwise)
-// (katka). It starts from the kept position at or before i, or from the
-// cursor when that is closer, and steps over the entry heads between.
-func (l *Log) tailEntryAt(s *segment, i int) (pos, end int64, err error) {
+// tailEntryAt returns where tail entry i (0-based in segment s) starts and
+// ends (katka). It starts from the kept position at or before i, or from the
+// cursor when that is closer, and steps over the entry heads between,
+// reading them tailChunk bytes at a time. When entry i lies inside the last
+// chunk read, its bytes are returned too (a copy the caller owns).
+func (l *Log) tailEntryAt(s *segment, i int) (pos, end int64, data []byte, err error) {
 	stride := l.stride()
 	j := i / stride * stride
 	pos = int64(s.tpos[i/stride])
@@ -777,87 +778,64 @@ func (l *Log) tailEntryAt(s *segment, i int) (pos, end int64, err error) {
 		j, pos = c.i, c.pos
 	}
 	l.tcurMu.Unlock()
-	for ; j < i; j++ {
-		size, n, err := l.tailHead(s, pos)
-		if err != nil {
-			return 0, 0, err
+	if j == i {
+		switch {
+		case i+1 == s.tcount:
+			return pos, s.size, nil, nil
+		case (i+1)%stride == 0:
+			return pos, int64(s.tpos[(i+1)/stride]), nil, nil
 		}
-		pos += int64(n) + int64(size)
 	}
-	switch {
-	case i+1 == s.tcount:
-		end = s.size
-	case (i+1)%stride == 0:
-		end = int64(s.tpos[(i+1)/stride])
-	default:
-		end = -1
+	bp := tailChunks.Get().(*[tailChunk]byte)
+	defer tailChunks.Put(bp)
+	var cstart, cend int64 // the chunk holds the file's bytes [cstart, cend)
+	for {
+		if pos+binary.MaxVarintLen64 > cend && cend < s.size {
+			n := min(int64(tailChunk), s.size-pos)
+			if n <= 0 {
+				return 0, 0, nil, ErrCorrupt
+			}
+			if _, err := l.sfile.ReadAt(bp[:n], pos); err != nil {
+				return 0, 0, nil, err
+			}
+			cstart, cend = pos, pos+n
+		}
+		size, n := binary.Uvarint(bp[pos-cstart : cend-cstart])
+		if n <= 0 || size > uint64(s.size-pos-int64(n)) {
+			return 0, 0, nil, ErrCorrupt
+		}
+		next := pos + int64(n) + int64(size)
+		if j == i {
+			if next <= cend {
+				data = append([]byte(nil), bp[pos-cstart:next-cstart]...)
+			}
+			return pos, next, data, nil
+		}
+		pos = next
+		j++
 	}
-	return pos, end, nil
 }
 
-// tailHead reads the binary entry head (uvarint data size) at pos of the
-// tail file (katka).
-func (l *Log) tailHead(s *segment, pos int64) (size uint64, n int, err error) {
-	var head [binary.MaxVarintLen64]byte
-	m := int64(len(head))
-	if rest := s.size - pos; rest < m {
-		m = rest
-	}
-	if m <= 0 {
-		return 0, 0, ErrCorrupt
-	}
-	if _, err := l.sfile.ReadAt(head[:m], pos); err != nil {
-		return 0, 0, err
-	}
-	size, n = binary.Uvarint(head[:m])
-	if n <= 0 || size > uint64(s.size-pos-int64(n)) {
-		return 0, 0, ErrCorrupt
-	}
-	return size, n, nil
-}
+// tailChunk is how much of the tail file one read of entry heads takes.
+const tailChunk = 4096
 
-// tailSpeculate is what a tail read whose end is not known reads at once:
-// an entry that fits costs one pread.
-const tailSpeculate = 512
+// tailChunks pools the buffers of tailEntryAt (katka).
+var tailChunks = sync.Pool{New: func() any { return new([tailChunk]byte) }}
 
 // readTailEntry reads tail entry i (frame included) from the file into a
 // new buffer and moves the cursor past it (katka).
 func (l *Log) readTailEntry(s *segment, i int) ([]byte, error) {
-	pos, end, err := l.tailEntryAt(s, i)
+	pos, end, edata, err := l.tailEntryAt(s, i)
 	if err != nil {
 		return nil, err
 	}
-	var edata []byte
-	if end >= 0 {
+	if edata == nil {
 		if end < pos {
 			return nil, ErrCorrupt
 		}
 		edata = make([]byte, end-pos)
 		if _, err := l.sfile.ReadAt(edata, pos); err != nil {
 			return nil, err
-		}
-	} else {
-		m := min(int64(tailSpeculate), s.size-pos)
-		if m <= 0 {
-			return nil, ErrCorrupt
-		}
-		buf := make([]byte, m)
-		if _, err := l.sfile.ReadAt(buf, pos); err != nil {
-			return nil, err
-		}
-		size, n := binary.Uvarint(buf)
-		if n <= 0 || size > uint64(s.size-pos-int64(n)) {
-			return nil, ErrCorrupt
-		}
-		end = pos + int64(n) + int64(size)
-		if end-pos <= m {
-			edata = buf[:end-pos]
-		} else {
-			edata = make([]byte, end-pos)
-			copy(edata, buf)
-			if _, err := l.sfile.ReadAt(edata[m:], pos+m); err != nil {
-				return nil, err
-			}
 		}
 	}
 	l.tcurMu.Lock()
