@@ -605,6 +605,7 @@ func (l *Log) writeBatch(b *Batch) error {
 		}
 		pos := s.size + pending
 		if pos > math.MaxUint32 {
+			s.tpos, s.tcount = s.tpos[:marked], markedCount
 			return ErrSegmentTooLarge
 		}
 		if s.tcount%stride == 0 {
