@@ -129,9 +129,12 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 	x := r.seg.idx
 	r.seg.idxUsed = time.Now().UnixNano()
 	r.seg.fmu.Unlock()
-	if x == nil {
+	sameFile := id.ino != 0 && h.ino == id.ino && h.size == id.size && h.mtime == id.mtime
+	if x == nil && r.from > r.base && !(sameFile && h.off == r.from) {
 		// A segment found at open, or whose index a roll dropped
-		// (trimIndexes): index it from its entry heads.
+		// (trimIndexes), read from inside: index it from its entry heads.
+		// A read from its start, or on from where the previous one stopped
+		// (the hint), needs no index.
 		x = indexFile(br, f, id.size, r.base)
 		r.seg.fmu.Lock()
 		if r.seg.idx == nil {
@@ -151,7 +154,7 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 	if pt, ok := x.find(r.from); ok && int64(pt.pos) < id.size {
 		startOff, startPos = pt.off, int64(pt.pos)
 	}
-	hinted := id.ino != 0 && h.ino == id.ino && h.size == id.size && h.mtime == id.mtime && h.off >= startOff && h.off > r.base && h.off <= r.from
+	hinted := sameFile && h.off >= startOff && h.off > r.base && h.off <= r.from
 	if hinted {
 		startOff, startPos = h.off, h.pos
 	}
