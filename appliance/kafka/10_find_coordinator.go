@@ -23,10 +23,8 @@ func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Req
 			}
 		}
 	case 1:
-		if s.cfg.Cell == nil {
-			if _, c := s.txnCoordinator(0); c != errNone {
-				code = errCoordinatorNotAvailable
-			}
+		if _, ok := s.txnsFor(); !ok {
+			code = errCoordinatorNotAvailable
 		}
 	default:
 		code = errInvalidRequest
