@@ -58,12 +58,21 @@ const (
 const maxRemotePending = 10000
 
 // remotePending is what a group coordinator of a cell handed to other
-// nodes' transaction coordinators: group -> transactional id -> node.
+// nodes' transaction coordinators: group -> transactional id -> where and
+// when (a sequence number, so a check that started before a hand-over never
+// forgets it).
 type remotePending struct {
 	mu    sync.Mutex
-	m     map[string]map[string]int32
+	m     map[string]map[string]pendingAt
 	order []string // groups by first hand-over, for the bound
 	n     int
+	seq   uint64
+}
+
+// pendingAt is one hand-over: the coordinator's node and its sequence number.
+type pendingAt struct {
+	node int32
+	seq  uint64
 }
 
 // pendingCall is a txn_pending call.
@@ -334,6 +343,7 @@ func (s *Server) verifyRemote(ctx context.Context, txnID string, pid int64, epoc
 // txnOffsetCommitRemote hands a TxnOffsetCommit whose member this node
 // checked to the transaction's coordinator on node n.
 func (s *Server) txnOffsetCommitRemote(ctx context.Context, n int32, req *kmsg.TxnOffsetCommitRequest, client string) *kmsg.TxnOffsetCommitResponse {
+	s.rememberRemotePending(req.Group, req.TransactionalID, n) // before: a fetch meanwhile must ask n
 	var res offsetCommitResult
 	c := offsetCommitCall{Version: req.Version, Request: req.AppendTo(nil), Client: client}
 	if err := s.cfg.Cell.PeerCall(ctx, n, callTxnOffsetCommit, c, &res); err != nil {
@@ -345,29 +355,29 @@ func (s *Server) txnOffsetCommitRemote(ctx context.Context, n int32, req *kmsg.T
 	if err := resp.ReadFrom(res.Response); err != nil {
 		return txnOffsetCommitFailed(req, errCoordinatorNotAvailable)
 	}
-	s.rememberRemotePending(req.Group, req.TransactionalID, n)
 	return resp
 }
 
-// rememberRemotePending notes that offsets of group are pending in
-// transactional id txnID's coordinator on node n.
+// rememberRemotePending notes, before they are sent, that offsets of group
+// may be pending in transactional id txnID's coordinator on node n.
 func (s *Server) rememberRemotePending(group, txnID string, n int32) {
 	rp := &s.tx.remote
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	if rp.m == nil {
-		rp.m = map[string]map[string]int32{}
+		rp.m = map[string]map[string]pendingAt{}
 	}
 	ids := rp.m[group]
 	if ids == nil {
-		ids = map[string]int32{}
+		ids = map[string]pendingAt{}
 		rp.m[group] = ids
 		rp.order = append(rp.order, group)
 	}
 	if _, ok := ids[txnID]; !ok {
 		rp.n++
 	}
-	ids[txnID] = n
+	rp.seq++
+	ids[txnID] = pendingAt{node: n, seq: rp.seq}
 	if len(rp.order) > 2*maxRemotePending { // groups forgotten since: drop them from the order
 		kept, seen := rp.order[:0], map[string]bool{}
 		for _, g := range rp.order {
@@ -387,36 +397,39 @@ func (s *Server) rememberRemotePending(group, txnID string, n int32) {
 }
 
 // remotePendingOffsets asks the other nodes' transaction coordinators this
-// node handed offsets of group to which are still pending; a coordinator
-// with none left is forgotten. An unreachable one counts as pending nothing.
+// node handed offsets of group to which are still pending; hand-overs to a
+// coordinator with none left, made before the question, are forgotten. An
+// unreachable coordinator counts as pending nothing.
 func (s *Server) remotePendingOffsets(ctx context.Context, group string) []txn.PendingOffset {
 	rp := &s.tx.remote
 	rp.mu.Lock()
-	nodes := map[int32][]string{}
-	for id, n := range rp.m[group] {
-		nodes[n] = append(nodes[n], id)
+	asked := rp.seq
+	nodes := map[int32]bool{}
+	for _, at := range rp.m[group] {
+		nodes[at.node] = true
 	}
 	rp.mu.Unlock()
 	var out []txn.PendingOffset
-	for n, ids := range nodes {
+	for n := range nodes {
 		var res pendingResult
 		if err := s.cfg.Cell.PeerCall(ctx, n, callTxnPending, pendingCall{Group: group}, &res); err != nil {
 			continue
 		}
 		out = append(out, res.Offsets...)
-		if len(res.Offsets) == 0 {
-			rp.mu.Lock()
-			for _, id := range ids {
-				if rp.m[group][id] == n {
-					delete(rp.m[group], id)
-					rp.n--
-				}
-			}
-			if len(rp.m[group]) == 0 {
-				delete(rp.m, group)
-			}
-			rp.mu.Unlock()
+		if len(res.Offsets) > 0 {
+			continue
 		}
+		rp.mu.Lock()
+		for id, at := range rp.m[group] {
+			if at.node == n && at.seq <= asked {
+				delete(rp.m[group], id)
+				rp.n--
+			}
+		}
+		if len(rp.m[group]) == 0 {
+			delete(rp.m, group)
+		}
+		rp.mu.Unlock()
 	}
 	return out
 }
