@@ -123,7 +123,7 @@ func groupFailure(err error) (int, restError, bool) {
 	if ref, ok := misdirected(err); ok {
 		msg := err.Error()
 		if ref != nil {
-			msg = fmt.Sprintf("%s; ask node %d (its HTTP API)", msg, ref.NodeID)
+			msg = fmt.Sprintf("%s: send the request to node %d's HTTP API", msg, ref.NodeID)
 		}
 		return http.StatusMisdirectedRequest, restError{codeNotCoordinator, msg}, true
 	}
