@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"net"
@@ -269,11 +270,25 @@ const errCoordinatorNotAvailable int16 = 15
 // GroupCoordinator returns the coordinator of group g on this node (opened
 // on first use), for in-process members such as the HTTP API's REST proxy
 // consumers and console views; on a single node every group has the one
-// coordinator. In a cell a group another node coordinates fails with a
-// *NotCoordinatorError naming that node; a coordinator this node cannot
-// serve yet fails with a retriable kerr error (COORDINATOR_LOAD_IN_PROGRESS,
-// COORDINATOR_NOT_AVAILABLE) that errors.As finds.
+// coordinator. In a cell it first commits the placement of
+// __consumer_offsets when there is none yet (as FindCoordinator does, so
+// REST consumers work in a cell no Kafka client used yet, waiting at most
+// groupPlacementTimeout for the controller). A group another node
+// coordinates fails with a *NotCoordinatorError naming that node; a
+// coordinator this node cannot serve yet fails with a retriable kerr error
+// (COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE) that errors.Is
+// finds.
 func (s *Server) GroupCoordinator(g string) (*group.Coordinator, error) {
+	if s.cfg.Cell != nil && s.groupPartition(g) < 0 {
+		// No placement of __consumer_offsets yet (no Kafka client asked
+		// FindCoordinator): commit one, as FindCoordinator does.
+		ctx, cancel := context.WithTimeout(context.Background(), groupPlacementTimeout)
+		_, err := s.cellCoordinator(ctx, 0, g)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("group %s: %w: %v", g, kerr.CoordinatorNotAvailable, err)
+		}
+	}
 	gc, code := s.groupFor(g)
 	switch code {
 	case errNone:
@@ -296,6 +311,10 @@ func (s *Server) Coordinators() ([]*group.Coordinator, error) {
 	}
 	return gcs, nil
 }
+
+// groupPlacementTimeout bounds GroupCoordinator's wait for the controller
+// to place __consumer_offsets.
+const groupPlacementTimeout = 10 * time.Second
 
 // NotCoordinatorError is GroupCoordinator's error for a group another node
 // of the cell coordinates: NOT_COORDINATOR (errors.Is kerr.NotCoordinator),

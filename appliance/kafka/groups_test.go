@@ -60,6 +60,20 @@ func TestCellCoordinators(t *testing.T) {
 	}
 }
 
+// TestCellGroupCoordinatorPlaces: GroupCoordinator (the HTTP API's REST
+// consumers) commits the placement of __consumer_offsets when no Kafka
+// client has asked FindCoordinator yet, instead of failing until one does.
+func TestCellGroupCoordinatorPlaces(t *testing.T) {
+	e, f := newCellEnv(t)
+	mine := groupOn(1)
+	if gc, err := e.srv.GroupCoordinator(mine); err != nil || gc == nil {
+		t.Fatalf("GroupCoordinator(%s) before any FindCoordinator: %v", mine, err)
+	}
+	if parts, ok := f.Partitions(group.Topic); !ok || len(parts) != internalTopicPartitions {
+		t.Errorf("__consumer_offsets placement: %d partitions (%v), want %d", len(parts), ok, internalTopicPartitions)
+	}
+}
+
 // TestSingleNodeCoordinators: a single node has one coordinator, listed by
 // Coordinators and returned for every group.
 func TestSingleNodeCoordinators(t *testing.T) {
