@@ -134,9 +134,9 @@ func TestGroupsOfTwoCoordinators(t *testing.T) {
 	}
 }
 
-// TestGroupsSourceErrors: a coordinator that is loading answers 503 with
-// Retry-After on the console and 503 with 50003 on the REST proxy; a
-// NOT_COORDINATOR that names no node still answers 421.
+// TestGroupsSourceErrors: a coordinator that is loading answers 503 on the
+// console and 503 with 50003 on the REST proxy; a NOT_COORDINATOR that names
+// no node still answers 421 (42101).
 func TestGroupsSourceErrors(t *testing.T) {
 	v := newViewServer(t)
 	v.s.SetGroups(failingGroups{fmt.Errorf("group x: %w", kerr.CoordinatorLoadInProgress)})
