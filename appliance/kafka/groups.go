@@ -1,13 +1,16 @@
 package kafka
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"maps"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/katka-io/katka/appliance/group"
 )
@@ -264,27 +267,104 @@ func (s *Server) groupTopics() group.Topics {
 // errCoordinatorNotAvailable is COORDINATOR_NOT_AVAILABLE: clients retry.
 const errCoordinatorNotAvailable int16 = 15
 
-// Groups returns a single node's group coordinator (opened on first use),
-// for in-process members such as the HTTP API's REST proxy consumers and the
-// console's group views. In a cell the groups are spread over the
-// coordinators of the __consumer_offsets partitions each node leads, which
-// those views do not follow yet: it fails there.
-func (s *Server) Groups() (*group.Coordinator, error) {
-	if s.cfg.Cell != nil {
-		return nil, errors.New("consumer groups of a cell are served over the Kafka protocol only (the HTTP group views and REST consumers need a single node)")
-	}
-	return s.GroupCoordinator("")
-}
-
 // GroupCoordinator returns the coordinator of group g on this node (opened
 // on first use), for in-process members such as the HTTP API's REST proxy
-// consumers. In a cell it fails for a group another node coordinates.
+// consumers and console views; on a single node every group has the one
+// coordinator. In a cell it first commits the placement of
+// __consumer_offsets when there is none yet (as FindCoordinator does, so
+// REST consumers work in a cell no Kafka client used yet, waiting at most
+// groupPlacementTimeout for the controller). A group another node
+// coordinates fails with a *NotCoordinatorError naming that node; a
+// coordinator this node cannot serve yet fails with a retriable kerr error
+// (COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE) that errors.Is
+// finds.
 func (s *Server) GroupCoordinator(g string) (*group.Coordinator, error) {
-	gc, code := s.groupFor(g)
-	if code != errNone {
-		return nil, fmt.Errorf("group %s: %w", g, codeErrorf(code, "this node does not coordinate group %s", g))
+	if s.cfg.Cell != nil && s.groupPartition(g) < 0 {
+		// No placement of __consumer_offsets yet (no Kafka client asked
+		// FindCoordinator): commit one, as FindCoordinator does.
+		ctx, cancel := context.WithTimeout(context.Background(), groupPlacementTimeout)
+		_, err := s.cellCoordinator(ctx, 0, g)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("group %s: %w: %v", g, kerr.CoordinatorNotAvailable, err)
+		}
 	}
-	return gc, nil
+	gc, code := s.groupFor(g)
+	switch code {
+	case errNone:
+		return gc, nil
+	case errNotCoordinator:
+		return nil, s.notCoordinatorError(g)
+	}
+	return nil, fmt.Errorf("group %s: %w", g, kerr.ErrorForCode(code))
+}
+
+// Coordinators returns every group coordinator this node runs, after
+// opening one for each partition of __consumer_offsets it coordinates (as
+// ListGroups does): the one coordinator on a single node, which fails when it
+// cannot open; in a cell the coordinators of the partitions this node leads,
+// none when it leads none. A listing of the node's groups merges them.
+func (s *Server) Coordinators() ([]*group.Coordinator, error) {
+	gcs := s.openGroups(true)
+	if len(gcs) == 0 && s.cfg.Cell == nil {
+		return nil, fmt.Errorf("consumer groups: %w", kerr.CoordinatorNotAvailable)
+	}
+	return gcs, nil
+}
+
+// groupPlacementTimeout bounds GroupCoordinator's wait for the controller
+// to place __consumer_offsets.
+const groupPlacementTimeout = 10 * time.Second
+
+// NotCoordinatorError is GroupCoordinator's error for a group another node
+// of the cell coordinates: NOT_COORDINATOR (errors.Is kerr.NotCoordinator),
+// with the node the controller's placement names, as FindCoordinator would.
+type NotCoordinatorError struct {
+	// Group is the group asked for.
+	Group string
+	// NodeID is the coordinating node's id, -1 when the placement names
+	// none (yet).
+	NodeID int32
+	// Addr is the node's advertised Kafka address (host:port), empty when
+	// the node is not registered.
+	Addr string
+}
+
+// Error names the group and its coordinating node.
+func (e *NotCoordinatorError) Error() string {
+	switch {
+	case e.NodeID < 0:
+		return fmt.Sprintf("group %s: no node of the cell coordinates it yet", e.Group)
+	case e.Addr == "":
+		return fmt.Sprintf("group %s is coordinated by node %d of the cell, not this node", e.Group, e.NodeID)
+	}
+	return fmt.Sprintf("group %s is coordinated by node %d of the cell (kafka %s), not this node", e.Group, e.NodeID, e.Addr)
+}
+
+// Unwrap is kerr.NotCoordinator.
+func (e *NotCoordinatorError) Unwrap() error { return kerr.NotCoordinator }
+
+// CoordinatorNode is the coordinating node's id and Kafka address, for
+// callers that do not import this package (the HTTP API).
+func (e *NotCoordinatorError) CoordinatorNode() (int32, string) { return e.NodeID, e.Addr }
+
+// notCoordinatorError names the node coordinating g by the controller's
+// placement now (it may have moved since groupFor looked: a hint).
+func (s *Server) notCoordinatorError(g string) *NotCoordinatorError {
+	e := &NotCoordinatorError{Group: g, NodeID: -1}
+	if s.cfg.Cell == nil {
+		return e
+	}
+	parts, _ := s.cfg.Cell.Partitions(group.Topic)
+	p := s.groupPartition(g)
+	if p < 0 || int(p) >= len(parts) {
+		return e
+	}
+	e.NodeID = parts[p].Leader
+	if b, ok := s.cellBroker(e.NodeID); ok {
+		e.Addr = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+	}
+	return e
 }
 
 // eachCoordinator runs one batched group request on this node's
