@@ -87,11 +87,15 @@ func InternalTopic(name string) bool {
 // metadata, written by the group coordinator.
 const OffsetsTopic = "__consumer_offsets"
 
+// TransactionStateTopic is Kafka's internal topic of transaction state,
+// written by the transaction coordinator.
+const TransactionStateTopic = "__transaction_state"
+
 // CellReplicated reports whether a cell replicates topic name between its
-// nodes: every topic but katka's internal ones, and of those
-// __consumer_offsets (so a group's committed offsets survive its
-// coordinator's node, as in Kafka). The other internal topics stay each
-// node's own.
+// nodes: every topic but katka's internal ones, and of those Kafka's
+// __consumer_offsets and __transaction_state (so groups and transactions
+// survive their coordinator's node, as in Kafka). katka's own internal
+// topics stay each node's own.
 func CellReplicated(name string) bool {
-	return !InternalTopic(name) || name == OffsetsTopic
+	return !InternalTopic(name) || name == OffsetsTopic || name == TransactionStateTopic
 }

@@ -179,11 +179,12 @@ func (n *Node) DeleteTopic(ctx context.Context, name string) error {
 }
 
 // offsetsReplicationFactor is the replication factor of the cell's
-// __consumer_offsets where the cell has that many nodes: Kafka's default
-// offsets.topic.replication.factor.
+// __consumer_offsets and __transaction_state where the cell has that many
+// nodes: Kafka's default offsets.topic.replication.factor and
+// transaction.state.log.replication.factor.
 const offsetsReplicationFactor = 3
 
-// ErrCellForming is returned by EnsureTopic for __consumer_offsets while not
+// ErrCellForming is returned by EnsureTopic for the internal topics while not
 // every member of the cell has registered: its replicas are placed once, over
 // all of them (Kafka likewise refuses to create the topic while fewer brokers
 // than its replication factor are up). Callers answer
@@ -191,18 +192,17 @@ const offsetsReplicationFactor = 3
 var ErrCellForming = errors.New("the cell is still forming: not every member has registered")
 
 // EnsureTopic returns a topic of the controller, creating it with partitions
-// spread over the registered nodes when it does not exist yet: katka's
-// internal topics. __consumer_offsets is replicated (min(3, nodes) replicas,
-// min.insync.replicas as for any topic, no retention: the group
-// coordinator compacts it), placed once every member of the cell has
-// registered; __transaction_state is a placement of one replica per
-// partition that only decides which node coordinates a transactional id.
+// spread over the registered nodes when it does not exist yet: Kafka's
+// internal topics __consumer_offsets and __transaction_state, replicated
+// (min(3, nodes) replicas, min.insync.replicas as for any topic, no
+// retention: their coordinators compact them), placed once every member of
+// the cell has registered.
 func (n *Node) EnsureTopic(ctx context.Context, name string, partitions int32) (TopicInfo, error) {
 	if t, ok := n.fsm.topic(name); ok {
 		return t, nil
 	}
 	rf, configs := 1, map[string]string(nil)
-	if name == broker.OffsetsTopic {
+	if name == broker.OffsetsTopic || name == broker.TransactionStateTopic {
 		md := n.fsm.view()
 		if !n.membersRegistered(md) {
 			return TopicInfo{}, fmt.Errorf("place %s: %w", name, ErrCellForming)

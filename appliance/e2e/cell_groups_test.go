@@ -146,15 +146,7 @@ func TestCellGroupOffsetsSurvive(t *testing.T) {
 // groupCoordinator is the node FindCoordinator names for group g (-1 on
 // error), asked afresh each time.
 func groupCoordinator(ctx context.Context, kc *kgo.Client, g string) int32 {
-	fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req := kmsg.NewPtrFindCoordinatorRequest()
-	req.CoordinatorKey = g
-	resp, err := req.RequestWith(fctx, kc)
-	if err != nil || resp.ErrorCode != 0 {
-		return -1
-	}
-	return resp.NodeID
+	return coordinatorOf(ctx, kc, g, 0)
 }
 
 // committedOffsets asks group g's coordinator (found afresh: a client's

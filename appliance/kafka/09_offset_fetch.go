@@ -59,10 +59,6 @@ func (s *Server) markUnstable(ctx context.Context, req *kmsg.OffsetFetchRequest,
 	if !req.RequireStable {
 		return
 	}
-	tc, ok := s.txnsFor()
-	if !ok {
-		return
-	}
 	type tp struct {
 		topic     string
 		partition int32
@@ -71,7 +67,10 @@ func (s *Server) markUnstable(ctx context.Context, req *kmsg.OffsetFetchRequest,
 		var m map[tp]bool
 		// This node's transactions, and in a cell those of other nodes'
 		// coordinators this node handed offsets of the group to.
-		offs := append(tc.PendingOffsets(group), s.remotePendingOffsets(ctx, group)...)
+		offs := s.remotePendingOffsets(ctx, group)
+		for _, tc := range s.allTxns(false) {
+			offs = append(offs, tc.PendingOffsets(group)...)
+		}
 		for _, o := range offs {
 			if m == nil {
 				m = map[tp]bool{}

@@ -23,8 +23,10 @@ func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Req
 			}
 		}
 	case 1:
-		if _, ok := s.txnsFor(); !ok {
-			code = errCoordinatorNotAvailable
+		if s.cfg.Cell == nil {
+			if _, c := s.txnCoordinator(0); c != errNone {
+				code = errCoordinatorNotAvailable
+			}
 		}
 	default:
 		code = errInvalidRequest

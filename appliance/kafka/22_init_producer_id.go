@@ -25,8 +25,8 @@ func (s *Server) handleInitProducerID(ctx context.Context, c *conn, kreq kmsg.Re
 		return denied(req, errClusterAuthorizationFailed), nil
 	}
 	if req.TransactionalID != nil {
-		tc, _ := s.txnsFor()
-		if code := s.txnCode(*req.TransactionalID); code != errNone { // NOT_COORDINATOR in a cell (cell_route.go)
+		tc, code := s.txnFor(*req.TransactionalID) // NOT_COORDINATOR in a cell
+		if code != errNone {
 			resp.ErrorCode = code
 			resp.ProducerID, resp.ProducerEpoch = -1, -1
 			return resp, nil

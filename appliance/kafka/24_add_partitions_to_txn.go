@@ -17,18 +17,12 @@ func (s *Server) handleAddPartitionsToTxn(ctx context.Context, c *conn, kr kmsg.
 	if resp := s.authAddPartitions(ctx, c, req); resp != nil {
 		return resp, nil
 	}
-	tc, ok := s.txnsFor()
-	code := errCoordinatorNotAvailable
-	if ok && req.Version < 4 {
-		code = s.txnCode(req.TransactionalID) // NOT_COORDINATOR in a cell (cell_route.go)
-		ok = code == errNone
+	if req.Version >= 4 {
+		return s.addPartitionsBatched(req, c.remote)
 	}
-	if !ok {
+	tc, code := s.txnFor(req.TransactionalID) // NOT_COORDINATOR in a cell
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
-		if req.Version >= 4 {
-			resp.ErrorCode = code
-			return resp, nil
-		}
 		for _, t := range req.Topics {
 			rt := kmsg.AddPartitionsToTxnResponseTopic{Topic: t.Topic}
 			for _, p := range t.Partitions {
@@ -39,4 +33,36 @@ func (s *Server) handleAddPartitionsToTxn(ctx context.Context, c *conn, kr kmsg.
 		return resp, nil
 	}
 	return tc.AddPartitions(req, s.known, c.remote)
+}
+
+// addPartitionsBatched serves the v4+ form: each transaction of the batch by
+// the coordinator of its id (another node's get NOT_COORDINATOR).
+func (s *Server) addPartitionsBatched(req *kmsg.AddPartitionsToTxnRequest, client string) (kmsg.Response, error) {
+	resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
+	for _, t := range req.Transactions {
+		tc, code := s.txnFor(t.TransactionalID)
+		if code == errNone {
+			sub := *req
+			sub.Transactions = []kmsg.AddPartitionsToTxnRequestTransaction{t}
+			r, err := tc.AddPartitions(&sub, s.known, client)
+			if err != nil {
+				return nil, err
+			}
+			if r.ErrorCode == errNone {
+				resp.Transactions = append(resp.Transactions, r.Transactions...)
+				continue
+			}
+			code = r.ErrorCode
+		}
+		rt := kmsg.AddPartitionsToTxnResponseTransaction{TransactionalID: t.TransactionalID}
+		for _, tt := range t.Topics {
+			rtt := kmsg.AddPartitionsToTxnResponseTransactionTopic{Topic: tt.Topic}
+			for _, p := range tt.Partitions {
+				rtt.Partitions = append(rtt.Partitions, kmsg.AddPartitionsToTxnResponseTransactionTopicPartition{Partition: p, ErrorCode: code})
+			}
+			rt.Topics = append(rt.Topics, rtt)
+		}
+		resp.Transactions = append(resp.Transactions, rt)
+	}
+	return resp, nil
 }

@@ -18,8 +18,8 @@ func (s *Server) handleAddOffsetsToTxn(ctx context.Context, c *conn, kr kmsg.Req
 	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	tc, _ := s.txnsFor()
-	if code := s.txnCode(req.TransactionalID); code != errNone { // NOT_COORDINATOR in a cell (cell_route.go)
+	tc, code := s.txnFor(req.TransactionalID) // NOT_COORDINATOR in a cell
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
 		resp.ErrorCode = code
 		return resp, nil

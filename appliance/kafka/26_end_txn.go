@@ -19,8 +19,8 @@ func (s *Server) handleEndTxn(ctx context.Context, c *conn, kr kmsg.Request) (km
 	if !s.allowTxn(ctx, c, req.TransactionalID, auth.OpWrite) {
 		return denied(req, errTransactionalIDAuth), nil
 	}
-	tc, _ := s.txnsFor()
-	if code := s.txnCode(req.TransactionalID); code != errNone { // NOT_COORDINATOR in a cell (cell_route.go)
+	tc, code := s.txnFor(req.TransactionalID) // NOT_COORDINATOR in a cell
+	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
 		resp.ErrorCode = code
 		resp.ProducerID, resp.ProducerEpoch = -1, -1

@@ -26,9 +26,9 @@ func (s *Server) handleTxnOffsetCommit(ctx context.Context, c *conn, kr kmsg.Req
 		}
 		return addRefused(s.txnOffsetCommitRemote(ctx, n, req, c.remote), nil)
 	}
-	tc, tok := s.txnsFor()
-	if !tok {
-		return addRefused(txnOffsetCommitFailed(req, errCoordinatorNotAvailable), nil)
+	tc, tcode := s.txnFor(req.TransactionalID)
+	if tcode != errNone {
+		return addRefused(txnOffsetCommitFailed(req, tcode), nil)
 	}
 	return addRefused(tc.TxnOffsetCommit(req, gc.TxnMember, s.known, c.remote))
 }

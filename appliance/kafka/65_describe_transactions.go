@@ -6,29 +6,35 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleDescribeTransactions describes transactional ids: state, producer id
-// and epoch, timeout, start time and partitions.
+// handleDescribeTransactions describes transactional ids (each by its
+// coordinator): state, producer id and epoch, timeout, start time and
+// partitions.
 func (s *Server) handleDescribeTransactions(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.DescribeTransactionsRequest)
-	tc, ok := s.txnsFor()
-	if !ok {
-		resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
-		for _, id := range req.TransactionalIDs {
-			st := kmsg.NewDescribeTransactionsResponseTransactionState()
-			st.TransactionalID, st.ErrorCode = id, errCoordinatorNotAvailable
-			resp.TransactionStates = append(resp.TransactionStates, st)
-		}
-		return resp, nil
+	resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
+	failed := func(id string, code int16) {
+		st := kmsg.NewDescribeTransactionsResponseTransactionState()
+		st.TransactionalID, st.ErrorCode = id, code
+		resp.TransactionStates = append(resp.TransactionStates, st)
 	}
-	var no []string
-	req.TransactionalIDs, no = s.splitTxns(ctx, c, req.TransactionalIDs)
-	resp, err := tc.DescribeTransactions(req)
-	if err == nil && resp != nil {
-		for _, id := range no {
-			st := kmsg.NewDescribeTransactionsResponseTransactionState()
-			st.TransactionalID, st.ErrorCode = id, errTransactionalIDAuth
-			resp.TransactionStates = append(resp.TransactionStates, st)
+	ids, no := s.splitTxns(ctx, c, req.TransactionalIDs)
+	for _, id := range ids {
+		tc, code := s.txnFor(id)
+		if code != errNone {
+			failed(id, code)
+			continue
 		}
+		sub := *req
+		sub.TransactionalIDs = []string{id}
+		r, err := tc.DescribeTransactions(&sub)
+		if err != nil {
+			failed(id, errCoordinatorNotAvailable)
+			continue
+		}
+		resp.TransactionStates = append(resp.TransactionStates, r.TransactionStates...)
 	}
-	return resp, err
+	for _, id := range no {
+		failed(id, errTransactionalIDAuth)
+	}
+	return resp, nil
 }

@@ -220,16 +220,3 @@ func (s *Server) groupFor(g string) (*group.Coordinator, int16) {
 	}
 	return gc, code
 }
-
-// txnCode is the error for a transactional id's request sent here:
-// NOT_COORDINATOR when another node of the cell coordinates the id,
-// COORDINATOR_NOT_AVAILABLE when the coordinator cannot be opened, else none.
-func (s *Server) txnCode(id string) int16 {
-	if s.notCoordinator(1, id) {
-		return errNotCoordinator
-	}
-	if _, ok := s.txnsFor(); !ok {
-		return errCoordinatorNotAvailable
-	}
-	return errNone
-}

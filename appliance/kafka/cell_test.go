@@ -27,7 +27,7 @@ type fakeCell struct {
 	rf      int16
 	calls   []string
 	pidEnd  int64 // producer ids handed out in the "cell"
-	// local is node 1's broker: EnsureTopic of __consumer_offsets creates
+	// local is node 1's broker: EnsureTopic of the internal topics creates
 	// the topic's logs there, as a cell's reconciler does.
 	local *broker.Broker
 }
@@ -137,7 +137,7 @@ func (f *fakeCell) EnsureTopic(ctx context.Context, name string, n int32) ([]Cel
 	if p, ok := f.Partitions(name); ok {
 		return p, nil
 	}
-	if name == broker.OffsetsTopic && f.local != nil {
+	if (name == broker.OffsetsTopic || name == broker.TransactionStateTopic) && f.local != nil {
 		if _, err := f.local.CreateTopic(name, n, broker.TopicConfig{RetentionMs: -1, RetentionBytes: -1}); err != nil && !errors.Is(err, broker.ErrTopicExists) {
 			return nil, err
 		}

@@ -3,11 +3,8 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net"
-	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -52,163 +49,31 @@ type StateConfig struct {
 	MaxProducerIDs int
 }
 
-// groupSet holds a node's group coordinators: one per partition of
-// __consumer_offsets it coordinates (partition 0 only on a single node; in a
-// cell each partition this node leads, opened on first use in the leader
-// epoch it leads, replaying the partition then, and closed when the node
-// stops leading it). So a group moves with its partition's leadership and
-// its new coordinator reloads it from the replicated log, as in Kafka.
-type groupSet struct {
-	mu     sync.Mutex
-	open   map[int32]*groupCoord
-	closed bool
-	swept  time.Time // last sweep of coordinators this node no longer leads
-}
-
-// groupCoord is one open coordinator and the leader epoch it was loaded in.
-type groupCoord struct {
-	gc    *group.Coordinator
-	epoch int32
-}
-
-// groupSweepEvery bounds how often coordinators of partitions this node no
-// longer leads are looked for and closed.
-const groupSweepEvery = time.Second
-
-// errCoordinatorLoadInProgress is COORDINATOR_LOAD_IN_PROGRESS: the metadata
-// names this node but it has not taken the partition over yet; clients retry.
-const errCoordinatorLoadInProgress int16 = 14
-
-// groupPartition is the partition of __consumer_offsets holding group g: 0
-// on a single node, Kafka's partitionFor over the cell's partitions in a
-// cell (-1 while the cell has none).
-func (s *Server) groupPartition(g string) int32 {
-	if s.cfg.Cell == nil {
-		return 0
-	}
-	parts, ok := s.cfg.Cell.Partitions(group.Topic)
-	if !ok || len(parts) == 0 {
-		return -1
-	}
-	return coordinatorPartition(g, int32(len(parts)))
-}
+// groupPartition is the partition of __consumer_offsets holding group g
+// (coordset.go).
+func (s *Server) groupPartition(g string) int32 { return s.keyPartition(group.Topic, g) }
 
 // groupCoordinator returns the coordinator of partition p of
-// __consumer_offsets, opening it when this node coordinates p and none is
-// open for the current leader epoch. The error code is for the client:
-// NOT_COORDINATOR (another node leads p), COORDINATOR_LOAD_IN_PROGRESS (this
-// node is named but has not taken p over), COORDINATOR_NOT_AVAILABLE.
+// __consumer_offsets, opening (replaying) it when this node coordinates p
+// and none is open for the current leader epoch (coordset.go), or the error
+// code for the client.
 func (s *Server) groupCoordinator(p int32) (*group.Coordinator, int16) {
-	epoch, code := s.groupLeadership(p)
-	if code != errNone {
-		return nil, code
-	}
-	gs := &s.groupSet
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	if gs.closed {
-		return nil, errCoordinatorNotAvailable
-	}
-	s.sweepGroups()
-	if e := gs.open[p]; e != nil {
-		select {
-		case <-e.gc.Done():
-		default:
-			if e.epoch == epoch {
-				return e.gc, errNone
-			}
-		}
-		e.gc.Close()
-		delete(gs.open, p)
-	}
-	gc, err := group.Open(s.b, group.Options{Config: s.cfg.State.Groups, Logger: s.log, Partition: p, External: s.cfg.Cell != nil})
-	if err != nil {
-		s.log.Warn("consumer group coordinator unavailable", "partition", p, "err", err)
-		return nil, errCoordinatorNotAvailable
-	}
-	if gs.open == nil {
-		gs.open = map[int32]*groupCoord{}
-	}
-	gs.open[p] = &groupCoord{gc: gc, epoch: epoch}
-	return gc, errNone
+	return s.groupSet.get(s, p, s.openGroup)
 }
 
-// groupLeadership checks that this node coordinates partition p of
-// __consumer_offsets now and returns the leader epoch it does so in (0 on a
-// single node).
-func (s *Server) groupLeadership(p int32) (int32, int16) {
-	if s.cfg.Cell == nil {
-		return 0, errNone
-	}
-	parts, ok := s.cfg.Cell.Partitions(group.Topic)
-	if !ok || p < 0 || int(p) >= len(parts) {
-		return 0, errCoordinatorNotAvailable
-	}
-	cp := parts[p]
-	if cp.Leader != s.cfg.Cell.NodeID() {
-		return 0, errNotCoordinator
-	}
-	// A replicated partition is coordinated once the broker leads it in
-	// this epoch (the replica manager took it over): before, writes would
-	// be refused and the log may still be catching up.
-	if rs, ok := s.b.ReplicaState(group.Topic, p); ok && (!rs.Leads() || rs.LeaderEpoch != cp.LeaderEpoch) {
-		return 0, errCoordinatorLoadInProgress
-	}
-	return cp.LeaderEpoch, errNone
+// openGroup opens the group coordinator of partition p.
+func (s *Server) openGroup(p int32) (*group.Coordinator, error) {
+	return group.Open(s.b, group.Options{Config: s.cfg.State.Groups, Logger: s.log, Partition: p, External: s.cfg.Cell != nil})
 }
 
-// sweepGroups closes the coordinators of partitions this node no longer
-// leads in the epoch they were loaded in, at most every groupSweepEvery;
-// called with gs.mu held.
-func (s *Server) sweepGroups() {
-	gs := &s.groupSet
-	if s.cfg.Cell == nil || time.Since(gs.swept) < groupSweepEvery {
-		return
-	}
-	gs.swept = time.Now()
-	for p, e := range gs.open {
-		if epoch, code := s.groupLeadership(p); code != errNone || epoch != e.epoch {
-			e.gc.Close()
-			delete(gs.open, p)
-			s.log.Info("consumer group coordinator handed over", "partition", p, "epoch", e.epoch)
-		}
-	}
-}
-
-// openGroups returns the coordinators open now, after a sweep; with load it
-// first opens one for every partition this node coordinates (ListGroups
-// lists every group the node coordinates, loaded or not).
+// openGroups returns the group coordinators open now; with load it first
+// opens one for every partition this node coordinates (ListGroups lists
+// every group the node coordinates, loaded or not).
 func (s *Server) openGroups(load bool) []*group.Coordinator {
 	if load {
-		for _, p := range s.coordinatedGroupPartitions() {
-			s.groupCoordinator(p)
-		}
+		return s.groupSet.all(s, s.openGroup)
 	}
-	gs := &s.groupSet
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	s.sweepGroups()
-	out := make([]*group.Coordinator, 0, len(gs.open))
-	for _, p := range slices.Sorted(maps.Keys(gs.open)) {
-		out = append(out, gs.open[p].gc)
-	}
-	return out
-}
-
-// coordinatedGroupPartitions lists the partitions of __consumer_offsets this
-// node coordinates by the metadata: 0 on a single node.
-func (s *Server) coordinatedGroupPartitions() []int32 {
-	if s.cfg.Cell == nil {
-		return []int32{0}
-	}
-	parts, _ := s.cfg.Cell.Partitions(group.Topic)
-	var out []int32
-	for i, cp := range parts {
-		if cp.Leader == s.cfg.Cell.NodeID() {
-			out = append(out, int32(i))
-		}
-	}
-	return out
+	return s.groupSet.all(s, nil)
 }
 
 // groupsOf splits groups by the coordinator holding each; a group this node
@@ -227,16 +92,7 @@ func (s *Server) groupsOf(groups []string) (split map[*group.Coordinator][]strin
 }
 
 // closeGroups stops the server's group coordinators; none is opened after.
-func (s *Server) closeGroups() {
-	gs := &s.groupSet
-	gs.mu.Lock()
-	open := gs.open
-	gs.open, gs.closed = nil, true
-	gs.mu.Unlock()
-	for _, e := range open {
-		e.gc.Close()
-	}
-}
+func (s *Server) closeGroups() { s.groupSet.closeAll() }
 
 // clientHost is the address the client connected from, for DescribeGroups.
 func clientHost(c *conn) string {

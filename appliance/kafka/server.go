@@ -27,6 +27,8 @@ import (
 
 	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/group"
+	"github.com/katka-io/katka/appliance/txn"
 )
 
 // DefaultMaxRequestBytes is Kafka's socket.request.max.bytes default: a frame
@@ -116,7 +118,7 @@ type Server struct {
 	clusterID string
 	producers *producerTable
 
-	groupSet groupSet // the group coordinators (groups.go)
+	groupSet coordSet[*group.Coordinator] // the group coordinators (groups.go, coordset.go)
 
 	tx txnState // transaction coordinator and partition index (txn.go)
 
@@ -205,7 +207,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		lg = slog.Default()
 	}
 	lg = lg.With("component", "kafka")
-	s := &Server{b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects()}
+	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects()}
 	s.slotCV = sync.NewCond(&s.mu)
 	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
 	if err := s.listenAll(); err != nil {
@@ -218,8 +220,10 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 			lg.Warn("consumer groups not ready; retried at first use")
 		}
 	}
-	if _, err := s.txns(); err != nil { // replays __transaction_state, resumes markers
-		lg.Warn("transaction coordinator not ready; retried at first use", "err", err)
+	if cfg.Cell == nil {
+		if _, code := s.txnCoordinator(0); code != errNone { // replays __transaction_state, resumes markers
+			lg.Warn("transaction coordinator not ready; retried at first use")
+		}
 	}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newGroupCollector(s)); err != nil {

@@ -38,62 +38,63 @@ func txnHandlers() map[int16]handler {
 	}
 }
 
-// txnState is the server's transaction coordinator and partition index.
+// txnState is the server's transaction coordinators and partition index.
 type txnState struct {
-	mu     sync.Mutex
-	c      *txn.Coordinator
-	closed bool
+	// coords are the transaction coordinators, one per partition of
+	// __transaction_state this node coordinates (coordset.go).
+	coords coordSet[*txn.Coordinator]
 	imu    sync.Mutex // guards idx
 	idx    *txnIndex
 	remote remotePending // in a cell: offsets handed to other nodes' coordinators (txn_cell.go)
 }
 
-// txns returns the server's transaction coordinator, opening it (replaying
-// __transaction_state and resuming the markers of transactions that were
-// being completed) on first use.
-func (s *Server) txns() (*txn.Coordinator, error) {
-	t := &s.tx
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.c != nil {
-		return t.c, nil
-	}
-	if t.closed {
-		return nil, txn.ErrClosed
-	}
-	c, err := txn.Open(txn.Options{
-		Log:             txnLog{s},
+// txnCoordinator returns the transaction coordinator of partition p of
+// __transaction_state, opening it (replaying the partition and resuming the
+// markers of transactions that were being completed) when this node
+// coordinates p and none is open for the current leader epoch, or the error
+// code for the client.
+func (s *Server) txnCoordinator(p int32) (*txn.Coordinator, int16) {
+	return s.tx.coords.get(s, p, s.openTxns)
+}
+
+// openTxns opens the transaction coordinator of partition p.
+func (s *Server) openTxns(p int32) (*txn.Coordinator, error) {
+	return txn.Open(txn.Options{
+		Log:             txnLog{s: s, partition: p},
 		IssueProducerID: func(ctx context.Context) (int64, error) { return s.producers.issue(ctx, s) },
 		Markers:         txnMarkers{s},
 		LimitRejected:   s.b.LimitRejected,
-		Logger:          s.log,
+		Logger:          s.log.With("partition", p),
 	})
-	if err != nil {
-		s.log.Error("transaction coordinator unavailable", "err", err)
-		return nil, err
-	}
-	t.c = c
-	return c, nil
 }
 
-// txnsFor returns the coordinator, or false when it cannot be opened:
-// callers answer COORDINATOR_NOT_AVAILABLE, which clients retry.
-func (s *Server) txnsFor() (*txn.Coordinator, bool) {
-	c, err := s.txns()
-	return c, err == nil
+// txnFor returns the coordinator of transactional id id, or the error code
+// to answer: NOT_COORDINATOR when another node of the cell coordinates it,
+// COORDINATOR_LOAD_IN_PROGRESS or COORDINATOR_NOT_AVAILABLE while it cannot
+// be served here yet.
+func (s *Server) txnFor(id string) (*txn.Coordinator, int16) {
+	p := s.keyPartition(txn.Topic, id)
+	if p < 0 {
+		return nil, errCoordinatorNotAvailable
+	}
+	tc, code := s.txnCoordinator(p)
+	if code == errNotCoordinator {
+		s.redirects.WithLabelValues("not_coordinator").Inc()
+	}
+	return tc, code
 }
 
-// closeTxns stops the transaction coordinator; no new one is opened after.
-func (s *Server) closeTxns() {
-	t := &s.tx
-	t.mu.Lock()
-	c := t.c
-	t.c, t.closed = nil, true
-	t.mu.Unlock()
-	if c != nil {
-		c.Close()
+// allTxns returns this node's transaction coordinators; with load, first
+// opened for every partition of __transaction_state the node coordinates.
+func (s *Server) allTxns(load bool) []*txn.Coordinator {
+	if load {
+		return s.tx.coords.all(s, s.openTxns)
 	}
+	return s.tx.coords.all(s, nil)
 }
+
+// closeTxns stops the transaction coordinators; none is opened after.
+func (s *Server) closeTxns() { s.tx.coords.closeAll() }
 
 // known says whether a topic partition exists (for AddPartitionsToTxn and
 // TxnOffsetCommit: UNKNOWN_TOPIC_OR_PARTITION otherwise).
@@ -102,13 +103,21 @@ func (s *Server) known(topic string, partition int32) bool {
 	return err == nil && partition >= 0 && partition < info.Partitions
 }
 
-// txnLog is __transaction_state on the broker: one partition, no retention
-// (the coordinator compacts it itself, never by key).
-type txnLog struct{ s *Server }
+// txnLog is one partition of __transaction_state on the broker: no
+// retention (the coordinator compacts it itself, never by key). On a single
+// node the topic has one partition, created on first use; in a cell the
+// cell creates its partitions (replicated, like __consumer_offsets).
+type txnLog struct {
+	s         *Server
+	partition int32
+}
 
 func (l txnLog) ensure() error {
 	if _, err := l.s.b.Topic(txn.Topic); err == nil {
 		return nil
+	}
+	if l.s.cfg.Cell != nil {
+		return fmt.Errorf("%s: %w (the cell creates it)", txn.Topic, broker.ErrUnknownTopic)
 	}
 	_, err := l.s.b.CreateTopic(txn.Topic, 1, broker.TopicConfig{RetentionMs: -1, RetentionBytes: -1})
 	if err != nil && !errors.Is(err, broker.ErrTopicExists) {
@@ -117,7 +126,7 @@ func (l txnLog) ensure() error {
 	return nil
 }
 
-// Append writes recs fsynced.
+// Append writes recs fsynced (and on every in-sync replica in a cell).
 func (l txnLog) Append(ctx context.Context, recs []txn.Record) error {
 	_, err := l.append(ctx, recs)
 	return err
@@ -132,26 +141,35 @@ func (l txnLog) append(ctx context.Context, recs []txn.Record) (int64, error) {
 	for i, r := range recs {
 		brs[i] = broker.Record{Key: r.Key, Value: r.Value, Timestamp: now}
 	}
-	return l.s.b.Produce(ctx, txn.Topic, 0, brs, broker.AcksAll)
+	return l.s.b.Produce(ctx, txn.Topic, l.partition, brs, broker.AcksAll)
 }
 
-// Replay reads the topic from its log start.
+// Replay reads the partition from its log start to its log end (a new
+// leader's log end holds what its followers have not confirmed yet, which
+// the old leader may have acknowledged).
 func (l txnLog) Replay(ctx context.Context, fn func(key, value []byte) error) error {
-	pi, err := l.s.b.PartitionInfo(txn.Topic, 0)
+	if l.s.cfg.Cell != nil {
+		if err := l.ensure(); err != nil {
+			return err
+		}
+	}
+	pi, err := l.s.b.PartitionInfo(txn.Topic, l.partition)
 	if errors.Is(err, broker.ErrUnknownTopic) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	for off := pi.LogStartOffset; off < pi.HighWatermark; {
-		res, err := l.s.b.Fetch(ctx, txn.Topic, 0, off, 4<<20, 0)
+	for off := pi.LogStartOffset; ctx.Err() == nil; {
+		res, err := l.s.b.ReadToLogEnd(txn.Topic, l.partition, off, 4<<20)
 		if err != nil {
-			var at int64
 			if o, ok := broker.CorruptOffset(err); ok && o >= off {
-				at = o
-				l.s.log.Warn("skipping damaged __transaction_state record", "offset", at, "err", err)
-				off = at + 1
+				l.s.log.Warn("skipping damaged __transaction_state record", "partition", l.partition, "offset", o, "err", err)
+				off = o + 1
+				continue
+			}
+			if pi, perr := l.s.b.PartitionInfo(txn.Topic, l.partition); perr == nil && pi.LogStartOffset > off {
+				off = pi.LogStartOffset // compaction moved the log start meanwhile
 				continue
 			}
 			return err
@@ -166,7 +184,7 @@ func (l txnLog) Replay(ctx context.Context, fn func(key, value []byte) error) er
 		}
 		off = res.Records[len(res.Records)-1].Offset + 1
 	}
-	return nil
+	return ctx.Err()
 }
 
 // Compact appends the live state and drops every record before it.
@@ -175,7 +193,7 @@ func (l txnLog) Compact(ctx context.Context, snapshot []txn.Record) error {
 	if err != nil {
 		return err
 	}
-	_, err = l.s.b.DeleteRecords(txn.Topic, 0, base)
+	_, err = l.s.b.DeleteRecords(txn.Topic, l.partition, base)
 	return err
 }
 
@@ -268,8 +286,8 @@ func (s *Server) verifyTxnBatch(ctx context.Context, txnID *string, info broker.
 	// In a cell the transactional id's coordinator may be another node.
 	code, asked := s.verifyRemote(ctx, *txnID, pid, epoch, info.Name, partition)
 	if !asked {
-		c, ok := s.txnsFor()
-		if !ok {
+		c, cc := s.txnFor(*txnID)
+		if cc != errNone {
 			return codeErrorf(kerr.NotEnoughReplicas.Code, "transaction coordinator not available")
 		}
 		code = c.Verify(*txnID, pid, epoch, info.Name, partition)

@@ -150,9 +150,9 @@ func (s *Server) HandlePeerCall(ctx context.Context, from int32, kind string, pa
 		if err := json.Unmarshal(payload, &c); err != nil {
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
-		tc, ok := s.txnsFor()
-		if !ok || s.notCoordinator(1, c.TransactionalID) {
-			return codeResult{Code: errNotCoordinator}, nil
+		tc, code := s.txnFor(c.TransactionalID)
+		if code != errNone {
+			return codeResult{Code: code}, nil
 		}
 		return codeResult{Code: tc.Verify(c.TransactionalID, c.ProducerID, c.ProducerEpoch, c.Topic, c.Partition)}, nil
 	case callTxnPending:
@@ -160,11 +160,11 @@ func (s *Server) HandlePeerCall(ctx context.Context, from int32, kind string, pa
 		if err := json.Unmarshal(payload, &c); err != nil {
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
-		tc, ok := s.txnsFor()
-		if !ok {
-			return nil, errors.New("transaction coordinator not available")
+		var offs []txn.PendingOffset
+		for _, tc := range s.allTxns(false) {
+			offs = append(offs, tc.PendingOffsets(c.Group)...)
 		}
-		return pendingResult{Offsets: tc.PendingOffsets(c.Group)}, nil
+		return pendingResult{Offsets: offs}, nil
 	case callTxnOffsetCommit:
 		var c offsetCommitCall
 		if err := json.Unmarshal(payload, &c); err != nil {
@@ -175,10 +175,10 @@ func (s *Server) HandlePeerCall(ctx context.Context, from int32, kind string, pa
 		if err := req.ReadFrom(c.Request); err != nil {
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
-		tc, ok := s.txnsFor()
+		tc, code := s.txnFor(req.TransactionalID)
 		var resp *kmsg.TxnOffsetCommitResponse
-		if !ok || s.notCoordinator(1, req.TransactionalID) {
-			resp = txnOffsetCommitFailed(req, errNotCoordinator)
+		if code != errNone {
+			resp = txnOffsetCommitFailed(req, code)
 		} else {
 			var err error
 			// The member was checked by the group's coordinator.

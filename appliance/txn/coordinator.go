@@ -176,6 +176,9 @@ func (c *Coordinator) Close() error {
 	return nil
 }
 
+// Done is closed once the coordinator is closed.
+func (c *Coordinator) Done() <-chan struct{} { return c.ctx.Done() }
+
 func (c *Coordinator) clock() {
 	defer c.wg.Done()
 	tk := time.NewTicker(c.opts.TickInterval)
