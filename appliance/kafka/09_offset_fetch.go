@@ -14,6 +14,11 @@ import (
 // answers offset -1 with no error, as Kafka.
 func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.OffsetFetchRequest)
+	// The pending transactional offsets are looked up before the committed
+	// ones are read: a transaction's offsets are applied before they stop
+	// being pending, so one that completes in between is read applied, never
+	// missed both ways (a stale offset without UNSTABLE_OFFSET_COMMIT).
+	pending := s.pendingOffsets(ctx, req)
 	var resp *kmsg.OffsetFetchResponse
 	if req.Version < 8 {
 		gc, code := s.groupFor(req.Group)
@@ -45,45 +50,61 @@ func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request
 		})
 	}
 	s.authOffsetFetch(ctx, c, req, resp)
-	if req.Version >= 7 {
-		s.markUnstable(ctx, req, resp)
-	}
+	markUnstable(req, resp, pending)
 	return resp, nil
+}
+
+// offsetKey is a topic partition of a group's pending offsets.
+type offsetKey struct {
+	topic     string
+	partition int32
+}
+
+// pendingOffsets returns, for a require_stable OffsetFetch (v7+), the
+// partitions of each requested group that a transaction holds offsets
+// pending for: this node's transactions, and in a cell those of other
+// nodes' coordinators this node handed offsets of the group to. Nil for any
+// other fetch.
+func (s *Server) pendingOffsets(ctx context.Context, req *kmsg.OffsetFetchRequest) map[string]map[offsetKey]bool {
+	if req.Version < 7 || !req.RequireStable {
+		return nil
+	}
+	groups := []string{req.Group}
+	if req.Version >= 8 {
+		groups = groups[:0]
+		for _, g := range req.Groups {
+			groups = append(groups, g.Group)
+		}
+	}
+	out := map[string]map[offsetKey]bool{}
+	for _, g := range groups {
+		offs := s.remotePendingOffsets(ctx, g)
+		for _, tc := range s.allTxns(false) {
+			offs = append(offs, tc.PendingOffsets(g)...)
+		}
+		for _, o := range offs {
+			if out[g] == nil {
+				out[g] = map[offsetKey]bool{}
+			}
+			out[g][offsetKey{o.Topic, o.Partition}] = true
+		}
+	}
+	return out
 }
 
 // markUnstable answers UNSTABLE_OFFSET_COMMIT (retriable) for the partitions
 // of a require_stable OffsetFetch that have a transactional offset commit
-// pending, as Kafka does, so a consumer does not start from an offset its
-// group's transaction may still replace.
-func (s *Server) markUnstable(ctx context.Context, req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
-	if !req.RequireStable {
+// pending (pendingOffsets), as Kafka does, so a consumer does not start from
+// an offset its group's transaction may still replace.
+func markUnstable(req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse, pending map[string]map[offsetKey]bool) {
+	if len(pending) == 0 {
 		return
 	}
-	type tp struct {
-		topic     string
-		partition int32
-	}
-	pending := func(group string) map[tp]bool {
-		var m map[tp]bool
-		// This node's transactions, and in a cell those of other nodes'
-		// coordinators this node handed offsets of the group to.
-		offs := s.remotePendingOffsets(ctx, group)
-		for _, tc := range s.allTxns(false) {
-			offs = append(offs, tc.PendingOffsets(group)...)
-		}
-		for _, o := range offs {
-			if m == nil {
-				m = map[tp]bool{}
-			}
-			m[tp{o.Topic, o.Partition}] = true
-		}
-		return m
-	}
 	if req.Version < 8 {
-		m := pending(req.Group)
+		m := pending[req.Group]
 		for i := range resp.Topics {
 			for j := range resp.Topics[i].Partitions {
-				if p := &resp.Topics[i].Partitions[j]; m[tp{resp.Topics[i].Topic, p.Partition}] && p.ErrorCode == errNone {
+				if p := &resp.Topics[i].Partitions[j]; m[offsetKey{resp.Topics[i].Topic, p.Partition}] && p.ErrorCode == errNone {
 					p.ErrorCode, p.Offset = codeUnstableOffsetCommit, -1
 				}
 			}
@@ -91,11 +112,11 @@ func (s *Server) markUnstable(ctx context.Context, req *kmsg.OffsetFetchRequest,
 		return
 	}
 	for g := range resp.Groups {
-		m := pending(resp.Groups[g].Group)
+		m := pending[resp.Groups[g].Group]
 		for i := range resp.Groups[g].Topics {
 			t := &resp.Groups[g].Topics[i]
 			for j := range t.Partitions {
-				if p := &t.Partitions[j]; m[tp{t.Topic, p.Partition}] && p.ErrorCode == errNone {
+				if p := &t.Partitions[j]; m[offsetKey{t.Topic, p.Partition}] && p.ErrorCode == errNone {
 					p.ErrorCode, p.Offset = codeUnstableOffsetCommit, -1
 				}
 			}
