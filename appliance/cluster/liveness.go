@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -75,6 +76,10 @@ type liveness struct {
 	heard      map[int32]heard  // last heartbeat per node (controller leader)
 	fenceIndex map[int32]uint64 // raft index of each node's fencing, as this leader committed it
 	poke       chan struct{}    // a fenced node was heard: unfence it now
+	// beatSent is when this node sent its last heartbeat the controller
+	// leader acknowledged (unix ns): the start of its service lease
+	// (services.go).
+	beatSent atomic.Int64
 }
 
 func newLiveness(n *Node, reg prometheus.Registerer) *liveness {
@@ -252,12 +257,16 @@ func (n *Node) heartbeatLoop() {
 				continue
 			}
 		}
+		sent := time.Now()
 		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.incarnation}, n.opts.Cell.SessionTimeout); err != nil {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
-		} else if id, ok := parseNodeID(leaderID); ok {
-			n.ops.touch(id) // a mutual-TLS exchange: the leader's last contact
+		} else {
+			n.live.beatSent.Store(sent.UnixNano())
+			if id, ok := parseNodeID(leaderID); ok {
+				n.ops.touch(id) // a mutual-TLS exchange: the leader's last contact
+			}
 		}
 	}
 }

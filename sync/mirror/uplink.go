@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,13 +69,15 @@ type Uplink struct {
 
 	records, bytes atomic.Int64
 	live           atomic.Bool // session established (for connHook)
+
+	elsewhere map[tp]bool // cell partitions without a replica here, logged once each
 }
 
 // newUplink prepares the uplink; it does not connect.
 func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, link *linkstate.Link, log *slog.Logger) (*Uplink, error) {
 	u := &Uplink{b: b, cfg: cfg, log: log.With("link", "uplink"), m: m, opts: opts, link: link,
 		state: &linkState{st: LinkStatus{Link: "uplink", Brokers: cfg.Brokers, Delivery: cfg.Delivery}}, // "auto" until connected
-		pos:   map[tp]int64{}, line: map[tp]lineage{}, boot: map[tp]int64{}, verified: map[tp]bool{},
+		pos:   map[tp]int64{}, line: map[tp]lineage{}, boot: map[tp]int64{}, verified: map[tp]bool{}, elsewhere: map[tp]bool{},
 		skip: map[string]bool{cfg.CheckpointTopic: true}}
 	for _, d := range cfg.Downlink {
 		u.skip[localName(d)] = true
@@ -120,6 +123,9 @@ func (u *Uplink) sources() []source {
 		for _, r := range u.rules {
 			if (r.re == nil && r.name == t.Name) || (r.re != nil && r.re.MatchString(t.Name)) {
 				for p := int32(0); p < t.Partitions; p++ {
+					if !u.held(t.Name, p) {
+						continue
+					}
 					out = append(out, source{tp: tp{t.Name, p}, priority: r.priority, parts: t.Partitions, central: u.centralName(t.Name)})
 				}
 				break
@@ -128,6 +134,36 @@ func (u *Uplink) sources() []source {
 	}
 	byPriority(out, func(s source) int { return s.priority })
 	return out
+}
+
+// held reports whether this node holds a partition's records: always
+// outside a cell and for a partition the cell gave one replica here; in a
+// cell, when this node is one of its replicas (leader or follower: a
+// follower's local log is read up to its high watermark, which only covers
+// records every in-sync replica has, so nothing read here can vanish in a
+// failover). A partition whose replicas are all elsewhere is not mirrored
+// from this node (logged once); one the cell has not placed yet is skipped
+// until it has.
+func (u *Uplink) held(topic string, part int32) bool {
+	st, ok := u.b.ReplicaState(topic, part)
+	if !ok {
+		return true
+	}
+	if st.Self < 0 {
+		return false // gated: the cell has not said yet
+	}
+	if slices.Contains(st.Replicas, st.Self) {
+		return true
+	}
+	u.mu.Lock()
+	first := !u.elsewhere[tp{topic, part}]
+	u.elsewhere[tp{topic, part}] = true
+	u.mu.Unlock()
+	if first {
+		u.log.Warn("partition has no replica on the node running the uplink: not mirrored from here (give the topic a replica on every node that may run sync)",
+			"topic", topic, "partition", part, "replicas", st.Replicas)
+	}
+	return false
 }
 
 // Run mirrors until ctx ends, reconnecting with capped exponential backoff.
@@ -301,11 +337,26 @@ func (u *Uplink) checkAhead(cps map[tp]checkpoint) (map[tp]int64, map[tp]lineage
 			continue
 		}
 		local := info.HighWatermark
-		u.mu.Lock()
-		if end, ok := u.boot[s.tp]; ok && !u.verified[s.tp] {
-			local = end
+		if st, repl := u.b.ReplicaState(s.topic, s.part); repl {
+			// Replicated by a cell: another node may have mirrored up to
+			// the old leader's high watermark, which this node's (a
+			// follower's, or a new leader's) reaches a little later; every
+			// record below it is on every in-sync replica. Only the leader's
+			// log end tells a loss (a power cut of the whole cell with
+			// fsync: interval); a follower waits for its high watermark to
+			// pass the checkpoint.
+			ls, leads := u.b.LeaderStatus(s.topic, s.part)
+			if !leads || st.Leader != st.Self || cp.NextOffset <= ls.LogEnd {
+				continue
+			}
+			local = ls.LogEnd
+		} else {
+			u.mu.Lock()
+			if end, ok := u.boot[s.tp]; ok && !u.verified[s.tp] {
+				local = end
+			}
+			u.mu.Unlock()
 		}
-		u.mu.Unlock()
 		if cp.NextOffset <= local {
 			continue
 		}

@@ -29,7 +29,32 @@ func startSync(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg co
 		return err
 	}
 	syncStatus = svc.Status
-	wg.Go(func() { svc.Run(ctx) })
+	wg.Go(func() { runSingleton(ctx, singletonRunner(), "sync/"+cfg.Sync.Site, svc.Run) })
 	log.Info("sync started", "site", cfg.Sync.Site, "brokers", cfg.Sync.Brokers, "uplink", len(cfg.Sync.Uplink), "downlink", len(cfg.Sync.Downlink))
 	return nil
+}
+
+// serviceRunner runs a singleton service of the cell: fn runs while this
+// node owns the service and its context is cancelled when the node loses it
+// (cluster.Node.RunService; appliance/cluster/services.go).
+type serviceRunner interface {
+	RunService(ctx context.Context, name string, fn func(ctx context.Context, epoch int64))
+}
+
+// singletonRunner is the running cell's service runner, nil outside a cell.
+func singletonRunner() serviceRunner {
+	if runningCell == nil {
+		return nil
+	}
+	return runningCell
+}
+
+// runSingleton runs fn until ctx ends: at once without a cell (r nil), else
+// on whichever node of the cell owns the service name, moving with it.
+func runSingleton(ctx context.Context, r serviceRunner, name string, fn func(ctx context.Context)) {
+	if r == nil {
+		fn(ctx)
+		return
+	}
+	r.RunService(ctx, name, func(ctx context.Context, _ int64) { fn(ctx) })
 }
