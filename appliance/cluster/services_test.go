@@ -1,8 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/katka-io/katka/appliance/config"
 )
 
 // TestFSMServiceOwners steps the FSM through claims and releases: one owner
@@ -87,5 +92,101 @@ func TestFSMServiceOwners(t *testing.T) {
 	}
 	if err := f.apply(Command{Op: opClaimService, NodeID: 1}); err == nil {
 		t.Fatal("claim without a service name accepted")
+	}
+}
+
+// svcEvent is a service starting (on) or stopping on a node.
+type svcEvent struct {
+	node  int32
+	on    bool
+	epoch int64
+}
+
+// TestRunServiceMoves: three nodes run RunService for one service; it runs
+// on exactly one of them; when that node closes (a dead node: no release) it
+// runs on another once the controller fenced the closed one; when the owner
+// stops the service cleanly it releases it and another node takes it
+// without waiting for a fence. Never on two nodes at once.
+func TestRunServiceMoves(t *testing.T) {
+	const session = time.Second
+	tc := startTestCell(t, 3, func(_ int, c *config.Cell) {
+		c.HeartbeatInterval, c.SessionTimeout = 100*time.Millisecond, session
+	})
+	events := make(chan svcEvent, 64)
+	var (
+		mu      sync.Mutex
+		running = map[int32]bool{}
+		overlap bool
+	)
+	ctxs := make([]context.CancelFunc, 3)
+	var wg sync.WaitGroup
+	for i, n := range tc.nodes {
+		ctx, cancel := context.WithCancel(context.Background())
+		ctxs[i] = cancel
+		id := n.NodeID()
+		wg.Go(func() {
+			n.RunService(ctx, "plugin/archive", func(ctx context.Context, epoch int64) {
+				mu.Lock()
+				running[id] = true
+				overlap = overlap || len(running) > 1
+				mu.Unlock()
+				events <- svcEvent{id, true, epoch}
+				<-ctx.Done()
+				mu.Lock()
+				delete(running, id)
+				mu.Unlock()
+				events <- svcEvent{id, false, epoch}
+			})
+		})
+	}
+	defer func() {
+		for _, c := range ctxs {
+			c()
+		}
+		wg.Wait()
+	}()
+	next := func(what string) svcEvent {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(session + 10*time.Second):
+			t.Fatalf("timed out waiting for %s", what)
+			return svcEvent{}
+		}
+	}
+	first := next("the service to start")
+	if !first.on || first.epoch != 1 {
+		t.Fatalf("first event %+v, want a start in epoch 1", first)
+	}
+	// The owner dies (closed without releasing): the service stops there
+	// with the node, and starts on another once it is fenced.
+	t0 := time.Now()
+	tc.stop(int(first.node - 1))
+	if e := next("the dead owner's service to stop"); e.on || e.node != first.node {
+		t.Fatalf("event %+v, want node %d stopping", e, first.node)
+	}
+	second := next("the service on another node")
+	if !second.on || second.node == first.node || second.epoch != 2 {
+		t.Fatalf("event %+v, want a start on another node in epoch 2", second)
+	}
+	t.Logf("service moved from node %d to node %d %v after the owner closed (session timeout %v)", first.node, second.node, time.Since(t0).Round(time.Millisecond), session)
+	// A clean stop releases it: the third node takes it at once.
+	t0 = time.Now()
+	ctxs[second.node-1]()
+	if e := next("the released service to stop"); e.on || e.node != second.node {
+		t.Fatalf("event %+v, want node %d stopping", e, second.node)
+	}
+	third := next("the released service on the last node")
+	if !third.on || third.node == first.node || third.node == second.node || third.epoch != 3 {
+		t.Fatalf("event %+v, want a start on the third node in epoch 3", third)
+	}
+	if d := time.Since(t0); d >= session {
+		t.Errorf("a released service took %v to move, no less than the session timeout", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if overlap {
+		t.Fatal("the service ran on two nodes at once")
 	}
 }

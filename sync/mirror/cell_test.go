@@ -1,0 +1,58 @@
+package mirror
+
+import (
+	"testing"
+
+	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/config"
+	"github.com/katka-io/katka/appliance/linkstate"
+)
+
+// TestUplinkInCell: on a node of a cell the uplink mirrors the partitions
+// this node holds a replica of (leader or follower) and skips those held
+// elsewhere; a central checkpoint beyond a follower's local end means the
+// node taking the uplink over has not fetched every record the previous
+// owner mirrored yet, so it waits at the checkpoint instead of re-basing
+// (which would mirror those offsets again in a new epoch: duplicates).
+// A partition without replica state re-bases as on a single node.
+func TestUplinkInCell(t *testing.T) {
+	b := openBroker(t, t.TempDir())
+	if _, err := b.CreateTopic("t", 3, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	for p := range int32(3) {
+		produceValues(t, b, "t", p, "v", 0, 10)
+	}
+	// Partition 0: a follower here (node 2); partition 1: replicas on nodes
+	// 1 and 3 only; partition 2: not replicated.
+	if err := b.SetReplicaState("t", 0, broker.ReplicaState{Self: 2, Leader: 1, LeaderEpoch: 1, Replicas: []int32{1, 2}, ISR: []int32{1, 2}, MinInsync: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetReplicaState("t", 1, broker.ReplicaState{Self: 2, Leader: 1, LeaderEpoch: 1, Replicas: []int32{1, 3}, ISR: []int32{1, 3}, MinInsync: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := syncConfig([]string{"127.0.0.1:1"})
+	cfg.Uplink = []config.SyncUplink{{Topic: "t"}}
+	u, err := newUplink(b, cfg, nil, newMetrics(nil), linkstate.New(linkstate.Options{Name: "sync/uplink", Log: quiet}), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []int32
+	for _, s := range u.sources() {
+		parts = append(parts, s.part)
+	}
+	if len(parts) != 2 || parts[0] != 0 || parts[1] != 2 {
+		t.Fatalf("sources: partitions %v, want [0 2] (1 has no replica here)", parts)
+	}
+	cps := map[tp]checkpoint{}
+	for p := range int32(3) {
+		cps[tp{"t", p}] = checkpoint{Site: cfg.Site, Topic: "t", Partition: p, NextOffset: 15, CentralTopic: "site-a.t"}
+	}
+	pos, _, rebased := u.checkAhead(cps)
+	if len(rebased) != 1 || rebased[0].Partition != 2 {
+		t.Fatalf("re-based %+v, want partition 2 only", rebased)
+	}
+	if pos[tp{"t", 0}] != 15 || pos[tp{"t", 2}] != 10 {
+		t.Fatalf("positions %v: want the follower waiting at 15, partition 2 re-based to 10", pos)
+	}
+}
