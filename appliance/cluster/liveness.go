@@ -57,6 +57,10 @@ type heartbeatAck struct {
 	// Error is set when the receiver is not the controller leader (the
 	// stream then ends).
 	Error string `json:"error,omitempty"`
+	// Fenced is true while the controller leader has the sender fenced, or
+	// has not admitted its process run yet: such a heartbeat does not
+	// renew the sender's service lease (services.go).
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 // heard is the controller leader's record of one node's last heartbeat.
@@ -176,6 +180,7 @@ func (n *Node) serveHeartbeats(from int32, tc *tls.Conn, r io.Reader) {
 		} else {
 			n.live.record(from, hb)
 			n.ops.touch(from)
+			ack.Fenced = n.fsm.fenced(from) || n.fsm.incarnation(from) != hb.Incarnation
 		}
 		tc.SetWriteDeadline(time.Now().Add(rpcTimeout))
 		if err := enc.Encode(ack); err != nil || ack.Error != "" {
@@ -258,12 +263,14 @@ func (n *Node) heartbeatLoop() {
 			}
 		}
 		sent := time.Now()
-		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.incarnation}, n.opts.Cell.SessionTimeout); err != nil {
+		if fenced, err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.incarnation}, n.opts.Cell.SessionTimeout); err != nil {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
 		} else {
-			n.live.beatSent.Store(sent.UnixNano())
+			if !fenced {
+				n.live.beatSent.Store(sent.UnixNano())
+			}
 			if id, ok := parseNodeID(leaderID); ok {
 				n.ops.touch(id) // a mutual-TLS exchange: the leader's last contact
 			}
@@ -294,23 +301,25 @@ func (n *Node) dialHeartbeats(addr string) (*heartbeatStream, error) {
 }
 
 // beat sends one heartbeat and reads its answer, waiting at most wait.
-func (h *heartbeatStream) beat(hb heartbeatMsg, wait time.Duration) error {
+// beat sends one heartbeat and reads its answer: whether the controller
+// leader has this node fenced (or its run not admitted yet).
+func (h *heartbeatStream) beat(hb heartbeatMsg, wait time.Duration) (fenced bool, err error) {
 	h.tc.SetDeadline(time.Now().Add(wait))
 	if err := json.NewEncoder(h.tc).Encode(hb); err != nil {
-		return err
+		return false, err
 	}
 	line, err := h.br.ReadSlice('\n')
 	if err != nil {
-		return err
+		return false, err
 	}
 	var ack heartbeatAck
 	if err := json.Unmarshal(line, &ack); err != nil {
-		return err
+		return false, err
 	}
 	if ack.Error != "" {
-		return fmt.Errorf("controller: %s", ack.Error)
+		return false, fmt.Errorf("controller: %s", ack.Error)
 	}
-	return nil
+	return ack.Fenced, nil
 }
 
 func (h *heartbeatStream) close() {

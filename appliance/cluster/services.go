@@ -121,8 +121,12 @@ func (f *fsm) ownsService(name string, self int32) (int64, bool) {
 }
 
 // holdsLease reports whether this node may act as a service owner now: it
-// leads the controller, or the controller leader acknowledged a heartbeat it
-// sent within the session timeout less two heartbeat intervals. The
+// leads the controller (with every committed entry applied), or the
+// controller leader acknowledged a heartbeat it sent within the session
+// timeout less two heartbeat intervals and did not have it fenced then (a
+// node coming back from a cut has applied its fencing before that, and with
+// it sees itself fenced until it has applied any new owner's claim too, so
+// a stale copy of the metadata never starts a service again). The
 // controller fences a node a session timeout after it last received a
 // heartbeat, which is after the node sent it, so an owner cut off from the
 // controller stops its services before it is fenced and another node may
@@ -131,7 +135,12 @@ func (f *fsm) ownsService(name string, self int32) (int64, bool) {
 func (n *Node) holdsLease() bool {
 	now := time.Now()
 	if n.raft.State() == raft.Leader {
-		n.live.beatSent.Store(now.UnixNano()) // a leader steps down within its lease timeout when cut off
+		// A leader steps down within its lease timeout when cut off; a new
+		// one acts once its copy of the metadata has every committed entry.
+		if n.raft.AppliedIndex() < n.raft.CommitIndex() {
+			return false
+		}
+		n.live.beatSent.Store(now.UnixNano())
 		return true
 	}
 	lease := n.opts.Cell.SessionTimeout - 2*n.opts.Cell.HeartbeatInterval

@@ -46,7 +46,9 @@ type svcCell struct {
 }
 
 // startSvcCell forms a 3-node cell with sync to a kfake central cluster on
-// the bridge and a file-sink plugin instance "archive" on svcTopic, and
+// the bridge and a file-sink plugin instance "archive" (its input topic is
+// another than svcTopic: an instance creates a missing input topic on its
+// node, under a topic id of its own, before the test creates svcTopic), and
 // creates svcTopic with replication factor 3.
 func startSvcCell(t *testing.T) *svcCell {
 	t.Helper()
@@ -83,9 +85,9 @@ plugins:
   instances:
     - name: archive
       plugin: file-sink
-      inputs: [%s]
+      inputs: [archive.in]
       settings: ["dir=%s"]
-`, svcSite, strings.Join(central.ListenAddrs(), ", "), svcTopic, plugins, svcTopic, filepath.Join(dir, fmt.Sprintf("archive%d", i)))
+`, svcSite, strings.Join(central.ListenAddrs(), ", "), svcTopic, plugins, filepath.Join(dir, fmt.Sprintf("archive%d", i)))
 		c.nodes = append(c.nodes, c.net.node(i, cellNodeConfig(c.net.ip(i), cred, "svc", 3)+extra))
 		c.seeds = append(c.seeds, c.net.ip(i)+":9092")
 	}
@@ -266,6 +268,7 @@ func TestCellSyncAndPluginsMoveOnKill(t *testing.T) {
 		t.Logf("uplink on node %d %v after the fault", next.i, time.Since(t0).Round(10*time.Millisecond))
 		mid := centralCount(c.central, central)
 		waitUntil(t, 60*time.Second, "the new owner mirroring", func() bool { return centralCount(c.central, central) > mid+3000 })
+		t.Logf("new owner mirrored %d more central offsets; %d records acknowledged", centralCount(c.central, central)-mid, acked.Load())
 		f.after(owner)
 		if owner.cmd != nil && owner.starts > 0 && f.name != "SIGKILL" {
 			waitUntil(t, 30*time.Second, "the deposed node to stop its uplink", func() bool { return !owner.serviceRunning(svcSync) })
@@ -308,7 +311,16 @@ func TestCellSyncAndPluginsMoveOnKill(t *testing.T) {
 	t0 := time.Now()
 	host.kill()
 	waitUntil(t, 30*time.Second, "the plugin instance up on another node", func() bool { return len(c.pluginUp("archive")) == 1 })
-	t.Logf("plugin instance moved from node %d to node %d %v after the kill", host.i, c.pluginUp("archive")[0].i, time.Since(t0).Round(10*time.Millisecond))
+	to := c.pluginUp("archive")[0]
+	t.Logf("plugin instance moved from node %d to node %d %v after the kill", host.i, to.i, time.Since(t0).Round(10*time.Millisecond))
+	// katka cell status names each service's owner.
+	out := cellCLI(t, "cell", "status", "--http", to.httpAddr())
+	if want := fmt.Sprintf("service plugin/archive on node %d ", to.i); !strings.Contains(out, want) || !strings.Contains(out, "service "+svcSync+" on node ") {
+		t.Fatalf("katka cell status lacks %q or the sync service:\n%s", want, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		t.Logf("katka cell status: %s", l)
+	}
 }
 
 // others lists every node index but i.

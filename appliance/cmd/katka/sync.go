@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/katka-io/katka/appliance/broker"
+	"github.com/katka-io/katka/appliance/cluster"
 	"github.com/katka-io/katka/appliance/config"
 	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sync/mirror"
@@ -57,4 +62,17 @@ func runSingleton(ctx context.Context, r serviceRunner, name string, fn func(ctx
 		return
 	}
 	r.RunService(ctx, name, func(ctx context.Context, _ int64) { fn(ctx) })
+}
+
+// printServices lists the owners of the cell's singleton services (`katka
+// cell status`): one line per service, by name.
+func printServices(w io.Writer, svcs map[string]cluster.ServiceOwner) {
+	for _, name := range slices.Sorted(maps.Keys(svcs)) {
+		o := svcs[name]
+		if o.Node < 0 {
+			fmt.Fprintf(w, "service %s: no owner (released; the next node that runs it claims it)\n", name)
+			continue
+		}
+		fmt.Fprintf(w, "service %s on node %d (owner epoch %d)\n", name, o.Node, o.Epoch)
+	}
 }
