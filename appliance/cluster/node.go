@@ -391,6 +391,8 @@ func (n *Node) handleRPC(ctx context.Context, from int32, req rpcRequest) rpcRes
 			return rpcResponse{Error: err.Error()}
 		}
 		return rpcResponse{}
+	case opRead:
+		return n.serveRead(ctx, req.Read)
 	case opRemoveNode:
 		if req.Command == nil || req.Command.Node == nil {
 			return rpcResponse{Error: "remove_node without node"}

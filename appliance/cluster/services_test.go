@@ -3,10 +3,12 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
 )
 
@@ -188,5 +190,55 @@ func TestRunServiceMoves(t *testing.T) {
 	defer mu.Unlock()
 	if overlap {
 		t.Fatal("the service ran on two nodes at once")
+	}
+}
+
+// TestReadPartitionFromLeader: a node reads a partition it holds no replica
+// of from its leader over katka-rpc/1: the records below the leader's high
+// watermark, its offsets, and out-of-range offsets as
+// broker.ErrOffsetOutOfRange.
+func TestReadPartitionFromLeader(t *testing.T) {
+	tc := startTestCell(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tc.nodes[0].CreateTopic(ctx, "lines", 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the topic on every broker", func() bool {
+		for _, b := range tc.brokers {
+			if _, err := b.Topic("lines"); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	md := tc.nodes[0].Metadata()
+	for p := range int32(3) {
+		recs := make([]broker.Record, 20)
+		for i := range recs {
+			recs[i] = broker.Record{Key: []byte("k"), Value: fmt.Appendf(nil, "p%d-%d", p, i), Headers: []broker.Header{{Key: "h", Value: []byte("x")}}}
+		}
+		if _, err := tc.brokers[0].Produce(ctx, "lines", p, recs, broker.AcksAll); err != nil {
+			t.Fatal(err)
+		}
+		leader := md.Topics["lines"].Partitions[p].Leader
+		reader := tc.nodes[leader%3] // another node
+		info, got, err := reader.ReadPartition(ctx, "lines", p, 5, 1<<20)
+		if err != nil {
+			t.Fatalf("read partition %d (leader %d) on node %d: %v", p, leader, reader.NodeID(), err)
+		}
+		if info.HighWatermark != 20 || info.LogStartOffset != 0 || len(got) != 15 || got[0].Offset != 5 ||
+			string(got[0].Value) != fmt.Sprintf("p%d-5", p) || len(got[0].Headers) != 1 || string(got[0].Headers[0].Value) != "x" {
+			t.Fatalf("read partition %d: info %+v, %d records (first %+v)", p, info, len(got), got[0])
+		}
+		if info, got, err := reader.ReadPartition(ctx, "lines", p, -1, 0); err != nil || len(got) != 0 || info.HighWatermark != 20 || info.Bytes == 0 {
+			t.Fatalf("offsets of partition %d: %+v %d %v", p, info, len(got), err)
+		}
+		if _, _, err := reader.ReadPartition(ctx, "lines", p, 99, 1<<20); !errors.Is(err, broker.ErrOffsetOutOfRange) {
+			t.Fatalf("read past the end of partition %d: %v, want ErrOffsetOutOfRange", p, err)
+		}
+	}
+	if _, _, err := tc.nodes[0].ReadPartition(ctx, "nope", 0, 0, 1); err == nil {
+		t.Fatal("read of an unknown topic succeeded")
 	}
 }

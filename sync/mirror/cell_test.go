@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"context"
 	"testing"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -54,5 +55,61 @@ func TestUplinkInCell(t *testing.T) {
 	}
 	if pos[tp{"t", 0}] != 15 || pos[tp{"t", 2}] != 10 {
 		t.Fatalf("positions %v: want the follower waiting at 15, partition 2 re-based to 10", pos)
+	}
+}
+
+// brokerRemote is a Remote reading another node's broker, as the partition's
+// leader answers cluster.Node.ReadPartition.
+type brokerRemote struct{ b *broker.Broker }
+
+func (r brokerRemote) ReadPartition(ctx context.Context, topic string, part int32, offset int64, maxBytes int) (broker.PartitionInfo, []broker.Record, error) {
+	info, err := r.b.PartitionInfo(topic, part)
+	if err != nil || offset < 0 {
+		return info, nil, err
+	}
+	res, err := r.b.Fetch(ctx, topic, part, offset, maxBytes, 0)
+	info.HighWatermark, info.LogStartOffset = res.HighWatermark, res.LogStartOffset
+	return info, res.Records, err
+}
+
+// TestUplinkReadsRemotePartitions: with a Remote, a partition this node
+// holds no replica of is mirrored from its leader's log (here another
+// broker's), in order; its local (empty, replica-less) log is never read.
+func TestUplinkReadsRemotePartitions(t *testing.T) {
+	local, leader := openBroker(t, t.TempDir()), openBroker(t, t.TempDir())
+	for _, b := range []*broker.Broker{local, leader} {
+		if _, err := b.CreateTopic("t", 1, broker.TopicConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produceValues(t, leader, "t", 0, "v", 0, 25)
+	if err := local.SetReplicaState("t", 0, broker.ReplicaState{Self: 2, Leader: 1, LeaderEpoch: 1, Replicas: []int32{1, 3}, ISR: []int32{1, 3}, MinInsync: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := syncConfig([]string{"127.0.0.1:1"})
+	cfg.Uplink = []config.SyncUplink{{Topic: "t"}}
+	u, err := newUplink(local, cfg, nil, newMetrics(nil), linkstate.New(linkstate.Options{Name: "sync/uplink", Log: quiet}), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.remote = brokerRemote{leader}
+	srcs := u.sources()
+	if len(srcs) != 1 || !srcs[0].remote {
+		t.Fatalf("sources %+v, want t-0 read remotely", srcs)
+	}
+	// The central checkpoint says 10: the next batches carry 10..24.
+	pos, _, rebased := u.checkAhead(map[tp]checkpoint{{"t", 0}: {Site: cfg.Site, Topic: "t", NextOffset: 10}})
+	if len(rebased) != 0 || pos[tp{"t", 0}] != 10 {
+		t.Fatalf("positions %v, re-based %v: want 10, none", pos, rebased)
+	}
+	u.pos = pos
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := u.collect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.parts) != 1 || b.parts[0].start != 10 || b.parts[0].end != 25 || len(b.parts[0].recs) != 15 || b.parts[0].recs[0].Offset != 10 {
+		t.Fatalf("batch %+v, want records 10..24 of the leader's log", b.parts)
 	}
 }

@@ -59,6 +59,15 @@ func New(b *broker.Broker, cfg config.Sync, statusPath string, reg prometheus.Re
 	return s, nil
 }
 
+// SetRemote gives the uplink a reader for the partitions this node holds no
+// replica of (in a cell: cluster.Node, which reads them from their leaders);
+// without one they are not mirrored from this node. Call it before Run.
+func (s *Service) SetRemote(r Remote) {
+	if s.up != nil {
+		s.up.remote = r
+	}
+}
+
 // newLink is the state of one link (sync/uplink, sync/downlink), logged with
 // the service's logger.
 func newLink(links *linkstate.Registry, name string, cfg config.Sync, log *slog.Logger) *linkstate.Link {

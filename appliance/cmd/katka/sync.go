@@ -34,6 +34,9 @@ func startSync(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg co
 		return err
 	}
 	syncStatus = svc.Status
+	if runningCell != nil {
+		svc.SetRemote(runningCell) // partitions without a replica on the uplink's node are read from their leaders
+	}
 	wg.Go(func() { runSingleton(ctx, singletonRunner(), "sync/"+cfg.Sync.Site, svc.Run) })
 	log.Info("sync started", "site", cfg.Sync.Site, "brokers", cfg.Sync.Brokers, "uplink", len(cfg.Sync.Uplink), "downlink", len(cfg.Sync.Downlink))
 	return nil
