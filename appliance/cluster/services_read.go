@@ -97,6 +97,8 @@ func (n *Node) ReadPartition(ctx context.Context, topic string, partition int32,
 	if !ok || l < 0 || addr == "" {
 		return broker.PartitionInfo{}, nil, fmt.Errorf("read %s-%d: no leader: %w", topic, partition, ErrPartitionOffline)
 	}
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout) // a paused leader must not hold the reader for good
+	defer cancel()
 	resp, err := callLarge(ctx, n.cred, addr, rpcRequest{Op: opRead, Read: &ReadRequest{Topic: topic, Partition: partition, Offset: offset, MaxBytes: maxBytes}})
 	if err != nil {
 		return broker.PartitionInfo{}, nil, fmt.Errorf("read %s-%d from node %d: %w", topic, partition, l, err)

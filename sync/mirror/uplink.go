@@ -305,6 +305,9 @@ func (u *Uplink) session(parent context.Context, bo *backoff) (err error) {
 	if txn {
 		mode = "exactly_once"
 	}
+	// Once per session (the link line below is logged once per outage): in
+	// a cell, the sign that this node took the uplink over.
+	u.log.Info("uplink session started: producer fenced, checkpoints read", "transactional", txn, "checkpoints", len(pos))
 	u.link.Up("brokers", u.cfg.Brokers, "delivery", mode, "checkpoints", len(pos))
 	u.state.update(func(s *LinkStatus) { s.Delivery = mode })
 	u.m.exactlyOnce.WithLabelValues("uplink").Set(map[bool]float64{true: 1, false: 0}[txn])
