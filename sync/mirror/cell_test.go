@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/katka-io/katka/appliance/broker"
@@ -111,5 +112,41 @@ func TestUplinkReadsRemotePartitions(t *testing.T) {
 	}
 	if len(b.parts) != 1 || b.parts[0].start != 10 || b.parts[0].end != 25 || len(b.parts[0].recs) != 15 || b.parts[0].recs[0].Offset != 10 {
 		t.Fatalf("batch %+v, want records 10..24 of the leader's log", b.parts)
+	}
+}
+
+// TestDownlinkReadsBackAtLeader: in a cell the downlink's resume position of
+// a replicated partition this node does not lead is read at the leader (here
+// another broker holding what an earlier owner wrote), not from this node's
+// own copy (here empty: it would download everything again).
+func TestDownlinkReadsBackAtLeader(t *testing.T) {
+	local, leader := openBroker(t, t.TempDir()), openBroker(t, t.TempDir())
+	for _, b := range []*broker.Broker{local, leader} {
+		if _, err := b.CreateTopic("commands", 1, broker.TopicConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var recs []broker.Record
+	for i := range 42 {
+		recs = append(recs, broker.Record{Value: []byte("c"), Headers: []broker.Header{
+			{Key: HeaderCentralTopic, Value: []byte("commands.site-a")}, {Key: HeaderCentralPartition, Value: []byte("0")},
+			{Key: HeaderCentralOffset, Value: []byte(strconv.Itoa(100 + i))}}})
+	}
+	if _, err := leader.Produce(context.Background(), "commands", 0, recs, broker.AcksAll); err != nil {
+		t.Fatal(err)
+	}
+	if err := local.SetReplicaState("commands", 0, broker.ReplicaState{Self: 2, Leader: 1, LeaderEpoch: 1, Replicas: []int32{1, 2}, ISR: []int32{1, 2}, MinInsync: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := syncConfig([]string{"127.0.0.1:1"})
+	d := newDownlink(local, cfg, nil, newMetrics(nil), linkstate.New(linkstate.Options{Name: "sync/downlink", Log: quiet}), quiet)
+	next, ok, err := d.lastDownlinked(context.Background(), "commands", 0, "commands.site-a")
+	if err != nil || ok {
+		t.Fatalf("without a remote: next %d, found %v, err %v; want nothing found locally", next, ok, err)
+	}
+	d.remote = brokerRemote{leader}
+	next, ok, err = d.lastDownlinked(context.Background(), "commands", 0, "commands.site-a")
+	if err != nil || !ok || next != 142 {
+		t.Fatalf("read back at the leader: next %d, found %v, err %v; want 142", next, ok, err)
 	}
 }

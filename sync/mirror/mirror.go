@@ -59,12 +59,17 @@ func New(b *broker.Broker, cfg config.Sync, statusPath string, reg prometheus.Re
 	return s, nil
 }
 
-// SetRemote gives the uplink a reader for the partitions this node holds no
-// replica of (in a cell: cluster.Node, which reads them from their leaders);
-// without one they are not mirrored from this node. Call it before Run.
+// SetRemote gives the links a reader of partitions at their leaders (in a
+// cell: cluster.Node): the uplink mirrors the partitions this node holds no
+// replica of through it (without one they are not mirrored from this node),
+// the downlink reads its last written positions back through it where this
+// node does not lead. Call it before Run.
 func (s *Service) SetRemote(r Remote) {
 	if s.up != nil {
 		s.up.remote = r
+	}
+	if s.down != nil {
+		s.down.remote = r
 	}
 }
 

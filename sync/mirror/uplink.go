@@ -190,21 +190,32 @@ func (u *Uplink) place(topic string, part int32) (local, remote bool) {
 // info returns a mirrored partition's offsets, from its leader when it is
 // remote.
 func (u *Uplink) info(ctx context.Context, s source) (broker.PartitionInfo, error) {
-	if s.remote {
-		info, _, err := u.remote.ReadPartition(ctx, s.topic, s.part, -1, 0)
-		return info, err
-	}
-	return u.b.PartitionInfo(s.topic, s.part)
+	return readInfo(ctx, u.b, u.remote, s.remote, s.topic, s.part)
 }
 
 // fetch reads a mirrored partition from offset (never waiting), from its
 // leader when it is remote.
 func (u *Uplink) fetch(ctx context.Context, s source, offset int64, maxBytes int) (broker.FetchResult, error) {
-	if s.remote {
-		info, recs, err := u.remote.ReadPartition(ctx, s.topic, s.part, offset, maxBytes)
+	return readFetch(ctx, u.b, u.remote, s.remote, s.topic, s.part, offset, maxBytes)
+}
+
+// readInfo returns a partition's offsets: from b, or through r when remote.
+func readInfo(ctx context.Context, b *broker.Broker, r Remote, remote bool, topic string, part int32) (broker.PartitionInfo, error) {
+	if remote {
+		info, _, err := r.ReadPartition(ctx, topic, part, -1, 0)
+		return info, err
+	}
+	return b.PartitionInfo(topic, part)
+}
+
+// readFetch reads a partition from offset without waiting: from b, or
+// through r when remote.
+func readFetch(ctx context.Context, b *broker.Broker, r Remote, remote bool, topic string, part int32, offset int64, maxBytes int) (broker.FetchResult, error) {
+	if remote {
+		info, recs, err := r.ReadPartition(ctx, topic, part, offset, maxBytes)
 		return broker.FetchResult{Records: recs, HighWatermark: info.HighWatermark, LogStartOffset: info.LogStartOffset}, err
 	}
-	return u.b.Fetch(ctx, s.topic, s.part, offset, maxBytes, 0)
+	return b.Fetch(ctx, topic, part, offset, maxBytes, 0)
 }
 
 // Run mirrors until ctx ends, reconnecting with capped exponential backoff.
