@@ -408,7 +408,7 @@ func (b *Broker) openPartition(t *topic, p int32) (*partition, error) {
 		l.Close()
 		return nil, err
 	}
-	if b.opts.ReplicaGate && !InternalTopic(t.info.Name) {
+	if b.opts.ReplicaGate && CellReplicated(t.info.Name) {
 		part.repl.Store(gatedState())
 	}
 	return part, nil

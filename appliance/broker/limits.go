@@ -82,3 +82,16 @@ func (b *Broker) LimitRejected(limit, client, detail string) {
 func InternalTopic(name string) bool {
 	return strings.HasPrefix(name, "__") || strings.HasPrefix(name, ".")
 }
+
+// OffsetsTopic is Kafka's internal topic of committed offsets and group
+// metadata, written by the group coordinator.
+const OffsetsTopic = "__consumer_offsets"
+
+// CellReplicated reports whether a cell replicates topic name between its
+// nodes: every topic but katka's internal ones, and of those
+// __consumer_offsets (so a group's committed offsets survive its
+// coordinator's node, as in Kafka). The other internal topics stay each
+// node's own.
+func CellReplicated(name string) bool {
+	return !InternalTopic(name) || name == OffsetsTopic
+}

@@ -778,3 +778,29 @@ func (p *partition) loadHW() error {
 	}
 	return nil
 }
+
+// BatchesToLogEnd returns the stored record batches from offset up to the
+// log end (not the high watermark: a new leader holds batches its followers
+// have not confirmed yet, which are its log now), at most maxBytes but at
+// least one batch, and the log end. The Kafka layer rebuilds a new leader's
+// transaction state from them.
+func (b *Broker) BatchesToLogEnd(topicName string, partition int32, offset int64, maxBytes int) ([]byte, int64, error) {
+	_, p, err := b.partition(topicName, partition)
+	if err != nil {
+		return nil, 0, err
+	}
+	end := p.log.EndOffset()
+	if offset >= end {
+		return nil, end, nil
+	}
+	bp, err := p.log.ReadBatchParts(offset, end, maxBytes)
+	if err != nil {
+		return nil, end, fmt.Errorf("read %s-%d at %d: %w", topicName, partition, offset, err)
+	}
+	defer bp.Release()
+	out := make([]byte, 0, bp.Len)
+	for _, part := range bp.Parts {
+		out = append(out, part...)
+	}
+	return out, end, nil
+}

@@ -119,8 +119,8 @@ func (f *fsm) replicationCounts() replicationCounts {
 	defer f.mu.RUnlock()
 	c := replicationCounts{fenced: len(f.md.Fenced), unclean: f.md.UncleanElections}
 	for name, t := range f.md.Topics {
-		if broker.InternalTopic(name) {
-			continue // placed, not replicated: as in GET /v1/cell (replica_status.go)
+		if !broker.CellReplicated(name) {
+			continue // placement only (README), as in GET /v1/cell
 		}
 		for _, p := range t.Partitions {
 			if p.Leader < 0 {

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/katka-io/katka/appliance/broker"
 )
 
 // Topic commands beyond create_topic and delete_topic (metadata.go):
@@ -176,15 +178,39 @@ func (n *Node) DeleteTopic(ctx context.Context, name string) error {
 	return nil
 }
 
+// offsetsReplicationFactor is the replication factor of the cell's
+// __consumer_offsets where the cell has that many nodes: Kafka's default
+// offsets.topic.replication.factor.
+const offsetsReplicationFactor = 3
+
+// ErrCellForming is returned by EnsureTopic for __consumer_offsets while not
+// every member of the cell has registered: its replicas are placed once, over
+// all of them (Kafka likewise refuses to create the topic while fewer brokers
+// than its replication factor are up). Callers answer
+// COORDINATOR_NOT_AVAILABLE and clients retry.
+var ErrCellForming = errors.New("the cell is still forming: not every member has registered")
+
 // EnsureTopic returns a topic of the controller, creating it with partitions
-// and replication factor 1 spread over the registered nodes when it does not
-// exist yet (the placement of katka's internal topics: consumer offsets and
-// transaction state).
+// spread over the registered nodes when it does not exist yet: katka's
+// internal topics. __consumer_offsets is replicated (min(3, nodes) replicas,
+// min.insync.replicas as for any topic, no retention: the group
+// coordinator compacts it), placed once every member of the cell has
+// registered; __transaction_state is a placement of one replica per
+// partition that only decides which node coordinates a transactional id.
 func (n *Node) EnsureTopic(ctx context.Context, name string, partitions int32) (TopicInfo, error) {
 	if t, ok := n.fsm.topic(name); ok {
 		return t, nil
 	}
-	ti, err := n.CreateTopicAssigned(ctx, name, partitions, 1, nil)
+	rf, configs := 1, map[string]string(nil)
+	if name == broker.OffsetsTopic {
+		md := n.fsm.view()
+		if !n.membersRegistered(md) {
+			return TopicInfo{}, fmt.Errorf("place %s: %w", name, ErrCellForming)
+		}
+		rf = min(offsetsReplicationFactor, len(md.placeable()))
+		configs = map[string]string{"retention.ms": "-1", "retention.bytes": "-1"}
+	}
+	ti, err := n.CreateTopicAssigned(ctx, name, partitions, rf, configs)
 	if errors.Is(err, ErrTopicExists) {
 		// Created by another node meanwhile: the committed one counts,
 		// which this node may not have applied yet.

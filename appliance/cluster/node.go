@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -74,9 +75,10 @@ type Node struct {
 	store   *raftboltdb.BoltStore
 	trans   *raft.NetworkTransport
 	m       *metrics
-	ops     *cellOps  // routing of writes, member upkeep (ops.go)
-	live    *liveness // heartbeats and fencing (liveness.go)
-	repl    *replicas // partition replication (replica.go)
+	ops     *cellOps                        // routing of writes, member upkeep (ops.go)
+	live    *liveness                       // heartbeats and fencing (liveness.go)
+	repl    *replicas                       // partition replication (replica.go)
+	calls   atomic.Pointer[PeerCallHandler] // upper layer's calls from other nodes (peer_call.go)
 	// incarnation names this process run (random): the controller fences
 	// a node heard with a new one before it leads again (liveness.go).
 	incarnation string
@@ -393,6 +395,8 @@ func (n *Node) handleRPC(ctx context.Context, from int32, req rpcRequest) rpcRes
 		return rpcResponse{}
 	case opRead:
 		return n.serveRead(ctx, req.Read)
+	case opCall:
+		return n.serveCall(ctx, from, req)
 	case opRemoveNode:
 		if req.Command == nil || req.Command.Node == nil {
 			return rpcResponse{Error: "remove_node without node"}

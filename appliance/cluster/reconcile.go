@@ -79,8 +79,8 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 		have[t.Name] = t
 	}
 	for name, t := range md.Topics {
-		if broker.InternalTopic(name) {
-			continue // placement only: each node keeps its own log (README)
+		if !broker.CellReplicated(name) {
+			continue // placement only (transaction state): each node keeps its own log (README)
 		}
 		lt, ok := have[name]
 		switch {

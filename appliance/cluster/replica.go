@@ -76,7 +76,7 @@ func (r *replicas) once() {
 	admitted := md.Incarnations[self] == n.incarnation
 	want := map[int32]map[replKey]int32{}
 	for name, t := range md.Topics {
-		if broker.InternalTopic(name) {
+		if !broker.CellReplicated(name) {
 			continue
 		}
 		for i, pi := range t.Partitions {

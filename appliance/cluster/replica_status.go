@@ -32,7 +32,7 @@ type PartitionRef struct {
 func replication(md Metadata) ReplicationStatus {
 	rs := ReplicationStatus{UnderReplicated: []PartitionRef{}, Offline: []PartitionRef{}}
 	for name, t := range md.Topics {
-		if broker.InternalTopic(name) {
+		if !broker.CellReplicated(name) {
 			continue
 		}
 		for i, p := range t.Partitions {

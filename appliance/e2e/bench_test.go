@@ -55,3 +55,47 @@ func TestBenchProduceKafkaDefaultMessageMaxBytes(t *testing.T) {
 		t.Fatalf("end offset %d after the bench, want 50000", o.Offset)
 	}
 }
+
+// TestBenchProduceRawClient runs `katka bench produce --client raw` (one
+// hand-built connection per producer, each writing one partition) at a fixed
+// rate with a group reading along: every record is acknowledged and read,
+// each partition gets its connections' share, and the JSON names the client.
+func TestBenchProduceRawClient(t *testing.T) {
+	bin := requireBinary(t)
+	k := newGroupKatka(t, t.TempDir())
+	k.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "bench", "produce", "--brokers", k.Kafka, "--topic", "raw", "--partitions", "4",
+		"--producers", "8", "--client", "raw", "--rate", "4000", "--duration", "1s", "--groups", "1", "--json", "--quiet")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("katka bench produce --client raw: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+	}
+	var res struct {
+		Client   string `json:"client"`
+		Sent     int64  `json:"records_sent"`
+		Failed   int64  `json:"records_failed"`
+		Consumed int64  `json:"records_consumed"`
+		Error    string `json:"error"`
+		E2E      *struct {
+			Count int64 `json:"count"`
+		} `json:"end_to_end_latency"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("bench output is not JSON: %v\n%s", err, out.String())
+	}
+	if res.Client != "raw" || res.Sent != 4000 || res.Failed != 0 || res.Error != "" || res.Consumed != 4000 || res.E2E == nil || res.E2E.Count != 4000 {
+		t.Fatalf("bench produce --client raw: %+v, want 4000 records sent and consumed", res)
+	}
+	ends, err := kadm.NewClient(k.client(t)).ListEndOffsets(ctxFor(t, 10*time.Second), "raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := int32(0); p < 4; p++ {
+		if o, _ := ends.Lookup("raw", p); o.Offset != 1000 {
+			t.Errorf("partition %d ends at %d, want 1000 (two connections of 500 records each)", p, o.Offset)
+		}
+	}
+}

@@ -82,6 +82,16 @@ func TestCellReplicationFaults(t *testing.T) {
 		defer wg.Done()
 		consumeLoop(t, wctx, seeds, log)
 	}()
+	// The group's committed offsets, read over and over: they must never go
+	// backwards (its coordinator moves with __consumer_offsets' leadership).
+	commits := &commitLog{acked: map[int32]int64{}, seen: map[int32]int64{}}
+	kc := mustClient(t, kgo.SeedBrokers(seeds...))
+	defer kc.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		offsetMonitor(wctx, kc, "repl-check", commits)
+	}()
 	waitUntil(t, 30*time.Second, "the producers' first acknowledgements", func() bool { return log.count() > 100 })
 
 	faults := []func(){
@@ -109,8 +119,11 @@ func TestCellReplicationFaults(t *testing.T) {
 	wg.Wait()
 
 	v := c.verify(t, ctx, log)
-	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records",
-		rounds, len(log.acked), log.failed, v.read, len(log.consumed), v.lost, v.dups, v.vanished, v.diverged)
+	t.Logf("%d fault rounds; %d records acknowledged (%d failed after retries), %d read back, %d consumed by the group; %d lost, %d duplicated, %d consumed then vanished, %d divergent replica records; committed offsets %v, %d times read going backwards",
+		rounds, len(log.acked), log.failed, v.read, len(log.consumed), v.lost, v.dups, v.vanished, v.diverged, commits.seen, commits.regressed)
+	if commits.regressed > 0 {
+		t.Errorf("the group's committed offsets went backwards %d times", commits.regressed)
+	}
 }
 
 // replCell is a cell of real nodes in namespaces with the fault tests'
@@ -198,10 +211,15 @@ func mustClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 }
 
 // cellInSync reports whether the controller leader's metadata has the
-// topic's partitions all led and fully in sync (read from the controller
-// leader over HTTP: a node still replaying the controller's log, such as a
-// wiped one, answers Kafka metadata from an old state).
-func cellInSync(nodes []*cellProc) bool {
+// fault test's topic's partitions all led and fully in sync.
+func cellInSync(nodes []*cellProc) bool { return topicInSync(nodes, replTopic, replPartitions) }
+
+// topicInSync reports whether the controller leader's metadata has a
+// topic's partitions (at least partitions of them) all led and fully in sync
+// (read from the controller leader over HTTP: a node still replaying the
+// controller's log, such as a wiped one, answers Kafka metadata from an old
+// state).
+func topicInSync(nodes []*cellProc, topic string, partitions int) bool {
 	for _, n := range nodes {
 		st, ok := n.status()
 		if !ok || st.Raft.State != "Leader" {
@@ -211,12 +229,12 @@ func cellInSync(nodes []*cellProc) bool {
 			return false
 		}
 		rs, ok := n.replication()
-		if !ok || rs.Partitions < replPartitions {
+		if !ok || rs.Partitions < partitions {
 			return false
 		}
 		for _, l := range [][]cluster.PartitionRef{rs.UnderReplicated, rs.Offline} {
 			for _, p := range l {
-				if p.Topic == replTopic {
+				if p.Topic == topic {
 					return false
 				}
 			}

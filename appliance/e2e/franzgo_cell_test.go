@@ -3,9 +3,9 @@ package e2e
 // franz-go's own kgo integration suite against a 3-node katka cell: the same
 // runner as TestFranzGoSuite, with KGO_SEEDS naming all three nodes and
 // KGO_TEST_RF=3, so every topic the suite creates is replicated to every node
-// and clients follow leaders across nodes. Transactions do not span nodes in
-// a cell yet (markers are written only on the coordinator's node), so the
-// TestTxn* tests are not run here.
+// and clients follow leaders across nodes. TestTxnEtl runs transactions whose
+// coordinator, data partitions and group coordinators are on different nodes
+// (kafka/txn_cell.go).
 
 import (
 	"fmt"
@@ -17,15 +17,16 @@ import (
 	"time"
 )
 
-// franzGoCellTop are the top-level franz-go tests run against the cell.
-// TestGroupSimple/848 needs the suite's ApiVersions probe done by an earlier
-// test of the run (it skips otherwise), and the cell's common topic ids (a
-// KIP-848 assignment names topics by id). Transactions across nodes are not
-// built yet (appliance/cluster/README.md), so TestTxn* are not run.
-var franzGoCellTop = []string{"TestConsumeMaxDecompressBatchBytes", "TestPooling", "TestGroupSimple"}
+// franzGoCellTop are the top-level franz-go tests run against the cell, the
+// same as against one node (TestFranzGoSuite). TestGroupSimple/848 needs the
+// suite's ApiVersions probe done by an earlier test of the run (it skips
+// otherwise), and the cell's common topic ids (a KIP-848 assignment names
+// topics by id).
+var franzGoCellTop = []string{"TestTxnEtl", "TestConsumeMaxDecompressBatchBytes", "TestPooling", "TestGroupSimple"}
 
-// franzGoCellWant are the tests and subtests that must report PASS.
-var franzGoCellWant = []string{"TestConsumeMaxDecompressBatchBytes", "TestPooling", "TestGroupSimple", "TestGroupSimple/classic", "TestGroupSimple/848"}
+// franzGoCellWant are the tests and subtests that must report PASS: those of
+// the single-node run.
+var franzGoCellWant = franzGoSuiteTests
 
 // TestFranzGoSuiteCell starts a 3-node cell as TestCellReplicationFaults does,
 // with the kafka limits of franzGoSuiteConfig, and runs franz-go's kgo suite
@@ -60,7 +61,7 @@ func TestFranzGoSuiteCell(t *testing.T) {
 	if extra := os.Getenv("KATKA_KGO_CELL_RUN"); extra != "" { // for exploring: other suite tests
 		top, want = strings.Split(extra, "|"), nil
 	}
-	passed, elapsed := runFranzGoSuite(t, goTool, seeds, 3, "5000", 90*time.Second, top, want)
-	t.Logf("franz-go v1.22.2 suite passed against a 3-node cell (RF 3) in %v: %d tests and subtests",
-		elapsed.Round(time.Millisecond), len(passed))
+	passed, elapsed := runFranzGoSuite(t, goTool, seeds, 3, "5000", 4*time.Minute, top, want)
+	t.Logf("franz-go v1.22.2 suite passed against a 3-node cell (RF 3) in %v: %d tests and subtests (TestTxnEtl %v)",
+		elapsed.Round(time.Millisecond), len(passed), passed["TestTxnEtl"])
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // Topic is the internal topic that holds committed offsets and group metadata.
-const Topic = "__consumer_offsets"
+const Topic = broker.OffsetsTopic
 
 // ErrClosed is returned once the coordinator (or its broker) is closed.
 var ErrClosed = errors.New("group coordinator closed")
@@ -39,6 +39,14 @@ type Options struct {
 	ExpireInterval time.Duration
 	// Now is the clock; nil is time.Now. Tests pass a fake one.
 	Now func() time.Time
+	// Partition is the partition of Topic whose groups this coordinator
+	// holds: 0 on a single node (one partition); in a cell, one coordinator
+	// runs per partition its node leads.
+	Partition int32
+	// External is set in a cell: Topic is created by the cell (replicated,
+	// its partitions placed by the controller), never by Open, which fails
+	// while it does not exist here yet.
+	External bool
 }
 
 // Coordinator runs the group Machine for one broker: it serializes requests,
@@ -58,8 +66,8 @@ type Coordinator struct {
 	done chan struct{}
 }
 
-// Open creates Topic if needed (one partition), replays it and starts the
-// session clock.
+// Open creates Topic if needed (one partition; not with External), replays
+// the partition to its log end and starts the session clock.
 func Open(b *broker.Broker, opts Options) (*Coordinator, error) {
 	if opts.CompactMinRecords <= 0 {
 		opts.CompactMinRecords = 50000
@@ -77,11 +85,14 @@ func Open(b *broker.Broker, opts Options) (*Coordinator, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	c := &Coordinator{b: b, opts: opts, log: lg.With("component", "groups"), m: NewMachine(opts.Config, newMemberID),
+	c := &Coordinator{b: b, opts: opts, log: lg.With("component", "groups", "partition", opts.Partition), m: NewMachine(opts.Config, newMemberID),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	// No retention: an offset committed long ago must survive; the coordinator's
 	// own compaction keeps the topic small.
 	if _, err := b.Topic(Topic); err != nil {
+		if opts.External {
+			return nil, fmt.Errorf("group coordinator: %w", err)
+		}
 		_, err = b.CreateTopic(Topic, 1, broker.TopicConfig{RetentionMs: -1, RetentionBytes: -1})
 		if err != nil && !errors.Is(err, broker.ErrTopicExists) {
 			return nil, fmt.Errorf("group coordinator: %w", err)
@@ -114,9 +125,9 @@ type ReplayStats struct {
 	Took    time.Duration
 }
 
-// replay rebuilds the state from Topic.
+// replay rebuilds the state from the coordinator's partition of Topic.
 func (c *Coordinator) replay() error {
-	st, err := Replay(context.Background(), c.b, c.m, c.opts.Now())
+	st, err := ReplayPartition(context.Background(), c.b, c.m, c.opts.Partition, c.opts.Now())
 	if err != nil {
 		return err
 	}
@@ -125,30 +136,40 @@ func (c *Coordinator) replay() error {
 	return nil
 }
 
-// Replay applies every record of Topic (from its log start) to m. Records that
-// do not decode are skipped with a count in the error-free result, as are
-// damaged entries (the storage layer detects them by CRC).
+// Replay applies every record of Topic's partition 0 (a single node's) to m;
+// see ReplayPartition.
 func Replay(ctx context.Context, b *broker.Broker, m *Machine, now time.Time) (ReplayStats, error) {
+	return ReplayPartition(ctx, b, m, 0, now)
+}
+
+// ReplayPartition applies every record of one partition of Topic, from its
+// log start to its log end, to m. The log end and not the high watermark:
+// a node that just became the partition's leader holds records its followers
+// have not confirmed yet, which the previous leader may have acknowledged
+// (Kafka's coordinator loads to the log end too). Records that do not decode
+// are skipped, as are damaged entries (the storage layer detects them by
+// CRC).
+func ReplayPartition(ctx context.Context, b *broker.Broker, m *Machine, partition int32, now time.Time) (ReplayStats, error) {
 	t0 := time.Now()
-	pi, err := b.PartitionInfo(Topic, 0)
+	pi, err := b.PartitionInfo(Topic, partition)
 	if err != nil {
-		return ReplayStats{}, fmt.Errorf("replay %s: %w", Topic, err)
+		return ReplayStats{}, fmt.Errorf("replay %s-%d: %w", Topic, partition, err)
 	}
 	var st ReplayStats
 	off := pi.LogStartOffset
-	for off < pi.HighWatermark {
-		res, err := b.Fetch(ctx, Topic, 0, off, 8<<20, 0)
+	for ctx.Err() == nil {
+		res, err := b.ReadToLogEnd(Topic, partition, off, 8<<20)
 		if err != nil {
 			if bad, ok := broker.CorruptOffset(err); ok && bad >= off {
-				slog.Warn("skipping damaged __consumer_offsets record", "offset", bad)
+				slog.Warn("skipping damaged __consumer_offsets record", "partition", partition, "offset", bad)
 				off = bad + 1
 				continue
 			}
-			if errors.Is(err, broker.ErrOffsetOutOfRange) && res.LogStartOffset > off {
-				off = res.LogStartOffset
+			if pi, perr := b.PartitionInfo(Topic, partition); perr == nil && pi.LogStartOffset > off {
+				off = pi.LogStartOffset // compaction moved the log start meanwhile
 				continue
 			}
-			return st, fmt.Errorf("replay %s at %d: %w", Topic, off, err)
+			return st, fmt.Errorf("replay %s-%d at %d: %w", Topic, partition, off, err)
 		}
 		if len(res.Records) == 0 {
 			break
@@ -156,7 +177,7 @@ func Replay(ctx context.Context, b *broker.Broker, m *Machine, now time.Time) (R
 		for i := range res.Records {
 			r := &res.Records[i]
 			if err := m.Apply(now, r.Key, r.Value); err != nil {
-				slog.Warn("skipping __consumer_offsets record", "offset", r.Offset, "err", err)
+				slog.Warn("skipping __consumer_offsets record", "partition", partition, "offset", r.Offset, "err", err)
 			}
 			st.Records++
 			off = r.Offset + 1
@@ -164,7 +185,7 @@ func Replay(ctx context.Context, b *broker.Broker, m *Machine, now time.Time) (R
 	}
 	st.Groups = len(m.groups)
 	st.Took = time.Since(t0)
-	return st, nil
+	return st, ctx.Err()
 }
 
 // Close stops the session clock. Parked requests are left to their contexts.
@@ -196,7 +217,7 @@ func (c *Coordinator) clock() {
 			return
 		case <-tk.C:
 		}
-		if _, err := c.b.PartitionInfo(Topic, 0); errors.Is(err, broker.ErrClosed) {
+		if _, err := c.b.PartitionInfo(Topic, c.opts.Partition); errors.Is(err, broker.ErrClosed) {
 			c.mu.Lock()
 			c.closed = true
 			c.mu.Unlock()
@@ -277,7 +298,7 @@ func (c *Coordinator) append(recs []Record) error {
 	for i, r := range recs {
 		brs[i] = broker.Record{Key: r.Key, Value: r.Value}
 	}
-	if _, err := c.b.Produce(context.Background(), Topic, 0, brs, broker.AcksAll); err != nil {
+	if _, err := c.b.Produce(context.Background(), Topic, c.opts.Partition, brs, broker.AcksAll); err != nil {
 		c.log.Error("persisting consumer group state failed", "records", len(recs), "err", err)
 		return err
 	}
@@ -295,7 +316,7 @@ func (c *Coordinator) append(recs []Record) error {
 func (c *Coordinator) compact() {
 	t0 := time.Now()
 	snap := c.m.Snapshot(c.opts.Now())
-	pi, err := c.b.PartitionInfo(Topic, 0)
+	pi, err := c.b.PartitionInfo(Topic, c.opts.Partition)
 	if err != nil {
 		c.log.Warn("compacting __consumer_offsets", "err", err)
 		return
@@ -307,7 +328,7 @@ func (c *Coordinator) compact() {
 		for i, r := range snap[:n] {
 			brs[i] = broker.Record{Key: r.Key, Value: r.Value}
 		}
-		base, err := c.b.Produce(context.Background(), Topic, 0, brs, broker.AcksAll)
+		base, err := c.b.Produce(context.Background(), Topic, c.opts.Partition, brs, broker.AcksAll)
 		if err != nil {
 			c.log.Warn("compacting __consumer_offsets", "err", err)
 			return
@@ -317,7 +338,7 @@ func (c *Coordinator) compact() {
 		}
 		snap = snap[n:]
 	}
-	if _, err := c.b.DeleteRecords(Topic, 0, start); err != nil {
+	if _, err := c.b.DeleteRecords(Topic, c.opts.Partition, start); err != nil {
 		c.log.Warn("compacting __consumer_offsets", "err", err)
 		return
 	}

@@ -259,6 +259,9 @@ type apiError struct {
 	Error  string `json:"error"`
 	Code   string `json:"code"`
 	Offset *int64 `json:"offset,omitempty"`
+	// Coordinator is the node coordinating a group this node does not
+	// (421 not_coordinator, groups.go).
+	Coordinator *coordinatorRef `json:"coordinator,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -52,8 +52,11 @@ const (
 	codeInvalidConsumerConfig = 42204
 	codeKafkaError            = 50002
 	codeKafkaRetriable        = 50003
-	codeUnauthenticated       = 40101
-	codeUnauthorized          = 40301
+	// codeNotCoordinator is katka's: 421, the group is coordinated by
+	// another node of the cell (groups.go).
+	codeNotCoordinator  = 42101
+	codeUnauthenticated = 40101
+	codeUnauthorized    = 40301
 )
 
 // restMediaType reports whether mt is one of the REST proxy's request media
@@ -99,6 +102,9 @@ func writeRest(w http.ResponseWriter, status int, ct string, v any) {
 // the REST proxy; v2 uses the sub-codes, v3 the status for most.
 func (s *Server) restFailure(r *http.Request, err error) (int, restError) {
 	msg := err.Error()
+	if status, body, ok := groupFailure(err); ok {
+		return status, body
+	}
 	switch {
 	case errors.As(err, new(*http.MaxBytesError)):
 		s.b.LimitRejected(broker.LimitHTTPBody, r.RemoteAddr, fmt.Sprintf("%s %s: body over %s", r.Method, r.URL.Path, s.maxBody()))
@@ -151,11 +157,6 @@ var errNoGroups = errors.New("consumer groups are unavailable: katka's group coo
 // errGroupState is a group the instance cannot join as it is: a classic
 // group with Kafka members, or one at groups.max_members.
 var errGroupState = errors.New("the group cannot take this consumer")
-
-// SetGroups gives the REST proxy's v2 consumers the group coordinator of the
-// Kafka listener (the one coordinator of the broker), so REST consumers are
-// members of the same groups Kafka clients see.
-func (s *Server) SetGroups(f func() (*group.Coordinator, error)) { s.rp.groups.Store(&f) }
 
 // CloseConsumers commits (with auto commit) and ends every v2 consumer
 // instance, leaving its group: called at shutdown before the group

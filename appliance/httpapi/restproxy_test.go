@@ -46,7 +46,7 @@ func startGroupServer(t *testing.T) *groupServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gc.Close() })
-	ls.s.SetGroups(func() (*group.Coordinator, error) { return gc, nil })
+	ls.s.SetGroups(oneCoordinator(gc))
 	if _, err := ls.b.CreateTopic("orders", 4, broker.TopicConfig{}); err != nil {
 		t.Fatal(err)
 	}

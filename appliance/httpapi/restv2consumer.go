@@ -33,8 +33,9 @@ type restProxy struct {
 	s *Server
 	// roundRobin spreads records with neither key nor partition.
 	roundRobin atomic.Uint64
-	// groups returns the group coordinator (SetGroups); nil until set.
-	groups atomic.Pointer[func() (*group.Coordinator, error)]
+	// groups is the Kafka listener's group coordinators (SetGroups); nil
+	// until set.
+	groups atomic.Pointer[groupsRef]
 
 	mu        sync.Mutex
 	instances map[instKey]*restConsumer
@@ -80,13 +81,28 @@ func (c *restConsumer) touch() { c.lastUsed.Store(time.Now().UnixNano()) }
 
 func (c *restConsumer) subscribed() bool { return len(c.topics) > 0 || c.pattern != "" }
 
-// coordinator returns the group coordinator or errNoGroups.
-func (rp *restProxy) coordinator() (*group.Coordinator, error) {
-	f := rp.groups.Load()
-	if f == nil {
-		return nil, errNoGroups
+// coordinator returns the coordinator of c's group on this node: errNoGroups
+// without the Kafka listener, an error naming the coordinating node when
+// another node of the cell coordinates the group (never another
+// coordinator: it would not know the group).
+func (rp *restProxy) coordinator(c *restConsumer) (*group.Coordinator, error) {
+	return rp.s.groupCoordinator(c.key.group)
+}
+
+// coordinatedHere refuses an instance of a group another node of the cell
+// coordinates: its heartbeats and commits would fail here, so the client
+// learns the node at once. Other coordinator errors (none set, loading) wait
+// for the subscription, which tells them.
+func (s *Server) coordinatedHere(g string) error {
+	if s.groupsSource() == nil {
+		return nil
 	}
-	return (*f)()
+	if _, err := s.groupCoordinator(g); err != nil {
+		if _, ok := misdirected(err); ok {
+			return err
+		}
+	}
+	return nil
 }
 
 // consumerCreateReq is POST /consumers/{group}'s body.
@@ -148,6 +164,10 @@ func (s *Server) v2CreateConsumer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		c.timeout = time.Duration(ms) * time.Millisecond
+	}
+	if err := s.coordinatedHere(g); err != nil {
+		s.restFail(w, r, mediaV2, err)
+		return
 	}
 	if c.key.name == "" {
 		c.key.name = "rest-consumer-" + randomHex(8)
@@ -301,7 +321,7 @@ func (rp *restProxy) leave(c *restConsumer) {
 		c.stopHB = nil
 	}
 	if c.memberID != "" && c.epoch > 0 {
-		if gc, err := rp.coordinator(); err == nil {
+		if gc, err := rp.coordinator(c); err == nil {
 			req := kmsg.NewPtrConsumerGroupHeartbeatRequest()
 			req.Version, req.Group, req.MemberID, req.MemberEpoch = 1, c.key.group, c.memberID, -1
 			_, _ = gc.ConsumerHeartbeat(req, "katka-rest", "", rp.topics())
@@ -459,7 +479,7 @@ func (rp *restProxy) heartbeats(c *restConsumer, stop chan struct{}) {
 // when c is not a member, otherwise reports the partitions c owns, and
 // applies the assignment the coordinator answers.
 func (rp *restProxy) heartbeat(c *restConsumer) error {
-	gc, err := rp.coordinator()
+	gc, err := rp.coordinator(c)
 	if err != nil {
 		return err
 	}
@@ -626,7 +646,7 @@ func (rp *restProxy) commitPositions(c *restConsumer) error {
 	if len(moved) == 0 {
 		return nil
 	}
-	gc, err := rp.coordinator()
+	gc, err := rp.coordinator(c)
 	if err != nil {
 		return err
 	}

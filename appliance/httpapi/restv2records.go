@@ -267,7 +267,7 @@ func (s *Server) v2Commit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	gc, err := s.rp.coordinator()
+	gc, err := s.rp.coordinator(c)
 	if err == nil {
 		err = s.rp.commit(gc, c, offsets)
 	}
@@ -285,7 +285,7 @@ func (s *Server) v2Committed(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	gc, err := s.rp.coordinator()
+	gc, err := s.rp.coordinator(c)
 	if err != nil {
 		s.restFail(w, r, mediaV2, err)
 		return

@@ -29,22 +29,30 @@ type groupView struct {
 	committed           map[restTP]int64
 }
 
-// groupList lists the coordinator's groups the caller may describe.
+// groupList lists the groups of this node's coordinators (every group on a
+// single node, those of the partitions it leads in a cell) the caller may
+// describe.
 func (s *Server) groupList(r *http.Request) ([]string, error) {
-	gc, err := s.rp.coordinator()
+	gcs, err := s.groupCoordinators()
 	if err != nil {
 		return nil, err
 	}
 	req := kmsg.NewPtrListGroupsRequest()
 	req.Version = 5
-	resp, err := gc.ListGroups(req)
-	if err != nil {
-		return nil, err
-	}
 	var out []string
-	for _, g := range resp.Groups {
-		if s.allowed(r, auth.ResourceGroup, g.Group, auth.OpDescribe) {
-			out = append(out, g.Group)
+	for i, gc := range gcs {
+		resp, err := gc.ListGroups(req)
+		if err != nil {
+			if len(gcs) == 1 {
+				return nil, err
+			}
+			s.log.Debug("group listing: a coordinator closed meanwhile", "coordinator", i, "err", err)
+			continue // handed over meanwhile: its groups are another node's now
+		}
+		for _, g := range resp.Groups {
+			if s.allowed(r, auth.ResourceGroup, g.Group, auth.OpDescribe) {
+				out = append(out, g.Group)
+			}
 		}
 	}
 	slices.Sort(out)
@@ -54,7 +62,7 @@ func (s *Server) groupList(r *http.Request) ([]string, error) {
 // describeGroup gathers group g from the coordinator; ok is false when the
 // coordinator does not know it.
 func (s *Server) describeGroup(g string) (groupView, bool, error) {
-	gc, err := s.rp.coordinator()
+	gc, err := s.groupCoordinator(g)
 	if err != nil {
 		return groupView{}, false, err
 	}

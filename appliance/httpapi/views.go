@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -203,8 +204,10 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request, gather prometh
 	s.views.mu.Unlock()
 	if groups := s.groupsSource(); groups != nil {
 		out.GroupsAvailable = true
-		if gc, err := groups(); err == nil {
-			out.Groups = len(gc.Stats())
+		if gcs, err := groups.Coordinators(); err == nil {
+			for _, gc := range gcs {
+				out.Groups += len(gc.Stats())
+			}
 		}
 	}
 	s.statuses.Range(func(k, _ any) bool {
@@ -618,35 +621,28 @@ type groupOffsetJSON struct {
 	Lag int64 `json:"lag"`
 }
 
-// coordinator returns the group coordinator, or answers 503 and false.
-func (s *Server) coordinator(w http.ResponseWriter) (*group.Coordinator, bool) {
-	f := s.groupsSource()
-	if f == nil {
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "consumer groups need the Kafka listener, which is off", Code: "not_running"})
-		return nil, false
-	}
-	gc, err := f()
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "group coordinator: " + err.Error(), Code: "unavailable"})
-		return nil, false
-	}
-	return gc, true
-}
-
 // listGroups lists the groups the caller may describe, with the lag of every
-// partition they committed in a topic the caller may describe.
+// partition they committed in a topic the caller may describe: the groups of
+// every coordinator this node runs (in a cell, those of the
+// __consumer_offsets partitions it leads, as Kafka's ListGroups per broker).
 func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
-	gc, ok := s.coordinator(w)
-	if !ok {
+	gcs, err := s.groupCoordinators()
+	if err != nil {
+		groupUnavailable(w, err)
 		return
 	}
-	stats := gc.Stats()
-	req := kmsg.NewPtrDescribeGroupsRequest()
-	for _, st := range stats {
-		req.Groups = append(req.Groups, st.ID)
-	}
+	var stats []group.Stats
 	members := map[string][]groupMemberJSON{}
-	if len(req.Groups) > 0 {
+	for _, gc := range gcs {
+		st := gc.Stats()
+		stats = append(stats, st...)
+		req := kmsg.NewPtrDescribeGroupsRequest()
+		for _, g := range st {
+			req.Groups = append(req.Groups, g.ID)
+		}
+		if len(req.Groups) == 0 {
+			continue
+		}
 		if resp, err := gc.DescribeGroups(req); err == nil {
 			for _, g := range resp.Groups {
 				for _, m := range g.Members {
@@ -655,6 +651,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	slices.SortFunc(stats, func(a, b group.Stats) int { return strings.Compare(a.ID, b.ID) })
 	hw := map[string][]broker.PartitionInfo{}
 	out := []groupJSON{}
 	for _, st := range stats {
@@ -736,8 +733,9 @@ func (s *Server) resetOffsets(w http.ResponseWriter, r *http.Request) {
 			chosen = append(chosen, parts[n])
 		}
 	}
-	gc, ok := s.coordinator(w)
-	if !ok {
+	gc, err := s.groupCoordinator(grp)
+	if err != nil {
+		groupUnavailable(w, err)
 		return
 	}
 	commit := kmsg.NewPtrOffsetCommitRequest()

@@ -50,7 +50,7 @@ func newViewServer(t *testing.T, tokens ...config.HTTPToken) *viewServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gc.Close() })
-	s.SetGroups(func() (*group.Coordinator, error) { return gc, nil })
+	s.SetGroups(oneCoordinator(gc))
 	return &viewServer{s: s, b: b, gc: gc, url: ts.URL}
 }
 

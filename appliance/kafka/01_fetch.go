@@ -86,6 +86,8 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 	var timer *time.Timer
 	// fill reads every partition with the response's bytes reserved in the
 	// memory pool (queued.max.request.bytes), then keeps only what was read.
+	// It reports whether the response is to be sent at once whatever
+	// MinBytes says: a partition failed, or the response is full.
 	fill := func() (int64, bool, error) {
 		// A fetch takes what the pool has free (at least its first
 		// partition's share) and returns at most that: it never queues for
@@ -95,9 +97,9 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		if err != nil {
 			return 0, false, err
 		}
-		total, failed := s.fillFetch(ctx, c, parts, min(respMax, got/fetchMemoryFactor), committed)
+		total, failed, full := s.fillFetch(ctx, c, parts, min(respMax, got/fetchMemoryFactor), committed)
 		s.reserve(nil, c, total*fetchMemoryFactor)
-		return total, failed, nil
+		return total, failed || full, nil
 	}
 	for {
 		// Take the wake-up channels before reading, so no append is missed.
@@ -111,11 +113,11 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 				}
 			}
 		}
-		total, failed, err := fill()
+		total, now, err := fill()
 		if err != nil {
 			return nil, err
 		}
-		if total >= int64(req.MinBytes) || failed || maxWait <= 0 || len(chans) == 0 {
+		if total >= int64(req.MinBytes) || now || maxWait <= 0 || len(chans) == 0 {
 			return resp, nil
 		}
 		// Not enough yet: hold neither records nor pool bytes while waiting;
@@ -170,8 +172,26 @@ func (s *Server) fetchCaps(c *conn, req *kmsg.FetchRequest, parts []fetchPart) (
 	if clamped {
 		s.limitRejected(broker.LimitFetchBytes, c.remote, fmt.Sprintf("fetch asked for %d bytes (response) or partitions over %d bytes; clamped to fetch.max.bytes %d and %d per partition", req.MaxBytes, s.cfg.FetchPartitionMaxBytes, s.cfg.FetchMaxBytes, s.cfg.FetchPartitionMaxBytes))
 	}
+	// Not a limit (nothing is refused or counted): a response is cut at
+	// fetchResponseTarget; a response that is full is sent without waiting
+	// for MinBytes (fillFetch).
+	respMax = min(respMax, fetchResponseTarget)
 	return respMax, min(need, respMax)
 }
+
+// fetchResponseTarget is the most record bytes one fetch response carries
+// when more are available (the client fetches the rest next; MaxBytes is a
+// maximum, and Kafka too answers with less when its limits say so). Kafka
+// clients ask for 50 MiB (fetch.max.bytes) and 1 MiB per partition, so a
+// consumer of 16 or more partitions got one response of up to 50 MiB: the
+// broker read all of it before the first byte went out, and the client
+// allocated and faulted in a buffer of that size for every response. With
+// responses cut at 8 MiB, kgo reading 256 partitions of 100 B records went
+// from 0.64-1.35M to 1.22-1.73M records/s on the bench machine, and a raw
+// client's CPU per MB read fell from 8.8 to 3.1 ms (BenchmarkFetchReadThrough,
+// appliance/bench/README.md); 4 MiB cost more broker CPU per record (each
+// fetch looks at every partition of the request).
+const fetchResponseTarget = 8 << 20
 
 // fetchOut is one partition of the fetch response being answered whose
 // record batches are written to the socket from the broker's read buffers
@@ -195,21 +215,24 @@ func (c *conn) releaseFetch() {
 
 // addFetchOut puts the batches of res that fit in budget into the response
 // of partition sp (they are written by conn.writeFetch) and returns their
-// length; the rest of res is released.
-func (c *conn) addFetchOut(sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) int64 {
+// length and whether batches that were read did not fit; the rest of res is
+// released.
+func (c *conn) addFetchOut(sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) (int64, bool) {
 	k, n := fitParts(res.Parts, budget, first)
+	left := k < len(res.Parts)
 	if n == 0 {
 		res.Release()
-		return 0
+		return 0, left
 	}
 	c.fetchOut = append(c.fetchOut, fetchOut{sp: sp, parts: res.Parts[:k], n: n, res: res})
-	return int64(n)
+	return int64(n), left
 }
 
 // fillFetch (re)reads every partition into the response. It returns the bytes
-// of record data gathered and whether any partition carries an error (Kafka
-// then answers at once).
-func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, respMax int64, committed bool) (total int64, failed bool) {
+// of record data gathered, whether any partition carries an error (Kafka
+// then answers at once) and whether the response is full (respMax left out
+// records that were there: waiting for MinBytes could add nothing).
+func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, respMax int64, committed bool) (total int64, failed, full bool) {
 	c.releaseFetch() // what an earlier fill of this request read
 	// Offsets of the partitions that get no records, read once per topic:
 	// Broker.Partitions reports every partition of a topic, so calling it per
@@ -235,11 +258,16 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 			continue
 		}
 		budget := int64(p.rp.PartitionMaxBytes)
+		cut := false // the response's room, not the partition's, limits it
 		if rest := respMax - total; rest < budget {
-			budget = rest
+			budget, cut = rest, true
 		}
-		if budget <= 0 && total > 0 || p.rp.PartitionMaxBytes <= 0 {
-			// No room left: report offsets only.
+		if budget <= 0 && total > 0 || full || p.rp.PartitionMaxBytes <= 0 {
+			full = full || p.rp.PartitionMaxBytes > 0
+			// No room left, or an earlier partition's batches did not fit
+			// in what was left (reading every later partition's batches
+			// only to drop them made a fetch of 4,000 partitions cost 2x):
+			// report offsets only.
 			pis, ok := infos[p.info.Name]
 			if !ok {
 				pis, _ = s.b.Partitions(p.info.Name) // nil if the topic is gone
@@ -261,9 +289,10 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 		}
 		budget = max(budget, 1)
 		if committed {
-			n, bad := s.fetchCommitted(ctx, c, p, budget, total == 0)
+			n, bad, left := s.fetchCommitted(ctx, c, p, budget, total == 0)
 			total += n
 			failed = failed || bad
+			full = full || cut && left
 			continue
 		}
 		// Stored batches served as they are (the first may start before the
@@ -280,9 +309,11 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 			continue
 		}
 		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStartOffset
-		total += c.addFetchOut(sp, res, budget, total == 0)
+		n, left := c.addFetchOut(sp, res, budget, total == 0)
+		total += n
+		full = full || cut && left
 	}
-	return total, failed
+	return total, failed, full
 }
 
 // fetchCommitted reads one partition for a read_committed fetch: the stored
@@ -290,14 +321,14 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 // transaction, else the high watermark), served as stored, with the aborted
 // transactions overlapping what is read when the partition ever held a
 // transactional batch, so the client drops the aborted batches and the
-// control batches (as Kafka serves it). It returns the bytes gathered and
-// whether the partition failed.
-func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budget int64, first bool) (int64, bool) {
+// control batches (as Kafka serves it). It returns the bytes gathered,
+// whether the partition failed and whether batches read did not fit budget.
+func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budget int64, first bool) (int64, bool, bool) {
 	sp := p.sp
 	pi, err := s.b.PartitionInfo(p.info.Name, p.rp.Partition) // the high watermark before the index
 	if err != nil {
 		sp.ErrorCode = errorCode(err)
-		return 0, true
+		return 0, true, false
 	}
 	pt := s.partTxns(ctx, *p.info, p.rp.Partition)
 	lso := pt.lso(pi.HighWatermark, pi.LogStartOffset)
@@ -306,15 +337,15 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 	off := p.rp.FetchOffset
 	res, err := s.b.FetchBatchParts(ctx, p.info.Name, p.rp.Partition, off, lso, int(min(budget, math.MaxInt32)))
 	if err != nil && errorCode(err) != errOffsetOutOfRange {
-		return 0, s.fetchFailed(p, err)
+		return 0, s.fetchFailed(p, err), false
 	}
 	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, min(lso, res.HighWatermark), res.LogStartOffset
 	if err != nil {
-		return 0, s.fetchFailed(p, err)
+		return 0, s.fetchFailed(p, err), false
 	}
-	n := c.addFetchOut(sp, res, budget, first)
+	n, left := c.addFetchOut(sp, res, budget, first)
 	if n == 0 {
-		return 0, false
+		return 0, false, left
 	}
 	if raw {
 		pt = s.partTxns(ctx, *p.info, p.rp.Partition)
@@ -322,7 +353,7 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 		sp.AbortedTransactions = pt.abortedIn(off, lso)
 		pt.mu.Unlock()
 	}
-	return n, false
+	return n, false, left
 }
 
 // fitParts returns how many of the whole batches at the start of parts fit

@@ -11,7 +11,7 @@ import (
 // UNKNOWN_TOPIC_OR_PARTITION, as Kafka.
 func (s *Server) handleOffsetCommit(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req, addRefused := s.authOffsetCommit(ctx, c, kr.(*kmsg.OffsetCommitRequest))
-	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	gc, code := s.groupFor(req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
 	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
 		for _, t := range req.Topics {

@@ -5,49 +5,49 @@ import (
 	"slices"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/katka-io/katka/appliance/group"
 )
 
-// handleOffsetFetch answers OffsetFetch (batched groups from v8). An unknown
-// group or partition answers offset -1 with no error, as Kafka.
-func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request) (kresp kmsg.Response, err error) {
+// handleOffsetFetch answers OffsetFetch (batched groups from v8), each group
+// from the coordinator holding it (groups.go). An unknown group or partition
+// answers offset -1 with no error, as Kafka.
+func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.OffsetFetchRequest)
-	if req.Version < 8 && s.notCoordinator(0, req.Group) { // a cell (cell_route.go)
-		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
-		resp.ErrorCode = errNotCoordinator
-		return resp, nil
-	}
-	var others []string // batched groups another node of the cell coordinates
-	if req.Version >= 8 && s.cfg.Cell != nil {
+	var resp *kmsg.OffsetFetchResponse
+	if req.Version < 8 {
+		gc, code := s.groupFor(req.Group)
+		if code != errNone {
+			resp = req.ResponseKind().(*kmsg.OffsetFetchResponse)
+			resp.ErrorCode = code
+			return resp, nil
+		}
+		var err error
+		if resp, err = gc.FetchOffsets(req); err != nil {
+			return nil, err
+		}
+	} else {
+		resp = req.ResponseKind().(*kmsg.OffsetFetchResponse)
 		names := make([]string, len(req.Groups))
 		for i, g := range req.Groups {
 			names[i] = g.Group
 		}
-		if _, others = s.splitCoordinated(names); len(others) > 0 {
-			req.Groups = slices.DeleteFunc(req.Groups, func(g kmsg.OffsetFetchRequestGroup) bool { return slices.Contains(others, g.Group) })
-			defer func() {
-				if resp, _ := kresp.(*kmsg.OffsetFetchResponse); resp != nil {
-					for _, g := range others {
-						resp.Groups = append(resp.Groups, kmsg.OffsetFetchResponseGroup{Group: g, ErrorCode: errNotCoordinator})
-					}
-				}
-			}()
-		}
+		s.eachCoordinator(names, func(gc *group.Coordinator, share []string) error {
+			sub := *req
+			sub.Groups = slices.DeleteFunc(slices.Clone(req.Groups), func(g kmsg.OffsetFetchRequestGroup) bool { return !slices.Contains(share, g.Group) })
+			r, err := gc.FetchOffsets(&sub)
+			if err == nil {
+				resp.Groups = append(resp.Groups, r.Groups...)
+			}
+			return err
+		}, func(g string, code int16) {
+			resp.Groups = append(resp.Groups, kmsg.OffsetFetchResponseGroup{Group: g, ErrorCode: code})
+		})
 	}
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
-		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
-		resp.ErrorCode = errCoordinatorNotAvailable
-		for _, g := range req.Groups {
-			resp.Groups = append(resp.Groups, kmsg.OffsetFetchResponseGroup{Group: g.Group, ErrorCode: errCoordinatorNotAvailable})
-		}
-		return resp, nil
-	}
-	resp, err := gc.FetchOffsets(req)
 	s.authOffsetFetch(ctx, c, req, resp)
-	if err != nil || req.Version < 7 {
-		return resp, err
+	if req.Version >= 7 {
+		s.markUnstable(ctx, req, resp)
 	}
-	s.markUnstable(req, resp)
 	return resp, nil
 }
 
@@ -55,7 +55,7 @@ func (s *Server) handleOffsetFetch(ctx context.Context, c *conn, kr kmsg.Request
 // of a require_stable OffsetFetch that have a transactional offset commit
 // pending, as Kafka does, so a consumer does not start from an offset its
 // group's transaction may still replace.
-func (s *Server) markUnstable(req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
+func (s *Server) markUnstable(ctx context.Context, req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFetchResponse) {
 	if !req.RequireStable {
 		return
 	}
@@ -69,7 +69,10 @@ func (s *Server) markUnstable(req *kmsg.OffsetFetchRequest, resp *kmsg.OffsetFet
 	}
 	pending := func(group string) map[tp]bool {
 		var m map[tp]bool
-		for _, o := range tc.PendingOffsets(group) {
+		// This node's transactions, and in a cell those of other nodes'
+		// coordinators this node handed offsets of the group to.
+		offs := append(tc.PendingOffsets(group), s.remotePendingOffsets(ctx, group)...)
+		for _, o := range offs {
 			if m == nil {
 				m = map[tp]bool{}
 			}

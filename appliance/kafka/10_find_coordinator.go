@@ -17,8 +17,10 @@ func (s *Server) handleFindCoordinator(ctx context.Context, c *conn, kr kmsg.Req
 	var msg *string
 	switch req.CoordinatorType {
 	case 0:
-		if _, ok := s.groupsFor(ctx); !ok {
-			code = errCoordinatorNotAvailable
+		if s.cfg.Cell == nil {
+			if _, c := s.groupCoordinator(0); c != errNone {
+				code = errCoordinatorNotAvailable
+			}
 		}
 	case 1:
 		if _, ok := s.txnsFor(); !ok {

@@ -15,7 +15,7 @@ func (s *Server) handleJoinGroup(ctx context.Context, c *conn, kr kmsg.Request) 
 	if !s.allowGroup(ctx, c, req.Group, auth.OpRead) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	gc, code := s.groupFor(req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
 	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.JoinGroupResponse)
 		resp.ErrorCode, resp.Generation, resp.MemberID = code, -1, req.MemberID

@@ -6,16 +6,24 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// handleListGroups answers ListGroups (state filter v4, type filter v5).
+// handleListGroups answers ListGroups (state filter v4, type filter v5): the
+// groups of every coordinator of this node (in a cell, the groups of the
+// __consumer_offsets partitions it leads, as each Kafka broker lists its own).
 func (s *Server) handleListGroups(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.ListGroupsRequest)
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
-		resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
+	resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
+	gcs := s.openGroups(true)
+	if len(gcs) == 0 && s.cfg.Cell == nil {
 		resp.ErrorCode = errCoordinatorNotAvailable
 		return resp, nil
 	}
-	resp, err := gc.ListGroups(req)
+	for _, gc := range gcs {
+		r, err := gc.ListGroups(req)
+		if err != nil {
+			continue // closed meanwhile: its groups are another node's now
+		}
+		resp.Groups = append(resp.Groups, r.Groups...)
+	}
 	s.authListGroups(ctx, c, resp)
-	return resp, err
+	return resp, nil
 }

@@ -14,21 +14,21 @@ import (
 // answers UNSTABLE_OFFSET_COMMIT for them.
 func (s *Server) handleTxnOffsetCommit(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req, addRefused := s.authTxnOffsetCommit(ctx, c, kr.(*kmsg.TxnOffsetCommitRequest))
-	tc, tok := s.txnsFor()
-	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
-	if !tok {
-		code = errCoordinatorNotAvailable
-	}
+	gc, code := s.groupFor(req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
 	if code != errNone {
-		resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
-		for _, t := range req.Topics {
-			rt := kmsg.TxnOffsetCommitResponseTopic{Topic: t.Topic, TopicID: t.TopicID}
-			for _, p := range t.Partitions {
-				rt.Partitions = append(rt.Partitions, kmsg.TxnOffsetCommitResponseTopicPartition{Partition: p.Partition, ErrorCode: code})
-			}
-			resp.Topics = append(resp.Topics, rt)
+		return addRefused(txnOffsetCommitFailed(req, code), nil)
+	}
+	// In a cell the transaction's coordinator may be another node: the
+	// member is checked here, the offsets are held pending there.
+	if n, elsewhere := s.coordinatorElsewhere(1, req.TransactionalID); elsewhere {
+		if code := gc.TxnMember(req); code != errNone {
+			return addRefused(txnOffsetCommitFailed(req, code), nil)
 		}
-		return resp, nil
+		return addRefused(s.txnOffsetCommitRemote(ctx, n, req, c.remote), nil)
+	}
+	tc, tok := s.txnsFor()
+	if !tok {
+		return addRefused(txnOffsetCommitFailed(req, errCoordinatorNotAvailable), nil)
 	}
 	return addRefused(tc.TxnOffsetCommit(req, gc.TxnMember, s.known, c.remote))
 }

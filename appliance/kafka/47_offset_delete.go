@@ -15,7 +15,7 @@ func (s *Server) handleOffsetDelete(ctx context.Context, c *conn, kr kmsg.Reques
 	if !s.allowGroup(ctx, c, req.Group, auth.OpDelete) {
 		return denied(req, errGroupAuthorizationFailed), nil
 	}
-	gc, code := s.groupFor(ctx, req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
+	gc, code := s.groupFor(req.Group) // NOT_COORDINATOR in a cell (cell_route.go)
 	if code != errNone {
 		resp := req.ResponseKind().(*kmsg.OffsetDeleteResponse)
 		resp.ErrorCode = code

@@ -6,6 +6,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/katka-io/katka/appliance/auth"
+	"github.com/katka-io/katka/appliance/group"
 )
 
 // handleConsumerGroupDescribe answers ConsumerGroupDescribe (KIP-848): the
@@ -13,32 +14,25 @@ import (
 // and classic groups get GROUP_ID_NOT_FOUND, as Kafka.
 func (s *Server) handleConsumerGroupDescribe(ctx context.Context, c *conn, kr kmsg.Request) (kmsg.Response, error) {
 	req := kr.(*kmsg.ConsumerGroupDescribeRequest)
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
-		resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
-		for _, g := range req.Groups {
-			d := kmsg.NewConsumerGroupDescribeResponseGroup()
-			d.Group, d.ErrorCode = g, errCoordinatorNotAvailable
-			resp.Groups = append(resp.Groups, d)
-		}
-		return resp, nil
+	resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
+	failed := func(g string, code int16) {
+		d := kmsg.NewConsumerGroupDescribeResponseGroup()
+		d.Group, d.ErrorCode = g, code
+		resp.Groups = append(resp.Groups, d)
 	}
-	var no []string
-	req.Groups, no = s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
-	var others []string // coordinated by another node of the cell (cell_route.go)
-	req.Groups, others = s.splitCoordinated(req.Groups)
-	resp, err := gc.ConsumerDescribe(req, s.groupTopics())
-	if r := resp; err == nil && r != nil {
-		for _, g := range others {
-			d := kmsg.NewConsumerGroupDescribeResponseGroup()
-			d.Group, d.ErrorCode = g, errNotCoordinator
-			r.Groups = append(r.Groups, d)
+	groups, no := s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
+	topics := s.groupTopics()
+	s.eachCoordinator(groups, func(gc *group.Coordinator, share []string) error {
+		sub := *req
+		sub.Groups = share
+		r, err := gc.ConsumerDescribe(&sub, topics)
+		if err == nil {
+			resp.Groups = append(resp.Groups, r.Groups...)
 		}
-		for _, g := range no {
-			d := kmsg.NewConsumerGroupDescribeResponseGroup()
-			d.Group, d.ErrorCode = g, errGroupAuthorizationFailed
-			r.Groups = append(r.Groups, d)
-		}
+		return err
+	}, failed)
+	for _, g := range no {
+		failed(g, errGroupAuthorizationFailed)
 	}
-	return resp, err
+	return resp, nil
 }

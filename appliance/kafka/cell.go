@@ -53,6 +53,10 @@ type CellView interface {
 	// AllocateProducerIDs takes a block of n producer ids, [start, end),
 	// from the controller for this node to hand out.
 	AllocateProducerIDs(ctx context.Context, n int64) (start, end int64, err error)
+	// PeerCall makes a call of kind on node id of the cell (mutual TLS), in
+	// and out as JSON: the Kafka layer's calls between nodes for
+	// transactions (txn_cell.go), served there by Server.HandlePeerCall.
+	PeerCall(ctx context.Context, id int32, kind string, in, out any) error
 	// ProducerIDIssued reports whether a producer id was handed out by any
 	// node of the cell.
 	ProducerIDIssued(ctx context.Context, id int64) bool

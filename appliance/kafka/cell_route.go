@@ -207,16 +207,18 @@ func endpointsOf[T any](bs []CellBroker, mk func(CellBroker, *string) T) []T {
 
 // groupFor returns the group coordinator for group g, or the error to answer:
 // NOT_COORDINATOR when another node of the cell coordinates g,
-// COORDINATOR_NOT_AVAILABLE when the coordinator cannot be opened.
-func (s *Server) groupFor(ctx context.Context, g string) (*group.Coordinator, int16) {
-	if s.notCoordinator(0, g) {
-		return nil, errNotCoordinator
-	}
-	gc, ok := s.groupsFor(ctx)
-	if !ok {
+// COORDINATOR_LOAD_IN_PROGRESS or COORDINATOR_NOT_AVAILABLE while it cannot
+// be served here yet (groups.go).
+func (s *Server) groupFor(g string) (*group.Coordinator, int16) {
+	p := s.groupPartition(g)
+	if p < 0 {
 		return nil, errCoordinatorNotAvailable
 	}
-	return gc, errNone
+	gc, code := s.groupCoordinator(p)
+	if code == errNotCoordinator {
+		s.redirects.WithLabelValues("not_coordinator").Inc()
+	}
+	return gc, code
 }
 
 // txnCode is the error for a transactional id's request sent here:

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -26,6 +27,9 @@ type fakeCell struct {
 	rf      int16
 	calls   []string
 	pidEnd  int64 // producer ids handed out in the "cell"
+	// local is node 1's broker: EnsureTopic of __consumer_offsets creates
+	// the topic's logs there, as a cell's reconciler does.
+	local *broker.Broker
 }
 
 func newFakeCell() *fakeCell {
@@ -93,6 +97,10 @@ func (f *fakeCell) ProducerIDIssued(ctx context.Context, id int64) bool {
 
 func (f *fakeCell) TopicID(topic string) ([16]byte, bool) { return [16]byte{}, false }
 
+func (f *fakeCell) PeerCall(ctx context.Context, id int32, kind string, in, out any) error {
+	return fmt.Errorf("call %s on node %d: the fake cell has no other nodes", kind, id)
+}
+
 func (f *fakeCell) Reassign(ctx context.Context, topic string, partition int32, replicas []int32) error {
 	return fmt.Errorf("reassign in the fake cell: %w", kerr.InvalidReplicaAssignment)
 }
@@ -129,6 +137,11 @@ func (f *fakeCell) EnsureTopic(ctx context.Context, name string, n int32) ([]Cel
 	if p, ok := f.Partitions(name); ok {
 		return p, nil
 	}
+	if name == broker.OffsetsTopic && f.local != nil {
+		if _, err := f.local.CreateTopic(name, n, broker.TopicConfig{RetentionMs: -1, RetentionBytes: -1}); err != nil && !errors.Is(err, broker.ErrTopicExists) {
+			return nil, err
+		}
+	}
 	return f.place(name, int(n), 1, 1, 2), nil
 }
 
@@ -137,6 +150,7 @@ func newCellEnv(t *testing.T) (*testEnv, *fakeCell) {
 	t.Helper()
 	f := newFakeCell()
 	e := newEnvConfig(t, Config{Cell: f})
+	f.local = e.b
 	host, port, _ := net.SplitHostPort(e.addr)
 	p, _ := strconv.Atoi(port)
 	f.brokers[0].Host, f.brokers[0].Port = host, int32(p)

@@ -154,3 +154,38 @@ func TestDeleteRecordsVersionsAndErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestProduceAnswersLogStartOffset: a produce (v5+) answers with the log start
+// offset of the partition it wrote, after DeleteRecords moved it, and each
+// partition of a two-partition request with its own; v4 has no such field.
+func TestProduceAnswersLogStartOffset(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.b.CreateTopic("pls", 2, broker.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	produceN(t, e.b, "pls", 0, 100, 10)
+	produceN(t, e.b, "pls", 1, 100, 10)
+	if _, err := e.b.DeleteRecords("pls", 0, 40); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.b.DeleteRecords("pls", 1, 70); err != nil {
+		t.Fatal(err)
+	}
+	batch := appendBatches(nil, []broker.Record{{Timestamp: time.Now(), Value: []byte("x")}}, false)
+	for _, v := range []int16{4, 5, 9} {
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks, req.TimeoutMillis = -1, 5000
+		req.Topics = []kmsg.ProduceRequestTopic{{Topic: "pls", Partitions: []kmsg.ProduceRequestTopicPartition{
+			{Partition: 0, Records: batch}, {Partition: 1, Records: batch}}}}
+		resp := e.raw(t).roundTrip(req, v).(*kmsg.ProduceResponse)
+		for i, want := range []int64{40, 70} {
+			p := resp.Topics[0].Partitions[i]
+			if v < 5 {
+				want = -1
+			}
+			if p.ErrorCode != 0 || p.LogStartOffset != want {
+				t.Fatalf("v%d partition %d: error %d, log start offset %d, want %d", v, i, p.ErrorCode, p.LogStartOffset, want)
+			}
+		}
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/katka-io/katka/appliance/group"
 )
 
 // groupCollector exports the consumer groups at scrape time: members, state,
@@ -33,13 +35,16 @@ func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.lag
 }
 
-// Collect reads the groups from the coordinator and the high watermarks from
-// the broker.
+// Collect reads the groups from the coordinators open on this node and the
+// high watermarks from the broker.
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
-	coord, err := c.s.groups()
-	if err != nil {
-		return
+	for _, coord := range c.s.openGroups(false) {
+		c.collect(ch, coord)
 	}
+}
+
+// collect reports one coordinator's groups.
+func (c *groupCollector) collect(ch chan<- prometheus.Metric, coord *group.Coordinator) {
 	for _, g := range coord.Stats() {
 		if g.ID == "" {
 			continue

@@ -2,8 +2,15 @@ package kafka
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/katka-io/katka/appliance/group"
 )
@@ -45,44 +52,189 @@ type StateConfig struct {
 	MaxProducerIDs int
 }
 
-// groups returns the server's group coordinator, opening it (and replaying
-// __consumer_offsets) on first use. A coordinator whose broker was closed
-// stops by itself and is replaced on the next call.
-func (s *Server) groups() (*group.Coordinator, error) {
-	s.gmu.Lock()
-	defer s.gmu.Unlock()
-	if s.gc != nil {
-		select {
-		case <-s.gc.Done():
-			s.gc = nil
-			if _, err := s.b.PartitionInfo(group.Topic, 0); err != nil {
-				return nil, err
-			}
-		default:
-			return s.gc, nil
-		}
-	}
-	if s.gclosed {
-		return nil, group.ErrClosed
-	}
-	gc, err := group.Open(s.b, group.Options{Config: s.cfg.State.Groups, Logger: s.log})
-	if err != nil {
-		s.log.Error("consumer group coordinator unavailable", "err", err)
-		return nil, err
-	}
-	s.gc = gc
-	return gc, nil
+// groupSet holds a node's group coordinators: one per partition of
+// __consumer_offsets it coordinates (partition 0 only on a single node; in a
+// cell each partition this node leads, opened on first use in the leader
+// epoch it leads, replaying the partition then, and closed when the node
+// stops leading it). So a group moves with its partition's leadership and
+// its new coordinator reloads it from the replicated log, as in Kafka.
+type groupSet struct {
+	mu     sync.Mutex
+	open   map[int32]*groupCoord
+	closed bool
+	swept  time.Time // last sweep of coordinators this node no longer leads
 }
 
-// closeGroups stops the server's group coordinator, if one was started; no
-// new one is opened after it.
+// groupCoord is one open coordinator and the leader epoch it was loaded in.
+type groupCoord struct {
+	gc    *group.Coordinator
+	epoch int32
+}
+
+// groupSweepEvery bounds how often coordinators of partitions this node no
+// longer leads are looked for and closed.
+const groupSweepEvery = time.Second
+
+// errCoordinatorLoadInProgress is COORDINATOR_LOAD_IN_PROGRESS: the metadata
+// names this node but it has not taken the partition over yet; clients retry.
+const errCoordinatorLoadInProgress int16 = 14
+
+// groupPartition is the partition of __consumer_offsets holding group g: 0
+// on a single node, Kafka's partitionFor over the cell's partitions in a
+// cell (-1 while the cell has none).
+func (s *Server) groupPartition(g string) int32 {
+	if s.cfg.Cell == nil {
+		return 0
+	}
+	parts, ok := s.cfg.Cell.Partitions(group.Topic)
+	if !ok || len(parts) == 0 {
+		return -1
+	}
+	return coordinatorPartition(g, int32(len(parts)))
+}
+
+// groupCoordinator returns the coordinator of partition p of
+// __consumer_offsets, opening it when this node coordinates p and none is
+// open for the current leader epoch. The error code is for the client:
+// NOT_COORDINATOR (another node leads p), COORDINATOR_LOAD_IN_PROGRESS (this
+// node is named but has not taken p over), COORDINATOR_NOT_AVAILABLE.
+func (s *Server) groupCoordinator(p int32) (*group.Coordinator, int16) {
+	epoch, code := s.groupLeadership(p)
+	if code != errNone {
+		return nil, code
+	}
+	gs := &s.groupSet
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gs.closed {
+		return nil, errCoordinatorNotAvailable
+	}
+	s.sweepGroups()
+	if e := gs.open[p]; e != nil {
+		select {
+		case <-e.gc.Done():
+		default:
+			if e.epoch == epoch {
+				return e.gc, errNone
+			}
+		}
+		e.gc.Close()
+		delete(gs.open, p)
+	}
+	gc, err := group.Open(s.b, group.Options{Config: s.cfg.State.Groups, Logger: s.log, Partition: p, External: s.cfg.Cell != nil})
+	if err != nil {
+		s.log.Warn("consumer group coordinator unavailable", "partition", p, "err", err)
+		return nil, errCoordinatorNotAvailable
+	}
+	if gs.open == nil {
+		gs.open = map[int32]*groupCoord{}
+	}
+	gs.open[p] = &groupCoord{gc: gc, epoch: epoch}
+	return gc, errNone
+}
+
+// groupLeadership checks that this node coordinates partition p of
+// __consumer_offsets now and returns the leader epoch it does so in (0 on a
+// single node).
+func (s *Server) groupLeadership(p int32) (int32, int16) {
+	if s.cfg.Cell == nil {
+		return 0, errNone
+	}
+	parts, ok := s.cfg.Cell.Partitions(group.Topic)
+	if !ok || p < 0 || int(p) >= len(parts) {
+		return 0, errCoordinatorNotAvailable
+	}
+	cp := parts[p]
+	if cp.Leader != s.cfg.Cell.NodeID() {
+		return 0, errNotCoordinator
+	}
+	// A replicated partition is coordinated once the broker leads it in
+	// this epoch (the replica manager took it over): before, writes would
+	// be refused and the log may still be catching up.
+	if rs, ok := s.b.ReplicaState(group.Topic, p); ok && (!rs.Leads() || rs.LeaderEpoch != cp.LeaderEpoch) {
+		return 0, errCoordinatorLoadInProgress
+	}
+	return cp.LeaderEpoch, errNone
+}
+
+// sweepGroups closes the coordinators of partitions this node no longer
+// leads in the epoch they were loaded in, at most every groupSweepEvery;
+// called with gs.mu held.
+func (s *Server) sweepGroups() {
+	gs := &s.groupSet
+	if s.cfg.Cell == nil || time.Since(gs.swept) < groupSweepEvery {
+		return
+	}
+	gs.swept = time.Now()
+	for p, e := range gs.open {
+		if epoch, code := s.groupLeadership(p); code != errNone || epoch != e.epoch {
+			e.gc.Close()
+			delete(gs.open, p)
+			s.log.Info("consumer group coordinator handed over", "partition", p, "epoch", e.epoch)
+		}
+	}
+}
+
+// openGroups returns the coordinators open now, after a sweep; with load it
+// first opens one for every partition this node coordinates (ListGroups
+// lists every group the node coordinates, loaded or not).
+func (s *Server) openGroups(load bool) []*group.Coordinator {
+	if load {
+		for _, p := range s.coordinatedGroupPartitions() {
+			s.groupCoordinator(p)
+		}
+	}
+	gs := &s.groupSet
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	s.sweepGroups()
+	out := make([]*group.Coordinator, 0, len(gs.open))
+	for _, p := range slices.Sorted(maps.Keys(gs.open)) {
+		out = append(out, gs.open[p].gc)
+	}
+	return out
+}
+
+// coordinatedGroupPartitions lists the partitions of __consumer_offsets this
+// node coordinates by the metadata: 0 on a single node.
+func (s *Server) coordinatedGroupPartitions() []int32 {
+	if s.cfg.Cell == nil {
+		return []int32{0}
+	}
+	parts, _ := s.cfg.Cell.Partitions(group.Topic)
+	var out []int32
+	for i, cp := range parts {
+		if cp.Leader == s.cfg.Cell.NodeID() {
+			out = append(out, int32(i))
+		}
+	}
+	return out
+}
+
+// groupsOf splits groups by the coordinator holding each; a group this node
+// cannot serve gets its error code in failed.
+func (s *Server) groupsOf(groups []string) (split map[*group.Coordinator][]string, failed map[string]int16) {
+	split, failed = map[*group.Coordinator][]string{}, map[string]int16{}
+	for _, g := range groups {
+		gc, code := s.groupFor(g)
+		if code != errNone {
+			failed[g] = code
+			continue
+		}
+		split[gc] = append(split[gc], g)
+	}
+	return split, failed
+}
+
+// closeGroups stops the server's group coordinators; none is opened after.
 func (s *Server) closeGroups() {
-	s.gmu.Lock()
-	gc := s.gc
-	s.gc, s.gclosed = nil, true
-	s.gmu.Unlock()
-	if gc != nil {
-		gc.Close()
+	gs := &s.groupSet
+	gs.mu.Lock()
+	open := gs.open
+	gs.open, gs.closed = nil, true
+	gs.mu.Unlock()
+	for _, e := range open {
+		e.gc.Close()
 	}
 }
 
@@ -100,17 +252,6 @@ func clientHost(c *conn) string {
 // clientID is the request header's client id: member ids start with it, as in Kafka.
 func clientID(c *conn) string { return c.clientID }
 
-// groupsFor returns the coordinator, or false when it cannot be opened (the
-// broker is closing, __consumer_offsets cannot be read): callers then answer
-// COORDINATOR_NOT_AVAILABLE, which clients retry.
-func (s *Server) groupsFor(_ context.Context) (*group.Coordinator, bool) {
-	gc, err := s.groups()
-	if err != nil {
-		return nil, false
-	}
-	return gc, true
-}
-
 // groupTopics is the broker's topics as the KIP-848 coordinator sees them
 // (names, ids, partition counts). As in Kafka, a subscription regex matches
 // internal topics too.
@@ -126,6 +267,123 @@ func (s *Server) groupTopics() group.Topics {
 // errCoordinatorNotAvailable is COORDINATOR_NOT_AVAILABLE: clients retry.
 const errCoordinatorNotAvailable int16 = 15
 
-// Groups returns the server's group coordinator (opened on first use), for
-// in-process members such as the HTTP API's REST proxy consumers.
-func (s *Server) Groups() (*group.Coordinator, error) { return s.groups() }
+// GroupCoordinator returns the coordinator of group g on this node (opened
+// on first use), for in-process members such as the HTTP API's REST proxy
+// consumers and console views; on a single node every group has the one
+// coordinator. In a cell it first commits the placement of
+// __consumer_offsets when there is none yet (as FindCoordinator does, so
+// REST consumers work in a cell no Kafka client used yet, waiting at most
+// groupPlacementTimeout for the controller). A group another node
+// coordinates fails with a *NotCoordinatorError naming that node; a
+// coordinator this node cannot serve yet fails with a retriable kerr error
+// (COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE) that errors.Is
+// finds.
+func (s *Server) GroupCoordinator(g string) (*group.Coordinator, error) {
+	if s.cfg.Cell != nil && s.groupPartition(g) < 0 {
+		// No placement of __consumer_offsets yet (no Kafka client asked
+		// FindCoordinator): commit one, as FindCoordinator does.
+		ctx, cancel := context.WithTimeout(context.Background(), groupPlacementTimeout)
+		_, err := s.cellCoordinator(ctx, 0, g)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("group %s: %w: %v", g, kerr.CoordinatorNotAvailable, err)
+		}
+	}
+	gc, code := s.groupFor(g)
+	switch code {
+	case errNone:
+		return gc, nil
+	case errNotCoordinator:
+		return nil, s.notCoordinatorError(g)
+	}
+	return nil, fmt.Errorf("group %s: %w", g, kerr.ErrorForCode(code))
+}
+
+// Coordinators returns every group coordinator this node runs, after
+// opening one for each partition of __consumer_offsets it coordinates (as
+// ListGroups does): the one coordinator on a single node, which fails when it
+// cannot open; in a cell the coordinators of the partitions this node leads,
+// none when it leads none. A listing of the node's groups merges them.
+func (s *Server) Coordinators() ([]*group.Coordinator, error) {
+	gcs := s.openGroups(true)
+	if len(gcs) == 0 && s.cfg.Cell == nil {
+		return nil, fmt.Errorf("consumer groups: %w", kerr.CoordinatorNotAvailable)
+	}
+	return gcs, nil
+}
+
+// groupPlacementTimeout bounds GroupCoordinator's wait for the controller
+// to place __consumer_offsets.
+const groupPlacementTimeout = 10 * time.Second
+
+// NotCoordinatorError is GroupCoordinator's error for a group another node
+// of the cell coordinates: NOT_COORDINATOR (errors.Is kerr.NotCoordinator),
+// with the node the controller's placement names, as FindCoordinator would.
+type NotCoordinatorError struct {
+	// Group is the group asked for.
+	Group string
+	// NodeID is the coordinating node's id, -1 when the placement names
+	// none (yet).
+	NodeID int32
+	// Addr is the node's advertised Kafka address (host:port), empty when
+	// the node is not registered.
+	Addr string
+}
+
+// Error names the group and its coordinating node.
+func (e *NotCoordinatorError) Error() string {
+	switch {
+	case e.NodeID < 0:
+		return fmt.Sprintf("group %s: no node of the cell coordinates it yet", e.Group)
+	case e.Addr == "":
+		return fmt.Sprintf("group %s is coordinated by node %d of the cell, not this node", e.Group, e.NodeID)
+	}
+	return fmt.Sprintf("group %s is coordinated by node %d of the cell (kafka %s), not this node", e.Group, e.NodeID, e.Addr)
+}
+
+// Unwrap is kerr.NotCoordinator.
+func (e *NotCoordinatorError) Unwrap() error { return kerr.NotCoordinator }
+
+// CoordinatorNode is the coordinating node's id and Kafka address, for
+// callers that do not import this package (the HTTP API).
+func (e *NotCoordinatorError) CoordinatorNode() (int32, string) { return e.NodeID, e.Addr }
+
+// notCoordinatorError names the node coordinating g by the controller's
+// placement now (it may have moved since groupFor looked: a hint).
+func (s *Server) notCoordinatorError(g string) *NotCoordinatorError {
+	e := &NotCoordinatorError{Group: g, NodeID: -1}
+	if s.cfg.Cell == nil {
+		return e
+	}
+	parts, _ := s.cfg.Cell.Partitions(group.Topic)
+	p := s.groupPartition(g)
+	if p < 0 || int(p) >= len(parts) {
+		return e
+	}
+	e.NodeID = parts[p].Leader
+	if b, ok := s.cellBroker(e.NodeID); ok {
+		e.Addr = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+	}
+	return e
+}
+
+// eachCoordinator runs one batched group request on this node's
+// coordinators: do gets each coordinator's share of groups (the request's
+// groups, split by the coordinator holding them); fail gets every group no
+// coordinator here could answer, with its error code (NOT_COORDINATOR in a
+// cell for another node's groups).
+func (s *Server) eachCoordinator(groups []string, do func(gc *group.Coordinator, share []string) error, fail func(g string, code int16)) {
+	split, failed := s.groupsOf(groups)
+	for gc, share := range split {
+		if err := do(gc, share); err != nil {
+			for _, g := range share {
+				failed[g] = errCoordinatorNotAvailable
+			}
+		}
+	}
+	for _, g := range groups {
+		if code, ok := failed[g]; ok {
+			fail(g, code)
+		}
+	}
+}

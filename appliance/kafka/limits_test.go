@@ -152,6 +152,13 @@ func TestQueuedMaxRequestBytesWaits(t *testing.T) {
 	a := e.raw(t)
 	fa := produceFrame(bigProduce("q", 60<<10), 9, 1)
 	a.write(fa[:len(fa)/2])
+	waitFor(t, 5*time.Second, "the first produce to hold its 60 KiB of the pool", func() bool {
+		if e.srv.pool.TryAcquire(8 << 10) { // free: a's size prefix is not read yet
+			e.srv.pool.Release(8 << 10)
+			return false
+		}
+		return true
+	})
 	// b: a 10 KiB produce does not fit the remaining 4 KiB: it waits.
 	b := e.raw(t)
 	breq := bigProduce("q", 10<<10)

@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/katka-io/katka/appliance/broker"
-	"github.com/katka-io/katka/appliance/group"
 	"github.com/katka-io/katka/appliance/txn"
 )
 
@@ -46,6 +45,7 @@ type txnState struct {
 	closed bool
 	imu    sync.Mutex // guards idx
 	idx    *txnIndex
+	remote remotePending // in a cell: offsets handed to other nodes' coordinators (txn_cell.go)
 }
 
 // txns returns the server's transaction coordinator, opening it (replaying
@@ -188,37 +188,19 @@ type txnMarkers struct{ s *Server }
 // retry writes nothing twice), then on commit applies its offsets.
 func (w txnMarkers) WriteMarkers(ctx context.Context, job txn.MarkerJob) error {
 	s := w.s
-	for _, tp := range job.Partitions {
-		if tp.Topic == txn.OffsetsTopic {
-			continue // offsets are applied below, no marker
-		}
-		info, err := s.b.Topic(tp.Topic)
-		if errors.Is(err, broker.ErrUnknownTopic) || err == nil && (tp.Partition < 0 || tp.Partition >= info.Partitions) {
-			continue // gone: counts as written, as in Kafka
-		}
-		if err != nil {
-			return err
-		}
-		if err := s.writeMarker(ctx, info, tp.Partition, job); err != nil {
-			if errors.Is(err, broker.ErrUnknownTopic) || errors.Is(err, broker.ErrUnknownPartition) {
-				continue
-			}
-			return fmt.Errorf("marker for %s-%d: %w", tp.Topic, tp.Partition, err)
-		}
+	// In a cell the partitions other nodes lead get their markers there
+	// (txn_cell.go); on a single node every partition is here.
+	here, err := s.writeMarkersRemote(ctx, job)
+	if err != nil {
+		return err
+	}
+	local := job
+	local.Partitions = here
+	if err := s.writeMarkersHere(ctx, local); err != nil {
+		return err
 	}
 	if job.Commit && len(job.Offsets) > 0 {
-		gc, err := s.groups()
-		if err != nil {
-			return fmt.Errorf("apply committed offsets: %w", err)
-		}
-		commits := make([]group.Commit, len(job.Offsets))
-		for i, o := range job.Offsets {
-			commits[i] = group.Commit{Group: o.Group, Topic: o.Topic, Partition: o.Partition, Offset: o.Offset,
-				Epoch: o.LeaderEpoch, Metadata: o.Metadata, CommitMs: o.CommitMs}
-		}
-		if err := gc.ApplyTxnOffsets(commits); err != nil {
-			return fmt.Errorf("apply committed offsets: %w", err)
-		}
+		return s.applyTxnOffsets(ctx, job.Offsets)
 	}
 	return nil
 }
@@ -283,11 +265,15 @@ func (s *Server) verifyTxnBatch(ctx context.Context, txnID *string, info broker.
 	if txnID == nil || *txnID == "" {
 		return codeErrorf(errInvalidRequest, "transactional record batch without a transactional id")
 	}
-	c, ok := s.txnsFor()
-	if !ok {
-		return codeErrorf(kerr.NotEnoughReplicas.Code, "transaction coordinator not available")
+	// In a cell the transactional id's coordinator may be another node.
+	code, asked := s.verifyRemote(ctx, *txnID, pid, epoch, info.Name, partition)
+	if !asked {
+		c, ok := s.txnsFor()
+		if !ok {
+			return codeErrorf(kerr.NotEnoughReplicas.Code, "transaction coordinator not available")
+		}
+		code = c.Verify(*txnID, pid, epoch, info.Name, partition)
 	}
-	code := c.Verify(*txnID, pid, epoch, info.Name, partition)
 	switch code {
 	case 0:
 	case kerr.ConcurrentTransactions.Code, kerr.CoordinatorNotAvailable.Code:

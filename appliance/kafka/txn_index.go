@@ -48,7 +48,8 @@ type openTxn struct {
 type partTxns struct {
 	mu      sync.Mutex
 	loaded  bool
-	hasTxn  bool // a transactional batch was ever seen: fetches serve stored batches
+	epoch   int32 // the leader epoch it was loaded in (-1: not replicated)
+	hasTxn  bool  // a transactional batch was ever seen: fetches serve stored batches
 	open    map[int64]openTxn
 	aborted []abortedTxn    // by marker offset
 	marker  map[int64]int16 // producer id -> epoch of its last marker here
@@ -87,29 +88,50 @@ func (s *Server) partTxns(ctx context.Context, info broker.TopicInfo, partition 
 	}
 	x.mu.Unlock()
 	pt.mu.Lock()
+	le := int32(-1)
+	if rs, ok := s.b.ReplicaState(info.Name, partition); ok {
+		le = rs.LeaderEpoch
+	}
+	if pt.loaded && pt.epoch != le {
+		// Leadership moved since it was loaded: transactions other leaders
+		// wrote (replicated into this log) are not in it.
+		pt.loaded, pt.hasTxn = false, false
+		pt.open, pt.marker, pt.aborted = map[int64]openTxn{}, map[int64]int16{}, nil
+	}
 	if !pt.loaded {
-		s.scanTxns(ctx, info.Name, partition, pt)
+		pt.epoch = le
+		s.scanTxns(ctx, info.Name, partition, pt, le >= 0)
 	}
 	return pt
 }
 
-// scanTxns rebuilds pt from the partition's batch headers. pt.mu is held.
-func (s *Server) scanTxns(ctx context.Context, topic string, partition int32, pt *partTxns) {
+// scanTxns rebuilds pt from the partition's batch headers, up to the high
+// watermark, or with toLogEnd (a replicated partition: a new leader's log
+// end holds transactions its followers have not confirmed yet) up to the
+// log end. pt.mu is held.
+func (s *Server) scanTxns(ctx context.Context, topic string, partition int32, pt *partTxns, toLogEnd bool) {
 	pi, err := s.b.PartitionInfo(topic, partition)
 	if err != nil {
 		return // retried at the next use
 	}
-	off := pi.LogStartOffset
-	for off < pi.HighWatermark {
+	read := func(off int64) ([]byte, int64, error) {
 		res, err := s.b.FetchBatches(ctx, topic, partition, off, pi.HighWatermark, 4<<20)
-		if err != nil || len(res.Batches) == 0 {
+		return res.Batches, pi.HighWatermark, err
+	}
+	if toLogEnd {
+		read = func(off int64) ([]byte, int64, error) { return s.b.BatchesToLogEnd(topic, partition, off, 4<<20) }
+	}
+	off := pi.LogStartOffset
+	for {
+		batches, end, err := read(off)
+		if err != nil || len(batches) == 0 || off >= end {
 			if err != nil {
 				s.log.Warn("transaction index rebuild stopped early", "topic", topic, "partition", partition, "offset", off, "err", err)
 			}
 			break
 		}
 		next := off
-		for raw, rest, ok := recordbatch.Next(res.Batches); ok; raw, rest, ok = recordbatch.Next(rest) {
+		for raw, rest, ok := recordbatch.Next(batches); ok; raw, rest, ok = recordbatch.Next(rest) {
 			h, err := broker.ParseBatchHeader(raw)
 			if err != nil {
 				break

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -198,4 +199,48 @@ func BenchmarkReadBatchesVsRead(b *testing.B) {
 		}
 		l.Close()
 	}
+}
+
+// BenchmarkTailRead fetches from the tail segment the way consumers do:
+// "follow" reads the newest 16 batches (a consumer at the end of the log),
+// "random" reads 64 KiB from a random offset of the tail (a consumer a
+// little behind, after a seek). The tail holds half a segment of one-record
+// batches of 100 B (about 2,700 entries), which tidwall/wal reads back from
+// the file: it keeps one entry position per 16 entries, not one per entry,
+// so a read may step over entry heads first (README.md, "Memory per
+// partition"). Fetches/s.
+func BenchmarkTailRead(b *testing.B) {
+	l, _, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	batch := testProducedBatch(b, 120)
+	for written := 0; written < DefaultSegmentBytes/2; written += len(batch) {
+		if _, _, err := l.AppendBatches([][]byte{batch}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	end := l.EndOffset()
+	b.Run("follow", func(b *testing.B) {
+		for b.Loop() {
+			bp, err := l.ReadBatchParts(end-16, end, 1<<20)
+			if err != nil || len(bp.Parts) != 16 {
+				b.Fatalf("%d batches, %v", len(bp.Parts), err)
+			}
+			bp.Release()
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "fetches/s")
+	})
+	b.Run("random", func(b *testing.B) {
+		rng := rand.New(rand.NewPCG(1, 2))
+		for b.Loop() {
+			bp, err := l.ReadBatchParts(rng.Int64N(end), end, 64<<10)
+			if err != nil || len(bp.Parts) == 0 {
+				b.Fatalf("%d batches, %v", len(bp.Parts), err)
+			}
+			bp.Release()
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "fetches/s")
+	})
 }

@@ -2,11 +2,14 @@ package storage
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"sync/atomic"
+	"time"
 )
 
 // The offset index. With one WAL entry per record batch, offsets and WAL
@@ -21,8 +24,59 @@ import (
 // are indexed for free); a sealed segment found at open gets its index the
 // first time it is read, from one pass over its entry heads. Compaction
 // builds the index of the file it writes. Memory: 16 bytes per point, at most
-// one per 4 KiB of segment, so at most 4 MiB per GiB of log read or written
-// since open (64 KiB for a 16 MiB partition).
+// one per 4 KiB of segment (4 KiB per 1 MiB segment), for the tail and at
+// most keepIndexed sealed segments (below); a dropped index is rebuilt when
+// its segment is next read.
+
+// keepIndexed is how many sealed segments of a log keep their index after a
+// roll: those a read used last (a consumer a little behind reads the
+// segments just sealed). The others' indexes are dropped and rebuilt from
+// the entry heads when next read, so a partition written for weeks holds the
+// index of a few segments, not of everything written since open (16 bytes
+// per 4 KiB: 4 MiB per GiB).
+const keepIndexed = 4
+
+// indexBuilds counts sealed-segment indexes built by reads (tests).
+var indexBuilds atomic.Int64
+
+// sealIndex is called when the tail t has just been sealed (a roll), mu
+// held: its points are copied to a slice of their exact size (append left up
+// to twice that) and it counts as just used.
+func (l *Log) sealIndex(t *segmentFile) {
+	t.fmu.Lock()
+	if x := t.idx; x != nil {
+		t.idx = &segIndex{pts: slices.Clone(x.pts), lastPos: x.lastPos}
+	}
+	t.idxUsed = time.Now().UnixNano()
+	t.fmu.Unlock()
+}
+
+// trimIndexes keeps the index of the keepIndexed sealed segments used last
+// and drops the others'; mu held. It runs at every roll and after a read
+// built an index.
+func (l *Log) trimIndexes() {
+	type use struct {
+		s *segmentFile
+		t int64
+	}
+	var indexed []use
+	for _, s := range l.segs[:max(len(l.segs)-1, 0)] {
+		s.fmu.Lock()
+		if s.idx != nil {
+			indexed = append(indexed, use{s, s.idxUsed})
+		}
+		s.fmu.Unlock()
+	}
+	if len(indexed) <= keepIndexed {
+		return
+	}
+	slices.SortFunc(indexed, func(a, b use) int { return cmp.Compare(b.t, a.t) })
+	for _, u := range indexed[keepIndexed:] {
+		u.s.fmu.Lock()
+		u.s.idx = nil
+		u.s.fmu.Unlock()
+	}
+}
 
 // steps counts entries a read stepped over to reach its offset (tests check
 // that the index keeps it small).

@@ -107,9 +107,14 @@ func Open(dir string, opts Options) (*Log, []RecoveryAction, error) {
 		return nil, actions, err
 	}
 	// Whatever a killed process left in the page cache is made durable now, before
-	// anything is served from it.
+	// anything is served from it. A log without a byte in its segments (a
+	// partition just created) has nothing to make durable: its directory is
+	// fsynced with its first records instead (dirDirty), which spares a topic
+	// of 4,096 partitions two journal commits per partition at creation.
 	l.synced = -1
-	if err := l.SyncTo(l.end); err != nil {
+	if l.size == 0 {
+		l.synced, l.dirDirty = l.end, true
+	} else if err := l.SyncTo(l.end); err != nil {
 		l.w.Close()
 		return nil, actions, err
 	}
@@ -552,6 +557,8 @@ func (l *Log) mirror() {
 			base: next, end: next, idx: &segIndex{}})
 		l.tailBytes = 0
 		l.dirDirty = true
+		l.sealIndex(t)
+		l.trimIndexes()
 	}
 	if l.tailBytes > seg {
 		roll(l.end)
@@ -805,7 +812,7 @@ func (l *Log) read(offset, limit int64, c *collector) error {
 			return err
 		}
 		s := l.segs[i]
-		r := sealedRead{seg: s, base: s.base, from: offset, to: min(l.segs[i+1].base, limit)}
+		r := sealedRead{log: l, seg: s, base: s.base, from: offset, to: min(l.segs[i+1].base, limit)}
 		s.pin()
 		l.mu.Unlock()
 

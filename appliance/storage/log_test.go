@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -458,4 +459,45 @@ func TestDirLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Unlock()
+}
+
+// TestOpenNewLogDefersFsync checks that opening a log with no byte in its
+// segments (a partition being created) fsyncs nothing, so a topic of
+// thousands of partitions is created without two journal commits each, and
+// that the directory fsync it skipped comes with the first records: the
+// first SyncTo fsyncs the tail and the directory, and a reopen after it reads
+// them back. A log with records is still fsynced at open.
+func TestOpenNewLogDefersFsync(t *testing.T) {
+	dir := t.TempDir()
+	var fsyncs atomic.Int64
+	opts := Options{SegmentBytes: 64 << 10, OnFsync: func(time.Duration) { fsyncs.Add(1) }}
+	l, _, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := fsyncs.Load(); n != 0 {
+		t.Fatalf("opening a new log fsynced %d times, want none", n)
+	}
+	if !l.dirDirty {
+		t.Fatal("the directory fsync skipped at open is not owed to the first records")
+	}
+	appendN(t, l, 0, 3, 10)
+	if err := l.SyncTo(3); err != nil {
+		t.Fatal(err)
+	}
+	if n := fsyncs.Load(); n != 1 || l.dirDirty {
+		t.Fatalf("first SyncTo: %d fsyncs, directory still owed %v; want 1 and the directory fsynced", n, l.dirDirty)
+	}
+	l.Close()
+	fsyncs.Store(0)
+	if l, _, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if n := fsyncs.Load(); n != 1 {
+		t.Fatalf("opening a log with records fsynced %d times, want 1", n)
+	}
+	if recs, err := l.Read(0, 3, 1<<20); err != nil || len(recs) != 3 {
+		t.Fatalf("read after reopen: %d records, %v", len(recs), err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Reads of sealed segments run outside the partition mutex. A sealed segment's
@@ -77,6 +78,7 @@ var sealedReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 
 // sealedRead is one read of offsets [from, to) of a sealed segment whose first
 // offset is base.
 type sealedRead struct {
+	log      *Log // whose indexes a read that builds one trims (nil in tests)
 	seg      *segmentFile
 	base     int64
 	from, to int64
@@ -125,21 +127,34 @@ func (r sealedRead) read(c *collector) (next int64, full bool, err error) {
 	r.seg.fmu.Lock()
 	h := r.seg.hint
 	x := r.seg.idx
+	r.seg.idxUsed = time.Now().UnixNano()
 	r.seg.fmu.Unlock()
-	if x == nil {
-		// A segment found at open: index it from its entry heads, once.
+	sameFile := id.ino != 0 && h.ino == id.ino && h.size == id.size && h.mtime == id.mtime
+	if x == nil && r.from > r.base && !(sameFile && h.off == r.from) {
+		// A segment found at open, or whose index a roll dropped
+		// (trimIndexes), read from inside: index it from its entry heads.
+		// A read from its start, or on from where the previous one stopped
+		// (the hint), needs no index.
 		x = indexFile(br, f, id.size, r.base)
 		r.seg.fmu.Lock()
 		if r.seg.idx == nil {
 			r.seg.idx = x
 		}
 		r.seg.fmu.Unlock()
+		indexBuilds.Add(1)
+		if r.log != nil {
+			// A consumer reading the history from the start must not leave
+			// an index on every segment it passed.
+			r.log.mu.Lock()
+			r.log.trimIndexes()
+			r.log.mu.Unlock()
+		}
 	}
 	startOff, startPos := r.base, int64(0)
 	if pt, ok := x.find(r.from); ok && int64(pt.pos) < id.size {
 		startOff, startPos = pt.off, int64(pt.pos)
 	}
-	hinted := id.ino != 0 && h.ino == id.ino && h.size == id.size && h.mtime == id.mtime && h.off >= startOff && h.off > r.base && h.off <= r.from
+	hinted := sameFile && h.off >= startOff && h.off > r.base && h.off <= r.from
 	if hinted {
 		startOff, startPos = h.off, h.pos
 	}

@@ -34,6 +34,9 @@ type segmentFile struct {
 	rf      *os.File
 	hint    readHint
 	idx     *segIndex // nil until built (segments found at open are indexed when first read)
+	// idxUsed is when idx was last used or built (Unix ns): a roll drops the
+	// index of the sealed segments used longest ago (trimIndexes).
+	idxUsed int64
 }
 
 func segmentName(index uint64) string { return fmt.Sprintf("%020d", index) }

@@ -130,6 +130,7 @@ type Log struct {
 	// batch when they grew large, so an idle log holds no big buffer.
 	scratch []byte
 	pieces  [][]byte
+	tcurMu  sync.Mutex // guards the tail segment's tcur (katka)
 }
 
 // segment represents a single segment file.
@@ -139,10 +140,40 @@ type segment struct {
 	ebuf  []byte // cached entries buffer (a sealed segment loaded for a read)
 	epos  []bpos // cached entries positions in buffer
 	// katka: the tail segment is not held in memory. Entries are written
-	// through to the file and read back from it; only where each entry
-	// starts (tpos) and the file's size are kept.
-	tpos []uint32
-	size int64
+	// through to the file and read back from it; only where every
+	// tailStride-th entry starts (tpos: entry k*stride starts at tpos[k]),
+	// the number of entries (tcount) and the file's size are kept. tcur is
+	// where the entry after the last one read starts, so reading on needs
+	// no step over entry heads (guarded by Log.tcurMu: Read runs under the
+	// read lock).
+	tpos   []uint32
+	tcount int
+	tcur   tailCursor
+	size   int64
+}
+
+// tailCursor is a known entry start in the tail segment (katka): entry i
+// starts at byte pos; ok is false when nothing is known.
+type tailCursor struct {
+	ok  bool
+	i   int
+	pos int64
+}
+
+// tailStride is how many tail entries share one kept position (katka):
+// the others are found by stepping over entry heads from it, at most
+// tailStride-1 of them. It was 1 (a position per entry, 4 bytes each: 22 KB
+// for a 1 MiB tail of 190-byte entries, most of what a partition written
+// with small batches kept in memory). JSON entries keep one per entry: their
+// heads cannot be stepped over without reading the whole entry.
+const tailStride = 16
+
+// stride is the tail position stride for this log's format.
+func (l *Log) stride() int {
+	if l.opts.LogFormat == JSON {
+		return 1
+	}
+	return tailStride
 }
 
 type bpos struct {
@@ -304,7 +335,7 @@ func (l *Log) load() error {
 	if err := l.loadTail(lseg); err != nil {
 		return err
 	}
-	l.lastIndex = lseg.index + uint64(len(lseg.tpos)) - 1
+	l.lastIndex = lseg.index + uint64(lseg.tcount) - 1
 	if l.lastIndex > 0 && l.firstIndex > l.lastIndex && !l.opts.AllowEmpty {
 		return ErrEmptyLog
 	}
@@ -374,7 +405,7 @@ func (l *Log) cycle() error {
 	// in memory; its entry positions are dropped (a later Read of it loads the
 	// file, as for any sealed segment).
 	prev := l.segments[len(l.segments)-1]
-	prev.tpos, prev.size = nil, 0
+	prev.tpos, prev.tcount, prev.tcur, prev.size = nil, 0, tailCursor{}, 0
 	s := &segment{
 		index: l.lastIndex + 1,
 		path:  filepath.Join(l.path, segmentName(l.lastIndex+1)),
@@ -535,12 +566,13 @@ func (l *Log) writeBatch(b *Batch) error {
 	}
 	// Second pass: queue the pieces and write them, rolling the segment where
 	// upstream would.
-	marked := len(s.tpos)
+	stride := l.stride()
+	marked, markedCount := len(s.tpos), s.tcount
 	pending := int64(0)
 	l.pieces = l.pieces[:0]
 	flush := func() error {
 		if err := writeAll(l.sfile, l.pieces); err != nil {
-			s.tpos = s.tpos[:marked]
+			s.tpos, s.tcount = s.tpos[:marked], markedCount
 			return err
 		}
 		clear(l.pieces)
@@ -573,9 +605,13 @@ func (l *Log) writeBatch(b *Batch) error {
 		}
 		pos := s.size + pending
 		if pos > math.MaxUint32 {
+			s.tpos, s.tcount = s.tpos[:marked], markedCount
 			return ErrSegmentTooLarge
 		}
-		s.tpos = append(s.tpos, uint32(pos))
+		if s.tcount%stride == 0 {
+			s.tpos = append(s.tpos, uint32(pos))
+		}
+		s.tcount++
 		pending += n
 		if s.size+pending >= int64(l.opts.SegmentSize) {
 			// segment has reached capacity, cycle now
@@ -587,7 +623,7 @@ func (l *Log) writeBatch(b *Batch) error {
 				return err
 			}
 			s = l.segments[len(l.segments)-1]
-			marked = 0
+			marked, markedCount = 0, 0
 		}
 	}
 	if pending > 0 {
@@ -711,16 +747,102 @@ func (l *Log) loadTail(s *segment) error {
 		return err
 	}
 	s.ebuf, s.epos = nil, nil
-	s.tpos = make([]uint32, len(epos))
-	s.size = 0
+	stride := l.stride()
+	s.tpos = make([]uint32, 0, (len(epos)+stride-1)/stride)
+	s.tcount, s.size = len(epos), 0
+	l.tcurMu.Lock()
+	s.tcur = tailCursor{}
+	l.tcurMu.Unlock()
 	for i, p := range epos {
 		if int64(p.pos) > math.MaxUint32 { // int64: the constant overflows int on 32-bit ARM
 			return ErrSegmentTooLarge
 		}
-		s.tpos[i] = uint32(p.pos)
+		if i%stride == 0 {
+			s.tpos = append(s.tpos, uint32(p.pos))
+		}
 		s.size = int64(p.end)
 	}
 	return nil
+}
+
+// tailEntryAt returns where tail entry i (0-based in segment s) starts and
+// ends (katka). It starts from the kept position at or before i, or from the
+// cursor when that is closer, and steps over the entry heads between,
+// reading them tailChunk bytes at a time. When entry i lies inside the last
+// chunk read, its bytes are returned too (a copy the caller owns).
+func (l *Log) tailEntryAt(s *segment, i int) (pos, end int64, data []byte, err error) {
+	stride := l.stride()
+	j := i / stride * stride
+	pos = int64(s.tpos[i/stride])
+	l.tcurMu.Lock()
+	if c := s.tcur; c.ok && c.i <= i && c.i > j {
+		j, pos = c.i, c.pos
+	}
+	l.tcurMu.Unlock()
+	if j == i {
+		switch {
+		case i+1 == s.tcount:
+			return pos, s.size, nil, nil
+		case (i+1)%stride == 0:
+			return pos, int64(s.tpos[(i+1)/stride]), nil, nil
+		}
+	}
+	bp := tailChunks.Get().(*[tailChunk]byte)
+	defer tailChunks.Put(bp)
+	var cstart, cend int64 // the chunk holds the file's bytes [cstart, cend)
+	for {
+		if pos+binary.MaxVarintLen64 > cend && cend < s.size {
+			n := min(int64(tailChunk), s.size-pos)
+			if n <= 0 {
+				return 0, 0, nil, ErrCorrupt
+			}
+			if _, err := l.sfile.ReadAt(bp[:n], pos); err != nil {
+				return 0, 0, nil, err
+			}
+			cstart, cend = pos, pos+n
+		}
+		size, n := binary.Uvarint(bp[pos-cstart : cend-cstart])
+		if n <= 0 || size > uint64(s.size-pos-int64(n)) {
+			return 0, 0, nil, ErrCorrupt
+		}
+		next := pos + int64(n) + int64(size)
+		if j == i {
+			if next <= cend {
+				data = append([]byte(nil), bp[pos-cstart:next-cstart]...)
+			}
+			return pos, next, data, nil
+		}
+		pos = next
+		j++
+	}
+}
+
+// tailChunk is how much of the tail file one read of entry heads takes.
+const tailChunk = 4096
+
+// tailChunks pools the buffers of tailEntryAt (katka).
+var tailChunks = sync.Pool{New: func() any { return new([tailChunk]byte) }}
+
+// readTailEntry reads tail entry i (frame included) from the file into a
+// new buffer and moves the cursor past it (katka).
+func (l *Log) readTailEntry(s *segment, i int) ([]byte, error) {
+	pos, end, edata, err := l.tailEntryAt(s, i)
+	if err != nil {
+		return nil, err
+	}
+	if edata == nil {
+		if end < pos {
+			return nil, ErrCorrupt
+		}
+		edata = make([]byte, end-pos)
+		if _, err := l.sfile.ReadAt(edata, pos); err != nil {
+			return nil, err
+		}
+	}
+	l.tcurMu.Lock()
+	s.tcur = tailCursor{ok: true, i: i + 1, pos: end}
+	l.tcurMu.Unlock()
+	return edata, nil
 }
 
 // tailEntries returns the tail segment's bytes and entry positions, read from
@@ -730,13 +852,23 @@ func (l *Log) tailEntries(s *segment) ([]byte, []bpos, error) {
 	if _, err := l.sfile.ReadAt(ebuf, 0); err != nil {
 		return nil, nil, err
 	}
-	epos := make([]bpos, len(s.tpos))
-	for i, p := range s.tpos {
-		end := s.size
-		if i+1 < len(s.tpos) {
-			end = int64(s.tpos[i+1])
+	epos := make([]bpos, 0, s.tcount)
+	for pos := 0; pos < len(ebuf); {
+		var n int
+		var err error
+		if l.opts.LogFormat == JSON {
+			n, err = loadNextJSONEntry(ebuf[pos:])
+		} else {
+			n, err = loadNextBinaryEntry(ebuf[pos:])
 		}
-		epos[i] = bpos{int(p), int(end)}
+		if err != nil {
+			return nil, nil, err
+		}
+		epos = append(epos, bpos{pos, pos + n})
+		pos += n
+	}
+	if len(epos) != s.tcount {
+		return nil, nil, ErrCorrupt
 	}
 	return ebuf, epos, nil
 }
@@ -819,15 +951,10 @@ func (l *Log) Read(index uint64) (data []byte, err error) {
 	}
 	var edata []byte
 	if s == l.segments[len(l.segments)-1] {
-		// katka: the tail is read back from its file (one pread into a new
-		// buffer, so NoCopy callers own what they get).
-		i := index - s.index
-		pos, end := int64(s.tpos[i]), s.size
-		if i+1 < uint64(len(s.tpos)) {
-			end = int64(s.tpos[i+1])
-		}
-		edata = make([]byte, end-pos)
-		if _, err := l.sfile.ReadAt(edata, pos); err != nil {
+		// katka: the tail is read back from its file (into a new buffer,
+		// so NoCopy callers own what they get): one pread for an entry
+		// read after the previous one or short enough for tailSpeculate.
+		if edata, err = l.readTailEntry(s, int(index-s.index)); err != nil {
 			return nil, err
 		}
 	} else {

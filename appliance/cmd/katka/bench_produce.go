@@ -49,6 +49,7 @@ type loadSpec struct {
 	topicConfig []string
 	jsonOut     bool
 	quiet       bool
+	client      string
 }
 
 // topicNames returns the topics the load writes: --topic itself, or with
@@ -89,6 +90,15 @@ func (s *loadSpec) validate() error {
 	case "none", "uniform", "zipf", "sequential":
 	default:
 		return fmt.Errorf("--key-distribution %q is not allowed (allowed: none, uniform, zipf, sequential)", s.keyDist)
+	}
+	switch s.client {
+	case "", "franz-go":
+	case "raw":
+		if s.keyDist != "none" || s.compression != "none" {
+			return errors.New("--client raw sends uncompressed records without keys: drop --key-distribution and --compression")
+		}
+	default:
+		return fmt.Errorf("--client %q is not allowed (allowed: franz-go, raw)", s.client)
 	}
 	if s.keyDist != "none" && s.keys == 0 {
 		s.keys = 1000
@@ -182,6 +192,7 @@ type loadResult struct {
 	Groups         int             `json:"groups"`
 	Consumers      int             `json:"consumers_per_group"`
 	RecordSize     int             `json:"record_size"`
+	Client         string          `json:"client"`
 	Acks           string          `json:"acks"`
 	Compression    string          `json:"compression"`
 	KeyDist        string          `json:"key_distribution"`
@@ -269,6 +280,7 @@ with Kafka's default message.max.bytes of 1,000,012 bytes.`,
 	f.StringArrayVar(&s.topicConfig, "topic-config", nil, "config key=value for topics the bench creates, repeatable (e.g. max.message.bytes=1000012)")
 	f.BoolVar(&s.jsonOut, "json", false, "print the result as JSON on stdout (progress stays on stderr)")
 	f.BoolVar(&s.quiet, "quiet", false, "no progress line")
+	f.StringVar(&s.client, "client", "franz-go", "producer client: franz-go (a kgo client per producer, idempotent with acks=all) or raw (one plaintext connection per producer writing one partition with hand-built produce requests, one in flight: light enough that a thousand connections load the broker, not this process)")
 	return cmd
 }
 
@@ -332,7 +344,7 @@ func prepareTopics(ctx context.Context, kf *kafkaFlags, s *loadSpec) (int32, err
 
 // runLoad runs the load s describes and returns its figures.
 func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, error) {
-	res := loadResult{Topics: s.topicNames(), Partitions: s.partitions, Producers: s.producers, Groups: s.groups,
+	res := loadResult{Topics: s.topicNames(), Partitions: s.partitions, Producers: s.producers, Groups: s.groups, Client: s.client,
 		Consumers: s.consumers, RecordSize: s.recordSize, Acks: s.acks, Compression: s.compression, KeyDist: s.keyDist,
 		Keys: s.keys, TargetRate: s.rate}
 	if s.groups == 0 {
@@ -431,31 +443,13 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 		}
 	}
 
-	popts := []kgo.Opt{kgo.RequiredAcks(ack), kgo.ProducerBatchCompression(codec), kgo.ProducerLinger(s.linger),
-		kgo.MaxBufferedRecords(s.maxBuffered), kgo.ProducerBatchMaxBytes(batchMax)}
-	if ack != kgo.AllISRAcks() {
-		popts = append(popts, kgo.DisableIdempotentWrite())
-	}
-	producers := make([]*kgo.Client, s.producers)
-	for i := range producers {
-		cl, err := kf.client(popts...)
-		if err != nil {
-			return res, err
-		}
-		defer cl.Close()
-		producers[i] = cl
-	}
-
-	var w window
-	var lat histogram
+	var t produceTally
 	stop := make(chan struct{})
 	var pw sync.WaitGroup
 	if !s.quiet {
 		pw.Add(1)
-		go progress("sent", &w, stop, &pw)
+		go progress("sent", &t.w, stop, &pw)
 	}
-	var failed, sent atomic.Int64
-	var firstErr atomic.Value
 	var deadline time.Time
 	records := s.records
 	if s.duration > 0 {
@@ -468,17 +462,95 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 			}
 		}
 	}
+	var start time.Time
+	if s.client == "raw" {
+		start, err = runRawProducers(ctx, kf, s, names, rawAcks(ack), records, deadline, runNum, &t)
+	} else {
+		start, err = runKgoProducers(ctx, kf, s, names, ack, codec, batchMax, records, deadline, runNum, &t)
+	}
+	if err != nil {
+		close(stop)
+		pw.Wait()
+		return res, err
+	}
+	elapsed := time.Since(start)
+	ok := t.sent.Load() - t.failed.Load()
+	res.Sent, res.Failed = ok, t.failed.Load()
+	res.Seconds = elapsed.Seconds()
+	res.RecordsPerSec = float64(ok) / elapsed.Seconds()
+	res.MBPerSec = float64(ok) * float64(s.recordSize) / elapsed.Seconds() / 1e6
+	res.ProduceLatency = t.lat.summary()
+
+	var cerr error
+	if s.groups > 0 {
+		// Every group must receive every record sent before the end counts.
+		want := ok * int64(s.groups)
+		wait := time.NewTimer(30 * time.Second)
+		tick := time.NewTicker(20 * time.Millisecond)
+	waiting:
+		for consumed.Load() < want {
+			select {
+			case <-tick.C:
+			case <-wait.C:
+				cerr = fmt.Errorf("consumers received %d of %d records within 30 s of the last send", consumed.Load(), want)
+				break waiting
+			case <-ctx.Done():
+				break waiting
+			}
+		}
+		tick.Stop()
+		cdone := time.Since(start)
+		res.Consumed = consumed.Load()
+		res.ConsumePerSec = float64(res.Consumed) / cdone.Seconds()
+		sum := e2e.summary()
+		res.E2ELatency = &sum
+	}
+	ccancel()
+	cwg.Wait()
+	close(stop)
+	pw.Wait()
+	if n := t.failed.Load(); n > 0 || t.firstErr != nil {
+		return res, fmt.Errorf("%d records failed: %v", n, t.firstErr)
+	}
+	return res, cerr
+}
+
+// rawAcks is the produce request's acks field for a client's acks level.
+func rawAcks(a kgo.Acks) int16 {
+	switch a {
+	case kgo.NoAck():
+		return 0
+	case kgo.LeaderAck():
+		return 1
+	}
+	return -1
+}
+
+// runKgoProducers is --client franz-go: s.producers kgo clients, each sending
+// its share of records (paced by --rate) and counting in t. It returns when
+// every record is acknowledged or failed; start is when sending began.
+func runKgoProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []string, ack kgo.Acks, codec kgo.CompressionCodec,
+	batchMax int32, records int64, deadline time.Time, runNum uint64, t *produceTally) (time.Time, error) {
+	popts := []kgo.Opt{kgo.RequiredAcks(ack), kgo.ProducerBatchCompression(codec), kgo.ProducerLinger(s.linger),
+		kgo.MaxBufferedRecords(s.maxBuffered), kgo.ProducerBatchMaxBytes(batchMax)}
+	if ack != kgo.AllISRAcks() {
+		popts = append(popts, kgo.DisableIdempotentWrite())
+	}
+	producers := make([]*kgo.Client, s.producers)
+	for i := range producers {
+		cl, err := kf.client(popts...)
+		if err != nil {
+			return time.Time{}, err
+		}
+		defer cl.Close()
+		producers[i] = cl
+	}
 	start := time.Now()
 	var prodWG sync.WaitGroup
 	for i, cl := range producers {
-		share := records / int64(len(producers))
-		if int64(i) < records%int64(len(producers)) {
-			share++
-		}
+		share := shareOf(records, len(producers), i)
 		rate := s.rate / float64(len(producers))
-		prodWG.Add(1)
-		go func() {
-			defer prodWG.Done()
+		prodWG.Go(func() {
 			rng := mrand.New(mrand.NewPCG(uint64(i), uint64(start.UnixNano())))
 			var zipf *mrand.Zipf
 			if s.keyDist == "zipf" {
@@ -516,62 +588,21 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 					binary.BigEndian.PutUint64(v, uint64(t0.UnixNano()))
 				}
 				inflight.Add(1)
-				sent.Add(1)
+				t.sent.Add(1)
 				cl.Produce(ctx, r, func(r *kgo.Record, err error) {
 					defer inflight.Done()
 					if err != nil {
-						if failed.Add(1) == 1 {
-							firstErr.Store(err)
-						}
+						t.fail(1, err)
 						return
 					}
 					d := time.Since(t0)
-					lat.add(d)
-					w.observe(1, int64(len(r.Value)+len(r.Key)), d)
+					t.lat.add(d)
+					t.w.observe(1, int64(len(r.Value)+len(r.Key)), d)
 				})
 			}
 			inflight.Wait()
-		}()
+		})
 	}
 	prodWG.Wait()
-	elapsed := time.Since(start)
-	ok := sent.Load() - failed.Load()
-	res.Sent, res.Failed = ok, failed.Load()
-	res.Seconds = elapsed.Seconds()
-	res.RecordsPerSec = float64(ok) / elapsed.Seconds()
-	res.MBPerSec = float64(ok) * float64(s.recordSize) / elapsed.Seconds() / 1e6
-	res.ProduceLatency = lat.summary()
-
-	var cerr error
-	if s.groups > 0 {
-		// Every group must receive every record sent before the end counts.
-		want := ok * int64(s.groups)
-		wait := time.NewTimer(30 * time.Second)
-		tick := time.NewTicker(20 * time.Millisecond)
-	waiting:
-		for consumed.Load() < want {
-			select {
-			case <-tick.C:
-			case <-wait.C:
-				cerr = fmt.Errorf("consumers received %d of %d records within 30 s of the last send", consumed.Load(), want)
-				break waiting
-			case <-ctx.Done():
-				break waiting
-			}
-		}
-		tick.Stop()
-		cdone := time.Since(start)
-		res.Consumed = consumed.Load()
-		res.ConsumePerSec = float64(res.Consumed) / cdone.Seconds()
-		sum := e2e.summary()
-		res.E2ELatency = &sum
-	}
-	ccancel()
-	cwg.Wait()
-	close(stop)
-	pw.Wait()
-	if n := failed.Load(); n > 0 {
-		return res, fmt.Errorf("%d records failed: %v", n, firstErr.Load())
-	}
-	return res, cerr
+	return start, nil
 }

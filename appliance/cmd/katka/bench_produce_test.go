@@ -15,3 +15,18 @@ func TestLoadSpecReplicationFactor(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadSpecClient: --client is franz-go (the default) or raw, and raw
+// refuses what it cannot send (keys, compression).
+func TestLoadSpecClient(t *testing.T) {
+	for _, c := range []struct {
+		client, keyDist, compression string
+		ok                           bool
+	}{{"", "none", "none", true}, {"franz-go", "uniform", "zstd", true}, {"raw", "none", "none", true},
+		{"raw", "uniform", "none", false}, {"raw", "none", "zstd", false}, {"sarama", "none", "none", false}} {
+		s := loadSpec{topics: 1, producers: 1, records: 1, replication: -1, client: c.client, keyDist: c.keyDist, compression: c.compression}
+		if err := s.validate(); (err == nil) != c.ok {
+			t.Errorf("--client %q --key-distribution %s --compression %s: err %v, want ok=%v", c.client, c.keyDist, c.compression, err, c.ok)
+		}
+	}
+}

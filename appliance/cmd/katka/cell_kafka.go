@@ -122,6 +122,10 @@ func (v cellView) AllocateProducerIDs(ctx context.Context, n int64) (int64, int6
 	return b.Start, b.End, nil
 }
 
+func (v cellView) PeerCall(ctx context.Context, id int32, kind string, in, out any) error {
+	return v.n.PeerCall(ctx, id, kind, in, out)
+}
+
 func (v cellView) ProducerIDIssued(ctx context.Context, id int64) bool {
 	return v.n.ProducerIDIssued(ctx, id)
 }

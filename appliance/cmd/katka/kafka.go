@@ -23,7 +23,7 @@ func init() {
 		if err != nil {
 			return nil, err
 		}
-		return kafka.Listen(b, kafka.Config{
+		srv, err := kafka.Listen(b, kafka.Config{
 			Addr: cfg.Addr, AdvertisedAddr: cfg.AdvertisedAddr, Registerer: reg, Logger: log,
 			Listeners: sec.listeners, Users: sec.users, SuperUsers: sec.superUsers,
 			State:                  kafkaStateConfig(full),
@@ -36,6 +36,13 @@ func init() {
 			FetchMaxBytes:          int32(min(l.FetchMaxBytes, math.MaxInt32)),
 			FetchPartitionMaxBytes: int32(min(l.FetchPartitionMaxBytes, math.MaxInt32)),
 		})
+		if err != nil {
+			return nil, err
+		}
+		if runningCell != nil { // the other nodes' calls for transactions (kafka/txn_cell.go)
+			runningCell.SetPeerCallHandler(srv.HandlePeerCall)
+		}
+		return srv, nil
 	}
 }
 

@@ -16,8 +16,8 @@ import (
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
-	"github.com/katka-io/katka/appliance/group"
 	"github.com/katka-io/katka/appliance/httpapi"
+	"github.com/katka-io/katka/appliance/kafka"
 	"github.com/katka-io/katka/appliance/linkstate"
 	"github.com/katka-io/katka/sensors"
 )
@@ -173,10 +173,8 @@ func serve(cfg config.Config) error {
 				return err
 			}
 			closers = append(closers, func() { kc.Close() })
-			if g, ok := kc.(interface {
-				Groups() (*group.Coordinator, error)
-			}); ok && hs != nil {
-				hs.SetGroups(g.Groups)                       // the REST proxy's v2 consumers and the console's group views use the Kafka listener's groups
+			if g, ok := kc.(httpapi.Groups); ok && hs != nil {
+				hs.SetGroups(g)                              // the REST proxy's consumers and the console's group views use the Kafka listener's coordinators (in a cell, those of this node)
 				closers = append(closers, hs.CloseConsumers) // they commit and leave before the groups close
 			}
 		}
@@ -233,3 +231,8 @@ func retentionMs(d time.Duration) int64 {
 	}
 	return d.Milliseconds()
 }
+
+// The Kafka listener's server gives the HTTP API its groups
+// (SetGroups in serve), checked when building rather than by a type
+// assertion that would fail silently.
+var _ httpapi.Groups = (*kafka.Server)(nil)

@@ -74,6 +74,7 @@ type profile struct {
 	name, bench, cmd string
 	result           *goBenchResult
 	client           string // the load generator's final line (wire profiles)
+	cpu              string // CPU time of server and client (wire profiles)
 	top, cum         string
 }
 

@@ -114,6 +114,9 @@ func (r *report) markdown(e *env) string {
 		if pr.client != "" {
 			p("Client: `%s`\n\n", strings.TrimSpace(pr.client))
 		}
+		if pr.cpu != "" {
+			p("CPU time of the run: %s\n\n", pr.cpu)
+		}
 		if pr.result != nil {
 			for name, v := range pr.result.values {
 				p("%s: %s records/s\n\n", name, v.rate())

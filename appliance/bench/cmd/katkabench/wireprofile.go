@@ -8,6 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/katka-io/katka/appliance/broker"
 	"github.com/katka-io/katka/appliance/config"
@@ -51,13 +54,22 @@ func wireProfiles(e *env) ([]profile, error) {
 	}
 	defer srv.Close()
 	const records = "1000000"
+	// The 1 KiB topic is written before the profiles, unprofiled.
+	if out, err := exec.Command(e.katka, "bench", "produce", "--brokers", addr, "--topic", "profile1k", "--quiet",
+		"--records", records1k, "--record-size", "1024").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("bin/katka bench produce (1 KiB): %w: %s", err, out)
+	}
 	var ps []profile
-	for _, step := range []struct{ name, verb string }{{"wire-produce", "produce"}, {"wire-fetch", "consume"}} {
-		args := []string{"bench", step.verb, "--brokers", addr, "--topic", "profile"}
+	for _, step := range []struct{ name, verb, topic, what string }{
+		{"wire-produce", "produce", "profile", records + " (100 B)"},
+		{"wire-fetch", "consume", "profile", records + " (100 B)"},
+		{"wire-fetch-1k", "consume", "profile1k", records1k + " (1 KiB)"},
+	} {
+		args := []string{"bench", step.verb, "--brokers", addr, "--topic", step.topic}
 		if step.verb == "produce" {
 			args = append(args, "--records", records, "--record-size", "100")
 		}
-		p := profile{name: step.name, cmd: "bin/katka " + args[0] + " " + args[1] + " --records " + records + " (100 B) against the in-process server"}
+		p := profile{name: step.name, cmd: "bin/katka " + args[0] + " " + args[1] + " --records " + step.what + " against the in-process server"}
 		path := filepath.Join(dir, step.name+".pprof")
 		f, err := os.Create(path)
 		if err != nil {
@@ -68,13 +80,20 @@ func wireProfiles(e *env) ([]profile, error) {
 			return ps, fmt.Errorf("start CPU profile: %w", err)
 		}
 		logf("profiling the server during bin/katka %s %s", args[0], args[1])
-		out, runErr := exec.Command(e.katka, args...).Output()
+		cmd := exec.Command(e.katka, args...)
+		cpu0 := selfCPU()
+		out, runErr := cmd.Output()
+		serverCPU := selfCPU() - cpu0
 		pprof.StopCPUProfile()
 		f.Close()
 		if runErr != nil {
 			return ps, fmt.Errorf("bin/katka %s %s: %w", args[0], args[1], runErr)
 		}
-		p.client = string(out)
+		p.client = strings.TrimSpace(string(out))
+		if st := cmd.ProcessState; st != nil {
+			// Where the CPU went: the server (this process) and the client.
+			p.cpu = fmt.Sprintf("server %.2f s, client %.2f s", serverCPU.Seconds(), (st.UserTime() + st.SystemTime()).Seconds())
+		}
 		for _, flat := range []bool{true, false} {
 			pargs := []string{"tool", "pprof", "-top", "-nodecount=30"}
 			if !flat {
@@ -93,4 +112,16 @@ func wireProfiles(e *env) ([]profile, error) {
 		ps = append(ps, p)
 	}
 	return ps, nil
+}
+
+// records1k is the number of 1 KiB records the wire-fetch-1k profile reads.
+const records1k = "300000"
+
+// selfCPU is this process's CPU time (user and system) so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
