@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -56,6 +57,10 @@ type heartbeatAck struct {
 	// Error is set when the receiver is not the controller leader (the
 	// stream then ends).
 	Error string `json:"error,omitempty"`
+	// Fenced is true while the controller leader has the sender fenced, or
+	// has not admitted its process run yet: such a heartbeat does not
+	// renew the sender's service lease (services.go).
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 // heard is the controller leader's record of one node's last heartbeat.
@@ -75,6 +80,10 @@ type liveness struct {
 	heard      map[int32]heard  // last heartbeat per node (controller leader)
 	fenceIndex map[int32]uint64 // raft index of each node's fencing, as this leader committed it
 	poke       chan struct{}    // a fenced node was heard: unfence it now
+	// beatSent is when this node sent its last heartbeat the controller
+	// leader acknowledged (unix ns): the start of its service lease
+	// (services.go).
+	beatSent atomic.Int64
 }
 
 func newLiveness(n *Node, reg prometheus.Registerer) *liveness {
@@ -171,6 +180,7 @@ func (n *Node) serveHeartbeats(from int32, tc *tls.Conn, r io.Reader) {
 		} else {
 			n.live.record(from, hb)
 			n.ops.touch(from)
+			ack.Fenced = n.fsm.fenced(from) || n.fsm.incarnation(from) != hb.Incarnation
 		}
 		tc.SetWriteDeadline(time.Now().Add(rpcTimeout))
 		if err := enc.Encode(ack); err != nil || ack.Error != "" {
@@ -252,12 +262,18 @@ func (n *Node) heartbeatLoop() {
 				continue
 			}
 		}
-		if err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.incarnation}, n.opts.Cell.SessionTimeout); err != nil {
+		sent := time.Now()
+		if fenced, err := hs.beat(heartbeatMsg{Applied: n.raft.AppliedIndex(), Incarnation: n.incarnation}, n.opts.Cell.SessionTimeout); err != nil {
 			n.log.Debug("cell: heartbeat failed", "peer_addr", addr, "err", err)
 			hs.close()
 			hs = nil
-		} else if id, ok := parseNodeID(leaderID); ok {
-			n.ops.touch(id) // a mutual-TLS exchange: the leader's last contact
+		} else {
+			if !fenced {
+				n.live.beatSent.Store(sent.UnixNano())
+			}
+			if id, ok := parseNodeID(leaderID); ok {
+				n.ops.touch(id) // a mutual-TLS exchange: the leader's last contact
+			}
 		}
 	}
 }
@@ -285,23 +301,25 @@ func (n *Node) dialHeartbeats(addr string) (*heartbeatStream, error) {
 }
 
 // beat sends one heartbeat and reads its answer, waiting at most wait.
-func (h *heartbeatStream) beat(hb heartbeatMsg, wait time.Duration) error {
+// beat sends one heartbeat and reads its answer: whether the controller
+// leader has this node fenced (or its run not admitted yet).
+func (h *heartbeatStream) beat(hb heartbeatMsg, wait time.Duration) (fenced bool, err error) {
 	h.tc.SetDeadline(time.Now().Add(wait))
 	if err := json.NewEncoder(h.tc).Encode(hb); err != nil {
-		return err
+		return false, err
 	}
 	line, err := h.br.ReadSlice('\n')
 	if err != nil {
-		return err
+		return false, err
 	}
 	var ack heartbeatAck
 	if err := json.Unmarshal(line, &ack); err != nil {
-		return err
+		return false, err
 	}
 	if ack.Error != "" {
-		return fmt.Errorf("controller: %s", ack.Error)
+		return false, fmt.Errorf("controller: %s", ack.Error)
 	}
-	return nil
+	return ack.Fenced, nil
 }
 
 func (h *heartbeatStream) close() {

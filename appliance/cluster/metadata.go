@@ -81,6 +81,9 @@ type Metadata struct {
 	// admitted it (liveness.go): a node heard with another one restarted
 	// and is fenced before it may lead or count as in sync again.
 	Incarnations map[int32]string `json:"incarnations,omitempty"`
+	// Services are the owners of the cell's singleton services (the sync
+	// link of a site, each plugin instance), by service name (services.go).
+	Services map[string]ServiceOwner `json:"services,omitempty"`
 }
 
 // Command is one change to the metadata, one raft log entry.
@@ -112,6 +115,10 @@ type Command struct {
 	// Incarnation is the process run of the node an unfence_node admits
 	// (liveness.go): recorded so a restart is noticed.
 	Incarnation string `json:"incarnation,omitempty"`
+	// Service and Epoch are a claim_service's or release_service's
+	// (services.go): the service, and the owner epoch a release ends.
+	Service string `json:"service,omitempty"`
+	Epoch   int64  `json:"epoch,omitempty"`
 }
 
 // ErrTopicExists and ErrUnknownTopic are results of topic commands.
@@ -157,6 +164,8 @@ func (f *fsm) apply(c Command) error {
 		}
 		delete(f.md.Topics, c.Topic)
 		f.tombstone(c.Topic)
+	case opClaimService, opReleaseService:
+		return f.applyService(c)
 	case opChangeISR, opFenceNode, opUnfenceNode, opReassign:
 		_, err := f.applyReplication(c)
 		return err
@@ -212,7 +221,8 @@ func (f *fsm) view() Metadata {
 	defer f.mu.RUnlock()
 	md := Metadata{Nodes: maps.Clone(f.md.Nodes), Topics: make(map[string]TopicInfo, len(f.md.Topics)), Deleted: maps.Clone(f.md.Deleted),
 		ProducerIDsEnd: f.md.ProducerIDsEnd, Removed: maps.Clone(f.md.Removed), Fenced: maps.Clone(f.md.Fenced),
-		UncleanElections: f.md.UncleanElections, Incarnations: maps.Clone(f.md.Incarnations)}
+		UncleanElections: f.md.UncleanElections, Incarnations: maps.Clone(f.md.Incarnations),
+		Services: maps.Clone(f.md.Services)}
 	for n, t := range f.md.Topics {
 		t.Partitions = slices.Clone(t.Partitions)
 		for i := range t.Partitions {

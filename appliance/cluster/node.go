@@ -393,6 +393,8 @@ func (n *Node) handleRPC(ctx context.Context, from int32, req rpcRequest) rpcRes
 			return rpcResponse{Error: err.Error()}
 		}
 		return rpcResponse{}
+	case opRead:
+		return n.serveRead(ctx, req.Read)
 	case opCall:
 		return n.serveCall(ctx, from, req)
 	case opRemoveNode:

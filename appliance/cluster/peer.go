@@ -233,6 +233,8 @@ type rpcRequest struct {
 	From *Announcement `json:"from,omitempty"`
 	// Command is a controller command to apply on the leader (apply).
 	Command *Command `json:"command,omitempty"`
+	// Read is a read of a partition from its leader (services_read.go).
+	Read *ReadRequest `json:"read,omitempty"`
 	// Kind and Payload are an upper layer's call (call, peer_call.go).
 	Kind    string          `json:"kind,omitempty"`
 	Payload json.RawMessage `json:"payload,omitempty"`

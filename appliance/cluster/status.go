@@ -38,6 +38,9 @@ type Status struct {
 	Removed []int32 `json:"removed"`
 	// Replication lists under-replicated and offline partitions.
 	Replication ReplicationStatus `json:"replication"`
+	// Services are the owners of the cell's singleton services (sync
+	// links, plugin instances) by name (services.go).
+	Services map[string]ServiceOwner `json:"services"`
 }
 
 // MemberStatus is one node of the cell as GET /v1/cell shows it.
@@ -146,6 +149,10 @@ func (n *Node) Status() Status {
 	st.Topics = len(md.Topics)
 	st.Members, st.Removed = n.members(st, md), []int32{}
 	st.Replication = replication(md)
+	st.Services = md.Services
+	if st.Services == nil {
+		st.Services = map[string]ServiceOwner{}
+	}
 	for id := range md.Removed {
 		st.Removed = append(st.Removed, id)
 	}

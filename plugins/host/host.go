@@ -40,6 +40,17 @@ type Options struct {
 	// counts as up (default 10 s): a plugin that crashes at every start
 	// logs one WARN and reminders, not two lines per restart.
 	StableAfter time.Duration
+	// Singletons runs each instance (but partitioners, which serve this
+	// node's writers in-process) on one node of a cell: nil outside a cell,
+	// where every instance runs here.
+	Singletons Singletons
+}
+
+// Singletons runs a named service while this node owns it in its cell; fn's
+// context ends when the node loses it, and the service then runs on another
+// node (cluster.Node.RunService, wired in cmd/katka).
+type Singletons interface {
+	RunService(ctx context.Context, name string, fn func(ctx context.Context, epoch int64))
 }
 
 // Host supervises the configured plugin instances.
@@ -54,6 +65,7 @@ type Host struct {
 	byName map[string]*instance
 	// stableAfter: a plugin running this long counts as up (Options.StableAfter).
 	stableAfter time.Duration
+	singletons  Singletons
 }
 
 // New discovers the plugins in opts.Config.Dir and checks every configured
@@ -65,7 +77,7 @@ func New(b *broker.Broker, opts Options) (*Host, error) {
 		log = slog.Default()
 	}
 	h := &Host{
-		b: b, cfg: opts.Config, defP: opts.DefaultPartitions, log: log, stableAfter: opts.StableAfter,
+		b: b, cfg: opts.Config, defP: opts.DefaultPartitions, log: log, stableAfter: opts.StableAfter, singletons: opts.Singletons,
 		m:      NewMetrics(opts.Registerer),
 		store:  &store{b: b, topic: opts.Config.StateTopic},
 		byName: map[string]*instance{},
@@ -165,7 +177,19 @@ func (h *Host) Start(ctx context.Context, wg *sync.WaitGroup) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			in.supervise(ctx)
+			if h.singletons == nil || in.man.Kind == sdk.KindPartitioner {
+				in.supervise(ctx)
+				return
+			}
+			h.singletons.RunService(ctx, "plugin/"+in.cfg.Name, func(ctx context.Context, epoch int64) {
+				// Taken over (maybe from another node): what this node's
+				// state topic holds for it now.
+				if cks, err := h.store.loadAll(ctx); err == nil && cks[in.cfg.Name] != nil {
+					in.ck = cks[in.cfg.Name]
+				}
+				in.log.Info("plugin instance runs on this node", "owner_epoch", epoch)
+				in.supervise(ctx)
+			})
 		}()
 	}
 	return nil

@@ -41,6 +41,10 @@ type Downlink struct {
 
 	records, bytes atomic.Int64
 	live           atomic.Bool // session established (for connHook)
+
+	// remote reads the local topics' partitions at their leaders in a cell
+	// (nil: every read is local).
+	remote Remote
 }
 
 func newDownlink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, link *linkstate.Link, log *slog.Logger) *Downlink {
@@ -289,7 +293,14 @@ func (d *Downlink) write(ctx context.Context, lt string, fp kgo.FetchTopicPartit
 // backwards in growing windows, so records other writers added locally are
 // skipped.
 func (d *Downlink) lastDownlinked(ctx context.Context, lt string, p int32, central string) (int64, bool, error) {
-	info, err := d.b.PartitionInfo(lt, p)
+	// In a cell a replicated partition this node does not lead is read at
+	// its leader: its high watermark covers every write the downlink had
+	// acknowledged, also one another node made before the service moved
+	// here (a follower's may lag it by a fetch: records read back too
+	// late would be written again).
+	st, replicated := d.b.ReplicaState(lt, p)
+	remote := d.remote != nil && replicated && !st.Leads()
+	info, err := readInfo(ctx, d.b, d.remote, remote, lt, p)
 	if err != nil {
 		return 0, false, fmt.Errorf("local partition %s-%d: %w", lt, p, err)
 	}
@@ -307,7 +318,7 @@ func (d *Downlink) lastDownlinked(ctx context.Context, lt string, p int32, centr
 		from := max(info.LogStartOffset, end-window)
 		var found int64 = -1
 		for off := from; off < end; {
-			res, err := d.b.Fetch(ctx, lt, p, off, 4<<20, 0)
+			res, err := readFetch(ctx, d.b, d.remote, remote, lt, p, off, 4<<20)
 			if err != nil {
 				if at, ok := broker.CorruptOffset(err); ok {
 					off = at + 1

@@ -59,6 +59,20 @@ func New(b *broker.Broker, cfg config.Sync, statusPath string, reg prometheus.Re
 	return s, nil
 }
 
+// SetRemote gives the links a reader of partitions at their leaders (in a
+// cell: cluster.Node): the uplink mirrors the partitions this node holds no
+// replica of through it (without one they are not mirrored from this node),
+// the downlink reads its last written positions back through it where this
+// node does not lead. Call it before Run.
+func (s *Service) SetRemote(r Remote) {
+	if s.up != nil {
+		s.up.remote = r
+	}
+	if s.down != nil {
+		s.down.remote = r
+	}
+}
+
 // newLink is the state of one link (sync/uplink, sync/downlink), logged with
 // the service's logger.
 func newLink(links *linkstate.Registry, name string, cfg config.Sync, log *slog.Logger) *linkstate.Link {

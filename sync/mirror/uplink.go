@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,21 @@ type source struct {
 	priority int
 	parts    int32 // local partition count of the topic
 	central  string
+	// remote: this node holds no replica of the partition; it is read from
+	// its leader (Remote, in a cell).
+	remote bool
+}
+
+// remotePoll is how often the uplink looks for new records of a remote
+// partition while it has nothing to send.
+const remotePoll = 200 * time.Millisecond
+
+// Remote reads partitions this node holds no replica of: in a cell, from
+// the partition's leader, only records below its high watermark
+// (cluster.Node.ReadPartition). offset below 0 reads the offsets only; an
+// offset outside the leader's log wraps broker.ErrOffsetOutOfRange.
+type Remote interface {
+	ReadPartition(ctx context.Context, topic string, partition int32, offset int64, maxBytes int) (broker.PartitionInfo, []broker.Record, error)
 }
 
 // Uplink mirrors local partitions to the central cluster. In exactly-once mode
@@ -68,13 +84,16 @@ type Uplink struct {
 
 	records, bytes atomic.Int64
 	live           atomic.Bool // session established (for connHook)
+
+	elsewhere map[tp]bool // cell partitions without a replica here, logged once each
+	remote    Remote      // reads those partitions (nil: they are skipped)
 }
 
 // newUplink prepares the uplink; it does not connect.
 func newUplink(b *broker.Broker, cfg config.Sync, opts []kgo.Opt, m *metrics, link *linkstate.Link, log *slog.Logger) (*Uplink, error) {
 	u := &Uplink{b: b, cfg: cfg, log: log.With("link", "uplink"), m: m, opts: opts, link: link,
 		state: &linkState{st: LinkStatus{Link: "uplink", Brokers: cfg.Brokers, Delivery: cfg.Delivery}}, // "auto" until connected
-		pos:   map[tp]int64{}, line: map[tp]lineage{}, boot: map[tp]int64{}, verified: map[tp]bool{},
+		pos:   map[tp]int64{}, line: map[tp]lineage{}, boot: map[tp]int64{}, verified: map[tp]bool{}, elsewhere: map[tp]bool{},
 		skip: map[string]bool{cfg.CheckpointTopic: true}}
 	for _, d := range cfg.Downlink {
 		u.skip[localName(d)] = true
@@ -120,7 +139,11 @@ func (u *Uplink) sources() []source {
 		for _, r := range u.rules {
 			if (r.re == nil && r.name == t.Name) || (r.re != nil && r.re.MatchString(t.Name)) {
 				for p := int32(0); p < t.Partitions; p++ {
-					out = append(out, source{tp: tp{t.Name, p}, priority: r.priority, parts: t.Partitions, central: u.centralName(t.Name)})
+					local, remote := u.place(t.Name, p)
+					if !local && !remote {
+						continue
+					}
+					out = append(out, source{tp: tp{t.Name, p}, priority: r.priority, parts: t.Partitions, central: u.centralName(t.Name), remote: remote})
 				}
 				break
 			}
@@ -128,6 +151,71 @@ func (u *Uplink) sources() []source {
 	}
 	byPriority(out, func(s source) int { return s.priority })
 	return out
+}
+
+// place says where the uplink reads a partition: locally (always outside a
+// cell and for a partition the cell gave one replica here; in a cell, when
+// this node is one of its replicas, leader or follower: a follower's local
+// log is read up to its high watermark, which only covers records every
+// in-sync replica has, so nothing read here can vanish in a failover), or
+// remotely from its leader (a replicated partition with no replica here,
+// when the uplink has a Remote). A partition the cell has not placed yet is
+// skipped until it has; one held elsewhere without a Remote is skipped and
+// logged once.
+func (u *Uplink) place(topic string, part int32) (local, remote bool) {
+	st, ok := u.b.ReplicaState(topic, part)
+	if !ok {
+		return true, false
+	}
+	if st.Self < 0 {
+		return false, false // gated: the cell has not said yet
+	}
+	if slices.Contains(st.Replicas, st.Self) {
+		return true, false
+	}
+	if u.remote != nil {
+		return false, true
+	}
+	u.mu.Lock()
+	first := !u.elsewhere[tp{topic, part}]
+	u.elsewhere[tp{topic, part}] = true
+	u.mu.Unlock()
+	if first {
+		u.log.Warn("partition has no replica on the node running the uplink and no remote reader: not mirrored from here",
+			"topic", topic, "partition", part, "replicas", st.Replicas)
+	}
+	return false, false
+}
+
+// info returns a mirrored partition's offsets, from its leader when it is
+// remote.
+func (u *Uplink) info(ctx context.Context, s source) (broker.PartitionInfo, error) {
+	return readInfo(ctx, u.b, u.remote, s.remote, s.topic, s.part)
+}
+
+// fetch reads a mirrored partition from offset (never waiting), from its
+// leader when it is remote.
+func (u *Uplink) fetch(ctx context.Context, s source, offset int64, maxBytes int) (broker.FetchResult, error) {
+	return readFetch(ctx, u.b, u.remote, s.remote, s.topic, s.part, offset, maxBytes)
+}
+
+// readInfo returns a partition's offsets: from b, or through r when remote.
+func readInfo(ctx context.Context, b *broker.Broker, r Remote, remote bool, topic string, part int32) (broker.PartitionInfo, error) {
+	if remote {
+		info, _, err := r.ReadPartition(ctx, topic, part, -1, 0)
+		return info, err
+	}
+	return b.PartitionInfo(topic, part)
+}
+
+// readFetch reads a partition from offset without waiting: from b, or
+// through r when remote.
+func readFetch(ctx context.Context, b *broker.Broker, r Remote, remote bool, topic string, part int32, offset int64, maxBytes int) (broker.FetchResult, error) {
+	if remote {
+		info, recs, err := r.ReadPartition(ctx, topic, part, offset, maxBytes)
+		return broker.FetchResult{Records: recs, HighWatermark: info.HighWatermark, LogStartOffset: info.LogStartOffset}, err
+	}
+	return b.Fetch(ctx, topic, part, offset, maxBytes, 0)
 }
 
 // Run mirrors until ctx ends, reconnecting with capped exponential backoff.
@@ -228,6 +316,9 @@ func (u *Uplink) session(parent context.Context, bo *backoff) (err error) {
 	if txn {
 		mode = "exactly_once"
 	}
+	// Once per session (the link line below is logged once per outage): in
+	// a cell, the sign that this node took the uplink over.
+	u.log.Info("uplink session started: producer fenced, checkpoints read", "transactional", txn, "checkpoints", len(pos))
 	u.link.Up("brokers", u.cfg.Brokers, "delivery", mode, "checkpoints", len(pos))
 	u.state.update(func(s *LinkStatus) { s.Delivery = mode })
 	u.m.exactlyOnce.WithLabelValues("uplink").Set(map[bool]float64{true: 1, false: 0}[txn])
@@ -293,19 +384,34 @@ func (u *Uplink) checkAhead(cps map[tp]checkpoint) (map[tp]int64, map[tp]lineage
 	now := time.Now().UTC()
 	for _, s := range u.sources() {
 		cp, ok := cps[s.tp]
-		if !ok {
-			continue
+		if !ok || s.remote {
+			continue // a remote partition's leader holds what was mirrored: wait for its high watermark
 		}
 		info, err := u.b.PartitionInfo(s.topic, s.part)
 		if err != nil {
 			continue
 		}
 		local := info.HighWatermark
-		u.mu.Lock()
-		if end, ok := u.boot[s.tp]; ok && !u.verified[s.tp] {
-			local = end
+		if st, repl := u.b.ReplicaState(s.topic, s.part); repl {
+			// Replicated by a cell: another node may have mirrored up to
+			// the old leader's high watermark, which this node's (a
+			// follower's, or a new leader's) reaches a little later; every
+			// record below it is on every in-sync replica. Only the leader's
+			// log end tells a loss (a power cut of the whole cell with
+			// fsync: interval); a follower waits for its high watermark to
+			// pass the checkpoint.
+			ls, leads := u.b.LeaderStatus(s.topic, s.part)
+			if !leads || st.Leader != st.Self || cp.NextOffset <= ls.LogEnd {
+				continue
+			}
+			local = ls.LogEnd
+		} else {
+			u.mu.Lock()
+			if end, ok := u.boot[s.tp]; ok && !u.verified[s.tp] {
+				local = end
+			}
+			u.mu.Unlock()
 		}
-		u.mu.Unlock()
 		if cp.NextOffset <= local {
 			continue
 		}
@@ -413,7 +519,12 @@ func (u *Uplink) collect(ctx context.Context) (*batch, error) {
 		// Take the notification channels before reading, so a record appended
 		// after the read wakes us up.
 		var chans []<-chan struct{}
+		wait := time.Second
 		for _, s := range srcs {
+			if s.remote {
+				wait = remotePoll // nothing local tells when its leader's log moves
+				continue
+			}
 			if ch, err := u.b.Notify(s.topic, s.part); err == nil {
 				chans = append(chans, ch)
 			}
@@ -430,7 +541,7 @@ func (u *Uplink) collect(ctx context.Context) (*batch, error) {
 		if len(b.parts) > 0 {
 			return b, nil
 		}
-		if err := waitAny(ctx, chans, time.Second); err != nil {
+		if err := waitAny(ctx, chans, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -455,10 +566,13 @@ func (u *Uplink) fill(ctx context.Context, pb *partBatch, bytes *int, limit int)
 	u.mu.Lock()
 	off, ok := u.pos[s.tp]
 	u.mu.Unlock()
-	info, err := u.b.PartitionInfo(s.topic, s.part)
+	info, err := u.info(ctx, s)
 	if err != nil {
 		pb.start, pb.end = off, off
-		return nil // deleted meanwhile
+		if s.remote && ctx.Err() == nil {
+			u.log.Debug("remote partition unavailable", "topic", s.topic, "partition", s.part, "err", err)
+		}
+		return nil // deleted meanwhile, or its leader unreachable for now
 	}
 	if !ok {
 		off = info.LogStartOffset
@@ -469,7 +583,7 @@ func (u *Uplink) fill(ctx context.Context, pb *partBatch, bytes *int, limit int)
 	}
 	pb.start, pb.end = off, off
 	for *bytes < limit && off < info.HighWatermark {
-		res, err := u.b.Fetch(ctx, s.topic, s.part, off, min(limit-*bytes, 1<<20), 0)
+		res, err := u.fetch(ctx, s, off, min(limit-*bytes, 1<<20))
 		switch {
 		case errors.Is(err, broker.ErrOffsetOutOfRange):
 			if off < res.LogStartOffset {
@@ -498,7 +612,7 @@ func (u *Uplink) fill(ctx context.Context, pb *partBatch, bytes *int, limit int)
 				continue
 			case corrupt && at > off:
 				// Take the good records before the damaged one, one at a time.
-				res, err = u.b.Fetch(ctx, s.topic, s.part, off, 1, 0)
+				res, err = u.fetch(ctx, s, off, 1)
 				if at2, c2 := broker.CorruptOffset(err); c2 && at2 == at {
 					// Nothing but compacted-away offsets before the damaged
 					// record: go to it (the next fetch skips it).
@@ -547,7 +661,7 @@ func (u *Uplink) fill(ctx context.Context, pb *partBatch, bytes *int, limit int)
 // damage (the fetch loop then takes or skips it), or hw if none does.
 func (u *Uplink) probe(ctx context.Context, s source, from, hw int64) (int64, error) {
 	for o := from; o < hw; o++ {
-		res, err := u.b.Fetch(ctx, s.topic, s.part, o, 1, 0)
+		res, err := u.fetch(ctx, s, o, 1)
 		if _, corrupt := broker.CorruptOffset(err); corrupt || len(res.Records) > 0 {
 			return o, nil
 		}
@@ -723,7 +837,7 @@ func (u *Uplink) refreshStatus(ctx context.Context) {
 	var total agg
 	now := time.Now()
 	for _, s := range srcs {
-		info, err := u.b.PartitionInfo(s.topic, s.part)
+		info, err := u.info(ctx, s)
 		if err != nil {
 			continue
 		}
@@ -748,7 +862,7 @@ func (u *Uplink) refreshStatus(ctx context.Context) {
 			ps.BacklogBytes = int64(float64(info.Bytes) * float64(ps.Lag) / float64(span))
 		}
 		if ps.Lag > 0 {
-			if res, err := u.b.Fetch(ctx, s.topic, s.part, next, 1, 0); err == nil && len(res.Records) > 0 {
+			if res, err := u.fetch(ctx, s, next, 1); err == nil && len(res.Records) > 0 {
 				ps.OldestUnsentAge = now.Sub(res.Records[0].Timestamp).Seconds()
 			}
 		}

@@ -187,6 +187,7 @@ func printCellStatus(w io.Writer, st cluster.Status) {
 	if len(fenced) > 0 {
 		fmt.Fprintf(w, "fenced (no heartbeat within cell.session_timeout): %v\n", fenced)
 	}
+	printServices(w, st.Services)
 	r := st.Replication
 	fmt.Fprintf(w, "partitions %d, under-replicated %d, offline %d\n", r.Partitions, len(r.UnderReplicated), len(r.Offline))
 	for _, l := range []struct {

@@ -33,6 +33,7 @@ func startPlugins(ctx context.Context, wg *sync.WaitGroup, b *broker.Broker, cfg
 		Registerer:        reg,
 		Log:               log.With("component", "plugins"),
 		Links:             links,
+		Singletons:        singletonRunner(), // in a cell each instance runs on one node
 	})
 	if err != nil {
 		return fmt.Errorf("plugins: %w", err)
