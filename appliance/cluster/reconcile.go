@@ -80,7 +80,7 @@ func (n *Node) reconcileOnce(local LocalTopics, warned map[string]bool) {
 	}
 	for name, t := range md.Topics {
 		if !broker.CellReplicated(name) {
-			continue // placement only (transaction state): each node keeps its own log (README)
+			continue // katka's own internal topics: each node keeps its own log (README)
 		}
 		lt, ok := have[name]
 		switch {

@@ -36,7 +36,7 @@ func newRedirects() *prometheus.CounterVec {
 
 // cellLeaders returns the controller's partitions of a topic for the leader
 // checks of a request, nil when this node serves every partition of it: no
-// cell, an internal topic (each node keeps its own), or a topic the
+// cell, an internal topic (written in process by its coordinators, never by clients), or a topic the
 // controller does not know yet (created locally, about to be proposed).
 func (s *Server) cellLeaders(topic string) []CellPartition {
 	if s.cfg.Cell == nil || broker.InternalTopic(topic) {
