@@ -19,8 +19,7 @@ func (s *Server) handleDescribeGroups(ctx context.Context, c *conn, kr kmsg.Requ
 		d.Group, d.ErrorCode = g, code
 		resp.Groups = append(resp.Groups, d)
 	}
-	groups, no := s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
-	s.eachCoordinator(groups, func(gc *group.Coordinator, share []string) error {
+	s.eachAuthorizedCoordinator(ctx, c, req.Groups, auth.OpDescribe, func(gc *group.Coordinator, share []string) error {
 		sub := *req
 		sub.Groups = share
 		r, err := gc.DescribeGroups(&sub)
@@ -29,8 +28,5 @@ func (s *Server) handleDescribeGroups(ctx context.Context, c *conn, kr kmsg.Requ
 		}
 		return err
 	}, failed)
-	for _, g := range no {
-		failed(g, errGroupAuthorizationFailed)
-	}
 	return resp, nil
 }

@@ -18,8 +18,7 @@ func (s *Server) handleDeleteGroups(ctx context.Context, c *conn, kr kmsg.Reques
 	failed := func(g string, code int16) {
 		resp.Groups = append(resp.Groups, kmsg.DeleteGroupsResponseGroup{Group: g, ErrorCode: code})
 	}
-	groups, no := s.splitGroups(ctx, c, req.Groups, auth.OpDelete)
-	s.eachCoordinator(groups, func(gc *group.Coordinator, share []string) error {
+	s.eachAuthorizedCoordinator(ctx, c, req.Groups, auth.OpDelete, func(gc *group.Coordinator, share []string) error {
 		sub := *req
 		sub.Groups = share
 		r, err := gc.DeleteGroups(&sub)
@@ -28,8 +27,5 @@ func (s *Server) handleDeleteGroups(ctx context.Context, c *conn, kr kmsg.Reques
 		}
 		return err
 	}, failed)
-	for _, g := range no {
-		failed(g, errGroupAuthorizationFailed)
-	}
 	return resp, nil
 }

@@ -20,9 +20,8 @@ func (s *Server) handleConsumerGroupDescribe(ctx context.Context, c *conn, kr km
 		d.Group, d.ErrorCode = g, code
 		resp.Groups = append(resp.Groups, d)
 	}
-	groups, no := s.splitGroups(ctx, c, req.Groups, auth.OpDescribe)
 	topics := s.groupTopics()
-	s.eachCoordinator(groups, func(gc *group.Coordinator, share []string) error {
+	s.eachAuthorizedCoordinator(ctx, c, req.Groups, auth.OpDescribe, func(gc *group.Coordinator, share []string) error {
 		sub := *req
 		sub.Groups = share
 		r, err := gc.ConsumerDescribe(&sub, topics)
@@ -31,8 +30,5 @@ func (s *Server) handleConsumerGroupDescribe(ctx context.Context, c *conn, kr km
 		}
 		return err
 	}, failed)
-	for _, g := range no {
-		failed(g, errGroupAuthorizationFailed)
-	}
 	return resp, nil
 }

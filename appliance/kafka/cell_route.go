@@ -141,41 +141,6 @@ func (s *Server) cellCoordinator(ctx context.Context, keyType int8, key string) 
 	return b, nil
 }
 
-// notCoordinator reports whether another node of the cell coordinates key
-// (a group for key type 0, a transactional id for 1): the request then gets
-// NOT_COORDINATOR, and the client asks FindCoordinator again. Without a
-// placement of the internal topic no node coordinates yet.
-func (s *Server) notCoordinator(keyType int8, key string) bool {
-	if s.cfg.Cell == nil {
-		return false
-	}
-	parts, ok := s.cfg.Cell.Partitions(coordinatorTopic(keyType))
-	if !ok || len(parts) == 0 {
-		return true
-	}
-	if parts[coordinatorPartition(key, int32(len(parts)))].Leader == s.cfg.Cell.NodeID() {
-		return false
-	}
-	s.redirects.WithLabelValues("not_coordinator").Inc()
-	return true
-}
-
-// splitCoordinated splits groups into those this node coordinates and the
-// others, which get NOT_COORDINATOR.
-func (s *Server) splitCoordinated(groups []string) (mine, others []string) {
-	if s.cfg.Cell == nil {
-		return groups, nil
-	}
-	for _, g := range groups {
-		if s.notCoordinator(0, g) {
-			others = append(others, g)
-		} else {
-			mine = append(mine, g)
-		}
-	}
-	return mine, others
-}
-
 // produceEndpoints fills a Produce v10+ answer's NodeEndpoints.
 func (s *Server) produceEndpoints(resp *kmsg.ProduceResponse, ids map[int32]bool) {
 	resp.Brokers = endpointsOf(s.leaderEndpoints(ids), func(b CellBroker, rack *string) kmsg.ProduceResponseBroker {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/katka-io/katka/appliance/auth"
 	"github.com/katka-io/katka/appliance/group"
 )
 
@@ -241,5 +242,15 @@ func (s *Server) eachCoordinator(groups []string, do func(gc *group.Coordinator,
 		if code, ok := failed[g]; ok {
 			fail(g, code)
 		}
+	}
+}
+
+// eachAuthorizedCoordinator is eachCoordinator for the groups the client
+// may op on; the others get GROUP_AUTHORIZATION_FAILED.
+func (s *Server) eachAuthorizedCoordinator(ctx context.Context, c *conn, groups []string, op auth.Operation, do func(gc *group.Coordinator, share []string) error, fail func(g string, code int16)) {
+	groups, no := s.splitGroups(ctx, c, groups, op)
+	s.eachCoordinator(groups, do, fail)
+	for _, g := range no {
+		fail(g, errGroupAuthorizationFailed)
 	}
 }
