@@ -83,6 +83,13 @@ func serve(cfg config.Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(sensors.Collectors()...)
 	metrics := broker.NewMetrics(reg)
+	stopPprof, err := startPprof(log)
+	if err != nil {
+		return err
+	}
+	if stopPprof != nil {
+		defer stopPprof()
+	}
 
 	t0 := time.Now()
 	b, err := broker.Open(broker.Options{
