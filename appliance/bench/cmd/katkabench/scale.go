@@ -313,6 +313,7 @@ func scaleCharts(e *env, res *scaleResult) []string {
 			}
 		} else {
 			p.Y.Label.Text = "records/s"
+			p.Y.Tick.Marker = thousandsTicks{}
 			p.X.Scale = plot.LogScale{}
 			p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 			prod, cons := plotter.XYs{}, plotter.XYs{}
@@ -333,6 +334,7 @@ func scaleCharts(e *env, res *scaleResult) []string {
 			e.errors = append(e.errors, "chart "+s.name+": "+err.Error())
 			continue
 		}
+		roomForLegend(p)
 		name := "scale-" + s.name + ".png"
 		if err := p.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, name)); err != nil {
 			e.errors = append(e.errors, "chart "+s.name+": "+err.Error())
@@ -349,6 +351,28 @@ func scaleCharts(e *env, res *scaleResult) []string {
 		}
 	}
 	return out
+}
+
+// roomForLegend starts the y axis at 0 and leaves its top quarter free for
+// the legend.
+func roomForLegend(p *plot.Plot) {
+	p.Y.Min, p.Y.Max = 0, p.Y.Max*1.35
+	p.Legend.Top = true
+}
+
+// thousandsTicks are gonum's default ticks labelled like the tables
+// (225,000 rather than 225000.00).
+type thousandsTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (thousandsTicks) Ticks(lo, hi float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = thousands(ts[i].Value)
+		}
+	}
+	return ts
 }
 
 // heading is the series' title, or its name.
