@@ -249,15 +249,15 @@ func scaleBench(ctx context.Context, e *env) (*scaleResult, error) {
 		res.series = append(res.series, parts)
 	}
 
-	n := strconv.FormatInt(e.n100, 10)
-	conns := scaleSeries{name: "producers", xName: "producer connections", what: "aggregate produce of " + n + " records of 100 B over 16 partitions, acks=all; one run per point"}
+	n, nText := strconv.FormatInt(e.n100, 10), thousands(float64(e.n100))
+	conns := scaleSeries{name: "producers", xName: "producer connections", what: "aggregate produce of " + nText + " records of 100 B over 16 partitions, acks=all; one run per point"}
 	for _, c := range []int{1, 16, 256, 1024} {
 		conns.points = append(conns.points, point(pointSpec{series: "producers", x: c, args: []string{"--partitions", "16", "--producers", strconv.Itoa(c),
 			"--records", n, "--max-buffered", "10000"}}))
 	}
 	res.series = append(res.series, conns)
 
-	groups := scaleSeries{name: "groups", xName: "consumer groups", what: "groups reading one 16-partition topic while " + n + " records of 100 B are produced; consume = records received by all groups per second; one run per point"}
+	groups := scaleSeries{name: "groups", xName: "consumer groups", what: "groups reading one 16-partition topic while " + nText + " records of 100 B are produced; consume = records received by all groups per second; one run per point"}
 	for _, g := range []int{1, 8, 64} {
 		groups.points = append(groups.points, point(pointSpec{series: "groups", x: g, args: []string{"--partitions", "16", "--groups", strconv.Itoa(g), "--records", n}}))
 	}
