@@ -36,14 +36,19 @@ const cleanupKeys = 1000
 type cleanupKind struct {
 	name, what string
 	config     []string // --topic-config values beside segment.bytes
+	// ran names the counter of katka's /metrics that shows the cleanup ran
+	// during a point (empty: none expected).
+	ran string
 }
 
 // cleanupKinds are the plain topic and the two with cleanup underneath; the
 // first is the one the others are compared with.
 var cleanupKinds = []cleanupKind{
 	{name: "plain", what: "`cleanup.policy=delete`, retention 7 days: nothing to delete"},
-	{name: "retention", what: "`retention.bytes=4194304`: every check deletes the oldest segments beyond 4 MiB", config: []string{"retention.bytes=4194304"}},
-	{name: "compact", what: "`cleanup.policy=compact`: every check that finds a newly sealed segment compacts the sealed segments to the latest record of each key", config: []string{"cleanup.policy=compact"}},
+	{name: "retention", what: "`retention.bytes=4194304`: every check deletes the oldest segments beyond 4 MiB", config: []string{"retention.bytes=4194304"},
+		ran: "katka_retention_deleted_segments_total"},
+	{name: "compact", what: "`cleanup.policy=compact`: every check that finds a newly sealed segment compacts the sealed segments to the latest record of each key", config: []string{"cleanup.policy=compact"},
+		ran: "katka_compaction_removed_records_total"},
 }
 
 // cleanupResult is the cleanup series: the key figures of the plain topic
@@ -80,7 +85,7 @@ func cleanupBench(ctx context.Context, e *env) *cleanupResult {
 			k := cleanupKinds[(i+run)%len(cleanupKinds)]
 			pt := scalePointRun(ctx, e, pointSpec{series: "cleanup-max", label: k.name, run: run, check: true,
 				args: args(k, "--records", "0", "--duration", cleanupMaxTime.String())})
-			maxRuns[k.name] = append(maxRuns[k.name], pt)
+			maxRuns[k.name] = append(maxRuns[k.name], checkRan(e, k, pt))
 		}
 		rate := maxRuns[cleanupKinds[0].name][run].produce / 2
 		res.rates = append(res.rates, rate)
@@ -93,7 +98,7 @@ func cleanupBench(ctx context.Context, e *env) *cleanupResult {
 			} else {
 				pt = scalePoint{label: k.name, err: "no plain maximum in this run"}
 			}
-			latRuns[k.name] = append(latRuns[k.name], pt)
+			latRuns[k.name] = append(latRuns[k.name], checkRan(e, k, pt))
 		}
 		for _, k := range cleanupKinds {
 			maxBy[k.name] = append(maxBy[k.name], maxRuns[k.name][run].produce)
@@ -109,13 +114,27 @@ func cleanupBench(ctx context.Context, e *env) *cleanupResult {
 	return res
 }
 
-// cleanupDone reads katka's /metrics for what retention and compaction did
-// to the scale topic and where its log starts and ends.
-func cleanupDone(k *katkaServer) string {
-	m, err := scrapeTopic("http://"+k.http+"/metrics", scaleTopic)
-	if err != nil {
-		return err.Error()
+// checkRan marks a point of kind k whose cleanup did not run as failed, in
+// the table and in the run's failures: its figures would not be what they
+// claim to be.
+func checkRan(e *env, k cleanupKind, pt scalePoint) scalePoint {
+	if k.ran == "" || pt.metrics == nil || pt.metrics[k.ran] > 0 {
+		return pt
 	}
+	msg := fmt.Sprintf("%s stayed 0: the cleanup did not run during the point", k.ran)
+	pt.err = strings.TrimSpace(pt.err + " " + msg)
+	e.errors = append(e.errors, "scale cleanup "+k.name+": "+msg)
+	return pt
+}
+
+// cleanupMetrics reads katka's /metrics for the scale topic.
+func cleanupMetrics(k *katkaServer) (map[string]float64, error) {
+	return scrapeTopic("http://"+k.http+"/metrics", scaleTopic)
+}
+
+// cleanupDone says what retention and compaction did to the scale topic and
+// where its log starts and ends, from its metrics.
+func cleanupDone(m map[string]float64) string {
 	var parts []string
 	if n := m["katka_retention_deleted_segments_total"]; n > 0 {
 		parts = append(parts, fmt.Sprintf("retention deleted %s segments (%.0f MB)", thousands(n), m["katka_retention_deleted_bytes_total"]/1e6))

@@ -33,7 +33,8 @@ type scalePoint struct {
 	rssMB      float64 // katka's peak RSS
 	cpuPerM    float64 // katka's CPU seconds per million records produced
 	sent, fail int64
-	cleanup    string // what retention or compaction did during the point
+	cleanup    string             // what retention or compaction did during the point
+	metrics    map[string]float64 // katka's metrics of the topic at the end (cleanup points)
 	err        string
 	// runs is how many runs the point is the median of; prodRuns and
 	// consRuns keep each run's rates for the range.
@@ -157,7 +158,11 @@ func scalePointRun(ctx context.Context, e *env, sp pointSpec) scalePoint {
 		pt.err = r.Error
 	}
 	if sp.check {
-		pt.cleanup = cleanupDone(k)
+		if pt.metrics, err = cleanupMetrics(k); err != nil {
+			pt.err = strings.TrimSpace(pt.err + " " + err.Error())
+		} else {
+			pt.cleanup = cleanupDone(pt.metrics)
+		}
 	}
 	if sp.consume {
 		cout, cerr := exec.CommandContext(cctx, e.katka, "bench", "consume", "--brokers", k.kafka, "--topic", scaleTopic).Output()
