@@ -305,14 +305,16 @@ func scaleCharts(e *env, res *scaleResult) []string {
 		p.X.Label.Text = s.xName
 		var lines []any
 		if s.name == "latency" {
-			p.Y.Label.Text = "end-to-end latency (ms)"
+			p.Y.Label.Text = "end-to-end latency (ms, log scale)"
 			for _, q := range []struct {
 				name string
 				v    func(scalePoint) float64
 			}{{"p50", func(p scalePoint) float64 { return p.p50 }}, {"p99", func(p scalePoint) float64 { return p.p99 }}, {"p99.9", func(p scalePoint) float64 { return p.p999 }}} {
-				xy := make(plotter.XYs, len(s.points))
-				for i, pt := range s.points {
-					xy[i].X, xy[i].Y = float64(pt.x), q.v(pt)
+				var xy plotter.XYs
+				for _, pt := range s.points {
+					if v := q.v(pt); v > 0 { // a failed point is in the table, not drawn
+						xy = append(xy, plotter.XY{X: float64(pt.x), Y: v})
+					}
 				}
 				lines = append(lines, q.name, xy)
 			}
@@ -335,11 +337,22 @@ func scaleCharts(e *env, res *scaleResult) []string {
 				lines = append(lines, "consume", cons)
 			}
 		}
+		if xy, _ := lines[1].(plotter.XYs); len(xy) == 0 {
+			continue // nothing measured to draw
+		}
 		if err := plotutil.AddLinePoints(p, lines...); err != nil {
 			e.errors = append(e.errors, "chart "+s.name+": "+err.Error())
 			continue
 		}
-		roomForLegend(p)
+		if s.name == "latency" {
+			// Latencies span milliseconds to seconds: a log axis shows both.
+			p.Y.Scale = plot.LogScale{}
+			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+			p.Y.Min, p.Y.Max = max(p.Y.Min/2, 0.1), p.Y.Max*4
+			p.Legend.Top = true
+		} else {
+			roomForLegend(p)
+		}
 		name := "scale-" + s.name + ".png"
 		if err := p.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, name)); err != nil {
 			e.errors = append(e.errors, "chart "+s.name+": "+err.Error())

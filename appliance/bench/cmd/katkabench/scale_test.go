@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +98,30 @@ func TestSpliceScale(t *testing.T) {
 	} {
 		if got := spliceScale(c.readme, section); got != c.want {
 			t.Errorf("spliceScale(%q): got %q, want %q", c.readme, got, c.want)
+		}
+	}
+}
+
+func TestScaleCharts(t *testing.T) {
+	e := &env{out: filepath.Join(t.TempDir(), "README.md")}
+	res := &scaleResult{
+		series: []scaleSeries{
+			{name: "partitions", points: []scalePoint{{x: 1, produce: 500_000, consume: 900_000}, {x: 16, produce: 400_000}, {x: 256, err: "failed"}}},
+			{name: "latency", points: []scalePoint{{x: 10, p50: 2, p99: 4, p999: 9}, {x: 50, p50: 3, p99: 8, p999: 20}, {x: 90}}},
+			{name: "groups", points: []scalePoint{{x: 1, err: "failed"}, {x: 8, err: "failed"}}}, // nothing to draw
+			{name: "connections", points: []scalePoint{{x: 1024, produce: 100_000}}},             // one point: no chart
+		},
+		cleanup: &cleanupResult{maxRatio: map[string]samples{"plain": {1}, "retention": {0.9}, "compact": {0.8}},
+			p99Ratio: map[string]samples{"plain": {1}, "retention": {1.2}, "compact": {3}}},
+	}
+	got := scaleCharts(e, res)
+	want := []string{"scale-partitions.png", "scale-latency.png", "scale-cleanup.png"}
+	if !slices.Equal(got, want) || len(e.errors) > 0 {
+		t.Fatalf("got charts %v (errors %v), want %v", got, e.errors, want)
+	}
+	for _, name := range want {
+		if fi, err := os.Stat(filepath.Join(filepath.Dir(e.out), name)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 }
