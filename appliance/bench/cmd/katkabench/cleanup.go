@@ -45,7 +45,8 @@ type cleanupKind struct {
 // first is the one the others are compared with.
 var cleanupKinds = []cleanupKind{
 	{name: "plain", what: "`cleanup.policy=delete`, retention 7 days: nothing to delete"},
-	{name: "retention", what: "`retention.bytes=4194304`: every check deletes the oldest segments beyond 4 MiB", config: []string{"retention.bytes=4194304"},
+	{name: "retention", what: "`retention.bytes=33554432`: every check deletes the oldest segments beyond 32 MiB (about a second of the writes, " +
+		"so that the reading group finds its next records deleted only if it falls that far behind)", config: []string{"retention.bytes=33554432"},
 		ran: "katka_retention_deleted_segments_total"},
 	{name: "compact", what: "`cleanup.policy=compact`: every check that finds a newly sealed segment compacts the sealed segments to the latest record of each key", config: []string{"cleanup.policy=compact"},
 		ran: "katka_compaction_removed_records_total"},

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -71,8 +72,21 @@ func startKatka(e *env, dataDir, fsync string) (*katkaServer, error) {
 	return startKatkaWith(e, dataDir, katkaOpts{fsync: fsync, retentionCheck: defaultRetentionCheck, rebalanceDelay: defaultRebalanceDelay})
 }
 
-// startKatkaWith is startKatka with the settings of o.
+// startKatkaWith is startKatka with the settings of o. A port that another
+// process took between freePort and katka's bind is retried with new ports.
 func startKatkaWith(e *env, dataDir string, o katkaOpts) (*katkaServer, error) {
+	var err error
+	for range 3 {
+		var k *katkaServer
+		if k, err = startKatkaOnce(e, dataDir, o); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return k, err
+		}
+	}
+	return nil, err
+}
+
+// startKatkaOnce starts katka on two ports that were free a moment ago.
+func startKatkaOnce(e *env, dataDir string, o katkaOpts) (*katkaServer, error) {
 	kp, err := freePort()
 	if err != nil {
 		return nil, err

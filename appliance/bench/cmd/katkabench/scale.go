@@ -348,8 +348,8 @@ func scaleCharts(e *env, res *scaleResult) []string {
 			// Latencies span milliseconds to seconds: a log axis shows both.
 			p.Y.Scale = plot.LogScale{}
 			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-			p.Y.Min, p.Y.Max = max(p.Y.Min/2, 0.1), p.Y.Max*4
-			p.Legend.Top = true
+			p.Y.Min, p.Y.Max = max(p.Y.Min/2, 0.1), p.Y.Max*3
+			p.Legend.Top, p.Legend.Left = true, true
 		} else {
 			roomForLegend(p)
 		}
