@@ -154,7 +154,7 @@ func startupOnce(e *env, dir string) (time.Duration, float64, error) {
 	}
 	http := fmt.Sprintf("127.0.0.1:%d", hp)
 	cfg := filepath.Join(e.work, "startup.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, katkaConfig, dir, fmt.Sprintf("127.0.0.1:%d", kp), http, "always"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, katkaConfig, dir, fmt.Sprintf("127.0.0.1:%d", kp), http, "always", defaultRetentionCheck, defaultRebalanceDelay), 0o644); err != nil {
 		return 0, 0, fmt.Errorf("write config: %w", err)
 	}
 	t0 := time.Now()

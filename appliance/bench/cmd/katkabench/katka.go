@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +26,10 @@ type katkaServer struct {
 }
 
 // katkaConfig is the config of the throughput runs: the defaults but for the
-// listeners, the fsync mode and the simulated sensors (off, so that katka does
-// nothing but the benchmark, like nats-server).
+// listeners, the fsync mode, how often retention and compaction run and the
+// initial rebalance delay of groups (the scale section shortens both), and
+// the simulated sensors (off, so that katka does nothing but the benchmark,
+// like nats-server).
 const katkaConfig = `data_dir: %s
 log:
   level: warn
@@ -40,16 +43,50 @@ http:
 storage:
   fsync: %s
   fsync_interval: 1s
+  retention_check_interval: %s
 topics:
   max_partitions: 16384
+groups:
+  initial_rebalance_delay: %s
 sensors:
   simulated:
     enabled: false
 `
 
+// katka's defaults of the settings katkaConfig lets a run change.
+const (
+	defaultRetentionCheck = 30 * time.Second // storage.retention_check_interval
+	defaultRebalanceDelay = 3 * time.Second  // groups.initial_rebalance_delay
+)
+
+// katkaOpts are the settings of katkaConfig a run chooses.
+type katkaOpts struct {
+	fsync          string        // "always" or "interval"
+	retentionCheck time.Duration // how often retention and compaction run
+	rebalanceDelay time.Duration // how long a new group waits for more members
+}
+
 // startKatka starts bin/katka on dataDir with fsync mode ("always" or
 // "interval") and waits for /healthz.
 func startKatka(e *env, dataDir, fsync string) (*katkaServer, error) {
+	return startKatkaWith(e, dataDir, katkaOpts{fsync: fsync, retentionCheck: defaultRetentionCheck, rebalanceDelay: defaultRebalanceDelay})
+}
+
+// startKatkaWith is startKatka with the settings of o. A port that another
+// process took between freePort and katka's bind is retried with new ports.
+func startKatkaWith(e *env, dataDir string, o katkaOpts) (*katkaServer, error) {
+	var err error
+	for range 3 {
+		var k *katkaServer
+		if k, err = startKatkaOnce(e, dataDir, o); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return k, err
+		}
+	}
+	return nil, err
+}
+
+// startKatkaOnce starts katka on two ports that were free a moment ago.
+func startKatkaOnce(e *env, dataDir string, o katkaOpts) (*katkaServer, error) {
 	kp, err := freePort()
 	if err != nil {
 		return nil, err
@@ -60,7 +97,7 @@ func startKatka(e *env, dataDir, fsync string) (*katkaServer, error) {
 	}
 	k := &katkaServer{kafka: fmt.Sprintf("127.0.0.1:%d", kp), http: fmt.Sprintf("127.0.0.1:%d", hp)}
 	cfgPath := filepath.Join(e.work, filepath.Base(dataDir)+".yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, katkaConfig, dataDir, k.kafka, k.http, fsync), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, katkaConfig, dataDir, k.kafka, k.http, o.fsync, o.retentionCheck, o.rebalanceDelay), 0o644); err != nil {
 		return nil, fmt.Errorf("write katka config: %w", err)
 	}
 	k.server, err = startProcess("katka", filepath.Join(e.work, filepath.Base(dataDir)+".log"), e.katka, "serve", "--config", cfgPath)

@@ -1,7 +1,9 @@
 // Command katkabench is `make bench`: in one run on one machine it measures
 // katka beside NATS JetStream (same record sizes, same durability), katka's
 // MQTT ingest beside a plain paho subscriber, the raw limits of the disk,
-// tidwall/wal and loopback TCP, and katka's footprint (binary size, idle and
+// tidwall/wal and loopback TCP (a stream, and request/response ping-pong), katka's
+// scale curves (partitions, connections, groups, latency, retention and
+// compaction underneath), and katka's footprint (binary size, idle and
 // peak RSS, start-up time on a 2 GiB log); it profiles produce and fetch and
 // writes everything to appliance/bench/README.md.
 //
@@ -41,6 +43,10 @@ type env struct {
 	errors []string // failures that did not stop the run
 	// scalePartitions are the partition counts of the scale series.
 	scalePartitions []int
+	// scaleRuns is how many runs the partition and cleanup points are the
+	// median of; scaleN100 and scaleN1k are the records per partition point.
+	scaleRuns           int
+	scaleN100, scaleN1k int64
 }
 
 // sections are the parts of the bench, selectable with -only.
@@ -57,7 +63,14 @@ func main() {
 	flag.StringVar(&e.out, "out", "appliance/bench/README.md", "results file (relative to -root)")
 	flag.StringVar(&only, "only", strings.Join(sections, ","), "sections to run: "+strings.Join(sections, ","))
 	scaleParts := flag.String("scale-partitions", "1,16,256,4096", "partition counts of the scale series")
+	flag.IntVar(&e.scaleRuns, "scale-runs", 3, "runs per point of the scale section's partition and cleanup series (median)")
+	flag.Int64Var(&e.scaleN100, "scale-records-100", 1_000_000, "records per partition-series point at 100 B")
+	flag.Int64Var(&e.scaleN1k, "scale-records-1k", 300_000, "records per partition-series point at 1 KiB")
 	flag.Parse()
+	if e.runs < 1 || e.scaleRuns < 1 {
+		fmt.Fprintln(os.Stderr, "katkabench: -runs and -scale-runs must be at least 1")
+		os.Exit(2)
+	}
 	for _, f := range strings.Split(*scaleParts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -121,6 +134,7 @@ func run(e *env) error {
 			e.errors = append(e.errors, err.Error())
 		}
 		rep.loopback = loopbackBench(e)
+		rep.echo = echoBench(e)
 	}
 	if e.only["footprint"] && ctx.Err() == nil {
 		if rep.foot, err = footprint(ctx, e); err != nil {

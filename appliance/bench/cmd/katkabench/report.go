@@ -3,6 +3,7 @@ package main
 import (
 	_ "embed"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +23,7 @@ type report struct {
 	cmp                   *comparison
 	mqtt, raw             *goBenchResult
 	loopback              samples
+	echo                  map[int]samples // loopback round trips/s per connection count
 	foot                  *footprintResult
 	prof                  []profile
 	scale                 *scaleResult
@@ -65,7 +67,7 @@ func (r *report) markdown(e *env) string {
 		p("| %s msgs/s | %s msgs/s | %s |\n\n", paho.rate(), katka.rate(), ratio(katka, paho).times())
 		p("Command: `%s`\n\n", r.mqtt.cmd)
 	}
-	if r.raw != nil || len(r.loopback) > 0 {
+	if r.raw != nil || len(r.loopback) > 0 || len(r.echo) > 0 {
 		p("## Raw limits beside katka's log\n\n")
 		p("Records per second with an fdatasync after every batch (go benchmarks in appliance/storage, 1 s each). The ratio is katka's log ")
 		p("(`Append` + `SyncTo`, CRC-32C framing, one WAL entry per record) over the raw file append of the same run.\n\n")
@@ -82,6 +84,9 @@ func (r *report) markdown(e *env) string {
 		p("\nCommand: `%s`\n\n", r.raw.cmd)
 		if len(r.loopback) > 0 {
 			p("Loopback TCP, one stream of 64 KiB writes for 1 s (the wire limit every client above shares): %s.\n\n", r.loopback.withUnit("%.0f", "MB/s"))
+		}
+		if len(r.echo) > 0 {
+			r.echoSection(&b, e)
 		}
 	}
 	if f := r.foot; f != nil {
@@ -127,7 +132,8 @@ func (r *report) markdown(e *env) string {
 	p("\n## Commands\n\n")
 	p("```sh\nmake bench      # = make build, then:\ngo run ./appliance/bench/cmd/katkabench -runs %d -records-100 %d -records-1k %d -limit %s\n", e.runs, e.n100, e.n1k, e.limit)
 	p("# sections alone: -only compare|mqtt|raw|footprint|profile|scale (comma-separated; -only scale rewrites only its section)\n")
-	p("# scale series partition counts: -scale-partitions 1,16,256,4096\n```\n\n")
+	p("# scale series: -scale-partitions %s -scale-runs %d -scale-records-100 %d -scale-records-1k %d\n```\n\n",
+		joinInts(e.scalePartitions), e.scaleRuns, e.scaleN100, e.scaleN1k)
 	p("What it runs, per run, per record size:\n\n")
 	p("- katka: `bin/katka serve --config X` with `storage.fsync: always` or `interval` + `fsync_interval: 1s`, simulated sensors off, fresh data dir;\n")
 	p("  franz-go kgo producer (acks=all, idempotent, no compression, no linger, 100k buffered records, 1 MiB batches, partition 0), then\n")
@@ -144,6 +150,33 @@ func (r *report) markdown(e *env) string {
 		p("\n")
 	}
 	return b.String()
+}
+
+// joinInts renders ns comma-separated, as a flag takes them.
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// echoSection renders the loopback request/response ceiling and what it
+// means for the scale section's 1,024 connections.
+func (r *report) echoSection(b *strings.Builder, e *env) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("Loopback request/response ceiling: a bare Go echo server and its clients in katkabench's own process (no broker, no disk), ")
+	p("each connection sending %d B and reading the %d B back, one request in flight per connection, %s per connection count in all (%d runs):\n\n",
+		echoSize, echoSize, echoTime, e.runs)
+	p("| connections | round trips/s |\n|---|---|\n")
+	for _, c := range echoConns {
+		p("| %s | %s |\n", thousands(float64(c)), r.echo[c].rate())
+	}
+	p("\nThis is the most small requests per second this machine answers with nothing behind them: every round trip is a write and a read ")
+	p("system call on each side and two wake-ups, and the 2 cores are shared by client and server. ")
+	p("The scale section's 1,024 producer connections at 100 records/s each are 102,400 records/s; sent one record per request, that is ")
+	p("102,400 requests/s, above this ceiling, so no broker could acknowledge them one by one here: the load generator's raw client puts whatever ")
+	p("was queued while its previous request was in flight into the next one, and the latency it reports there is mostly that queueing.\n\n")
 }
 
 // compareSection renders the katka vs JetStream tables.

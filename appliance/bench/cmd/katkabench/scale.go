@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,8 +21,10 @@ import (
 // scalePoint is one point of a scale series: one fresh katka serve (default
 // config, fsync always), one `bin/katka bench produce --json` (and, for the
 // partition series, one `bench consume`), katka's peak RSS and CPU seconds.
+// A point taken over several runs holds the median of each figure.
 type scalePoint struct {
 	x          int     // partitions, connections or groups
+	label      string  // the row's name where x is not a count (cleanup series)
 	produce    float64 // records/s
 	consume    float64 // records/s (0: not measured)
 	p50, p99   float64 // ms: end-to-end when groups read, else produce ack latency
@@ -30,19 +33,26 @@ type scalePoint struct {
 	rssMB      float64 // katka's peak RSS
 	cpuPerM    float64 // katka's CPU seconds per million records produced
 	sent, fail int64
+	cleanup    string             // what retention or compaction did during the point
+	metrics    map[string]float64 // katka's metrics of the topic at the end (cleanup points)
 	err        string
+	// runs is how many runs the point is the median of; prodRuns and
+	// consRuns keep each run's rates for the range.
+	runs               int
+	prodRuns, consRuns samples
 }
 
 // scaleSeries is one series: its points and what it varies.
 type scaleSeries struct {
-	name, xName, what string
-	points            []scalePoint
+	name, title, xName, what string
+	points                   []scalePoint
 }
 
 // scaleResult is the scale section of the report.
 type scaleResult struct {
 	series  []scaleSeries
 	maxRate float64 // the measured single-partition maximum the latency series is a fraction of
+	cleanup *cleanupResult
 	charts  []string
 }
 
@@ -84,12 +94,41 @@ func cpuSeconds(pid int) float64 {
 	return (ut + st) / 100 // USER_HZ
 }
 
-// scalePointRun starts a fresh katka, runs bench produce with args (and bench
-// consume when consume is set) and measures the point.
-func scalePointRun(ctx context.Context, e *env, name string, x int, consume bool, args ...string) scalePoint {
-	pt := scalePoint{x: x}
-	dir := filepath.Join(e.work, fmt.Sprintf("scale-%s-%d", name, x))
-	k, err := startKatka(e, dir, "always")
+// scaleTopic is the topic every scale point writes.
+const scaleTopic = "scale"
+
+// pointSpec is how to take one scale point.
+type pointSpec struct {
+	series  string // series name, for the data dir and the progress line
+	x       int    // the point's x
+	label   string // the point's name where x is not a count
+	run     int    // run number, for the data dir
+	consume bool   // read the topic with bench consume after the produce
+	check   bool   // run retention and compaction every second and report what they did
+	// members keeps katka's initial rebalance delay of 3 s, so that the
+	// several members of a group join in one rebalance; without it a group's
+	// first rebalance is at once (every group of one member).
+	members bool
+	args    []string // bench produce flags
+}
+
+// scalePointRun starts a fresh katka, runs bench produce with the spec's
+// flags (and bench consume when it says so) and measures the point.
+func scalePointRun(ctx context.Context, e *env, sp pointSpec) scalePoint {
+	pt := scalePoint{x: sp.x, label: sp.label, runs: 1}
+	name := fmt.Sprintf("%s=%d", sp.series, sp.x)
+	if sp.label != "" {
+		name = sp.series + "=" + sp.label
+	}
+	dir := filepath.Join(e.work, fmt.Sprintf("scale-%s-%d-%s-%d", sp.series, sp.x, sp.label, sp.run))
+	o := katkaOpts{fsync: "always", retentionCheck: defaultRetentionCheck}
+	if sp.check {
+		o.retentionCheck = cleanupCheck
+	}
+	if sp.members {
+		o.rebalanceDelay = defaultRebalanceDelay
+	}
+	k, err := startKatkaWith(e, dir, o)
 	if err != nil {
 		pt.err = err.Error()
 		return pt
@@ -99,7 +138,7 @@ func scalePointRun(ctx context.Context, e *env, name string, x int, consume bool
 		os.RemoveAll(dir)
 	}()
 	cpu0 := cpuSeconds(k.pid())
-	all := append([]string{"bench", "produce", "--brokers", k.kafka, "--topic", "scale", "--json", "--quiet", "--timeout", "3m"}, args...)
+	all := append([]string{"bench", "produce", "--brokers", k.kafka, "--topic", scaleTopic, "--json", "--quiet", "--timeout", "3m"}, sp.args...)
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(cctx, e.katka, all...).Output()
@@ -118,8 +157,15 @@ func scalePointRun(ctx context.Context, e *env, name string, x int, consume bool
 	if r.Error != "" {
 		pt.err = r.Error
 	}
-	if consume {
-		cout, cerr := exec.CommandContext(cctx, e.katka, "bench", "consume", "--brokers", k.kafka, "--topic", "scale").Output()
+	if sp.check {
+		if pt.metrics, err = cleanupMetrics(k); err != nil {
+			pt.err = strings.TrimSpace(pt.err + " " + err.Error())
+		} else {
+			pt.cleanup = cleanupDone(pt.metrics)
+		}
+	}
+	if sp.consume {
+		cout, cerr := exec.CommandContext(cctx, e.katka, "bench", "consume", "--brokers", k.kafka, "--topic", scaleTopic).Output()
 		if f := strings.Fields(string(cout)); cerr == nil && len(f) > 4 {
 			pt.consume, _ = strconv.ParseFloat(f[3], 64)
 		} else if cerr != nil {
@@ -132,47 +178,114 @@ func scalePointRun(ctx context.Context, e *env, name string, x int, consume bool
 	if pt.sent > 0 {
 		pt.cpuPerM = (cpuSeconds(k.pid()) - cpu0) / (float64(pt.sent) / 1e6)
 	}
-	logf("scale %s=%d: produce %.0f rec/s, consume %.0f rec/s, p99 %.2f ms, peak RSS %.0f MB %s", name, x, pt.produce, pt.consume, pt.p99, pt.rssMB, pt.err)
+	pt.prodRuns, pt.consRuns = samples{pt.produce}, samples{pt.consume}
+	logf("scale %s: produce %.0f rec/s, consume %.0f rec/s, p99 %.2f ms, peak RSS %.0f MB %s %s", name, pt.produce, pt.consume, pt.p99, pt.rssMB, pt.cleanup, pt.err)
 	return pt
 }
 
-// scaleBench runs the scale series: partitions, producer connections,
-// consumer groups and latency at fractions of the maximum rate.
+// medianPoint folds the runs of one point into one: the median of every
+// figure (each on its own), the rates of all runs for their range, the
+// records of all runs, and the errors of any.
+func medianPoint(runs []scalePoint) scalePoint {
+	if len(runs) == 0 {
+		return scalePoint{}
+	}
+	if len(runs) == 1 {
+		return runs[0]
+	}
+	out := scalePoint{x: runs[0].x, label: runs[0].label, runs: len(runs)}
+	med := func(f func(scalePoint) float64) float64 {
+		var s samples
+		for _, r := range runs {
+			s = append(s, f(r))
+		}
+		return s.median()
+	}
+	out.produce = med(func(p scalePoint) float64 { return p.produce })
+	out.consume = med(func(p scalePoint) float64 { return p.consume })
+	out.p50 = med(func(p scalePoint) float64 { return p.p50 })
+	out.p99 = med(func(p scalePoint) float64 { return p.p99 })
+	out.p999 = med(func(p scalePoint) float64 { return p.p999 })
+	out.rssMB = med(func(p scalePoint) float64 { return p.rssMB })
+	out.cpuPerM = med(func(p scalePoint) float64 { return p.cpuPerM })
+	var errs []string
+	for _, r := range runs {
+		out.e2e = out.e2e || r.e2e
+		out.sent += r.sent
+		out.fail += r.fail
+		out.prodRuns = append(out.prodRuns, r.produce)
+		out.consRuns = append(out.consRuns, r.consume)
+		if r.cleanup != "" {
+			out.cleanup = r.cleanup // the last run's
+		}
+		if r.err != "" {
+			errs = append(errs, r.err)
+		}
+	}
+	out.err = strings.Join(errs, "; ")
+	return out
+}
+
+// scaleBench runs the scale series: partitions (100 B and 1 KiB), producer
+// connections, consumer groups, latency at fractions of the maximum rate,
+// the same under retention and compaction, and 1,024 slow producers.
 func scaleBench(ctx context.Context, e *env) (*scaleResult, error) {
 	res := &scaleResult{}
-	n := strconv.FormatInt(e.n100, 10)
-	parts := scaleSeries{name: "partitions", xName: "partitions", what: "aggregate produce (then consume) of " + n + " records of 100 B, one producer, acks=all"}
-	for _, p := range e.scalePartitions {
-		parts.points = append(parts.points, scalePointRun(ctx, e, "partitions", p, true, "--partitions", strconv.Itoa(p), "--records", n))
+	point := func(sp pointSpec) scalePoint { return scalePointRun(ctx, e, sp) }
+	for _, size := range sizes {
+		n, name := e.scaleN100, "partitions"
+		if size == 1024 {
+			n, name = e.scaleN1k, "partitions-1k"
+		}
+		parts := scaleSeries{name: name, title: "partitions, " + sizeName(size), xName: "partitions",
+			what: fmt.Sprintf("aggregate produce of %s records of %s by one producer (acks=all), then consume of all of them by one consumer; "+
+				"each point is the median of %d runs, each on a fresh katka, with the range of the rates in brackets", thousands(float64(n)), sizeName(size), e.scaleRuns)}
+		for _, p := range e.scalePartitions {
+			var runs []scalePoint
+			for run := range e.scaleRuns {
+				if ctx.Err() != nil {
+					break
+				}
+				runs = append(runs, point(pointSpec{series: name, x: p, run: run, consume: true, args: []string{"--partitions", strconv.Itoa(p),
+					"--records", strconv.FormatInt(n, 10), "--record-size", strconv.Itoa(size)}}))
+			}
+			parts.points = append(parts.points, medianPoint(runs))
+		}
+		res.series = append(res.series, parts)
 	}
-	res.series = append(res.series, parts)
 
-	conns := scaleSeries{name: "producers", xName: "producer connections", what: "aggregate produce of " + n + " records of 100 B over 16 partitions, acks=all"}
+	n, nText := strconv.FormatInt(e.n100, 10), thousands(float64(e.n100))
+	conns := scaleSeries{name: "producers", xName: "producer connections", what: "aggregate produce of " + nText + " records of 100 B over 16 partitions, acks=all; one run per point"}
 	for _, c := range []int{1, 16, 256, 1024} {
-		conns.points = append(conns.points, scalePointRun(ctx, e, "producers", c, false, "--partitions", "16", "--producers", strconv.Itoa(c),
-			"--records", n, "--max-buffered", "10000"))
+		conns.points = append(conns.points, point(pointSpec{series: "producers", x: c, args: []string{"--partitions", "16", "--producers", strconv.Itoa(c),
+			"--records", n, "--max-buffered", "10000"}}))
 	}
 	res.series = append(res.series, conns)
 
-	groups := scaleSeries{name: "groups", xName: "consumer groups", what: "groups reading one 16-partition topic while " + n + " records of 100 B are produced; consume = records received by all groups per second"}
+	groups := scaleSeries{name: "groups", xName: "consumer groups", what: "groups reading one 16-partition topic while " + nText + " records of 100 B are produced; consume = records received by all groups per second; one run per point"}
 	for _, g := range []int{1, 8, 64} {
-		groups.points = append(groups.points, scalePointRun(ctx, e, "groups", g, false, "--partitions", "16", "--groups", strconv.Itoa(g), "--records", n))
+		groups.points = append(groups.points, point(pointSpec{series: "groups", x: g, args: []string{"--partitions", "16", "--groups", strconv.Itoa(g), "--records", n}}))
 	}
 	res.series = append(res.series, groups)
 
-	if len(parts.points) > 0 && parts.points[0].produce > 0 {
-		res.maxRate = parts.points[0].produce
-		lat := scaleSeries{name: "latency", xName: "% of the maximum rate", what: fmt.Sprintf("end-to-end latency, one partition, one producer, one group, 100 B, for 5 s at a fixed rate (maximum: %.0f records/s, the 1-partition point above)", res.maxRate)}
+	if pts := res.series[0].points; len(pts) > 0 && pts[0].produce > 0 {
+		res.maxRate = pts[0].produce
+		lat := scaleSeries{name: "latency", xName: "% of the maximum rate", what: fmt.Sprintf("end-to-end latency, one partition, one producer, one group, 100 B, for 5 s at a fixed rate "+
+			"(maximum: %s records/s, the 1-partition 100 B point above); one run per point", thousands(res.maxRate))}
 		for _, pct := range []int{10, 50, 90} {
 			rate := res.maxRate * float64(pct) / 100
-			lat.points = append(lat.points, scalePointRun(ctx, e, "latency", pct, false, "--groups", "1", "--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--duration", "5s"))
+			lat.points = append(lat.points, point(pointSpec{series: "latency", x: pct, args: []string{"--groups", "1", "--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--duration", "5s"}}))
 		}
 		res.series = append(res.series, lat)
 	}
 
-	many := scaleSeries{name: "connections", xName: "producer connections at 100 records/s each", what: "1,024 producer connections each sending 100 records/s (100 B, acks=all) for 10 s to a 16-partition topic, one group reading"}
-	many.points = append(many.points, scalePointRun(ctx, e, "connections", 1024, false, "--partitions", "16", "--producers", "1024",
-		"--rate", "102400", "--duration", "10s", "--groups", "1", "--max-buffered", "1000"))
+	res.cleanup = cleanupBench(ctx, e)
+
+	many := scaleSeries{name: "connections", xName: "producer connections at 100 records/s each", what: "1,024 producer connections each sending 100 records/s (100 B, acks=all) for 10 s to a 16-partition topic, " +
+		"one group of 4 consumers reading; the producers are `--client raw` (one plain connection per producer, hand-built produce requests, one in flight), " +
+		"because 1,024 franz-go clients in one process make the load generator, not katka, the bottleneck; one run"}
+	many.points = append(many.points, point(pointSpec{series: "connections", x: 1024, members: true, args: []string{"--client", "raw", "--partitions", "16", "--producers", "1024",
+		"--rate", "102400", "--duration", "10s", "--groups", "1", "--consumers", "4"}}))
 	res.series = append(res.series, many)
 
 	res.charts = scaleCharts(e, res)
@@ -188,27 +301,28 @@ func scaleCharts(e *env, res *scaleResult) []string {
 			continue
 		}
 		p := plot.New()
-		p.Title.Text = "katka: " + s.name
+		p.Title.Text = "katka: " + s.heading()
 		p.X.Label.Text = s.xName
 		var lines []any
 		if s.name == "latency" {
-			p.Y.Label.Text = "end-to-end latency (ms)"
+			p.Y.Label.Text = "end-to-end latency (ms, log scale)"
 			for _, q := range []struct {
 				name string
 				v    func(scalePoint) float64
 			}{{"p50", func(p scalePoint) float64 { return p.p50 }}, {"p99", func(p scalePoint) float64 { return p.p99 }}, {"p99.9", func(p scalePoint) float64 { return p.p999 }}} {
-				xy := make(plotter.XYs, len(s.points))
-				for i, pt := range s.points {
-					xy[i].X, xy[i].Y = float64(pt.x), q.v(pt)
+				var xy plotter.XYs
+				for _, pt := range s.points {
+					if v := q.v(pt); v > 0 { // a failed point is in the table, not drawn
+						xy = append(xy, plotter.XY{X: float64(pt.x), Y: v})
+					}
 				}
 				lines = append(lines, q.name, xy)
 			}
 		} else {
 			p.Y.Label.Text = "records/s"
-			if s.name != "latency" {
-				p.X.Scale = plot.LogScale{}
-				p.X.Tick.Marker = plot.LogTicks{Prec: -1}
-			}
+			p.Y.Tick.Marker = thousandsTicks{}
+			p.X.Scale = plot.LogScale{}
+			p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 			prod, cons := plotter.XYs{}, plotter.XYs{}
 			for _, pt := range s.points {
 				if pt.produce > 0 { // a failed point is in the table, not drawn
@@ -223,9 +337,21 @@ func scaleCharts(e *env, res *scaleResult) []string {
 				lines = append(lines, "consume", cons)
 			}
 		}
+		if xy, _ := lines[1].(plotter.XYs); len(xy) == 0 {
+			continue // nothing measured to draw
+		}
 		if err := plotutil.AddLinePoints(p, lines...); err != nil {
 			e.errors = append(e.errors, "chart "+s.name+": "+err.Error())
 			continue
+		}
+		if s.name == "latency" {
+			// Latencies span milliseconds to seconds: a log axis shows both.
+			p.Y.Scale = plot.LogScale{}
+			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+			p.Y.Min, p.Y.Max = max(p.Y.Min/2, 0.1), p.Y.Max*3
+			p.Legend.Top, p.Legend.Left = true, true
+		} else {
+			roomForLegend(p)
 		}
 		name := "scale-" + s.name + ".png"
 		if err := p.Save(6*vg.Inch, 4*vg.Inch, filepath.Join(dir, name)); err != nil {
@@ -234,7 +360,54 @@ func scaleCharts(e *env, res *scaleResult) []string {
 		}
 		out = append(out, name)
 	}
+	if res.cleanup != nil {
+		name, err := cleanupChart(e, res.cleanup)
+		if err != nil {
+			e.errors = append(e.errors, "chart cleanup: "+err.Error())
+		} else {
+			out = append(out, name)
+		}
+	}
 	return out
+}
+
+// roomForLegend starts the y axis at 0 and leaves its top quarter free for
+// the legend.
+func roomForLegend(p *plot.Plot) {
+	p.Y.Min, p.Y.Max = 0, p.Y.Max*1.35
+	p.Legend.Top = true
+}
+
+// thousandsTicks are gonum's default ticks labelled like the tables
+// (225,000 rather than 225000.00).
+type thousandsTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (thousandsTicks) Ticks(lo, hi float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = thousands(ts[i].Value)
+		}
+	}
+	return ts
+}
+
+// heading is the series' title, or its name.
+func (s scaleSeries) heading() string {
+	if s.title != "" {
+		return s.title
+	}
+	return s.name
+}
+
+// rateRange formats a point's produce rate, with the range of its runs when
+// it is the median of several.
+func rateRange(pt scalePoint) string {
+	if pt.runs > 1 && len(pt.prodRuns.valid()) > 1 {
+		return pt.prodRuns.rate()
+	}
+	return thousands(pt.produce)
 }
 
 // Markers around the scale section, so that -only scale can replace it alone.
@@ -273,13 +446,26 @@ func (r *report) scaleSection(b *strings.Builder, e *env) {
 	s := r.scale
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("## Scale: throughput, latency and memory as partitions, clients and groups grow\n\n")
-	p("Each point is one fresh `katka serve` (default config: `fsync: always`, 1 MiB segments) and one `bin/katka bench produce --json` ")
-	p("run against it (franz-go clients, 100 B records, acks=all) on the same machine; one run per point, so read ratios, not absolutes. ")
+	p("Each point is one fresh `katka serve` (default config: `fsync: always`, 1 MiB segments; `groups.initial_rebalance_delay: 0s` where every group has one member, ")
+	p("as the delay only holds the start back) and one `bin/katka bench produce --json` ")
+	p("run against it (franz-go clients unless said otherwise, 100 B records unless said otherwise, acks=all) on the same machine. ")
+	p("Each series says how its points are taken: the partition and cleanup series are the median of %d runs per point (the rates' range in brackets), ", e.scaleRuns)
+	p("the others one run per point, so read their ratios more than their absolutes. ")
 	p("RSS is katka's peak (VmHWM); CPU is katka's user+system seconds per million records produced. ")
 	p("Latency is end-to-end (send to receipt by the group) where groups read, else the producer's acknowledgement latency. ")
 	p("The figures below are from this run, misses included.\n\n")
+	cleanupDone := s.cleanup == nil
 	for _, ser := range s.series {
-		p("### %s\n\n%s.\n\n", ser.name, ser.what)
+		if ser.name == "connections" && !cleanupDone {
+			s.cleanup.section(b, chartOf(s.charts, "scale-cleanup.png"))
+			cleanupDone = true
+		}
+		p("### %s\n\n%s.\n\n", ser.heading(), ser.what)
+		if ser.name == "connections" {
+			p("A 2-core machine has a ceiling for small request/response pairs even without a broker: see the loopback echo figures under \"Raw limits\" above. ")
+			p("At 102,400 requests/s of one record each it is above that ceiling, so the raw client's produce requests carry several records each ")
+			p("(whatever was queued while the previous request was in flight) and the latency below is mostly that queueing.\n\n")
+		}
 		p("| %s | produce rec/s | vs first | consume rec/s | vs first | p50 ms | p99 ms | p99.9 ms | peak RSS MB | CPU s / M records | note |\n", ser.xName)
 		p("|---|---|---|---|---|---|---|---|---|---|---|\n")
 		var p0, c0 float64
@@ -296,6 +482,9 @@ func (r *report) scaleSection(b *strings.Builder, e *env) {
 			cons := ""
 			if pt.consume > 0 {
 				cons = thousands(pt.consume)
+				if pt.runs > 1 && len(pt.consRuns.valid()) > 1 {
+					cons = pt.consRuns.rate()
+				}
 			}
 			lat := ""
 			if pt.e2e {
@@ -305,14 +494,23 @@ func (r *report) scaleSection(b *strings.Builder, e *env) {
 			if pt.fail > 0 {
 				note = fmt.Sprintf("%d records failed; %s", pt.fail, note)
 			}
-			p("| %d | %s | %s | %s | %s | %.2f%s | %.2f | %.2f | %.0f | %.1f | %s |\n", pt.x, thousands(pt.produce), rel(pt.produce, p0),
+			p("| %d | %s | %s | %s | %s | %.2f%s | %.2f | %.2f | %.0f | %.1f | %s |\n", pt.x, rateRange(pt), rel(pt.produce, p0),
 				cons, rel(pt.consume, c0), pt.p50, lat, pt.p99, pt.p999, pt.rssMB, pt.cpuPerM, note)
 		}
 		p("\n")
-		for _, c := range s.charts {
-			if c == "scale-"+ser.name+".png" {
-				p("![%s](%s)\n\n", ser.name, c)
-			}
+		if c := chartOf(s.charts, "scale-"+ser.name+".png"); c != "" {
+			p("![%s](%s)\n\n", ser.heading(), c)
 		}
 	}
+	if !cleanupDone {
+		s.cleanup.section(b, chartOf(s.charts, "scale-cleanup.png"))
+	}
+}
+
+// chartOf returns name if it is among the charts drawn, else "".
+func chartOf(charts []string, name string) string {
+	if slices.Contains(charts, name) {
+		return name
+	}
+	return ""
 }
