@@ -112,6 +112,18 @@ type TopicConfig struct {
 	Overrides map[string]string `json:"overrides,omitempty"`
 }
 
+// minCleanableDirtyRatio is min.cleanable.dirty.ratio: the share of a
+// compacted partition's sealed log that must be new before it is compacted
+// again (Kafka's default 0.5).
+func (c TopicConfig) minCleanableDirtyRatio() float64 {
+	if v, ok := c.Overrides["min.cleanable.dirty.ratio"]; ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && f <= 1 {
+			return f
+		}
+	}
+	return 0.5
+}
+
 // Compacted reports whether the topic is compacted (keeps the latest record per key).
 func (c TopicConfig) Compacted() bool { return strings.Contains(c.CleanupPolicy, "compact") }
 

@@ -401,3 +401,62 @@ func TestRecordTooLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCompactionWaitsForDirtyRatio: after a compaction, a compacted partition
+// is compacted again only once min.cleanable.dirty.ratio of its sealed log is
+// new, as in Kafka, not for every newly sealed segment.
+func TestCompactionWaitsForDirtyRatio(t *testing.T) {
+	b := openB(t, t.TempDir(), func(o *Options) { o.SegmentBytes = 256 << 10 })
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.CreateTopic("state", 1, TopicConfig{CleanupPolicy: "compact"}); err != nil {
+		t.Fatal(err)
+	}
+	produce := func(keys, from int) {
+		recs := make([]Record, keys)
+		for k := range recs {
+			recs[k] = Record{Key: fmt.Appendf(nil, "device-%d", from+k), Value: bytes.Repeat([]byte("v"), 60)}
+		}
+		if _, err := b.Produce(ctx, "state", 0, recs, AcksLeader); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A large clean part: 20,000 distinct keys, then a first compaction.
+	for i := 0; i < 20; i++ {
+		produce(1000, i*1000)
+	}
+	b.CompactTopics(time.Now())
+	sealedOf := func() (n int) {
+		_, p, err := b.partition("state", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range p.log.Segments() {
+			if s.Sealed {
+				n++
+			}
+		}
+		return n
+	}
+	// Rewrite the first 1,000 keys until at least one new segment is sealed:
+	// far less than half of the sealed log is new.
+	before := sealedOf()
+	for sealedOf() == before {
+		produce(1000, 0)
+	}
+	info0, _ := b.PartitionInfo("state", 0)
+	b.CompactTopics(time.Now())
+	info1, _ := b.PartitionInfo("state", 0)
+	if info1.Bytes != info0.Bytes {
+		t.Fatalf("compacted with little new data: %d bytes became %d", info0.Bytes, info1.Bytes)
+	}
+	// A lower ratio set on the topic lets the same data be compacted.
+	if err := b.SetTopicOverrides("state", map[string]string{"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"}); err != nil {
+		t.Fatal(err)
+	}
+	b.CompactTopics(time.Now())
+	info2, _ := b.PartitionInfo("state", 0)
+	if info2.Bytes >= info1.Bytes {
+		t.Fatalf("min.cleanable.dirty.ratio 0.01: not compacted (%d bytes, %d before)", info2.Bytes, info1.Bytes)
+	}
+}

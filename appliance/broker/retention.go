@@ -81,8 +81,12 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 		return nil
 	}
 	sealedEnd := segs[len(segs)-1].BaseOffset
-	if sealedEnd <= p.compactedTo.Load() {
+	compactedTo := p.compactedTo.Load()
+	if sealedEnd <= compactedTo {
 		return nil // nothing new was sealed
+	}
+	if !dirtyEnough(segs[:len(segs)-1], compactedTo, cfg.minCleanableDirtyRatio()) {
+		return nil
 	}
 	// The latest offset of every key, over the whole log, counting only
 	// decided data: neither aborted transactions' records nor those of
@@ -136,6 +140,23 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 		b.log.Info("compacted", "topic", p.topic, "partition", p.id, "records_removed", removed, "bytes_reclaimed", saved)
 	}
 	return nil
+}
+
+// dirtyEnough applies min.cleanable.dirty.ratio as Kafka's log cleaner does:
+// a partition is compacted only once the sealed bytes written since its last
+// compaction (segments from compactedTo on) are at least ratio of all its
+// sealed bytes. A compaction reads the whole log, so running it for every new
+// segment would cost the whole log per segment sealed; with the ratio each
+// compaction is paid for by at least ratio of the log being new.
+func dirtyEnough(sealed []storage.SegmentInfo, compactedTo int64, ratio float64) bool {
+	var dirty, total int64
+	for _, s := range sealed {
+		total += s.Bytes
+		if s.BaseOffset >= compactedTo {
+			dirty += s.Bytes
+		}
+	}
+	return total == 0 || float64(dirty) >= ratio*float64(total)
 }
 
 // partitionJob is one partition with its topic's config, for background work.
