@@ -118,7 +118,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown top-level key",
 			"data_dir: x\ndatadir: y\n",
-			"line 2: datadir: unknown key (allowed: data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth)",
+			"line 2: datadir: unknown key (allowed: data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth, memory_limit)",
 		},
 		{
 			"unknown nested key",
@@ -188,7 +188,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"top level not a mapping",
 			"- a\n- b\n",
-			"line 1: (top level): expected a mapping with keys (data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth), got a list",
+			"line 1: (top level): expected a mapping with keys (data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth, memory_limit), got a list",
 		},
 		{
 			"duplicate key",

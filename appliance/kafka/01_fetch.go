@@ -98,8 +98,16 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 			return 0, false, err
 		}
 		total, failed, full := s.fillFetch(ctx, c, parts, min(respMax, got/fetchMemoryFactor), committed)
-		s.reserve(nil, c, total*fetchMemoryFactor)
-		return total, failed || full, nil
+		// The pool keeps what the response really holds until it is
+		// written (serveConn releases it): its read buffers and its
+		// framing, not the record bytes alone (released early, a consumer
+		// at the end held 1 MiB of buffers per partition while its
+		// reservation was a few KiB: 64 groups reached 594 MB).
+		dropped, err := s.settleFetch(ctx, c, int64(len(parts))*fetchPartFraming)
+		if err != nil {
+			return 0, false, err
+		}
+		return total - dropped, failed || full || dropped > 0, nil
 	}
 	for {
 		// Take the wake-up channels before reading, so no append is missed.
@@ -201,16 +209,46 @@ type fetchOut struct {
 	parts [][]byte // whole record batches
 	n     int      // their total length
 	res   broker.BatchFetch
+	held  int64 // memory res keeps until released (res.Held)
 }
+
+// fetchPartFraming is what a partition adds to a fetch response's encoding
+// beside its record batches (header fields, offsets, the marker writeFetch
+// puts in the frame), counted against the memory pool with the batches.
+const fetchPartFraming = 96
 
 // releaseFetch gives back the read buffers of the fetch being answered: once
 // its response is written, or when a long poll drops what it read.
 func (c *conn) releaseFetch() {
+	var held int64
 	for i := range c.fetchOut {
+		held += c.fetchOut[i].held
 		c.fetchOut[i].res.Release()
 		c.fetchOut[i] = fetchOut{}
 	}
 	c.fetchOut = c.fetchOut[:0]
+	c.mem.addFetchHeld(-held)
+}
+
+// fetchHeld is the memory the read buffers of the fetch being answered keep.
+func (c *conn) fetchHeld() int64 {
+	var held int64
+	for i := range c.fetchOut {
+		held += c.fetchOut[i].held
+	}
+	return held
+}
+
+// dropFetchOut releases the batches of the last partition of the response
+// (it then carries no records, only its offsets) and returns their length.
+func (c *conn) dropFetchOut() int64 {
+	o := &c.fetchOut[len(c.fetchOut)-1]
+	n, held := int64(o.n), o.held
+	o.res.Release()
+	*o = fetchOut{}
+	c.fetchOut = c.fetchOut[:len(c.fetchOut)-1]
+	c.mem.addFetchHeld(-held)
+	return n
 }
 
 // addFetchOut puts the batches of res that fit in budget into the response
@@ -224,7 +262,9 @@ func (c *conn) addFetchOut(sp *kmsg.FetchResponseTopicPartition, res broker.Batc
 		res.Release()
 		return 0, left
 	}
-	c.fetchOut = append(c.fetchOut, fetchOut{sp: sp, parts: res.Parts[:k], n: n, res: res})
+	held := int64(res.Held())
+	c.fetchOut = append(c.fetchOut, fetchOut{sp: sp, parts: res.Parts[:k], n: n, res: res, held: held})
+	c.mem.addFetchHeld(held)
 	return int64(n), left
 }
 
