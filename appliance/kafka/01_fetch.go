@@ -107,6 +107,9 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		if err != nil {
 			return 0, false, err
 		}
+		if h := fetchFilledHook; h != nil {
+			h()
+		}
 		return total - dropped, failed || full || dropped > 0, nil
 	}
 	for {
@@ -152,6 +155,10 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		}
 	}
 }
+
+// fetchFilledHook, when set by a test, is called by every fetch once its
+// response is read and counted in the memory pool, before it is written.
+var fetchFilledHook func()
 
 // fetchCaps clamps the client's response and partition maximums to the
 // broker's (fetch.max.bytes, kafka.limits.fetch_partition_max_bytes), as Kafka
@@ -254,18 +261,25 @@ func (c *conn) dropFetchOut() int64 {
 // addFetchOut puts the batches of res that fit in budget into the response
 // of partition sp (they are written by conn.writeFetch) and returns their
 // length and whether batches that were read did not fit; the rest of res is
-// released.
-func (c *conn) addFetchOut(sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) (int64, bool) {
+// released. The memory res keeps must fit in the pool bytes c holds (or get
+// more from the pool at once); if not, nothing of res is kept and full
+// reports that the response can take no more (the first partition with
+// records is kept regardless: settleFetch then waits for its room).
+func (s *Server) addFetchOut(c *conn, sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) (_ int64, left, full bool) {
 	k, n := fitParts(res.Parts, budget, first)
-	left := k < len(res.Parts)
+	left = k < len(res.Parts)
 	if n == 0 {
 		res.Release()
-		return 0, left
+		return 0, left, false
 	}
 	held := int64(res.Held())
+	if len(c.fetchOut) > 0 && !s.admitFetch(c, c.fetchHeld()+held) {
+		res.Release()
+		return 0, true, true
+	}
 	c.fetchOut = append(c.fetchOut, fetchOut{sp: sp, parts: res.Parts[:k], n: n, res: res, held: held})
 	c.mem.addFetchHeld(held)
-	return int64(n), left
+	return int64(n), left, false
 }
 
 // fillFetch (re)reads every partition into the response. It returns the bytes
@@ -329,10 +343,10 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 		}
 		budget = max(budget, 1)
 		if committed {
-			n, bad, left := s.fetchCommitted(ctx, c, p, budget, total == 0)
+			n, bad, left, noRoom := s.fetchCommitted(ctx, c, p, budget, total == 0)
 			total += n
 			failed = failed || bad
-			full = full || cut && left
+			full = full || cut && left || noRoom
 			continue
 		}
 		// Stored batches served as they are (the first may start before the
@@ -349,9 +363,9 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 			continue
 		}
 		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStartOffset
-		n, left := c.addFetchOut(sp, res, budget, total == 0)
+		n, left, noRoom := s.addFetchOut(c, sp, res, budget, total == 0)
 		total += n
-		full = full || cut && left
+		full = full || cut && left || noRoom
 	}
 	return total, failed, full
 }
@@ -362,13 +376,14 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 // transactions overlapping what is read when the partition ever held a
 // transactional batch, so the client drops the aborted batches and the
 // control batches (as Kafka serves it). It returns the bytes gathered,
-// whether the partition failed and whether batches read did not fit budget.
-func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budget int64, first bool) (int64, bool, bool) {
+// whether the partition failed, whether batches read did not fit budget and
+// whether the memory pool had no room for them (addFetchOut).
+func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budget int64, first bool) (n int64, failed, left, full bool) {
 	sp := p.sp
 	pi, err := s.b.PartitionInfo(p.info.Name, p.rp.Partition) // the high watermark before the index
 	if err != nil {
 		sp.ErrorCode = errorCode(err)
-		return 0, true, false
+		return 0, true, false, false
 	}
 	pt := s.partTxns(ctx, *p.info, p.rp.Partition)
 	lso := pt.lso(pi.HighWatermark, pi.LogStartOffset)
@@ -377,15 +392,15 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 	off := p.rp.FetchOffset
 	res, err := s.b.FetchBatchParts(ctx, p.info.Name, p.rp.Partition, off, lso, int(min(budget, math.MaxInt32)))
 	if err != nil && errorCode(err) != errOffsetOutOfRange {
-		return 0, s.fetchFailed(p, err), false
+		return 0, s.fetchFailed(p, err), false, false
 	}
 	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, min(lso, res.HighWatermark), res.LogStartOffset
 	if err != nil {
-		return 0, s.fetchFailed(p, err), false
+		return 0, s.fetchFailed(p, err), false, false
 	}
-	n, left := c.addFetchOut(sp, res, budget, first)
+	n, left, full = s.addFetchOut(c, sp, res, budget, first)
 	if n == 0 {
-		return 0, false, left
+		return 0, false, left, full
 	}
 	if raw {
 		pt = s.partTxns(ctx, *p.info, p.rp.Partition)
@@ -393,7 +408,7 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 		sp.AbortedTransactions = pt.abortedIn(off, lso)
 		pt.mu.Unlock()
 	}
-	return n, false, left
+	return n, false, left, false
 }
 
 // fitParts returns how many of the whole batches at the start of parts fit

@@ -247,6 +247,20 @@ func (s *Server) settleFetch(ctx context.Context, c *conn, framing int64) (dropp
 	return dropped, s.reserve(nil, c, need)
 }
 
+// admitFetch reports whether a fetch response of c may keep held bytes of
+// read buffers: they fit in the pool bytes c holds, or the pool has the rest
+// free now (c then holds it).
+func (s *Server) admitFetch(c *conn, held int64) bool {
+	if s.pool == nil || held <= c.held {
+		return true
+	}
+	if !s.pool.TryAcquire(held - c.held) {
+		return false
+	}
+	s.setHeld(c, held)
+	return true
+}
+
 // memStats counts the memory pool's use for the metrics
 // (katka_kafka_memory_pool_*) and the tests.
 type memStats struct {
