@@ -11,7 +11,8 @@ import (
 // follows the bytes it returns. A consumer at the end of the tail reading a
 // few small batches with a 1 MiB limit held a 1 MiB copy buffer; a 1 MiB
 // read of a sealed segment held a 2 MiB buffer (1 MiB + 64 KiB rounded up to
-// a size class).
+// a size class). A read never holds more than twice what it returns (the
+// factor a fetch reserves in the memory pool before it reads).
 func TestReadBatchPartsHoldsWhatItReads(t *testing.T) {
 	l := openT(t, t.TempDir(), 1<<20)
 	defer l.Close()
@@ -35,7 +36,7 @@ func TestReadBatchPartsHoldsWhatItReads(t *testing.T) {
 	}{
 		{"tail, consumer at the end", end - 30, 1 << 20, func(n int) int { return 2 * n }, 3},
 		{"sealed, 1 MiB", 0, 1 << 20, func(n int) int { return n + 64<<10 }, 0},
-		{"sealed, 700 KiB", 0, 700 << 10, func(n int) int { return n + 64<<10 }, 0},
+		{"sealed, 700 KiB", 0, 700 << 10, func(n int) int { return 2 * n }, 0}, // one 1 MiB buffer class
 	} {
 		bp, err := l.ReadBatchParts(c.from, end, c.maxBytes)
 		if err != nil {

@@ -363,20 +363,26 @@ func (r sealedRead) scanInto(f *os.File, size, first, pos int64, c *collector) (
 	return off, false, pos, nil
 }
 
-// chunkSize is how much of a sealed segment one pread of scanInto takes: the
-// bytes the read still wants (at least minChunk, so small reads are not one
-// syscall per batch), rounded down to a buffer class so the pooled buffer is
-// all used, never less than need (the frame that must fit). The batch that
-// crosses the read's limit then costs a second, small pread instead of every
-// chunk being a class larger than asked: a 1 MiB fetch took 1 MiB + 64 KiB,
-// a 2 MiB buffer, and a fetch held twice the memory it accounted for.
+// chunkSize is how much of a sealed segment one pread of scanInto takes:
+// the bytes the read still wants (at least minChunk, so small reads are not
+// one syscall per batch) plus up to chunkSlack for the batch that crosses
+// the read's limit, as far as the buffer class that holds what it wants
+// has room, and never less than need (the frame that must fit). It was what
+// the read wants plus 64 KiB whatever the class: a 1 MiB fetch took 1 MiB +
+// 64 KiB, a 2 MiB buffer, and held twice the memory it read. Now such a read
+// takes 1 MiB, and the crossing batch costs a second, small pread.
 func chunkSize(need, want int) int {
 	want = max(want, minChunk)
-	if c := readBufClass(want); c < readBufClasses && minReadBuf<<c > want && c > 0 {
-		want = minReadBuf << (c - 1)
+	n := want + chunkSlack
+	if c := readBufClass(want); c < readBufClasses {
+		n = min(n, minReadBuf<<c)
 	}
-	return max(need, want)
+	return max(need, n)
 }
+
+// chunkSlack is how far past what a read wants a chunk reaches when its
+// buffer has room, so the batch crossing the limit comes in the same pread.
+const chunkSlack = 64 << 10
 
 // minChunk is the smallest pread of a sealed segment.
 const minChunk = 16 << 10
