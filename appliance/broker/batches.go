@@ -35,6 +35,15 @@ type BatchFetch struct {
 	parts *storage.BatchParts
 }
 
+// Held is the memory Parts keep until Release (the read buffers' capacity,
+// at least the length of Parts); 0 without Parts.
+func (f *BatchFetch) Held() int {
+	if f.parts == nil {
+		return 0
+	}
+	return f.parts.Held
+}
+
 // Release gives the buffers behind Parts back for reuse (FetchBatchParts);
 // Parts must not be used after it.
 func (f *BatchFetch) Release() {

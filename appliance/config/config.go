@@ -33,6 +33,9 @@ type Config struct {
 	// Auth configures super users and the bootstrap admin (auth.go), and
 	// authorization: ACL enforcement and bootstrap ACLs (acl.go).
 	Auth Auth `yaml:"auth"`
+	// MemoryLimit is the Go runtime's soft memory limit: 0 derives it from
+	// the client budgets, -1 means none (memory.go).
+	MemoryLimit ByteSize `yaml:"memory_limit"`
 }
 
 // Log selects katka's log level and format.

@@ -118,7 +118,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown top-level key",
 			"data_dir: x\ndatadir: y\n",
-			"line 2: datadir: unknown key (allowed: data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth)",
+			"line 2: datadir: unknown key (allowed: data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth, memory_limit)",
 		},
 		{
 			"unknown nested key",
@@ -188,7 +188,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"top level not a mapping",
 			"- a\n- b\n",
-			"line 1: (top level): expected a mapping with keys (data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth), got a list",
+			"line 1: (top level): expected a mapping with keys (data_dir, log, kafka, http, storage, topics, sensors, plugins, sync, groups, firmware, cell, auth, memory_limit), got a list",
 		},
 		{
 			"duplicate key",
@@ -253,6 +253,8 @@ func TestValidateRejects(t *testing.T) {
 		{"self_update health_window short", func(c *Config) { c.Firmware.SelfUpdate.HealthWindow = 500 * time.Millisecond }, "firmware.self_update.health_window: 500ms is out of range (allowed: 1s..1h)"},
 		{"self_update health_window long", func(c *Config) { c.Firmware.SelfUpdate.HealthWindow = 2 * time.Hour }, "firmware.self_update.health_window: 2h0m0s is out of range (allowed: 1s..1h)"},
 		{"self_update max_attempts", func(c *Config) { c.Firmware.SelfUpdate.MaxAttempts = 11 }, "firmware.self_update.max_attempts: 11 is out of range (allowed: 1..10)"},
+		{"memory_limit small", func(c *Config) { c.MemoryLimit = 16 * MiB }, "memory_limit: 16MiB is out of range (allowed: -1 for none, 0 to derive it, or 32MiB..1TiB)"},
+		{"memory_limit negative", func(c *Config) { c.MemoryLimit = -2 }, "memory_limit: -2 is out of range (allowed: -1 for none, 0 to derive it, or 32MiB..1TiB)"},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, `log.level: "verbose" is not allowed (allowed: debug, info, warn, error)`},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: "xml" is not allowed (allowed: text, json)`},
 		{"kafka addr no port", func(c *Config) { c.Kafka.Addr = "localhost" }, `kafka.addr: "localhost" is not a host:port address (e.g. 127.0.0.1:9092, or empty to disable)`},
@@ -336,6 +338,8 @@ func TestValidateAccepts(t *testing.T) {
 			c.Kafka.AllowUnauthenticated, c.HTTP.AllowUnauthenticated = true, true
 		}},
 		{"advertised", func(c *Config) { c.Kafka.AdvertisedAddr = "edge-7.local:9092" }},
+		{"memory_limit off", func(c *Config) { c.MemoryLimit = -1 }},
+		{"memory_limit set", func(c *Config) { c.MemoryLimit = 512 * MiB }},
 		{"sasl_ssl listener beyond loopback", func(c *Config) {
 			c.Kafka.Listeners = []KafkaListener{{Name: "SASL_SSL", Addr: "0.0.0.0:9093", AdvertisedAddr: "gw-7.plant:9093", Security: "sasl_ssl", TLS: ListenerTLS{CertFile: "c", KeyFile: "k"}}}
 		}},
@@ -472,5 +476,26 @@ func TestShippedConfigsValidate(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: %v", filepath.Base(p), err)
 		}
+	}
+}
+
+// TestEffectiveMemoryLimit: memory_limit 0 derives the limit from the client
+// budgets (160 MiB with the defaults), a set value or -1 is taken as is.
+func TestEffectiveMemoryLimit(t *testing.T) {
+	c := Default()
+	if got := c.EffectiveMemoryLimit(); got != int64(160*MiB) {
+		t.Fatalf("default: %d, want 160 MiB", got)
+	}
+	c.Kafka.Limits.QueuedMaxRequestBytes = 16 * MiB
+	if got := c.EffectiveMemoryLimit(); got != int64(112*MiB) {
+		t.Fatalf("16 MiB pool: %d, want 112 MiB", got)
+	}
+	c.MemoryLimit = 1 * GiB
+	if got := c.EffectiveMemoryLimit(); got != int64(GiB) {
+		t.Fatalf("set: %d, want 1 GiB", got)
+	}
+	c.MemoryLimit = -1
+	if got := c.EffectiveMemoryLimit(); got != -1 {
+		t.Fatalf("off: %d, want -1", got)
 	}
 }

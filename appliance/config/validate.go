@@ -109,6 +109,7 @@ func (c *Config) Validate() error {
 	v.plugins("plugins", c.Plugins)
 	v.cell("cell", c.Cell, c.Kafka)
 	v.limits(c)
+	v.memory(c)
 	v.security(c)
 	v.acl(c.Auth)
 	v.httpAuth(c.HTTP)

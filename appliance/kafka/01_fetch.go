@@ -98,8 +98,19 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 			return 0, false, err
 		}
 		total, failed, full := s.fillFetch(ctx, c, parts, min(respMax, got/fetchMemoryFactor), committed)
-		s.reserve(nil, c, total*fetchMemoryFactor)
-		return total, failed || full, nil
+		// The pool keeps what the response really holds until it is
+		// written (serveConn releases it): its read buffers and its
+		// framing, not the record bytes alone (released early, a consumer
+		// at the end held 1 MiB of buffers per partition while its
+		// reservation was a few KiB: 64 groups reached 594 MB).
+		dropped, err := s.settleFetch(ctx, c, int64(len(parts))*fetchPartFraming)
+		if err != nil {
+			return 0, false, err
+		}
+		if h := fetchFilledHook; h != nil {
+			h()
+		}
+		return total - dropped, failed || full || dropped > 0, nil
 	}
 	for {
 		// Take the wake-up channels before reading, so no append is missed.
@@ -144,6 +155,10 @@ func (s *Server) handleFetch(ctx context.Context, c *conn, kreq kmsg.Request) (k
 		}
 	}
 }
+
+// fetchFilledHook, when set by a test, is called by every fetch once its
+// response is read and counted in the memory pool, before it is written.
+var fetchFilledHook func()
 
 // fetchCaps clamps the client's response and partition maximums to the
 // broker's (fetch.max.bytes, kafka.limits.fetch_partition_max_bytes), as Kafka
@@ -201,31 +216,70 @@ type fetchOut struct {
 	parts [][]byte // whole record batches
 	n     int      // their total length
 	res   broker.BatchFetch
+	held  int64 // memory res keeps until released (res.Held)
 }
+
+// fetchPartFraming is what a partition adds to a fetch response's encoding
+// beside its record batches (header fields, offsets, the marker writeFetch
+// puts in the frame), counted against the memory pool with the batches.
+const fetchPartFraming = 96
 
 // releaseFetch gives back the read buffers of the fetch being answered: once
 // its response is written, or when a long poll drops what it read.
 func (c *conn) releaseFetch() {
+	var held int64
 	for i := range c.fetchOut {
+		held += c.fetchOut[i].held
 		c.fetchOut[i].res.Release()
 		c.fetchOut[i] = fetchOut{}
 	}
 	c.fetchOut = c.fetchOut[:0]
+	c.mem.addFetchHeld(-held)
+}
+
+// fetchHeld is the memory the read buffers of the fetch being answered keep.
+func (c *conn) fetchHeld() int64 {
+	var held int64
+	for i := range c.fetchOut {
+		held += c.fetchOut[i].held
+	}
+	return held
+}
+
+// dropFetchOut releases the batches of the last partition of the response
+// (it then carries no records, only its offsets) and returns their length.
+func (c *conn) dropFetchOut() int64 {
+	o := &c.fetchOut[len(c.fetchOut)-1]
+	n, held := int64(o.n), o.held
+	o.res.Release()
+	*o = fetchOut{}
+	c.fetchOut = c.fetchOut[:len(c.fetchOut)-1]
+	c.mem.addFetchHeld(-held)
+	return n
 }
 
 // addFetchOut puts the batches of res that fit in budget into the response
 // of partition sp (they are written by conn.writeFetch) and returns their
 // length and whether batches that were read did not fit; the rest of res is
-// released.
-func (c *conn) addFetchOut(sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) (int64, bool) {
+// released. The memory res keeps must fit in the pool bytes c holds (or get
+// more from the pool at once); if not, nothing of res is kept and full
+// reports that the response can take no more (the first partition with
+// records is kept regardless: settleFetch then waits for its room).
+func (s *Server) addFetchOut(c *conn, sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) (_ int64, left, full bool) {
 	k, n := fitParts(res.Parts, budget, first)
-	left := k < len(res.Parts)
+	left = k < len(res.Parts)
 	if n == 0 {
 		res.Release()
-		return 0, left
+		return 0, left, false
 	}
-	c.fetchOut = append(c.fetchOut, fetchOut{sp: sp, parts: res.Parts[:k], n: n, res: res})
-	return int64(n), left
+	held := int64(res.Held())
+	if len(c.fetchOut) > 0 && !s.admitFetch(c, c.fetchHeld()+held) {
+		res.Release()
+		return 0, true, true
+	}
+	c.fetchOut = append(c.fetchOut, fetchOut{sp: sp, parts: res.Parts[:k], n: n, res: res, held: held})
+	c.mem.addFetchHeld(held)
+	return int64(n), left, false
 }
 
 // fillFetch (re)reads every partition into the response. It returns the bytes
@@ -289,10 +343,10 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 		}
 		budget = max(budget, 1)
 		if committed {
-			n, bad, left := s.fetchCommitted(ctx, c, p, budget, total == 0)
+			n, bad, left, noRoom := s.fetchCommitted(ctx, c, p, budget, total == 0)
 			total += n
 			failed = failed || bad
-			full = full || cut && left
+			full = full || cut && left || noRoom
 			continue
 		}
 		// Stored batches served as they are (the first may start before the
@@ -309,9 +363,9 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 			continue
 		}
 		sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, res.HighWatermark, res.LogStartOffset
-		n, left := c.addFetchOut(sp, res, budget, total == 0)
+		n, left, noRoom := s.addFetchOut(c, sp, res, budget, total == 0)
 		total += n
-		full = full || cut && left
+		full = full || cut && left || noRoom
 	}
 	return total, failed, full
 }
@@ -322,13 +376,14 @@ func (s *Server) fillFetch(ctx context.Context, c *conn, parts []fetchPart, resp
 // transactions overlapping what is read when the partition ever held a
 // transactional batch, so the client drops the aborted batches and the
 // control batches (as Kafka serves it). It returns the bytes gathered,
-// whether the partition failed and whether batches read did not fit budget.
-func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budget int64, first bool) (int64, bool, bool) {
+// whether the partition failed, whether batches read did not fit budget and
+// whether the memory pool had no room for them (addFetchOut).
+func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budget int64, first bool) (n int64, failed, left, full bool) {
 	sp := p.sp
 	pi, err := s.b.PartitionInfo(p.info.Name, p.rp.Partition) // the high watermark before the index
 	if err != nil {
 		sp.ErrorCode = errorCode(err)
-		return 0, true, false
+		return 0, true, false, false
 	}
 	pt := s.partTxns(ctx, *p.info, p.rp.Partition)
 	lso := pt.lso(pi.HighWatermark, pi.LogStartOffset)
@@ -337,15 +392,15 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 	off := p.rp.FetchOffset
 	res, err := s.b.FetchBatchParts(ctx, p.info.Name, p.rp.Partition, off, lso, int(min(budget, math.MaxInt32)))
 	if err != nil && errorCode(err) != errOffsetOutOfRange {
-		return 0, s.fetchFailed(p, err), false
+		return 0, s.fetchFailed(p, err), false, false
 	}
 	sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = res.HighWatermark, min(lso, res.HighWatermark), res.LogStartOffset
 	if err != nil {
-		return 0, s.fetchFailed(p, err), false
+		return 0, s.fetchFailed(p, err), false, false
 	}
-	n, left := c.addFetchOut(sp, res, budget, first)
+	n, left, full = s.addFetchOut(c, sp, res, budget, first)
 	if n == 0 {
-		return 0, false, left
+		return 0, false, left, full
 	}
 	if raw {
 		pt = s.partTxns(ctx, *p.info, p.rp.Partition)
@@ -353,7 +408,7 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 		sp.AbortedTransactions = pt.abortedIn(off, lso)
 		pt.mu.Unlock()
 	}
-	return n, false, left
+	return n, false, left, false
 }
 
 // fitParts returns how many of the whole batches at the start of parts fit

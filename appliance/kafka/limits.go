@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/katka-io/katka/appliance/broker"
 )
@@ -127,19 +130,12 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// reserve sets the bytes of the memory pool (queued.max.request.bytes) that
-// c's current request holds to n, waiting while the pool is full. A request
-// larger than the pool is clamped to the whole pool, so it runs once it is
-// alone, as in Kafka. It never waits while holding bytes (it gives them back
-// first): two requests each holding part of the pool and waiting for the rest
-// would wait forever. ctx nil means the pool is only shrunk.
-// fetchMemoryFactor is what one byte of fetched records costs in memory
-// until the response is written: the stored batches read out of the log (one
-// buffer, served as they are) and the response frame they are copied into. A
-// fetch reserves that many pool bytes per byte it may return, so the pool
-// bounds real memory, not only the response's size. It was 3 while fetch
-// decoded records into copies and encoded batches again from them; a sealed
-// segment's read scratch is one entry at a time, not counted.
+// fetchMemoryFactor is what one byte of fetched records may cost in memory
+// until the response is written: a fetch reserves that many pool bytes per
+// byte it may return before it reads, then keeps what its read buffers and
+// framing really hold (settleFetch). Batches are served from the read
+// buffers (writev), not copied into the frame; the factor covers the
+// buffers' size classes and the batch that crosses a partition's limit.
 const fetchMemoryFactor = 2
 
 // reserveUpTo is reserve for a fetch, which can return less than it may: it
@@ -153,13 +149,10 @@ func (s *Server) reserveUpTo(ctx context.Context, c *conn, want, least int64) (i
 	}
 	want = min(max(want, 0), s.poolSize)
 	least = min(max(least, 0), want)
-	if c.held > 0 {
-		s.pool.Release(c.held)
-		c.held = 0
-	}
+	s.releaseHeld(c)
 	for n := want; n >= least && n > 0; n /= 2 {
 		if s.pool.TryAcquire(n) {
-			c.held = n
+			s.setHeld(c, n)
 			return n, nil
 		}
 	}
@@ -167,10 +160,16 @@ func (s *Server) reserveUpTo(ctx context.Context, c *conn, want, least int64) (i
 	if err := s.pool.Acquire(ctx, least); err != nil {
 		return 0, fmt.Errorf("waiting for %d bytes of queued.max.request.bytes: %w", least, err)
 	}
-	c.held = least
+	s.setHeld(c, least)
 	return least, nil
 }
 
+// reserve sets the bytes of the memory pool (queued.max.request.bytes) that
+// c's current request holds to n, waiting while the pool is full. A request
+// larger than the pool is clamped to the whole pool, so it runs once it is
+// alone, as in Kafka. It never waits while holding bytes (it gives them back
+// first): two requests each holding part of the pool and waiting for the rest
+// would wait forever. ctx nil means the pool is only shrunk.
 func (s *Server) reserve(ctx context.Context, c *conn, n int64) error {
 	if s.pool == nil {
 		return nil
@@ -179,23 +178,127 @@ func (s *Server) reserve(ctx context.Context, c *conn, n int64) error {
 	if n <= c.held {
 		if n < c.held {
 			s.pool.Release(c.held - n)
-			c.held = n
+			s.setHeld(c, n)
 		}
 		return nil
 	}
 	if ctx == nil {
 		return nil
 	}
-	if c.held > 0 {
-		s.pool.Release(c.held)
-		c.held = 0
-	}
+	s.releaseHeld(c)
 	if !s.pool.TryAcquire(n) {
 		s.poolWaits.Add(1)
 		if err := s.pool.Acquire(ctx, n); err != nil {
 			return fmt.Errorf("waiting for %d bytes of queued.max.request.bytes: %w", n, err)
 		}
 	}
-	c.held = n
+	s.setHeld(c, n)
 	return nil
+}
+
+// releaseHeld gives all of c's pool bytes back.
+func (s *Server) releaseHeld(c *conn) {
+	if c.held > 0 {
+		s.pool.Release(c.held)
+		s.setHeld(c, 0)
+	}
+}
+
+// setHeld records that c holds n pool bytes (acquired or released by the caller).
+func (s *Server) setHeld(c *conn, n int64) {
+	if s.mem != nil {
+		s.mem.poolUsed.Add(n - c.held)
+	}
+	c.held = n
+}
+
+// settleFetch makes the pool bytes c holds match what the fetch response
+// being built really keeps in memory until it is written: its read buffers
+// (the capacity of the pooled buffers and tail entries its batches are
+// slices of, not only the batches' length) and framing bytes. It shrinks
+// the reservation to that, or grows it if the pool has room; if not, the
+// response's last partitions give their batches back (they are answered
+// with their offsets only, and read again by the next fetch) until it fits.
+// The first partition with records is always kept whole, as Kafka returns a
+// first batch larger than every limit: if even it does not fit, the fetch
+// waits for the pool (holding no pool bytes meanwhile) as a request larger
+// than the free pool does. It returns the record bytes dropped.
+func (s *Server) settleFetch(ctx context.Context, c *conn, framing int64) (dropped int64, err error) {
+	if s.pool == nil {
+		return 0, nil
+	}
+	need := c.fetchHeld() + framing
+	for need > c.held {
+		if s.pool.TryAcquire(need - c.held) {
+			s.setHeld(c, need)
+			break
+		}
+		if len(c.fetchOut) <= 1 {
+			// The first batch alone: wait for room as a request does.
+			s.releaseHeld(c)
+			if err := s.reserve(ctx, c, need); err != nil {
+				return dropped, err
+			}
+			break
+		}
+		dropped += c.dropFetchOut()
+		need = c.fetchHeld() + framing
+	}
+	return dropped, s.reserve(nil, c, need)
+}
+
+// admitFetch reports whether a fetch response of c may keep held bytes of
+// read buffers: they fit in the pool bytes c holds, or the pool has the rest
+// free now (c then holds it).
+func (s *Server) admitFetch(c *conn, held int64) bool {
+	if s.pool == nil || held <= c.held {
+		return true
+	}
+	if !s.pool.TryAcquire(held - c.held) {
+		return false
+	}
+	s.setHeld(c, held)
+	return true
+}
+
+// memStats counts the memory pool's use for the metrics
+// (katka_kafka_memory_pool_*) and the tests.
+type memStats struct {
+	size      int64        // the pool's size
+	poolUsed  atomic.Int64 // pool bytes held by requests and fetch responses
+	fetchHeld atomic.Int64 // memory fetch responses keep until written
+	fetchPeak atomic.Int64 // the most fetchHeld has been
+	descs     [3]*prometheus.Desc
+}
+
+func newMemStats(size int64) *memStats {
+	return &memStats{size: size, descs: [3]*prometheus.Desc{
+		prometheus.NewDesc("katka_kafka_memory_pool_bytes", "Size of the Kafka listener's memory pool for requests and fetch responses (kafka.limits.queued_max_request_bytes).", nil, nil),
+		prometheus.NewDesc("katka_kafka_memory_pool_used_bytes", "Bytes of the memory pool held by requests being read or handled and fetch responses not yet written.", nil, nil),
+		prometheus.NewDesc("katka_kafka_fetch_buffer_bytes", "Memory that fetch responses not yet written keep: the read buffers their record batches are slices of (counted in the pool).", nil, nil),
+	}}
+}
+
+// addFetchHeld counts n more bytes kept by a fetch response (m may be nil in tests).
+func (m *memStats) addFetchHeld(n int64) {
+	if m == nil {
+		return
+	}
+	v := m.fetchHeld.Add(n)
+	for p := m.fetchPeak.Load(); v > p && !m.fetchPeak.CompareAndSwap(p, v); p = m.fetchPeak.Load() {
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *memStats) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range m.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *memStats) Collect(ch chan<- prometheus.Metric) {
+	for i, v := range []int64{m.size, m.poolUsed.Load(), m.fetchHeld.Load()} {
+		ch <- prometheus.MustNewConstMetric(m.descs[i], prometheus.GaugeValue, float64(v))
+	}
 }

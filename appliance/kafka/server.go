@@ -134,6 +134,8 @@ type Server struct {
 	panics atomic.Int64
 	// poolWaits counts requests that had to wait for the memory pool.
 	poolWaits atomic.Int64
+	// mem counts the pool's bytes in use and the fetch buffers held (limits.go).
+	mem *memStats
 
 	mu     sync.Mutex
 	slotCV *sync.Cond // signalled when a connection slot frees (on mu)
@@ -210,6 +212,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects()}
 	s.slotCV = sync.NewCond(&s.mu)
 	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
+	s.mem = newMemStats(s.poolSize)
 	if err := s.listenAll(); err != nil {
 		return nil, err
 	}
@@ -228,6 +231,9 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newGroupCollector(s)); err != nil {
 			lg.Warn("consumer group metrics not registered", "err", err)
+		}
+		if err := cfg.Registerer.Register(s.mem); err != nil {
+			lg.Warn("memory pool metrics not registered", "err", err)
 		}
 		if err := cfg.Registerer.Register(s.auth.failures); err != nil {
 			lg.Warn("auth failure metric not registered", "err", err)
@@ -391,6 +397,7 @@ type conn struct {
 	scratch  []byte
 	clientID string // of the request being handled; member ids start with it
 	held     int64  // bytes of the memory pool the current request holds
+	mem      *memStats
 	// stuck, once a decode outlived decodeTimeout, is closed when that
 	// decode's goroutine finally returns.
 	stuck <-chan struct{}
@@ -425,7 +432,7 @@ func protoErrf(format string, args ...any) error {
 }
 
 func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
-	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, connReadBuffer), remote: nc.RemoteAddr().String(), principal: auth.Anonymous, lis: l}
+	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, connReadBuffer), remote: nc.RemoteAddr().String(), principal: auth.Anonymous, lis: l, mem: s.mem}
 	defer func() {
 		if v := recover(); v != nil {
 			s.panics.Add(1)

@@ -735,6 +735,10 @@ type BatchParts struct {
 	Len int
 	// Next is the offset after the last batch.
 	Next int64
+	// Held is the memory Parts keep alive until Release: the capacity of the
+	// read buffers and of the tail entries they are slices of (at least Len;
+	// a fetch counts it against its memory budget).
+	Held int
 	bufs []*[]byte
 }
 
@@ -747,7 +751,7 @@ func (p *BatchParts) Release() {
 	for _, b := range p.bufs {
 		putReadBuf(b)
 	}
-	p.bufs, p.Parts = nil, nil
+	p.bufs, p.Parts, p.Held = nil, nil, 0
 }
 
 // ReadBatchParts is ReadBatches without the copy into one slice: the batches
@@ -848,7 +852,17 @@ func (l *Log) readTail(offset, limit int64, c *collector) error {
 		var next int64
 		var full bool
 		if err == nil {
-			next, full, err = c.add(data, off, false)
+			// A tail entry is read from the file into a buffer of its own
+			// (third_party/tidwall-wal: the tail is not kept in memory), so
+			// a batch is served as a slice of it, not copied: a consumer at
+			// the end holds the bytes it reads, not a 1 MiB arena per
+			// partition (64 groups of 16 partitions held 130 MB of arenas
+			// for kilobytes of records).
+			kept := c.kept()
+			next, full, err = c.add(data, off, true)
+			if err == nil && c.kept() > kept {
+				c.parts.Held += cap(data)
+			}
 		}
 		if err != nil {
 			if c.n > 0 {
@@ -880,7 +894,6 @@ type collector struct {
 	parts    *BatchParts // ReadBatchParts: the batches served
 	next     int64       // ReadBatches: offset after the last entry served
 	v1       []Record    // ReadBatches: per-record entries waiting to be served as one batch
-	arena    []byte      // ReadBatches: room left in a pooled buffer for copies of tail entries
 }
 
 // collectorMark is a collector's state to roll back to.
@@ -907,20 +920,26 @@ func (c *collector) reset(m collectorMark) {
 func (c *collector) buffer(n int) []byte {
 	b := getReadBuf(n)
 	c.parts.bufs = append(c.parts.bufs, b)
+	c.parts.Held += cap(*b)
 	return (*b)[:n]
 }
 
-// keep returns b itself if it stays valid (a pooled buffer of this read),
-// else a copy of it in the read's arena.
+// kept is the number of batches served so far (ReadBatchParts), 0 otherwise.
+func (c *collector) kept() int {
+	if c.parts == nil {
+		return 0
+	}
+	return len(c.parts.Parts)
+}
+
+// keep returns b itself if it stays valid (a buffer this read owns), else a
+// copy of it in a pooled buffer of the read.
 func (c *collector) keep(b []byte, stable bool) []byte {
 	if stable {
 		return b
 	}
-	if len(b) > cap(c.arena) {
-		c.arena = c.buffer(max(len(b), min(c.maxBytes-c.nbytes+len(b), 1<<20)))[:0]
-	}
-	k := append(c.arena, b...)
-	c.arena = k[len(k):]
+	k := c.buffer(len(b))
+	copy(k, b)
 	return k[:len(b):len(b)]
 }
 
@@ -1015,6 +1034,7 @@ func (c *collector) flush() error {
 	b := encodeBatch(nil, c.v1, nil, BatchFormat{})
 	c.parts.Parts = append(c.parts.Parts, b)
 	c.parts.Len += len(b)
+	c.parts.Held += cap(b)
 	c.v1 = c.v1[:0]
 	return nil
 }

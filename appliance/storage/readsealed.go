@@ -293,8 +293,7 @@ func (r sealedRead) scanInto(f *os.File, size, first, pos int64, c *collector) (
 	bpos := pos
 	// load reads a chunk of at least need bytes from file position at.
 	load := func(at int64, need int) error {
-		want := max(need, c.maxBytes-c.nbytes+64<<10, 64<<10)
-		n := int(min(int64(want), size-at))
+		n := int(min(int64(chunkSize(need, c.maxBytes-c.nbytes)), size-at))
 		if n < need {
 			return io.ErrUnexpectedEOF
 		}
@@ -364,13 +363,38 @@ func (r sealedRead) scanInto(f *os.File, size, first, pos int64, c *collector) (
 	return off, false, pos, nil
 }
 
-// Read buffers are pooled in size classes of powers of two from 64 KiB to
+// chunkSize is how much of a sealed segment one pread of scanInto takes:
+// the bytes the read still wants (at least minChunk, so small reads are not
+// one syscall per batch) plus up to chunkSlack for the batch that crosses
+// the read's limit, as far as the buffer class that holds what it wants
+// has room, and never less than need (the frame that must fit). It was what
+// the read wants plus 64 KiB whatever the class: a 1 MiB fetch took 1 MiB +
+// 64 KiB, a 2 MiB buffer, and held twice the memory it read. Now such a read
+// takes 1 MiB, and the crossing batch costs a second, small pread.
+func chunkSize(need, want int) int {
+	want = max(want, minChunk)
+	n := want + chunkSlack
+	if c := readBufClass(want); c < readBufClasses {
+		n = min(n, minReadBuf<<c)
+	}
+	return max(need, n)
+}
+
+// chunkSlack is how far past what a read wants a chunk reaches when its
+// buffer has room, so the batch crossing the limit comes in the same pread.
+const chunkSlack = 64 << 10
+
+// minChunk is the smallest pread of a sealed segment.
+const minChunk = 16 << 10
+
+// Read buffers are pooled in size classes of powers of two from 4 KiB to
 // 16 MiB (larger reads allocate): a consumer reading at full speed reuses the
 // same few buffers instead of allocating (and the runtime zeroing and later
-// returning to the OS) a megabyte per fetch.
+// returning to the OS) a megabyte per fetch, and a small read (a consumer at
+// the end of a segment) holds a small buffer.
 const (
-	minReadBuf     = 64 << 10
-	readBufClasses = 9
+	minReadBuf     = 4 << 10
+	readBufClasses = 13
 )
 
 var readBufPools [readBufClasses]sync.Pool

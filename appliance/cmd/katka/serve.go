@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -79,6 +81,7 @@ func serve(cfg config.Config) error {
 	defer signal.Stop(sig)
 	log := newLogger(cfg.Log)
 	slog.SetDefault(log)
+	setMemoryLimit(cfg, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(sensors.Collectors()...)
@@ -230,6 +233,24 @@ func serve(cfg config.Config) error {
 	shutdown()
 	log.Info("stopped")
 	return nil
+}
+
+// setMemoryLimit gives the Go runtime katka's soft memory limit
+// (memory_limit, derived from the client budgets when 0, see
+// config.EffectiveMemoryLimit), so the garbage collector keeps the heap
+// near what is live instead of letting it grow to twice that. A GOMEMLIMIT
+// in the environment is left in force unless memory_limit is set.
+func setMemoryLimit(cfg config.Config, log *slog.Logger) {
+	if cfg.MemoryLimit == 0 && os.Getenv("GOMEMLIMIT") != "" {
+		log.Info("memory limit from GOMEMLIMIT", "bytes", debug.SetMemoryLimit(-1))
+		return
+	}
+	limit := cfg.EffectiveMemoryLimit()
+	if limit < 0 {
+		limit = math.MaxInt64
+	}
+	debug.SetMemoryLimit(limit)
+	log.Info("memory limit", "bytes", limit, "derived", cfg.MemoryLimit == 0)
 }
 
 func retentionMs(d time.Duration) int64 {
