@@ -81,7 +81,7 @@ func serve(cfg config.Config) error {
 	defer signal.Stop(sig)
 	log := newLogger(cfg.Log)
 	slog.SetDefault(log)
-	setMemoryLimit(cfg, log)
+	memLimit := setMemoryLimit(cfg)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(sensors.Collectors()...)
@@ -218,7 +218,7 @@ func serve(cfg config.Config) error {
 		hs.AddStatus("plugins", func() any { return pluginsStatus() })
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
-	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "took", time.Since(t0).Round(time.Millisecond))
+	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "memory_limit", memLimit, "took", time.Since(t0).Round(time.Millisecond))
 	// Recovery is done and every listener accepts: a Type=notify unit is up.
 	sd := &sdNotifier{log: log}
 	wdCtx, wdStop := context.WithCancel(ctx)
@@ -239,18 +239,18 @@ func serve(cfg config.Config) error {
 // (memory_limit, derived from the client budgets when 0, see
 // config.EffectiveMemoryLimit), so the garbage collector keeps the heap
 // near what is live instead of letting it grow to twice that. A GOMEMLIMIT
-// in the environment is left in force unless memory_limit is set.
-func setMemoryLimit(cfg config.Config, log *slog.Logger) {
+// in the environment is left in force unless memory_limit is set. It
+// returns the limit in force, for the start-up log line.
+func setMemoryLimit(cfg config.Config) int64 {
 	if cfg.MemoryLimit == 0 && os.Getenv("GOMEMLIMIT") != "" {
-		log.Info("memory limit from GOMEMLIMIT", "bytes", debug.SetMemoryLimit(-1))
-		return
+		return debug.SetMemoryLimit(-1)
 	}
 	limit := cfg.EffectiveMemoryLimit()
 	if limit < 0 {
 		limit = math.MaxInt64
 	}
 	debug.SetMemoryLimit(limit)
-	log.Info("memory limit", "bytes", limit, "derived", cfg.MemoryLimit == 0)
+	return limit
 }
 
 func retentionMs(d time.Duration) int64 {
