@@ -134,6 +134,8 @@ type Server struct {
 	panics atomic.Int64
 	// poolWaits counts requests that had to wait for the memory pool.
 	poolWaits atomic.Int64
+	// reqTime is katka_kafka_request_duration_seconds (request_metrics.go).
+	reqTime *requestMetrics
 
 	mu     sync.Mutex
 	slotCV *sync.Cond // signalled when a connection slot frees (on mu)
@@ -207,7 +209,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		lg = slog.Default()
 	}
 	lg = lg.With("component", "kafka")
-	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects()}
+	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects(), reqTime: newRequestMetrics()}
 	s.slotCV = sync.NewCond(&s.mu)
 	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
 	if err := s.listenAll(); err != nil {
@@ -228,6 +230,9 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newGroupCollector(s)); err != nil {
 			lg.Warn("consumer group metrics not registered", "err", err)
+		}
+		if err := cfg.Registerer.Register(s.reqTime.vec); err != nil {
+			lg.Warn("request duration metric not registered", "err", err)
 		}
 		if err := cfg.Registerer.Register(s.auth.failures); err != nil {
 			lg.Warn("auth failure metric not registered", "err", err)
@@ -412,6 +417,7 @@ type request struct {
 	corr         int32
 	clientID     string
 	body         []byte
+	read         time.Time // when its last byte was read
 }
 
 // protocolError is a frame the connection cannot survive; it is logged and
@@ -477,6 +483,9 @@ func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
 			return
 		}
 		err = s.handle(s.ctx, c, req)
+		if err == nil {
+			s.reqTime.observe(req.key, req.read)
+		}
 		c.releaseFetch()
 		s.reserve(nil, c, 0) // the request and its response are done with
 		if err != nil {
@@ -550,7 +559,11 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 		}
 		return nil, err
 	}
-	return parseHeader(frame)
+	req, err := parseHeader(frame)
+	if req != nil {
+		req.read = time.Now()
+	}
+	return req, err
 }
 
 // readFullProof is how much of a frame must have arrived before readFull
