@@ -136,6 +136,8 @@ type Server struct {
 	poolWaits atomic.Int64
 	// reqTime is katka_kafka_request_duration_seconds (request_metrics.go).
 	reqTime *requestMetrics
+	// frames recycles produce request frames (frames.go).
+	frames *framePool
 
 	mu     sync.Mutex
 	slotCV *sync.Cond // signalled when a connection slot frees (on mu)
@@ -209,7 +211,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		lg = slog.Default()
 	}
 	lg = lg.With("component", "kafka")
-	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects(), reqTime: newRequestMetrics()}
+	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects(), reqTime: newRequestMetrics(), frames: newFramePool()}
 	s.slotCV = sync.NewCond(&s.mu)
 	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
 	if err := s.listenAll(); err != nil {
@@ -418,6 +420,7 @@ type request struct {
 	clientID     string
 	body         []byte
 	read         time.Time // when its last byte was read
+	frame        []byte    // the whole frame (body aliases it)
 }
 
 // protocolError is a frame the connection cannot survive; it is logged and
@@ -485,6 +488,11 @@ func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
 		err = s.handle(s.ctx, c, req)
 		if err == nil {
 			s.reqTime.observe(req.key, req.read)
+			if req.key == 0 {
+				// A produce's batches are in the log, which keeps no
+				// reference to them: its frame is free (frames.go).
+				s.frames.put(req.frame)
+			}
 		}
 		c.releaseFetch()
 		s.reserve(nil, c, 0) // the request and its response are done with
@@ -552,7 +560,7 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	if err := s.reserve(s.ctx, c, int64(n)); err != nil {
 		return nil, err
 	}
-	frame, err := readFull(c, int(n), s.cfg.FrameStallTimeout, time.Now().Add(s.cfg.IdleTimeout))
+	frame, err := readFull(c, s.frames, int(n), s.cfg.FrameStallTimeout, time.Now().Add(s.cfg.IdleTimeout))
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, protoErrf("truncated frame: %d of %d bytes before the connection ended", len(frame), n)
@@ -561,7 +569,7 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	}
 	req, err := parseHeader(frame)
 	if req != nil {
-		req.read = time.Now()
+		req.read, req.frame = time.Now(), frame
 	}
 	return req, err
 }
@@ -579,16 +587,20 @@ const readFullProof = 1 << 20
 // and garbage). Each read must bring bytes within stall and the whole frame
 // must arrive by deadline, so a trickling sender cannot hold its reservation
 // in the memory pool for longer.
-func readFull(c *conn, n int, stall time.Duration, deadline time.Time) ([]byte, error) {
-	buf := make([]byte, 0, min(n, 64<<10))
+//
+// Buffers come from fp (nil: allocated): they may be larger than n, and
+// only n bytes are read.
+func readFull(c *conn, fp *framePool, n int, stall time.Duration, deadline time.Time) ([]byte, error) {
+	buf := fp.get(min(n, 64<<10))
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
 			grow := min(n, 2*cap(buf))
 			if len(buf) >= readFullProof {
 				grow = n
 			}
-			nb := make([]byte, len(buf), grow)
+			nb := fp.get(grow)[:len(buf)]
 			copy(nb, buf)
+			fp.put(buf)
 			buf = nb
 		}
 		if c.nc != nil {
@@ -598,7 +610,7 @@ func readFull(c *conn, n int, stall time.Duration, deadline time.Time) ([]byte, 
 			}
 			c.nc.SetReadDeadline(d)
 		}
-		m, err := c.r.Read(buf[len(buf):cap(buf)])
+		m, err := c.r.Read(buf[len(buf):min(cap(buf), n)])
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			if err == io.EOF && len(buf) < n {
