@@ -18,7 +18,7 @@ import (
 const frameMinClass = 4 << 10
 
 // frameClasses is the number of size classes, 4 KiB to readFullProof.
-var frameClasses = bits.Len(readFullProof/frameMinClass)
+var frameClasses = bits.Len(readFullProof / frameMinClass)
 
 // framePool holds request frame buffers by power-of-two size class; a
 // sync.Pool per class, so idle buffers go with the next garbage collections
