@@ -411,6 +411,13 @@ type conn struct {
 	// closeAfterWrite closes the connection once the current response is
 	// written (a failed SASL login).
 	closeAfterWrite bool
+	// pending are the pipelined produces (produce_pipeline.go) appended and
+	// waiting to be answered by the connection's responder, in order;
+	// responses counts those not yet answered, responderDone is closed when
+	// the responder has ended. nil until the first pipelined produce.
+	pending       chan *pendingProduce
+	responses     sync.WaitGroup
+	responderDone chan struct{}
 }
 
 // request is one parsed request frame.
@@ -421,6 +428,7 @@ type request struct {
 	body         []byte
 	read         time.Time // when its last byte was read
 	frame        []byte    // the whole frame (body aliases it)
+	deferred     bool      // answered later by the connection's responder
 }
 
 // protocolError is a frame the connection cannot survive; it is logged and
@@ -440,6 +448,7 @@ func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
 			s.panics.Add(1)
 			s.log.Error("kafka connection handler panicked; closing connection", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
 		}
+		c.stopResponder()
 		c.releaseFetch()
 		s.reserve(nil, c, 0)
 		nc.Close()
@@ -487,7 +496,9 @@ func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
 		}
 		err = s.handle(s.ctx, c, req)
 		if err == nil {
-			s.reqTime.observe(req.key, req.read)
+			if !req.deferred {
+				s.reqTime.observe(req.key, req.read)
+			}
 			if req.key == 0 {
 				// A produce's batches are in the log, which keeps no
 				// reference to them: its frame is free (frames.go).
@@ -680,6 +691,11 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 	if !ok {
 		return protoErrf("unsupported api key %d", r.key)
 	}
+	if r.key != 0 {
+		// Answers go out in request order: pipelined produces first
+		// (produce_pipeline.go; an acks=0 produce has no answer).
+		c.responses.Wait()
+	}
 	if r.key == 18 && r.version > h.max {
 		// Too new to parse: answer in v0 format with our own range (KIP-511).
 		resp := kmsg.NewPtrApiVersionsResponse()
@@ -711,7 +727,12 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 		s.log.Debug("kafka request", "remote", c.remote, "api", kmsg.NameForKey(r.key), "version", r.version, "client_id", r.clientID)
 	}
 	c.clientID = r.clientID
-	resp, err := h.fn(s, auth.WithPrincipal(ctx, c.principal), c, kreq)
+	ctx = auth.WithPrincipal(ctx, c.principal)
+	if pr, ok := kreq.(*kmsg.ProduceRequest); ok && pr.Acks != 0 && c.nc != nil {
+		s.pipelineProduce(ctx, c, r, pr, flexible)
+		return nil
+	}
+	resp, err := h.fn(s, ctx, c, kreq)
 	if err != nil || resp == nil {
 		return err
 	}
