@@ -13,11 +13,12 @@ import (
 // decoded byte fields (group member metadata, SASL tokens) alias the frame
 // and may outlive the request.
 
-// frameMinClass is the smallest pooled buffer; classes double up to
+// frameMinClass is the smallest pooled buffer (a produce of one small
+// record is a few hundred bytes); classes double up to
 // readFullProof, larger frames are not pooled.
-const frameMinClass = 4 << 10
+const frameMinClass = 512
 
-// frameClasses is the number of size classes, 4 KiB to readFullProof.
+// frameClasses is the number of size classes, 512 B to readFullProof.
 var frameClasses = bits.Len(readFullProof / frameMinClass)
 
 // framePool holds request frame buffers by power-of-two size class; a

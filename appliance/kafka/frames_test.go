@@ -9,8 +9,8 @@ import (
 
 func TestFrameClass(t *testing.T) {
 	for _, c := range []struct{ n, class int }{
-		{0, 0}, {1, 0}, {4 << 10, 0}, {4<<10 + 1, 1}, {8 << 10, 1}, {56 << 10, 4}, {64 << 10, 4},
-		{64<<10 + 1, 5}, {readFullProof, frameClasses - 1}, {readFullProof + 1, -1},
+		{0, 0}, {1, 0}, {512, 0}, {513, 1}, {4 << 10, 3}, {4<<10 + 1, 4}, {56 << 10, 7}, {64 << 10, 7},
+		{64<<10 + 1, 8}, {readFullProof, frameClasses - 1}, {readFullProof + 1, -1},
 	} {
 		if got := frameClass(c.n); got != c.class {
 			t.Errorf("frameClass(%d) = %d, want %d", c.n, got, c.class)

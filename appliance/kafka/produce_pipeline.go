@@ -34,31 +34,49 @@ type pendingProduce struct {
 }
 
 // pipelineProduce appends req's batches and queues its answer on c's
-// responder, started on first use. It returns once the batches are in the
-// log.
+// responder. It returns once the batches are in the log, or, when
+// maxPipelinedProduces answers are pending, once the oldest is answered.
 func (s *Server) pipelineProduce(ctx context.Context, c *conn, r *request, req *kmsg.ProduceRequest, flexible bool) {
 	call := s.startProduce(ctx, c, req)
-	if c.pending == nil {
-		c.pending = make(chan *pendingProduce, maxPipelinedProduces)
-		c.responderDone = make(chan struct{})
+	r.deferred = true
+	if c.slots == nil {
+		c.slots = make(chan struct{}, maxPipelinedProduces)
+	}
+	c.slots <- struct{}{}
+	c.responses.Add(1)
+	c.pmu.Lock()
+	c.pending = append(c.pending, &pendingProduce{r: r, call: call, flexible: flexible})
+	start := !c.responding
+	c.responding = true
+	c.pmu.Unlock()
+	if start {
 		go s.respond(c)
 	}
-	r.deferred = true
-	c.responses.Add(1)
-	c.pending <- &pendingProduce{r: r, call: call, flexible: flexible}
 }
 
 // respond answers c's pipelined produces in order, each once its batches
-// are durable. After a failed write it closes the connection (ending the
-// reader) and answers nothing more.
+// are durable, and ends when none is left (the next pipelined produce
+// starts a responder again: an idle connection, such as most of a thousand
+// producers' sending a batch now and then, keeps no goroutine). After a
+// failed write it closes the connection (ending the reader) and answers
+// nothing more.
 func (s *Server) respond(c *conn) {
-	defer close(c.responderDone)
-	failed := false
-	for p := range c.pending {
+	for {
+		c.pmu.Lock()
+		if len(c.pending) == 0 {
+			c.pending = c.pending[:0]
+			c.responding = false
+			c.pmu.Unlock()
+			return
+		}
+		p := c.pending[0]
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
+		c.pmu.Unlock()
 		p.call.finish(s)
-		if !failed {
+		if !c.writeFailed {
 			if err := c.write(p.r, p.call.resp, p.flexible); err != nil {
-				failed = true
+				c.writeFailed = true
 				if !errors.Is(err, net.ErrClosed) {
 					s.log.Debug("kafka connection write failed", "remote", c.remote, "err", err)
 				}
@@ -67,16 +85,11 @@ func (s *Server) respond(c *conn) {
 				s.reqTime.observe(p.r.key, p.r.read)
 			}
 		}
+		<-c.slots
 		c.responses.Done()
 	}
 }
 
-// stopResponder ends c's responder, if any, once it has answered (or
-// given up on) every pipelined produce.
-func (c *conn) stopResponder() {
-	if c.pending == nil {
-		return
-	}
-	close(c.pending)
-	<-c.responderDone
-}
+// stopResponder waits until c's pipelined produces are answered (or given
+// up on, after a failed write).
+func (c *conn) stopResponder() { c.responses.Wait() }

@@ -411,13 +411,17 @@ type conn struct {
 	// closeAfterWrite closes the connection once the current response is
 	// written (a failed SASL login).
 	closeAfterWrite bool
-	// pending are the pipelined produces (produce_pipeline.go) appended and
-	// waiting to be answered by the connection's responder, in order;
-	// responses counts those not yet answered, responderDone is closed when
-	// the responder has ended. nil until the first pipelined produce.
-	pending       chan *pendingProduce
-	responses     sync.WaitGroup
-	responderDone chan struct{}
+	// Pipelined produces (produce_pipeline.go): pending are those appended
+	// and waiting to be answered, in order, by a responder goroutine running
+	// while responding (both under pmu); slots bounds them (nil until the
+	// first); responses counts those not yet answered; writeFailed, set and
+	// read by the responders only, stops answering after a failed write.
+	pmu         sync.Mutex
+	pending     []*pendingProduce
+	responding  bool
+	slots       chan struct{}
+	responses   sync.WaitGroup
+	writeFailed bool
 }
 
 // request is one parsed request frame.
