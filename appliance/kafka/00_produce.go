@@ -15,13 +15,47 @@ import (
 	"github.com/katka-io/katka/appliance/broker"
 )
 
-// handleProduce appends one record batch per partition. acks 0 gets no
-// response at all, as in Kafka. The whole request is checked before anything
-// is written (acks, transactional id, topics, internal topics, partitions,
-// duplicate partitions); the partitions that pass are then written in
-// parallel, at most maxProduceWorkers at once, so that their fsyncs overlap.
+// handleProduce appends one record batch per partition and answers once
+// they are as durable as acks asks. acks 0 gets no response at all, as in
+// Kafka. The whole request is checked before anything is written (acks,
+// transactional id, topics, internal topics, partitions, duplicate
+// partitions); the partitions that pass are then written in parallel, at
+// most maxProduceWorkers at once, and waited for likewise, so that their
+// fsyncs overlap. On a client connection a produce with acks 1 or all is
+// not handled here but pipelined (pipelineProduce): appended at once, and
+// answered when durable while the connection's next requests are read.
 func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) (kmsg.Response, error) {
-	req := kreq.(*kmsg.ProduceRequest)
+	call := s.startProduce(ctx, c, kreq.(*kmsg.ProduceRequest))
+	call.finish(s)
+	if call.req.Acks == 0 {
+		// No response; as Kafka does, a failure closes the connection so the
+		// client notices and refreshes its metadata.
+		for _, t := range call.resp.Topics {
+			for _, p := range t.Partitions {
+				if p.ErrorCode != errNone {
+					return nil, errAcks0Failed{topic: t.Topic, partition: p.Partition, code: p.ErrorCode}
+				}
+			}
+		}
+		return nil, nil
+	}
+	return call.resp, nil
+}
+
+// produceCall is one produce request whose batches are appended (or
+// refused), waiting for them to be durable before it is answered.
+type produceCall struct {
+	ctx  context.Context
+	req  *kmsg.ProduceRequest
+	resp *kmsg.ProduceResponse
+	acks broker.Acks
+	jobs []*produceJob
+}
+
+// startProduce checks req and appends its batches: when it returns, the
+// next produce on the connection may be appended (an idempotent producer's
+// batches go in the order sent); finish waits for durability.
+func (s *Server) startProduce(ctx context.Context, c *conn, req *kmsg.ProduceRequest) *produceCall {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	ctx = withClient(ctx, c.remote)
 	var acks broker.Acks
@@ -39,56 +73,87 @@ func (s *Server) handleProduce(ctx context.Context, c *conn, kreq kmsg.Request) 
 	if req.TransactionID != nil && ackErr == errNone && !s.allowTxn(ctx, c, *req.TransactionID, auth.OpWrite) {
 		ackErr = errTransactionalIDAuth // Kafka fails every partition
 	}
-	jobs := s.checkProduce(ctx, c, req, resp, ackErr)
+	call := &produceCall{ctx: ctx, req: req, resp: resp, acks: acks, jobs: s.checkProduce(ctx, c, req, resp, ackErr)}
+	call.each(func(j *produceJob) { j.append(ctx, s, acks, req) })
+	return call
+}
+
+// finish waits until every appended batch is as durable as acks asks and
+// fills in the response.
+func (call *produceCall) finish(s *Server) {
+	call.each(func(j *produceJob) { j.finish(call.ctx, s, call.acks, call.req) })
+}
+
+// each runs fn for every job, in parallel (at most maxProduceWorkers) when
+// there are several.
+func (call *produceCall) each(fn func(j *produceJob)) {
+	jobs := call.jobs
 	if len(jobs) == 1 {
-		jobs[0].run(ctx, s, acks, req)
-	} else if len(jobs) > 1 {
-		var wg sync.WaitGroup
-		next := make(chan *produceJob)
-		for range min(len(jobs), maxProduceWorkers) {
-			wg.Go(func() {
-				for j := range next {
-					j.run(ctx, s, acks, req)
-				}
-			})
-		}
-		for _, j := range jobs {
-			next <- j
-		}
-		close(next)
-		wg.Wait()
+		fn(jobs[0])
+		return
 	}
-	if req.Acks == 0 {
-		// No response; as Kafka does, a failure closes the connection so the
-		// client notices and refreshes its metadata.
-		for _, t := range resp.Topics {
-			for _, p := range t.Partitions {
-				if p.ErrorCode != errNone {
-					return nil, errAcks0Failed{topic: t.Topic, partition: p.Partition, code: p.ErrorCode}
-				}
+	if len(jobs) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan *produceJob)
+	for range min(len(jobs), maxProduceWorkers) {
+		wg.Go(func() {
+			for j := range next {
+				fn(j)
 			}
-		}
-		return nil, nil
+		})
 	}
-	return resp, nil
+	for _, j := range jobs {
+		next <- j
+	}
+	close(next)
+	wg.Wait()
 }
 
 // produceJob is one partition entry of a produce request that passed the
-// checks, and its place in the response.
+// checks, its place in the response, and once appended what it waits for.
 type produceJob struct {
 	info broker.TopicInfo
 	rp   *kmsg.ProduceRequestTopicPartition
 	sp   *kmsg.ProduceResponseTopicPartition
+	wait produceWait
 }
 
-// run writes the job's batch and, for v5+, answers with the partition's log
-// start offset after the append, as Kafka does. Only the partition written
-// is asked: reading every partition's start offset (each under its log's
-// lock, which a write holds) made every produce wait for the writes to all
-// the topic's partitions, seconds of queueing with 1,024 producers.
-func (j *produceJob) run(ctx context.Context, s *Server, acks broker.Acks, req *kmsg.ProduceRequest) {
-	s.producePartition(ctx, j.info, j.rp, acks, j.sp, req.Version, req.TransactionID)
-	if j.sp.ErrorCode == errNone && req.Version >= 5 {
+// produceWait is an appended batch (or the first copy of a duplicate) to be
+// acknowledged: answered with base (and at, on a LogAppendTime topic) once
+// the offsets below end are durable. end < 0: nothing to wait for (the job
+// failed and its error is in the response).
+type produceWait struct {
+	end, base, at int64
+	logAppend     bool
+}
+
+// append writes the job's batch, leaving the wait for durability to finish.
+func (j *produceJob) append(ctx context.Context, s *Server, acks broker.Acks, req *kmsg.ProduceRequest) {
+	j.wait = s.appendPartition(ctx, j.info, j.rp, acks, j.sp, req.Version, req.TransactionID)
+}
+
+// finish waits for the job's batch and, for v5+, answers with the
+// partition's log start offset after the append, as Kafka does. Only the
+// partition written is asked: reading every partition's start offset (each
+// under its log's lock, which a write holds) made every produce wait for the
+// writes to all the topic's partitions, seconds of queueing with 1,024
+// producers.
+func (j *produceJob) finish(ctx context.Context, s *Server, acks broker.Acks, req *kmsg.ProduceRequest) {
+	w := j.wait
+	if w.end < 0 {
+		return
+	}
+	if err := s.b.Acknowledge(ctx, j.info.Name, j.rp.Partition, w.end, acks); err != nil {
+		s.failPartition(j.sp, req.Version, j.info.Name, j.rp.Partition, err)
+		return
+	}
+	j.sp.BaseOffset = w.base
+	if w.logAppend {
+		j.sp.LogAppendTime = w.at
+	}
+	if req.Version >= 5 {
 		if pi, err := s.b.PartitionInfo(j.info.Name, j.rp.Partition); err == nil {
 			j.sp.LogStartOffset = pi.LogStartOffset
 		}
@@ -202,37 +267,41 @@ func (s *Server) checkProduce(ctx context.Context, c *conn, req *kmsg.ProduceReq
 	return kept
 }
 
-// producePartition validates and appends one partition's batch and fills sp.
-// A transactional batch (txnID names its producer's transactional id) is
-// verified against the transaction coordinator under the producer's state
-// lock and stored as sent (txn.go).
-func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp *kmsg.ProduceRequestTopicPartition, acks broker.Acks, sp *kmsg.ProduceResponseTopicPartition, version int16, txnID *string) {
-	fail := func(err error) {
-		sp.ErrorCode = errorCode(err)
-		if version >= 8 {
-			sp.ErrorMessage = errorMessage(err)
-		}
-		if sp.ErrorCode == errKafkaStorageError {
-			s.log.Error("kafka produce failed", "topic", info.Name, "partition", rp.Partition, "err", err)
-		}
+// failPartition answers a partition of a produce with err.
+func (s *Server) failPartition(sp *kmsg.ProduceResponseTopicPartition, version int16, topic string, partition int32, err error) {
+	sp.ErrorCode = errorCode(err)
+	if version >= 8 {
+		sp.ErrorMessage = errorMessage(err)
+	}
+	if sp.ErrorCode == errKafkaStorageError {
+		s.log.Error("kafka produce failed", "topic", topic, "partition", partition, "err", err)
+	}
+}
+
+// appendPartition validates and appends one partition's batch and returns
+// what to wait for before answering; a failure is answered in sp (and the
+// wait's end is -1). A transactional batch (txnID names its producer's
+// transactional id) is verified against the transaction coordinator under the
+// producer's state lock and stored as sent (txn.go).
+func (s *Server) appendPartition(ctx context.Context, info broker.TopicInfo, rp *kmsg.ProduceRequestTopicPartition, acks broker.Acks, sp *kmsg.ProduceResponseTopicPartition, version int16, txnID *string) produceWait {
+	none := produceWait{end: -1}
+	fail := func(err error) produceWait {
+		s.failPartition(sp, version, info.Name, rp.Partition, err)
+		return none
 	}
 	if rp.Partition < 0 || rp.Partition >= info.Partitions {
-		fail(codeErrorf(errUnknownTopicOrPartition, "partition %d of topic %s does not exist", rp.Partition, info.Name))
-		return
+		return fail(codeErrorf(errUnknownTopicOrPartition, "partition %d of topic %s does not exist", rp.Partition, info.Name))
 	}
 	b, err := parseBatch(rp.Records)
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
 	if int64(b.size) > info.Config.MaxMessageBytes {
-		fail(codeErrorf(errMessageTooLarge, "record batch of %d bytes exceeds max.message.bytes %d of topic %s", b.size, info.Config.MaxMessageBytes, info.Name))
-		return
+		return fail(codeErrorf(errMessageTooLarge, "record batch of %d bytes exceeds max.message.bytes %d of topic %s", b.size, info.Config.MaxMessageBytes, info.Name))
 	}
 	transactional := b.Transactional()
 	if transactional && b.ProducerID < 0 {
-		fail(codeErrorf(errInvalidRecord, "transactional record batch without a producer id"))
-		return
+		return fail(codeErrorf(errInvalidRecord, "transactional record batch without a producer id"))
 	}
 	// Decoded records are bounded by max_request_bytes (what one request
 	// could carry uncompressed), checked while decompressing; Kafka checks
@@ -244,63 +313,39 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 		if errors.As(err, &tl) {
 			s.limitRejected(broker.LimitRecordBatch, clientOf(ctx), fmt.Sprintf("%s-%d: %v", info.Name, rp.Partition, tl))
 		}
-		fail(err)
-		return
+		return fail(err)
 	}
 	logAppend := info.Config.TimestampType == "LogAppendTime"
 	// Every batch is stored as the producer sent it (compression and producer
 	// fields kept; recompressed only if the topic's compression.type names a
 	// codec, and stamped on a LogAppendTime topic, both by the broker).
 	if b.ProducerID < 0 {
-		base, at, err := s.b.AppendBatchTime(ctx, info.Name, rp.Partition, rp.Records, acks, nil)
+		base, at, end, err := s.b.AppendBatchDeferred(ctx, info.Name, rp.Partition, rp.Records, acks, nil)
 		if err != nil {
-			fail(err)
-			return
+			return fail(err)
 		}
-		sp.BaseOffset = base
-		if logAppend {
-			sp.LogAppendTime = at
-		}
-		return
+		return produceWait{end: end, base: base, at: at, logAppend: logAppend}
 	}
 
 	// Idempotent producer: check the sequence and append under the state lock.
 	st, unlock, err := s.lockProducer(ctx, info, rp.Partition, b.ProducerID, logAppend)
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
-	locked := true
-	defer func() {
-		if locked {
-			unlock()
-		}
-	}()
+	defer unlock()
 	verdict, dup, err := st.check(b.ProducerEpoch, b.BaseSequence, b.LastSequence())
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
 	if verdict == seqDuplicate {
 		// A retry: answered with the first copy's offset once that copy is
 		// as durable as acks asks (replicated, in a cell).
-		locked = false
-		unlock()
-		if err := s.b.Acknowledge(ctx, info.Name, rp.Partition, dup.base+int64(dup.last-dup.first)+1, acks); err != nil {
-			fail(err)
-			return
-		}
-		sp.BaseOffset = dup.base
-		if logAppend {
-			sp.LogAppendTime = dup.appendTime
-		}
-		return
+		return produceWait{end: dup.base + int64(dup.last-dup.first) + 1, base: dup.base, at: dup.appendTime, logAppend: logAppend}
 	}
 	var beforeVisible func(base int64)
 	if transactional {
 		if err := s.verifyTxnBatch(ctx, txnID, info, rp.Partition, b.ProducerID, b.ProducerEpoch, version); err != nil {
-			fail(err)
-			return
+			return fail(err)
 		}
 		// The transactional bit and producer fields are what read_committed
 		// consumers skip aborted data by; the open transaction is recorded
@@ -309,27 +354,17 @@ func (s *Server) producePartition(ctx context.Context, info broker.TopicInfo, rp
 	}
 	base, at, end, err := s.b.AppendBatchDeferred(ctx, info.Name, rp.Partition, rp.Records, acks, beforeVisible)
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
-	// Recorded as soon as it is in the log: a retry of it (the wait below
-	// failed, or the answer was lost) is then a duplicate, never a second
-	// copy; the wait runs outside the producer's lock.
+	// Recorded as soon as it is in the log: a retry of it (the wait failed,
+	// or the answer was lost) is then a duplicate, never a second copy; the
+	// wait (finish) runs outside the producer's lock.
 	sb := seqBatch{first: b.BaseSequence, last: b.LastSequence(), base: base, appendTime: -1}
 	if logAppend {
 		sb.appendTime = at
 	}
 	st.record(b.ProducerEpoch, sb, time.Now())
-	locked = false
-	unlock()
-	if err := s.b.Acknowledge(ctx, info.Name, rp.Partition, end, acks); err != nil {
-		fail(err)
-		return
-	}
-	sp.BaseOffset = base
-	if logAppend {
-		sp.LogAppendTime = at
-	}
+	return produceWait{end: end, base: base, at: at, logAppend: logAppend}
 }
 
 // errAcks0Failed closes the connection after a failed acks=0 produce.

@@ -18,23 +18,7 @@ import (
 // rejections reads katka_limit_rejections_total{limit} of e's broker.
 func (e *testEnv) rejections(t testing.TB, limit string) float64 {
 	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "katka_limit_rejections_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "limit" && l.GetValue() == limit {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return gatherMetric(t, e.reg, "katka_limit_rejections_total", "limit", limit).GetCounter().GetValue()
 }
 
 // slots is the number of connection slots the server has in use.

@@ -51,23 +51,7 @@ func initProducerID(t *testing.T, r *rawConn) int64 {
 
 func producerRejections(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "katka_limit_rejections_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "limit" && l.GetValue() == broker.LimitProducerIDs {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return gatherMetric(t, reg, "katka_limit_rejections_total", "limit", broker.LimitProducerIDs).GetCounter().GetValue()
 }
 
 // TestForgedProducerIDRefused: a produce with a producer id this broker never

@@ -19,7 +19,7 @@ func TestReadFullGrowth(t *testing.T) {
 	c := &conn{r: bufio.NewReaderSize(bytes.NewReader(data), 64<<10)}
 	allocs := testing.AllocsPerRun(1, func() {
 		c.r.Reset(bytes.NewReader(data))
-		buf, err := readFull(c, n, time.Second, time.Now().Add(time.Minute))
+		buf, err := readFull(c, nil, n, time.Second, time.Now().Add(time.Minute))
 		if err != nil || len(buf) != n || buf[n-1] != 7 {
 			t.Fatalf("read %d bytes: %v", len(buf), err)
 		}
@@ -30,7 +30,7 @@ func TestReadFullGrowth(t *testing.T) {
 	}
 	// A prefix of 40 MiB with 100 bytes behind it: the buffer stays small.
 	c.r.Reset(bytes.NewReader(data[:100]))
-	buf, err := readFull(c, n, time.Second, time.Now().Add(time.Minute))
+	buf, err := readFull(c, nil, n, time.Second, time.Now().Add(time.Minute))
 	if err != io.ErrUnexpectedEOF || cap(buf) > 64<<10 {
 		t.Errorf("short frame: %v, buffer of %d bytes", err, cap(buf))
 	}

@@ -230,3 +230,20 @@ func TestDecodeRecordCountMismatch(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateRecordsAllocatesNothing: checking a produced uncompressed
+// batch costs no allocation per record (it was one 88-byte record per
+// record, 28 MB/s of garbage at 280k records/s).
+func TestValidateRecordsAllocatesNothing(t *testing.T) {
+	b, err := parseBatch(testBatch(-1, -1, -1, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := b.validateRecords(1 << 20); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("validateRecords of 100 records allocates %.0f times", n)
+	}
+}

@@ -136,6 +136,10 @@ type Server struct {
 	poolWaits atomic.Int64
 	// mem counts the pool's bytes in use and the fetch buffers held (limits.go).
 	mem *memStats
+	// reqTime is katka_kafka_request_duration_seconds (request_metrics.go).
+	reqTime *requestMetrics
+	// frames recycles produce request frames (frames.go).
+	frames *framePool
 
 	mu     sync.Mutex
 	slotCV *sync.Cond // signalled when a connection slot frees (on mu)
@@ -209,7 +213,7 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		lg = slog.Default()
 	}
 	lg = lg.With("component", "kafka")
-	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects()}
+	s := &Server{groupSet: coordSet[*group.Coordinator]{topic: group.Topic}, tx: txnState{coords: coordSet[*txn.Coordinator]{topic: txn.Topic}}, b: b, cfg: cfg, log: lg, conns: map[net.Conn]struct{}{}, perIP: map[string]int{}, producers: newProducerTable(), auth: newAuthState(), redirects: newRedirects(), reqTime: newRequestMetrics(), frames: newFramePool()}
 	s.slotCV = sync.NewCond(&s.mu)
 	s.pool, s.poolSize = semaphore.NewWeighted(cfg.QueuedMaxRequestBytes), cfg.QueuedMaxRequestBytes
 	s.mem = newMemStats(s.poolSize)
@@ -234,6 +238,9 @@ func Listen(b *broker.Broker, cfg Config) (*Server, error) {
 		}
 		if err := cfg.Registerer.Register(s.mem); err != nil {
 			lg.Warn("memory pool metrics not registered", "err", err)
+		}
+		if err := cfg.Registerer.Register(s.reqTime.vec); err != nil {
+			lg.Warn("request duration metric not registered", "err", err)
 		}
 		if err := cfg.Registerer.Register(s.auth.failures); err != nil {
 			lg.Warn("auth failure metric not registered", "err", err)
@@ -411,6 +418,17 @@ type conn struct {
 	// closeAfterWrite closes the connection once the current response is
 	// written (a failed SASL login).
 	closeAfterWrite bool
+	// Pipelined produces (produce_pipeline.go): pending are those appended
+	// and waiting to be answered, in order, by a responder goroutine running
+	// while responding (both under pmu); slots bounds them (nil until the
+	// first); responses counts those not yet answered; writeFailed, set and
+	// read by the responders only, stops answering after a failed write.
+	pmu         sync.Mutex
+	pending     []*pendingProduce
+	responding  bool
+	slots       chan struct{}
+	responses   sync.WaitGroup
+	writeFailed bool
 }
 
 // request is one parsed request frame.
@@ -419,6 +437,9 @@ type request struct {
 	corr         int32
 	clientID     string
 	body         []byte
+	read         time.Time // when its last byte was read
+	frame        []byte    // the whole frame (body aliases it)
+	deferred     bool      // answered later by the connection's responder
 }
 
 // protocolError is a frame the connection cannot survive; it is logged and
@@ -438,6 +459,7 @@ func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
 			s.panics.Add(1)
 			s.log.Error("kafka connection handler panicked; closing connection", "remote", c.remote, "panic", v, "stack", string(debug.Stack()))
 		}
+		c.stopResponder()
 		c.releaseFetch()
 		s.reserve(nil, c, 0)
 		nc.Close()
@@ -484,6 +506,16 @@ func (s *Server) serveConn(nc net.Conn, ip string, l *listener) {
 			return
 		}
 		err = s.handle(s.ctx, c, req)
+		if err == nil {
+			if !req.deferred {
+				s.reqTime.observe(req.key, req.read)
+			}
+			if req.key == 0 {
+				// A produce's batches are in the log, which keeps no
+				// reference to them: its frame is free (frames.go).
+				s.frames.put(req.frame)
+			}
+		}
 		c.releaseFetch()
 		s.reserve(nil, c, 0) // the request and its response are done with
 		if err != nil {
@@ -550,14 +582,18 @@ func (s *Server) readRequest(c *conn) (*request, error) {
 	if err := s.reserve(s.ctx, c, int64(n)); err != nil {
 		return nil, err
 	}
-	frame, err := readFull(c, int(n), s.cfg.FrameStallTimeout, time.Now().Add(s.cfg.IdleTimeout))
+	frame, err := readFull(c, s.frames, int(n), s.cfg.FrameStallTimeout, time.Now().Add(s.cfg.IdleTimeout))
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, protoErrf("truncated frame: %d of %d bytes before the connection ended", len(frame), n)
 		}
 		return nil, err
 	}
-	return parseHeader(frame)
+	req, err := parseHeader(frame)
+	if req != nil {
+		req.read, req.frame = time.Now(), frame
+	}
+	return req, err
 }
 
 // readFullProof is how much of a frame must have arrived before readFull
@@ -573,16 +609,20 @@ const readFullProof = 1 << 20
 // and garbage). Each read must bring bytes within stall and the whole frame
 // must arrive by deadline, so a trickling sender cannot hold its reservation
 // in the memory pool for longer.
-func readFull(c *conn, n int, stall time.Duration, deadline time.Time) ([]byte, error) {
-	buf := make([]byte, 0, min(n, 64<<10))
+//
+// Buffers come from fp (nil: allocated): they may be larger than n, and
+// only n bytes are read.
+func readFull(c *conn, fp *framePool, n int, stall time.Duration, deadline time.Time) ([]byte, error) {
+	buf := fp.get(min(n, 64<<10))
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
 			grow := min(n, 2*cap(buf))
 			if len(buf) >= readFullProof {
 				grow = n
 			}
-			nb := make([]byte, len(buf), grow)
+			nb := fp.get(grow)[:len(buf)]
 			copy(nb, buf)
+			fp.put(buf)
 			buf = nb
 		}
 		if c.nc != nil {
@@ -592,7 +632,7 @@ func readFull(c *conn, n int, stall time.Duration, deadline time.Time) ([]byte, 
 			}
 			c.nc.SetReadDeadline(d)
 		}
-		m, err := c.r.Read(buf[len(buf):cap(buf)])
+		m, err := c.r.Read(buf[len(buf):min(cap(buf), n)])
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			if err == io.EOF && len(buf) < n {
@@ -662,6 +702,11 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 	if !ok {
 		return protoErrf("unsupported api key %d", r.key)
 	}
+	if r.key != 0 {
+		// Answers go out in request order: pipelined produces first
+		// (produce_pipeline.go; an acks=0 produce has no answer).
+		c.responses.Wait()
+	}
 	if r.key == 18 && r.version > h.max {
 		// Too new to parse: answer in v0 format with our own range (KIP-511).
 		resp := kmsg.NewPtrApiVersionsResponse()
@@ -693,7 +738,12 @@ func (s *Server) handle(ctx context.Context, c *conn, r *request) error {
 		s.log.Debug("kafka request", "remote", c.remote, "api", kmsg.NameForKey(r.key), "version", r.version, "client_id", r.clientID)
 	}
 	c.clientID = r.clientID
-	resp, err := h.fn(s, auth.WithPrincipal(ctx, c.principal), c, kreq)
+	ctx = auth.WithPrincipal(ctx, c.principal)
+	if pr, ok := kreq.(*kmsg.ProduceRequest); ok && pr.Acks != 0 && c.nc != nil {
+		s.pipelineProduce(ctx, c, r, pr, flexible)
+		return nil
+	}
+	resp, err := h.fn(s, ctx, c, kreq)
 	if err != nil || resp == nil {
 		return err
 	}

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"sync"
@@ -239,17 +241,28 @@ func newBenchConsumeCmd() *cobra.Command {
 }
 
 // startCPUProfile writes a CPU profile of this process to path until the
-// returned function is called: how the client's share of a bench is measured.
+// returned stop is called.
 func startCPUProfile(path string) (func(), error) {
+	return startRecording(path, "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile)
+}
+
+// startTrace writes a runtime execution trace (go tool trace) of this
+// process to path until the returned stop is called.
+func startTrace(path string) (func(), error) {
+	return startRecording(path, "trace", trace.Start, trace.Stop)
+}
+
+// startRecording creates path and starts a recording (what) into it.
+func startRecording(path, what string, start func(io.Writer) error, stop func()) (func(), error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("cpu profile: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
+	if err := start(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("cpu profile: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return func() { stop(); f.Close() }, nil
 }
 
 func newBenchE2ECmd() *cobra.Command {

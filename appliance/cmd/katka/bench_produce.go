@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	mrand "math/rand/v2"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -215,7 +216,7 @@ func newBenchProduceCmd() *cobra.Command {
 	var kf kafkaFlags
 	var s loadSpec
 	var throughput int64
-	var cpuProfile string
+	var cpuProfile, tracePath string
 	cmd := &cobra.Command{
 		Use:   "produce",
 		Short: "Generate load: produce fixed-size records (optionally at a fixed rate, over many topics, partitions and clients, with consumer groups reading along) and report rates and latencies",
@@ -238,12 +239,27 @@ with Kafka's default message.max.bytes of 1,000,012 bytes.`,
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
+			if os.Getenv("GOGC") == "" {
+				// The load generator's heap is a few MB of records in flight,
+				// collected every ~20 ms at the default GOGC=100: each cycle
+				// takes a core's quarter and stalls the sender with assists,
+				// delaying sends and receipts on the clock the latencies are
+				// read from. Memory is no concern here; CPU and pauses are.
+				debug.SetGCPercent(benchGCPercent)
+			}
 			if cpuProfile != "" {
 				stopProfile, err := startCPUProfile(cpuProfile)
 				if err != nil {
 					return err
 				}
 				defer stopProfile()
+			}
+			if tracePath != "" {
+				stopTrace, err := startTrace(tracePath)
+				if err != nil {
+					return err
+				}
+				defer stopTrace()
 			}
 			res, err := runLoad(ctx, &kf, &s)
 			if s.jsonOut {
@@ -289,6 +305,7 @@ with Kafka's default message.max.bytes of 1,000,012 bytes.`,
 	f.BoolVar(&s.jsonOut, "json", false, "print the result as JSON on stdout (progress stays on stderr)")
 	f.BoolVar(&s.quiet, "quiet", false, "no progress line")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the load generator) to this file")
+	f.StringVar(&tracePath, "trace", "", "write a runtime execution trace of this process (the load generator) to this file, for go tool trace")
 	f.StringVar(&s.client, "client", "franz-go", "producer client: franz-go (a kgo client per producer, idempotent with acks=all) or raw (one plaintext connection per producer writing one partition with hand-built produce requests, one in flight: light enough that a thousand connections load the broker, not this process)")
 	return cmd
 }
@@ -387,6 +404,7 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 	runID := strconv.FormatUint(runNum, 36)
 	if s.groups > 0 {
 		total := int(s.partitions) * len(names)
+		slabs := &recordSlabs{}
 		var readies []chan struct{}
 		for g := 0; g < s.groups; g++ {
 			var assigned atomic.Int64
@@ -395,7 +413,7 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 			group := fmt.Sprintf("katka-bench-%s-%d", runID, g)
 			for c := 0; c < max(1, s.consumers); c++ {
 				cl, err := kf.client(kgo.ConsumerGroup(group), kgo.ConsumeTopics(names...),
-					kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond),
+					kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond), kgo.WithPools(slabs),
 					kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 						n := 0
 						for _, ps := range m {
@@ -431,6 +449,7 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 								e2e.add(time.Duration(now - int64(binary.BigEndian.Uint64(r.Value))))
 								n++
 							}
+							r.Recycle()
 						})
 						consumed.Add(n)
 					}
@@ -576,12 +595,25 @@ func runKgoProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []s
 			if s.keyDist == "zipf" {
 				zipf = mrand.NewZipf(rng, 1.1, 1, uint64(s.keys-1))
 			}
+			// Records and their values come in slabs of slabRecords: two
+			// allocations per slab instead of two per record (a slab is
+			// collected once kgo has let go of all its records).
+			var slab []kgo.Record
+			var vals []byte
 			record := func(n int64) *kgo.Record {
-				v := pool.value(n, s.recordSize)
+				if len(slab) == 0 {
+					slab = make([]kgo.Record, slabRecords)
+					vals = make([]byte, slabRecords*s.recordSize)
+				}
+				r := &slab[0]
+				slab = slab[1:]
+				v := vals[:s.recordSize:s.recordSize]
+				vals = vals[s.recordSize:]
+				pool.fill(v, n)
 				if s.recordSize >= 16 {
 					binary.BigEndian.PutUint64(v[8:], runNum)
 				}
-				r := &kgo.Record{Topic: names[int(n)%len(names)], Value: v}
+				r.Topic, r.Value = names[int(n)%len(names)], v
 				switch s.keyDist {
 				case "uniform":
 					r.Key = strconv.AppendInt(nil, rng.Int64N(s.keys), 10)
@@ -593,34 +625,42 @@ func runKgoProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []s
 				return r
 			}
 			var inflight sync.WaitGroup
-			send := func(r *kgo.Record) {
-				t0 := time.Now()
+			// One promise for all records: a record's send time is its
+			// Timestamp (set from the same clock reading as the send time in
+			// its value), so no closure is allocated per record.
+			promise := func(r *kgo.Record, err error) {
+				defer inflight.Done()
+				if err != nil {
+					t.fail(1, err)
+					return
+				}
+				d := time.Since(r.Timestamp)
+				t.lat.add(d)
+				t.w.observe(1, int64(len(r.Value)+len(r.Key)), d)
+			}
+			// send stamps r with t0, read just before Produce (which would
+			// otherwise read the clock again for the timestamp).
+			send := func(r *kgo.Record, t0 time.Time) {
+				r.Timestamp = t0
 				if s.recordSize >= 8 {
 					binary.BigEndian.PutUint64(r.Value, uint64(t0.UnixNano()))
 				}
 				inflight.Add(1)
 				t.sent.Add(1)
-				cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-					defer inflight.Done()
-					if err != nil {
-						t.fail(1, err)
-						return
-					}
-					d := time.Since(t0)
-					t.lat.add(d)
-					t.w.observe(1, int64(len(r.Value)+len(r.Key)), d)
-				})
+				cl.Produce(ctx, r, promise)
 			}
 			n := int64(0)
 			if share > 0 {
-				send(record(0))
+				send(record(0), time.Now())
 				inflight.Wait()
 				n = 1
 			}
 			warm.Done()
 			<-begin
 			for ; n < share && ctx.Err() == nil; n++ {
-				if !deadline.IsZero() && time.Now().After(deadline) {
+				r := record(n)
+				t0 := time.Now()
+				if !deadline.IsZero() && t0.After(deadline) {
 					break
 				}
 				if rate > 0 {
@@ -630,11 +670,12 @@ func runKgoProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []s
 					// does): a sleep per record at hundreds of thousands of
 					// records/s costs more CPU than producing them.
 					due := start.Add(time.Duration((float64(n-1) + float64(i)/float64(len(producers))) / rate * float64(time.Second)))
-					if d := time.Until(due); d >= pacingStep {
+					if d := due.Sub(t0); d >= pacingStep {
 						time.Sleep(d)
+						t0 = time.Now()
 					}
 				}
-				send(record(n))
+				send(r, t0)
 			}
 			inflight.Wait()
 		})
@@ -665,15 +706,41 @@ func newPayloadPool() (*payloadPool, error) {
 	return p, nil
 }
 
-// value returns a fresh copy of size bytes for record n.
-func (p *payloadPool) value(n int64, size int) []byte {
-	v := make([]byte, size)
+// fill fills v with the bytes of record n.
+func (p *payloadPool) fill(v []byte, n int64) {
+	size := len(v)
 	if size >= len(p.buf) {
 		for i := 0; i < size; i += copy(v[i:], p.buf) {
 		}
-		return v
+		return
 	}
 	off := int((uint64(n) * 7919) % uint64(len(p.buf)-size))
 	copy(v, p.buf[off:off+size])
-	return v
+}
+
+// benchGCPercent is the GOGC `katka bench produce` runs with unless the
+// GOGC environment variable says otherwise.
+const benchGCPercent = 400
+
+// slabRecords is how many records (and values) a producer allocates at once.
+const slabRecords = 1024
+
+// recordSlabs is a kgo.PoolRecords: the consumers decode fetched records
+// into recycled slices (each record is recycled once counted) instead of a
+// new slice per fetched batch, 250 B of garbage per record consumed.
+type recordSlabs struct{ p sync.Pool }
+
+// GetRecords implements kgo.PoolRecords.
+func (s *recordSlabs) GetRecords(n int) []kgo.Record {
+	if v, _ := s.p.Get().(*[]kgo.Record); v != nil && cap(*v) >= n {
+		return (*v)[:0]
+	}
+	return make([]kgo.Record, 0, n)
+}
+
+// PutRecords implements kgo.PoolRecords.
+func (s *recordSlabs) PutRecords(r []kgo.Record) {
+	box := new([]kgo.Record)
+	*box = r
+	s.p.Put(box)
 }
