@@ -179,10 +179,19 @@ func appendFrame(dst, data []byte) []byte {
 	return append(dst, data...)
 }
 
-// lastEntry reads the last entry of a segment file from its end, using the
-// length trailer, and returns its first offset, offset count and timestamp
-// (a batch's max timestamp).
-func lastEntry(f *os.File, size int64) (off, count int64, ts int64, err error) {
+// smallEntry is the largest entry firstEntry and lastEntry read and check
+// whole. A larger one (a producer's record batch can be a MiB) is known by
+// its head and its length trailer only: start-up reads two entries per
+// sealed segment, and reading and checksumming whole batches made a 2 GiB log
+// of 1 MiB batches take seconds to open. A damaged body is still reported by
+// the reads that return it (their CRC-32C check), and a damaged head or
+// length breaks the continuity check, which then scans the segment whole.
+const smallEntry = 4 << 10
+
+// lastEntry returns the first offset, offset count and timestamp of the
+// last entry of a sealed segment of size bytes, found from its length
+// trailer.
+func lastEntry(f io.ReaderAt, size int64) (off, count int64, ts int64, err error) {
 	if size < entryMinLen+1 {
 		return 0, 0, 0, fmt.Errorf("segment of %d bytes holds no entry", size)
 	}
@@ -198,6 +207,20 @@ func lastEntry(f *os.File, size int64) (off, count int64, ts int64, err error) {
 	if prefix+n > size {
 		return 0, 0, 0, fmt.Errorf("last entry length %d out of range", n)
 	}
+	if n > smallEntry {
+		head := make([]byte, prefix+spanHeadLen)
+		if _, err := f.ReadAt(head, size-n-prefix); err != nil && err != io.EOF {
+			return 0, 0, 0, err
+		}
+		if l, m := binary.Uvarint(head); m != int(prefix) || int64(l) != n {
+			return 0, 0, 0, fmt.Errorf("last entry frame invalid")
+		}
+		_, off, count, ok := entrySpan(head[prefix:], int(n))
+		if !ok {
+			return 0, 0, 0, fmt.Errorf("last entry frame invalid")
+		}
+		return off, count, int64(binary.BigEndian.Uint64(head[prefix+13:])), nil
+	}
 	buf := make([]byte, prefix+n)
 	if _, err := f.ReadAt(buf, size-n-prefix); err != nil && err != io.EOF {
 		return 0, 0, 0, err
@@ -209,22 +232,39 @@ func lastEntry(f *os.File, size int64) (off, count int64, ts int64, err error) {
 	return off, count, int64(binary.BigEndian.Uint64(buf[prefix+13:])), nil
 }
 
-// firstEntry reads and checks the first entry of a segment file and returns
-// its kind and first offset (-1 for a compacted placeholder).
+// firstEntry reads the first entry of a segment file (checked whole up to
+// smallEntry, else by its head and length trailer) and returns its kind and
+// first offset (-1 for a compacted placeholder).
 func firstEntry(path string, size int64) (kind byte, off int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer f.Close()
-	var head [binary.MaxVarintLen64]byte
+	return firstEntryAt(f, path, size)
+}
+
+// firstEntryAt is firstEntry on an open segment (path for errors).
+func firstEntryAt(f io.ReaderAt, path string, size int64) (kind byte, off int64, err error) {
+	var head [binary.MaxVarintLen64 + spanHeadLen]byte
 	n, err := f.ReadAt(head[:], 0)
 	if n == 0 {
 		return 0, 0, fmt.Errorf("read first entry of %s: %w", path, err)
 	}
 	fl, m := binary.Uvarint(head[:n])
-	if m <= 0 || fl > uint64(size) {
+	if m <= 0 || fl > uint64(size) || int64(m)+int64(fl) > size {
 		return 0, 0, fmt.Errorf("first entry of %s: bad frame length", path)
+	}
+	if fl > smallEntry {
+		var tl [4]byte
+		if _, err := f.ReadAt(tl[:], int64(m)+int64(fl)-4); err != nil {
+			return 0, 0, fmt.Errorf("first entry of %s: %w", path, err)
+		}
+		kind, off, _, ok := entrySpan(head[m:n], int(fl))
+		if !ok || uint64(binary.BigEndian.Uint32(tl[:])) != fl {
+			return 0, 0, fmt.Errorf("first entry of %s is invalid", path)
+		}
+		return kind, off, nil
 	}
 	buf := make([]byte, m+int(fl))
 	if _, err := f.ReadAt(buf, 0); err != nil && err != io.EOF {
@@ -314,7 +354,8 @@ func listSegments(dir string, actions *[]RecoveryAction) ([]*segmentFile, error)
 //
 // Offsets run on from segment to segment: a sealed segment is trusted when its
 // first entry starts at the previous segment's end and its last entry ends
-// where the next segment's first entry starts (two small reads); otherwise it
+// where the next segment's first entry starts (two small reads: an entry
+// larger than smallEntry is known by its head and trailer); otherwise it
 // is scanned whole and repaired. The tail is always scanned whole.
 func recoverDir(dir string, startHint int64) ([]*segmentFile, []RecoveryAction, error) {
 	var actions []RecoveryAction
