@@ -18,8 +18,12 @@ PKG      := ./appliance/cmd/katka
 # from systemd and install the .deb with dpkg, whose postinst needs adduser, and
 # check it with lintian; make test-arm runs the ARM binaries with
 # qemu-user-static).
-TEST_PKGS := bash-completion kcat mosquitto mosquitto-clients curl python3-grpcio python3-confluent-kafka nodejs npm iproute2 chromium systemd adduser lintian qemu-user-static
-TEST_TOOLS := kcat mosquitto mosquitto_sub curl node npm ip chromium systemd-analyze adduser lintian qemu-aarch64-static qemu-arm-static
+# Each tool as tool:package. Only the packages of missing tools are installed: a
+# machine with node and npm from elsewhere (NodeSource's nodejs carries its own
+# npm and conflicts with Debian's npm package) must not get Debian's on top.
+TEST_TOOL_PKGS := kcat:kcat mosquitto:mosquitto mosquitto_sub:mosquitto-clients curl:curl node:nodejs npm:npm ip:iproute2 chromium:chromium systemd-analyze:systemd adduser:adduser lintian:lintian qemu-aarch64-static:qemu-user-static qemu-arm-static:qemu-user-static
+TEST_TOOLS := $(foreach tp,$(TEST_TOOL_PKGS),$(firstword $(subst :, ,$(tp))))
+TEST_PKGS := bash-completion python3-grpcio python3-confluent-kafka $(sort $(foreach tp,$(TEST_TOOL_PKGS),$(lastword $(subst :, ,$(tp)))))
 PY_GRPC   := /usr/bin/python3 -c 'import grpc'
 PY_CONFLUENT := /usr/bin/python3 -c 'import confluent_kafka'
 
@@ -34,13 +38,14 @@ run: build
 # test-deps installs missing tools when root; with CI=true a tool that is still
 # missing fails the run instead of letting tests skip.
 test-deps:
-	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
-	$(PY_GRPC) >/dev/null 2>&1 || missing="$$missing python3-grpcio"; \
-	$(PY_CONFLUENT) >/dev/null 2>&1 || missing="$$missing python3-confluent-kafka"; \
-	[ -f /usr/share/bash-completion/bash_completion ] || missing="$$missing bash-completion"; \
+	@missing=""; pkgs=""; for tp in $(TEST_TOOL_PKGS); do t=$${tp%%:*}; \
+		command -v $$t >/dev/null 2>&1 || { missing="$$missing $$t"; case " $$pkgs " in *" $${tp#*:} "*) ;; *) pkgs="$$pkgs $${tp#*:}";; esac; }; done; \
+	$(PY_GRPC) >/dev/null 2>&1 || { missing="$$missing python3-grpcio"; pkgs="$$pkgs python3-grpcio"; }; \
+	$(PY_CONFLUENT) >/dev/null 2>&1 || { missing="$$missing python3-confluent-kafka"; pkgs="$$pkgs python3-confluent-kafka"; }; \
+	[ -f /usr/share/bash-completion/bash_completion ] || { missing="$$missing bash-completion"; pkgs="$$pkgs bash-completion"; }; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
-		echo "installing:$$missing"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PKGS)) >/dev/null || exit 1; \
+		echo "installing:$$pkgs (for$$missing)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkgs) >/dev/null || exit 1; \
 	fi; \
 	for t in $(TEST_TOOLS); do \
 		if ! command -v $$t >/dev/null 2>&1; then \

@@ -18,7 +18,7 @@ func TestBashCompletion(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bash: %v", err)
 	}
-	// cobra's bash script needs Debian's bash-completion (TEST_PKGS).
+	// cobra's bash script needs Debian's bash-completion (make test-deps installs it).
 	const bashCompletion = "/usr/share/bash-completion/bash_completion"
 	if _, err := os.Stat(bashCompletion); err != nil {
 		t.Fatalf("bash-completion is not installed (apt-get install bash-completion): %v", err)
