@@ -77,6 +77,8 @@ type Server struct {
 	tokens []tokenEntry
 	// views is the web console's state (views.go).
 	views views
+	// starting holds /healthz at 503 until SetReady (Options.Starting).
+	starting atomic.Bool
 
 	// mux holds the routes; AddRoutes (firmware.go) adds to it.
 	mux *http.ServeMux
@@ -92,6 +94,10 @@ type Options struct {
 	Security Security          // http.tls, http.tokens, ACLs
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Starting makes /healthz answer 503 "starting" until SetReady: katka
+	// serve opens its HTTP listener before the Kafka listeners and inputs,
+	// and a probe must not take a half-started katka for a ready one.
+	Starting bool
 }
 
 // Start listens on addr and serves until Shutdown, bounding what clients can
@@ -123,6 +129,7 @@ func Listen(o Options) (*Server, error) {
 		return nil, fmt.Errorf("http listen on %s: %w", addr, err)
 	}
 	s := &Server{b: b, lim: lim, log: log, done: make(chan error, 1), sec: o.Security, tokens: toks}
+	s.starting.Store(o.Starting)
 	s.ln = newLimitListener(ln, lim.MaxConnections, func(c net.Conn) {
 		b.LimitRejected(LimitHTTPConnections, c.RemoteAddr().String(), fmt.Sprintf("%d connections open (http.limits.max_connections); waiting to be served", lim.MaxConnections))
 	}, func(c net.Conn, detail string) {
@@ -151,6 +158,10 @@ func Listen(o Options) (*Server, error) {
 	return s, nil
 }
 
+// SetReady makes /healthz answer 200 "ok": katka serve calls it once every
+// listener accepts and the inputs run (Options.Starting).
+func (s *Server) SetReady() { s.starting.Store(false) }
+
 // Addr returns the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
@@ -178,6 +189,11 @@ func (s *Server) Handler(gather prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		if s.starting.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "starting")
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))

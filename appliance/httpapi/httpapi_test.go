@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -116,5 +118,39 @@ func TestStatusProviders(t *testing.T) {
 	s.AddStatus("sync", func() any { return map[string]any{"mode": "exactly_once"} })
 	if code, m := do(t, "GET", ts.URL+"/v1/status/sync", ""); code != 200 || m["mode"] != "exactly_once" {
 		t.Fatalf("after: %d %v", code, m)
+	}
+}
+
+// TestHealthzStartingUntilReady: a server listened with Options.Starting
+// answers /healthz with 503 "starting" (katka serve's HTTP listener is up
+// before its Kafka listeners) and 200 "ok" once SetReady is called.
+func TestHealthzStartingUntilReady(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	b, err := broker.Open(broker.Options{DataDir: t.TempDir(), Metrics: broker.NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	s, err := Listen(Options{Addr: "127.0.0.1:0", Broker: b, Gatherer: reg, Starting: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + s.Addr().String() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(body))
+	}
+	if code, body := get(); code != http.StatusServiceUnavailable || body != "starting" {
+		t.Fatalf("/healthz while starting: %d %q, want 503 starting", code, body)
+	}
+	s.SetReady()
+	if code, body := get(); code != http.StatusOK || body != "ok" {
+		t.Fatalf("/healthz once ready: %d %q, want 200 ok", code, body)
 	}
 }

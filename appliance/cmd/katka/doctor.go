@@ -338,7 +338,8 @@ func (d *doctor) checkPorts() {
 	}
 }
 
-// katkaAnswers reports whether a katka's /healthz answers ok on addr.
+// katkaAnswers reports whether a katka's /healthz answers on addr: ok, or
+// 503 "starting" while a katka opens its listeners.
 func katkaAnswers(addr string) bool {
 	c := &http.Client{Timeout: time.Second}
 	resp, err := c.Get("http://" + addr + "/healthz")
@@ -347,7 +348,8 @@ func katkaAnswers(addr string) bool {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64))
-	return resp.StatusCode == http.StatusOK && strings.TrimSpace(string(b)) == "ok"
+	body := strings.TrimSpace(string(b))
+	return resp.StatusCode == http.StatusOK && body == "ok" || resp.StatusCode == http.StatusServiceUnavailable && body == "starting"
 }
 
 func portOf(addr string) string {

@@ -149,7 +149,7 @@ func serve(cfg config.Config) error {
 
 	var hs *httpapi.Server
 	if cfg.HTTP.Addr != "" {
-		hs, err = httpapi.Listen(httpapi.Options{Addr: cfg.HTTP.Addr, Broker: b, Limits: cfg.HTTP.Limits, Gatherer: reg, Logger: log,
+		hs, err = httpapi.Listen(httpapi.Options{Addr: cfg.HTTP.Addr, Broker: b, Limits: cfg.HTTP.Limits, Gatherer: reg, Logger: log, Starting: true,
 			Security: httpapi.Security{TLS: cfg.HTTP.TLS, Tokens: cfg.HTTP.Tokens, MetricsAuth: cfg.HTTP.MetricsAuth, Authorizer: authz}})
 		if err != nil {
 			shutdown()
@@ -218,6 +218,9 @@ func serve(cfg config.Config) error {
 		hs.AddStatus("plugins", func() any { return pluginsStatus() })
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
+	if hs != nil {
+		hs.SetReady() // /healthz: 503 "starting" until now
+	}
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "memory_limit", memLimit, "took", time.Since(t0).Round(time.Millisecond))
 	// Recovery is done and every listener accepts: a Type=notify unit is up.
 	sd := &sdNotifier{log: log}
