@@ -55,8 +55,21 @@ func newGroupKatka(t *testing.T, dataDir string) *groupKatka {
 	return k
 }
 
-// start runs katka and waits for /healthz and the Kafka port.
+// start runs katka and waits for its /healthz (which turns 200 once the Kafka
+// listener accepts), choosing other ports if another process took them.
 func (k *groupKatka) start() {
+	k.t.Helper()
+	for attempt := 0; attempt < 3; attempt++ {
+		if k.startOnce() {
+			return
+		}
+	}
+	k.t.Fatalf("katka did not become healthy on its own ports in 3 attempts")
+}
+
+// startOnce starts katka on fresh ports; false when another process answered
+// on them.
+func (k *groupKatka) startOnce() bool {
 	k.t.Helper()
 	hp, err1 := freePort()
 	kp, err2 := freePort()
@@ -68,6 +81,10 @@ func (k *groupKatka) start() {
 	lf, err := os.OpenFile(k.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		k.t.Fatal(err)
+	}
+	var logFrom int64 // this start's lines follow
+	if fi, err := lf.Stat(); err == nil {
+		logFrom = fi.Size()
 	}
 	k.cmd = exec.Command(katkaBin, "serve", "--config", k.config, "--data-dir", k.dataDir, "--http-addr", httpAddr, "--kafka-addr", k.Kafka)
 	k.cmd.Stdout, k.cmd.Stderr = lf, lf
@@ -82,12 +99,17 @@ func (k *groupKatka) start() {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				if ownHealthy(k.log, logFrom) {
+					return true
+				}
+				k.kill()
+				return false
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	k.t.Fatalf("katka did not become healthy")
+	return false
 }
 
 // kill SIGKILLs katka and waits for it to exit.

@@ -147,11 +147,25 @@ func (k *Katka) Start() error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		err = k.startOnce()
-		if err == nil || !strings.Contains(k.LogTail(20), "address already in use") {
+		if err == nil || !errors.Is(err, errPortTaken) && !strings.Contains(k.LogTail(20), "address already in use") {
 			return err
 		}
 	}
 	return err
+}
+
+// errPortTaken is a start whose /healthz was answered by another process:
+// the port freePort chose was taken before katka bound it.
+var errPortTaken = errors.New("another process answered on the chosen port")
+
+// ownHealthy reports whether a /healthz 200 came from the katka that writes
+// logPath: katka logs "katka started" before /healthz turns 200, so a 200
+// without that line is another process's, holding the port freePort chose
+// (the e2e packages run side by side, each picking ports). Only the log from
+// byte from on counts (a log appended to by earlier starts).
+func ownHealthy(logPath string, from int64) bool {
+	b, _ := os.ReadFile(logPath)
+	return int64(len(b)) > from && strings.Contains(string(b[from:]), "katka started")
 }
 
 func (k *Katka) startOnce() error {
@@ -198,6 +212,10 @@ func (k *Katka) startOnce() error {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "ok" {
+				if !ownHealthy(logPath, 0) {
+					k.Kill()
+					return errPortTaken
+				}
 				return nil
 			}
 		}

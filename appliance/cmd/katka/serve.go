@@ -218,10 +218,10 @@ func serve(cfg config.Config) error {
 		hs.AddStatus("plugins", func() any { return pluginsStatus() })
 	}
 	closers = append(closers, func() { cancel(); wg.Wait() })
-	if hs != nil {
-		hs.SetReady() // /healthz: 503 "starting" until now
-	}
 	log.Info("katka started", "version", version, "data_dir", cfg.DataDir, "fsync", cfg.Storage.Fsync, "memory_limit", memLimit, "took", time.Since(t0).Round(time.Millisecond))
+	if hs != nil {
+		hs.SetReady() // /healthz: 503 "starting" until now, after the log says so
+	}
 	// Recovery is done and every listener accepts: a Type=notify unit is up.
 	sd := &sdNotifier{log: log}
 	wdCtx, wdStop := context.WithCancel(ctx)
