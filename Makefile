@@ -72,8 +72,8 @@ test-deps:
 # damage kinds) and each test's time are printed; the rest stays quiet.
 E2E_FILTER := '^(torture|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE|running tests:|\s+Test[A-Za-z0-9_/]* \()|_test.go:'
 test: test-deps
-	$(GO) vet ./...
-	@set -o pipefail; start=$$(date +%s); unitlog=$$(mktemp); torturelog=$$(mktemp); \
+	@set -o pipefail; start=$$(date +%s); unitlog=$$(mktemp); torturelog=$$(mktemp); vetlog=$$(mktemp); \
+	$(GO) vet ./... >$$vetlog 2>&1 & vet=$$!; \
 	( $(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /appliance/e2e) && \
 	  (cd third_party/tidwall-wal && $(GO) test -race -count=1 .) && \
 	  (cd third_party/franz-go-kmsg && $(GO) test -race -count=1 ./...) ) >$$unitlog 2>&1 & unit=$$!; \
@@ -81,8 +81,9 @@ test: test-deps
 	$(GO) test -race -count=1 -timeout 25m -v -skip 'TestTorture' ./appliance/e2e/ 2>&1 | grep -E $(E2E_FILTER); e2e=$$?; \
 	wait $$torture; tt=$$?; echo "== e2e torture"; cat $$torturelog; rm -f $$torturelog; \
 	wait $$unit; u=$$?; echo "== unit packages"; cat $$unitlog; rm -f $$unitlog; \
-	echo "make test: unit rc=$$u, e2e rc=$$e2e, e2e torture rc=$$tt, $$(( $$(date +%s) - start )) s after vet"; \
-	[ $$u = 0 ] && [ $$e2e = 0 ] && [ $$tt = 0 ]
+	wait $$vet; v=$$?; echo "== go vet"; cat $$vetlog; rm -f $$vetlog; \
+	echo "make test: vet rc=$$v, unit rc=$$u, e2e rc=$$e2e, e2e torture rc=$$tt, $$(( $$(date +%s) - start )) s"; \
+	[ $$v = 0 ] && [ $$u = 0 ] && [ $$e2e = 0 ] && [ $$tt = 0 ]
 	$(MAKE) --no-print-directory test-arm
 
 # The long torture and soak runs (minutes to an hour); figures go into notes.
