@@ -233,19 +233,19 @@ func lastEntry(f io.ReaderAt, size int64) (off, count int64, ts int64, err error
 }
 
 // firstEntry reads the first entry of a segment file (checked whole up to
-// smallEntry, else by its head and length trailer) and returns its kind and
-// first offset (-1 for a compacted placeholder).
-func firstEntry(path string, size int64) (kind byte, off int64, err error) {
+// smallEntry or when whole is set, else by its head and length trailer) and
+// returns its kind and first offset (-1 for a compacted placeholder).
+func firstEntry(path string, size int64, whole bool) (kind byte, off int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer f.Close()
-	return firstEntryAt(f, path, size)
+	return firstEntryAt(f, path, size, whole)
 }
 
 // firstEntryAt is firstEntry on an open segment (path for errors).
-func firstEntryAt(f io.ReaderAt, path string, size int64) (kind byte, off int64, err error) {
+func firstEntryAt(f io.ReaderAt, path string, size int64, whole bool) (kind byte, off int64, err error) {
 	var head [binary.MaxVarintLen64 + spanHeadLen]byte
 	n, err := f.ReadAt(head[:], 0)
 	if n == 0 {
@@ -255,7 +255,7 @@ func firstEntryAt(f io.ReaderAt, path string, size int64) (kind byte, off int64,
 	if m <= 0 || fl > uint64(size) || int64(m)+int64(fl) > size {
 		return 0, 0, fmt.Errorf("first entry of %s: bad frame length", path)
 	}
-	if fl > smallEntry {
+	if fl > smallEntry && !whole {
 		var tl [4]byte
 		if _, err := f.ReadAt(tl[:], int64(m)+int64(fl)-4); err != nil {
 			return 0, 0, fmt.Errorf("first entry of %s: %w", path, err)
@@ -364,17 +364,24 @@ func recoverDir(dir string, startHint int64) ([]*segmentFile, []RecoveryAction, 
 		return nil, actions, err
 	}
 	// firstOffset is a segment's first entry's offset, -1 if it has none of its
-	// own (compacted) or cannot be read.
-	firstOffset := func(s *segmentFile) int64 {
-		kind, off, err := firstEntry(s.path, s.size)
+	// own (compacted) or cannot be read. Unless whole, an entry larger than
+	// smallEntry is known by its head and length trailer only: a head that
+	// is intact over a damaged body (bit rot, or a torn write that left a
+	// copy of an older frame at a tail) gives an offset that its checksum
+	// would refuse. So an offset that decides anything is read whole: the
+	// tail's (always damaged first, if anything is) and any that breaks
+	// continuity, before a segment is cut or filled because of it.
+	firstOffset := func(s *segmentFile, whole bool) int64 {
+		kind, off, err := firstEntry(s.path, s.size, whole)
 		if err != nil || kind == kindCompacted {
 			return -1
 		}
 		return off
 	}
+	last := len(segs) - 1
 	for i, s := range segs {
 		if i == 0 {
-			if s.base = firstOffset(s); s.base < 0 {
+			if s.base = firstOffset(s, i == last); s.base < 0 {
 				// Per-record logs (and compacted placeholders) have offset = WAL index - 1;
 				// batch logs have more offsets than entries, so this is a lower bound.
 				s.base = max(int64(s.index)-1, startHint)
@@ -400,7 +407,7 @@ func recoverDir(dir string, startHint int64) ([]*segmentFile, []RecoveryAction, 
 			s.idx, s.entries, s.end = indexBytes(buf, s.base)
 			continue
 		}
-		nextBase := firstOffset(segs[i+1])
+		nextBase := firstOffset(segs[i+1], i+1 == last)
 		f, err := os.Open(s.path)
 		if err != nil {
 			return nil, actions, fmt.Errorf("open segment %s: %w", s.path, err)
@@ -409,7 +416,12 @@ func recoverDir(dir string, startHint int64) ([]*segmentFile, []RecoveryAction, 
 		f.Close()
 		first := s.base
 		if i > 0 {
-			first = firstOffset(s)
+			if first = firstOffset(s, false); first >= 0 && first != s.base {
+				first = firstOffset(s, true)
+			}
+		}
+		if lerr == nil && nextBase >= 0 && off+count != nextBase && i+1 != last {
+			nextBase = firstOffset(segs[i+1], true)
 		}
 		if lerr == nil && off >= s.base && (first == s.base || first < 0) {
 			end := off + count
