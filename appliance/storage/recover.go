@@ -378,6 +378,15 @@ func recoverDir(dir string, startHint int64) ([]*segmentFile, []RecoveryAction, 
 		}
 		return off
 	}
+	// checkedOffset is firstOffset read by head (unless whole), and read
+	// again whole when it is not the offset want (-1: nothing expected).
+	checkedOffset := func(s *segmentFile, want int64, whole bool) int64 {
+		off := firstOffset(s, whole)
+		if !whole && off >= 0 && want >= 0 && off != want {
+			off = firstOffset(s, true)
+		}
+		return off
+	}
 	last := len(segs) - 1
 	for i, s := range segs {
 		if i == 0 {
@@ -407,21 +416,20 @@ func recoverDir(dir string, startHint int64) ([]*segmentFile, []RecoveryAction, 
 			s.idx, s.entries, s.end = indexBytes(buf, s.base)
 			continue
 		}
-		nextBase := firstOffset(segs[i+1], i+1 == last)
 		f, err := os.Open(s.path)
 		if err != nil {
 			return nil, actions, fmt.Errorf("open segment %s: %w", s.path, err)
 		}
 		off, count, ts, lerr := lastEntry(f, s.size)
 		f.Close()
+		wantNext := int64(-1)
+		if lerr == nil {
+			wantNext = off + count
+		}
+		nextBase := checkedOffset(segs[i+1], wantNext, i+1 == last)
 		first := s.base
 		if i > 0 {
-			if first = firstOffset(s, false); first >= 0 && first != s.base {
-				first = firstOffset(s, true)
-			}
-		}
-		if lerr == nil && nextBase >= 0 && off+count != nextBase && i+1 != last {
-			nextBase = firstOffset(segs[i+1], true)
+			first = checkedOffset(s, s.base, false)
 		}
 		if lerr == nil && off >= s.base && (first == s.base || first < 0) {
 			end := off + count
