@@ -186,6 +186,11 @@ type Options struct {
 	Logger       *slog.Logger
 	// Metrics, if set, receives the broker's counters.
 	Metrics *Metrics
+	// SyncfsMin is the fewest partitions flushing at once for which the
+	// broker flushes the data directory's filesystem with one syncfs instead
+	// of one fdatasync each (storage.Syncer); 0 is storage.DefaultSyncfsMin,
+	// negative never uses syncfs.
+	SyncfsMin int
 	// ReplicaGate, set in a cell, makes every partition (but katka's
 	// internal topics') refuse writes until the cell sets its replica state
 	// (SetReplicaState) or clears it (ClearReplicaState: one replica): a
@@ -200,6 +205,9 @@ type Broker struct {
 	log  *slog.Logger
 	lock *storage.DirLock
 	m    *Metrics
+	// syncer flushes many partitions' writes with one syncfs (nil: each
+	// partition fdatasyncs its own file).
+	syncer *storage.Syncer
 
 	mu     sync.RWMutex
 	topics map[string]*topic
@@ -301,12 +309,20 @@ func Open(opts Options) (*Broker, error) {
 	b.m.limits.log = lg
 	b.m.limits.mu.Unlock()
 	b.disk.quota, b.disk.minFree = opts.QuotaBytes, opts.MinFreeBytes
+	if opts.SyncfsMin >= 0 {
+		if b.syncer, err = storage.NewSyncer(opts.DataDir, opts.SyncfsMin); err != nil {
+			lock.Unlock()
+			return nil, err
+		}
+	}
 	if err := b.loadClusterID(); err != nil {
+		b.syncer.Close()
 		lock.Unlock()
 		return nil, err
 	}
 	if err := b.load(); err != nil {
 		b.closeTopics()
+		b.syncer.Close()
 		lock.Unlock()
 		return nil, err
 	}
@@ -410,6 +426,7 @@ func (b *Broker) openPartition(t *topic, p int32) (*partition, error) {
 		Logger:        b.log.With("topic", t.info.Name, "partition", p),
 		OnFsync:       b.m.observeFsync,
 		OnRecovery:    b.m.observeRecovery,
+		Syncer:        b.syncer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open partition %s-%d: %w", t.info.Name, p, err)
@@ -1078,6 +1095,9 @@ func (b *Broker) Close() error {
 	b.wg.Wait()
 	b.checkpointHW()
 	err := b.closeTopics()
+	if serr := b.syncer.Close(); err == nil {
+		err = serr
+	}
 	if uerr := b.lock.Unlock(); err == nil {
 		err = uerr
 	}
@@ -1097,13 +1117,31 @@ func (b *Broker) closeTopics() error {
 }
 
 // syncPartitions flushes every partition (run each FsyncInterval with fsync: interval).
+// Partitions flush side by side (at most syncWorkers at once), so that the
+// syncer makes one syncfs of many of them instead of one fdatasync after
+// another: 4,096 partitions flushed in turn took longer than the interval.
 func (b *Broker) syncPartitions() {
-	for _, p := range b.allPartitions() {
-		if err := p.syncTo(p.log.EndOffset()); err != nil && !errors.Is(err, storage.ErrClosed) {
-			b.log.Error("interval fsync failed", "topic", p.topic, "partition", p.id, "err", err)
-		}
+	parts := b.allPartitions()
+	next := make(chan *partition)
+	var wg sync.WaitGroup
+	for range min(len(parts), syncWorkers) {
+		wg.Go(func() {
+			for p := range next {
+				if err := p.syncTo(p.log.EndOffset()); err != nil && !errors.Is(err, storage.ErrClosed) {
+					b.log.Error("interval fsync failed", "topic", p.topic, "partition", p.id, "err", err)
+				}
+			}
+		})
 	}
+	for _, p := range parts {
+		next <- p
+	}
+	close(next)
+	wg.Wait()
 }
+
+// syncWorkers is how many partitions the interval flush syncs at once.
+const syncWorkers = 64
 
 // every runs f each interval until the broker closes.
 func (b *Broker) every(interval time.Duration, f func()) {

@@ -82,6 +82,10 @@ type Storage struct {
 	Fsync string `yaml:"fsync"`
 	// FsyncInterval is how often data is flushed when Fsync is "interval".
 	FsyncInterval time.Duration `yaml:"fsync_interval"`
+	// SyncfsMin is the fewest partitions flushing at once for which katka
+	// flushes the data directory's filesystem with one syncfs instead of one
+	// fdatasync per partition file; 0 never uses syncfs.
+	SyncfsMin int `yaml:"syncfs_min"`
 	// SegmentBytes is the size at which a partition's log rolls to a new segment file.
 	SegmentBytes ByteSize `yaml:"segment_bytes"`
 	// SegmentCache is how many sealed segments per partition are cached in memory.

@@ -123,7 +123,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown nested key",
 			"log:\n  level: info\nstorage:\n  fsync: always\n  fsyncc: interval\n",
-			"line 5: storage.fsyncc: unknown key (allowed: fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval, quota, min_free)",
+			"line 5: storage.fsyncc: unknown key (allowed: fsync, fsync_interval, syncfs_min, segment_bytes, segment_cache, retention_check_interval, quota, min_free)",
 		},
 		{
 			"unknown key in a list element",
@@ -138,7 +138,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"unknown key in merged mapping",
 			"storage:\n  <<: {fsink: always}\n",
-			"line 2: storage.fsink: unknown key (allowed: fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval, quota, min_free)",
+			"line 2: storage.fsink: unknown key (allowed: fsync, fsync_interval, syncfs_min, segment_bytes, segment_cache, retention_check_interval, quota, min_free)",
 		},
 		{
 			"bad size",
@@ -173,7 +173,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			"list where mapping expected",
 			"storage:\n  - fsync\n",
-			"line 2: storage: expected a mapping with keys (fsync, fsync_interval, segment_bytes, segment_cache, retention_check_interval, quota, min_free), got a list",
+			"line 2: storage: expected a mapping with keys (fsync, fsync_interval, syncfs_min, segment_bytes, segment_cache, retention_check_interval, quota, min_free), got a list",
 		},
 		{
 			"mapping where list expected",
@@ -293,6 +293,8 @@ func TestValidateRejects(t *testing.T) {
 		{"segment too large", func(c *Config) { c.Storage.SegmentBytes = 2 * GiB }, "storage.segment_bytes: 2GiB is out of range (allowed: 64KiB..1GiB)"},
 		{"segment cache 0", func(c *Config) { c.Storage.SegmentCache = 0 }, "storage.segment_cache: 0 is out of range (allowed: 1..64)"},
 		{"segment cache 65", func(c *Config) { c.Storage.SegmentCache = 65 }, "storage.segment_cache: 65 is out of range (allowed: 1..64)"},
+		{"syncfs min negative", func(c *Config) { c.Storage.SyncfsMin = -1 }, "storage.syncfs_min: -1 is out of range (allowed: 0 for never, or 1..1000000)"},
+		{"syncfs min too large", func(c *Config) { c.Storage.SyncfsMin = 1000001 }, "storage.syncfs_min: 1000001 is out of range (allowed: 0 for never, or 1..1000000)"},
 		{"retention check", func(c *Config) { c.Storage.RetentionCheckInterval = -time.Second }, "storage.retention_check_interval: -1s must be positive (e.g. 1s)"},
 		{"default partitions 0", func(c *Config) { c.Topics.DefaultPartitions = 0 }, "topics.default_partitions: 0 is out of range (allowed: 1..10000)"},
 		{"default partitions big", func(c *Config) { c.Topics.DefaultPartitions = 10001 }, "topics.default_partitions: 10001 is out of range (allowed: 1..10000)"},

@@ -25,6 +25,7 @@ func Default() Config {
 		Storage: Storage{
 			Fsync:                  "always",
 			FsyncInterval:          time.Second,
+			SyncfsMin:              4,
 			SegmentBytes:           1 * MiB,
 			SegmentCache:           1,
 			RetentionCheckInterval: 30 * time.Second,

@@ -15,6 +15,7 @@ const (
 	MinSegmentBytes = 64 * KiB // MinSegmentBytes is the smallest storage.segment_bytes.
 	MaxSegmentBytes = 1 * GiB  // MaxSegmentBytes is the largest storage.segment_bytes.
 	MaxSegmentCache = 64       // MaxSegmentCache is the largest storage.segment_cache.
+	MaxSyncfsMin    = 1000000  // MaxSyncfsMin is the largest storage.syncfs_min.
 	MaxPartitions   = 10000    // MaxPartitions is the largest partition count of one topic.
 	MaxTopicNameLen = 249      // MaxTopicNameLen is Kafka's limit on a topic name's length.
 	// MaxReplicationFactor is the largest topics.default_replication_factor:
@@ -51,6 +52,9 @@ func (c *Config) Validate() error {
 	v.oneOf("storage.fsync", s.Fsync, fsyncModes)
 	if s.Fsync == "interval" && s.FsyncInterval <= 0 {
 		v.add("storage.fsync_interval", "%s must be positive when storage.fsync is interval (e.g. 1s)", s.FsyncInterval)
+	}
+	if s.SyncfsMin < 0 || s.SyncfsMin > MaxSyncfsMin {
+		v.add("storage.syncfs_min", "%d is out of range (allowed: 0 for never, or 1..%d)", s.SyncfsMin, MaxSyncfsMin)
 	}
 	if s.SegmentBytes < MinSegmentBytes || s.SegmentBytes > MaxSegmentBytes {
 		v.add("storage.segment_bytes", "%s is out of range (allowed: %s..%s)", s.SegmentBytes, MinSegmentBytes, MaxSegmentBytes)

@@ -39,6 +39,10 @@ type Options struct {
 	OnFsync func(time.Duration)
 	// OnRecovery, if set, is called for every repair made at open.
 	OnRecovery func(RecoveryAction)
+	// Syncer, if set, flushes the log's writes together with those of the
+	// other logs sharing it (one syncfs when many wait at once); nil: the log
+	// fdatasyncs its own tail file.
+	Syncer *Syncer
 }
 
 // DefaultSegmentBytes is the default segment size: small, so that retention
@@ -653,12 +657,22 @@ func (l *Log) syncOnce() (int64, error) {
 		l.syncFile, l.syncPath, l.syncGen = f, path, gen
 	}
 	t0 := time.Now()
-	if err := fdatasync(l.syncFile); err != nil {
-		return 0, l.fail(fmt.Errorf("fsync %s: %w", path, err))
-	}
-	if dirty {
-		if err := syncDir(l.dir); err != nil {
+	if s := l.opts.Syncer; s != nil {
+		dir := ""
+		if dirty {
+			dir = l.dir
+		}
+		if err := s.sync(l.syncFile, dir); err != nil {
 			return 0, l.fail(err)
+		}
+	} else {
+		if err := fdatasync(l.syncFile); err != nil {
+			return 0, l.fail(fmt.Errorf("fsync %s: %w", path, err))
+		}
+		if dirty {
+			if err := syncDir(l.dir); err != nil {
+				return 0, l.fail(err)
+			}
 		}
 	}
 	if l.opts.OnFsync != nil {

@@ -45,6 +45,7 @@ type loadSpec struct {
 	compression string
 	linger      time.Duration
 	maxBuffered int
+	maxRequest  int32
 	keys        int64
 	keyDist     string
 	topicConfig []string
@@ -299,6 +300,7 @@ with Kafka's default message.max.bytes of 1,000,012 bytes.`,
 	f.StringVar(&s.compression, "compression", "none", "codec: none, gzip, snappy, lz4, zstd")
 	f.DurationVar(&s.linger, "linger", 0, "how long the producer waits to fill a batch")
 	f.IntVar(&s.maxBuffered, "max-buffered", 100_000, "records each producer may buffer before it blocks")
+	f.Int32Var(&s.maxRequest, "max-request-bytes", 4<<20, "largest produce request a producer sends (at least one batch; franz-go's own default is 104857600)")
 	f.Int64Var(&s.keys, "keys", 0, "distinct keys (with --key-distribution; default 1000 then)")
 	f.StringVar(&s.keyDist, "key-distribution", "none", "record keys: none (null keys, the client's sticky partitioner), uniform, zipf (s=1.1) or sequential over --keys keys")
 	f.StringArrayVar(&s.topicConfig, "topic-config", nil, "config key=value for topics the bench creates, repeatable (e.g. max.message.bytes=1000012)")
@@ -564,6 +566,13 @@ func runKgoProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []s
 	if ack != kgo.AllISRAcks() {
 		popts = append(popts, kgo.DisableIdempotentWrite())
 	}
+	// A produce request carries at most maxRequest bytes (and always one
+	// whole batch). kgo's default is 100 MiB, which lets one request take
+	// every partition's buffered batch: with 256 partitions of 1 KiB records
+	// the load generator built requests of tens of MB by copying, and its own
+	// CPU and page faults (670 MB RSS) set the rate, not the broker's. Kafka's
+	// Java producer caps a request at max.request.size, 1 MiB by default.
+	popts = append(popts, kgo.BrokerMaxWriteBytes(max(s.maxRequest, batchMax+64<<10)))
 	producers := make([]*kgo.Client, s.producers)
 	for i := range producers {
 		cl, err := kf.client(popts...)

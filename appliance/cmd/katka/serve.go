@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -99,6 +100,7 @@ func serve(cfg config.Config) error {
 		DataDir:                cfg.DataDir,
 		Fsync:                  broker.FsyncMode(cfg.Storage.Fsync),
 		FsyncInterval:          cfg.Storage.FsyncInterval,
+		SyncfsMin:              cmp.Or(cfg.Storage.SyncfsMin, -1),
 		SegmentBytes:           int(cfg.Storage.SegmentBytes),
 		CacheSegments:          cfg.Storage.SegmentCache,
 		RetentionCheckInterval: cfg.Storage.RetentionCheckInterval,
