@@ -44,6 +44,7 @@ type loadSpec struct {
 	acks        string
 	compression string
 	linger      time.Duration
+	warmup      time.Duration
 	maxBuffered int
 	maxRequest  int32
 	keys        int64
@@ -200,6 +201,7 @@ type loadResult struct {
 	KeyDist        string          `json:"key_distribution"`
 	Keys           int64           `json:"keys,omitempty"`
 	TargetRate     float64         `json:"target_rate,omitempty"`
+	WarmupSeconds  float64         `json:"warmup_seconds,omitempty"`
 	BatchMaxBytes  int32           `json:"batch_max_bytes"`
 	Sent           int64           `json:"records_sent"`
 	Failed         int64           `json:"records_failed"`
@@ -290,6 +292,7 @@ with Kafka's default message.max.bytes of 1,000,012 bytes.`,
 	f.IntVar(&s.recordSize, "record-size", 100, "value size in bytes")
 	f.Int64Var(&s.records, "records", 1_000_000, "records to produce in all (0 with --duration: until the duration is over)")
 	f.DurationVar(&s.duration, "duration", 0, "produce for this long (with --rate: rate x duration records)")
+	f.DurationVar(&s.warmup, "warmup", 0, "produce for this long first (at --rate, before --duration), leaving those records out of the latency figures, as OpenMessaging Benchmark discards its warm-up phase")
 	f.Float64Var(&s.rate, "rate", 0, "fixed total rate in records/s, split over the producers (0: as fast as possible)")
 	f.Int64Var(&throughput, "throughput", -1, "old name of --rate")
 	_ = f.MarkHidden("throughput")
@@ -374,7 +377,7 @@ func prepareTopics(ctx context.Context, kf *kafkaFlags, s *loadSpec) (int32, err
 func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, error) {
 	res := loadResult{Topics: s.topicNames(), Partitions: s.partitions, Producers: s.producers, Groups: s.groups, Client: s.client,
 		Consumers: s.consumers, RecordSize: s.recordSize, Acks: s.acks, Compression: s.compression, KeyDist: s.keyDist,
-		Keys: s.keys, TargetRate: s.rate}
+		Keys: s.keys, TargetRate: s.rate, WarmupSeconds: s.warmup.Seconds()}
 	if s.groups == 0 {
 		res.Consumers = 0
 	}
@@ -392,6 +395,9 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 	}
 	res.BatchMaxBytes = batchMax
 	names := s.topicNames()
+
+	var t produceTally
+	t.measureFrom.Store(math.MaxInt64) // until the producers start: nothing sent yet is measured
 
 	// Consumers first, each group waiting for its assignment, so that the
 	// end-to-end latency measures the steady state, not a group joining.
@@ -448,7 +454,9 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 						var n int64
 						fs.EachRecord(func(r *kgo.Record) {
 							if len(r.Value) >= 16 && binary.BigEndian.Uint64(r.Value[8:]) == runNum {
-								e2e.add(time.Duration(now - int64(binary.BigEndian.Uint64(r.Value))))
+								if sent := int64(binary.BigEndian.Uint64(r.Value)); t.measured(sent) {
+									e2e.add(time.Duration(now - sent))
+								}
 								n++
 							}
 							r.Recycle()
@@ -473,7 +481,6 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 		}
 	}
 
-	var t produceTally
 	stop := make(chan struct{})
 	var pw sync.WaitGroup
 	if !s.quiet {
@@ -484,9 +491,9 @@ func runLoad(ctx context.Context, kf *kafkaFlags, s *loadSpec) (loadResult, erro
 	records := s.records
 	if s.duration > 0 {
 		if s.rate > 0 {
-			records = int64(s.rate * s.duration.Seconds())
+			records = int64(s.rate * (s.duration + s.warmup).Seconds())
 		} else {
-			deadline = time.Now().Add(s.duration)
+			deadline = time.Now().Add(s.duration + s.warmup)
 			if s.records == 0 {
 				records = math.MaxInt64
 			}
@@ -644,7 +651,9 @@ func runKgoProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []s
 					return
 				}
 				d := time.Since(r.Timestamp)
-				t.lat.add(d)
+				if t.measured(r.Timestamp.UnixNano()) {
+					t.lat.add(d)
+				}
 				t.w.observe(1, int64(len(r.Value)+len(r.Key)), d)
 			}
 			// send stamps r with t0, read just before Produce (which would
@@ -691,6 +700,7 @@ func runKgoProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []s
 	}
 	warm.Wait()
 	start = time.Now()
+	t.measureFrom.Store(start.Add(s.warmup).UnixNano())
 	close(begin)
 	prodWG.Wait()
 	return start, nil

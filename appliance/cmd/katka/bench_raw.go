@@ -37,7 +37,14 @@ type produceTally struct {
 	failed   atomic.Int64
 	errOnce  sync.Once
 	firstErr error // the first failure, set once through errOnce
+	// measureFrom is when the warm-up ends (unix nanoseconds): records
+	// sent before it count in the rates but not in the latency figures.
+	measureFrom atomic.Int64
 }
+
+// measured reports whether a record sent at sent (unix nanoseconds) counts
+// in the latency figures: it was sent after the warm-up.
+func (t *produceTally) measured(sent int64) bool { return sent >= t.measureFrom.Load() }
 
 // fail counts n failed records (none for a failure that is not a record's)
 // and keeps err if it is the first.
@@ -245,6 +252,7 @@ func runRawProducers(ctx context.Context, kf *kafkaFlags, s *loadSpec, names []s
 	})
 	defer stop()
 	start := time.Now()
+	t.measureFrom.Store(start.Add(s.warmup).UnixNano())
 	var wg sync.WaitGroup
 	for i, c := range conns {
 		share := shareOf(records, len(conns), i)
@@ -343,7 +351,9 @@ func rawProduce(ctx context.Context, c *rawConn, tg rawTarget, s *loadSpec, acks
 		}
 		acked := time.Now()
 		for _, d := range due {
-			t.lat.add(acked.Sub(d))
+			if t.measured(d.UnixNano()) {
+				t.lat.add(acked.Sub(d))
+			}
 		}
 		t.w.observe(int64(len(due)), int64(len(due)*s.recordSize), acked.Sub(due[0]))
 	}

@@ -95,7 +95,7 @@ func cleanupBench(ctx context.Context, e *env) *cleanupResult {
 			var pt scalePoint
 			if rate > 0 {
 				pt = scalePointRun(ctx, e, pointSpec{series: "cleanup-latency", label: k.name, run: run, check: true,
-					args: args(k, "--groups", "1", "--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--duration", cleanupLatTime.String())})
+					args: args(k, "--groups", "1", "--rate", strconv.FormatFloat(rate, 'f', 0, 64), "--duration", cleanupLatTime.String(), "--warmup", latencyWarmup)})
 			} else {
 				pt = scalePoint{label: k.name, err: "no plain maximum in this run"}
 			}
@@ -192,8 +192,8 @@ func (c *cleanupResult) section(b *strings.Builder, chart string) {
 	p("The key figures of one partition of 100 B records with %s uniformly spread keys (acks=all, fsync always, 1 MiB segments), "+
 		"on a plain topic and on the same with retention deleting or compaction compacting underneath. ", thousands(cleanupKeys))
 	p("Every katka here runs retention and compaction every %s (`storage.retention_check_interval`, default 30 s), so they run several times during each point. ", cleanupCheck)
-	p("Per run: each topic produced as fast as one producer can for %s, then each topic at half of that run's plain maximum (%s records/s, median of the runs) for %s with one group reading; ",
-		cleanupMaxTime, thousands(c.rates.median()), cleanupLatTime)
+	p("Per run: each topic produced as fast as one producer can for %s, then each topic at half of that run's plain maximum (%s records/s, median of the runs) for %s (after a %s warm-up left out of the latency) with one group reading; ",
+		cleanupMaxTime, thousands(c.rates.median()), cleanupLatTime, latencyWarmup)
 	p("every point on a fresh katka, the topics' order rotating from run to run. Figures are medians of %d runs; ratios are taken run by run against the plain topic, then their median (min-max). The topics:\n\n", c.runs)
 	for _, k := range cleanupKinds {
 		p("- **%s**: %s.\n", k.name, k.what)
