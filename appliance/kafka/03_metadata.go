@@ -25,7 +25,7 @@ func (s *Server) handleMetadata(ctx context.Context, c *conn, kreq kmsg.Request)
 	resp.ClusterID = &s.clusterID
 	resp.ControllerID = nodeID
 	if s.cfg.Cell != nil { // a cell: every node is a broker, leaders from the controller (cell.go)
-		resp.Brokers = s.cellBrokers(c)
+		resp.Brokers = s.metadataBrokers(c)
 		cid := s.cfg.Cell.ClusterID()
 		resp.ClusterID, resp.ControllerID = &cid, s.cfg.Cell.ControllerID()
 		defer func() {

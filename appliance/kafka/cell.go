@@ -86,6 +86,9 @@ type CellBroker struct {
 	Host   string
 	Port   int32
 	Rack   string
+	// Fenced is true while the controller has the node fenced (it stopped
+	// hearing from it): it leads nothing, and Metadata leaves it out.
+	Fenced bool
 }
 
 // CellPartition is one partition's leadership in the cell.
@@ -99,24 +102,39 @@ type CellPartition struct {
 	Adding, Removing []int32
 }
 
-// cellBrokers is the Metadata broker list of a cell; this node is listed
-// with the address the client reached it on if it is not registered yet.
-func (s *Server) cellBrokers(c *conn) []kmsg.MetadataResponseBroker {
+// cellBrokers is the Metadata broker list of a cell: its live nodes, as
+// Kafka lists only its unfenced brokers, so that clients stop dialing a node
+// the cell has fenced (a dead one); DescribeCluster v2 asks for the fenced ones
+// too (includeFenced). This node is listed with the address the client
+// reached it on if it is not registered yet.
+func (s *Server) cellBrokers(c *conn, includeFenced bool) []CellBroker {
 	self := s.cfg.Cell.NodeID()
-	var out []kmsg.MetadataResponseBroker
+	var out []CellBroker
 	found := false
 	for _, b := range s.cfg.Cell.Brokers() {
+		if b.Fenced && !includeFenced && b.NodeID != self {
+			continue
+		}
+		found = found || b.NodeID == self
+		out = append(out, b)
+	}
+	if !found {
+		out = append(out, CellBroker{NodeID: self, Host: s.advHostFor(c), Port: s.advPortFor(c)})
+	}
+	return out
+}
+
+// metadataBrokers is the broker list of a Metadata response in a cell.
+func (s *Server) metadataBrokers(c *conn) []kmsg.MetadataResponseBroker {
+	var out []kmsg.MetadataResponseBroker
+	for _, b := range s.cellBrokers(c, false) {
 		mb := kmsg.NewMetadataResponseBroker()
 		mb.NodeID, mb.Host, mb.Port = b.NodeID, b.Host, b.Port
 		if b.Rack != "" {
 			rack := b.Rack
 			mb.Rack = &rack
 		}
-		found = found || b.NodeID == self
 		out = append(out, mb)
-	}
-	if !found {
-		out = append(out, kmsg.MetadataResponseBroker{NodeID: self, Host: s.advHostFor(c), Port: s.advPortFor(c)})
 	}
 	return out
 }

@@ -437,6 +437,40 @@ func TestCellCreateTopics(t *testing.T) {
 	}
 }
 
+// TestCellFencedBrokerLeftOut: a node the cell has fenced (one it stopped
+// hearing from) is left out of Metadata, as Kafka lists only unfenced
+// brokers, so that clients stop dialing it; DescribeCluster v2 lists it,
+// marked IsFenced, only when asked to include fenced brokers.
+func TestCellFencedBrokerLeftOut(t *testing.T) {
+	e, f := newCellEnv(t)
+	r := e.raw(t)
+	brokers := func() []int32 {
+		var ids []int32
+		for _, b := range r.roundTrip(kmsg.NewPtrMetadataRequest(), 12).(*kmsg.MetadataResponse).Brokers {
+			ids = append(ids, b.NodeID)
+		}
+		return ids
+	}
+	if got := fmt.Sprint(brokers()); got != "[1 2]" {
+		t.Fatalf("Metadata brokers with both nodes live: %s, want [1 2]", got)
+	}
+	f.mu.Lock()
+	f.brokers[1].Fenced = true
+	f.mu.Unlock()
+	if got := fmt.Sprint(brokers()); got != "[1]" {
+		t.Errorf("Metadata brokers with node 2 fenced: %s, want [1]", got)
+	}
+	req := kmsg.NewPtrDescribeClusterRequest()
+	if dc := r.roundTrip(req, 2).(*kmsg.DescribeClusterResponse); len(dc.Brokers) != 1 || dc.Brokers[0].NodeID != 1 {
+		t.Errorf("DescribeCluster without fenced brokers: %+v", dc.Brokers)
+	}
+	req.IncludeFencedBrokers = true
+	dc := r.roundTrip(req, 2).(*kmsg.DescribeClusterResponse)
+	if len(dc.Brokers) != 2 || dc.Brokers[0].IsFenced || dc.Brokers[1].NodeID != 2 || !dc.Brokers[1].IsFenced {
+		t.Errorf("DescribeCluster with fenced brokers: %+v, want node 1 and node 2 fenced", dc.Brokers)
+	}
+}
+
 // TestDescribeClusterSingleNode: single katka is broker 0, its own controller.
 func TestDescribeClusterSingleNode(t *testing.T) {
 	e := newEnv(t)

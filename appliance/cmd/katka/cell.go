@@ -244,7 +244,8 @@ func (v cellView) Brokers() []kafka.CellBroker {
 		if err != nil || perr != nil {
 			continue // a node without a Kafka listener is no broker
 		}
-		out = append(out, kafka.CellBroker{NodeID: ni.ID, Host: host, Port: int32(p), Rack: ni.Rack})
+		_, fenced := md.Fenced[ni.ID]
+		out = append(out, kafka.CellBroker{NodeID: ni.ID, Host: host, Port: int32(p), Rack: ni.Rack, Fenced: fenced})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
 	return out
