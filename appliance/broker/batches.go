@@ -44,6 +44,12 @@ func (f *BatchFetch) Held() int {
 	return f.parts.Held
 }
 
+// More says the read stopped in front of a stored batch that did not fit in
+// its maxBytes: the partition has more than the read had room for.
+func (f *BatchFetch) More() bool {
+	return f.parts != nil && f.parts.More
+}
+
 // Release gives the buffers behind Parts back for reuse (FetchBatchParts);
 // Parts must not be used after it.
 func (f *BatchFetch) Release() {

@@ -267,7 +267,7 @@ func (c *conn) dropFetchOut() int64 {
 // records is kept regardless: settleFetch then waits for its room).
 func (s *Server) addFetchOut(c *conn, sp *kmsg.FetchResponseTopicPartition, res broker.BatchFetch, budget int64, first bool) (_ int64, left, full bool) {
 	k, n := fitParts(res.Parts, budget, first)
-	left = k < len(res.Parts)
+	left = k < len(res.Parts) || res.More()
 	if n == 0 {
 		res.Release()
 		return 0, left, false
@@ -412,8 +412,8 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 }
 
 // fitParts returns how many of the whole batches at the start of parts fit
-// in budget bytes, and their length (the log's read stops after the batch
-// that reaches its limit). The first partition of a response with records
+// in budget bytes, and their length (the log's read returns only batches
+// that fit but for its first, which it returns whole). The first partition of a response with records
 // gets its first batch whole however large (first), so a consumer never
 // stalls behind a batch larger than its limits; later partitions get only
 // what fits, as in Kafka (which gives them at most a partial batch the client

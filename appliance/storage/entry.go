@@ -101,6 +101,9 @@ var compactedEntry = []byte{kindCompacted}
 const (
 	entryHeaderLen = 21
 	entryMinLen    = entryHeaderLen + 3 + 4
+	// entryOverhead is what a batch entry holds beside the batch: the
+	// header and the length trailer.
+	entryOverhead = entryHeaderLen + 4
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -331,6 +331,12 @@ func (r sealedRead) scanInto(f *os.File, size, first, pos int64, c *collector) (
 		}
 		total := k + int(fl)
 		if rel+total > len(buf) {
+			if h := buf[rel+k:]; len(h) >= spanHeadLen {
+				// A batch that will not fit is not read at all.
+				if kind, eoff, _, ok := entrySpan(h[:spanHeadLen], int(fl)); ok && kind == kindBatch && eoff == off && !c.fits(off, int(fl)-entryOverhead) {
+					return off, true, pos, nil
+				}
+			}
 			if pos+int64(total) > size {
 				return off, false, pos, corrupt(off, "frame cut short: %d bytes past the segment's end", pos+int64(total)-size)
 			}
@@ -357,6 +363,9 @@ func (r sealedRead) scanInto(f *os.File, size, first, pos int64, c *collector) (
 		}
 		off = next
 		if full {
+			if c.before { // stopped in front of this entry
+				return off, true, framePos, nil
+			}
 			return off, true, pos, nil
 		}
 	}
