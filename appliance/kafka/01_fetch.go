@@ -413,11 +413,11 @@ func (s *Server) fetchCommitted(ctx context.Context, c *conn, p fetchPart, budge
 
 // fitParts returns how many of the whole batches at the start of parts fit
 // in budget bytes, and their length (the log's read returns only batches
-// that fit but for its first, which it returns whole). The first partition of a response with records
-// gets its first batch whole however large (first), so a consumer never
-// stalls behind a batch larger than its limits; later partitions get only
-// what fits, as in Kafka (which gives them at most a partial batch the client
-// drops).
+// that fit but for its first, which it returns whole). The first partition
+// of a response with records gets its first batch whole however large
+// (first), so a consumer never stalls behind a batch larger than its limits;
+// later partitions get only what fits, as in Kafka (which gives them at most
+// a partial batch the client drops).
 func fitParts(parts [][]byte, budget int64, first bool) (k, n int) {
 	for k < len(parts) {
 		end := n + len(parts[k])

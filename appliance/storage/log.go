@@ -719,10 +719,10 @@ func (l *Log) Read(offset, limit int64, maxBytes int) ([]Record, error) {
 // offset (Kafka clients skip the records below their fetch offset), and no
 // batch is decoded. It returns the batches that fit in maxBytes, but always
 // the first whole, however large. next is the offset after the last batch
-// returned. Entries written by
-// the per-record format of earlier versions are served as uncompressed
-// batches made on the fly. A damaged entry is never returned: if it is the
-// first one, ReadBatches returns a *CorruptError for offset.
+// returned. Entries written by the per-record format of earlier versions are
+// served as uncompressed batches made on the fly. A damaged entry is never
+// returned: if it is the first one, ReadBatches returns a *CorruptError for
+// offset.
 //
 // ReadBatches copies what ReadBatchParts reads into one slice; the Kafka
 // fetch path uses ReadBatchParts, which does not copy.
@@ -906,16 +906,13 @@ type collector struct {
 	// batch's first offset (a position hint must point at its entry).
 	cut      bool
 	cutEntry int64
-	// before is set when a ReadBatchParts read stopped in front of a batch
-	// that did not fit (fits): the position hint is that entry's frame.
-	before  bool
-	nbytes  int
-	n       int // entries served
-	batches bool
-	recs    []Record
-	parts   *BatchParts // ReadBatchParts: the batches served
-	next    int64       // ReadBatches: offset after the last entry served
-	v1      []Record    // ReadBatches: per-record entries waiting to be served as one batch
+	nbytes   int
+	n        int // entries served
+	batches  bool
+	recs     []Record
+	parts    *BatchParts // ReadBatchParts: the batches served
+	next     int64       // ReadBatches: offset after the last entry served
+	v1       []Record    // ReadBatches: per-record entries waiting to be served as one batch
 }
 
 // collectorMark is a collector's state to roll back to.
@@ -934,7 +931,7 @@ func (c *collector) reset(m collectorMark) {
 	if c.parts != nil {
 		c.parts.Parts, c.parts.Len = c.parts.Parts[:m.parts], m.plen
 	}
-	c.cut, c.before = false, false
+	c.cut = false
 	if c.parts != nil {
 		c.parts.More = false
 	}
@@ -1066,7 +1063,7 @@ func (c *collector) fits(off int64, n int) bool {
 	if c.parts == nil || len(c.parts.Parts) == 0 || len(c.v1) > 0 || off < c.from || c.parts.Len+n <= c.maxBytes {
 		return true
 	}
-	c.parts.More, c.before = true, true
+	c.parts.More = true
 	return false
 }
 

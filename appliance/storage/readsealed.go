@@ -363,7 +363,7 @@ func (r sealedRead) scanInto(f *os.File, size, first, pos int64, c *collector) (
 		}
 		off = next
 		if full {
-			if c.before { // stopped in front of this entry
+			if c.parts.More { // stopped in front of this entry
 				return off, true, framePos, nil
 			}
 			return off, true, pos, nil
