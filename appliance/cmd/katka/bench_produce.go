@@ -11,7 +11,6 @@ import (
 	"math/bits"
 	mrand "math/rand/v2"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -242,14 +241,6 @@ with Kafka's default message.max.bytes of 1,000,012 bytes.`,
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			if os.Getenv("GOGC") == "" {
-				// The load generator's heap is a few MB of records in flight,
-				// collected every ~20 ms at the default GOGC=100: each cycle
-				// takes a core's quarter and stalls the sender with assists,
-				// delaying sends and receipts on the clock the latencies are
-				// read from. Memory is no concern here; CPU and pauses are.
-				debug.SetGCPercent(benchGCPercent)
-			}
 			if cpuProfile != "" {
 				stopProfile, err := startCPUProfile(cpuProfile)
 				if err != nil {
@@ -736,10 +727,6 @@ func (p *payloadPool) fill(v []byte, n int64) {
 	off := int((uint64(n) * 7919) % uint64(len(p.buf)-size))
 	copy(v, p.buf[off:off+size])
 }
-
-// benchGCPercent is the GOGC `katka bench produce` runs with unless the
-// GOGC environment variable says otherwise.
-const benchGCPercent = 400
 
 // slabRecords is how many records (and values) a producer allocates at once.
 const slabRecords = 1024

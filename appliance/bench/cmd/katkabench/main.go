@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,6 +50,20 @@ type env struct {
 	scaleN100, scaleN1k int64
 }
 
+// benchGCPercent is the GOGC this process (the load generator: kgo, nats.go
+// and paho clients of the compared systems) runs with unless GOGC is set, the
+// same as `katka bench`: its live heap is a few MB, so at the default 100 it
+// collects every few fetches or batches, and that GC, not the server, set the
+// consume rates it measured.
+const benchGCPercent = 400
+
+// benchGC sets this process's GC to benchGCPercent unless GOGC is set.
+func benchGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(benchGCPercent)
+	}
+}
+
 // sections are the parts of the bench, selectable with -only.
 var sections = []string{"compare", "mqtt", "raw", "footprint", "profile", "scale"}
 
@@ -67,6 +82,7 @@ func main() {
 	flag.Int64Var(&e.scaleN100, "scale-records-100", 1_000_000, "records per partition-series point at 100 B")
 	flag.Int64Var(&e.scaleN1k, "scale-records-1k", 300_000, "records per partition-series point at 1 KiB")
 	flag.Parse()
+	benchGC()
 	if e.runs < 1 || e.scaleRuns < 1 {
 		fmt.Fprintln(os.Stderr, "katkabench: -runs and -scale-runs must be at least 1")
 		os.Exit(2)

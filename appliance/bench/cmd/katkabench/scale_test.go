@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -122,6 +123,24 @@ func TestScaleCharts(t *testing.T) {
 	for _, name := range want {
 		if fi, err := os.Stat(filepath.Join(filepath.Dir(e.out), name)); err != nil || fi.Size() == 0 {
 			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestBenchGC: the load generator runs with GOGC benchGCPercent unless GOGC
+// is set (it ran at 100, and its consumer's GC set the consume rates).
+func TestBenchGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	for _, c := range []struct {
+		gogc string
+		want int
+	}{{"", benchGCPercent}, {"150", 100}} {
+		t.Setenv("GOGC", c.gogc)
+		debug.SetGCPercent(100)
+		benchGC()
+		if got := debug.SetGCPercent(100); got != c.want {
+			t.Errorf("GOGC=%q: GC percent %d, want %d", c.gogc, got, c.want)
 		}
 	}
 }
