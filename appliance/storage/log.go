@@ -69,10 +69,11 @@ type Log struct {
 	start      int64 // first offset present
 	end        int64 // next offset to be written
 	segs       []*segmentFile
-	tailBytes  int    // bytes in the tail segment, mirroring tidwall/wal's roll rule
-	nextIndex  uint64 // WAL index of the next entry
-	size       int64  // bytes in all segment files
-	dirDirty   bool   // a segment was created since the directory was last fsynced
+	idleSeg    *segmentFile // the sealed segment read last, whose handle stays open (readsealed.go)
+	tailBytes  int          // bytes in the tail segment, mirroring tidwall/wal's roll rule
+	nextIndex  uint64       // WAL index of the next entry
+	size       int64        // bytes in all segment files
+	dirDirty   bool         // a segment was created since the directory was last fsynced
 	batch      wal.Batch
 	buf        []byte
 	spans      []entrySpanRec
@@ -165,6 +166,7 @@ func (l *Log) load() (actions []RecoveryAction, err error) {
 // startHint is the persisted log start (-1 if none). l.w is only replaced on
 // success. The caller holds mu or has not shared l yet.
 func (l *Log) attach(segs []*segmentFile, startHint int64) (err error) {
+	l.setIdleSeg(nil) // its handle may be of a file the new segments replace
 	defer func() {
 		if v := recover(); v != nil {
 			err = fmt.Errorf("open log %s: tidwall/wal panicked: %v: %w", l.dir, v, ErrCorrupt)
@@ -836,6 +838,7 @@ func (l *Log) read(offset, limit int64, c *collector) error {
 		}
 		s := l.segs[i]
 		r := sealedRead{log: l, seg: s, base: s.base, from: offset, to: min(l.segs[i+1].base, limit)}
+		l.setIdleSeg(s)
 		s.pin()
 		l.mu.Unlock()
 
@@ -1170,7 +1173,10 @@ func (l *Log) TruncateFront(offset int64) (err error) {
 		}
 	}
 	for _, s := range l.segs[:k] {
-		s.holdOpen() // readers that pinned it keep reading after the unlink
+		s.retire() // readers that pinned it keep reading after the unlink
+		if s == l.idleSeg {
+			l.idleSeg = nil
+		}
 	}
 	if err := l.w.TruncateFront(l.segs[k].index); err != nil {
 		return fmt.Errorf("truncate %s at %d: %w", l.dir, offset, err)
@@ -1201,6 +1207,7 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
+	l.setIdleSeg(nil)
 	if l.syncFile != nil {
 		l.syncFile.Close()
 	}
@@ -1211,6 +1218,22 @@ func (l *Log) Close() error {
 		serr = nil
 	}
 	return serr
+}
+
+// setIdleSeg makes s (nil: none) the log's idle segment, whose read handle
+// stays open between reads; the one it replaces closes its handle once unused.
+// mu is held.
+func (l *Log) setIdleSeg(s *segmentFile) {
+	if l.idleSeg == s {
+		return
+	}
+	if l.idleSeg != nil {
+		l.idleSeg.setIdle(false)
+	}
+	l.idleSeg = s
+	if s != nil {
+		s.setIdle(true)
+	}
 }
 
 // startFile records a log start offset that AdvanceStart moved past the first
@@ -1369,6 +1392,7 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 	}
 	// Readers that still hold the old file and meet the new index find its
 	// positions wrong (offset check) and rescan their file from the start.
+	s.replaced()
 	s.fmu.Lock()
 	s.idx = idx
 	s.fmu.Unlock()

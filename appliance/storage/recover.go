@@ -26,12 +26,13 @@ type segmentFile struct {
 	lastTS int64
 	hasTS  bool
 
-	// fmu guards readers, rf, hint and idx: reads of a sealed segment pin it
+	// fmu guards readers, rf, idle, hint and idx: reads of a sealed segment pin it
 	// under the log's mutex, then read it through rf outside that mutex (see
 	// readsealed.go).
 	fmu     sync.Mutex
 	readers int
-	rf      *os.File
+	rf      *segHandle // the current read handle, nil if none is open
+	idle    bool       // s is its log's idle segment: rf outlives its reads
 	hint    readHint
 	idx     *segIndex // nil until built (segments found at open are indexed when first read)
 	// idxUsed is when idx was last used or built (Unix ns): a roll drops the

@@ -234,7 +234,7 @@ func applyTruncate(dir string, segs []*segmentFile, p truncPlan) ([]*segmentFile
 		keep = 0
 	}
 	for j := len(segs) - 1; j >= keep; j-- {
-		segs[j].holdOpen()
+		segs[j].retire()
 		if err := os.Remove(segs[j].path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, -1, fmt.Errorf("remove segment %s: %w", segs[j].path, err)
 		}
@@ -249,7 +249,7 @@ func applyTruncate(dir string, segs []*segmentFile, p truncPlan) ([]*segmentFile
 		return nil, p.end, nil
 	}
 	old := segs[p.seg]
-	old.holdOpen()
+	old.retire()
 	if err := atomicWriteTmp(old.path, truncTmp, p.prefix); err != nil {
 		return nil, -1, err
 	}
