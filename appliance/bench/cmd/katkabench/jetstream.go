@@ -116,6 +116,7 @@ func natsProduce(ctx context.Context, url string, n int64, size int, limit time.
 		return result{}, fmt.Errorf("create stream: %w", err)
 	}
 	value := payload(size)
+	settle()
 	start := time.Now()
 	var sent int64
 	for sent = 0; sent < n && ctx.Err() == nil; sent++ {
@@ -152,6 +153,7 @@ func natsConsume(ctx context.Context, url string, n int64) (result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	settle()
 	start := time.Now()
 	cons, err := js.OrderedConsumer(ctx, natsStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {

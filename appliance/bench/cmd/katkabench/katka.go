@@ -152,6 +152,7 @@ func kgoProduce(ctx context.Context, addr, topic string, n int64, size int, limi
 	value := payload(size)
 	var failed atomic.Int64
 	var firstErr atomic.Value
+	settle()
 	start := time.Now()
 	var sent int64
 	for sent = 0; sent < n && ctx.Err() == nil; sent++ {
@@ -184,6 +185,7 @@ func kgoConsume(ctx context.Context, addr, topic string, n int64) (result, error
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	settle()
 	start := time.Now()
 	var got int64
 	for got < n {
@@ -240,6 +242,7 @@ func kcatProduce(ctx context.Context, e *env, addr, topic string, n int64, size 
 	cmd.Stdin = in
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	settle()
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		return result{}, fmt.Errorf("kcat -P: %w: %s", err, stderr.String())
@@ -263,6 +266,7 @@ func kcatConsume(ctx context.Context, addr, topic string, n int64) (result, erro
 	var lc lineCounter
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &lc, &stderr
+	settle()
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		return result{}, fmt.Errorf("kcat -C: %w: %s", err, stderr.String())

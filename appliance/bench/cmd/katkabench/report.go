@@ -144,7 +144,7 @@ func (r *report) markdown(e *env) string {
 	p("- JetStream: `nats-server -c X` (%s, `jetstream { store_dir: ..., sync_interval: always | 1s }`), stream BENCH, file storage, 1 replica;\n", natsVersion)
 	p("  nats.go `jetstream.PublishAsync` with at most %d unacknowledged, then wait for `PublishAsyncComplete`; consume with an ordered consumer (ack none) `Consume` with `PullMaxMessages(%d)`.\n", natsWindow, natsWindow)
 	p("- Consume in each mode reads the records written in interval mode (server restarted on that data in the mode), so both modes read the same amount.\n")
-	p("- The clients of both systems run in this process, which runs with GOGC %d (as `katka bench` does) unless GOGC is set: at the default 100 the kgo consumer's own GC and page faults on its freed 1 MiB responses took more CPU than katka spent serving them.\n\n", benchGCPercent)
+	p("- The clients of both systems run in this process, which runs with GOGC %d (as `katka bench` does) unless GOGC is set: at the default 100 the kgo consumer's own GC and page faults on its freed 1 MiB responses took more CPU than katka spent serving them; it collects its own garbage (`runtime.GC()`) before every timed client run, so no run pays for the last one's.\n\n", benchGCPercent)
 	if len(r.errors) > 0 {
 		p("## Failures in this run\n\n")
 		for _, er := range r.errors {
