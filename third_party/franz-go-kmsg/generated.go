@@ -3851,11 +3851,7 @@ func (v *ProduceResponse) AppendTo(dst []byte) []byte {
 					}
 					if isFlexible {
 						var toEncode []uint32
-						if !reflect.DeepEqual(v.CurrentLeader, (func() ProduceResponseTopicPartitionCurrentLeader {
-							var v ProduceResponseTopicPartitionCurrentLeader
-							v.Default()
-							return v
-						})()) {
+						if !v.CurrentLeader.isDefault() { // katka patch: see defaults_katka.go
 							toEncode = append(toEncode, 0)
 						}
 						dst = kbin.AppendUvarint(dst, uint32(len(toEncode)+v.UnknownTags.Len()))
@@ -5570,25 +5566,13 @@ func (v *FetchResponse) AppendTo(dst []byte) []byte {
 					}
 					if isFlexible {
 						var toEncode []uint32
-						if !reflect.DeepEqual(v.DivergingEpoch, (func() FetchResponseTopicPartitionDivergingEpoch {
-							var v FetchResponseTopicPartitionDivergingEpoch
-							v.Default()
-							return v
-						})()) {
+						if !v.DivergingEpoch.isDefault() { // katka patch: see defaults_katka.go
 							toEncode = append(toEncode, 0)
 						}
-						if !reflect.DeepEqual(v.CurrentLeader, (func() FetchResponseTopicPartitionCurrentLeader {
-							var v FetchResponseTopicPartitionCurrentLeader
-							v.Default()
-							return v
-						})()) {
+						if !v.CurrentLeader.isDefault() { // katka patch: see defaults_katka.go
 							toEncode = append(toEncode, 1)
 						}
-						if !reflect.DeepEqual(v.SnapshotID, (func() FetchResponseTopicPartitionSnapshotID {
-							var v FetchResponseTopicPartitionSnapshotID
-							v.Default()
-							return v
-						})()) {
+						if !v.SnapshotID.isDefault() { // katka patch: see defaults_katka.go
 							toEncode = append(toEncode, 2)
 						}
 						dst = kbin.AppendUvarint(dst, uint32(len(toEncode)+v.UnknownTags.Len()))
