@@ -89,7 +89,16 @@ func TestSarama(t *testing.T) {
 					case m := <-pc.Messages():
 						w := want[m.Offset]
 						if w == nil {
-							t.Fatalf("unexpected offset %d on partition %d", m.Offset, p)
+							// Tell a duplicate (a retried send) from a shifted
+							// offset: which message the record is, and where the
+							// producer was told it went.
+							at := "not sent"
+							for _, s := range msgs {
+								if k, _ := s.Key.Encode(); string(k) == string(m.Key) {
+									at = fmt.Sprintf("reported at partition %d offset %d", s.Partition, s.Offset)
+								}
+							}
+							t.Fatalf("unexpected offset %d on partition %d: key %q value %q (%s); %d reported offsets of the partition not yet consumed", m.Offset, p, m.Key, m.Value, at, len(want))
 						}
 						wk, _ := w.Key.Encode()
 						wv, _ := w.Value.Encode()
