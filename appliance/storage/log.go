@@ -869,22 +869,41 @@ func (l *Log) readTail(offset, limit int64, c *collector) error {
 		n, off = int(pt.n), pt.off
 	}
 	t.fmu.Unlock()
-	for ; n < t.entries && off < limit; n++ {
-		data, err := l.readEntry(t.index+uint64(n), max(off, offset))
-		var next int64
-		var full bool
-		if err == nil {
-			// A tail entry is read from the file into a buffer of its own
-			// (third_party/tidwall-wal: the tail is not kept in memory), so
-			// a batch is served as a slice of it, not copied: a consumer at
-			// the end holds the bytes it reads, not a 1 MiB arena per
-			// partition (64 groups of 16 partitions held 130 MB of arenas
-			// for kilobytes of records).
-			kept := c.kept()
-			next, full, err = c.add(data, off, true)
-			if err == nil && c.kept() > kept {
-				c.parts.Held += cap(data)
+	for n < t.entries && off < limit {
+		// One read of the file per run of entries, sized by what the
+		// response still has room for plus the entries an index point may
+		// sit before the offset (a pread and a buffer per entry were a
+		// quarter of katka's CPU for a fetch of 4,096 partitions).
+		run, size, err := l.readTailRun(t.index+uint64(n), max(off, offset), c.room()+indexInterval)
+		if err != nil {
+			if c.n > 0 {
+				return nil
 			}
+			return err
+		}
+		// A tail run is read from the file into a buffer of its own
+		// (third_party/tidwall-wal: the tail is not kept in memory), so a
+		// batch is served as a slice of it, not copied: a consumer at the
+		// end holds the bytes it reads, not a 1 MiB arena per partition
+		// (64 groups of 16 partitions held 130 MB of arenas for kilobytes
+		// of records).
+		held, full := false, false
+		for _, data := range run {
+			kept := c.kept()
+			var next int64
+			next, full, err = c.add(data, off, true)
+			if err != nil {
+				break
+			}
+			held = held || c.kept() > kept
+			off = next
+			n++
+			if full || off >= limit {
+				break
+			}
+		}
+		if held {
+			c.parts.Held += size
 		}
 		if err != nil {
 			if c.n > 0 {
@@ -892,12 +911,26 @@ func (l *Log) readTail(offset, limit int64, c *collector) error {
 			}
 			return err
 		}
-		off = next
 		if full {
 			break
 		}
 	}
 	return nil
+}
+
+// readTailRun reads tail entries from WAL index idx on, at most maxBytes of
+// them beyond the first (off is the first's offset, for the error).
+func (l *Log) readTailRun(idx uint64, off int64, maxBytes int) (run [][]byte, size int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			run, size, err = nil, 0, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", v)}
+		}
+	}()
+	run, size, err = l.w.ReadTail(idx, maxBytes)
+	if err != nil {
+		return nil, 0, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", err)}
+	}
+	return run, size, nil
 }
 
 // collector gathers what a read returns, entry by entry: decoded records for
@@ -950,6 +983,15 @@ func (c *collector) buffer(n int) []byte {
 }
 
 // kept is the number of batches served so far (ReadBatchParts), 0 otherwise.
+// room is how many more stored bytes the read may return.
+func (c *collector) room() int {
+	used := c.nbytes
+	if c.parts != nil {
+		used = max(used, c.parts.Len)
+	}
+	return max(c.maxBytes-used, 0)
+}
+
 func (c *collector) kept() int {
 	if c.parts == nil {
 		return 0
@@ -1086,21 +1128,6 @@ func (c *collector) flush() error {
 
 // ErrOutOfRange is returned when a read starts outside the log.
 var ErrOutOfRange = errors.New("offset out of range")
-
-// readEntry reads the raw entry at WAL index idx, whose first offset is off; a
-// library panic or error on a damaged segment becomes a CorruptError.
-func (l *Log) readEntry(idx uint64, off int64) (data []byte, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			data, err = nil, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", v)}
-		}
-	}()
-	data, err = l.w.Read(idx)
-	if err != nil {
-		return nil, &CorruptError{Offset: off, Reason: fmt.Sprintf("segment unreadable: %v", err)}
-	}
-	return data, nil
-}
 
 // SegmentInfo describes one segment for retention decisions.
 type SegmentInfo struct {

@@ -206,3 +206,80 @@ func TestKatkaTailPositionsSparse(t *testing.T) {
 	checkAll()
 	positions()
 }
+
+// TestKatkaReadTail reads the tail with ReadTail from every entry on, with
+// limits from one byte to the whole file, and checks that each run is the
+// entries in order, the first whole, none beyond the limit but the first,
+// none cut; that a run moves the read cursor (the next Read and ReadTail
+// agree with it); and that an index outside the tail is refused.
+func TestKatkaReadTail(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{NoSync: true, SegmentSize: 64 << 10, NoCopy: true, AllowEmpty: true}
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	want := map[uint64][]byte{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var b Batch
+	for idx := uint64(1); idx <= 600; idx++ {
+		b.Clear()
+		want[idx] = bytes.Repeat([]byte{byte(idx)}, 1+rng.IntN(300))
+		b.Write(idx, want[idx])
+		if err := l.WriteBatch(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tail := l.segments[len(l.segments)-1]
+	if len(l.segments) < 2 || tail.tcount < 3*tailStride {
+		t.Fatalf("%d segments, %d tail entries: the test needs a roll and a long tail", len(l.segments), tail.tcount)
+	}
+	last := tail.index + uint64(tail.tcount) - 1
+	frame := func(i uint64) int { return len(want[i]) + uvarintLen(uint64(len(want[i]))) }
+	for _, limit := range []int{1, 300, 2000, 20000, 1 << 20} {
+		for from := tail.index; from <= last; from++ {
+			got, size, err := l.ReadTail(from, limit)
+			if err != nil {
+				t.Fatalf("ReadTail(%d, %d): %v", from, limit, err)
+			}
+			if len(got) == 0 || size < frame(from) {
+				t.Fatalf("ReadTail(%d, %d): %d entries in %d bytes", from, limit, len(got), size)
+			}
+			used := 0
+			for k, e := range got {
+				i := from + uint64(k)
+				if !bytes.Equal(e, want[i]) {
+					t.Fatalf("ReadTail(%d, %d): entry %d differs", from, limit, i)
+				}
+				used += frame(i)
+			}
+			if used > max(limit, frame(from)) || used > size {
+				t.Fatalf("ReadTail(%d, %d): %d bytes of entries in a read of %d", from, limit, used, size)
+			}
+			next := from + uint64(len(got))
+			if next <= last && used+frame(next) <= min(size, limit) {
+				t.Fatalf("ReadTail(%d, %d): stopped before entry %d, which fits", from, limit, next)
+			}
+			if next <= last {
+				if e, err := l.Read(next); err != nil || !bytes.Equal(e, want[next]) {
+					t.Fatalf("Read(%d) after ReadTail(%d, %d): %v", next, from, limit, err)
+				}
+			}
+		}
+	}
+	if _, _, err := l.ReadTail(tail.index-1, 1<<20); err != ErrNotFound {
+		t.Fatalf("ReadTail of a sealed entry: %v, want ErrNotFound", err)
+	}
+	if _, _, err := l.ReadTail(last+1, 1<<20); err != ErrNotFound {
+		t.Fatalf("ReadTail past the end: %v, want ErrNotFound", err)
+	}
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
+}

@@ -981,6 +981,69 @@ func (l *Log) Read(index uint64) (data []byte, err error) {
 	return data, nil
 }
 
+// ReadTail reads entries of the tail segment from index on with one read
+// of its file (katka): the entry at index whole, then those that follow and
+// fit, with their length prefixes, in maxBytes. It returns each entry's data,
+// all slices of one new buffer of size bytes that the caller owns. index must
+// be in the tail segment (ErrNotFound otherwise); a JSON log returns only the
+// entry at index.
+func (l *Log) ReadTail(index uint64, maxBytes int) (entries [][]byte, size int, err error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.corrupt {
+		return nil, 0, ErrCorrupt
+	} else if l.closed {
+		return nil, 0, ErrClosed
+	}
+	s := l.segments[len(l.segments)-1]
+	if index < s.index || index > l.lastIndex {
+		return nil, 0, ErrNotFound
+	}
+	i := int(index - s.index)
+	if l.opts.LogFormat == JSON {
+		edata, err := l.readTailEntry(s, i)
+		if err != nil {
+			return nil, 0, err
+		}
+		data, err := readJSON(edata)
+		if err != nil {
+			return nil, 0, err
+		}
+		return [][]byte{data}, len(edata), nil
+	}
+	pos, end, _, err := l.tailEntryAt(s, i)
+	if err != nil {
+		return nil, 0, err
+	}
+	n := min(s.size-pos, max(int64(maxBytes), end-pos))
+	if end > s.size || n < end-pos {
+		return nil, 0, ErrCorrupt
+	}
+	buf := make([]byte, n)
+	if _, err := l.sfile.ReadAt(buf, pos); err != nil {
+		return nil, 0, err
+	}
+	p := 0
+	for k := i; k < s.tcount && p < len(buf); k++ {
+		size, hn := binary.Uvarint(buf[p:])
+		if hn <= 0 || size > uint64(len(buf)-p-hn) {
+			if k == i {
+				return nil, 0, ErrCorrupt
+			}
+			break // an entry cut by the read's end: the next read takes it
+		}
+		entries = append(entries, buf[p+hn:p+hn+int(size)])
+		p += hn + int(size)
+		if k == i && int64(p) != end-pos {
+			return nil, 0, ErrCorrupt
+		}
+	}
+	l.tcurMu.Lock()
+	s.tcur = tailCursor{ok: true, i: i + len(entries), pos: pos + int64(p)}
+	l.tcurMu.Unlock()
+	return entries, len(buf), nil
+}
+
 //go:noinline
 func readJSON(edata []byte) ([]byte, error) {
 	var data []byte
