@@ -158,8 +158,11 @@ func indexBytes(buf []byte, base int64) (x *segIndex, entries int, end int64) {
 }
 
 // indexFile builds the index of a sealed segment file from its entry heads,
-// reading it once through br. A damaged frame ends the index there: reads
-// beyond it scan from the last point and report the damage.
+// reading it through br. An entry longer than what br holds is stepped over
+// by position, not read: a segment of 1 MiB batches was read whole to index
+// it (64 MiB for a 64 MiB segment), now a buffer's worth per batch. A damaged
+// frame ends the index there: reads beyond it scan from the last point and
+// report the damage.
 func indexFile(br *bufio.Reader, f *os.File, size, base int64) *segIndex {
 	br.Reset(io.NewSectionReader(f, 0, size))
 	x := &segIndex{}
@@ -181,11 +184,15 @@ func indexFile(br *bufio.Reader, f *os.File, size, base int64) *segIndex {
 			off = next
 		}
 		x.add(off, pos, n)
-		if _, err := br.Discard(int(fl)); err != nil {
-			break
-		}
 		next = off + count
 		pos += int64(uvarintLen(fl)) + int64(fl)
+		if int(fl) <= br.Buffered() {
+			if _, err := br.Discard(int(fl)); err != nil {
+				break
+			}
+		} else {
+			br.Reset(io.NewSectionReader(f, pos, size-pos))
+		}
 	}
 	return x
 }

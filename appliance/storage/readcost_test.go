@@ -4,23 +4,26 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/katka-io/katka/appliance/recordbatch"
 )
 
-// readSyscalls returns this process's read system calls so far (pread
-// included), from /proc/self/io.
-func readSyscalls(t *testing.T) int64 {
+// procIO returns a counter of this process's I/O from /proc/self/io: syscr
+// (read system calls, pread included) or rchar (bytes read by them, page
+// cache included).
+func procIO(t *testing.T, field string) int64 {
 	t.Helper()
-	f, err := os.Open("/proc/self/io")
+	raw, err := os.ReadFile("/proc/self/io")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "syscr: "); ok {
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, field+": "); ok {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
 				t.Fatal(err)
@@ -28,7 +31,7 @@ func readSyscalls(t *testing.T) int64 {
 			return n
 		}
 	}
-	t.Fatal("no syscr in /proc/self/io")
+	t.Fatalf("no %s in /proc/self/io", field)
 	return 0
 }
 
@@ -50,12 +53,12 @@ func TestTailReadOneReadPerRun(t *testing.T) {
 	if segs := l.Segments(); len(segs) != 1 {
 		t.Fatalf("%d segments, want the tail alone", len(segs))
 	}
-	before := readSyscalls(t)
+	before := procIO(t, "syscr")
 	parts, err := l.ReadBatchParts(0, n, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	reads := readSyscalls(t) - before
+	reads := procIO(t, "syscr") - before
 	if got := parts.Next; got != n {
 		t.Fatalf("read up to offset %d, want %d", got, n)
 	}
@@ -116,4 +119,47 @@ func BenchmarkTailReadSmallEntries(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+// Indexing a segment of ~1 MiB entries steps over each entry by position
+// instead of reading it (it read the whole file), and finds the same points
+// as indexing its bytes in memory.
+func TestIndexFileSkipsLargeEntries(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, 64<<20)
+	for i := range 16 { // 16 batches of 1,000 records of 1,000 B, as a producer sends them
+		if _, _, err := l.AppendBatches([][]byte{producedBatch(t, recordbatch.CodecNone, i*1000, 1000, 1000, -1, -1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.SyncTo(16000); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, segmentName(1))
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, _ := indexBytes(raw, 0)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := procIO(t, "rchar")
+	got := indexFile(bufio.NewReaderSize(nil, 256<<10), f, int64(len(raw)), 0)
+	read := procIO(t, "rchar") - before
+	if !reflect.DeepEqual(got.pts, want.pts) {
+		t.Fatalf("index points %v, want %v", got.pts, want.pts)
+	}
+	if len(got.pts) != 16 {
+		t.Fatalf("%d index points, want 16 (one per entry)", len(got.pts))
+	}
+	t.Logf("indexing %d bytes of 1 MiB entries read %d bytes", len(raw), read)
+	if read > int64(len(raw))/3 {
+		t.Fatalf("indexing %d bytes of 1 MiB entries read %d bytes", len(raw), read)
+	}
 }
