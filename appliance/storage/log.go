@@ -984,13 +984,7 @@ func (c *collector) buffer(n int) []byte {
 
 // kept is the number of batches served so far (ReadBatchParts), 0 otherwise.
 // room is how many more stored bytes the read may return.
-func (c *collector) room() int {
-	used := c.nbytes
-	if c.parts != nil {
-		used = max(used, c.parts.Len)
-	}
-	return max(c.maxBytes-used, 0)
-}
+func (c *collector) room() int { return max(c.maxBytes-c.nbytes, 0) }
 
 func (c *collector) kept() int {
 	if c.parts == nil {

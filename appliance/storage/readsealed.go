@@ -103,8 +103,7 @@ func (s *segmentFile) release(h *segHandle) {
 		if h != s.rf {
 			h.f.Close()
 		} else if !s.idle {
-			s.rf = nil
-			h.f.Close()
+			s.dropHandle()
 		}
 	}
 	s.fmu.Unlock()

@@ -817,6 +817,24 @@ func (l *Log) tailEntryAt(s *segment, i int) (pos, end int64, data []byte, err e
 	}
 }
 
+// tailEntryStart returns where tail entry i starts (katka): from the kept
+// position or the read cursor when they point at it, else the end of entry
+// i-1, found by stepping over the heads before it.
+func (l *Log) tailEntryStart(s *segment, i int) (int64, error) {
+	stride := l.stride()
+	if i%stride == 0 {
+		return int64(s.tpos[i/stride]), nil
+	}
+	l.tcurMu.Lock()
+	c := s.tcur
+	l.tcurMu.Unlock()
+	if c.ok && c.i == i {
+		return c.pos, nil
+	}
+	_, end, _, err := l.tailEntryAt(s, i-1)
+	return end, err
+}
+
 // tailChunk is how much of the tail file one read of entry heads takes.
 const tailChunk = 4096
 
@@ -1011,32 +1029,37 @@ func (l *Log) ReadTail(index uint64, maxBytes int) (entries [][]byte, size int, 
 		}
 		return [][]byte{data}, len(edata), nil
 	}
-	pos, end, _, err := l.tailEntryAt(s, i)
+	pos, err := l.tailEntryStart(s, i)
 	if err != nil {
 		return nil, 0, err
 	}
-	n := min(s.size-pos, max(int64(maxBytes), end-pos))
-	if end > s.size || n < end-pos {
-		return nil, 0, ErrCorrupt
-	}
-	buf := make([]byte, n)
+	left := s.size - pos
+	buf := make([]byte, min(left, max(int64(maxBytes), binary.MaxVarintLen64)))
 	if _, err := l.sfile.ReadAt(buf, pos); err != nil {
 		return nil, 0, err
 	}
+	// The entry at index is returned whole: if it is longer than the read,
+	// the rest of it is read on.
+	flen, hn := binary.Uvarint(buf)
+	if hn <= 0 || flen > uint64(left-int64(hn)) {
+		return nil, 0, ErrCorrupt
+	}
+	if first := hn + int(flen); first > len(buf) {
+		whole := make([]byte, first)
+		copy(whole, buf)
+		if _, err := l.sfile.ReadAt(whole[len(buf):], pos+int64(len(buf))); err != nil {
+			return nil, 0, err
+		}
+		buf = whole
+	}
 	p := 0
 	for k := i; k < s.tcount && p < len(buf); k++ {
-		size, hn := binary.Uvarint(buf[p:])
-		if hn <= 0 || size > uint64(len(buf)-p-hn) {
-			if k == i {
-				return nil, 0, ErrCorrupt
-			}
+		flen, hn := binary.Uvarint(buf[p:])
+		if hn <= 0 || flen > uint64(len(buf)-p-hn) {
 			break // an entry cut by the read's end: the next read takes it
 		}
-		entries = append(entries, buf[p+hn:p+hn+int(size)])
-		p += hn + int(size)
-		if k == i && int64(p) != end-pos {
-			return nil, 0, ErrCorrupt
-		}
+		entries = append(entries, buf[p+hn:p+hn+int(flen)])
+		p += hn + int(flen)
 	}
 	l.tcurMu.Lock()
 	s.tcur = tailCursor{ok: true, i: i + len(entries), pos: pos + int64(p)}
