@@ -1395,6 +1395,32 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 			return 0, 0, fmt.Errorf("compact %s: fsync: %w", s.path, err)
 		}
 	}
+	saved, ok, err := l.swapCompacted(s, tmp, idx, int64(len(out)))
+	if err != nil || !ok {
+		return 0, 0, err
+	}
+	// The rename is made durable outside the log's lock: a directory fsync
+	// takes milliseconds, and appends and fetches of the partition waited
+	// behind it (a tenth of a second per second at 340k records/s with
+	// compaction every second). A power cut before it leaves the old file,
+	// whole and fsynced, which the next compaction rewrites again.
+	if h := compactSyncHook; h != nil {
+		h(s.path)
+	}
+	if err := syncDir(l.dir); err != nil {
+		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
+	}
+	return removed, saved, nil
+}
+
+// compactSyncHook, when set by a test, is called by compaction after it
+// replaced a segment, just before it fsyncs the directory.
+var compactSyncHook func(path string)
+
+// swapCompacted puts the compacted file tmp (indexed by idx, size bytes) in
+// place of sealed segment s under the log's lock, unless s is gone or the log
+// closed meanwhile (ok false, tmp removed). It returns the bytes reclaimed.
+func (l *Log) swapCompacted(s *segmentFile, tmp string, idx *segIndex, size int64) (saved int64, ok bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	still := false
@@ -1405,11 +1431,11 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 	}
 	if !still || l.closed {
 		os.Remove(tmp)
-		return 0, 0, nil
+		return 0, false, nil
 	}
 	if err := os.Rename(tmp, s.path); err != nil {
 		os.Remove(tmp)
-		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
+		return 0, false, fmt.Errorf("compact %s: %w", s.path, err)
 	}
 	// Readers that still hold the old file and meet the new index find its
 	// positions wrong (offset check) and rescan their file from the start.
@@ -1418,10 +1444,10 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 	s.idx = idx
 	s.fmu.Unlock()
 	if err := l.w.ClearCache(); err != nil {
-		return 0, 0, fmt.Errorf("compact %s: %w", s.path, err)
+		return 0, false, fmt.Errorf("compact %s: %w", s.path, err)
 	}
-	saved := s.size - int64(len(out))
-	s.size = int64(len(out))
+	saved = s.size - size
+	s.size = size
 	l.size -= saved
-	return removed, saved, syncDir(l.dir)
+	return saved, true, nil
 }
