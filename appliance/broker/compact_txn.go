@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"bytes"
+	"fmt"
 	"sort"
 
 	"github.com/katka-io/katka/appliance/recordbatch"
@@ -26,50 +28,141 @@ type txnSpan struct {
 	aborted  bool  // false: undecided (open transaction)
 }
 
-// scanTxnSpans reads the batch headers of the log up to end (no record is
-// decoded; markers are one small uncompressed record each).
-func scanTxnSpans(l *storage.Log, end int64) (*txnSpans, error) {
-	open := map[int64][]txnSpan{} // producer id -> its open transaction's batches
-	s := &txnSpans{}
-	for off := l.StartOffset(); off < end; {
-		data, _, err := l.ReadBatches(off, end, 4<<20)
+// compactionScan is what one read of a partition's log tells compaction: the
+// latest offset of every key, counting only decided data (neither aborted
+// transactions' records nor those of transactions with no marker yet), and
+// the transaction spans.
+type compactionScan struct {
+	latest map[string]*int64
+	txns   *txnSpans
+
+	start   int64               // the log start: records below it do not count
+	open    map[int64][]txnSpan // producer id -> its open transaction's batches
+	pending map[int64][]keyAt   // producer id -> its open transaction's keys
+}
+
+// keyAt is a record's key and offset.
+type keyAt struct {
+	key []byte
+	off int64
+}
+
+// latestOf is key's latest decided offset, if the log holds one.
+func (c *compactionScan) latestOf(key []byte) (int64, bool) {
+	if p := c.latest[string(key)]; p != nil {
+		return *p, true
+	}
+	return 0, false
+}
+
+// note makes off key's latest offset if it is later than the one known.
+func (c *compactionScan) note(key []byte, off int64) {
+	if p := c.latest[string(key)]; p != nil {
+		*p = max(*p, off)
+		return
+	}
+	v := off
+	c.latest[string(key)] = &v
+}
+
+// scanForCompaction reads the log from its start up to end once, batch by
+// batch: the batch headers give the transaction spans (a marker is one small
+// uncompressed record), and each record's key and offset delta (values and
+// headers are stepped over) give each key's latest offset. A transaction's
+// keys wait for its marker: counted if it commits, dropped if it aborts,
+// never counted while open. Before, the keys were read with Log.Read, which
+// decodes every record whole, after a separate pass over the headers: the
+// two passes were 60% of compaction's CPU.
+func scanForCompaction(l *storage.Log, end int64) (*compactionScan, error) {
+	c := &compactionScan{latest: map[string]*int64{}, txns: &txnSpans{},
+		open: map[int64][]txnSpan{}, pending: map[int64][]keyAt{}, start: l.StartOffset()}
+	for off := c.start; off < end; {
+		// The batches as stored, uncopied (keys noted are copied into the
+		// map; a transaction's pending keys are cloned).
+		bp, err := l.ReadBatchParts(off, end, 4<<20)
 		if err != nil {
 			return nil, err
 		}
 		next := off
-		for raw, rest, ok := recordbatch.Next(data); ok; raw, rest, ok = recordbatch.Next(rest) {
-			h, err := recordbatch.ParseHeader(raw)
-			if err != nil {
+		for _, raw := range bp.Parts {
+			if next, err = c.batch(raw, next); err != nil {
 				break
 			}
-			next = max(next, h.NextOffset())
-			if !h.Transactional() || h.ProducerID < 0 {
-				continue
-			}
-			if !h.Control() {
-				open[h.ProducerID] = append(open[h.ProducerID], txnSpan{from: h.BaseOffset, to: h.NextOffset()})
-				continue
-			}
-			commit, ok := recordbatch.ControlType(raw)
-			if ok && !commit {
-				for _, sp := range open[h.ProducerID] {
-					sp.aborted = true
-					s.spans = append(s.spans, sp)
-				}
-			}
-			delete(open, h.ProducerID)
+		}
+		bp.Release()
+		if err != nil {
+			return nil, err
 		}
 		if next <= off {
 			break
 		}
 		off = next
 	}
-	for _, sps := range open {
-		s.spans = append(s.spans, sps...)
+	for _, sps := range c.open {
+		c.txns.spans = append(c.txns.spans, sps...)
 	}
-	sort.Slice(s.spans, func(i, j int) bool { return s.spans[i].from < s.spans[j].from })
-	return s, nil
+	sort.Slice(c.txns.spans, func(i, j int) bool { return c.txns.spans[i].from < c.txns.spans[j].from })
+	return c, nil
 }
+
+// batch takes one stored batch into the scan and returns the offset after
+// it (next if the batch does not parse).
+func (c *compactionScan) batch(raw []byte, next int64) (int64, error) {
+	h, err := recordbatch.ParseHeader(raw)
+	if err != nil {
+		return next, nil
+	}
+	next = max(next, h.NextOffset())
+	txn := h.Transactional() && h.ProducerID >= 0
+	if h.Control() {
+		if !txn {
+			return next, nil
+		}
+		commit, ok := recordbatch.ControlType(raw)
+		if ok && !commit {
+			for _, sp := range c.open[h.ProducerID] {
+				sp.aborted = true
+				c.txns.spans = append(c.txns.spans, sp)
+			}
+		} else if ok {
+			for _, k := range c.pending[h.ProducerID] {
+				c.note(k.key, k.off)
+			}
+		}
+		delete(c.open, h.ProducerID)
+		delete(c.pending, h.ProducerID)
+		return next, nil
+	}
+	if txn {
+		c.open[h.ProducerID] = append(c.open[h.ProducerID], txnSpan{from: h.BaseOffset, to: h.NextOffset()})
+	}
+	recs, err := recordbatch.DecompressRecords(&h, raw[recordbatch.HeaderLen:], maxDecodedBatch)
+	if err != nil {
+		return next, fmt.Errorf("compaction scan of batch at %d: %w", h.BaseOffset, err)
+	}
+	for len(recs) > 0 {
+		od, key, n, err := recordbatch.RecordKey(recs)
+		if err != nil {
+			return next, fmt.Errorf("compaction scan of batch at %d: %w", h.BaseOffset, err)
+		}
+		recs = recs[n:]
+		o := h.BaseOffset + od
+		if key == nil || o < c.start {
+			continue
+		}
+		if txn {
+			c.pending[h.ProducerID] = append(c.pending[h.ProducerID], keyAt{bytes.Clone(key), o})
+		} else {
+			c.note(key, o)
+		}
+	}
+	return next, nil
+}
+
+// maxDecodedBatch bounds a batch's records decompressed by the compaction
+// scan (as storage bounds its own reads): batches were checked when written,
+// so this only stops damaged data from growing memory without end.
+const maxDecodedBatch = 256 << 20
 
 // at reports whether off is in an aborted transaction's data or in a
 // transaction not decided yet.

@@ -61,6 +61,13 @@ func TestCompactionKeepsTransactions(t *testing.T) {
 	app(txnTestBatch(2, "a", "a-aborted", false, false))
 	app(txnTestBatch(2, "", "", true, false))
 	app(txnTestBatch(3, "b", "b-open", false, false))
+	// A committed transaction's value supersedes the plain one before it:
+	// its key counts once the marker is read.
+	if _, err := b.Produce(ctx, "st", 0, []Record{{Key: []byte("c"), Value: []byte("c-old")}}, AcksLeader); err != nil {
+		t.Fatal(err)
+	}
+	app(txnTestBatch(4, "c", "c-committed", false, false))
+	app(txnTestBatch(4, "", "", true, true))
 	// Fill and seal segments (64 KiB) with other keys, each written twice.
 	for round := range 2 {
 		recs := make([]Record, 1000)
@@ -93,7 +100,7 @@ func TestCompactionKeepsTransactions(t *testing.T) {
 		off = res.Records[len(res.Records)-1].Offset + 1
 	}
 	sort.Strings(got)
-	if want := "a-committed,b-old,b-open"; strings.Join(got, ",") != want {
+	if want := "a-committed,b-old,b-open,c-committed"; strings.Join(got, ",") != want {
 		t.Fatalf("after compaction: %v, want %s", got, want)
 	}
 	if fillers >= 2000 {
@@ -110,7 +117,7 @@ func TestCompactionKeepsTransactions(t *testing.T) {
 			markers = append(markers, fmt.Sprint(commit))
 		}
 	}
-	if strings.Join(markers, ",") != "true,false" {
-		t.Fatalf("markers after compaction (commit?): %v, want [true false]", markers)
+	if strings.Join(markers, ",") != "true,false,true" {
+		t.Fatalf("markers after compaction (commit?): %v, want [true false true]", markers)
 	}
 }

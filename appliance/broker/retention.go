@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"errors"
 	"time"
 
 	"github.com/katka-io/katka/appliance/storage"
@@ -91,31 +90,11 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 	// The latest offset of every key, over the whole log, counting only
 	// decided data: neither aborted transactions' records nor those of
 	// transactions with no marker yet.
-	latest := map[string]int64{}
-	end := p.log.EndOffset()
-	txns, err := scanTxnSpans(p.log, end)
+	scan, err := scanForCompaction(p.log, p.log.EndOffset())
 	if err != nil {
 		return err
 	}
-	for off := p.log.StartOffset(); off < end; {
-		recs, err := p.log.Read(off, end, 4<<20)
-		if err != nil {
-			if errors.Is(err, ErrCorrupt) {
-				off++
-				continue
-			}
-			return err
-		}
-		if len(recs) == 0 {
-			break
-		}
-		for i := range recs {
-			if aborted, undecided := txns.at(recs[i].Offset); recs[i].Key != nil && !aborted && !undecided {
-				latest[string(recs[i].Key)] = recs[i].Offset
-			}
-		}
-		off = recs[len(recs)-1].Offset + 1
-	}
+	txns := scan.txns
 	tombstoneAge := time.Duration(cfg.DeleteRetentionMs) * time.Millisecond
 	removed, saved, err := p.log.Compact(func(r *Record) bool {
 		switch aborted, undecided := txns.at(r.Offset); {
@@ -126,7 +105,7 @@ func (b *Broker) compactPartition(p *partition, cfg TopicConfig, now time.Time) 
 		case r.Key == nil:
 			return true
 		}
-		if latest[string(r.Key)] != r.Offset {
+		if latest, ok := scan.latestOf(r.Key); !ok || latest != r.Offset {
 			return false
 		}
 		return r.Value != nil || now.Sub(r.Timestamp) < tombstoneAge

@@ -170,3 +170,35 @@ func TestNext(t *testing.T) {
 		t.Fatalf("split %d batches", len(got))
 	}
 }
+
+// TestRecordKey: RecordKey gives what DecodeRecord gives for the offset
+// delta, the key and the length, and fails on a cut record.
+func TestRecordKey(t *testing.T) {
+	b := testBatch(t, 12, CodecNone, 7, 0)
+	h, err := ParseHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := DecompressRecords(&h, b[HeaderLen:], 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(raw) > 0 {
+		r, n, err := DecodeRecord(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		od, key, kn, err := RecordKey(raw)
+		if err != nil || od != r.OffsetDelta || !bytes.Equal(key, r.Key) || kn != n {
+			t.Fatalf("RecordKey: %d %q %d %v, DecodeRecord: %d %q %d", od, key, kn, err, r.OffsetDelta, r.Key, n)
+		}
+		if _, _, _, err := RecordKey(raw[:n-len(r.Value)-3]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("cut record: %v", err)
+		}
+		raw = raw[n:]
+	}
+	null := AppendRecord(nil, 3, 0, nil, []byte("v"), nil)
+	if od, key, _, err := RecordKey(null); err != nil || od != 3 || key != nil {
+		t.Fatalf("null key: %d %q %v", od, key, err)
+	}
+}

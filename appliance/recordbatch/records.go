@@ -221,3 +221,27 @@ func AppendRecord(dst []byte, offDelta, tsDelta int64, key, value []byte, header
 	}
 	return dst
 }
+
+// RecordKey reads only the offset delta and the key of the record at the
+// start of raw (decompressed records, as DecompressRecords returns them) and
+// returns them with the record's whole length, prefix included, so a caller
+// can step over the rest: compaction's scan for each key's latest offset
+// needs no more, and decoding values and headers doubled its cost. Errors
+// wrap ErrMalformed.
+func RecordKey(raw []byte) (offDelta int64, key []byte, n int, err error) {
+	r := reader{b: raw}
+	length := r.varint()
+	if r.bad || length < minRecordBody || length > int64(len(r.b)) {
+		return 0, nil, 0, fmt.Errorf("%w: bad length", ErrMalformed)
+	}
+	total := len(raw) - len(r.b) + int(length)
+	r.b = r.b[:length]
+	r.int8()
+	r.varint()
+	offDelta = r.varint()
+	key = r.bytes()
+	if r.bad {
+		return 0, nil, 0, fmt.Errorf("%w: bad record", ErrMalformed)
+	}
+	return offDelta, key, total, nil
+}
