@@ -1400,10 +1400,9 @@ func (l *Log) compactSegment(s *segmentFile, keep func(r *Record) bool) (int, in
 		return 0, 0, err
 	}
 	// The rename is made durable outside the log's lock: a directory fsync
-	// takes milliseconds, and appends and fetches of the partition waited
-	// behind it (a tenth of a second per second at 340k records/s with
-	// compaction every second). A power cut before it leaves the old file,
-	// whole and fsynced, which the next compaction rewrites again.
+	// can take milliseconds, and the partition's appends and fetches need
+	// the lock. A power cut before it leaves the old file, whole and
+	// fsynced, which the next compaction rewrites again.
 	if h := compactSyncHook; h != nil {
 		h(s.path)
 	}
