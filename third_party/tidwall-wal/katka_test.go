@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"testing"
 )
 
@@ -282,4 +283,80 @@ func uvarintLen(x uint64) int {
 		n++
 	}
 	return n
+}
+
+// TestKatkaTruncateFrontAtSegmentStart: truncating the front at a segment's
+// first entry removes the segments before it and leaves that segment's file
+// as it is (upstream copied it into a START file and renamed that over it);
+// the entries from there on read back, also after reopening, and a power cut
+// between the removals (files of a prefix gone) opens as the suffix.
+func TestKatkaTruncateFrontAtSegmentStart(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{NoSync: true, SegmentSize: 16 << 10, NoCopy: true}
+	l, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(idx uint64) []byte { return bytes.Repeat([]byte{byte(idx)}, 100+int(idx%50)) }
+	const last = 1000
+	for idx := uint64(1); idx <= last; idx++ {
+		if err := l.Write(idx, want(idx)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(l.segments) < 5 {
+		t.Fatalf("%d segments", len(l.segments))
+	}
+	for step := range 2 { // a sealed segment, then the tail
+		s := l.segments[2]
+		if step == 1 {
+			s = l.segments[len(l.segments)-1]
+		}
+		before, err := os.Stat(s.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.TruncateFront(s.index); err != nil {
+			t.Fatal(err)
+		}
+		after, err := os.Stat(s.path)
+		if err != nil || !os.SameFile(before, after) {
+			t.Fatalf("segment %s was replaced (%v)", s.path, err)
+		}
+		files, _ := os.ReadDir(dir)
+		if first, _ := l.FirstIndex(); first != s.index || len(files) != len(l.segments) {
+			t.Fatalf("first index %d, want %d; %d files for %d segments", first, s.index, len(files), len(l.segments))
+		}
+		for idx := s.index; idx <= last; idx++ {
+			if got, err := l.Read(idx); err != nil || !bytes.Equal(got, want(idx)) {
+				t.Fatalf("entry %d after truncating the front at %d: %v", idx, s.index, err)
+			}
+		}
+	}
+	end := uint64(last)
+	for len(l.segments) < 3 {
+		end++
+		if err := l.Write(end, want(end)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A power cut after the first removal of the next truncation.
+	next := l.segments[1].index
+	if err := os.Remove(l.segments[0].path); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if l, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	first, _ := l.FirstIndex()
+	if first != next {
+		t.Fatalf("reopened with the first segment gone: first index %d, want %d", first, next)
+	}
+	for idx := first; idx <= end; idx++ {
+		if got, err := l.Read(idx); err != nil || !bytes.Equal(got, want(idx)) {
+			t.Fatalf("reopened: entry %d: %v", idx, err)
+		}
+	}
 }

@@ -1168,6 +1168,11 @@ func (l *Log) truncateFront(index uint64) (err error) {
 		// nothing to truncate
 		return nil
 	}
+	if index <= l.lastIndex {
+		if i := l.findSegment(index); l.segments[i].index == index {
+			return l.dropFrontSegments(i)
+		}
+	}
 	var segIdx int
 	var s *segment
 	var ebuf []byte
@@ -1249,6 +1254,34 @@ func (l *Log) truncateFront(index uint64) (err error) {
 	}
 	l.segments = append([]*segment{}, l.segments[segIdx:]...)
 	l.firstIndex = index
+	l.clearCache()
+	return nil
+}
+
+// dropFrontSegments is truncateFront at the first entry of segment i
+// (katka): the segments before it are removed, oldest first, and segment i
+// stays as it is. Upstream copied the whole of segment i into a START file
+// (a read, a write and an fsync of up to SegmentSize) and renamed it over
+// the original even when the cut was its first entry; katka's retention
+// always cuts there, holding its partition's lock throughout (34-53 ms per
+// pass of 35 segments of 1 MiB). A power cut midway leaves a suffix of the
+// segments, which Open takes as the log.
+func (l *Log) dropFrontSegments(i int) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = ErrCorrupt
+		}
+		if err != nil {
+			l.corrupt = true
+		}
+	}()
+	for j := 0; j < i; j++ {
+		if err = os.Remove(l.segments[j].path); err != nil {
+			return err
+		}
+	}
+	l.segments = append([]*segment{}, l.segments[i:]...)
+	l.firstIndex = l.segments[0].index
 	l.clearCache()
 	return nil
 }
